@@ -1,0 +1,1 @@
+"""Cordon's services. They meet only on the bus, through ``shared.contracts``."""

@@ -1,0 +1,323 @@
+"""The command runtime: parse → load → decide → append, with group commit.
+
+Commands that arrive together are decided one after another against a batch-wide cache of stream
+states, then committed in ONE PostgreSQL transaction (events, outbox rows, replies, and any rows a
+handler writes). A command that fails validation or a domain rule gets its error reply and writes
+nothing; the others in the batch are unaffected. If the batch transaction fails (another process
+won a race on a stream or a command id), each command is retried in a transaction of its own.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+import asyncpg
+import msgspec
+
+from shared import envelope as env
+from shared import log as logging
+from shared import store
+from shared.errors import CommandError, Conflict, Unavailable
+from shared.subjects import event_subject
+
+log = logging.get("commands")
+
+Evolve = Callable[[Any, env.Event], Any]
+
+
+class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    ok: bool = True
+    stream_id: str | None = None
+    version: int | None = None
+    events: list[msgspec.Raw] = []
+    extra: dict | None = None
+
+
+_reply_encoder = msgspec.json.Encoder()
+
+
+def encode_ok(reply: Reply) -> bytes:
+    body = {"ok": True, "stream_id": reply.stream_id, "version": reply.version, "events": reply.events}
+    if reply.extra:
+        body.update(reply.extra)
+    return _reply_encoder.encode(body)
+
+
+def encode_error(err: CommandError) -> bytes:
+    return _reply_encoder.encode(err.to_reply())
+
+
+@dataclass
+class _Pending:
+    events: list[store.NewEvent] = field(default_factory=list)
+    envelopes: list[msgspec.Raw] = field(default_factory=list)
+    states: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    writes: list[tuple[str, tuple]] = field(default_factory=list)
+    first_stream: str | None = None
+    last_version: int | None = None
+    extra: dict | None = None
+
+
+class Context:
+    """What a command handler sees: stream loads through the batch cache, appends, extra writes."""
+
+    def __init__(self, batch: "_Batch", cmd: Any):
+        self._batch = batch
+        self._cmd = cmd
+        self._pending = _Pending()
+        self.conn: asyncpg.Connection = batch.conn
+        #: Batch-wide scratch space for in-batch uniqueness checks (e.g. an ID number claimed).
+        self.local: dict = batch.local
+
+    async def load(self, stream_id: str) -> tuple[Any, int]:
+        """The state and version of a stream, including what earlier commands of the batch did."""
+        if stream_id in self._pending.states:
+            return self._pending.states[stream_id]
+        return await self._batch.load(stream_id)
+
+    def append(self, stream_id: str, version: int, events: list[env.Event]) -> None:
+        """Append events to a stream read at ``version``. Checks ``expected_version`` if given."""
+        expected = getattr(self._cmd, "expected_version", None)
+        if expected is not None and self._pending.first_stream is None and expected != version:
+            raise Conflict(
+                f"{stream_id} is at version {version}, not {expected}: reload and decide again",
+                field="expected_version",
+            )
+        state = self._pending.states.get(stream_id, (None, None))[0]
+        if stream_id not in self._pending.states:
+            state = self._batch.cached_state(stream_id)
+        cmd = self._cmd
+        for event in events:
+            version += 1
+            envelope = env.wrap(
+                event,
+                stream_id=stream_id,
+                stream_version=version,
+                occurred_at=cmd.occurred_at,
+                actor=cmd.actor,
+                correlation_id=getattr(cmd, "correlation_id", None) or cmd.command_id,
+                causation_id=cmd.command_id,
+                recorded_at=self._batch.recorded_at,
+            )
+            payload = env.encode(envelope)
+            self._pending.events.append(
+                store.NewEvent(
+                    event_id=envelope.event_id,
+                    stream_id=stream_id,
+                    version=version,
+                    type=envelope.type,
+                    community=envelope.community,
+                    recorded_at=envelope.recorded_at,
+                    envelope=payload,
+                    subject=event_subject(event.community, self._batch.service, envelope.type),
+                )
+            )
+            self._pending.envelopes.append(msgspec.Raw(payload))
+            state = self._batch.evolve(state, event)
+        self._pending.states[stream_id] = (state, version)
+        if self._pending.first_stream is None:
+            self._pending.first_stream = stream_id
+            self._pending.last_version = version
+        elif stream_id == self._pending.first_stream:
+            self._pending.last_version = version
+
+    def write(self, sql: str, *args: Any) -> None:
+        """Run ``sql`` in the command's transaction, only if the command is accepted."""
+        self._pending.writes.append((sql, args))
+
+    def reply_with(self, **extra: Any) -> None:
+        """Add fields to the success reply (e.g. checkpoint's ``decision``)."""
+        self._pending.extra = {**(self._pending.extra or {}), **extra}
+
+
+Handler = Callable[[Any, Context], Awaitable[None]]
+
+
+class _Batch:
+    def __init__(self, runtime: "CommandRuntime", conn: asyncpg.Connection, recorded_at: datetime):
+        self.runtime = runtime
+        self.service = runtime.service
+        self.evolve = runtime.evolve
+        self.conn = conn
+        self.recorded_at = recorded_at
+        self.cache: dict[str, tuple[Any, int]] = {}
+        self.local: dict = {}
+
+    def cached_state(self, stream_id: str) -> Any:
+        return self.cache.get(stream_id, (None, 0))[0]
+
+    async def load(self, stream_id: str) -> tuple[Any, int]:
+        if stream_id not in self.cache:
+            await self.prefetch([stream_id])
+        return self.cache[stream_id]
+
+    async def prefetch(self, stream_ids: list[str]) -> None:
+        missing = [s for s in dict.fromkeys(stream_ids) if s not in self.cache]
+        if not missing:
+            return
+        for s in missing:
+            self.cache[s] = (None, 0)
+        for row in await store.load_streams(self.conn, self.service, missing):
+            _, event = env.decode(row["envelope"])
+            state, _ = self.cache[row["stream_id"]]
+            self.cache[row["stream_id"]] = (self.evolve(state, event), row["version"])
+
+
+@dataclass
+class _Item:
+    name: str
+    cmd: Any
+    future: asyncio.Future
+
+
+class CommandRuntime:
+    """Runs a service's commands with group commit. One writer task per process."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        pool: asyncpg.Pool,
+        handlers: dict[str, Handler],
+        evolve: Evolve,
+        prefetch: Callable[[Any], list[str]] | None = None,
+        batch_max: int = 256,
+        on_commit: Callable[[], None] | None = None,
+    ):
+        self.service = service
+        self.pool = pool
+        self.handlers = handlers
+        self.evolve = evolve
+        self.prefetch = prefetch
+        self.batch_max = batch_max
+        self.on_commit = on_commit
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self.committed = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._writer(), name=f"{self.service}.writer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.future.done():
+                item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
+
+    async def execute(self, name: str, cmd: Any) -> bytes:
+        """Queue a parsed command; returns the encoded reply once committed (or refused)."""
+        if self._task is None:
+            raise RuntimeError("CommandRuntime.start() first")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(name, cmd, future))
+        return await future
+
+    async def _writer(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.batch_max and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            try:
+                await self._run_batch(items)
+            except asyncio.CancelledError:
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
+                raise
+            except Exception:  # a bug must not kill the writer; every caller still gets a reply
+                log.exception("batch.failed", size=len(items))
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_result(
+                            encode_error(CommandError("internal error; the command was not applied"))
+                        )
+
+    async def _run_batch(self, items: list[_Item]) -> None:
+        try:
+            replies = await self._attempt(items)
+        except (asyncpg.UniqueViolationError, asyncpg.SerializationError):
+            # Lost a race to another process: decide each command again, alone.
+            replies = {}
+            for item in items:
+                try:
+                    replies.update(await self._attempt([item]))
+                except asyncpg.UniqueViolationError as exc:
+                    replies[id(item)] = await self._race_reply(item, exc)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            log.warning("batch.unavailable", error=str(exc))
+            replies = {id(i): encode_error(Unavailable("the record (PostgreSQL) is unreachable; "
+                                                       "retry with the same command_id")) for i in items}
+        for item in items:
+            if not item.future.done():
+                item.future.set_result(replies[id(item)])
+
+    async def _race_reply(self, item: _Item, exc: Exception) -> bytes:
+        async with self.pool.acquire() as conn:
+            stored = await conn.fetchval(
+                f"SELECT reply FROM {self.service}.commands WHERE command_id = $1", item.cmd.command_id
+            )
+        if stored is not None:
+            return bytes(stored)
+        return encode_error(Conflict(f"another command changed the same record at the same time; "
+                                     f"retry ({getattr(exc, 'constraint_name', '')})"))
+
+    async def _attempt(self, items: list[_Item]) -> dict[int, bytes]:
+        replies: dict[int, bytes] = {}
+        accepted: list[tuple[_Item, _Pending, bytes]] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            batch = _Batch(self, conn, env.utcnow())
+            ids = list({i.cmd.command_id for i in items})
+            seen = {
+                r["command_id"]: bytes(r["reply"])
+                for r in await conn.fetch(
+                    f"SELECT command_id, reply FROM {self.service}.commands WHERE command_id = ANY($1)", ids
+                )
+            }
+            if self.prefetch:
+                await batch.prefetch([s for i in items if i.cmd.command_id not in seen
+                                      for s in self.prefetch(i.cmd)])
+            for item in items:
+                if item.cmd.command_id in seen:
+                    replies[id(item)] = seen[item.cmd.command_id]
+                    continue
+                ctx = Context(batch, item.cmd)
+                try:
+                    await self.handlers[item.name](item.cmd, ctx)
+                except CommandError as err:
+                    replies[id(item)] = encode_error(err)
+                    continue
+                pending = ctx._pending
+                batch.cache.update(pending.states)
+                reply = encode_ok(Reply(stream_id=pending.first_stream, version=pending.last_version,
+                                        events=pending.envelopes, extra=pending.extra))
+                seen[item.cmd.command_id] = reply
+                replies[id(item)] = reply
+                accepted.append((item, pending, reply))
+            if accepted:
+                await self._commit(conn, batch, accepted)
+        if accepted:
+            self.committed += len(accepted)
+            if self.on_commit:
+                self.on_commit()
+        return replies
+
+    async def _commit(self, conn, batch: _Batch, accepted) -> None:
+        events = [e for _, p, _ in accepted for e in p.events]
+        await store.append(conn, self.service, events)
+        writes: dict[str, list[tuple]] = {}
+        for _, pending, _ in accepted:
+            for sql, args in pending.writes:
+                writes.setdefault(sql, []).append(args)
+        for sql, rows in writes.items():
+            await conn.executemany(sql, rows)
+        await conn.executemany(
+            f"INSERT INTO {self.service}.commands (command_id, name, reply, recorded_at) "
+            "VALUES ($1, $2, $3, $4)",
+            [(i.cmd.command_id, i.name, r, batch.recorded_at) for i, _, r in accepted],
+        )

@@ -1,0 +1,58 @@
+"""Configuration from the environment.
+
+``CORDON_NATS_URL`` and ``CORDON_PG_DSN`` point at running servers (containers, clusters); when
+absent, ``cordon up`` starts embedded ones under ``CORDON_DATA_DIR``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Settings shared by every service; build it with :meth:`from_env`."""
+
+    nats_url: str | None = None
+    pg_dsn: str | None = None
+    data_dir: Path = Path(".cordon")
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+    #: Most commands committed in one PostgreSQL transaction (group commit).
+    batch_max: int = 256
+    #: Largest command payload accepted, bytes.
+    max_payload: int = 64 * 1024
+    #: JetStream duplicate window, seconds: the relay's crash-between-publish-and-delete guard.
+    dedupe_window_s: float = 20 * 60
+    #: Attempts before a consumer parks a failing message as a dead letter.
+    park_after: int = 5
+    pg_pool_max: int = 10
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Config":
+        env = dict(os.environ if env is None else env)
+        values: dict = {}
+        if env.get("CORDON_NATS_URL"):
+            values["nats_url"] = env["CORDON_NATS_URL"]
+        if env.get("CORDON_PG_DSN"):
+            values["pg_dsn"] = env["CORDON_PG_DSN"]
+        if env.get("CORDON_DATA_DIR"):
+            values["data_dir"] = Path(env["CORDON_DATA_DIR"])
+        for key, name, conv in (
+            ("log_format", "CORDON_LOG_FORMAT", str),
+            ("log_level", "CORDON_LOG_LEVEL", str),
+            ("batch_max", "CORDON_BATCH_MAX", int),
+            ("max_payload", "CORDON_MAX_PAYLOAD", int),
+            ("dedupe_window_s", "CORDON_DEDUPE_WINDOW_S", float),
+            ("park_after", "CORDON_PARK_AFTER", int),
+            ("pg_pool_max", "CORDON_PG_POOL_MAX", int),
+        ):
+            if env.get(name):
+                try:
+                    values[key] = conv(env[name])
+                except ValueError:
+                    raise SystemExit(f"{name}={env[name]!r} is not a valid {conv.__name__}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

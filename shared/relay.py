@@ -1,0 +1,141 @@
+"""The outbox relay: publishes a service's committed events to JetStream, in order.
+
+Each outbox row is published with ``Nats-Msg-Id`` = event id and deleted only after JetStream
+acknowledged it, so a crash between publish and delete cannot duplicate (the stream's duplicate
+window drops the second copy). While NATS is unreachable, rows stay in the outbox and go out, in
+order, when it returns. One relay per service publishes at a time (a PostgreSQL advisory lock),
+so a second replica waits instead of interleaving.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from nats.aio.client import Client
+from nats.js.errors import APIError
+
+from shared import log as logging
+from shared.subjects import STREAM
+
+log = logging.get("relay")
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        service: str,
+        pool: asyncpg.Pool,
+        nc: Client,
+        batch: int = 1000,
+        ack_timeout: float = 5.0,
+        poll_interval: float = 0.5,
+    ):
+        self.service = service
+        self.pool = pool
+        self.nc = nc
+        self.js = nc.jetstream(timeout=ack_timeout)
+        self.batch = batch
+        self.ack_timeout = ack_timeout
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.published = 0
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        """Called after a commit so fresh events go out without waiting for the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}.relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self.pool.acquire() as lock_conn:
+                    await self._hold_lock(lock_conn)
+                    while True:
+                        sent = await self.publish_once(lock_conn)
+                        backoff = 0.1
+                        if sent < self.batch:
+                            await self._idle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS or PostgreSQL down: back off, keep the rows, try again
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("relay.retry", service=self.service, error=self.last_error, backoff=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _hold_lock(self, conn: asyncpg.Connection) -> None:
+        key = f"relay:{self.service}"
+        while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+            await asyncio.sleep(1.0)
+
+    async def _idle(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def publish_once(self, conn: asyncpg.Connection) -> int:
+        """Publish up to one batch of outbox rows in order; returns how many were acknowledged."""
+        rows = await conn.fetch(
+            f"""SELECT o.position, o.subject, e.event_id::text AS event_id, e.envelope
+                FROM {self.service}.outbox o JOIN {self.service}.events e USING (position)
+                ORDER BY o.position LIMIT $1""",
+            self.batch,
+        )
+        if not rows:
+            return 0
+        futures: list[asyncio.Future] = []
+        acked: list[int] = []
+        error: Exception | None = None
+        try:
+            for row in rows:
+                futures.append(
+                    await self.js.publish_async(
+                        row["subject"],
+                        bytes(row["envelope"]),
+                        headers={"Nats-Msg-Id": row["event_id"]},
+                        wait_stall=self.ack_timeout,
+                    )
+                )
+            for row, future in zip(rows, futures):
+                try:
+                    # nats-py can leave a rejected publish_async future unresolved: bound the wait.
+                    ack = await asyncio.wait_for(future, self.ack_timeout)
+                except (asyncio.TimeoutError, APIError) as exc:
+                    error = exc
+                    break
+                if ack.stream != STREAM:
+                    error = RuntimeError(f"{row['subject']} was captured by stream {ack.stream}")
+                    break
+                acked.append(row["position"])
+        except Exception as exc:  # e.g. the connection closed while publishing
+            error = exc
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()  # frees nats-py's pending-publish slot
+        if acked:
+            # Only a prefix is deleted: what follows a failure is published again, in order
+            # (JetStream drops the copies it already has by Nats-Msg-Id).
+            await conn.execute(f"DELETE FROM {self.service}.outbox WHERE position = ANY($1)", acked)
+            self.published += len(acked)
+        if error is not None:
+            raise error
+        return len(acked)
+
+    async def depth(self) -> int:
+        async with self.pool.acquire() as conn:
+            return await conn.fetchval(f"SELECT count(*) FROM {self.service}.outbox")

@@ -1,0 +1,137 @@
+"""The PostgreSQL record of one service: events, outbox, command replies, inbox, dead letters.
+
+Each service owns a schema. ``events`` is append-only with a unique ``(stream_id, version)``: that
+unique key is the optimistic-concurrency check. A command's events, their outbox rows and its
+reply commit in one transaction (see :mod:`shared.commands`), so an accepted command is never lost
+and never half-published.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable
+
+import asyncpg
+
+SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def ddl(schema: str) -> str:
+    if not SCHEMA_NAME.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    return f"""
+    CREATE SCHEMA IF NOT EXISTS {schema};
+    CREATE TABLE IF NOT EXISTS {schema}.events (
+        position     bigserial PRIMARY KEY,
+        event_id     uuid NOT NULL UNIQUE,
+        stream_id    text NOT NULL,
+        version      integer NOT NULL CHECK (version > 0),
+        type         text NOT NULL,
+        community    text NOT NULL,
+        recorded_at  timestamptz NOT NULL,
+        envelope     bytea NOT NULL,
+        UNIQUE (stream_id, version)
+    );
+    CREATE TABLE IF NOT EXISTS {schema}.outbox (
+        position     bigint PRIMARY KEY REFERENCES {schema}.events (position),
+        subject      text NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS {schema}.commands (
+        command_id   text PRIMARY KEY,
+        name         text NOT NULL,
+        reply        bytea NOT NULL,
+        recorded_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE IF NOT EXISTS {schema}.inbox (
+        consumer     text NOT NULL,
+        event_id     uuid NOT NULL,
+        stream_seq   bigint,
+        consumed_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (consumer, event_id)
+    );
+    CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
+        id           bigserial PRIMARY KEY,
+        consumer     text NOT NULL,
+        event_id     uuid,
+        subject      text NOT NULL,
+        stream_seq   bigint,
+        payload      bytea NOT NULL,
+        error        text NOT NULL,
+        attempts     integer NOT NULL,
+        parked_at    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE OR REPLACE FUNCTION {schema}.forbid_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'the event record is append-only'; END $$;
+    DROP TRIGGER IF EXISTS events_append_only ON {schema}.events;
+    CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON {schema}.events
+        FOR EACH ROW EXECUTE FUNCTION {schema}.forbid_change();
+    """
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, extra_ddl: str = "") -> None:
+    """Create the service's schema and tables if missing. Safe to run concurrently and repeatedly."""
+    async with conn.transaction():
+        # Serialize concurrent migrations of the same schema (two replicas starting together).
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
+        await conn.execute(ddl(schema))
+        if extra_ddl:
+            await conn.execute(extra_ddl)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One event ready to append: its encoded envelope and where it goes."""
+
+    event_id: str
+    stream_id: str
+    version: int
+    type: str
+    community: str
+    recorded_at: datetime
+    envelope: bytes
+    subject: str
+
+
+async def load_streams(conn: asyncpg.Connection, schema: str, stream_ids: Iterable[str]):
+    """Every stored envelope of the given streams, ordered by stream and version."""
+    return await conn.fetch(
+        f"SELECT stream_id, version, envelope FROM {schema}.events "
+        "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version",
+        list(stream_ids),
+    )
+
+
+async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent]) -> None:
+    """Append events and their outbox rows. Must run inside a transaction.
+
+    Raises ``asyncpg.UniqueViolationError`` when a (stream_id, version) is taken: somebody
+    appended to that stream first.
+    """
+    if not events:
+        return
+    positions = await conn.fetch(
+        f"""INSERT INTO {schema}.events
+              (event_id, stream_id, version, type, community, recorded_at, envelope)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
+                                 $6::timestamptz[], $7::bytea[])
+            RETURNING event_id::text, position""",
+        [e.event_id for e in events],
+        [e.stream_id for e in events],
+        [e.version for e in events],
+        [e.type for e in events],
+        [e.community for e in events],
+        [e.recorded_at for e in events],
+        [e.envelope for e in events],
+    )
+    position_of = {r["event_id"]: r["position"] for r in positions}
+    await conn.execute(
+        f"INSERT INTO {schema}.outbox (position, subject) "
+        "SELECT * FROM unnest($1::bigint[], $2::text[])",
+        [position_of[e.event_id] for e in events],
+        [e.subject for e in events],
+    )
+
+
+async def outbox_depth(conn: asyncpg.Connection, schema: str) -> int:
+    return await conn.fetchval(f"SELECT count(*) FROM {schema}.outbox")

@@ -1,0 +1,90 @@
+"""Community paths and NATS subjects: the administrative tree is the subject tree.
+
+A community is ``<district>.<street>.<committee>``, each token a slug (``a-z``, ``0-9``, ``-``).
+Events go to ``cordon.evt.<community>.<service>.<EventType>``, commands to
+``cordon.cmd.<service>.<command>``, queries to ``cordon.qry.<view>``.
+"""
+from __future__ import annotations
+
+import re
+
+from shared.errors import Invalid
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
+EVENT_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+STREAM = "CORDON"
+EVENTS_ROOT = "cordon.evt"
+SERVICES = ("registry", "checkpoint", "quarantine", "logistics")
+
+
+def check_slug(value: object, field: str = "id") -> str:
+    """Return ``value`` if it is a slug, else raise :class:`Invalid` naming the field."""
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"{field} must be a non-empty slug (a-z, 0-9, '-')", field=field)
+    if not SLUG.match(value):
+        raise Invalid(
+            f"{field} {value!r} is not a slug: use lowercase a-z, 0-9 and '-', at most 63 "
+            "characters, starting with a letter or digit; never '.', '*', '>' or spaces",
+            field=field,
+        )
+    return value
+
+
+def check_community(value: object, field: str = "community") -> str:
+    """Return ``value`` if it is a ``district.street.committee`` path, else raise Invalid."""
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"{field} must be a path district.street.committee", field=field)
+    tokens = value.split(".")
+    if len(tokens) != 3:
+        raise Invalid(
+            f"{field} {value!r} must have exactly three tokens, district.street.committee "
+            "(e.g. changning.chengjiaqiao.nangong)",
+            field=field,
+        )
+    for token in tokens:
+        check_slug(token, field)
+    return value
+
+
+def check_scope(value: object, field: str = "scope") -> str:
+    """A prefix of the tree: ``city``, a district, ``district.street`` or a full community."""
+    if value == "city":
+        return value
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"{field} must be 'city' or a path prefix like 'changning'", field=field)
+    tokens = value.split(".")
+    if len(tokens) > 3:
+        raise Invalid(f"{field} {value!r} has more than three tokens", field=field)
+    for token in tokens:
+        check_slug(token, field)
+    return value
+
+
+def event_subject(community: str, service: str, event_type: str) -> str:
+    """``cordon.evt.<community>.<service>.<EventType>``, validating every token."""
+    check_community(community)
+    if service not in SERVICES:
+        raise Invalid(f"unknown service {service!r}", field="service")
+    if not EVENT_TYPE.match(event_type):
+        raise Invalid(f"event type {event_type!r} must be CamelCase", field="type")
+    return f"{EVENTS_ROOT}.{community}.{service}.{event_type}"
+
+
+def community_filter(scope: str) -> str:
+    """The wildcard subject a client subscribes to for a scope of the tree."""
+    if check_scope(scope) == "city":
+        return f"{EVENTS_ROOT}.>"
+    return f"{EVENTS_ROOT}.{scope}.>"
+
+
+def service_filter(service: str) -> str:
+    """Every event a service publishes, in any community."""
+    return f"{EVENTS_ROOT}.*.*.*.{service}.>"
+
+
+def command_subject(service: str, command: str) -> str:
+    return f"cordon.cmd.{service}.{command}"
+
+
+def query_subject(view: str) -> str:
+    return f"cordon.qry.{view}"
