@@ -77,6 +77,21 @@ class Context:
             return self._pending.states[stream_id]
         return await self._batch.load(stream_id)
 
+    async def expect(self, stream_id: str) -> tuple[Any, int]:
+        """Load the command's target stream and check the caller's ``expected_version``.
+
+        Call it before deciding, so a stale caller hears ``conflict`` rather than a domain error
+        about a state it has not seen.
+        """
+        state, version = await self.load(stream_id)
+        expected = getattr(self._cmd, "expected_version", None)
+        if expected is not None and expected != version:
+            raise Conflict(
+                f"{stream_id} is at version {version}, not {expected}: reload and decide again",
+                field="expected_version",
+            )
+        return state, version
+
     def append(self, stream_id: str, version: int, events: list[env.Event]) -> None:
         """Append events to a stream read at ``version``. Checks ``expected_version`` if given."""
         expected = getattr(self._cmd, "expected_version", None)

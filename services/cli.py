@@ -1,0 +1,104 @@
+"""`cordon`: run Cordon and talk to it.
+
+    cordon up [--data-dir D] [--nats-port P] [--pg-port P]   embedded servers + every service
+    cordon service NAME                                       one service (containers)
+    cordon health                                             ask every running service
+    cordon request SUBJECT JSON                               send a command or query, print the reply
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+
+from shared import log as logging
+from shared.config import Config
+
+#: Every service that exists, in start order: name -> "module:function" returning its ServiceSpec.
+SERVICES: dict[str, str] = {
+    "registry": "services.registry.app:spec",
+}
+
+
+def load_spec(name: str):
+    module, func = SERVICES[name].split(":")
+    return getattr(importlib.import_module(module), func)()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cordon", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start embedded NATS + PostgreSQL (unless configured) and every service")
+    up.add_argument("--data-dir", default=None, help="where embedded servers keep data (default .cordon)")
+    up.add_argument("--nats-port", type=int, default=4222)
+    up.add_argument("--pg-port", type=int, default=55432)
+    up.add_argument("--services", default=",".join(SERVICES), help="comma-separated subset to run")
+    svc = sub.add_parser("service", help="run one service in the foreground")
+    svc.add_argument("name", choices=sorted(SERVICES))
+    health = sub.add_parser("health", help="print every running service's health")
+    health.add_argument("--nats-url", default=None)
+    req = sub.add_parser("request", help="send a command or query and print the reply")
+    req.add_argument("subject")
+    req.add_argument("payload", help="JSON, or - for standard input")
+    req.add_argument("--nats-url", default=None)
+    req.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    config = Config.from_env(data_dir=args.data_dir if args.cmd == "up" else None)
+    logging.setup(config.log_format, config.log_level)
+    try:
+        if args.cmd == "up":
+            from services.supervisor import run_up
+
+            return asyncio.run(run_up(config, args.nats_port, args.pg_port, args.services.split(",")))
+        if args.cmd == "service":
+            return asyncio.run(run_service(args.name, config))
+        if args.cmd == "health":
+            return asyncio.run(run_request(args.nats_url or config.nats_url, "cordon.qry.health", b"{}", 3.0))
+        if args.cmd == "request":
+            payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
+            return asyncio.run(run_request(args.nats_url or config.nats_url, args.subject, payload, args.timeout))
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+async def run_service(name: str, config: Config) -> int:
+    import signal
+
+    from shared.service import ServiceHost
+
+    host = ServiceHost(load_spec(name), config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await host.start()
+    await stop.wait()
+    await host.stop()
+    return 0
+
+
+async def run_request(url: str | None, subject: str, payload: bytes, timeout: float) -> int:
+    import nats
+
+    if not url:
+        print("cordon: set CORDON_NATS_URL or pass --nats-url", file=sys.stderr)
+        return 2
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1)
+    try:
+        reply = await nc.request(subject, payload, timeout=timeout)
+    except Exception as exc:
+        print(f"cordon: no reply on {subject}: {type(exc).__name__} {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    body = json.loads(reply.data)
+    print(json.dumps(body, ensure_ascii=False, indent=2))
+    return 0 if body.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The registry service: compounds, households, residents and the arrivals staff verify."""

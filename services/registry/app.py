@@ -1,0 +1,19 @@
+"""The registry's composition root: what the service is, wired explicitly."""
+from __future__ import annotations
+
+from functools import partial
+
+from services.registry import domain, handlers
+from services.registry.commands import COMMANDS, parse
+from shared.service import ServiceSpec
+
+
+def spec() -> ServiceSpec:
+    return ServiceSpec(
+        name="registry",
+        parsers={name: partial(parse, name) for name in COMMANDS},
+        handlers=handlers.HANDLERS,
+        evolve=domain.evolve,
+        prefetch=handlers.prefetch,
+        extra_ddl=handlers.PII_DDL,
+    )

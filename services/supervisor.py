@@ -1,0 +1,117 @@
+"""`cordon up`: embedded servers (unless configured), every service as a child process, a ready
+line once every service answers health, and a clean stop on SIGINT/SIGTERM with no orphans."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import nats
+
+from shared import log as logging
+from shared.config import Config
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
+from shared.service import gather_health
+
+log = logging.get("up")
+DATABASE = "cordon"
+
+
+class Child:
+    """One service process, restarted with backoff if it dies."""
+
+    def __init__(self, name: str, env: dict[str, str]):
+        self.name = name
+        self.env = env
+        self.proc: asyncio.subprocess.Process | None = None
+        self.stopping = False
+        self.task: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while not self.stopping:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "services.cli", "service", self.name, env=self.env,
+                start_new_session=True,  # Ctrl-C reaches us; we decide when children stop
+            )
+            code = await self.proc.wait()
+            if self.stopping:
+                return
+            log.error("service.exited", service=self.name, code=code, restart_in=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        self.stopping = True
+        if self.proc and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self.task:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def wait_ready(url: str, names: list[str], timeout: float = 60.0) -> dict:
+    nc = await nats.connect(url, max_reconnect_attempts=-1)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            health = await gather_health(nc, wait=0.3)
+            if all(health["services"].get(n) for n in names):
+                return health
+            if asyncio.get_running_loop().time() > deadline:
+                missing = [n for n in names if not health["services"].get(n)]
+                raise RuntimeError(f"services not ready after {timeout}s: {', '.join(missing)}")
+    finally:
+        await nc.close()
+
+
+async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    servers = []
+    children: list[Child] = []
+    try:
+        nats_url, pg_dsn = config.nats_url, config.pg_dsn
+        if not nats_url:
+            server = EmbeddedNats(config.data_dir / "nats", port=nats_port)
+            await server.start()
+            servers.append(server)
+            nats_url = server.url
+        if not pg_dsn:
+            server = EmbeddedPostgres(config.data_dir / "postgres", port=pg_port)
+            await server.start()
+            servers.append(server)
+            pg_dsn = await ensure_database(server.dsn, DATABASE)
+        print(f"cordon: NATS       {nats_url}", flush=True)
+        print(f"cordon: PostgreSQL {pg_dsn}", flush=True)
+        env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn}
+        for name in names:
+            child = Child(name, env)
+            child.task = asyncio.create_task(child.run())
+            children.append(child)
+        ready = asyncio.create_task(wait_ready(nats_url, names))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            ready.result()
+            print(f"cordon: ready — {', '.join(names)} answering; Ctrl-C stops", flush=True)
+        else:
+            ready.cancel()
+        await stop.wait()
+        print("cordon: stopping", flush=True)
+        return 0
+    except Exception as exc:
+        print(f"cordon: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
+        for server in reversed(servers):
+            await server.stop()
+        print("cordon: stopped", flush=True)

@@ -1,0 +1,231 @@
+"""Hosting a service: its PostgreSQL pool and schema, NATS connections, command subscriber,
+outbox relay, consumers and health. Each service's ``app.py`` describes itself with a
+:class:`ServiceSpec`; :class:`ServiceHost` wires it, explicitly, in one place.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import asyncpg
+import msgspec
+import structlog
+from faststream.nats import NatsBroker
+
+from shared import bus, store
+from shared import envelope as env
+from shared import log as logging
+from shared.commands import CommandRuntime, Evolve, Handler, encode_error
+from shared.config import Config
+from shared.consumer import Consumer, Handle
+from shared.errors import CommandError, Invalid, TooLarge, UnknownCommand
+from shared.relay import Relay
+
+log = logging.get("service")
+
+HEALTH_FANOUT = "cordon.sys.health"
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    name: str
+    subjects: list[str]
+    handle: Callable[["ServiceHost"], Handle]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What a service is: its name, commands, state evolution, extra tables and consumers."""
+
+    name: str
+    #: command name -> parse(payload bytes) -> command struct (raises CommandError)
+    parsers: dict[str, Callable[[bytes], Any]]
+    handlers: dict[str, Handler]
+    evolve: Evolve
+    prefetch: Callable[[Any], list[str]] | None = None
+    extra_ddl: str = ""
+    consumers: list[ConsumerSpec] = field(default_factory=list)
+    #: query name -> async (host, payload) -> reply dict, answered on cordon.qry.<name>
+    queries: dict[str, Callable[["ServiceHost", bytes], Awaitable[dict]]] = field(default_factory=dict)
+
+
+class ServiceHost:
+    def __init__(self, spec: ServiceSpec, config: Config):
+        if not config.nats_url or not config.pg_dsn:
+            raise ValueError("a service needs CORDON_NATS_URL and CORDON_PG_DSN")
+        self.spec = spec
+        self.config = config
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self.pool: asyncpg.Pool | None = None
+        self.nc = None
+        self.broker: NatsBroker | None = None
+        self.runtime: CommandRuntime | None = None
+        self.relay: Relay | None = None
+        self.consumers: list[Consumer] = []
+
+    async def start(self) -> None:
+        spec, config = self.spec, self.config
+        self.pool = await asyncpg.create_pool(config.pg_dsn, min_size=2, max_size=config.pg_pool_max)
+        async with self.pool.acquire() as conn:
+            await store.migrate(conn, spec.name, spec.extra_ddl)
+        self.nc = await bus.connect(config.nats_url, f"{spec.name}.relay")
+        await bus.ensure_stream(self.nc.jetstream(), config.dedupe_window_s)
+        self.relay = Relay(service=spec.name, pool=self.pool, nc=self.nc)
+        self.runtime = CommandRuntime(
+            service=spec.name,
+            pool=self.pool,
+            handlers=spec.handlers,
+            evolve=spec.evolve,
+            prefetch=spec.prefetch,
+            batch_max=config.batch_max,
+            on_commit=self.relay.wake,
+        )
+        await self.runtime.start()
+        await self.relay.start()
+        for c in spec.consumers:
+            consumer = Consumer(
+                name=c.name, schema=spec.name, subjects=c.subjects, handle=c.handle(self),
+                pool=self.pool, nc=self.nc, park_after=config.park_after,
+            )
+            await consumer.start()
+            self.consumers.append(consumer)
+        self.broker = self._build_broker()
+        await self.broker.start()
+        log.info("service.started", service=spec.name, instance=self.instance)
+
+    async def stop(self) -> None:
+        if self.broker:
+            await self.broker.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
+        if self.runtime:
+            await self.runtime.stop()
+        if self.relay:
+            await self.relay.stop()
+        if self.nc:
+            await self.nc.drain()
+        if self.pool:
+            await self.pool.close()
+        log.info("service.stopped", service=self.spec.name)
+
+    def _build_broker(self) -> NatsBroker:
+        broker = NatsBroker(
+            self.config.nats_url,
+            apply_types=False,
+            logger=None,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            name=f"{self.spec.name}.commands",
+        )
+
+        async def raw(msg):
+            return msg.raw_message
+
+        name = self.spec.name
+        broker.subscriber(f"cordon.cmd.{name}.>", queue=name, decoder=raw, max_workers=512)(
+            self.on_command
+        )
+        broker.subscriber(HEALTH_FANOUT, decoder=raw)(self.on_health_ping)
+        broker.subscriber("cordon.qry.health", queue="health", decoder=raw)(self.on_health_query)
+        for query in self.spec.queries:
+            broker.subscriber(f"cordon.qry.{query}", queue=f"{name}.qry", decoder=raw,
+                              max_workers=64)(self._query_handler(query))
+        return broker
+
+    async def on_command(self, raw) -> bytes:
+        name = raw.subject[len(f"cordon.cmd.{self.spec.name}."):]
+        structlog.contextvars.bind_contextvars(service=self.spec.name, command=name)
+        try:
+            parse = self.spec.parsers.get(name)
+            if parse is None:
+                raise UnknownCommand(
+                    f"{self.spec.name} has no command {name!r}; it accepts: "
+                    + ", ".join(sorted(self.spec.parsers)), field="subject")
+            if len(raw.data) > self.config.max_payload:
+                raise TooLarge(f"the payload is {len(raw.data)} bytes; the limit is "
+                               f"{self.config.max_payload}")
+            cmd = parse(raw.data)
+            if cmd.occurred_at is None:
+                cmd = msgspec.structs.replace(cmd, occurred_at=env.utcnow())
+        except CommandError as err:
+            log.info("command.refused", code=err.code, error=err.message)
+            return encode_error(err)
+        structlog.contextvars.bind_contextvars(command_id=cmd.command_id)
+        return await self.runtime.execute(name, cmd)
+
+    def _query_handler(self, query: str):
+        handler = self.spec.queries[query]
+
+        async def on_query(raw) -> bytes:
+            try:
+                if len(raw.data) > self.config.max_payload:
+                    raise TooLarge("the query payload is too large")
+                return env.encode(await handler(self, raw.data))
+            except CommandError as err:
+                return encode_error(err)
+
+        return on_query
+
+    async def status(self) -> dict:
+        consumers = {}
+        for c in self.consumers:
+            consumers[c.name] = {"lag": await c.lag(), "applied": c.applied, "parked": c.parked,
+                                 "last_error": c.last_error}
+        return {
+            "service": self.spec.name,
+            "instance": self.instance,
+            "outbox_depth": await self.relay.depth(),
+            "committed": self.runtime.committed,
+            "published": self.relay.published,
+            "relay_error": self.relay.last_error,
+            "consumers": consumers,
+        }
+
+    async def on_health_ping(self, raw) -> bytes:
+        try:
+            return env.encode({"ok": True, **await self.status()})
+        except Exception as exc:  # PostgreSQL down: still say we are alive and what fails
+            return env.encode({"ok": False, "service": self.spec.name, "instance": self.instance,
+                               "error": f"{type(exc).__name__}: {exc}"})
+
+    async def on_health_query(self, raw) -> bytes:
+        return env.encode(await gather_health(self.broker._connection))
+
+
+async def gather_health(nc, wait: float = 0.3) -> dict:
+    """Ask every running service instance for its status; collect for ``wait`` seconds."""
+    inbox = nc.new_inbox()
+    replies: list[dict] = []
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(HEALTH_FANOUT, b"{}", reply=inbox)
+        deadline = asyncio.get_running_loop().time() + wait
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except (asyncio.TimeoutError, Exception):
+                break
+            try:
+                replies.append(msgspec.json.decode(msg.data))
+            except msgspec.DecodeError:
+                continue
+    finally:
+        await sub.unsubscribe()
+    services: dict[str, list] = {}
+    for reply in replies:
+        services.setdefault(reply.get("service", "?"), []).append(reply)
+    return {"ok": all(r.get("ok") for r in replies), "services": services}
+
+
+def parse_json_object(payload: bytes) -> dict:
+    """Decode a query payload that must be a JSON object, with a clear ``invalid`` otherwise."""
+    try:
+        value = msgspec.json.decode(payload) if payload else None
+    except msgspec.DecodeError:
+        raise Invalid("the payload is not JSON") from None
+    if not isinstance(value, dict):
+        raise Invalid("the payload must be a JSON object")
+    return value

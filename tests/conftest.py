@@ -1,0 +1,56 @@
+"""Shared fixtures: embedded PostgreSQL (one per session) and NATS (one per test), real servers."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
+
+FAST_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+@pytest.fixture(scope="session")
+async def pg_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedPostgres]:
+    """One PostgreSQL for the whole session (fsync off: fast, not crash-safe)."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", extra_settings=FAST_PG_SETTINGS)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def pg_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """DSN of a fresh, uniquely named database on `pg_server`; dropped afterwards (best effort)."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    dsn = await ensure_database(pg_server.dsn, name)
+    yield dsn
+    try:
+        conn = await asyncpg.connect(pg_server.dsn)
+        try:
+            await conn.execute(f'drop database if exists "{name}" with (force)')
+        finally:
+            await conn.close()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedNats]:
+    """A fresh nats-server with JetStream per test; the test may stop/kill/start it (same port, same store)."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: EmbeddedNats) -> str:
+    """URL of the per-test `nats_server`."""
+    return nats_server.url

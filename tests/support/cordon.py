@@ -1,0 +1,101 @@
+"""Helpers for integration tests: a running service, a client that sends commands, readers of the stream."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+
+import nats
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from shared.config import Config
+from shared.service import ServiceHost, ServiceSpec
+from shared.subjects import STREAM
+
+COMMUNITY = "changning.chengjiaqiao.nangong"
+_ids = itertools.count()
+
+
+def prc_id(serial: int) -> str:
+    """A valid 18-character PRC ID number (check digit computed)."""
+    first17 = f"31010519{(serial // 10000) % 100:02d}0101{serial % 10000:04d}"[:17].ljust(17, "0")
+    weights = [pow(2, 17 - i, 11) for i in range(17)]
+    check = "10X98765432"[sum(int(c) * w for c, w in zip(first17, weights)) % 11]
+    return first17 + check
+
+
+@contextlib.asynccontextmanager
+async def running(spec: ServiceSpec, nats_url: str, pg_dsn: str, **config):
+    host = ServiceHost(spec, Config(nats_url=nats_url, pg_dsn=pg_dsn, **config))
+    await host.start()
+    try:
+        yield host
+    finally:
+        await host.stop()
+
+
+class Client:
+    """Sends commands as an integrator would: JSON over NATS request/reply."""
+
+    def __init__(self, nc, service: str = "registry"):
+        self.nc = nc
+        self.service = service
+
+    async def raw(self, command: str, payload: bytes, timeout: float = 5.0) -> dict:
+        msg = await self.nc.request(f"cordon.cmd.{self.service}.{command}", payload, timeout=timeout)
+        return json.loads(msg.data)
+
+    async def send(self, command: str, /, **fields) -> dict:
+        fields.setdefault("command_id", f"cmd-{uuid.uuid4()}")
+        fields.setdefault("actor", "staff:li-wei")
+        return await self.raw(command, json.dumps(fields, ensure_ascii=False).encode())
+
+    async def ok(self, command: str, /, **fields) -> dict:
+        reply = await self.send(command, **fields)
+        assert reply["ok"], reply
+        return reply
+
+
+async def community(client: Client, compound: str = "nangong-1", buildings=("b1", "b2"), gates=("g1",)) -> None:
+    await client.ok("register_compound", community=COMMUNITY, compound=compound, name="南宫小区",
+                    buildings=list(buildings), gates=list(gates))
+
+
+async def household(client: Client, compound: str = "nangong-1", building: str = "b1") -> str:
+    reply = await client.ok("register_household", community=COMMUNITY, compound=compound,
+                            building=building, address=f"{building} room {next(_ids)}")
+    return reply["events"][0]["data"]["household"]
+
+
+async def resident(client: Client, household_id: str, **extra) -> str:
+    serial = next(_ids)
+    reply = await client.ok("register_resident", household=household_id, name="王小伟",
+                            id_number=prc_id(serial), birth_year=1950, **extra)
+    return reply["events"][0]["data"]["resident"]
+
+
+async def read_stream(nats_url: str, expect: int, timeout: float = 10.0, subjects: str = "cordon.evt.>") -> list:
+    """Every message in CORDON (waits until ``expect`` are there), in stream order."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            info = await js.stream_info(STREAM)
+            if info.state.messages >= expect or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        sub = await js.subscribe(subjects, ordered_consumer=True,
+                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+        out = []
+        for _ in range(info.state.messages):
+            try:
+                out.append(await sub.next_msg(timeout=2))
+            except Exception:
+                break
+        await sub.unsubscribe()
+        return out
+    finally:
+        await nc.close()
