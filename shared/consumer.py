@@ -161,6 +161,9 @@ class Consumer:
             for msg, raw, event in decoded:
                 await self._one(msg, raw, event)
             return
+        await self._ack(msgs)
+
+    async def _ack(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             await msg.ack()
 

@@ -27,6 +27,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 _PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: no dlopen in a forked child
 PG_OS_USER = "embedded_postgres"
 
 
@@ -40,7 +41,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _pdeathsig(sig: int, parent_pid: int):
     """preexec_fn: die with `sig` when the parent thread dies (runs after any uid change)."""
     def preexec() -> None:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent_pid:  # parent died before prctl took effect
             os.kill(os.getpid(), sig)
     return preexec
@@ -106,13 +107,13 @@ class _Child:
         log.info(f"{self._name}.started", pid=self._proc.pid, port=self.port, data_dir=str(self.data_dir))
 
     async def _wait_ready(self, probe, timeout: float, log_path: Path, pause: float) -> None:
-        """Retry `probe()` until it succeeds; RuntimeError with the log tail if the child dies or times out."""
+        """Retry `probe()` until it succeeds; RuntimeError with the log tail if the child dies/times out."""
         deadline = time.monotonic() + timeout
         while True:
             if not self.running:
-                rc = self._proc.returncode if self._proc else None
-                self._proc = None
-                raise RuntimeError(f"{self._name} exited with code {rc}; log {log_path}:\n{_log_tail(log_path)}")
+                rc, self._proc = (self._proc.returncode if self._proc else None), None
+                raise RuntimeError(f"{self._name} exited with code {rc}; "
+                                   f"log {log_path}:\n{_log_tail(log_path)}")
             try:
                 return await probe()
             except Exception as exc:  # not up yet: refused, "starting up", ...
@@ -265,8 +266,8 @@ class EmbeddedPostgres(_Child):
             if kw:
                 os.chown(sock_dir, kw["user"], kw["group"])
         settings = {"listen_addresses": self.host, "max_connections": "200", **self.extra_settings}
-        argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), "-k", str(sock_dir),
-                *(arg for key, value in settings.items() for arg in ("-c", f"{key}={value}"))]
+        argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                "-k", str(sock_dir), *(arg for key, value in settings.items() for arg in ("-c", f"{key}={value}"))]
         self._spawn(argv, log_path, cwd=self.data_dir, **kw)
 
         async def probe() -> None:

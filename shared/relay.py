@@ -130,11 +130,14 @@ class Relay:
         if acked:
             # Only a prefix is deleted: what follows a failure is published again, in order
             # (JetStream drops the copies it already has by Nats-Msg-Id).
-            await conn.execute(f"DELETE FROM {self.service}.outbox WHERE position = ANY($1)", acked)
-            self.published += len(acked)
+            await self._delete(conn, acked)
         if error is not None:
             raise error
         return len(acked)
+
+    async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> None:
+        await conn.execute(f"DELETE FROM {self.service}.outbox WHERE position = ANY($1)", positions)
+        self.published += len(positions)
 
     async def depth(self) -> int:
         async with self.pool.acquire() as conn:

@@ -1,0 +1,242 @@
+"""Nothing accepted is lost, nothing is applied twice: outages and crashes on real NATS + PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timezone
+
+import asyncpg
+import nats
+import pytest
+
+from services.registry.app import spec
+from shared import bus, envelope, store
+from shared.consumer import Consumer
+from shared.contracts.registry import HouseholdRegistered
+from shared.relay import Relay
+from shared.subjects import event_subject
+from tests.support.cordon import COMMUNITY, Client, community, read_stream, running
+
+pytestmark = pytest.mark.integration
+
+EFFECTS = """CREATE TABLE IF NOT EXISTS probe.effects (
+    event_id uuid PRIMARY KEY, stream_seq bigint, applied integer NOT NULL)"""
+
+
+async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+        await asyncio.sleep(interval)
+
+
+async def recorded_event_ids(pg_dsn: str) -> list[str]:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch("SELECT event_id::text FROM registry.events ORDER BY position")
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def outbox_empty(pg_dsn: str) -> bool:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM registry.outbox") == 0
+    finally:
+        await conn.close()
+
+
+async def test_nats_killed_mid_run_every_committed_event_arrives_once_in_order(nats_server, pg_dsn):
+    async with running(spec(), nats_server.url, pg_dsn):
+        nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        client = Client(nc)
+        await community(client)
+        accepted = 0
+        for i in range(240):
+            if i == 80:
+                nats_server.kill()
+            if i == 120:
+                await nats_server.start()
+            try:
+                reply = await client.raw("register_household", json.dumps({
+                    "command_id": f"h-{i}", "actor": "staff:li-wei", "community": COMMUNITY,
+                    "compound": "nangong-1", "building": "b1", "address": f"b1 room {i}",
+                }).encode(), timeout=0.5)
+                accepted += reply["ok"]
+            except Exception:
+                await asyncio.sleep(0.02)  # no reply while NATS is down: the integrator retries later
+        await wait_until(lambda: outbox_empty(pg_dsn))
+        await nc.close()
+    recorded = await recorded_event_ids(pg_dsn)
+    assert accepted >= 150 and len(recorded) >= accepted + 1
+    published = [json.loads(m.data)["event_id"] for m in await read_stream(nats_server.url, len(recorded))]
+    assert published == recorded  # every committed event, once, in commit order
+
+
+class CrashBeforeDelete(Relay):
+    async def _delete(self, conn, positions):
+        raise RuntimeError("relay killed between publish and delete")
+
+
+async def test_relay_killed_between_publish_and_delete_sends_no_duplicate(nats_url, pg_dsn):
+    async with running(spec(), nats_url, pg_dsn) as host:
+        await host.relay.stop()  # this instance's relay is "down": events stay in the outbox
+        nc = await nats.connect(nats_url)
+        client = Client(nc)
+        await community(client)
+        for i in range(20):
+            await client.ok("register_household", community=COMMUNITY, compound="nangong-1",
+                            building="b2", address=f"b2 room {i}")
+        crashing = CrashBeforeDelete(service="registry", pool=host.pool, nc=host.nc)
+        async with host.pool.acquire() as conn:
+            with pytest.raises(RuntimeError, match="killed"):
+                await crashing.publish_once(conn)
+            assert await store.outbox_depth(conn, "registry") == 21  # published, not deleted
+        restarted = Relay(service="registry", pool=host.pool, nc=host.nc)
+        await restarted.start()
+        await wait_until(lambda: outbox_empty(pg_dsn))
+        await restarted.stop()
+        await nc.close()
+    recorded = await recorded_event_ids(pg_dsn)
+    published = [json.loads(m.data)["event_id"] for m in await read_stream(nats_url, 42, timeout=1.0)]
+    assert published == recorded and len(recorded) == 21
+
+
+# -- consumers -------------------------------------------------------------------------------
+
+
+async def publish_households(nats_url: str, count: int) -> list[str]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await bus.ensure_stream(js)
+    ids = []
+    at = datetime(2020, 2, 1, tzinfo=timezone.utc)
+    for i in range(count):
+        event = HouseholdRegistered(community=COMMUNITY, compound="nangong-1", building="b1",
+                                    household=f"h-{i}", address=f"room {i}", registered_at=at,
+                                    registered_by="staff:li-wei")
+        env = envelope.wrap(event, stream_id=f"household:h-{i}", stream_version=1, occurred_at=at,
+                            actor="staff:li-wei", correlation_id=str(uuid.uuid4()))
+        await js.publish(event_subject(COMMUNITY, "registry", "HouseholdRegistered"),
+                         envelope.encode(env), headers={"Nats-Msg-Id": env.event_id})
+        ids.append(env.event_id)
+    await nc.close()
+    return ids
+
+
+async def effects_schema(pg_dsn: str) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await store.migrate(conn, "probe", EFFECTS)
+    return pool
+
+
+async def count_effects(pool) -> list:
+    return await pool.fetch("SELECT applied FROM probe.effects")
+
+
+def recording(gate: asyncio.Event | None = None, block_at: int | None = None, poison: set | None = None):
+    calls = {"n": 0}
+
+    async def handle(conn, raw, event):
+        calls["n"] += 1
+        if block_at is not None and calls["n"] == block_at:
+            await gate.wait()  # the process "dies" here, mid-batch, before commit
+        if poison and raw.event_id in poison:
+            raise ValueError(f"cannot apply {event.household}")
+        await conn.execute(
+            "INSERT INTO probe.effects VALUES ($1, NULL, 1) "
+            "ON CONFLICT (event_id) DO UPDATE SET applied = probe.effects.applied + 1",
+            raw.event_id,
+        )
+
+    return handle
+
+
+async def test_a_consumer_killed_mid_batch_applies_no_event_twice(nats_url, pg_dsn):
+    ids = await publish_households(nats_url, 300)
+    pool = await effects_schema(pg_dsn)
+    nc1 = await nats.connect(nats_url)
+    dying = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc1,
+                     handle=recording(asyncio.Event(), block_at=150), batch=100, ack_wait=1.0)
+    await dying.start()
+    await wait_until(lambda: _count(pool, 100))  # first batch committed, second stuck mid-way
+    await dying.stop()
+    await nc1.close()
+    assert len(await count_effects(pool)) == 100
+
+    nc2 = await nats.connect(nats_url)
+    survivor = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc2,
+                        handle=recording(), batch=100, ack_wait=1.0)
+    await survivor.start()
+    await wait_until(lambda: _count(pool, 300))
+    await asyncio.sleep(1.5)  # give any redelivery a chance to double-apply
+    await survivor.stop()
+    await nc2.close()
+    applied = await count_effects(pool)
+    assert len(applied) == len(ids) and all(a["applied"] == 1 for a in applied)
+    await pool.close()
+
+
+class CrashBeforeAck(Consumer):
+    async def _ack(self, msgs):
+        await asyncio.Event().wait()  # committed, then "killed" before acknowledging
+
+
+async def test_a_consumer_killed_after_commit_before_ack_applies_no_event_twice(nats_url, pg_dsn):
+    await publish_households(nats_url, 120)
+    pool = await effects_schema(pg_dsn)
+    nc1 = await nats.connect(nats_url)
+    dying = CrashBeforeAck(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool,
+                           nc=nc1, handle=recording(), batch=50, ack_wait=1.0)
+    await dying.start()
+    await wait_until(lambda: _count(pool, 50))
+    await dying.stop()
+    await nc1.close()
+    nc2 = await nats.connect(nats_url)
+    survivor = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc2,
+                        handle=recording(), batch=50, ack_wait=1.0)
+    await survivor.start()
+    await wait_until(lambda: _count(pool, 120))
+    await wait_until(lambda: _lag_zero(survivor))
+    await survivor.stop()
+    await nc2.close()
+    applied = await count_effects(pool)
+    assert len(applied) == 120 and all(a["applied"] == 1 for a in applied)
+    await pool.close()
+
+
+async def test_a_poison_message_is_parked_and_the_stream_goes_on(nats_url, pg_dsn):
+    ids = await publish_households(nats_url, 30)
+    nc = await nats.connect(nats_url)
+    await nc.jetstream().publish(f"cordon.evt.{COMMUNITY}.registry.HouseholdRegistered", b"not json",
+                                 headers={"Nats-Msg-Id": "garbage-1"})
+    later = await publish_households(nats_url, 5)
+    pool = await effects_schema(pg_dsn)
+    consumer = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc,
+                        handle=recording(poison={ids[7]}), batch=10, park_after=3, retry_delay=0.01)
+    await consumer.start()
+    await wait_until(lambda: _count(pool, 34))
+    await consumer.stop()
+    await nc.close()
+    parked = await pool.fetch("SELECT event_id::text, error, attempts, subject FROM probe.dead_letters ORDER BY id")
+    assert [p["event_id"] for p in parked] == [ids[7], None]
+    assert "cannot apply h-7" in parked[0]["error"] and parked[0]["attempts"] == 3
+    assert "cannot decode" in parked[1]["error"]
+    applied = {str(r["event_id"]) for r in await pool.fetch("SELECT event_id FROM probe.effects")}
+    assert applied == (set(ids) - {ids[7]}) | set(later)
+    await pool.close()
+
+
+async def _count(pool, n: int) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM probe.effects") >= n
+
+
+async def _lag_zero(consumer: Consumer) -> bool:
+    return await consumer.lag() == 0
