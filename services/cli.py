@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import json
 import sys
+from pathlib import Path
 
 from shared import log as logging
 from shared.config import Config
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     req.add_argument("--nats-url", default=None)
     req.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args(argv)
-    config = Config.from_env(data_dir=args.data_dir if args.cmd == "up" else None)
+    config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None)
     logging.setup(config.log_format, config.log_level)
     try:
         if args.cmd == "up":

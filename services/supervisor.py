@@ -108,7 +108,8 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str])
         print("cordon: stopping", flush=True)
         return 0
     except Exception as exc:
-        print(f"cordon: {exc}", file=sys.stderr, flush=True)
+        log.exception("up.failed")
+        print(f"cordon: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
         await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)

@@ -1,0 +1,82 @@
+"""`cordon up` as an operator runs it: ready line, health, data kept across restarts, clean stop."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+
+import nats
+import psutil
+import pytest
+
+from shared.embedded import free_port
+from tests.support.cordon import COMMUNITY
+
+pytestmark = pytest.mark.integration
+
+
+async def start_up(data_dir, nats_port, pg_port):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir),
+        "--nats-port", str(nats_port), "--pg-port", str(pg_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
+    )
+    lines = []
+    while True:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert line, f"cordon up exited early: {lines}"
+        lines.append(line)
+        if "ready" in line:
+            return proc, lines
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+async def stop(proc, sig=signal.SIGINT) -> list[str]:
+    children = descendants(proc.pid)
+    assert {c.name() for c in children} >= {"nats-server", "postgres"}
+    proc.send_signal(sig)
+    rest = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
+    assert await proc.wait() == 0
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    return rest.splitlines()
+
+
+async def request(url: str, subject: str, body: dict) -> dict:
+    nc = await nats.connect(url)
+    try:
+        return json.loads((await nc.request(subject, json.dumps(body).encode(), timeout=5)).data)
+    finally:
+        await nc.close()
+
+
+async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
+    nats_port, pg_port = free_port(), free_port()
+    url = f"nats://127.0.0.1:{nats_port}"
+    proc, lines = await start_up(tmp_path / "data", nats_port, pg_port)
+    assert any(url in line for line in lines)
+    assert any(f"127.0.0.1:{pg_port}" in line for line in lines)
+
+    compound = {"command_id": "c-1", "actor": "staff:li-wei", "community": COMMUNITY,
+                "compound": "nangong-1", "name": "南宫小区", "buildings": ["b1"], "gates": ["g1"]}
+    first = await request(url, "cordon.cmd.registry.register_compound", compound)
+    assert first["ok"]
+    health = await request(url, "cordon.qry.health", {})
+    [registry] = health["services"]["registry"]
+    assert health["ok"] and "outbox_depth" in registry
+    assert "cordon: stopped" in await stop(proc)
+
+    proc, _ = await start_up(tmp_path / "data", nats_port, pg_port)
+    assert await request(url, "cordon.cmd.registry.register_compound", compound) == first
+    again = await request(url, "cordon.cmd.registry.register_compound", {**compound, "command_id": "c-2"})
+    assert again["error"]["code"] == "conflict"  # the compound is still registered
+    await stop(proc, signal.SIGTERM)
