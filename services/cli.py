@@ -46,10 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     req.add_argument("payload", help="JSON, or - for standard input")
     req.add_argument("--nats-url", default=None)
     req.add_argument("--timeout", type=float, default=5.0)
+    doc = sub.add_parser("asyncapi", help="print (or --write) the AsyncAPI document of the message API")
+    doc.add_argument("--write", action="store_true", help="write shared/contracts/asyncapi.json")
     args = parser.parse_args(argv)
     config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None)
     logging.setup(config.log_format, config.log_level)
     try:
+        if args.cmd == "asyncapi":
+            return write_asyncapi(args.write)
         if args.cmd == "up":
             from services.supervisor import run_up
 
@@ -64,6 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def asyncapi_text() -> str:
+    import shared.contracts  # noqa: F401  (registers every event type)
+    from shared import asyncapi
+
+    return asyncapi.render({name: load_spec(name).commands for name in SERVICES})
+
+
+def write_asyncapi(write: bool) -> int:
+    from shared import asyncapi
+
+    text = asyncapi_text()
+    if write:
+        asyncapi.PATH.write_text(text, encoding="utf-8")
+        print(f"wrote {asyncapi.PATH}")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 async def run_service(name: str, config: Config) -> int:

@@ -41,6 +41,8 @@ class ServiceSpec:
     """What a service is: its name, commands, state evolution, extra tables and consumers."""
 
     name: str
+    #: command name -> its wire type (documentation, AsyncAPI)
+    commands: dict[str, type]
     #: command name -> parse(payload bytes) -> command struct (raises CommandError)
     parsers: dict[str, Callable[[bytes], Any]]
     handlers: dict[str, Handler]

@@ -11,6 +11,7 @@ from shared.service import ServiceSpec
 def spec() -> ServiceSpec:
     return ServiceSpec(
         name="registry",
+        commands=COMMANDS,
         parsers={name: partial(parse, name) for name in COMMANDS},
         handlers=handlers.HANDLERS,
         evolve=domain.evolve,

@@ -1,0 +1,123 @@
+"""The AsyncAPI 3 document of Cordon's message API, generated from the code.
+
+Command payloads come from each service's command structs, event payloads from the registered
+event types in ``shared.contracts``. The generated document is committed at
+``shared/contracts/asyncapi.json`` and a test fails when it differs from what the code generates,
+so integrators never read stale docs. Regenerate with ``cordon asyncapi --write``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+
+from shared import envelope as env
+from shared.errors import CODES
+
+PATH = Path(__file__).parent / "contracts" / "asyncapi.json"
+REF = "#/components/schemas/{name}"
+
+
+def _reply_schemas() -> dict:
+    return {
+        "CommandAccepted": {
+            "type": "object",
+            "required": ["ok", "stream_id", "version", "events"],
+            "properties": {
+                "ok": {"const": True},
+                "stream_id": {"type": "string"},
+                "version": {"type": "integer"},
+                "events": {"type": "array", "items": {"$ref": REF.format(name="Envelope")}},
+            },
+        },
+        "CommandRefused": {
+            "type": "object",
+            "required": ["ok", "error"],
+            "properties": {
+                "ok": {"const": False},
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"enum": sorted(CODES), "description": "; ".join(
+                            f"{k}: {v}" for k, v in sorted(CODES.items()))},
+                        "message": {"type": "string"},
+                        "field": {"type": "string"},
+                        "reason": {"type": "string", "description": "with code rejected: the rule"},
+                    },
+                },
+            },
+        },
+    }
+
+
+def document(commands: dict[str, dict[str, type]], version: str = "0.1.0") -> dict:
+    """Build the document. ``commands`` maps service -> command name -> command struct."""
+    events = sorted(env.registered_types().items(), key=lambda kv: (kv[1].service, kv[0]))
+    types: list = [env.Envelope]
+    for service in sorted(commands):
+        types += [commands[service][name] for name in sorted(commands[service])]
+    types += [cls for _, cls in events]
+    _, schemas = msgspec.json.schema_components(types, ref_template=REF)
+    schemas.update(_reply_schemas())
+    channels: dict = {}
+    operations: dict = {}
+    messages: dict = {}
+    for service in sorted(commands):
+        for name in sorted(commands[service]):
+            cls = commands[service][name]
+            key = f"{service}.{name}"
+            messages[f"{key}.request"] = {"name": name, "payload": {"$ref": REF.format(name=cls.__name__)}}
+            messages[f"{key}.reply"] = {"name": f"{name}.reply", "payload": {"oneOf": [
+                {"$ref": REF.format(name="CommandAccepted")}, {"$ref": REF.format(name="CommandRefused")}]}}
+            channels[key] = {
+                "address": f"cordon.cmd.{service}.{name}",
+                "messages": {"request": {"$ref": f"#/components/messages/{key}.request"}},
+            }
+            channels[f"{key}.reply"] = {
+                "address": None,
+                "messages": {"reply": {"$ref": f"#/components/messages/{key}.reply"}},
+            }
+            operations[key] = {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{key}"},
+                "summary": f"{service} command {name} (NATS request/reply)",
+                "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}},
+            }
+    for (type_name, schema_version), cls in events:
+        key = f"{cls.service}.{type_name}.v{schema_version}"
+        envelope_schema = {"allOf": [{"$ref": REF.format(name="Envelope")}, {"properties": {
+            "type": {"const": type_name}, "schema": {"const": schema_version},
+            "data": {"$ref": REF.format(name=cls.__name__)}}}]}
+        messages[key] = {"name": type_name, "headers": {"type": "object", "properties": {
+            "Nats-Msg-Id": {"type": "string", "description": "the event id"}}}, "payload": envelope_schema}
+        channels[key] = {
+            "address": f"cordon.evt.{{district}}.{{street}}.{{committee}}.{cls.service}.{type_name}",
+            "parameters": {p: {"description": f"the community's {p} slug"}
+                           for p in ("district", "street", "committee")},
+            "messages": {"event": {"$ref": f"#/components/messages/{key}"}},
+        }
+        operations[f"{key}.publish"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{key}"},
+            "summary": f"{cls.service} records {type_name} on JetStream stream CORDON",
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Cordon message API",
+            "version": version,
+            "description": "Commands on cordon.cmd.<service>.<command> (request/reply, JSON); events "
+                           "on JetStream stream CORDON at cordon.evt.<district>.<street>.<committee>."
+                           "<service>.<EventType>. Generated from the code; see README.md.",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages},
+    }
+
+
+def render(commands: dict[str, dict[str, type]]) -> str:
+    return json.dumps(document(commands), indent=2, ensure_ascii=False, sort_keys=True) + "\n"

@@ -1,0 +1,21 @@
+"""The committed AsyncAPI document is what the code generates: integrators never read stale docs."""
+import json
+
+from services.cli import SERVICES, asyncapi_text
+from shared import asyncapi
+
+
+def test_the_committed_asyncapi_document_matches_the_code():
+    committed = asyncapi.PATH.read_text(encoding="utf-8")
+    assert committed == asyncapi_text(), "stale: run `cordon asyncapi --write` and commit the result"
+
+
+def test_every_command_and_event_of_every_service_is_documented():
+    doc = json.loads(asyncapi_text())
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert "cordon.cmd.registry.verify_arrival" in addresses
+    assert "cordon.evt.{district}.{street}.{committee}.registry.ArrivalVerified" in addresses
+    for name in SERVICES:
+        assert any(a and a.startswith(f"cordon.cmd.{name}.") for a in addresses)
+    schema = doc["components"]["schemas"]["RegisterArrival"]
+    assert "visited" in schema["properties"] and "command_id" in schema["required"]
