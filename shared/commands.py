@@ -113,7 +113,7 @@ class Context:
                 occurred_at=cmd.occurred_at,
                 actor=cmd.actor,
                 correlation_id=getattr(cmd, "correlation_id", None) or cmd.command_id,
-                causation_id=cmd.command_id,
+                causation_id=getattr(cmd, "causation_id", None) or cmd.command_id,
                 recorded_at=self._batch.recorded_at,
             )
             payload = env.encode(envelope)

@@ -15,6 +15,7 @@ import msgspec
 import structlog
 from faststream.nats import NatsBroker
 
+import shared.contracts  # noqa: F401  (registers every public event type)
 from shared import bus, store
 from shared import envelope as env
 from shared import log as logging
@@ -37,6 +38,21 @@ class ConsumerSpec:
 
 
 @dataclass(frozen=True)
+class PolicySpec:
+    """A reaction to other services' events: a pure ``react(envelope, event)`` returns this
+    service's own commands, run through the command runtime.
+
+    Commands must carry a deterministic ``command_id`` (e.g. ``f"{policy}:{event_id}"``) so that a
+    redelivered or replayed event yields the stored reply and writes nothing new. A refusal
+    (rejected, conflict, not_found, invalid) is final and logged; ``unavailable`` is retried.
+    """
+
+    name: str
+    subjects: list[str]
+    react: Callable[[env.RawEnvelope, env.Event], list[tuple[str, Any]]]
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """What a service is: its name, commands, state evolution, extra tables and consumers."""
 
@@ -50,12 +66,15 @@ class ServiceSpec:
     prefetch: Callable[[Any], list[str]] | None = None
     extra_ddl: str = ""
     consumers: list[ConsumerSpec] = field(default_factory=list)
+    policies: list[PolicySpec] = field(default_factory=list)
     #: query name -> async (host, payload) -> reply dict, answered on cordon.qry.<name>
     queries: dict[str, Callable[["ServiceHost", bytes], Awaitable[dict]]] = field(default_factory=dict)
+    #: long-running tasks (e.g. a scheduler): async (host) -> None, cancelled at stop
+    background: list[Callable[["ServiceHost"], Awaitable[None]]] = field(default_factory=list)
 
 
 class ServiceHost:
-    def __init__(self, spec: ServiceSpec, config: Config):
+    def __init__(self, spec: ServiceSpec, config: Config, clock: Callable[[], Any] = env.utcnow):
         if not config.nats_url or not config.pg_dsn:
             raise ValueError("a service needs CORDON_NATS_URL and CORDON_PG_DSN")
         self.spec = spec
@@ -67,6 +86,9 @@ class ServiceHost:
         self.runtime: CommandRuntime | None = None
         self.relay: Relay | None = None
         self.consumers: list[Consumer] = []
+        self.tasks: list[asyncio.Task] = []
+        #: The time commands are stamped with when they carry no occurred_at; tests inject one.
+        self.clock = clock
 
     async def start(self) -> None:
         spec, config = self.spec, self.config
@@ -87,13 +109,15 @@ class ServiceHost:
         )
         await self.runtime.start()
         await self.relay.start()
-        for c in spec.consumers:
-            consumer = Consumer(
-                name=c.name, schema=spec.name, subjects=c.subjects, handle=c.handle(self),
-                pool=self.pool, nc=self.nc, park_after=config.park_after,
-            )
+        handles = [(c.name, c.subjects, c.handle(self)) for c in spec.consumers]
+        handles += [(p.name, p.subjects, self._policy_handle(p)) for p in spec.policies]
+        for name, subjects, handle in handles:
+            consumer = Consumer(name=name, schema=spec.name, subjects=subjects, handle=handle,
+                                pool=self.pool, nc=self.nc, park_after=config.park_after)
             await consumer.start()
             self.consumers.append(consumer)
+        for task in spec.background:
+            self.tasks.append(asyncio.create_task(task(self), name=f"{spec.name}.{task.__name__}"))
         self.broker = self._build_broker()
         await self.broker.start()
         log.info("service.started", service=spec.name, instance=self.instance)
@@ -101,6 +125,9 @@ class ServiceHost:
     async def stop(self) -> None:
         if self.broker:
             await self.broker.stop()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         for consumer in self.consumers:
             await consumer.stop()
         if self.runtime:
@@ -151,12 +178,32 @@ class ServiceHost:
                                f"{self.config.max_payload}")
             cmd = parse(raw.data)
             if cmd.occurred_at is None:
-                cmd = msgspec.structs.replace(cmd, occurred_at=env.utcnow())
+                cmd = msgspec.structs.replace(cmd, occurred_at=self.clock())
         except CommandError as err:
             log.info("command.refused", code=err.code, error=err.message)
             return encode_error(err)
         structlog.contextvars.bind_contextvars(command_id=cmd.command_id)
         return await self.runtime.execute(name, cmd)
+
+    def _policy_handle(self, policy: PolicySpec) -> Handle:
+        async def handle(conn, raw: env.RawEnvelope, event: env.Event) -> None:
+            for name, cmd in policy.react(raw, event):
+                reply = msgspec.json.decode(await self.runtime.execute(name, cmd))
+                if reply["ok"]:
+                    continue
+                code = reply["error"]["code"]
+                if code in ("unavailable", "internal"):
+                    raise RuntimeError(f"policy {policy.name}: {name} failed: {reply['error']}")
+                log.info("policy.refused", policy=policy.name, command=name, event_id=raw.event_id,
+                         code=code, error=reply["error"]["message"])
+
+        return handle
+
+    async def execute(self, name: str, cmd: Any) -> dict:
+        """Run one of this service's own commands in process (policies, schedulers); the reply."""
+        if cmd.occurred_at is None:
+            cmd = msgspec.structs.replace(cmd, occurred_at=self.clock())
+        return msgspec.json.decode(await self.runtime.execute(name, cmd))
 
     def _query_handler(self, query: str):
         handler = self.spec.queries[query]

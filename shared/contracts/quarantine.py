@@ -1,0 +1,161 @@
+"""Public events of the quarantine service.
+
+The checkpoint (gate blocks) and logistics (daily food requests) react to CaseOpened, CaseClosed,
+AreaSealed and SealLifted; their fields are a promise to those consumers.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Literal
+
+import msgspec
+
+from shared.envelope import Event, event_type
+
+SERVICE = "quarantine"
+CaseKind = Literal["home", "centralized", "monitoring"]
+CaseReason = Literal["arrival", "close_contact", "fever", "positive_test"]
+TransferTo = Literal["centralized", "hospital"]
+TestResult = Literal["negative", "positive"]
+
+
+class Slot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+           rename={"from_": "from"}):
+    """A time slot of a screening round, e.g. {"label": "students", "from": "07:00", "to": "08:00"}."""
+
+    label: str
+    from_: time
+    to: time
+
+
+@event_type(SERVICE)
+class CaseOpened(Event, frozen=True, kw_only=True):
+    case: str
+    resident: str
+    #: Where the resident lives, when the registry knows: what gates and deliveries key on.
+    household: str | None = None
+    compound: str | None = None
+    building: str | None = None
+    kind: CaseKind
+    reason: CaseReason
+    starts_on: date
+    #: Planned last day under the policy's duration for this kind.
+    ends_on: date
+    opened_at: datetime
+    opened_by: str
+
+
+@event_type(SERVICE)
+class CheckinRecorded(Event, frozen=True, kw_only=True):
+    case: str
+    resident: str
+    on: date
+    temperature_c: float
+    symptoms: list[str] = []
+    recorded_at: datetime
+    recorded_by: str
+
+
+@event_type(SERVICE)
+class SymptomsReported(Event, frozen=True, kw_only=True):
+    case: str
+    resident: str
+    on: date
+    temperature_c: float
+    symptoms: list[str] = []
+    reported_at: datetime
+    reported_by: str
+
+
+@event_type(SERVICE)
+class CheckinMissed(Event, frozen=True, kw_only=True):
+    case: str
+    resident: str
+    household: str | None = None
+    on: date
+    missed_at: datetime
+    missed_by: str
+
+
+@event_type(SERVICE)
+class CaseTransferred(Event, frozen=True, kw_only=True):
+    case: str
+    resident: str
+    household: str | None = None
+    to: TransferTo
+    transferred_at: datetime
+    transferred_by: str
+
+
+@event_type(SERVICE)
+class CaseReleased(Event, frozen=True, kw_only=True):
+    """Home or centralized quarantine ends; the case goes on as health monitoring until ``monitoring_until``."""
+
+    case: str
+    resident: str
+    household: str | None = None
+    compound: str | None = None
+    building: str | None = None
+    on: date
+    monitoring_until: date
+    released_at: datetime
+    released_by: str
+
+
+@event_type(SERVICE)
+class CaseClosed(Event, frozen=True, kw_only=True):
+    case: str
+    resident: str
+    household: str | None = None
+    compound: str | None = None
+    building: str | None = None
+    on: date
+    closed_at: datetime
+    closed_by: str
+
+
+@event_type(SERVICE)
+class AreaSealed(Event, frozen=True, kw_only=True):
+    """A building, or with ``building`` None the whole compound, is sealed (封控): nobody leaves."""
+
+    compound: str
+    building: str | None = None
+    sealed_at: datetime
+    sealed_by: str
+
+
+@event_type(SERVICE)
+class SealLifted(Event, frozen=True, kw_only=True):
+    compound: str
+    building: str | None = None
+    lifted_at: datetime
+    lifted_by: str
+
+
+@event_type(SERVICE)
+class ScreeningScheduled(Event, frozen=True, kw_only=True):
+    screening: str
+    compound: str
+    on: date
+    slots: list[Slot]
+    scheduled_at: datetime
+    scheduled_by: str
+
+
+@event_type(SERVICE)
+class SampleTaken(Event, frozen=True, kw_only=True):
+    screening: str
+    resident: str
+    #: The registration code printed for the resident (for the elderly without a phone).
+    code: str | None = None
+    taken_at: datetime
+    taken_by: str
+
+
+@event_type(SERVICE)
+class ResultRecorded(Event, frozen=True, kw_only=True):
+    screening: str
+    resident: str
+    result: TestResult
+    recorded_at: datetime
+    recorded_by: str
