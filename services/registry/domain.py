@@ -12,7 +12,6 @@ Optimistic concurrency (``expected_version``) is the handler's business; decide 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable, Union, assert_never
@@ -35,6 +34,7 @@ from shared.contracts.registry import (
     ResidentRegistered,
 )
 from shared.errors import Conflict, NotFound, Rejected
+from shared.privacy import mask_name
 
 RegistryEvent = Union[
     CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified
@@ -357,21 +357,3 @@ def _id(value: str | None, field: str) -> str:
     if value is None:
         raise ValueError(f"{field} must be filled (commands.complete) before decide")
     return value
-
-
-# -- personal data -------------------------------------------------------------------------
-
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003ffff]")
-
-
-def mask_name(name: str) -> str:
-    """A display name that does not identify: 王小伟 -> 王*伟, 王伟 -> 王*, John Smith -> J*** S****."""
-    name = name.strip()
-    if _CJK.search(name):
-        chars = "".join(name.split())
-        if len(chars) <= 1:
-            return "*"
-        if len(chars) == 2:
-            return chars[0] + "*"
-        return chars[0] + "*" * (len(chars) - 2) + chars[-1]
-    return " ".join(word[0] + "*" * (len(word) - 1) for word in name.split())
