@@ -2,4 +2,4 @@
 
 Importing this package registers every event type with :mod:`shared.envelope`.
 """
-from shared.contracts import checkpoint, quarantine, registry  # noqa: F401
+from shared.contracts import checkpoint, logistics, quarantine, registry  # noqa: F401

@@ -1,0 +1,119 @@
+"""A service's local copy of the registry's public facts: compounds (buildings, gates), households
+and residents (masked names, vulnerabilities, moved out), fed by a durable consumer.
+
+Services never import each other; this is how checkpoint, quarantine and logistics know where a
+resident lives without asking the registry. The copy lives in the consuming service's own schema
+(``<schema>.dir_*``), so it survives restarts without a replay and answers inside the service's
+own transactions.
+"""
+from __future__ import annotations
+
+import asyncpg
+
+from shared.contracts.registry import (
+    CompoundRegistered,
+    HouseholdRegistered,
+    ResidentMovedOut,
+    ResidentRegistered,
+)
+from shared.envelope import Event, RawEnvelope
+from shared.service import ConsumerSpec
+
+EVENTS = ("CompoundRegistered", "HouseholdRegistered", "ResidentRegistered", "ResidentMovedOut")
+
+
+def ddl(schema: str) -> str:
+    return f"""
+    CREATE TABLE IF NOT EXISTS {schema}.dir_compounds (
+        community text NOT NULL, compound text NOT NULL, name text NOT NULL,
+        buildings text[] NOT NULL, gates text[] NOT NULL,
+        PRIMARY KEY (community, compound));
+    CREATE TABLE IF NOT EXISTS {schema}.dir_households (
+        household text PRIMARY KEY, community text NOT NULL, compound text NOT NULL,
+        building text NOT NULL, address text NOT NULL);
+    CREATE INDEX IF NOT EXISTS dir_households_area ON {schema}.dir_households (community, compound, building);
+    CREATE TABLE IF NOT EXISTS {schema}.dir_residents (
+        resident text PRIMARY KEY, household text NOT NULL, community text NOT NULL,
+        compound text NOT NULL, building text NOT NULL, display_name text NOT NULL,
+        birth_year integer NOT NULL, vulnerabilities text[] NOT NULL, moved_out boolean NOT NULL);
+    CREATE INDEX IF NOT EXISTS dir_residents_household ON {schema}.dir_residents (household);
+    """
+
+
+def consumer(schema: str) -> ConsumerSpec:
+    """The durable consumer ``<schema>-directory`` that keeps ``<schema>.dir_*`` current."""
+
+    def build(host) -> object:
+        async def handle(conn: asyncpg.Connection, raw: RawEnvelope, event: Event) -> None:
+            await apply(conn, schema, event)
+
+        return handle
+
+    return ConsumerSpec(
+        name=f"{schema}-directory",
+        subjects=[f"cordon.evt.*.*.*.registry.{t}" for t in EVENTS],
+        handle=build,
+    )
+
+
+async def apply(conn: asyncpg.Connection, schema: str, event: Event) -> None:
+    """Apply one registry event to the directory (idempotent upserts)."""
+    match event:
+        case CompoundRegistered():
+            await conn.execute(
+                f"""INSERT INTO {schema}.dir_compounds VALUES ($1, $2, $3, $4, $5)
+                    ON CONFLICT (community, compound) DO UPDATE
+                    SET name = $3, buildings = $4, gates = $5""",
+                event.community, event.compound, event.name, event.buildings, event.gates)
+        case HouseholdRegistered():
+            await conn.execute(
+                f"""INSERT INTO {schema}.dir_households VALUES ($1, $2, $3, $4, $5)
+                    ON CONFLICT (household) DO NOTHING""",
+                event.household, event.community, event.compound, event.building, event.address)
+        case ResidentRegistered():
+            await conn.execute(
+                f"""INSERT INTO {schema}.dir_residents VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false)
+                    ON CONFLICT (resident) DO NOTHING""",
+                event.resident, event.household, event.community, event.compound, event.building,
+                event.display_name, event.birth_year, list(event.vulnerabilities))
+        case ResidentMovedOut():
+            await conn.execute(
+                f"UPDATE {schema}.dir_residents SET moved_out = true WHERE resident = $1", event.resident)
+
+
+async def compound(conn, schema: str, community: str, compound_id: str):
+    """The compound's row (community, compound, name, buildings, gates) or None."""
+    return await conn.fetchrow(
+        f"SELECT * FROM {schema}.dir_compounds WHERE community = $1 AND compound = $2", community, compound_id)
+
+
+async def household(conn, schema: str, household_id: str):
+    """The household's row (household, community, compound, building, address) or None."""
+    return await conn.fetchrow(f"SELECT * FROM {schema}.dir_households WHERE household = $1", household_id)
+
+
+async def resident(conn, schema: str, resident_id: str):
+    """The resident's row (resident, household, community, compound, building, display_name,
+    birth_year, vulnerabilities, moved_out) or None."""
+    return await conn.fetchrow(f"SELECT * FROM {schema}.dir_residents WHERE resident = $1", resident_id)
+
+
+async def household_vulnerabilities(conn, schema: str, household_id: str) -> set[str]:
+    """Every vulnerability of the household's current residents (elderly_alone, …)."""
+    rows = await conn.fetch(
+        f"SELECT DISTINCT unnest(vulnerabilities) AS v FROM {schema}.dir_residents "
+        "WHERE household = $1 AND NOT moved_out", household_id)
+    return {r["v"] for r in rows}
+
+
+async def households_in(conn, schema: str, community: str, compound_id: str, building: str | None = None):
+    """Household ids in a compound, or in one building of it."""
+    if building is None:
+        rows = await conn.fetch(
+            f"SELECT household FROM {schema}.dir_households WHERE community = $1 AND compound = $2 "
+            "ORDER BY household", community, compound_id)
+    else:
+        rows = await conn.fetch(
+            f"SELECT household FROM {schema}.dir_households WHERE community = $1 AND compound = $2 "
+            "AND building = $3 ORDER BY household", community, compound_id, building)
+    return [r["household"] for r in rows]

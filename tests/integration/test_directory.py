@@ -1,0 +1,55 @@
+"""A service's local directory of registry facts follows the registry's events, across restarts."""
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+
+from services.registry.app import spec as registry_spec
+from shared import directory
+from shared.service import ServiceSpec
+from tests.support.cordon import Client, community, household, resident, running
+
+pytestmark = pytest.mark.integration
+
+
+def probe_spec() -> ServiceSpec:
+    return ServiceSpec(name="probe", commands={}, parsers={}, handlers={}, evolve=lambda s, e: s,
+                       extra_ddl=directory.ddl("probe"), consumers=[directory.consumer("probe")])
+
+
+async def eventually(check, timeout=10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := await check()):
+        assert asyncio.get_running_loop().time() < deadline, "directory did not catch up"
+        await asyncio.sleep(0.05)
+    return result
+
+
+async def test_the_directory_knows_where_a_resident_lives_and_when_they_move_out(nats_url, pg_dsn):
+    async with running(registry_spec(), nats_url, pg_dsn):
+        nc = await nats.connect(nats_url)
+        client = Client(nc)
+        await community(client, buildings=("b1", "b2"))
+        h = await household(client, building="b2")
+        r = await resident(client, h, vulnerabilities=["elderly_alone"])
+        async with running(probe_spec(), nats_url, pg_dsn) as probe:
+            async def row():
+                async with probe.pool.acquire() as conn:
+                    return await directory.resident(conn, "probe", r)
+            found = await eventually(row)
+            assert (found["household"], found["building"], found["display_name"]) == (h, "b2", "王*伟")
+            async with probe.pool.acquire() as conn:
+                assert await directory.household_vulnerabilities(conn, "probe", h) == {"elderly_alone"}
+                assert await directory.households_in(conn, "probe", found["community"], "nangong-1", "b2") == [h]
+                assert (await directory.compound(conn, "probe", found["community"], "nangong-1"))["gates"] == ["g1"]
+        await client.ok("move_out", resident=r)
+        async with running(probe_spec(), nats_url, pg_dsn) as probe:  # restarted: resumes, no replay
+            async def moved():
+                async with probe.pool.acquire() as conn:
+                    return (await directory.resident(conn, "probe", r))["moved_out"]
+            assert await eventually(moved)
+            async with probe.pool.acquire() as conn:
+                assert await directory.household_vulnerabilities(conn, "probe", h) == set()
+        await nc.close()
