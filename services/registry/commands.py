@@ -141,7 +141,7 @@ def _invalid(command: str, text: str) -> Invalid:
         kind = msg.rsplit("`", 2)[-2] if msg.count("`") >= 4 else "something else"
         return Invalid(f"the payload of {command} must be a JSON object, got {kind}")
     hint = ""
-    if "got `str`" in msg and ("`int`" in msg or "`bool`" in msg):
+    if "got `str`" in msg and ("`int" in msg or "`bool" in msg):  # also `int | null`
         hint = " (numbers and booleans must not be quoted)"
     elif msg.startswith("Invalid enum value"):
         choices = _CHOICES.get(re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1])
@@ -243,6 +243,8 @@ def _text(value: object, field: str, limit: int = MAX_TEXT) -> None:
         raise Invalid(f"{field} must not be empty", field=field)
     if len(value) > limit:
         raise Invalid(f"{field} has {len(value)} characters; at most {limit} are allowed", field=field)
+    if "\x00" in value:  # PostgreSQL text cannot hold it: the whole batch would fail as `internal`
+        raise Invalid(f"{field} must not contain the NUL character (\\u0000); remove it", field=field)
 
 
 def _optional_slug(value: str | None, field: str) -> None:
