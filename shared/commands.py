@@ -18,6 +18,7 @@ import msgspec
 
 from shared import envelope as env
 from shared import log as logging
+from shared.tasks import cancel
 from shared import store
 from shared.errors import CommandError, Conflict, Unavailable
 from shared.subjects import event_subject
@@ -126,7 +127,7 @@ class Context:
                     community=envelope.community,
                     recorded_at=envelope.recorded_at,
                     envelope=payload,
-                    subject=event_subject(event.community, self._batch.service, envelope.type),
+                    subject=event_subject(event.community, type(event).service, envelope.type),
                 )
             )
             self._pending.envelopes.append(msgspec.Raw(payload))
@@ -148,6 +149,8 @@ class Context:
 
 
 Handler = Callable[[Any, Context], Awaitable[None]]
+UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+UNAVAILABLE = Unavailable("the record (PostgreSQL) is unreachable; retry with the same command_id")
 
 
 class _Batch:
@@ -216,10 +219,8 @@ class CommandRuntime:
         self._task = asyncio.create_task(self._writer(), name=f"{self.service}.writer")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():
@@ -256,21 +257,31 @@ class CommandRuntime:
     async def _run_batch(self, items: list[_Item]) -> None:
         try:
             replies = await self._attempt(items)
-        except (asyncpg.UniqueViolationError, asyncpg.SerializationError):
-            # Lost a race to another process: decide each command again, alone.
+        except UNREACHABLE as exc:
+            log.warning("batch.unavailable", error=str(exc))
+            replies = {id(i): encode_error(UNAVAILABLE) for i in items}
+        except Exception as exc:
+            # Lost a race to another process, or one command's rows broke the batch: decide each
+            # command again, alone, so only the culprit fails.
+            if not isinstance(exc, (asyncpg.UniqueViolationError, asyncpg.SerializationError)):
+                log.warning("batch.split", size=len(items), error=f"{type(exc).__name__}: {exc}")
             replies = {}
             for item in items:
-                try:
-                    replies.update(await self._attempt([item]))
-                except asyncpg.UniqueViolationError as exc:
-                    replies[id(item)] = await self._race_reply(item, exc)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            log.warning("batch.unavailable", error=str(exc))
-            replies = {id(i): encode_error(Unavailable("the record (PostgreSQL) is unreachable; "
-                                                       "retry with the same command_id")) for i in items}
+                replies[id(item)] = await self._alone(item)
         for item in items:
             if not item.future.done():
                 item.future.set_result(replies[id(item)])
+
+    async def _alone(self, item: _Item) -> bytes:
+        try:
+            return (await self._attempt([item]))[id(item)]
+        except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
+            return await self._race_reply(item, exc)
+        except UNREACHABLE:
+            return encode_error(UNAVAILABLE)
+        except Exception:
+            log.exception("command.failed", command=item.name, command_id=item.cmd.command_id)
+            return encode_error(CommandError("internal error; the command was not applied"))
 
     async def _race_reply(self, item: _Item, exc: Exception) -> bytes:
         async with self.pool.acquire() as conn:

@@ -20,6 +20,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from shared import envelope as env
 from shared import log as logging
+from shared.tasks import cancel
 from shared.subjects import STREAM
 
 log = logging.get("consumer")
@@ -76,10 +77,8 @@ class Consumer:
         self._task = asyncio.create_task(self._run(), name=f"consumer.{self.name}")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def lag(self) -> int | None:
         """Messages in the stream this consumer has not yet acknowledged (None if unknown)."""

@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from nats.js.errors import APIError
 
 from shared import log as logging
+from shared.tasks import cancel
 from shared.subjects import STREAM
 
 log = logging.get("relay")
@@ -51,10 +52,8 @@ class Relay:
         self._task = asyncio.create_task(self._run(), name=f"{self.service}.relay")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -82,8 +81,11 @@ class Relay:
 
     async def _idle(self) -> None:
         try:
-            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # races the wake-up, and then stop() waits forever.
+            async with asyncio.timeout(self.poll_interval):
+                await self._wake.wait()
+        except TimeoutError:
             pass
         self._wake.clear()
 
@@ -113,8 +115,9 @@ class Relay:
             for row, future in zip(rows, futures):
                 try:
                     # nats-py can leave a rejected publish_async future unresolved: bound the wait.
-                    ack = await asyncio.wait_for(future, self.ack_timeout)
-                except (asyncio.TimeoutError, APIError) as exc:
+                    async with asyncio.timeout(self.ack_timeout):
+                        ack = await future
+                except (TimeoutError, APIError) as exc:
                     error = exc
                     break
                 if ack.stream != STREAM:

@@ -24,6 +24,7 @@ from shared.config import Config
 from shared.consumer import Consumer, Handle
 from shared.errors import CommandError, Invalid, TooLarge, UnknownCommand
 from shared.relay import Relay
+from shared.tasks import cancel
 
 log = logging.get("service")
 
@@ -126,8 +127,7 @@ class ServiceHost:
         if self.broker:
             await self.broker.stop()
         for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+            await cancel(task)
         for consumer in self.consumers:
             await consumer.stop()
         if self.runtime:

@@ -41,8 +41,13 @@ def check_community(value: object, field: str = "community") -> str:
             "(e.g. changning.chengjiaqiao.nangong)",
             field=field,
         )
-    for token in tokens:
-        check_slug(token, field)
+    for name, token in zip(("district", "street", "committee"), tokens):
+        if not token or not SLUG.match(token):
+            raise Invalid(
+                f"{field} {value!r}: the {name} {token!r} is not a slug (lowercase a-z, 0-9 and '-'; "
+                "never '.', '*', '>', spaces or an empty part)",
+                field=field,
+            )
     return value
 
 

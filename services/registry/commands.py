@@ -315,6 +315,12 @@ def check_id_number(value: str, field: str = "id_number") -> str:
                 field=field,
             )
         return value
+    if value.isdigit() and 15 <= len(value) <= 19:
+        raise Invalid(
+            f"{field} has {len(value)} digits: a resident ID card number has 18 characters; "
+            "check for a missing or extra digit",
+            field=field,
+        )
     if not _PASSPORT.match(value):
         raise Invalid(
             f"{field} must be an 18-character resident ID card number or a passport number of 5 to 20 "

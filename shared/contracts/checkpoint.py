@@ -1,6 +1,7 @@
 """Public events of the checkpoint service: gates, control levels, passes, passages, shifts.
 
 A visitor's name and phone stay in the checkpoint's own tables; events carry a masked name only.
+On the wire the pass id field is ``pass`` (``pass_`` in Python, a keyword there).
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class GateClosed(Event, frozen=True, kw_only=True):
 class ControlLevelSet(Event, frozen=True, kw_only=True):
     compound: str
     level: ControlLevel
+    #: The level before this one (``open`` for a compound never set before).
+    previous: ControlLevel | None = None
     set_at: datetime
     set_by: str
 
@@ -49,6 +52,8 @@ class PassIssued(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
     number: str
     compound: str
     household: str
+    #: The pass this one replaces (replace_pass: a lost or damaged pass), if any.
+    replaces: str | None = None
     issued_at: datetime
     issued_by: str
 
@@ -59,6 +64,10 @@ class PassRevoked(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
     compound: str
     household: str
     reason: str
+    #: The printed number of the revoked pass, for the guards' lists.
+    number: str | None = None
+    #: The pass issued in its place (replace_pass), if any.
+    replaced_by: str | None = None
     revoked_at: datetime
     revoked_by: str
 
@@ -75,6 +84,10 @@ class PassageAllowed(Event, frozen=True, kw_only=True, rename={"pass_": "pass"})
     household: str | None = None
     pass_: str | None = None
     visitor: str | None = None
+    #: The building of the resident or of the visitor's host household, when known.
+    building: str | None = None
+    #: The printed number of the pass shown (normalized), also when it matched no valid pass.
+    number: str | None = None
     checked_at: datetime
     checked_by: str
 
@@ -91,6 +104,10 @@ class PassageDenied(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
     household: str | None = None
     pass_: str | None = None
     visitor: str | None = None
+    #: The building of the resident or of the visitor's host household, when known.
+    building: str | None = None
+    #: The printed number of the pass shown (normalized), also when it matched no valid pass.
+    number: str | None = None
     checked_at: datetime
     checked_by: str
 
@@ -107,6 +124,9 @@ class FeverDetected(Event, frozen=True, kw_only=True):
     resident: str | None = None
     household: str | None = None
     visitor: str | None = None
+    direction: Direction | None = None
+    #: The threshold in force (°C): a policy value.
+    threshold_c: float | None = None
     detected_at: datetime
     detected_by: str
 

@@ -20,7 +20,7 @@ _ids = itertools.count()
 
 def prc_id(serial: int) -> str:
     """A valid 18-character PRC ID number (check digit computed)."""
-    first17 = f"31010519{(serial // 10000) % 100:02d}0101{serial % 10000:04d}"[:17].ljust(17, "0")
+    first17 = f"3101051950{serial:07d}"[-17:]
     weights = [pow(2, 17 - i, 11) for i in range(17)]
     check = "10X98765432"[sum(int(c) * w for c, w in zip(first17, weights)) % 11]
     return first17 + check

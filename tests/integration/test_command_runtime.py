@@ -1,0 +1,88 @@
+"""The group-commit runtime on real PostgreSQL: a batch's culprit fails alone; concurrent
+appends to one stream at one version: exactly one wins."""
+from __future__ import annotations
+
+import asyncio
+import json
+from functools import partial
+
+import asyncpg
+import msgspec
+import nats
+import pytest
+
+from shared import store
+from shared.envelope import Event, event_type
+from shared.service import ServiceSpec
+from shared.wire import BaseCommand, decode
+from tests.support.cordon import COMMUNITY, running
+
+pytestmark = pytest.mark.integration
+
+
+@event_type("registry")  # only to have a subject; the probe schema is its own
+class ProbeNoted(Event, frozen=True, kw_only=True):
+    note: int
+
+
+class Note(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    stream: str
+    note: int
+
+
+async def note(cmd: Note, ctx) -> None:
+    _, version = await ctx.expect(f"probe:{cmd.stream}")
+    ctx.append(f"probe:{cmd.stream}", version, [ProbeNoted(community=COMMUNITY, note=cmd.note)])
+    ctx.write("INSERT INTO probe.notes VALUES ($1)", cmd.note)
+
+
+def probe_spec() -> ServiceSpec:
+    commands = {"note": Note}
+    return ServiceSpec(
+        name="probe", commands=commands, parsers={"note": partial(decode, "probe", commands, "note")},
+        handlers={"note": note}, evolve=lambda state, event: event.note,
+        extra_ddl="CREATE TABLE IF NOT EXISTS probe.notes (note integer CHECK (note <> 13))",
+    )
+
+
+async def send(nc, **fields):
+    fields.setdefault("actor", "staff:li-wei")
+    msg = await nc.request("cordon.cmd.probe.note", json.dumps(fields).encode(), timeout=10)
+    return json.loads(msg.data)
+
+
+async def test_one_command_that_breaks_the_batch_fails_alone(nats_url, pg_dsn):
+    async with running(probe_spec(), nats_url, pg_dsn):
+        nc = await nats.connect(nats_url)
+        replies = await asyncio.gather(*[send(nc, command_id=f"n-{i}", stream=f"s{i}", note=i)
+                                         for i in range(40)])
+        await nc.close()
+    assert [r["ok"] for r in replies] == [i != 13 for i in range(40)]
+    assert replies[13]["error"]["code"] == "internal"
+    conn = await asyncpg.connect(pg_dsn)
+    assert await conn.fetchval("SELECT count(*) FROM probe.events") == 39
+    assert await conn.fetchval("SELECT count(*) FROM probe.commands") == 39
+    await conn.close()
+
+
+async def test_two_appends_to_one_stream_at_one_version_exactly_one_wins(pg_dsn):
+    conn_a, conn_b = await asyncpg.connect(pg_dsn), await asyncpg.connect(pg_dsn)
+    await store.migrate(conn_a, "probe")
+
+    def new_event(n: int) -> store.NewEvent:
+        import uuid
+        from datetime import datetime, timezone
+        return store.NewEvent(event_id=str(uuid.uuid4()), stream_id="probe:s", version=1, type="ProbeNoted",
+                              community=COMMUNITY, recorded_at=datetime.now(timezone.utc),
+                              envelope=msgspec.json.encode({"n": n}), subject="x")
+
+    async def append(conn, n):
+        async with conn.transaction():
+            await store.append(conn, "probe", [new_event(n)])
+            await asyncio.sleep(0.2)  # both are inside their transactions at the same time
+
+    results = await asyncio.gather(append(conn_a, 1), append(conn_b, 2), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["NoneType", "UniqueViolationError"]
+    assert await conn_a.fetchval("SELECT count(*) FROM probe.events WHERE stream_id = 'probe:s'") == 1
+    await conn_a.close()
+    await conn_b.close()
