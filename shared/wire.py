@@ -69,7 +69,7 @@ def invalid(command: str, text: str, choices: dict[str, Iterable[str]]) -> Inval
         kind = msg.rsplit("`", 2)[-2] if msg.count("`") >= 4 else "something else"
         return Invalid(f"the payload of {command} must be a JSON object, got {kind}")
     hint = ""
-    if "got `str`" in msg and ("`int`" in msg or "`float`" in msg or "`bool`" in msg):
+    if "got `str`" in msg and any(f"`{t}" in msg for t in ("int", "float", "bool")):
         hint = " (numbers and booleans must not be quoted)"
     elif msg.startswith("Invalid enum value"):
         options = choices.get(re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1])
@@ -100,6 +100,8 @@ def text(value: object, field: str, limit: int = MAX_TEXT) -> None:
         raise Invalid(f"{field} must not be empty", field=field)
     if len(value) > limit:
         raise Invalid(f"{field} has {len(value)} characters; at most {limit} are allowed", field=field)
+    if "\x00" in value:  # PostgreSQL text cannot hold it: the whole batch would fail as `internal`
+        raise Invalid(f"{field} must not contain the NUL character (\\u0000); remove it", field=field)
 
 
 def optional_slug(value: str | None, field: str) -> None:

@@ -9,33 +9,19 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Callable, Union, assert_never, get_args
+from typing import Callable, Union, assert_never, get_args
 
 import msgspec
 
 from shared.contracts.registry import CityClass, Outcome, Transport, Visit, Vulnerability
-from shared.errors import Invalid, UnknownCommand
+from shared import wire
+from shared.errors import Invalid
 from shared.subjects import check_community, check_slug
+from shared.wire import MAX_NOTE, BaseCommand
 
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-
-MAX_TEXT = 200
-MAX_NOTE = 1000
-MAX_IDS = 500
 MAX_VISITS = 100
 MIN_BIRTH_YEAR = 1890
 MAX_BIRTH_YEAR = 2100
-
-
-class BaseCommand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Fields every command carries."""
-
-    command_id: str
-    actor: str
-    #: Filled by the runtime with the receive time when absent.
-    occurred_at: AwareDatetime | None = None
-    #: Optimistic concurrency, checked by the handler against the target stream.
-    expected_version: int | None = None
 
 
 class RegisterCompound(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -108,49 +94,11 @@ _CHOICES = {
     "kind": ("train", "flight", "road", "other"),
     "vulnerabilities": get_args(Vulnerability),
 }
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_NAMED = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]*)`$")
 
 
 def parse(name: str, payload: bytes) -> Command:
     """Decode ``payload`` strictly as the command ``name`` and validate it."""
-    cls = COMMANDS.get(name)
-    if cls is None:
-        raise UnknownCommand(f"the registry has no command {name!r}; it has: {', '.join(COMMANDS)}")
-    if not payload.strip():
-        raise Invalid(f"empty payload: send a JSON object with the fields of {name}")
-    try:
-        cmd = msgspec.json.decode(payload, type=cls)
-    except msgspec.ValidationError as e:
-        raise _invalid(name, str(e)) from None
-    except msgspec.DecodeError as e:
-        raise Invalid(f"the payload of {name} is not valid JSON ({e}); send a JSON object") from None
-    return validate(cmd)
-
-
-def _invalid(command: str, text: str) -> Invalid:
-    m = _AT.match(text)
-    msg, path = m["msg"], (m["path"] or "").lstrip(".")
-    named = _NAMED.match(msg)
-    if named:
-        field = f"{path}.{named['name']}" if path else named["name"]
-        if named["what"] == "missing required":
-            return Invalid(f"{field} is required in {command}", field=field)
-        return Invalid(f"unknown field {field!r}: {command} does not accept it", field=field)
-    if not path:
-        kind = msg.rsplit("`", 2)[-2] if msg.count("`") >= 4 else "something else"
-        return Invalid(f"the payload of {command} must be a JSON object, got {kind}")
-    hint = ""
-    if "got `str`" in msg and ("`int" in msg or "`bool" in msg):  # also `int | null`
-        hint = " (numbers and booleans must not be quoted)"
-    elif msg.startswith("Invalid enum value"):
-        choices = _CHOICES.get(re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1])
-        hint = f"; expected one of: {', '.join(choices)}" if choices else ""
-    elif msg.endswith("encoded date"):
-        hint = "; use YYYY-MM-DD"
-    elif "datetime" in msg:
-        hint = "; use RFC 3339 with a zone, e.g. 2026-11-23T09:30:00+08:00"
-    return Invalid(f"{path}: {msg}{hint}", field=path)
+    return validate(wire.decode("registry", COMMANDS, name, payload, _CHOICES))
 
 
 def complete(cmd: Command, *, now: datetime, new_id: Callable[[], str]) -> Command:
@@ -169,60 +117,49 @@ def complete(cmd: Command, *, now: datetime, new_id: Callable[[], str]) -> Comma
 
 def validate(cmd: Command) -> Command:
     """Check the rules a decoder cannot; return ``cmd`` or raise :class:`Invalid`."""
-    _common(cmd)
+    wire.check_common(cmd)
     match cmd:
         case RegisterCompound():
             check_community(cmd.community)
             check_slug(cmd.compound, "compound")
-            _text(cmd.name, "name")
-            _ids(cmd.buildings, "buildings")
-            _ids(cmd.gates, "gates")
+            wire.text(cmd.name, "name")
+            wire.ids(cmd.buildings, "buildings")
+            wire.ids(cmd.gates, "gates")
         case RegisterHousehold():
             check_community(cmd.community)
             check_slug(cmd.compound, "compound")
             check_slug(cmd.building, "building")
-            _text(cmd.address, "address")
-            _optional_slug(cmd.household, "household")
+            wire.text(cmd.address, "address")
+            wire.optional_slug(cmd.household, "household")
         case RegisterResident():
             check_slug(cmd.household, "household")
-            _optional_slug(cmd.resident, "resident")
-            _text(cmd.name, "name")
+            wire.optional_slug(cmd.resident, "resident")
+            wire.text(cmd.name, "name")
             check_id_number(cmd.id_number)
-            _phone(cmd.phone)
+            wire.phone(cmd.phone)
             _birth_year(cmd.birth_year, cmd.occurred_at)
-            _no_duplicates(cmd.vulnerabilities, "vulnerabilities")
+            wire.no_duplicates(cmd.vulnerabilities, "vulnerabilities")
         case RegisterArrival():
             _arrival(cmd)
         case VerifyArrival():
             check_slug(cmd.arrival, "arrival")
             if cmd.note is not None:
-                _text(cmd.note, "note", MAX_NOTE)
+                wire.text(cmd.note, "note", MAX_NOTE)
         case MoveOut():
             check_slug(cmd.resident, "resident")
             if cmd.reason is not None:
-                _text(cmd.reason, "reason", MAX_NOTE)
+                wire.text(cmd.reason, "reason", MAX_NOTE)
         case _:
             assert_never(cmd)
     return cmd
 
 
-def _common(cmd: Command) -> None:
-    _text(cmd.command_id, "command_id", 128)
-    _text(cmd.actor, "actor", 128)
-    if any(c.isspace() for c in cmd.actor):
-        raise Invalid(f"actor {cmd.actor!r} must not contain whitespace (e.g. staff:li-na)", field="actor")
-    if cmd.occurred_at is not None and cmd.occurred_at.utcoffset() is None:
-        raise Invalid("occurred_at must carry a timezone, e.g. 2026-11-23T09:30:00+08:00", field="occurred_at")
-    if cmd.expected_version is not None and cmd.expected_version < 0:
-        raise Invalid("expected_version must be 0 or more", field="expected_version")
-
-
 def _arrival(cmd: RegisterArrival) -> None:
     check_slug(cmd.resident, "resident")
-    _optional_slug(cmd.arrival, "arrival")
-    _text(cmd.origin, "origin")
+    wire.optional_slug(cmd.arrival, "arrival")
+    wire.text(cmd.origin, "origin")
     if cmd.transport.number is not None:
-        _text(cmd.transport.number, "transport.number", 50)
+        wire.text(cmd.transport.number, "transport.number", 50)
     if cmd.occurred_at is not None and cmd.arrived_on > cmd.occurred_at.date():
         raise Invalid(
             f"arrived_on {cmd.arrived_on} is after the day of the command ({cmd.occurred_at.date()})",
@@ -231,54 +168,11 @@ def _arrival(cmd: RegisterArrival) -> None:
     if len(cmd.visited) > MAX_VISITS:
         raise Invalid(f"visited lists {len(cmd.visited)} places; at most {MAX_VISITS}", field="visited")
     for i, visit in enumerate(cmd.visited):
-        _text(visit.place, f"visited[{i}].place")
+        wire.text(visit.place, f"visited[{i}].place")
         if visit.from_ > visit.to:
             raise Invalid(
                 f"visited[{i}]: from {visit.from_} is after to {visit.to}", field=f"visited[{i}].from"
             )
-
-
-def _text(value: object, field: str, limit: int = MAX_TEXT) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise Invalid(f"{field} must not be empty", field=field)
-    if len(value) > limit:
-        raise Invalid(f"{field} has {len(value)} characters; at most {limit} are allowed", field=field)
-    if "\x00" in value:  # PostgreSQL text cannot hold it: the whole batch would fail as `internal`
-        raise Invalid(f"{field} must not contain the NUL character (\\u0000); remove it", field=field)
-
-
-def _optional_slug(value: str | None, field: str) -> None:
-    if value is not None:
-        check_slug(value, field)
-
-
-def _ids(values: list[str], field: str) -> None:
-    if not values:
-        raise Invalid(f"{field} must list at least one id", field=field)
-    if len(values) > MAX_IDS:
-        raise Invalid(f"{field} lists {len(values)} ids; at most {MAX_IDS}", field=field)
-    for i, value in enumerate(values):
-        check_slug(value, f"{field}[{i}]")
-    _no_duplicates(values, field)
-
-
-def _no_duplicates(values: list, field: str) -> None:
-    seen: set = set()
-    for i, value in enumerate(values):
-        if value in seen:
-            raise Invalid(f"{field} lists {value!r} twice", field=f"{field}[{i}]")
-        seen.add(value)
-
-
-_PHONE = re.compile(r"^\+?[0-9]+$")
-
-
-def _phone(value: str | None) -> None:
-    if value is not None and not (_PHONE.match(value) and 5 <= len(value) <= 20):
-        raise Invalid(
-            "phone must be 5 to 20 characters: digits with an optional leading +, no spaces or dashes",
-            field="phone",
-        )
 
 
 def _birth_year(value: int, occurred_at: datetime | None) -> None:
