@@ -56,13 +56,13 @@ def stream_config(dedupe_window_s: float, replicas: int = 1) -> StreamConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, dedupe_window_s: float = 1200.0) -> None:
+async def ensure_stream(js: JetStreamContext, dedupe_window_s: float = 1200.0, replicas: int = 1) -> None:
     """Create ``CORDON`` if it does not exist; never rewrite an existing stream's config."""
     try:
         await js.stream_info(STREAM)
     except NotFoundError:
         try:
-            await js.add_stream(stream_config(dedupe_window_s))
+            await js.add_stream(stream_config(dedupe_window_s, replicas))
             log.info("stream.created", stream=STREAM)
         except APIError:
             # Another service created it between our look and our add: fine if it is there now.

@@ -28,6 +28,8 @@ class Config:
     #: Attempts before a consumer parks a failing message as a dead letter.
     park_after: int = 5
     pg_pool_max: int = 10
+    #: Replicas of the CORDON stream when it is first created: 3 on a 3-node NATS cluster.
+    stream_replicas: int = 1
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -48,6 +50,7 @@ class Config:
             ("dedupe_window_s", "CORDON_DEDUPE_WINDOW_S", float),
             ("park_after", "CORDON_PARK_AFTER", int),
             ("pg_pool_max", "CORDON_PG_POOL_MAX", int),
+            ("stream_replicas", "CORDON_STREAM_REPLICAS", int),
         ):
             if env.get(name):
                 try:

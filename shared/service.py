@@ -97,7 +97,7 @@ class ServiceHost:
         async with self.pool.acquire() as conn:
             await store.migrate(conn, spec.name, spec.extra_ddl)
         self.nc = await bus.connect(config.nats_url, f"{spec.name}.relay")
-        await bus.ensure_stream(self.nc.jetstream(), config.dedupe_window_s)
+        await bus.ensure_stream(self.nc.jetstream(), config.dedupe_window_s, config.stream_replicas)
         self.relay = Relay(service=spec.name, pool=self.pool, nc=self.nc)
         self.runtime = CommandRuntime(
             service=spec.name,

@@ -43,6 +43,9 @@ class CaseOpened(Event, frozen=True, kw_only=True):
     ends_on: date
     opened_at: datetime
     opened_by: str
+    #: The first day a daily check-in is due (the start day, or the next day when the case was
+    #: opened after the policy's check-in hour).
+    checkins_due_from: date | None = None
 
 
 @event_type(SERVICE)
@@ -85,6 +88,11 @@ class CaseTransferred(Event, frozen=True, kw_only=True):
     to: TransferTo
     transferred_at: datetime
     transferred_by: str
+    #: The day of the transfer.
+    on: date | None = None
+    #: Set when the transfer starts a new quarantine period (from monitoring or hospital to
+    #: centralized quarantine): its planned last day.
+    ends_on: date | None = None
 
 
 @event_type(SERVICE)
@@ -150,6 +158,9 @@ class SampleTaken(Event, frozen=True, kw_only=True):
     code: str | None = None
     taken_at: datetime
     taken_by: str
+    compound: str | None = None
+    #: The label of the round's time slot the sample was taken in (e.g. "students").
+    slot: str | None = None
 
 
 @event_type(SERVICE)
@@ -159,3 +170,6 @@ class ResultRecorded(Event, frozen=True, kw_only=True):
     result: TestResult
     recorded_at: datetime
     recorded_by: str
+    compound: str | None = None
+    #: The case a positive result opened (None when the resident already had an open case).
+    case: str | None = None
