@@ -1,0 +1,449 @@
+#!/usr/bin/env python
+"""Backbone benchmark: raw JetStream and PostgreSQL limits against Cordon end to end, in one run.
+
+    python bench/backbone.py [--duration S] [--rate R] [--quick] [--concurrency N] [--profile DIR]
+
+Starts embedded NATS and PostgreSQL (durable defaults: fsync on, JetStream file storage) in a temp
+dir and the registry service in a separate process (`python -m services.cli service registry`, as
+`cordon up` does), then measures:
+  1. raw JetStream `publish_async` of 200-byte messages to a scratch stream;
+  2. raw PostgreSQL inserts: `executemany` in one transaction, and single-row autocommit;
+  3. end to end: registry commands sent as NATS requests until their event is handled by a durable
+     `shared.consumer.Consumer` in this process: (a) closed loop with N outstanding requests,
+     (b) open loop at a fixed offered rate, latency measured from the scheduled send time.
+Prints a table, then (last line of stdout) one JSON object. Figures only: nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import msgspec  # noqa: E402
+import nats  # noqa: E402
+from nats.js.api import StorageType, StreamConfig  # noqa: E402
+
+from shared import log as logging  # noqa: E402
+from shared import store  # noqa: E402
+from shared.contracts import registry as _registry_events  # noqa: E402,F401  (registers event types)
+from shared.consumer import Consumer  # noqa: E402
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
+
+COMMUNITY = "changning.chengjiaqiao.nangong"
+TARGET_E2E, TARGET_P99_MS = 3000, 25
+MIX = [("register_household", 0.10), ("register_resident", 0.40), ("register_arrival", 0.50)]
+now = time.perf_counter
+
+
+def id_number(n: int) -> str:
+    """A valid, unique 18-character PRC ID number for every n < 10**16."""
+    first17 = f"1{n:016d}"
+    return first17 + "10X98765432"[sum(int(c) * pow(2, 17 - i, 11) for i, c in enumerate(first17)) % 11]
+
+
+class _Reply(msgspec.Struct):
+    ok: bool
+    error: dict | None = None
+
+
+_reply = msgspec.json.Decoder(_Reply)
+
+
+class Load:
+    """Builds registry commands with client-chosen ids and sends them as NATS requests."""
+
+    def __init__(self, nc, consumed: dict[str, float], timeout: float):
+        self.nc, self.consumed, self.timeout = nc, consumed, timeout
+        self.run = f"{os.getpid():x}{int(time.time()) % 100000:x}"
+        self.n = 0
+        self.rng = random.Random(7)
+        self.households: list[str] = []
+        self.residents: list[str] = []
+        self.errors: collections.Counter = collections.Counter()
+
+    def make(self, kind: str | None = None) -> tuple[str, str, bytes, str]:
+        self.n += 1
+        n, cid = self.n, f"bench-{self.run}-{self.n}"
+        if kind is None:
+            kind = self.rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+        if kind == "register_household":
+            body = {"community": COMMUNITY, "compound": "bench-1", "building": "b1",
+                    "address": f"room {n}", "household": f"h-{self.run}-{n}"}
+        elif kind == "register_resident":
+            body = {"household": self.rng.choice(self.households), "resident": f"r-{self.run}-{n}",
+                    "name": "王小伟", "id_number": id_number(n), "birth_year": 1950 + n % 60}
+        else:
+            body = {"resident": self.rng.choice(self.residents), "arrival": f"a-{self.run}-{n}",
+                    "origin": "Wuhan", "arrived_on": "2020-02-01",
+                    "transport": {"kind": "train", "number": "G1722"}, "visited": [],
+                    "city_class": "B", "risk_area_visited": n % 3 == 0}
+        body.update(command_id=cid, actor="staff:bench")
+        created = body.get("household") if kind == "register_household" else body.get("resident")
+        return cid, kind, json.dumps(body, ensure_ascii=False).encode(), created
+
+    async def one(self, kind: str | None, out: dict, t_sent: float | None = None) -> None:
+        """Send one command; on success record (t_sent, t_reply) in ``out`` under its command id."""
+        cid, kind, body, created = self.make(kind)
+        t_sent = t_sent or now()
+        try:
+            msg = await self.nc.request(f"cordon.cmd.registry.{kind}", body, timeout=self.timeout)
+        except nats.errors.TimeoutError:
+            self.errors["timeout"] += 1
+            return
+        except Exception as exc:  # no responders, connection closed ...
+            self.errors[type(exc).__name__] += 1
+            return
+        t_reply = now()
+        reply = _reply.decode(msg.data)
+        if not reply.ok:
+            self.errors[(reply.error or {}).get("code", "error")] += 1
+            return
+        out[cid] = (t_sent, t_reply)
+        if kind == "register_household":
+            self.households.append(created)
+        elif kind == "register_resident":
+            self.residents.append(created)
+
+    async def closed(self, seconds: float, concurrency: int, kind: str | None = None,
+                     count: int | None = None) -> tuple[dict, float, float]:
+        """Keep ``concurrency`` requests outstanding for ``seconds`` (or until ``count`` sent)."""
+        out: dict = {}
+        t0 = now()
+        stop, left = t0 + seconds, [count if count is not None else 1 << 62]
+
+        async def worker():
+            while now() < stop and left[0] > 0:
+                left[0] -= 1
+                await self.one(kind, out)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return out, t0, now()
+
+    async def open(self, seconds: float, rate: float) -> tuple[dict, float, float]:
+        """Send on schedule (``rate`` per second) regardless of replies; latency from the schedule."""
+        out: dict = {}
+        tasks: set = set()
+        t0 = now() + 0.01
+        for i in range(int(seconds * rate)):
+            t_sched = t0 + i / rate
+            if (delay := t_sched - now()) > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(self.one(None, out, t_sched))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        t_last = now()
+        await asyncio.gather(*list(tasks))
+        return out, t0, t_last
+
+    async def drain(self, out: dict, stall: float = 5.0) -> int:
+        """Wait until every accepted command's event was consumed (or none came for ``stall`` s);
+        count the ones that were not."""
+        last, t_last = -1, now()
+        while (missing := sum(1 for c in out if c not in self.consumed)) and now() - t_last < stall:
+            if missing != last:
+                last, t_last = missing, now()
+            await asyncio.sleep(0.02)
+        if missing:
+            self.errors["not_consumed"] += missing
+        return missing
+
+    def take_errors(self, r: dict, phase: str) -> None:
+        r[f"{phase}_errors"], r[f"{phase}_error_kinds"] = sum(self.errors.values()), dict(self.errors)
+        self.errors = collections.Counter()
+
+
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))] * 1000
+
+
+async def raw_js(url: str, seconds: float) -> float:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    try:
+        await js.add_stream(StreamConfig(name="BENCHRAW", subjects=["bench.raw"], storage=StorageType.FILE))
+        payload, futures = os.urandom(100).hex().encode(), []
+        t0 = now()
+        while now() - t0 < seconds:
+            for _ in range(500):
+                # no wait_stall: with one, nats-py wraps each acquire in wait_for (about 3x the cost)
+                futures.append(await js.publish_async("bench.raw", payload))
+        await asyncio.wait_for(asyncio.gather(*futures), 30)  # nats-py can hang on a rejection
+        rate = len(futures) / (now() - t0)
+        await js.delete_stream("BENCHRAW")
+        return rate
+    finally:
+        await nc.close()
+
+
+async def raw_pg(dsn: str, seconds: float) -> tuple[float, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE bench_raw (id bigint PRIMARY KEY, payload bytea NOT NULL)")
+        payload, n = os.urandom(200), 0
+        t0 = now()
+        while now() - t0 < seconds:
+            async with conn.transaction():
+                await conn.executemany("INSERT INTO bench_raw VALUES ($1, $2)",
+                                       [(n + i, payload) for i in range(10_000)])
+            n += 10_000
+        many = n / (now() - t0)
+        t0, m = now(), 0
+        while now() - t0 < seconds:
+            await conn.execute("INSERT INTO bench_raw VALUES ($1, $2)", n + m, payload)
+            m += 1
+        single = m / (now() - t0)
+        await conn.execute("DROP TABLE bench_raw")
+        return many, single
+    finally:
+        await conn.close()
+
+
+class Bench:
+    """Everything this run started, so that :meth:`kill` can end it synchronously whatever happened."""
+
+    def __init__(self, args):
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="cordon-bench-"))
+        self.nats = EmbeddedNats(self.tmp / "nats")
+        self.pg = EmbeddedPostgres(self.tmp / "pg")  # durable defaults: fsync, synchronous_commit on
+        self.service: subprocess.Popen | None = None
+        self.spies: list[subprocess.Popen] = []
+
+    def start_service(self, nats_url: str, dsn: str) -> None:
+        env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": dsn,
+               "CORDON_LOG_LEVEL": "warning", "CORDON_LOG_FORMAT": "json"}
+        with open(self.tmp / "registry.log", "ab") as out:
+            self.service = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "service", "registry"], cwd=ROOT, env=env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
+
+    async def wait_service(self, nc, timeout: float = 60.0) -> None:
+        """Register the compound (same command id on every try) until the service answers."""
+        body = json.dumps({"command_id": f"bench-compound-{os.getpid()}", "actor": "staff:bench",
+                           "community": COMMUNITY, "compound": "bench-1", "name": "bench",
+                           "buildings": ["b1"], "gates": ["g1"]}).encode()
+        deadline = now() + timeout
+        while True:
+            if self.service.poll() is not None:
+                log = (self.tmp / "registry.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"registry exited with {self.service.returncode}:\n{log}")
+            try:
+                reply = _reply.decode((await nc.request("cordon.cmd.registry.register_compound",
+                                                        body, timeout=1)).data)
+                if not reply.ok:
+                    raise RuntimeError(f"register_compound refused: {reply.error}")
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                if now() > deadline:
+                    raise RuntimeError("the registry service did not answer") from None
+                await asyncio.sleep(0.1)
+
+    def spy(self, pid: int, seconds: float, out: Path) -> None:
+        exe = Path(sys.executable).parent / "py-spy"
+        if not exe.exists():
+            print("--profile needs py-spy in the venv (pip install py-spy); not profiling", file=sys.stderr)
+            return
+        self.spies.append(subprocess.Popen(
+            [str(exe), "record", "--pid", str(pid), "-d", str(int(seconds)), "--format", "raw",
+             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    async def stop(self) -> None:
+        if self.service is not None and self.service.poll() is None:
+            self.service.send_signal(signal.SIGTERM)  # the service drains and closes its pool
+            for _ in range(500):
+                if self.service.poll() is not None:
+                    break
+                await asyncio.sleep(0.02)
+        self.kill_service()
+        await self.pg.stop()
+        await self.nats.stop()
+
+    def kill_service(self) -> None:
+        for proc in [self.service, *self.spies]:
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL) if proc is self.service else proc.kill()
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+
+    def kill(self) -> None:
+        self.kill_service()
+        self.pg.kill()
+        self.nats.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    async def run(self) -> dict:
+        a = self.args
+        await self.nats.start()
+        await self.pg.start()
+        dsn = await ensure_database(self.pg.dsn, "cordon")
+        r = {"bench": "backbone", "duration_s": a.duration, "concurrency": a.concurrency}
+        print(f"servers up in {self.tmp}; raw phases {a.raw_duration:g} s each ...", file=sys.stderr)
+        r["raw_js_publish_per_s"] = await raw_js(self.nats.url, a.raw_duration)
+        many, single = await raw_pg(dsn, a.raw_duration)
+        r["raw_pg_executemany_rows_per_s"], r["raw_pg_autocommit_rows_per_s"] = many, single
+
+        self.start_service(self.nats.url, dsn)
+        nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
+        cnc = await nats.connect(self.nats.url, name="bench.consumer")
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        consumed: dict[str, float] = {}
+
+        async def handle(conn, raw, event):  # inside the consumer's transaction, before its commit
+            consumed[raw.causation_id] = now()
+
+        consumer = None
+        try:
+            await self.wait_service(nc)
+            async with pool.acquire() as conn:
+                await store.migrate(conn, "bench")
+            consumer = Consumer(name=f"bench-{os.getpid()}", schema="bench", subjects=["cordon.evt.>"],
+                                handle=handle, pool=pool, nc=cnc)
+            await consumer.start()
+            load = Load(nc, consumed, timeout=a.timeout)
+            print(f"service pid {self.service.pid}; warm-up: households, residents, mixed ...", file=sys.stderr)
+            out, _, _ = await load.closed(60, a.concurrency, "register_household", count=a.households)
+            out.update((await load.closed(60, a.concurrency, "register_resident", count=a.residents))[0])
+            out.update((await load.closed(a.warmup, a.concurrency))[0])
+            await load.drain(out)
+            load.take_errors(r, "warmup")
+
+            print(f"(a) max rate, {a.concurrency} outstanding, {a.duration:g} s ...", file=sys.stderr)
+            if a.profile:
+                self.spy(self.service.pid, a.duration, a.profile / "service.txt")
+                self.spy(os.getpid(), a.duration, a.profile / "bench.txt")
+            out, t0, t1 = await load.closed(a.duration, a.concurrency)
+            await load.drain(out)
+            t_end = max((consumed[c] for c in out if c in consumed), default=t1)
+            r["e2e_commands"] = len(out)
+            r["e2e_commands_per_s"] = len(out) / (t_end - t0)
+            r["e2e_replies_per_s"] = len(out) / (t1 - t0)
+            r["e2e_ratio_to_raw_js"] = r["e2e_commands_per_s"] / r["raw_js_publish_per_s"]
+            r["e2e_ratio_to_raw_pg_autocommit"] = r["e2e_commands_per_s"] / r["raw_pg_autocommit_rows_per_s"]
+            load.take_errors(r, "e2e")
+            while any(spy.poll() is None for spy in self.spies):  # py-spy writes its output
+                await asyncio.sleep(0.1)
+
+            await asyncio.sleep(1)
+            print(f"(b) open loop at {a.rate:g}/s, {a.duration:g} s ...", file=sys.stderr)
+            out, t0, t_last = await load.open(a.duration, a.rate)
+            await load.drain(out)
+            r["fixed_rate"] = int(a.rate) if a.rate.is_integer() else a.rate
+            r["fixed_rate_sent"] = int(a.duration * a.rate) / (t_last - t0)
+            r["fixed_rate_achieved"] = len(out) / (t_last - t0)
+            replies = [tr - ts for ts, tr in out.values()]
+            eaten = [consumed[c] - ts for c, (ts, _) in out.items() if c in consumed]
+            for name, values in (("reply", replies), ("consumed", eaten)):
+                for p in (50, 99):
+                    r[f"{name}_p{p}_ms"] = pct(values, p)
+                r[f"{name}_max_ms"] = pct(values, 100)
+            load.take_errors(r, "fixed")
+            r["errors"] = r["warmup_errors"] + r["e2e_errors"] + r["fixed_errors"]
+            return r
+        finally:
+            if consumer is not None:
+                await consumer.stop()
+            await pool.close()
+            await nc.close()
+            await cnc.close()
+
+
+def table(r: dict) -> str:
+    def f(v, unit=""):
+        return "n/a" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.1f}") + (unit and f" {unit}")
+
+    rows = [
+        ("raw JetStream publish_async, 200 B", f(r["raw_js_publish_per_s"], "msg/s"), ""),
+        ("raw PostgreSQL executemany, one txn", f(r["raw_pg_executemany_rows_per_s"], "rows/s"), ""),
+        ("raw PostgreSQL single-row autocommit", f(r["raw_pg_autocommit_rows_per_s"], "rows/s"), ""),
+        (f"e2e max, {r['concurrency']} outstanding (to consumed)", f(r["e2e_commands_per_s"], "cmd/s"),
+         f">= {TARGET_E2E:,} cmd/s"),
+        ("  same, replies only", f(r["e2e_replies_per_s"], "cmd/s"), ""),
+        ("  ratio to raw JS / raw PG autocommit",
+         f"{r['e2e_ratio_to_raw_js']:.3f} / {r['e2e_ratio_to_raw_pg_autocommit']:.2f}", ""),
+        (f"fixed rate {r['fixed_rate']:g}/s: sent / accepted",
+         f"{r['fixed_rate_sent']:,.0f} / {r['fixed_rate_achieved']:,.0f} cmd/s", ""),
+        ("  request -> reply p50 / p99 / max",
+         " / ".join(f(r[f"reply_{k}_ms"]) for k in ("p50", "p99", "max")) + " ms", ""),
+        ("  request -> consumed p50 / p99 / max",
+         " / ".join(f(r[f"consumed_{k}_ms"]) for k in ("p50", "p99", "max")) + " ms",
+         f"p99 <= {TARGET_P99_MS} ms"),
+        ("errors (warm-up / max / fixed)", f"{r['warmup_errors']} / {r['e2e_errors']} / {r['fixed_errors']}",
+         "0"),
+    ]
+    lines = [f"{'measure':<46}{'figure':>28}   target", "-" * 88]
+    lines += [f"{a:<46}{b:>28}   {c}" for a, b, c in rows]
+    if r["errors"]:
+        kinds = collections.Counter()
+        for phase in ("warmup", "e2e", "fixed"):
+            kinds.update(r[f"{phase}_error_kinds"])
+        kinds = dict(kinds)
+        lines.append(f"RUN HAD ERRORS: {r['errors']} ({kinds})")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per end-to-end phase")
+    p.add_argument("--rate", type=float, default=1000.0, help="offered commands/s in the fixed-rate phase")
+    p.add_argument("--quick", action="store_true", help="short phases (under ~40 s in all)")
+    p.add_argument("--concurrency", type=int, default=256, help="outstanding requests in the max phase")
+    p.add_argument("--timeout", type=float, default=10.0, help="request timeout, seconds")
+    p.add_argument("--profile", type=Path, help="py-spy the service and this process in phase (a) into DIR")
+    a = p.parse_args()
+    if a.quick:
+        a.duration = min(a.duration, 5.0)
+    a.raw_duration = 2.0 if a.quick else min(5.0, a.duration)
+    a.warmup = 2.0 if a.quick else 5.0
+    a.households, a.residents = (100, 1000) if a.quick else (300, 3000)
+    if a.profile:
+        a.profile.mkdir(parents=True, exist_ok=True)
+    logging.setup("console", "warning", stream=sys.stderr)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+
+    def on_term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    bench = Bench(a)
+
+    async def go() -> dict:
+        try:
+            return await bench.run()
+        finally:
+            await bench.stop()
+
+    try:
+        r = asyncio.run(go())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bench.kill()  # whatever is left: service, servers, temp dir
+    print(table(r))
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
+                     ensure_ascii=False))
+    return 1 if r["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
