@@ -54,7 +54,9 @@ def _reply_schemas() -> dict:
 
 def document(commands: dict[str, dict[str, type]], version: str = "0.1.0") -> dict:
     """Build the document. ``commands`` maps service -> command name -> command struct."""
-    events = sorted(env.registered_types().items(), key=lambda kv: (kv[1].service, kv[0]))
+    events = sorted(((k, cls) for k, cls in env.registered_types().items()
+                     if cls.__module__.startswith("shared.contracts.")),  # not test probes
+                    key=lambda kv: (kv[1].service, kv[0]))
     types: list = [env.Envelope]
     for service in sorted(commands):
         types += [commands[service][name] for name in sorted(commands[service])]

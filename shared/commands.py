@@ -201,6 +201,7 @@ class CommandRuntime:
         handlers: dict[str, Handler],
         evolve: Evolve,
         prefetch: Callable[[Any], list[str]] | None = None,
+        prepare_batch: Callable[[asyncpg.Connection, list[Any], dict], Awaitable[None]] | None = None,
         batch_max: int = 256,
         on_commit: Callable[[], None] | None = None,
     ):
@@ -209,6 +210,7 @@ class CommandRuntime:
         self.handlers = handlers
         self.evolve = evolve
         self.prefetch = prefetch
+        self.prepare_batch = prepare_batch
         self.batch_max = batch_max
         self.on_commit = on_commit
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -305,9 +307,11 @@ class CommandRuntime:
                     f"SELECT command_id, reply FROM {self.service}.commands WHERE command_id = ANY($1)", ids
                 )
             }
+            fresh = [i.cmd for i in items if i.cmd.command_id not in seen]
             if self.prefetch:
-                await batch.prefetch([s for i in items if i.cmd.command_id not in seen
-                                      for s in self.prefetch(i.cmd)])
+                await batch.prefetch([s for cmd in fresh for s in self.prefetch(cmd)])
+            if self.prepare_batch and fresh:
+                await self.prepare_batch(conn, fresh, batch.local)
             for item in items:
                 if item.cmd.command_id in seen:
                     replies[id(item)] = seen[item.cmd.command_id]

@@ -12,7 +12,6 @@ import asyncio
 
 import asyncpg
 from nats.aio.client import Client
-from nats.js.errors import APIError
 
 from shared import log as logging
 from shared.tasks import cancel
@@ -104,22 +103,22 @@ class Relay:
         error: Exception | None = None
         try:
             for row in rows:
+                # No wait_stall: with it nats-py wraps every publish in wait_for (a task each).
                 futures.append(
                     await self.js.publish_async(
-                        row["subject"],
-                        bytes(row["envelope"]),
-                        headers={"Nats-Msg-Id": row["event_id"]},
-                        wait_stall=self.ack_timeout,
+                        row["subject"], bytes(row["envelope"]), headers={"Nats-Msg-Id": row["event_id"]}
                     )
                 )
+            # nats-py can leave a rejected publish_async future unresolved: bound the wait.
+            await asyncio.wait(futures, timeout=self.ack_timeout)
             for row, future in zip(rows, futures):
-                try:
-                    # nats-py can leave a rejected publish_async future unresolved: bound the wait.
-                    async with asyncio.timeout(self.ack_timeout):
-                        ack = await future
-                except (TimeoutError, APIError) as exc:
-                    error = exc
+                if not future.done():
+                    error = TimeoutError(f"no PubAck within {self.ack_timeout}s")
                     break
+                if future.cancelled() or future.exception() is not None:
+                    error = future.exception() if not future.cancelled() else RuntimeError("cancelled")
+                    break
+                ack = future.result()
                 if ack.stream != STREAM:
                     error = RuntimeError(f"{row['subject']} was captured by stream {ack.stream}")
                     break

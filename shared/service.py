@@ -64,7 +64,12 @@ class ServiceSpec:
     parsers: dict[str, Callable[[bytes], Any]]
     handlers: dict[str, Handler]
     evolve: Evolve
+    #: cmd -> streams it will read: loaded for the whole batch in one query
     prefetch: Callable[[Any], list[str]] | None = None
+    #: async (conn, cmds, local) -> None: one look-up for the whole batch, results in ctx.local
+    prepare_batch: Callable[[Any, list[Any], dict], Awaitable[None]] | None = None
+    #: (cmd, now) -> cmd with the receive time and the ids it creates filled in, before the batch
+    complete: Callable[[Any, Any], Any] | None = None
     extra_ddl: str = ""
     consumers: list[ConsumerSpec] = field(default_factory=list)
     policies: list[PolicySpec] = field(default_factory=list)
@@ -105,6 +110,7 @@ class ServiceHost:
             handlers=spec.handlers,
             evolve=spec.evolve,
             prefetch=spec.prefetch,
+            prepare_batch=spec.prepare_batch,
             batch_max=config.batch_max,
             on_commit=self.relay.wake,
         )
@@ -176,9 +182,7 @@ class ServiceHost:
             if len(raw.data) > self.config.max_payload:
                 raise TooLarge(f"the payload is {len(raw.data)} bytes; the limit is "
                                f"{self.config.max_payload}")
-            cmd = parse(raw.data)
-            if cmd.occurred_at is None:
-                cmd = msgspec.structs.replace(cmd, occurred_at=self.clock())
+            cmd = self._complete(parse(raw.data))
         except CommandError as err:
             log.info("command.refused", code=err.code, error=err.message)
             return encode_error(err)
@@ -188,7 +192,7 @@ class ServiceHost:
     def _policy_handle(self, policy: PolicySpec) -> Handle:
         async def handle(conn, raw: env.RawEnvelope, event: env.Event) -> None:
             for name, cmd in policy.react(raw, event):
-                reply = msgspec.json.decode(await self.runtime.execute(name, cmd))
+                reply = await self.execute(name, cmd)
                 if reply["ok"]:
                     continue
                 code = reply["error"]["code"]
@@ -199,10 +203,18 @@ class ServiceHost:
 
         return handle
 
+    def _complete(self, cmd: Any) -> Any:
+        now = self.clock()
+        if cmd.occurred_at is None:
+            cmd = msgspec.structs.replace(cmd, occurred_at=now)
+        return self.spec.complete(cmd, now) if self.spec.complete else cmd
+
     async def execute(self, name: str, cmd: Any) -> dict:
         """Run one of this service's own commands in process (policies, schedulers); the reply."""
-        if cmd.occurred_at is None:
-            cmd = msgspec.structs.replace(cmd, occurred_at=self.clock())
+        try:
+            cmd = self._complete(cmd)
+        except CommandError as err:
+            return err.to_reply()
         return msgspec.json.decode(await self.runtime.execute(name, cmd))
 
     def _query_handler(self, query: str):

@@ -4,7 +4,8 @@ from __future__ import annotations
 from functools import partial
 
 from services.registry import domain, handlers
-from services.registry.commands import COMMANDS, parse
+from services.registry.commands import COMMANDS, complete, parse
+from shared.envelope import new_id
 from shared.service import ServiceSpec
 
 
@@ -16,5 +17,7 @@ def spec() -> ServiceSpec:
         handlers=handlers.HANDLERS,
         evolve=domain.evolve,
         prefetch=handlers.prefetch,
+        prepare_batch=handlers.prepare_batch,
+        complete=lambda cmd, now: complete(cmd, now=now, new_id=new_id),
         extra_ddl=handlers.PII_DDL,
     )

@@ -14,10 +14,8 @@ from services.registry.commands import (
     RegisterHousehold,
     RegisterResident,
     VerifyArrival,
-    complete,
 )
 from shared.commands import Context
-from shared.envelope import new_id
 from shared.errors import Conflict
 
 PII_DDL = """
@@ -39,17 +37,30 @@ INSERT_PII = (
 
 
 def prefetch(cmd: Command) -> list[str]:
-    """Streams a command will surely read, loaded for the whole batch in one query."""
+    """Streams a command will surely read, loaded for the whole batch in one query (created ids
+    are filled in by ``commands.complete`` before the batch)."""
     match cmd:
-        case RegisterCompound() | RegisterHousehold():
+        case RegisterCompound():
             return [domain.compound_stream(cmd.community, cmd.compound)]
+        case RegisterHousehold():
+            return [domain.compound_stream(cmd.community, cmd.compound), domain.household_stream(cmd.household)]
         case RegisterResident():
-            return [domain.household_stream(cmd.household)]
-        case RegisterArrival() | MoveOut():
+            return [domain.household_stream(cmd.household), domain.resident_stream(cmd.resident)]
+        case RegisterArrival():
+            return [domain.resident_stream(cmd.resident), domain.arrival_stream(cmd.arrival)]
+        case MoveOut():
             return [domain.resident_stream(cmd.resident)]
         case VerifyArrival():
             return [domain.arrival_stream(cmd.arrival)]
     return []
+
+
+async def prepare_batch(conn, cmds: list[Command], local: dict) -> None:
+    """ID numbers already registered, for every register_resident of the batch, in one query."""
+    numbers = [c.id_number for c in cmds if isinstance(c, RegisterResident)]
+    if numbers:
+        rows = await conn.fetch("SELECT id_number FROM registry.residents WHERE id_number = ANY($1)", numbers)
+        local["id_numbers_taken"] = {r["id_number"] for r in rows}
 
 
 async def _state(ctx: Context, stream_id: str):
@@ -71,7 +82,6 @@ async def register_compound(cmd: RegisterCompound, ctx: Context) -> None:
 
 
 async def register_household(cmd: RegisterHousehold, ctx: Context) -> None:
-    cmd = complete(cmd, now=cmd.occurred_at, new_id=new_id)
     facts = domain.Facts(
         compound=await _state(ctx, domain.compound_stream(cmd.community, cmd.compound)),
         household=await _state(ctx, domain.household_stream(cmd.household)),
@@ -80,7 +90,6 @@ async def register_household(cmd: RegisterHousehold, ctx: Context) -> None:
 
 
 async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
-    cmd = complete(cmd, now=cmd.occurred_at, new_id=new_id)
     facts = domain.Facts(
         household=await _state(ctx, domain.household_stream(cmd.household)),
         resident=await _state(ctx, domain.resident_stream(cmd.resident)),
@@ -88,19 +97,16 @@ async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
     events = domain.decide(facts, cmd)  # not-found and taken ids first, then the ID number
-    claimed = ctx.local.setdefault("id_numbers", set())
-    if cmd.id_number in claimed or await ctx.conn.fetchval(
-        "SELECT 1 FROM registry.residents WHERE id_number = $1", cmd.id_number
-    ):
+    taken = ctx.local.setdefault("id_numbers_taken", set())
+    if cmd.id_number in taken:
         raise Conflict("a resident with this ID number is already registered", field="id_number")
-    claimed.add(cmd.id_number)
+    taken.add(cmd.id_number)  # later commands of the batch see it taken
     ctx.append(target, version, events)
     ctx.write(INSERT_PII, cmd.resident, cmd.household, events[0].community, cmd.name.strip(),
               cmd.id_number, cmd.phone, cmd.occurred_at)
 
 
 async def register_arrival(cmd: RegisterArrival, ctx: Context) -> None:
-    cmd = complete(cmd, now=cmd.occurred_at, new_id=new_id)
     facts = domain.Facts(
         resident=await _state(ctx, domain.resident_stream(cmd.resident)),
         arrival=await _state(ctx, domain.arrival_stream(cmd.arrival)),
