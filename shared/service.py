@@ -186,7 +186,8 @@ class ServiceHost:
         except CommandError as err:
             log.info("command.refused", code=err.code, error=err.message)
             return encode_error(err)
-        structlog.contextvars.bind_contextvars(command_id=cmd.command_id)
+        structlog.contextvars.bind_contextvars(
+            command_id=cmd.command_id, correlation_id=cmd.correlation_id or cmd.command_id)
         return await self.runtime.execute(name, cmd)
 
     def _policy_handle(self, policy: PolicySpec) -> Handle:
