@@ -140,7 +140,13 @@ class Context:
             self._pending.last_version = version
 
     def write(self, sql: str, *args: Any) -> None:
-        """Run ``sql`` in the command's transaction, only if the command is accepted."""
+        """Run ``sql`` in the command's transaction, only if the command is accepted.
+
+        The batch runs each distinct statement once, with ``executemany`` over every accepted
+        command's arguments, in the order statements first appeared. So the order between two
+        *different* statements holds within a command, not across commands: write one statement
+        per table, or make statements independent of each other's order.
+        """
         self._pending.writes.append((sql, args))
 
     def reply_with(self, **extra: Any) -> None:
@@ -149,6 +155,8 @@ class Context:
 
 
 Handler = Callable[[Any, Context], Awaitable[None]]
+#: Another transaction got there first: decide again alone, then answer ``conflict``.
+RACES = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 UNAVAILABLE = Unavailable("the record (PostgreSQL) is unreachable; retry with the same command_id")
 
@@ -265,7 +273,7 @@ class CommandRuntime:
         except Exception as exc:
             # Lost a race to another process, or one command's rows broke the batch: decide each
             # command again, alone, so only the culprit fails.
-            if not isinstance(exc, (asyncpg.UniqueViolationError, asyncpg.SerializationError)):
+            if not isinstance(exc, RACES):
                 log.warning("batch.split", size=len(items), error=f"{type(exc).__name__}: {exc}")
             replies = {}
             for item in items:
@@ -277,7 +285,7 @@ class CommandRuntime:
     async def _alone(self, item: _Item) -> bytes:
         try:
             return (await self._attempt([item]))[id(item)]
-        except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
+        except RACES as exc:
             return await self._race_reply(item, exc)
         except UNREACHABLE:
             return encode_error(UNAVAILABLE)

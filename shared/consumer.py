@@ -68,6 +68,7 @@ class Consumer:
         self.ack_wait = ack_wait
         self.retry_delay = retry_delay
         self._task: asyncio.Task | None = None
+        self._psub = None
         self.applied = 0
         self.parked = 0
         self.last_error: str | None = None
@@ -79,6 +80,14 @@ class Consumer:
     async def stop(self) -> None:
         await cancel(self._task)
         self._task = None
+        if self._psub is not None:
+            # nats-py leaves fetched-but-unread messages un-done in the subscription's queue, and
+            # a later nc.drain() then waits its whole timeout for them: unsubscribe explicitly.
+            try:
+                await self._psub.unsubscribe()
+            except Exception:
+                pass
+            self._psub = None
 
     async def lag(self) -> int | None:
         """Messages in the stream this consumer has not yet acknowledged (None if unknown)."""
@@ -106,13 +115,13 @@ class Consumer:
 
     async def _run(self) -> None:
         backoff = 0.1
-        psub = None
+        self._psub = None
         while True:
             try:
-                if psub is None:
-                    psub = await self.js.pull_subscribe_bind(durable=self.name, stream=STREAM)
+                if self._psub is None:
+                    self._psub = await self.js.pull_subscribe_bind(durable=self.name, stream=STREAM)
                 try:
-                    msgs = await psub.fetch(self.batch, timeout=1.0)
+                    msgs = await self._psub.fetch(self.batch, timeout=1.0)
                 except asyncio.TimeoutError:
                     continue
                 await self._process(msgs)
@@ -120,7 +129,7 @@ class Consumer:
             except asyncio.CancelledError:
                 raise
             except NotFoundError:
-                psub = None
+                self._psub = None
                 await self._recreate(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:

@@ -43,7 +43,10 @@ class PolicySpec:
     """A reaction to other services' events: a pure ``react(envelope, event)`` returns this
     service's own commands, run through the command runtime.
 
-    Commands must carry a deterministic ``command_id`` (e.g. ``f"{policy}:{event_id}"``) so that a
+    ``react`` sees only the event: a reaction that needs to look something up (e.g. the
+    households of a sealed building in the service's directory) is a :class:`ConsumerSpec` whose
+    handle runs the look-up and then ``host.execute``. Commands must carry a deterministic
+    ``command_id`` (e.g. ``f"{policy}:{event_id}"``) so that a
     redelivered or replayed event yields the stored reply and writes nothing new. A refusal
     (rejected, conflict, not_found, invalid) is final and logged; ``unavailable`` is retried.
     """

@@ -153,6 +153,7 @@ class StockConsumed(Event, frozen=True, kw_only=True):
     """Goods left the community's store: handed to a volunteer for a delivery, or to a resident
     for a mask voucher."""
 
+    household: str
     items: list[StockLine]
     request: str | None = None
     voucher: str | None = None
@@ -164,6 +165,7 @@ class StockConsumed(Event, frozen=True, kw_only=True):
 class StockReturned(Event, frozen=True, kw_only=True):
     """Goods came back from a delivery that failed or a request cancelled after assignment."""
 
+    household: str
     items: list[StockLine]
     request: str
     returned_at: datetime

@@ -27,8 +27,11 @@ def prc_id(serial: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running(spec: ServiceSpec, nats_url: str, pg_dsn: str, **config):
-    host = ServiceHost(spec, Config(nats_url=nats_url, pg_dsn=pg_dsn, **config))
+async def running(spec: ServiceSpec, nats_url: str, pg_dsn: str, clock=None, **config):
+    """A service on the test's servers; ``clock`` (a callable returning an aware datetime) lets a
+    test drive time."""
+    extra = {"clock": clock} if clock is not None else {}
+    host = ServiceHost(spec, Config(nats_url=nats_url, pg_dsn=pg_dsn, **config), **extra)
     await host.start()
     try:
         yield host

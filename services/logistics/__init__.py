@@ -1,0 +1,1 @@
+"""The logistics service: supply requests, deliveries, welfare checks, stock, mask vouchers."""

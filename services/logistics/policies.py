@@ -1,0 +1,113 @@
+"""Reactions to the quarantine service: a confined household gets food every day until it is free.
+
+- CaseOpened (kind home) starts the daily supply of the resident's household (cause ``case:<id>``);
+  CaseReleased, CaseTransferred and CaseClosed stop it: after release the resident is under health
+  monitoring and may go out; after a transfer they are no longer at home.
+- AreaSealed starts the daily supply of every household of the building or compound, the most
+  vulnerable first (cause ``seal:<compound>[:<building>]``); SealLifted stops it.
+
+Commands carry deterministic ids derived from the event id, so a redelivered or replayed event gets
+the stored reply and writes nothing; they carry the event's own time, so a replay decides the same.
+The seal reaction needs the directory (which households live there), so it is a consumer whose
+I/O is that one lookup; what it sends is decided by the pure :func:`seal_commands`.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from services.logistics import tables
+from services.logistics.commands import StartDailySupply, StopDailySupply
+from services.logistics.domain import priority
+from shared import envelope as env
+from shared import log as logging
+from shared.contracts.quarantine import (
+    AreaSealed,
+    CaseClosed,
+    CaseOpened,
+    CaseReleased,
+    CaseTransferred,
+    SealLifted,
+)
+from shared.service import ConsumerSpec, PolicySpec
+
+log = logging.get("logistics.policies")
+
+POLICY = "daily-supply"
+ACTOR = f"system:{POLICY}"
+CASE_EVENTS = ("CaseOpened", "CaseReleased", "CaseTransferred", "CaseClosed")
+SEAL_EVENTS = ("AreaSealed", "SealLifted")
+
+
+def _common(raw: env.RawEnvelope, command_id: str) -> dict[str, Any]:
+    return dict(command_id=command_id, actor=ACTOR, occurred_at=raw.occurred_at,
+                correlation_id=raw.correlation_id, causation_id=raw.event_id)
+
+
+def react_to_case(raw: env.RawEnvelope, event: env.Event) -> list[tuple[str, Any]]:
+    """CaseOpened (home) -> start_daily_supply; the end of home quarantine -> stop_daily_supply."""
+    command_id = f"{POLICY}:{raw.event_id}"
+    match event:
+        case CaseOpened(kind="home"):
+            who = {"household": event.household} if event.household else {"resident": event.resident}
+            return [("start_daily_supply", StartDailySupply(
+                **_common(raw, command_id), **who, cause=f"case:{event.case}", community=event.community,
+                compound=event.compound, building=event.building))]
+        case CaseReleased() | CaseTransferred() | CaseClosed():
+            who = {"household": event.household} if event.household else {"resident": event.resident}
+            return [("stop_daily_supply", StopDailySupply(**_common(raw, command_id), **who,
+                                                          cause=f"case:{event.case}"))]
+    return []
+
+
+def seal_cause(event: AreaSealed | SealLifted) -> str:
+    return f"seal:{event.compound}" + (f":{event.building}" if event.building else "")
+
+
+def seal_commands(raw: env.RawEnvelope, event: env.Event,
+                  households: list[tuple[str, list[str]]]) -> list[tuple[str, Any]]:
+    """The commands for a seal or its lifting, given the area's households and their
+    vulnerabilities: one per household, the most vulnerable first."""
+    if not isinstance(event, (AreaSealed, SealLifted)):
+        return []
+    cause = seal_cause(event)
+    ordered = sorted(households, key=lambda h: (-priority(h[1], (cause,), "food")[0], h[0]))
+    out: list[tuple[str, Any]] = []
+    for household, _ in ordered:
+        common = _common(raw, f"{POLICY}:{raw.event_id}:{household}")
+        if isinstance(event, AreaSealed):
+            out.append(("start_daily_supply", StartDailySupply(**common, household=household, cause=cause)))
+        else:
+            out.append(("stop_daily_supply", StopDailySupply(**common, household=household, cause=cause)))
+    return out
+
+
+def case_policy() -> PolicySpec:
+    return PolicySpec(name="logistics-cases",
+                      subjects=[f"cordon.evt.*.*.*.quarantine.{t}" for t in CASE_EVENTS],
+                      react=react_to_case)
+
+
+def seal_consumer() -> ConsumerSpec:
+    def build(host):
+        async def handle(conn: asyncpg.Connection, raw: env.RawEnvelope, event: env.Event) -> None:
+            if not isinstance(event, (AreaSealed, SealLifted)):
+                return
+            rows = await conn.fetch(tables.HOUSEHOLDS_IN, event.community, event.compound, event.building)
+            commands = seal_commands(raw, event, [(r["household"], list(r["vulnerabilities"])) for r in rows])
+            # Queued in priority order, so the group-commit runtime records the vulnerable first.
+            replies = await asyncio.gather(*(host.execute(name, cmd) for name, cmd in commands))
+            for (name, cmd), reply in zip(commands, replies):
+                if reply["ok"]:
+                    continue
+                if reply["error"]["code"] in ("unavailable", "internal"):
+                    raise RuntimeError(f"{name} for {cmd.household} failed: {reply['error']}")  # retried
+                log.info("policy.refused", policy="logistics-seals", command=name, household=cmd.household,
+                         event_id=raw.event_id, error=reply["error"]["message"])
+
+        return handle
+
+    return ConsumerSpec(name="logistics-seals",
+                        subjects=[f"cordon.evt.*.*.*.quarantine.{t}" for t in SEAL_EVENTS], handle=build)

@@ -1,0 +1,129 @@
+"""Logistics queries, answered on ``cordon.qry.<name>`` from the service's own tables, which commit
+with the events: a reply never lags behind an accepted command.
+
+- ``logistics.requests`` {community, limit?}: the committee's open requests, highest priority first,
+  each saying what the store misses to meet it when the ones above it are met first.
+- ``logistics.assignments`` {volunteer}: the deliveries a volunteer carries now, with addresses.
+- ``logistics.stock`` {community}: on hand by item.
+- ``logistics.welfare`` {community}: the open welfare checks, oldest first.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Awaitable, Callable
+
+import msgspec
+
+from services.logistics import commands
+from services.logistics.domain import allocate
+from services.logistics.rules import Rules
+from shared import wire
+from shared.contracts.logistics import ItemLine
+from shared.errors import Invalid
+from shared.subjects import check_community
+
+MAX_LIMIT = 1000
+
+
+class RequestsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    community: str
+    limit: int = 200
+
+
+class AssignmentsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    volunteer: str
+
+
+class CommunityQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    community: str
+
+
+def _parse(name: str, cls: type, payload: bytes):
+    if not payload.strip():
+        raise Invalid(f"empty payload: send a JSON object with the fields of {name}")
+    try:
+        return msgspec.json.decode(payload, type=cls)
+    except msgspec.ValidationError as e:
+        raise wire.invalid(name, str(e), {}) from None
+    except msgspec.DecodeError as e:
+        raise Invalid(f"the payload of {name} is not valid JSON ({e}); send a JSON object") from None
+
+
+_REQUEST_COLUMNS = """r.request, r.community, r.household, r.compound, r.building, h.address, r.kind, r.items,
+    r.note, r.priority, r.priority_reasons, r.status, r.volunteer, r.attempts, r.daily_on, r.requested_at"""
+
+
+def _request(row) -> dict[str, Any]:
+    out = dict(row)
+    out["items"] = json.loads(out["items"])
+    return out
+
+
+async def _on_hand(conn, community: str) -> dict[str, int]:
+    rows = await conn.fetch("SELECT item, on_hand FROM logistics.stock WHERE community = $1 ORDER BY item",
+                            community)
+    return {r["item"]: r["on_hand"] for r in rows}
+
+
+def open_requests(rules: Rules) -> Callable[[Any, bytes], Awaitable[dict]]:
+    async def query(host, payload: bytes) -> dict:
+        q = _parse("logistics.requests", RequestsQuery, payload)
+        check_community(q.community)
+        if not 1 <= q.limit <= MAX_LIMIT:
+            raise Invalid(f"limit must be from 1 to {MAX_LIMIT}", field="limit")
+        async with host.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {_REQUEST_COLUMNS} FROM logistics.requests r
+                    LEFT JOIN logistics.dir_households h USING (household)
+                    WHERE r.community = $1 AND r.status IN ('open', 'assigned')
+                    ORDER BY r.priority DESC, r.requested_at, r.request LIMIT $2""", q.community, q.limit)
+            on_hand = await _on_hand(conn, q.community)
+        requests = [_request(r) for r in rows]
+        waiting = [(r["request"], [ItemLine(item=i["item"], qty=i["qty"]) for i in r["items"]])
+                   for r in requests if r["status"] == "open"]
+        missing = allocate(waiting, on_hand, rules)
+        for r in requests:
+            r["missing"] = missing.get(r["request"], [])
+        return {"ok": True, "community": q.community, "count": len(requests), "on_hand": on_hand,
+                "requests": requests}
+
+    return query
+
+
+async def assignments(host, payload: bytes) -> dict:
+    q = _parse("logistics.assignments", AssignmentsQuery, payload)
+    commands.person(q.volunteer, "volunteer")
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"""SELECT {_REQUEST_COLUMNS} FROM logistics.requests r
+                LEFT JOIN logistics.dir_households h USING (household)
+                WHERE r.volunteer = $1 AND r.status = 'assigned'
+                ORDER BY r.priority DESC, r.requested_at, r.request""", q.volunteer)
+    return {"ok": True, "volunteer": q.volunteer, "count": len(rows), "assignments": [_request(r) for r in rows]}
+
+
+async def stock(host, payload: bytes) -> dict:
+    q = _parse("logistics.stock", CommunityQuery, payload)
+    check_community(q.community)
+    async with host.pool.acquire() as conn:
+        return {"ok": True, "community": q.community, "on_hand": await _on_hand(conn, q.community)}
+
+
+async def welfare(host, payload: bytes) -> dict:
+    q = _parse("logistics.welfare", CommunityQuery, payload)
+    check_community(q.community)
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT check_id AS "check", household, compound, building, request, vulnerabilities, raised_at
+               FROM logistics.welfare_checks WHERE community = $1 AND open ORDER BY raised_at, household""",
+            q.community)
+    return {"ok": True, "community": q.community, "count": len(rows), "checks": [dict(r) for r in rows]}
+
+
+def queries(rules: Rules) -> dict[str, Callable[[Any, bytes], Awaitable[dict]]]:
+    return {
+        "logistics.requests": open_requests(rules),
+        "logistics.assignments": assignments,
+        "logistics.stock": stock,
+        "logistics.welfare": welfare,
+    }

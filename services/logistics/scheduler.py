@@ -1,0 +1,61 @@
+"""The daily food of confined households: each day, one request per household with a daily supply.
+
+A background task looks every ``interval`` seconds for active plans whose last daily request is
+older than today (in the committee's zone, by ``host.clock``, which tests replace) and raises the
+day's request, the most vulnerable households first. The command id ``daily:<household>:<date>``
+and the request id derived from household and date make it idempotent: a restart, two replicas
+or a second tick on the same day write nothing new.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+from services.logistics.commands import RaiseDailyRequest
+from services.logistics.policies import ACTOR
+from services.logistics.rules import Rules
+from shared import log as logging
+
+log = logging.get("logistics.scheduler")
+
+CHUNK = 500
+DUE = """
+SELECT household FROM logistics.plans
+WHERE active AND (last_requested_on IS NULL OR last_requested_on < $1)
+ORDER BY priority DESC, household"""
+
+
+async def raise_due(host, rules: Rules) -> dict[str, int]:
+    """Raise today's request for every plan that has none yet; count the replies by outcome."""
+    now = host.clock()
+    today: date = rules.day(now)
+    async with host.pool.acquire() as conn:
+        households = [r["household"] for r in await conn.fetch(DUE, today)]
+    counts: dict[str, int] = {}
+    for i in range(0, len(households), CHUNK):
+        commands = [RaiseDailyRequest(command_id=f"daily:{h}:{today.isoformat()}", actor=ACTOR,
+                                      occurred_at=now, household=h, on=today)
+                    for h in households[i:i + CHUNK]]
+        replies = await asyncio.gather(*(host.execute("raise_daily_request", c) for c in commands))
+        for reply in replies:
+            key = "raised" if reply["ok"] else reply["error"].get("reason") or reply["error"]["code"]
+            counts[key] = counts.get(key, 0) + 1
+    if counts:
+        log.info("daily.raised", on=today.isoformat(), **counts)
+    return counts
+
+
+def daily_requests(rules: Rules, interval: float):
+    """The background task for ``ServiceSpec.background``."""
+
+    async def daily_requests(host) -> None:
+        while True:
+            try:
+                await raise_due(host, rules)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # PostgreSQL away: try again next tick
+                log.warning("daily.failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval)
+
+    return daily_requests

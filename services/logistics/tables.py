@@ -1,0 +1,133 @@
+"""The logistics service's own tables, written in the same transaction as the events they follow.
+
+``stock`` holds the never-negative rule (read under a lock on the community's store by the
+command that decides on it, with a CHECK as the last line of defence); the others are what the queries and the
+daily scheduler read. Each table has ONE write statement, a full-state upsert (or, for stock, a
+signed delta): the command runtime groups a batch's writes by statement, so two statements on one
+table could run out of order within a batch; one statement keeps every row's changes in order.
+"""
+from __future__ import annotations
+
+import json
+
+from services.logistics.domain import Plan, Request, Welfare
+from shared import directory
+
+SCHEMA = "logistics"
+
+DDL = directory.ddl(SCHEMA) + """
+CREATE TABLE IF NOT EXISTS logistics.stock (
+    community   text NOT NULL,
+    item        text NOT NULL,
+    on_hand     bigint NOT NULL CHECK (on_hand >= 0),
+    updated_at  timestamptz NOT NULL,
+    PRIMARY KEY (community, item));
+CREATE TABLE IF NOT EXISTS logistics.requests (
+    request          text PRIMARY KEY,
+    community        text NOT NULL,
+    household        text NOT NULL,
+    compound         text NOT NULL,
+    building         text NOT NULL,
+    kind             text NOT NULL,
+    items            jsonb NOT NULL,
+    note             text,
+    priority         integer NOT NULL,
+    priority_reasons text[] NOT NULL,
+    status           text NOT NULL,
+    volunteer        text,
+    attempts         integer NOT NULL,
+    daily_on         date,
+    requested_at     timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL);
+CREATE INDEX IF NOT EXISTS requests_open ON logistics.requests (community, priority DESC, requested_at)
+    WHERE status IN ('open', 'assigned');
+CREATE INDEX IF NOT EXISTS requests_volunteer ON logistics.requests (volunteer) WHERE status = 'assigned';
+CREATE TABLE IF NOT EXISTS logistics.vouchers (
+    voucher     text PRIMARY KEY,
+    number      text NOT NULL UNIQUE,
+    household   text NOT NULL,
+    community   text NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS logistics.voucher_numbers;
+CREATE TABLE IF NOT EXISTS logistics.plans (
+    household          text PRIMARY KEY,
+    community          text NOT NULL,
+    causes             text[] NOT NULL,
+    active             boolean NOT NULL,
+    priority           integer NOT NULL,
+    last_requested_on  date);
+CREATE INDEX IF NOT EXISTS plans_active ON logistics.plans (priority DESC, household) WHERE active;
+CREATE TABLE IF NOT EXISTS logistics.welfare_checks (
+    household        text PRIMARY KEY,
+    community        text NOT NULL,
+    compound         text NOT NULL,
+    building         text NOT NULL,
+    check_id         text,
+    request          text,
+    vulnerabilities  text[] NOT NULL,
+    open             boolean NOT NULL,
+    raised_at        timestamptz,
+    outcome          text,
+    resolved_at      timestamptz);
+"""
+
+# PostgreSQL checks the CHECK on the row proposed for insertion even when it then conflicts, so
+# the inserted value is never negative; a negative delta can only meet an existing row (the stock
+# was read and found sufficient), whose updated value the CHECK then guards.
+STOCK_DELTA = """
+INSERT INTO logistics.stock (community, item, on_hand, updated_at) VALUES ($1, $2, GREATEST($3::bigint, 0), $4)
+ON CONFLICT (community, item) DO UPDATE
+SET on_hand = logistics.stock.on_hand + $3::bigint, updated_at = EXCLUDED.updated_at"""
+
+UPSERT_REQUEST = """
+INSERT INTO logistics.requests VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+ON CONFLICT (request) DO UPDATE SET status = EXCLUDED.status, volunteer = EXCLUDED.volunteer,
+    attempts = EXCLUDED.attempts, updated_at = EXCLUDED.updated_at"""
+
+INSERT_VOUCHER = "INSERT INTO logistics.vouchers VALUES ($1, $2, $3, $4)"
+
+UPSERT_PLAN = """
+INSERT INTO logistics.plans VALUES ($1, $2, $3, $4, COALESCE($5::integer, 0), $6)
+ON CONFLICT (household) DO UPDATE SET causes = EXCLUDED.causes, active = EXCLUDED.active,
+    priority = COALESCE($5::integer, logistics.plans.priority),
+    last_requested_on = GREATEST(logistics.plans.last_requested_on, EXCLUDED.last_requested_on)"""
+
+UPSERT_WELFARE = """
+INSERT INTO logistics.welfare_checks VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (household) DO UPDATE SET check_id = EXCLUDED.check_id, request = EXCLUDED.request,
+    vulnerabilities = EXCLUDED.vulnerabilities, open = EXCLUDED.open, raised_at = EXCLUDED.raised_at,
+    outcome = EXCLUDED.outcome, resolved_at = EXCLUDED.resolved_at"""
+
+HOUSEHOLD = """
+SELECT h.household, h.community, h.compound, h.building,
+       ARRAY(SELECT DISTINCT v FROM logistics.dir_residents r, unnest(r.vulnerabilities) v
+             WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
+FROM logistics.dir_households h WHERE h.household = $1"""
+
+HOUSEHOLDS_IN = """
+SELECT h.household,
+       ARRAY(SELECT DISTINCT v FROM logistics.dir_residents r, unnest(r.vulnerabilities) v
+             WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
+FROM logistics.dir_households h
+WHERE h.community = $1 AND h.compound = $2 AND ($3::text IS NULL OR h.building = $3)"""
+
+#: The community's store, locked until the transaction ends (an advisory lock: it needs no row).
+LOCK_STORE = "SELECT pg_advisory_xact_lock(hashtextextended('logistics.stock:' || $1::text, 0))"
+
+PEEK_STOCK = "SELECT item, on_hand FROM logistics.stock WHERE community = $1 AND item = ANY($2::text[])"
+
+
+def request_row(r: Request, at) -> tuple:
+    items = json.dumps([{"item": line.item, "qty": line.qty} for line in r.items])
+    return (r.request, r.community, r.household, r.compound, r.building, r.kind, items, r.note,
+            r.priority, list(r.reasons), r.status, r.volunteer, r.attempts, r.daily_on, r.requested_at, at)
+
+
+def plan_row(p: Plan, priority: int | None, requested_on) -> tuple:
+    return (p.household, p.community, list(p.causes), p.active, priority, requested_on)
+
+
+def welfare_row(w: Welfare) -> tuple:
+    check = w.open
+    return (w.household, w.community, w.compound, w.building, check.check if check else None,
+            check.request if check else None, list(check.vulnerabilities) if check else [],
+            check is not None, check.raised_at if check else None, w.last_outcome, w.resolved_at)
