@@ -1,0 +1,1 @@
+"""The quarantine service: cases, daily check-ins, seals and screening rounds."""

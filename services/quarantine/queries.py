@@ -1,0 +1,80 @@
+"""Queries answered on ``cordon.qry.<name>``: the case list of a committee and the case history
+of a resident. Read from ``quarantine.cases`` and the event record; nothing is written."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import msgspec
+
+from shared.errors import Invalid
+from shared.service import parse_json_object
+from shared.subjects import check_community, check_slug
+
+STATUSES = ("open", "closed", "all")
+MAX_LIMIT = 5000
+MAX_DAYS = 400
+
+CASE_COLUMNS = """c.case_id AS "case", c.resident, d.display_name, c.household, c.compound, c.building,
+    c.kind, c.reason, c.stage, c.open, c.starts_on, c.ends_on, c.closed_on, c.checkins, c.last_checkin_on,
+    c.missed, c.last_missed_on"""
+#: The masked display name (王*伟) comes from the local directory of registry facts.
+FROM = "quarantine.cases c LEFT JOIN quarantine.dir_residents d ON d.resident = c.resident"
+
+
+def _fields(query: dict, name: str, allowed: set[str]) -> None:
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise Invalid(f"unknown field {unknown[0]!r}: {name} accepts {', '.join(sorted(allowed))}",
+                      field=unknown[0])
+
+
+async def cases(host, payload: bytes) -> dict:
+    """``quarantine.cases`` {community, status? open|closed|all (open), limit? (1000), after? case}:
+    the committee's cases in case-id order; ``next`` is the ``after`` of the following page."""
+    query = parse_json_object(payload)
+    _fields(query, "quarantine.cases", {"community", "status", "limit", "after"})
+    community = check_community(query.get("community"))
+    status = query.get("status", "open")
+    if status not in STATUSES:
+        raise Invalid(f"status must be one of {', '.join(STATUSES)}, got {status!r}", field="status")
+    limit = query.get("limit", 1000)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise Invalid(f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
+    after = query.get("after", "")
+    if after != "":
+        check_slug(after, "after")
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT {CASE_COLUMNS} FROM {FROM} WHERE c.community = $1 "
+            "AND ($2::boolean IS NULL OR c.open = $2) AND c.case_id > $3 ORDER BY c.case_id LIMIT $4",
+            community, {"open": True, "closed": False, "all": None}[status], after, limit + 1)
+    page = [dict(r) for r in rows[:limit]]
+    return {"ok": True, "community": community, "status": status, "cases": page,
+            "next": page[-1]["case"] if len(rows) > limit else None}
+
+
+async def history(host, payload: bytes) -> dict:
+    """``quarantine.history`` {resident}: every case of the resident (oldest first) and every event
+    of those cases — opened, check-ins, symptoms, missed days, transfers, release, close — in order."""
+    query = parse_json_object(payload)
+    _fields(query, "quarantine.history", {"resident"})
+    resident = check_slug(query.get("resident"), "resident")
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(f"SELECT {CASE_COLUMNS} FROM {FROM} WHERE c.resident = $1 "
+                                "ORDER BY c.opened_at, c.case_id", resident)
+        streams = [s for row in rows for s in _streams(row)]
+        events = await conn.fetch("SELECT envelope FROM quarantine.events WHERE stream_id = ANY($1::text[]) "
+                                  "ORDER BY position", streams)
+    return {"ok": True, "resident": resident, "cases": [dict(r) for r in rows],
+            "events": [msgspec.Raw(bytes(e["envelope"])) for e in events]}
+
+
+def _streams(row) -> list[str]:
+    """The case's stream and its check-in days' streams, by key (exact index lookups)."""
+    last = max(d for d in (row["ends_on"], row["closed_on"], row["last_checkin_on"], row["last_missed_on"]) if d)
+    days = min((last - row["starts_on"]).days + 1, MAX_DAYS)
+    return [f"case:{row['case']}"] + [f"checkin:{row['case']}:{row['starts_on'] + timedelta(days=i)}"
+                                      for i in range(days)]
+
+
+QUERIES = {"quarantine.cases": cases, "quarantine.history": history}

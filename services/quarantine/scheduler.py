@@ -1,0 +1,146 @@
+"""The time-driven work of the quarantine service, run as a background task of the service:
+
+- once a day's check-in hour has passed, CheckinMissed for every case that owes that day's
+  check-in and has none (``record_missed_checkins``, one command per chunk of cases);
+- a monitoring case whose last day has passed is closed (``release_case`` on its last day).
+
+Time is ``host.clock`` (tests inject one and run 21 days in milliseconds). Everything goes through
+the service's own commands with ids derived from the day and the cases, and the cases to act on
+are found set-based in ``quarantine.cases`` with keyset pagination (flat memory). So a sweep that
+is interrupted, or repeated after a restart, emits nothing twice: at most one CheckinMissed per
+case and day is also what the day's stream key allows. ``quarantine.sweeps`` remembers the days
+finished; after downtime the scheduler catches up at most ``catchup_days`` days.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import date, datetime, timedelta
+
+import msgspec
+
+from services.quarantine import tables
+from services.quarantine.commands import RecordMissedCheckins, ReleaseCase
+from services.quarantine.rules import Policy
+from shared import log as logging
+
+log = logging.get("quarantine.scheduler")
+ACTOR = "system:checkin-scheduler"
+
+
+class SweepFailed(Exception):
+    pass
+
+
+class _MissedReply(msgspec.Struct):
+    ok: bool
+    missed: int = 0
+    error: dict | None = None
+
+
+_missed_reply = msgspec.json.Decoder(_MissedReply)
+
+
+def days_due(last_swept: date | None, now: datetime, policy: Policy, catchup_days: int) -> list[date]:
+    """The days whose check-in hour has passed and that are not swept yet, oldest first: on a
+    first start only the latest such day, after downtime at most ``catchup_days`` of them."""
+    end = policy.day(now) - timedelta(days=0 if policy.past_checkin_hour(now) else 1)
+    start = end if last_swept is None else max(last_swept + timedelta(days=1),
+                                              end - timedelta(days=catchup_days - 1))
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+class Scheduler:
+    def __init__(self, host, policy: Policy, *, chunk: int = 1000, in_flight: int = 4, catchup_days: int = 2):
+        self.host = host
+        self.policy = policy
+        self.chunk = chunk
+        self.in_flight = in_flight
+        self.catchup_days = catchup_days
+
+    async def run(self, interval: float) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # PostgreSQL away, a refusal: the next tick tries again
+                log.warning("scheduler.tick_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval)
+
+    async def tick(self) -> dict:
+        """Do what is due at ``host.clock()``; returns what was done."""
+        now = self.host.clock()
+        closed = await self.close_ended_monitoring(now)
+        missed = {day.isoformat(): await self.sweep(day, now) for day in await self.days_to_sweep(now)}
+        return {"closed": closed, "missed": missed}
+
+    async def days_to_sweep(self, now: datetime) -> list[date]:
+        async with self.host.pool.acquire() as conn:
+            last = await conn.fetchval("SELECT max(day) FROM quarantine.sweeps")
+        return days_due(last, now, self.policy, self.catchup_days)
+
+    async def sweep(self, day: date, now: datetime) -> int:
+        """CheckinMissed on ``day`` for every case due and silent; returns how many."""
+        missed, cursor, pending = 0, "", set()
+        try:
+            while True:
+                async with self.host.pool.acquire() as conn:
+                    rows = await conn.fetch(tables.DUE_WITHOUT_CHECKIN, day, cursor, self.chunk)
+                if rows:
+                    cursor = rows[-1][0]
+                    pending.add(asyncio.create_task(self._missed(day, [r[0] for r in rows], now)))
+                if pending and (len(pending) >= self.in_flight or not rows):
+                    # Keep a few chunks in flight: the command runtime commits them together.
+                    done, pending = await asyncio.wait(
+                        pending, return_when=asyncio.FIRST_COMPLETED if rows else asyncio.ALL_COMPLETED)
+                    missed += sum(task.result() for task in done)  # a failed chunk fails the sweep
+                if not rows and not pending:
+                    break
+        finally:
+            await asyncio.gather(*pending, return_exceptions=True)
+        async with self.host.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO quarantine.sweeps (day, missed, swept_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (day) DO UPDATE SET missed = quarantine.sweeps.missed + $2, swept_at = $3",
+                day, missed, now)
+        log.info("scheduler.swept", day=day.isoformat(), missed=missed)
+        return missed
+
+    async def _missed(self, day: date, cases: list[str], now: datetime) -> int:
+        digest = hashlib.sha1("\n".join(cases).encode()).hexdigest()[:20]
+        cmd = RecordMissedCheckins(command_id=f"missed:{day}:{digest}", actor=ACTOR, occurred_at=now,
+                                   on=day, cases=cases)
+        # host.execute would build a dict for each of the reply's ~1,000 envelopes; only the
+        # counts are needed here, so the reply is decoded into a small struct instead.
+        reply = _missed_reply.decode(await self.host.runtime.execute("record_missed_checkins", cmd))
+        if not reply.ok:
+            raise SweepFailed(f"record_missed_checkins for {day}: {reply.error}")
+        return reply.missed
+
+    async def close_ended_monitoring(self, now: datetime) -> int:
+        """Close every monitoring case whose last day is before today, on that last day."""
+        today, cursor, closed = self.policy.day(now), "", 0
+        while True:
+            async with self.host.pool.acquire() as conn:
+                rows = await conn.fetch(tables.MONITORING_ENDED, today, cursor, self.chunk)
+            if not rows:
+                return closed
+            cursor = rows[-1][0]
+            replies = await asyncio.gather(*(self.host.execute("release_case", ReleaseCase(
+                command_id=f"close:{r['case_id']}", actor=ACTOR, occurred_at=now, case=r["case_id"],
+                on=r["ends_on"])) for r in rows))
+            for row, reply in zip(rows, replies):
+                if reply["ok"]:
+                    closed += 1
+                else:
+                    log.warning("scheduler.close_refused", case=row["case_id"], error=reply["error"])
+
+
+def background(policy: Policy, interval: float):
+    """The ServiceSpec background task: the scheduler, ticking every ``interval`` seconds."""
+
+    async def checkin_scheduler(host) -> None:
+        await Scheduler(host, policy).run(interval)
+
+    return checkin_scheduler

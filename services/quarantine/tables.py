@@ -1,0 +1,108 @@
+"""The quarantine service's own tables, beside its event record.
+
+``cases`` is one row per case, written by the command handlers in the same transaction as the
+case's events, so it is exactly as current as the record (and can be rebuilt from it). It answers
+the scheduler's set-based sweep, the committee's case list, and — through a partial unique index —
+guarantees one open case per resident even when two service instances race.
+
+``sweeps`` records each day the scheduler has finished sweeping for missed check-ins, so a
+restarted service knows where to resume.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from services.quarantine.domain import Case
+
+DDL = """
+CREATE TABLE IF NOT EXISTS quarantine.cases (
+    case_id         text PRIMARY KEY,
+    resident        text NOT NULL,
+    community       text NOT NULL,
+    household       text,
+    compound        text,
+    building        text,
+    kind            text NOT NULL,
+    reason          text NOT NULL,
+    stage           text NOT NULL,
+    open            boolean NOT NULL,
+    starts_on       date NOT NULL,
+    ends_on         date NOT NULL,
+    due_from        date NOT NULL,
+    opened_at       timestamptz NOT NULL,
+    closed_on       date,
+    checkins        integer NOT NULL DEFAULT 0,
+    last_checkin_on date,
+    missed          integer NOT NULL DEFAULT 0,
+    last_missed_on  date
+);
+-- Room on each page, so the daily counter updates stay HOT (no index churn).
+ALTER TABLE quarantine.cases SET (fillfactor = 70);
+CREATE UNIQUE INDEX IF NOT EXISTS cases_one_open_per_resident ON quarantine.cases (resident) WHERE open;
+CREATE INDEX IF NOT EXISTS cases_due ON quarantine.cases (case_id) WHERE open AND stage <> 'hospital';
+CREATE INDEX IF NOT EXISTS cases_monitoring_end ON quarantine.cases (ends_on, case_id)
+    WHERE open AND stage = 'monitoring';
+CREATE INDEX IF NOT EXISTS cases_community ON quarantine.cases (community, open, case_id);
+CREATE INDEX IF NOT EXISTS cases_resident ON quarantine.cases (resident);
+CREATE TABLE IF NOT EXISTS quarantine.sweeps (
+    day       date PRIMARY KEY,
+    missed    integer NOT NULL,
+    swept_at  timestamptz NOT NULL
+);
+"""
+
+# Every change to a case row goes through this one statement: the runtime groups a batch's writes
+# by SQL text, so one statement keeps the rows of a case in command order. Check-in and missed
+# counts are deltas, so the statement commutes with itself on those columns.
+UPSERT_CASE = """
+INSERT INTO quarantine.cases (case_id, resident, community, household, compound, building, kind, reason,
+    stage, open, starts_on, ends_on, due_from, opened_at, closed_on,
+    checkins, last_checkin_on, missed, last_missed_on)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+ON CONFLICT (case_id) DO UPDATE SET
+    stage = EXCLUDED.stage, open = EXCLUDED.open, ends_on = EXCLUDED.ends_on,
+    due_from = EXCLUDED.due_from, closed_on = EXCLUDED.closed_on,
+    checkins = quarantine.cases.checkins + EXCLUDED.checkins,
+    last_checkin_on = GREATEST(quarantine.cases.last_checkin_on, EXCLUDED.last_checkin_on),
+    missed = quarantine.cases.missed + EXCLUDED.missed,
+    last_missed_on = GREATEST(quarantine.cases.last_missed_on, EXCLUDED.last_missed_on)
+"""
+
+
+def case_row(case: Case, *, checkin_on: date | None = None, missed_on: date | None = None) -> tuple:
+    """The arguments of :data:`UPSERT_CASE` for a case's current state and one day's news."""
+    return (
+        case.case, case.resident, case.community, case.household, case.compound, case.building,
+        case.kind, case.reason, case.stage, not case.closed, case.starts_on, case.ends_on, case.due_from,
+        case.opened_at, case.closed_on, 1 if checkin_on else 0, checkin_on, 1 if missed_on else 0, missed_on,
+    )
+
+
+# The scheduler's bulk mark: counters only, so it commutes with UPSERT_CASE; every case in it
+# existed before the command was decided, so its row was written by an earlier statement.
+MARK_MISSED = """
+UPDATE quarantine.cases SET missed = missed + 1, last_missed_on = GREATEST(last_missed_on, $2)
+WHERE case_id = ANY($1::text[])
+"""
+
+OPEN_CASE_OF = "SELECT case_id FROM quarantine.cases WHERE resident = $1 AND open"
+
+# The cases that owe a check-in on $1 and have neither checked in nor been marked missed on or
+# after it, after case id $2 (keyset pagination: flat memory, and a restart resumes cleanly).
+DUE_WITHOUT_CHECKIN = """
+SELECT case_id FROM quarantine.cases
+WHERE open AND stage <> 'hospital' AND case_id > $2
+  AND due_from <= $1
+  AND (stage <> 'monitoring' OR ends_on >= $1)
+  AND (last_checkin_on IS NULL OR last_checkin_on < $1)
+  AND (last_missed_on IS NULL OR last_missed_on < $1)
+ORDER BY case_id
+LIMIT $3
+"""
+
+MONITORING_ENDED = """
+SELECT case_id, ends_on FROM quarantine.cases
+WHERE open AND stage = 'monitoring' AND ends_on < $1 AND case_id > $2
+ORDER BY case_id
+LIMIT $3
+"""
