@@ -6,6 +6,7 @@ Events go to ``cordon.evt.<community>.<service>.<EventType>``, commands to
 """
 from __future__ import annotations
 
+import functools
 import re
 
 from shared.errors import Invalid
@@ -65,6 +66,7 @@ def check_scope(value: object, field: str = "scope") -> str:
     return value
 
 
+@functools.lru_cache(maxsize=65536)  # on the hot path of every append; inputs repeat
 def event_subject(community: str, service: str, event_type: str) -> str:
     """``cordon.evt.<community>.<service>.<EventType>``, validating every token."""
     check_community(community)
