@@ -20,6 +20,7 @@ from shared.config import Config
 #: Every service that exists, in start order: name -> "module:function" returning its ServiceSpec.
 SERVICES: dict[str, str] = {
     "registry": "services.registry.app:spec",
+    "checkpoint": "services.checkpoint.app:spec",
     "quarantine": "services.quarantine.app:spec",
     "logistics": "services.logistics.app:spec",
 }

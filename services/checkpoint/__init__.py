@@ -1,0 +1,1 @@
+"""The checkpoint service: gates, control levels, passes, passages and duty shifts."""

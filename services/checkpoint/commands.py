@@ -1,0 +1,246 @@
+"""The checkpoint's commands as they arrive on ``cordon.cmd.checkpoint.<command>``: wire types,
+strict parsing and validation.
+
+:func:`parse` decodes strictly (``"37.5"`` is not a number) and validates; every failure is an
+:class:`~shared.errors.Invalid` naming the field. A pass is named by its id or by its printed
+number, which is normalized here (``abcd-efgh-jk`` → ``ABCDEFGHJK``), so the rest of the service
+only ever sees canonical keys. The handler then calls :func:`complete` to fill the ids a command
+creates.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Callable, Union, assert_never, get_args
+
+import msgspec
+
+from services.checkpoint import numbers
+from shared import wire
+from shared.contracts.checkpoint import ControlLevel, Direction
+from shared.errors import Invalid
+from shared.subjects import check_community, check_slug
+
+#: Most passes one issue_passes may create: its compact reply must stay under NATS's 1 MiB.
+MAX_PASSES = 6000
+MAX_PER_HOUSEHOLD = 10
+
+
+class SetGate(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    community: str
+    compound: str
+    gate: str
+    open: bool
+
+
+class SetControlLevel(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    community: str
+    compound: str
+    level: ControlLevel
+
+
+class IssuePasses(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Top every named household up to ``per_household`` active passes. Name the households, or
+    set ``all_households`` for every household of the compound (optionally of one ``building``)."""
+
+    community: str
+    compound: str
+    households: list[str] | None = None
+    all_households: bool = False
+    building: str | None = None
+    per_household: int = 1
+
+
+class RevokePass(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                 rename={"pass_": "pass"}):
+    #: The pass id or its printed number.
+    pass_: str
+    reason: str
+
+
+class ReplacePass(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                  rename={"pass_": "pass"}):
+    """Revoke a lost or damaged pass and issue its household a new one, in one step."""
+
+    pass_: str
+    reason: str = "lost"
+
+
+class Visitor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Stays in ``checkpoint.visitors``; events carry the masked name only."""
+
+    name: str
+    phone: str
+    host_household: str
+    purpose: str
+
+
+class CheckPassage(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                   rename={"pass_": "pass"}):
+    """One person at a gate. A resident shows a pass (id or printed number) and/or is named by
+    id; a visitor gives name, phone, host household and purpose."""
+
+    community: str
+    compound: str
+    gate: str
+    direction: Direction
+    temperature_c: float
+    pass_: str | None = None
+    resident: str | None = None
+    visitor: Visitor | None = None
+    #: Created by the command; may be given by the caller.
+    passage: str | None = None
+
+
+class StartShift(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    community: str
+    gate: str
+    staff: str
+    #: Needed only when two compounds of the community have a gate of this name.
+    compound: str | None = None
+    #: Created by the command; may be given by the caller.
+    shift: str | None = None
+
+
+class EndShift(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    community: str
+    gate: str
+    staff: str
+    compound: str | None = None
+    shift: str | None = None
+
+
+Command = Union[SetGate, SetControlLevel, IssuePasses, RevokePass, ReplacePass, CheckPassage,
+                StartShift, EndShift]
+
+COMMANDS: dict[str, type] = {
+    "set_gate": SetGate,
+    "set_control_level": SetControlLevel,
+    "issue_passes": IssuePasses,
+    "revoke_pass": RevokePass,
+    "replace_pass": ReplacePass,
+    "check_passage": CheckPassage,
+    "start_shift": StartShift,
+    "end_shift": EndShift,
+}
+
+_CHOICES = {"level": get_args(ControlLevel), "direction": get_args(Direction)}
+
+
+def parse(name: str, payload: bytes) -> Command:
+    """Decode ``payload`` strictly as the command ``name``, validate and normalize it."""
+    try:
+        cmd = wire.decode("checkpoint", COMMANDS, name, payload, _CHOICES)
+    except Invalid as err:
+        if err.field == "temperature_c":
+            raise Invalid("temperature_c must be a number of °C, not quoted (e.g. 36.6)",
+                          field="temperature_c") from None
+        raise
+    return validate(cmd)
+
+
+def validate(cmd: Command) -> Command:
+    """Check what a decoder cannot; return the command (pass keys normalized) or raise Invalid."""
+    wire.check_common(cmd)
+    match cmd:
+        case SetGate() | SetControlLevel():
+            _place(cmd.community, cmd.compound)
+            if isinstance(cmd, SetGate):
+                check_slug(cmd.gate, "gate")
+        case IssuePasses():
+            _issue(cmd)
+        case RevokePass() | ReplacePass():
+            wire.text(cmd.reason, "reason", wire.MAX_TEXT)
+            return msgspec.structs.replace(cmd, pass_=pass_key(cmd.pass_))
+        case CheckPassage():
+            return _passage(cmd)
+        case StartShift() | EndShift():
+            check_community(cmd.community)
+            check_slug(cmd.gate, "gate")
+            wire.optional_slug(cmd.compound, "compound")
+            wire.optional_slug(cmd.shift, "shift")
+            staff(cmd.staff)
+        case _:
+            assert_never(cmd)
+    return cmd
+
+
+def complete(cmd: Command, *, new_id: Callable[[], str]) -> Command:
+    """Fill the id a creating command may leave out (passage, shift)."""
+    match cmd:
+        case CheckPassage() if cmd.passage is None:
+            return msgspec.structs.replace(cmd, passage=new_id())
+        case StartShift() if cmd.shift is None:
+            return msgspec.structs.replace(cmd, shift=new_id())
+    return cmd
+
+
+def pass_key(value: str, field: str = "pass") -> str:
+    """A pass id (as issued: a UUID, lowercase) or a printed number (normalized)."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"{field} must be a pass id or the number printed on the pass", field=field)
+    text = value.strip()
+    if len(text) == 36 and text.count("-") == 4:
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            pass
+    number = numbers.normalize(text)
+    if number is None:
+        raise Invalid(
+            f"{field} {value[:40]!r} is neither a pass id nor a pass number: a number has "
+            f"{numbers.LENGTH} letters and digits (dashes and spaces are ignored)",
+            field=field,
+        )
+    return number
+
+
+def staff(value: str, field: str = "staff") -> None:
+    wire.text(value, field, 128)
+    if any(c.isspace() for c in value):
+        raise Invalid(f"{field} {value!r} must not contain whitespace (e.g. volunteer:zhang-min)", field=field)
+
+
+def _place(community: str, compound: str) -> None:
+    check_community(community)
+    check_slug(compound, "compound")
+
+
+def _issue(cmd: IssuePasses) -> None:
+    _place(cmd.community, cmd.compound)
+    if not 1 <= cmd.per_household <= MAX_PER_HOUSEHOLD:
+        raise Invalid(f"per_household must be 1 to {MAX_PER_HOUSEHOLD}", field="per_household")
+    wire.optional_slug(cmd.building, "building")
+    if cmd.all_households == (cmd.households is not None):
+        raise Invalid("give households [ids] or all_households true (not both)", field="households")
+    if cmd.building is not None and not cmd.all_households:
+        raise Invalid("building narrows all_households; with a list of households leave it out",
+                      field="building")
+    if cmd.households is not None:
+        limit = MAX_PASSES // cmd.per_household
+        wire.ids(cmd.households, "households", limit)
+
+
+def _passage(cmd: CheckPassage) -> CheckPassage:
+    _place(cmd.community, cmd.compound)
+    check_slug(cmd.gate, "gate")
+    wire.temperature(cmd.temperature_c)
+    wire.optional_slug(cmd.passage, "passage")
+    wire.optional_slug(cmd.resident, "resident")
+    if cmd.visitor is not None:
+        if cmd.pass_ is not None or cmd.resident is not None:
+            raise Invalid("a visitor has no pass or resident id: give visitor alone", field="visitor")
+        _visitor(cmd.visitor)
+        return cmd
+    if cmd.pass_ is None and cmd.resident is None:
+        raise Invalid("check_passage needs one of: pass, resident, visitor", field="pass")
+    if cmd.pass_ is not None:
+        return msgspec.structs.replace(cmd, pass_=pass_key(cmd.pass_))
+    return cmd
+
+
+def _visitor(v: Visitor) -> None:
+    wire.text(v.name, "visitor.name", 100)
+    wire.text(v.phone, "visitor.phone", 20)
+    wire.phone(v.phone, "visitor.phone")
+    check_slug(v.host_household, "visitor.host_household")
+    wire.text(v.purpose, "visitor.purpose", wire.MAX_TEXT)

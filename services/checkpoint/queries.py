@@ -1,0 +1,84 @@
+"""Checkpoint queries, answered on ``cordon.qry.<name>``.
+
+``checkpoint.shifts`` — duty shifts and volunteer figures per community and day, as the teams report
+them ("130 person-times, 895 hours"): payload ``{"community": path}`` with ``"on": date`` (default:
+today) or ``"from"``/``"to"`` (inclusive, at most 93 days). A shift counts on the local day it
+started (time zone: policy, ``CORDON_TZ``, default Asia/Shanghai); ``person_times`` counts shifts,
+``people`` distinct staff, ``hours`` the hours of ended shifts, ``open_shifts`` those still running.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from shared import wire
+from shared.errors import Invalid
+from shared.subjects import check_community
+
+MAX_DAYS = 93
+
+
+class ShiftsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                  rename={"from_": "from"}):
+    community: str
+    on: date | None = None
+    from_: date | None = None
+    to: date | None = None
+
+
+_decoder = msgspec.json.Decoder(ShiftsQuery)
+
+SHIFTS = """
+SELECT (started_at AT TIME ZONE $4)::date AS day, count(*) AS person_times,
+       count(DISTINCT staff) AS people, coalesce(sum(hours), 0) AS hours,
+       count(*) FILTER (WHERE ended_at IS NULL) AS open_shifts
+FROM checkpoint.shifts
+WHERE community = $1 AND started_at >= $2 AND started_at < $3
+GROUP BY GROUPING SETS ((1), ()) ORDER BY 1 NULLS LAST
+"""
+
+
+def parse_shifts(payload: bytes, today: date) -> tuple[str, date, date]:
+    try:
+        q = _decoder.decode(payload or b"null")
+    except msgspec.ValidationError as e:
+        raise wire.invalid("checkpoint.shifts", str(e), {}) from None
+    except msgspec.DecodeError:
+        raise Invalid("the payload of checkpoint.shifts is not JSON; send {\"community\": ...}") from None
+    check_community(q.community)
+    if q.on is not None and (q.from_ is not None or q.to is not None):
+        raise Invalid("give on, or from and to, not both", field="on")
+    first = q.on or q.from_ or today
+    last = q.on or q.to or (today if q.from_ is None else max(first, today))
+    if last < first:
+        raise Invalid(f"to {last} is before from {first}", field="to")
+    if (last - first).days >= MAX_DAYS:
+        raise Invalid(f"at most {MAX_DAYS} days per query", field="to")
+    return q.community, first, last
+
+
+def shifts(tz: ZoneInfo):
+    """The query handler ``async (host, payload) -> reply`` for the policy's time zone."""
+
+    async def answer(host, payload: bytes) -> dict:
+        today = host.clock().astimezone(tz).date()
+        community, first, last = parse_shifts(payload, today)
+        start = datetime.combine(first, time(0), tz)
+        end = datetime.combine(last + timedelta(days=1), time(0), tz)
+        async with host.pool.acquire() as conn:
+            rows = await conn.fetch(SHIFTS, community, start, end, tz.key)
+        days = [_figures(r) | {"on": r["day"].isoformat()} for r in rows if r["day"] is not None]
+        totals = next((_figures(r) for r in rows if r["day"] is None), _figures(None))
+        return {"ok": True, "community": community, "from": first.isoformat(), "to": last.isoformat(),
+                "time_zone": tz.key, **totals, "days": days}
+
+    return answer
+
+
+def _figures(r) -> dict:
+    if r is None:
+        return {"person_times": 0, "people": 0, "hours": 0.0, "open_shifts": 0}
+    return {"person_times": r["person_times"], "people": r["people"], "hours": round(float(r["hours"]), 2),
+            "open_shifts": r["open_shifts"]}

@@ -1,0 +1,107 @@
+"""The checkpoint's local view of the quarantine service's facts, fed by a durable consumer.
+
+Who is under quarantine and which areas are sealed decide passages, so the checkpoint keeps its own
+copy in its schema (``checkpoint.q_cases``, ``checkpoint.sealed_areas``): it survives restarts
+without a replay, answers inside the passage transaction, and works while the quarantine service is
+down. The registry's facts come the same way through :mod:`shared.directory`.
+
+From the quarantine contract:
+- CaseOpened: kind home or centralized → in quarantine (blocked going out); monitoring → not blocked.
+- CaseTransferred (to centralized or hospital) → still in quarantine, no longer at home.
+- CaseReleased → health monitoring: no longer blocked at the gate.
+- CaseClosed → not blocked.
+- AreaSealed / SealLifted → a building, or (building None) the whole compound, sealed / unsealed.
+  Lifting a compound seal leaves building seals in place, and the other way round.
+A home case "at home" puts the household in home quarantine: its door is sealed.
+"""
+from __future__ import annotations
+
+import asyncpg
+
+from shared.contracts.quarantine import (
+    AreaSealed,
+    CaseClosed,
+    CaseOpened,
+    CaseReleased,
+    CaseTransferred,
+    SealLifted,
+)
+from shared.envelope import Event, RawEnvelope
+from shared.service import ConsumerSpec
+
+EVENTS = ("CaseOpened", "CaseTransferred", "CaseReleased", "CaseClosed", "AreaSealed", "SealLifted")
+COMPOUND = ""  # the building key of a whole-compound seal
+
+DDL = """
+CREATE TABLE IF NOT EXISTS checkpoint.q_cases (
+    case_id    text PRIMARY KEY,
+    resident   text NOT NULL,
+    household  text,
+    community  text NOT NULL,
+    kind       text NOT NULL,
+    status     text NOT NULL CHECK (status IN ('quarantine', 'monitoring', 'closed')),
+    at_home    boolean NOT NULL,
+    updated_at timestamptz NOT NULL);
+CREATE INDEX IF NOT EXISTS q_cases_resident ON checkpoint.q_cases (resident) WHERE status = 'quarantine';
+CREATE INDEX IF NOT EXISTS q_cases_household ON checkpoint.q_cases (household)
+    WHERE status = 'quarantine' AND at_home;
+CREATE TABLE IF NOT EXISTS checkpoint.sealed_areas (
+    community text NOT NULL,
+    compound  text NOT NULL,
+    building  text NOT NULL,
+    sealed_at timestamptz NOT NULL,
+    PRIMARY KEY (community, compound, building));
+"""
+
+
+def consumer() -> ConsumerSpec:
+    """The durable consumer ``checkpoint-quarantine`` that keeps the view current."""
+
+    def build(host) -> object:
+        async def handle(conn: asyncpg.Connection, raw: RawEnvelope, event: Event) -> None:
+            await apply(conn, event)
+
+        return handle
+
+    return ConsumerSpec(name="checkpoint-quarantine",
+                        subjects=[f"cordon.evt.*.*.*.quarantine.{t}" for t in EVENTS], handle=build)
+
+
+_UPSERT = """
+INSERT INTO checkpoint.q_cases (case_id, resident, household, community, kind, status, at_home, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (case_id) DO UPDATE SET status = EXCLUDED.status, at_home = EXCLUDED.at_home,
+    household = coalesce(EXCLUDED.household, q_cases.household), updated_at = EXCLUDED.updated_at
+"""
+
+
+async def apply(conn: asyncpg.Connection, event: Event) -> None:
+    """Apply one quarantine event (idempotent; the consumer's inbox makes it exactly-once)."""
+    match event:
+        case CaseOpened():
+            status = "monitoring" if event.kind == "monitoring" else "quarantine"
+            await conn.execute(_UPSERT, event.case, event.resident, event.household, event.community,
+                               event.kind, status, event.kind == "home", event.opened_at)
+        case CaseTransferred():
+            await conn.execute(_UPSERT, event.case, event.resident, event.household, event.community,
+                               "transferred", "quarantine", False, event.transferred_at)
+        case CaseReleased():
+            await _end(conn, event, "monitoring", event.released_at)
+        case CaseClosed():
+            await _end(conn, event, "closed", event.closed_at)
+        case AreaSealed():
+            await conn.execute(
+                "INSERT INTO checkpoint.sealed_areas VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                event.community, event.compound, event.building or COMPOUND, event.sealed_at)
+        case SealLifted():
+            await conn.execute(
+                "DELETE FROM checkpoint.sealed_areas WHERE community = $1 AND compound = $2 AND building = $3",
+                event.community, event.compound, event.building or COMPOUND)
+
+
+async def _end(conn, event: CaseReleased | CaseClosed, status: str, at) -> None:
+    # An update keeps the kind; a case we never saw opened is recorded anyway, not blocking.
+    await conn.execute(
+        """INSERT INTO checkpoint.q_cases VALUES ($1, $2, $3, $4, 'unknown', $5, false, $6)
+           ON CONFLICT (case_id) DO UPDATE SET status = $5, at_home = false, updated_at = $6""",
+        event.case, event.resident, event.household, event.community, status, at)
