@@ -78,6 +78,11 @@ class Context:
             return self._pending.states[stream_id]
         return await self._batch.load(stream_id)
 
+    async def load_many(self, stream_ids: list[str]) -> list[tuple[Any, int]]:
+        """Like :meth:`load` for many streams, with one query for those not loaded yet."""
+        await self._batch.prefetch([s for s in stream_ids if s not in self._pending.states])
+        return [await self.load(s) for s in stream_ids]
+
     async def expect(self, stream_id: str) -> tuple[Any, int]:
         """Load the command's target stream and check the caller's ``expected_version``.
 
@@ -150,7 +155,11 @@ class Context:
         self._pending.writes.append((sql, args))
 
     def reply_with(self, **extra: Any) -> None:
-        """Add fields to the success reply (e.g. checkpoint's ``decision``)."""
+        """Add fields to the success reply (e.g. checkpoint's ``decision``).
+
+        They override the defaults: a bulk command whose envelopes would not fit in one NATS
+        message replies ``events=[]`` with a count and a compact list of its own.
+        """
         self._pending.extra = {**(self._pending.extra or {}), **extra}
 
 
@@ -306,44 +315,56 @@ class CommandRuntime:
     async def _attempt(self, items: list[_Item]) -> dict[int, bytes]:
         replies: dict[int, bytes] = {}
         accepted: list[tuple[_Item, _Pending, bytes]] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            batch = _Batch(self, conn, env.utcnow())
-            ids = list({i.cmd.command_id for i in items})
-            seen = {
-                r["command_id"]: bytes(r["reply"])
-                for r in await conn.fetch(
-                    f"SELECT command_id, reply FROM {self.service}.commands WHERE command_id = ANY($1)", ids
-                )
-            }
-            fresh = [i.cmd for i in items if i.cmd.command_id not in seen]
-            if self.prefetch:
-                await batch.prefetch([s for cmd in fresh for s in self.prefetch(cmd)])
-            if self.prepare_batch and fresh:
-                await self.prepare_batch(conn, fresh, batch.local)
-            for item in items:
-                if item.cmd.command_id in seen:
-                    replies[id(item)] = seen[item.cmd.command_id]
-                    continue
-                ctx = Context(batch, item.cmd)
-                try:
-                    await self.handlers[item.name](item.cmd, ctx)
-                except CommandError as err:
-                    replies[id(item)] = encode_error(err)
-                    continue
-                pending = ctx._pending
-                batch.cache.update(pending.states)
-                reply = encode_ok(Reply(stream_id=pending.first_stream, version=pending.last_version,
-                                        events=pending.envelopes, extra=pending.extra))
-                seen[item.cmd.command_id] = reply
-                replies[id(item)] = reply
-                accepted.append((item, pending, reply))
-            if accepted:
-                await self._commit(conn, batch, accepted)
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await self._decide(conn, items, replies, accepted)
+            # Committed: answer now, not after the pool's reset round trip on release.
+            self._resolve(items, replies)
         if accepted:
             self.committed += len(accepted)
             if self.on_commit:
                 self.on_commit()
         return replies
+
+    @staticmethod
+    def _resolve(items: list[_Item], replies: dict[int, bytes]) -> None:
+        for item in items:
+            if id(item) in replies and not item.future.done():
+                item.future.set_result(replies[id(item)])
+
+    async def _decide(self, conn, items: list[_Item], replies: dict, accepted: list) -> None:
+        batch = _Batch(self, conn, env.utcnow())
+        ids = list({i.cmd.command_id for i in items})
+        seen = {
+            r["command_id"]: bytes(r["reply"])
+            for r in await conn.fetch(
+                f"SELECT command_id, reply FROM {self.service}.commands WHERE command_id = ANY($1)", ids
+            )
+        }
+        fresh = [i.cmd for i in items if i.cmd.command_id not in seen]
+        if self.prefetch:
+            await batch.prefetch([s for cmd in fresh for s in self.prefetch(cmd)])
+        if self.prepare_batch and fresh:
+            await self.prepare_batch(conn, fresh, batch.local)
+        for item in items:
+            if item.cmd.command_id in seen:
+                replies[id(item)] = seen[item.cmd.command_id]
+                continue
+            ctx = Context(batch, item.cmd)
+            try:
+                await self.handlers[item.name](item.cmd, ctx)
+            except CommandError as err:
+                replies[id(item)] = encode_error(err)
+                continue
+            pending = ctx._pending
+            batch.cache.update(pending.states)
+            reply = encode_ok(Reply(stream_id=pending.first_stream, version=pending.last_version,
+                                    events=pending.envelopes, extra=pending.extra))
+            seen[item.cmd.command_id] = reply
+            replies[id(item)] = reply
+            accepted.append((item, pending, reply))
+        if accepted:
+            await self._commit(conn, batch, accepted)
 
     async def _commit(self, conn, batch: _Batch, accepted) -> None:
         events = [e for _, p, _ in accepted for e in p.events]

@@ -86,16 +86,8 @@ END_SHIFT = "UPDATE checkpoint.shifts SET ended_at = $2, hours = $3 WHERE shift 
 
 
 async def load_many(ctx: Context, stream_ids: list[str]) -> list[tuple[Any, int]]:
-    """Many streams through the batch cache in one query.
-
-    The Context offers one stream per ``load`` (a query each); a bulk issue for a whole compound
-    reads thousands. This primes the batch cache with the runtime's own batch prefetch (private:
-    reported as a backbone gap), then reads through ``ctx.load`` as usual.
-    """
-    prefetch = getattr(getattr(ctx, "_batch", None), "prefetch", None)
-    if prefetch is not None:
-        await prefetch(stream_ids)
-    return [await ctx.load(s) for s in stream_ids]
+    """Many streams through the batch cache in one query (a bulk issue reads thousands)."""
+    return await ctx.load_many(stream_ids)
 
 
 class Checkpoint:
