@@ -4,6 +4,12 @@
     cordon service NAME                                       one service (containers)
     cordon health                                             ask every running service
     cordon request SUBJECT JSON                               send a command or query, print the reply
+    cordon demo [--scale S] [--seed K]                        play a day in a street, print the boards
+    cordon load --rate N --duration S                         open-loop load, latency percentiles
+    cordon report --scope S [--on D] [--format csv|json]      the daily report of a scope
+    cordon views rebuild                                      rebuild the read models, then swap
+    cordon audit verify | show                                check or search the audit log
+    cordon asyncapi [--write]                                 the message API document
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ SERVICES: dict[str, str] = {
     "checkpoint": "services.checkpoint.app:spec",
     "quarantine": "services.quarantine.app:spec",
     "logistics": "services.logistics.app:spec",
+    "views": "services.views.app:spec",
+    "audit": "services.audit.app:spec",
 }
 
 
@@ -51,10 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     req.add_argument("--timeout", type=float, default=5.0)
     doc = sub.add_parser("asyncapi", help="print (or --write) the AsyncAPI document of the message API")
     doc.add_argument("--write", action="store_true", help="write shared/contracts/asyncapi.json")
+    from services.audit import cli as audit_cli
+    from services.demo import cli as demo_cli
+    from services.views import cli as views_cli
+
+    views_cli.add_commands(sub)
+    audit_cli.add_commands(sub)
+    demo_cli.add_commands(sub)
     args = parser.parse_args(argv)
     config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None)
     logging.setup(config.log_format, config.log_level)
     try:
+        if getattr(args, "run", None):
+            return args.run(args, config)
         if args.cmd == "asyncapi":
             return write_asyncapi(args.write)
         if args.cmd == "up":

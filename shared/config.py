@@ -8,6 +8,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_ZONE = "Asia/Shanghai"
+
+
+def city_zone(environ: dict | None = None) -> ZoneInfo:
+    """The city's time zone (``CORDON_TIMEZONE``, default Asia/Shanghai): what "today" means."""
+    value = (environ if environ is not None else os.environ).get("CORDON_TIMEZONE") or DEFAULT_ZONE
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SystemExit(f"CORDON_TIMEZONE={value!r} is not a time zone (e.g. Asia/Shanghai)") from None
 
 
 @dataclass(frozen=True, kw_only=True)

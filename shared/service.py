@@ -134,6 +134,7 @@ class ServiceHost:
             self.tasks.append(asyncio.create_task(task(self), name=f"{spec.name}.{task.__name__}"))
         self.broker = self._build_broker()
         await self.broker.start()
+        await self.broker._connection.flush()  # subscriptions reach the server before we say started
         # Commands, the hot path, on a plain nats-py subscription: through faststream the same
         # service sustained 1,700-1,900 commands/s, through this 5,000-5,400 (bench/backbone.py,
         # same run). Queries and health stay on faststream.

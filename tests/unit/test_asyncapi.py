@@ -1,7 +1,7 @@
 """The committed AsyncAPI document is what the code generates: integrators never read stale docs."""
 import json
 
-from services.cli import SERVICES, asyncapi_text
+from services.cli import SERVICES, asyncapi_text, load_spec
 from shared import asyncapi
 
 
@@ -16,6 +16,8 @@ def test_every_command_and_event_of_every_service_is_documented():
     assert "cordon.cmd.registry.verify_arrival" in addresses
     assert "cordon.evt.{district}.{street}.{committee}.registry.ArrivalVerified" in addresses
     for name in SERVICES:
+        if not load_spec(name).commands:
+            continue  # views and audit answer queries only
         assert any(a and a.startswith(f"cordon.cmd.{name}.") for a in addresses)
     schema = doc["components"]["schemas"]["RegisterArrival"]
     assert "visited" in schema["properties"] and "command_id" in schema["required"]

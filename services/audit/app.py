@@ -1,0 +1,86 @@
+"""The audit service's composition root: every event of the stream, once, in a hash-chained log.
+
+No commands. A background tail appends the stream to ``audit.log`` (see :mod:`services.audit.log`)
+and reports like a consumer in the host's status (lag on ``cordon.qry.health``). ``cordon.qry.audit``
+searches the log by actor, resident, community (or any prefix of the tree), type and time.
+"""
+from __future__ import annotations
+
+
+import msgspec
+
+from services.audit import log
+from shared.tail import Tail
+from shared import wire
+from shared.service import ServiceSpec
+
+
+class AuditQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    actor: str | None = None
+    resident: str | None = None
+    community: str | None = None
+    type: str | None = None
+    since: wire.AwareDatetime | None = None
+    until: wire.AwareDatetime | None = None
+    limit: int = 100
+
+
+def filters(query: AuditQuery) -> log.Filters:
+    return log.Filters(**msgspec.structs.asdict(query))
+
+
+async def audit_query(host, payload: bytes) -> dict:
+    query = wire.decode("audit", {"audit": AuditQuery}, "audit", payload)
+    async with host.pool.acquire() as conn:
+        rows = await log.show(conn, filters(query))
+    for row in rows:
+        row["envelope"] = msgspec.Raw(row["envelope"])
+    return {"ok": True, "rows": rows}
+
+
+class LiveAudit:
+    """What the host's status reads of a consumer: name, lag(), applied, parked, last_error."""
+
+    name = "audit"
+    parked = 0
+
+    def __init__(self, host, batch_max: int = 2000):
+        self.appender = log.Appender(host.pool)
+        self.tail = Tail(host.nc, name="audit", position=self.appender.position,
+                         prepare=self.appender.prepare, apply=self.appender.apply, batch_max=batch_max)
+
+    @property
+    def applied(self) -> int:
+        return self.appender.appended
+
+    @property
+    def last_error(self) -> str | None:
+        return self.tail.last_error
+
+    async def lag(self) -> int | None:
+        try:
+            return max(0, await self.tail.head() - await self.appender.position())
+        except Exception:
+            return None
+
+    async def stop(self) -> None:  # the host cancels the background task that runs the tail
+        return None
+
+
+async def audit_appender(host) -> None:
+    appender = LiveAudit(host)
+    host.consumers.append(appender)  # reported by ServiceHost.status() on cordon.qry.health
+    await appender.tail.run()
+
+
+def spec() -> ServiceSpec:
+    return ServiceSpec(
+        name="audit",
+        commands={},
+        parsers={},
+        handlers={},
+        evolve=lambda state, event: state,
+        extra_ddl=log.DDL,
+        queries={"audit": audit_query},
+        background=[audit_appender],
+    )

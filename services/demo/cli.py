@@ -1,0 +1,104 @@
+"""`cordon demo` and `cordon load`, registered on the `cordon` parser by :func:`add_commands`.
+
+    cordon demo [--seed 7] [--scale 1] [--data-dir D]       a day in a street, the board, the report
+    cordon load --rate N --duration S [--seed K] [--mix passage=80,masks=5,...]
+
+Both talk to the Cordon at ``CORDON_NATS_URL`` (or ``--nats-url``) when one answers there; with
+``CORDON_PG_DSN`` too and no services answering, they start the services on those servers; with
+neither, they start embedded NATS and PostgreSQL (in ``--data-dir``, default a temporary folder)
+and every service, and stop them at the end. Each parser gets ``run(args, config) -> exit code``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("scale must be more than 0 and at most 1 (e.g. 0.02)")
+    return value
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be more than 0")
+        return value
+    return parse
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="play a day in a street of committees through the message API; "
+                                       "print the committee's board and the street's daily report")
+    demo.add_argument("--seed", type=int, default=7, help="the same seed plays the same day (default 7)")
+    demo.add_argument("--scale", type=_scale, default=1.0,
+                      help="shrink every count, e.g. 0.02 for a quick look (default 1: the reports' sizes)")
+    demo.add_argument("--in-flight", type=_positive(int), default=128, help="requests in flight (default 128)")
+    demo.add_argument("--data-dir", default=None, help="where embedded servers keep data (default: temporary)")
+    demo.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
+    demo.set_defaults(run=run_demo)
+
+    load = sub.add_parser("load", help="open-loop load of the demo's traffic: achieved rate and latency "
+                                       "percentiles per command kind, one JSON line last")
+    load.add_argument("--rate", type=_positive(float), required=True, help="commands a second")
+    load.add_argument("--duration", type=_positive(float), required=True, help="seconds")
+    load.add_argument("--seed", type=int, default=7)
+    load.add_argument("--mix", default=None, help="kind=weight,... of passage, resident, visitor, arrival, "
+                                                  "request, masks, household (default passage=80,...)")
+    load.add_argument("--households", type=_positive(int), default=1000, help="households of the set-up compound")
+    load.add_argument("--run-id", default=None, help="reuse a run's command ids (replays its replies)")
+    load.add_argument("--data-dir", default=None, help="where embedded servers keep data (default: temporary)")
+    load.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
+    load.set_defaults(run=run_load)
+
+
+def _failed(name: str, exc: Exception) -> int:
+    print(f"cordon {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
+
+
+def run_demo(args: argparse.Namespace, config) -> int:
+    from services.demo.client import NoReply
+    from services.demo.run import main
+
+    try:
+        return asyncio.run(main(args.nats_url or config.nats_url, config.pg_dsn,
+                                Path(args.data_dir) if args.data_dir else None,
+                                seed=args.seed, scale=args.scale, in_flight=args.in_flight))
+    except (ConnectionError, NoReply, RuntimeError, TimeoutError) as exc:
+        return _failed("demo", exc)
+
+
+def run_load(args: argparse.Namespace, config) -> int:
+    from services.demo import load, system
+
+    try:
+        mix = load.parse_mix(args.mix)
+    except ValueError as exc:
+        print(f"cordon load: {exc}", file=sys.stderr)
+        return 2
+
+    def say(line: str) -> None:
+        print(f"cordon load: {line}", file=sys.stderr, flush=True)
+
+    async def go() -> dict:
+        async with system.cordon(args.nats_url or config.nats_url, config.pg_dsn,
+                                 Path(args.data_dir) if args.data_dir else None, say) as url:
+            return await load.run_load(url, rate=args.rate, duration=args.duration, seed=args.seed, mix=mix,
+                                       households=args.households, run=args.run_id, say=say)
+
+    from services.demo.client import NoReply
+
+    try:
+        summary = asyncio.run(go())
+    except (ConnectionError, NoReply, RuntimeError, TimeoutError) as exc:
+        return _failed("load", exc)
+    print(load.render(summary))
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0 if not summary["errors"] and not summary["dropped"] else 1

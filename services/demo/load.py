@@ -1,0 +1,291 @@
+"""`cordon load`: the demo's traffic as an open-loop load generator against a running Cordon.
+
+Commands are sent at a fixed rate whatever the replies do (open loop), so a slow service shows
+as latency, not as a politely lower rate. Latency is measured from the instant a command was due,
+not from when it finally left (no coordinated omission). What is sent is drawn from ``--seed``:
+the same seed sends the same sequence of kinds and targets; command ids carry a run id, so a
+second run is new work (give ``--run-id`` to replay one instead).
+
+Set-up data (a compound with households, residents, passes and stock, community
+``changning.chengjiaqiao.load``) is created first with ids from the seed: on a Cordon that has it
+already, the set-up replays stored replies and creates nothing. Only the public message API is
+used (:mod:`services.demo.client`).
+
+Kinds (``--mix kind=weight,...``): ``passage`` (a resident shows a pass at a gate), ``resident``
+(named resident and pass), ``visitor`` (refused under closed management), ``arrival`` (a class-B
+arrival, cleared on registration), ``request`` (a food request), ``masks`` (a mask reservation,
+one per household and week up to the limit), ``household`` (a new household registered).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from services.demo.client import Api, Call, cmd
+from services.demo.street import People, seed_tag
+
+COMMUNITY = "changning.chengjiaqiao.load"
+CST = timezone(timedelta(hours=8))
+DEFAULT_MIX = {"passage": 80, "resident": 5, "visitor": 2, "arrival": 5, "request": 4, "masks": 3, "household": 1}
+MAX_IN_FLIGHT = 20_000  # beyond this the generator counts a command as dropped instead of sending it
+
+
+def parse_mix(text: str | None) -> dict[str, int]:
+    """``passage=80,masks=5`` -> weights; unknown kinds and bad weights are a ValueError."""
+    if not text:
+        return dict(DEFAULT_MIX)
+    mix: dict[str, int] = {}
+    for part in text.split(","):
+        kind, _, weight = part.strip().partition("=")
+        if kind not in DEFAULT_MIX:
+            raise ValueError(f"unknown kind {kind!r} in --mix; kinds: {', '.join(DEFAULT_MIX)}")
+        try:
+            mix[kind] = int(weight or "1")
+        except ValueError:
+            raise ValueError(f"weight of {kind} must be a whole number, got {weight!r}") from None
+        if mix[kind] < 0:
+            raise ValueError(f"weight of {kind} must not be negative")
+    if not any(mix.values()):
+        raise ValueError("--mix needs at least one kind with a weight above 0")
+    return mix
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """The nearest-rank percentile ``p`` (0-100) of ascending values; 0 for none."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class Site:
+    """The set-up data the generator draws targets from."""
+
+    compound: str
+    gates: list[str]
+    households: list[str]
+    residents: dict[str, str]  # resident -> household
+    passes: dict[str, str] = field(default_factory=dict)  # household -> printed number
+
+
+def site_for(seed: int, households: int) -> Site:
+    compound = f"load-{seed_tag(seed)}-{households}"  # a compound per size: set-ups never mix
+    hs = [f"{compound}-h{i + 1:05d}" for i in range(households)]
+    return Site(compound, ["g1", "g2"], hs, {f"{h}-r{j}": h for h in hs for j in (1, 2)})
+
+
+async def setup(api: Api, site: Site, seed: int, say=lambda line: None) -> None:
+    """Create (or replay) the set-up data; fills ``site.passes``."""
+    people = People(random.Random(seed * 7919 + len(site.households)))  # ID numbers of its own per set-up
+    eve = datetime(2020, 2, 16, 20, 0, tzinfo=CST).isoformat()
+    office = "staff:load-office"
+
+    def c(service: str, command: str, key: str, /, **body) -> Call:
+        return cmd(service, command, command_id=f"load-setup:{command}:{key}", actor=office, occurred_at=eve, **body)
+
+    buildings = [f"b{i + 1:02d}" for i in range(max(1, math.ceil(len(site.households) / 68)))]
+    steps = [
+        [c("registry", "register_compound", site.compound, community=COMMUNITY, compound=site.compound,
+           name="压测小区", buildings=buildings, gates=site.gates)],
+        [c("registry", "register_household", h, community=COMMUNITY, compound=site.compound,
+           building=buildings[i % len(buildings)], address=f"{i + 1}室", household=h)
+         for i, h in enumerate(site.households)],
+        [c("registry", "register_resident", r, household=h, name=people.name(),
+           id_number=people.id_number(1960 + i % 50), birth_year=1960 + i % 50, resident=r)
+         for i, (r, h) in enumerate(site.residents.items())],
+    ]
+    for step in steps:
+        replies = await api.many(step)
+        bad = [r for r in replies if not r.get("ok")]
+        if bad:
+            raise RuntimeError(f"set-up {step[0].name}: {len(bad)} refused, e.g. {bad[0]}")
+    await api.settle()
+    final = await api.many([
+        c("checkpoint", "set_control_level", site.compound, community=COMMUNITY, compound=site.compound,
+          level="closed"),
+        c("checkpoint", "issue_passes", site.compound, community=COMMUNITY, compound=site.compound,
+          all_households=True),
+        c("logistics", "receive_stock", site.compound, community=COMMUNITY, source="allocation",
+          items=[{"item": "vegetable-pack", "qty": 100_000}, {"item": "masks", "qty": 100_000}]),
+    ])
+    issued = final[1]
+    if not issued.get("ok"):
+        raise RuntimeError(f"set-up issue_passes: {issued.get('error')}")
+    site.passes = {p["household"]: p["number"] for p in issued["passes"]}
+    say(f"set-up: {len(site.households):,} households, {len(site.residents):,} residents, "
+        f"{len(site.passes):,} passes in {COMMUNITY}")
+
+
+class Generator:
+    """The seeded sequence of commands of the mix."""
+
+    def __init__(self, site: Site, mix: dict[str, int], seed: int, run: str):
+        self.site = site
+        self.rng = random.Random(seed)
+        self.people = People(random.Random(seed + 1))
+        self.kinds, self.weights = zip(*[(k, w) for k, w in mix.items() if w > 0])
+        self.run = run
+        self.n = 0
+        self.residents = list(site.residents)
+        self.with_pass = [h for h in site.households if h in site.passes]
+
+    def next(self, now: datetime) -> tuple[str, Call]:
+        self.n += 1
+        kind = self.rng.choices(self.kinds, self.weights)[0]
+        common = dict(command_id=f"load:{self.run}:{self.n}", actor="volunteer:load", occurred_at=now.isoformat())
+        return kind, getattr(self, f"_{kind}")(common)
+
+    def _gate(self, common: dict, **who) -> Call:
+        fever = self.rng.random() < 0.002
+        temp = round(self.rng.uniform(37.4, 38.5) if fever else self.rng.uniform(36.0, 37.0), 1)
+        return cmd("checkpoint", "check_passage", **common, community=COMMUNITY, compound=self.site.compound,
+                   gate=self.rng.choice(self.site.gates), direction=self.rng.choice(("in", "out")),
+                   temperature_c=temp, **who)
+
+    def _passage(self, common: dict) -> Call:
+        return self._gate(common, **{"pass": self.site.passes[self.rng.choice(self.with_pass)]})
+
+    def _resident(self, common: dict) -> Call:
+        resident = self.rng.choice(self.residents)
+        household = self.site.residents[resident]
+        return self._gate(common, resident=resident, **{"pass": self.site.passes[household]})
+
+    def _visitor(self, common: dict) -> Call:
+        return self._gate(common, visitor={"name": self.people.name(), "phone": "13800000000",
+                                           "host_household": self.rng.choice(self.site.households), "purpose": "探望"})
+
+    def _arrival(self, common: dict) -> Call:
+        day = datetime.fromisoformat(common["occurred_at"]).date()
+        return cmd("registry", "register_arrival", **common, resident=self.rng.choice(self.residents),
+                   origin="江苏省苏州市", arrived_on=day.isoformat(), transport={"kind": "road"},
+                   visited=[{"place": "苏州", "from": (day - timedelta(days=10)).isoformat(), "to": day.isoformat()}],
+                   city_class="B", risk_area_visited=False)
+
+    def _request(self, common: dict) -> Call:
+        return cmd("logistics", "request_supplies", **common, community=COMMUNITY,
+                   household=self.rng.choice(self.site.households), kind="food",
+                   items=[{"item": "vegetable-pack", "qty": 1}])
+
+    def _masks(self, common: dict) -> Call:
+        return cmd("logistics", "reserve_masks", **common, community=COMMUNITY,
+                   household=self.rng.choice(self.site.households), qty=1)
+
+    def _household(self, common: dict) -> Call:
+        return cmd("registry", "register_household", **common, community=COMMUNITY, compound=self.site.compound,
+                   building="b01", address=f"加建 {self.n}")
+
+
+@dataclass
+class Stats:
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    ok: Counter = field(default_factory=Counter)
+    rejected: Counter = field(default_factory=Counter)  # "kind: code/reason"
+    errors: Counter = field(default_factory=Counter)  # timeouts, unavailable, internal, invalid, ...
+    sent: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+
+    def record(self, kind: str, latency: float, reply: dict | None, error: str | None = None) -> None:
+        self.latencies.setdefault(kind, []).append(latency)
+        if reply is None:
+            self.errors[f"{kind}: {error}"] += 1
+        elif reply.get("ok"):
+            self.ok[kind] += 1
+        else:
+            err = reply.get("error") or {}
+            key = f"{kind}: {err.get('code')}" + (f"/{err['reason']}" if err.get("reason") else "")
+            # Domain refusals are answers (e.g. a mask limit reached); the rest are failures.
+            (self.rejected if err.get("code") in ("rejected", "conflict") else self.errors)[key] += 1
+
+    def summary(self, rate: float, duration: float, seed: int, run: str) -> dict:
+        done = sum(len(v) for v in self.latencies.values())
+        kinds = {}
+        for kind, values in sorted(self.latencies.items()):
+            values.sort()
+            kinds[kind] = {"n": len(values), "ok": self.ok[kind],
+                           **{f"p{p}_ms": round(percentile(values, p) * 1000, 2) for p in (50, 90, 99)},
+                           "max_ms": round(values[-1] * 1000, 2)}
+        everything = sorted(x for v in self.latencies.values() for x in v)
+        return {
+            "bench": "cordon load", "seed": seed, "run": run, "rate_target": rate, "duration_s": duration,
+            "sent": self.sent, "completed": done, "dropped": self.dropped,
+            "rate_achieved": round(done / self.seconds, 1) if self.seconds else 0.0,
+            "ok": sum(self.ok.values()), "rejected": dict(self.rejected), "errors": dict(self.errors),
+            **{f"p{p}_ms": round(percentile(everything, p) * 1000, 2) for p in (50, 90, 99)},
+            "max_ms": round(everything[-1] * 1000, 2) if everything else 0.0, "kinds": kinds,
+        }
+
+
+async def drive(api: Api, gen: Generator, rate: float, duration: float, timeout: float = 10.0,
+                tick: float = 0.005) -> Stats:
+    """Send ``rate`` commands a second for ``duration`` seconds, open loop; wait for the replies."""
+    stats = Stats()
+    pending: set[asyncio.Task] = set()
+    loop = asyncio.get_running_loop()
+    total = int(rate * duration)
+    start = loop.time()
+
+    async def one(kind: str, call: Call, due: float) -> None:
+        due = min(due, loop.time())  # sent a tick early: count from the send, never below zero
+        payload = json.dumps(call.body, ensure_ascii=False).encode()
+        try:
+            msg = await api.nc.request(call.subject, payload, timeout=timeout)
+            stats.record(kind, loop.time() - due, json.loads(msg.data))
+        except Exception as exc:  # a timeout or no responders: an error of this kind
+            stats.record(kind, loop.time() - due, None, type(exc).__name__)
+
+    for i in range(total):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > tick:
+            await asyncio.sleep(delay)
+        kind, call = gen.next(datetime.now(CST))
+        if len(pending) >= MAX_IN_FLIGHT:
+            stats.dropped += 1
+            continue
+        task = asyncio.ensure_future(one(kind, call, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        stats.sent += 1
+    if pending:
+        await asyncio.wait(pending)
+    stats.seconds = max(loop.time() - start, duration)  # replies that lag behind lower the rate
+    return stats
+
+
+def render(summary: dict) -> str:
+    from services.demo.tables import table
+
+    rows = [(k, v["n"], v["ok"], v["p50_ms"], v["p90_ms"], v["p99_ms"], v["max_ms"])
+            for k, v in summary["kinds"].items()]
+    rows.append(("all", summary["completed"], summary["ok"], summary["p50_ms"], summary["p90_ms"],
+                 summary["p99_ms"], summary["max_ms"]))
+    lines = [f"cordon load: target {summary['rate_target']:g}/s for {summary['duration_s']:g} s -> achieved "
+             f"{summary['rate_achieved']:,}/s ({summary['completed']:,} replies, {summary['dropped']} dropped)",
+             table(("kind", "n", "ok", "p50 ms", "p90 ms", "p99 ms", "max ms"), rows)]
+    for title, counts in (("rejected (domain answers)", summary["rejected"]), ("errors", summary["errors"])):
+        if counts:
+            lines.append(f"{title}: " + ", ".join(f"{k} ×{n}" for k, n in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+async def run_load(url: str, *, rate: float, duration: float, seed: int = 7, mix: dict[str, int] | None = None,
+                   households: int = 1000, run: str | None = None, say=lambda line: None) -> dict:
+    """Set up (or reuse) the data, then measure; the summary dict (also the last JSON line)."""
+    api = await Api.connect(url, in_flight=256)
+    try:
+        site = site_for(seed, households)
+        await setup(api, site, seed, say)
+        run = run or format(int(time.time() * 1000) % 0xFFFFFFFF, "x")
+        gen = Generator(site, mix or dict(DEFAULT_MIX), seed, run)
+        stats = await drive(api, gen, rate, duration)
+        return stats.summary(rate, duration, seed, run)
+    finally:
+        await api.close()

@@ -1,0 +1,140 @@
+"""Start a whole Cordon for the demo: embedded NATS + PostgreSQL (unless configured) and every
+service as a child process, the way ``cordon up`` does, then stop it all.
+
+This module STARTS the system, so it may use the start-up helpers (``shared.embedded``,
+``shared.config``, ``services.supervisor.wait_ready``); what the demo then does goes through the
+public message API only (see :mod:`services.demo.client`).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import AsyncIterator
+
+from services.demo.client import Api
+from services.supervisor import wait_ready
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
+
+DATABASE = "cordon"
+#: Every service the demo needs, in start order; ``views`` answers the board and the report.
+NAMES = ("registry", "checkpoint", "quarantine", "logistics", "views")
+#: Until ``views`` is listed in ``services.cli.SERVICES``, ``cordon service views`` cannot start it:
+#: this one-liner registers it first (the same spec function ``cordon up`` would call).
+_BOOT = ("import sys; from services import cli; cli.SERVICES.setdefault(sys.argv[1], "
+         "'services.' + sys.argv[1] + '.app:spec'); sys.exit(cli.main(['service', sys.argv[1]]))")
+
+
+def service_argv(name: str) -> list[str]:
+    from services.cli import SERVICES
+
+    if name in SERVICES:
+        return [sys.executable, "-m", "services.cli", "service", name]
+    return [sys.executable, "-c", _BOOT, name]
+
+
+async def _spawn(name: str, env: dict[str, str], log_dir: Path) -> asyncio.subprocess.Process:
+    out = open(log_dir / f"{name}.log", "ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            *service_argv(name), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            start_new_session=True)  # a terminal's Ctrl-C reaches the demo, which stops them
+    finally:
+        out.close()
+
+
+async def _stop(proc: asyncio.subprocess.Process, timeout: float = 15.0) -> None:
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
+                   env: dict[str, str] | None = None) -> AsyncIterator[None]:
+    """Every service in ``names`` as a child process on the given servers, answering health."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, **(env or {}), "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn,
+                 "CORDON_LOG_FORMAT": "json"}
+    procs = [await _spawn(name, child_env, log_dir) for name in names]
+    try:
+        ready = asyncio.ensure_future(wait_ready(nats_url, list(names), timeout=90.0))
+        died = [asyncio.ensure_future(p.wait()) for p in procs]
+        done, _ = await asyncio.wait({ready, *died}, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            ready.cancel()
+            dead = [n for n, p in zip(names, procs) if p.returncode is not None]
+            raise RuntimeError(f"service {', '.join(dead)} exited while starting; see {log_dir}")
+        for task in died:
+            task.cancel()
+        ready.result()
+        yield
+    finally:
+        await asyncio.gather(*(_stop(p) for p in procs), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def embedded(data_dir: Path | None) -> AsyncIterator[tuple[str, str, Path]]:
+    """Embedded NATS and PostgreSQL under ``data_dir`` (a temporary folder if None), on free ports:
+    yields (nats_url, pg_dsn, data_dir)."""
+    tmp = None
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="cordon-demo-")
+        data_dir = Path(tmp.name)
+    nats_server = EmbeddedNats(data_dir / "nats")
+    pg_server = EmbeddedPostgres(data_dir / "postgres")
+    try:
+        await nats_server.start()
+        await pg_server.start()
+        yield nats_server.url, await ensure_database(pg_server.dsn, DATABASE), data_dir
+    finally:
+        await pg_server.stop()
+        await nats_server.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def cordon(nats_url: str | None, pg_dsn: str | None, data_dir: Path | None,
+                 note=lambda line: None) -> AsyncIterator[str]:
+    """A Cordon to talk to: the running one at ``nats_url``, or a whole one started here.
+
+    With ``nats_url`` the services answering there are used; those of :data:`NAMES` that do not
+    answer are started on ``nats_url`` and ``pg_dsn`` (an error without ``pg_dsn``). With neither,
+    embedded servers are started too. Whatever was started here is stopped on exit."""
+    if nats_url:
+        missing = await _missing(nats_url)
+        if not missing:
+            note(f"using the running Cordon at {nats_url}")
+            yield nats_url
+            return
+        if not pg_dsn:
+            raise RuntimeError(f"no {', '.join(missing)} service answers at {nats_url}: run `cordon up`, "
+                               "or set CORDON_PG_DSN too and the demo starts them")
+        note(f"starting {', '.join(missing)} on {nats_url}")
+        async with services(nats_url, pg_dsn, (data_dir or Path(".cordon")) / "logs", missing):
+            yield nats_url
+        return
+    async with embedded(data_dir) as (url, dsn, folder):
+        note(f"embedded NATS {url}, PostgreSQL under {folder}; starting {', '.join(NAMES)}")
+        async with services(url, dsn, folder / "logs"):
+            yield url
+
+
+async def _missing(nats_url: str) -> tuple[str, ...]:
+    """The services of the demo that do not answer the health fan-out at ``nats_url``."""
+    api = await Api.connect(nats_url)
+    try:
+        answering = {status.get("service") for status in await api.health(wait=0.5)}
+        return tuple(n for n in NAMES if n not in answering)
+    finally:
+        await api.close()

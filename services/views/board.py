@@ -1,0 +1,142 @@
+"""The committee's board and the daily report: query inputs, and figures as the board shows them.
+
+Pure: the SQL side hands over, per metric, three sums of its per-day deltas (on the day, up to the
+day, over the 14 days ending on the day); this module picks the one that metric means and shapes
+the board (nested JSON), the report (flat columns) and CSV.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+from typing import Iterable
+
+import msgspec
+
+from services.views.rules import FLOWS, LEVELS, STOCK, WINDOW_DAYS
+from shared import wire
+from shared.errors import Invalid
+from shared.subjects import check_community, check_scope, check_slug
+
+MAX_TIMELINE = 5000
+
+
+class CommunityQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    community: str
+    #: The day whose board to show (YYYY-MM-DD, the city's calendar); default today.
+    on: date | None = None
+
+
+class RollupQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: ``city``, a district, ``district.street`` or a whole community path.
+    scope: str
+    on: date | None = None
+    #: Also return one row per community (columns + rows), as the CSV report does.
+    detail: bool = False
+
+
+class TimelineQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    resident: str
+    limit: int = 1000
+
+
+QUERIES = {"community": CommunityQuery, "rollup": RollupQuery, "timeline": TimelineQuery}
+
+#: The report's columns, in order; ``stock.<item>`` columns follow, sorted by item.
+COLUMNS = (
+    "residents", "households", "arrivals_14d", "arrivals_pending",
+    "quarantine_home", "quarantine_centralized", "quarantine_monitoring", "quarantine_hospital",
+    "sealed_compounds", "sealed_buildings", "passes_active",
+    "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
+    "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
+)
+_EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
+
+
+def parse(name: str, payload: bytes):
+    """Decode a query strictly; every failure is Invalid naming the field."""
+    query = wire.decode("views", QUERIES, name, payload)
+    match query:
+        case CommunityQuery():
+            check_community(query.community)
+        case RollupQuery():
+            try:
+                check_scope(query.scope)
+            except Invalid:
+                raise Invalid(f"scope {query.scope!r} is not 'city' or a path prefix of slugs: a district "
+                              "(changning), district.street (changning.chengjiaqiao) or a community",
+                              field="scope") from None
+        case TimelineQuery():
+            check_slug(query.resident, "resident")
+            if not 1 <= query.limit <= MAX_TIMELINE:
+                raise Invalid(f"limit must be 1 to {MAX_TIMELINE}, got {query.limit}", field="limit")
+    if getattr(query, "on", None) is not None and query.on < _EARLIEST:
+        raise Invalid("on is too early a date", field="on")
+    return query
+
+
+Sums = tuple[int, int, int]  # (on the day, up to the day, over the window ending on the day)
+
+
+def flat(sums: dict[str, Sums]) -> dict[str, int]:
+    """The report's figures from each metric's sums: levels up to the day, flows on the day."""
+    out = dict.fromkeys(COLUMNS, 0)
+    for metric, (on_day, to_date, window) in sums.items():
+        if metric in LEVELS or metric.startswith(STOCK):
+            out[metric] = to_date
+        elif metric in FLOWS:
+            out[metric] = on_day
+        elif metric == "arrivals":
+            out["arrivals_14d"] = window
+    return out
+
+
+def add(total: dict[str, int], figures: dict[str, int]) -> dict[str, int]:
+    for key, n in figures.items():
+        total[key] = total.get(key, 0) + n
+    return total
+
+
+def stock(figures: dict[str, int]) -> dict[str, int]:
+    return {k[len(STOCK):]: n for k, n in sorted(figures.items()) if k.startswith(STOCK)}
+
+
+def nest(f: dict[str, int]) -> dict:
+    """The board as staff read it (CONTRACT.md, queries): grouped, with today's counts."""
+    kinds = ("home", "centralized", "monitoring", "hospital")
+    in_quarantine = {k: f[f"quarantine_{k}"] for k in kinds}
+    in_quarantine["total"] = sum(in_quarantine.values())
+    return {
+        "residents": f["residents"],
+        "households": f["households"],
+        "arrivals": {"last_14_days": f["arrivals_14d"], "pending_verification": f["arrivals_pending"]},
+        "in_quarantine": in_quarantine,
+        "sealed_areas": {"compounds": f["sealed_compounds"], "buildings": f["sealed_buildings"]},
+        "active_passes": f["passes_active"],
+        "passages_today": {"in": f["passages_in"], "out": f["passages_out"], "denied": f["passages_denied"]},
+        "fevers_today": f["fevers"],
+        "checkins_missed_today": f["checkins_missed"],
+        "positive_results_today": f["positive_results"],
+        "open_requests": f["requests_open"],
+        "deliveries_today": f["deliveries"],
+        "welfare_checks_open": f["welfare_checks_open"],
+        "households_on_daily_supply": f["daily_supply_households"],
+        "stock": stock(f),
+    }
+
+
+def columns(rows: Iterable[dict[str, int]]) -> list[str]:
+    items = sorted({k for row in rows for k in row if k.startswith(STOCK)})
+    return [*COLUMNS, *items]
+
+
+def to_csv(report: dict) -> str:
+    """The rollup reply with ``detail`` as CSV: one row per community, then the total."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    detail = report["detail"]
+    writer.writerow(["community", *detail["columns"]])
+    writer.writerows(detail["rows"])
+    total = report["figures"]
+    writer.writerow([f"total:{report['scope']}", *(total.get(c, 0) for c in detail["columns"])])
+    return out.getvalue()

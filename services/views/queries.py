@@ -1,0 +1,127 @@
+"""The views' queries on ``cordon.qry.<view>``: the committee's board, rollups, a resident's timeline.
+
+Each reads the current generation in one read-only snapshot, so the figures and the stream
+position (``position``: the last stream sequence they include) agree. Unknown community, scope or
+resident is ``not_found`` (a typo in a path must not look like a quiet day); malformed input is
+``invalid`` with the field named.
+"""
+from __future__ import annotations
+
+from datetime import date, tzinfo
+from typing import Awaitable, Callable
+
+import asyncpg
+import msgspec
+
+from services.views import board, schema
+from services.views.rules import WINDOW_DAYS
+from shared.errors import NotFound
+
+SCOPE = """(community = $1 OR (community >= ($1 || '.') COLLATE "C" AND community < ($1 || '/') COLLATE "C"))"""
+CITY = "($1::text IS NOT NULL)"
+
+
+def _where(scope: str) -> str:
+    return CITY if scope == "city" else SCOPE
+
+
+def today(host, zone: tzinfo) -> date:
+    return host.clock().astimezone(zone).date()
+
+
+async def read(pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection, str], Awaitable[dict]]) -> dict:
+    """Run ``fn(conn, schema)`` on the current generation in a read-only snapshot. A rebuild may
+    drop the generation between reading the pointer and the tables: then read the new one."""
+    for attempt in range(3):
+        async with pool.acquire() as conn:
+            try:
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    generation = await schema.current(conn)
+                    if generation is None:
+                        break
+                    return await fn(conn, schema.name(generation))
+            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                if attempt == 2:
+                    raise
+    async with pool.acquire() as conn:  # first query before the projector created generation 1
+        await schema.migrate(conn)
+    return await read(pool, fn)
+
+
+async def community(host, payload: bytes, *, zone: tzinfo) -> dict:
+    q = board.parse("community", payload)
+    on = q.on or today(host, zone)
+
+    async def fn(conn, s: str) -> dict:
+        if not await conn.fetchval(f"SELECT 1 FROM {s}.communities WHERE community = $1", q.community):
+            raise NotFound(f"no events recorded for community {q.community}: check the path "
+                           "district.street.committee", field="community")
+        sums = await _sums(conn, s, q.community, on)
+        figures = board.flat(sums.get(q.community, {}))
+        return {"ok": True, "community": q.community, "on": on.isoformat(),
+                "position": await _position(conn, s), **board.nest(figures), "figures": figures}
+
+    return await read(host.pool, fn)
+
+
+async def rollup(host, payload: bytes, *, zone: tzinfo) -> dict:
+    q = board.parse("rollup", payload)
+    on = q.on or today(host, zone)
+
+    async def fn(conn, s: str) -> dict:
+        names = [r[0] for r in await conn.fetch(
+            f"SELECT community FROM {s}.communities WHERE {_where(q.scope)} ORDER BY community", q.scope)]
+        if not names and q.scope != "city":
+            raise NotFound(f"no community under scope {q.scope!r}: use 'city', a district, "
+                           "district.street or a community path", field="scope")
+        sums = await _sums(conn, s, q.scope, on)
+        per = {c: board.flat(sums.get(c, {})) for c in names}
+        total: dict[str, int] = board.flat({})
+        for figures in per.values():
+            board.add(total, figures)
+        reply = {"ok": True, "scope": q.scope, "on": on.isoformat(), "communities": len(names),
+                 "position": await _position(conn, s), **board.nest(total), "figures": total}
+        if q.detail:
+            cols = board.columns(per.values())
+            reply["detail"] = {"columns": cols,
+                               "rows": [[c, *(per[c].get(k, 0) for k in cols)] for c in names]}
+        return reply
+
+    return await read(host.pool, fn)
+
+
+async def timeline(host, payload: bytes) -> dict:
+    q = board.parse("timeline", payload)
+
+    async def fn(conn, s: str) -> dict:
+        rows = await conn.fetch(
+            f"SELECT seq, event_id::text, type, occurred_at, actor, community, data FROM {s}.timeline "
+            "WHERE resident = $1 ORDER BY occurred_at, seq LIMIT $2", q.resident, q.limit + 1)
+        if not rows:
+            raise NotFound(f"no event names resident {q.resident}", field="resident")
+        events = [{"seq": r[0], "event_id": r[1], "type": r[2], "occurred_at": r[3], "actor": r[4],
+                   "community": r[5], "data": msgspec.Raw(r[6])} for r in rows[:q.limit]]
+        return {"ok": True, "resident": q.resident, "position": await _position(conn, s),
+                "events": events, "truncated": len(rows) > q.limit}
+
+    return await read(host.pool, fn)
+
+
+async def _position(conn, s: str) -> int:
+    return await conn.fetchval(f"SELECT hwm FROM {s}.meta")
+
+
+async def _sums(conn, s: str, scope: str, on: date) -> dict[str, dict[str, board.Sums]]:
+    """Per community and metric: the sum on ``on``, up to ``on``, and over the window ending on it."""
+    rows = await conn.fetch(
+        f"""SELECT community, metric,
+                   coalesce(sum(n) FILTER (WHERE day = $2), 0)::bigint,
+                   sum(n)::bigint,
+                   coalesce(sum(n) FILTER (WHERE day > $2::date - {WINDOW_DAYS}), 0)::bigint
+            FROM {s}.figures WHERE {_where(scope)} AND day <= $2
+            GROUP BY community, metric""",
+        scope, on)
+    out: dict[str, dict[str, board.Sums]] = {}
+    for community_, metric, on_day, to_date, window in rows:
+        out.setdefault(community_, {})[metric] = (on_day, to_date, window)
+    return out

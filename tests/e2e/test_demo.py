@@ -1,0 +1,112 @@
+"""`cordon demo` and `cordon load` on real servers, with every service as a child process (as
+`cordon up` runs them): a shortened day shows on the committees' boards exactly as the scenario
+played it; the same seed again changes nothing; another seed adds to what is there; the load tool
+reports rates and percentiles with a JSON line last."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import uuid
+
+import pytest
+
+from services.demo import cli, run, system
+from services.demo.client import Api, qry
+from services.demo.street import STREET
+from shared.config import Config
+from shared.embedded import EmbeddedNats, ensure_database
+
+pytestmark = pytest.mark.integration
+SCALE = 0.02
+
+
+@pytest.fixture(scope="module")
+async def cordon(pg_server, tmp_path_factory):
+    """A fresh Cordon: its own NATS and database, the demo's five services as processes."""
+    folder = tmp_path_factory.mktemp("demo")
+    nats_server = EmbeddedNats(folder / "nats")
+    await nats_server.start()
+    dsn = await ensure_database(pg_server.dsn, f"demo_{uuid.uuid4().hex[:12]}")
+    try:
+        async with system.services(nats_server.url, dsn, folder / "logs"):
+            yield nats_server.url
+    finally:
+        await nats_server.stop()
+
+
+async def figures(url: str, community: str) -> dict:
+    api = await Api.connect(url)
+    try:
+        return (await api.send(qry("community", community=community, on="2020-02-17")))["figures"]
+    finally:
+        await api.close()
+
+
+@pytest.mark.timeout(240)
+async def test_a_shortened_day_shows_on_every_board_exactly_as_played(cordon):
+    result = await run.play(cordon, seed=11, scale=SCALE, quiet=True)
+
+    assert not result.replayed
+    assert [(c.community, c.diffs) for c in result.checks] == [(c.community, {}) for c in result.checks]
+    assert len(result.checks) == 3
+    assert result.played.unintended == [] and result.played.notes == [] and result.ok
+    # Every phase was accepted (gate refusals are accepted decisions), and the day touched it all.
+    assert result.played.accepted == result.played.sent
+    nangong = result.checks[0].board["figures"]
+    assert nangong["residents"] > 200 and nangong["sealed_buildings"] == 1 and nangong["welfare_checks_open"] == 1
+    street = [c.board["figures"] for c in result.checks]
+    for figure in ("quarantine_home", "quarantine_monitoring", "quarantine_hospital", "fevers", "checkins_missed",
+                   "passages_denied", "deliveries", "arrivals_pending", "daily_supply_households"):
+        assert sum(f[figure] for f in street) > 0, figure
+    assert {"allowed", "fever", "under_quarantine", "building_sealed", "gate_closed", "no_valid_pass",
+            "visitors_not_admitted"} <= set(result.played.decisions)
+    assert "the committee's board for 2020-02-17" in result.text
+    assert "the street's daily report for 2020-02-17 (3 committees)" in result.text
+
+    again = await run.play(cordon, seed=11, scale=SCALE, quiet=True)  # the same ids: stored replies
+    assert again.replayed and all(c.ok for c in again.checks)
+    assert [c.board["figures"] for c in again.checks] == street
+
+
+@pytest.mark.timeout(240)
+async def test_cordon_demo_with_another_seed_adds_to_the_boards_and_exits_0(cordon):
+    before = await figures(cordon, f"{STREET}.xinjing")
+    parser = argparse.ArgumentParser()
+    cli.add_commands(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["demo", "--seed", "12", "--scale", str(SCALE), "--nats-url", cordon])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = await asyncio.to_thread(args.run, args, Config())
+    assert code == 0, out.getvalue()
+    assert out.getvalue().count("show exactly what the scenario did") == 3
+    after = await figures(cordon, f"{STREET}.xinjing")
+    assert after["residents"] > before["residents"] and after["households"] > before["households"]
+
+
+@pytest.mark.timeout(120)
+async def test_cordon_load_reports_rate_latency_and_a_json_line_last(cordon):
+    parser = argparse.ArgumentParser()
+    cli.add_commands(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["load", "--rate", "150", "--duration", "2", "--households", "40",
+                              "--nats-url", cordon, "--mix", "passage=6,arrival=1,masks=1,request=1,household=1"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = await asyncio.to_thread(args.run, args, Config())
+    lines = out.getvalue().strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert code == 0, out.getvalue()
+    assert summary["sent"] == summary["completed"] == 300 and summary["errors"] == {} and summary["dropped"] == 0
+    assert summary["ok"] + sum(summary["rejected"].values()) == 300
+    assert set(summary["kinds"]) == {"passage", "arrival", "masks", "request", "household"}
+    for kind in summary["kinds"].values():
+        assert 0 <= kind["p50_ms"] <= kind["p90_ms"] <= kind["p99_ms"] <= kind["max_ms"]
+    assert 100 <= summary["rate_achieved"] <= 160
+    assert any(line.startswith("  passage") for line in lines)
+    # The set-up is reused: a second run replays it and measures again.
+    args = parser.parse_args(["load", "--rate", "50", "--duration", "1", "--households", "40", "--nats-url", cordon])
+    with contextlib.redirect_stdout(out2 := io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert await asyncio.to_thread(args.run, args, Config()) == 0
+    assert json.loads(out2.getvalue().strip().splitlines()[-1])["completed"] == 50

@@ -1,0 +1,181 @@
+"""The load generator's pure parts, the tables, the settle rule, and the demo's promise to use only
+the public message API (no imports of other services' code)."""
+from __future__ import annotations
+
+import ast
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from services.demo import load, tables
+from services.demo.client import Tally, cmd, qry, settled
+
+DEMO = Path(__file__).resolve().parents[2] / "services" / "demo"
+NOW = datetime(2020, 2, 17, 9, 0, tzinfo=load.CST)
+
+
+# -- load ----------------------------------------------------------------------------------------
+
+
+def test_mix_parses_weights_and_refuses_what_it_does_not_know():
+    assert load.parse_mix(None) == load.DEFAULT_MIX
+    assert load.parse_mix("passage=9, masks=1") == {"passage": 9, "masks": 1}
+    assert load.parse_mix("arrival") == {"arrival": 1}
+    for bad in ("teleport=1", "passage=x", "passage=-1", "passage=0"):
+        with pytest.raises(ValueError):
+            load.parse_mix(bad)
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(i) for i in range(1, 101)]
+    assert [load.percentile(values, p) for p in (50, 90, 99, 100)] == [50.0, 90.0, 99.0, 100.0]
+    assert load.percentile([], 50) == 0.0 and load.percentile([7.0], 99) == 7.0
+
+
+def site():
+    s = load.site_for(5, 20)
+    s.passes = {h: f"N{i:09d}" for i, h in enumerate(s.households)}
+    return s
+
+
+def test_the_generator_sends_the_same_sequence_for_the_same_seed_with_the_runs_ids():
+    a = load.Generator(site(), load.DEFAULT_MIX, 5, "run-a")
+    b = load.Generator(site(), load.DEFAULT_MIX, 5, "run-b")
+    for _ in range(300):
+        (ka, ca), (kb, cb) = a.next(NOW), b.next(NOW)
+        assert ka == kb and ca.subject == cb.subject
+        assert {k: v for k, v in ca.body.items() if k != "command_id"} == \
+               {k: v for k, v in cb.body.items() if k != "command_id"}
+        assert ca.body["command_id"].startswith("load:run-a:") and cb.body["command_id"].startswith("load:run-b:")
+    five, six = (load.Generator(site(), load.DEFAULT_MIX, seed, "run-a") for seed in (5, 6))
+    assert [five.next(NOW)[1].body for _ in range(20)] != [six.next(NOW)[1].body for _ in range(20)]
+
+
+def test_the_generator_follows_the_mix_and_targets_the_set_up_data():
+    s = site()
+    gen = load.Generator(s, {"passage": 3, "masks": 1}, 1, "r")
+    kinds = [gen.next(NOW) for _ in range(2000)]
+    share = sum(k == "passage" for k, _ in kinds) / len(kinds)
+    assert 0.7 < share < 0.8
+    for kind, call in kinds:
+        if kind == "passage":
+            assert call.subject == "cordon.cmd.checkpoint.check_passage"
+            assert call.body["pass"] in s.passes.values() and call.body["compound"] == s.compound
+        else:
+            assert call.subject == "cordon.cmd.logistics.reserve_masks" and call.body["household"] in s.households
+        assert call.body["occurred_at"] == NOW.isoformat()
+    every = load.Generator(s, {k: 1 for k in load.DEFAULT_MIX}, 2, "r")
+    seen = {every.next(NOW)[0] for _ in range(500)}
+    assert seen == set(load.DEFAULT_MIX)
+
+
+def test_stats_keep_domain_refusals_apart_from_failures():
+    stats = load.Stats()
+    stats.record("passage", 0.002, {"ok": True})
+    stats.record("masks", 0.004, {"ok": False, "error": {"code": "rejected", "reason": "limit_reached"}})
+    stats.record("passage", 0.010, {"ok": False, "error": {"code": "unavailable"}})
+    stats.record("passage", 10.0, None, "TimeoutError")
+    stats.sent, stats.seconds = 4, 2.0
+    out = stats.summary(2.0, 2.0, 7, "r")
+    assert out["ok"] == 1 and out["rejected"] == {"masks: rejected/limit_reached": 1}
+    assert out["errors"] == {"passage: unavailable": 1, "passage: TimeoutError": 1}
+    assert out["kinds"]["passage"]["n"] == 3 and out["kinds"]["passage"]["max_ms"] == 10000.0
+    assert out["completed"] == 4 and out["rate_achieved"] == 2.0
+    json.dumps(out)  # the last line of `cordon load` is this, as JSON
+    assert "cordon load: target 2/s" in load.render(out)
+
+
+# -- client ----------------------------------------------------------------------------------------
+
+
+def test_calls_name_their_subjects():
+    assert cmd("registry", "register_compound", name="x").subject == "cordon.cmd.registry.register_compound"
+    assert cmd("registry", "register_compound", name="x").body == {"name": "x"}
+    assert qry("community", community="a.b.c").subject == "cordon.qry.community"
+
+
+def test_settled_means_every_outbox_empty_and_every_consumer_caught_up():
+    calm = {"ok": True, "outbox_depth": 0, "consumers": {"a": {"lag": 0}, "b": {"lag": 0}}}
+    assert settled([calm, {"ok": True, "outbox_depth": 0, "consumers": {}}])
+    assert not settled([])
+    assert not settled([calm, {**calm, "outbox_depth": 3}])
+    assert not settled([{**calm, "consumers": {"a": {"lag": 2}}}])
+    assert not settled([{**calm, "consumers": {"a": {"lag": None}}}])  # unknown is not caught up
+    assert not settled([{"ok": False, "error": "PostgreSQL down"}])
+
+
+def test_a_tally_counts_refusals_by_command_and_reason():
+    tally = Tally()
+    tally.add(cmd("s", "a"), {"ok": True})
+    tally.add(cmd("s", "a"), {"ok": False, "error": {"code": "rejected", "reason": "limit_reached"}})
+    tally.add(cmd("s", "b"), {"ok": False, "error": {"code": "not_found"}})
+    assert (tally.sent, tally.ok) == (3, 1)
+    assert tally.errors == {"a: rejected/limit_reached": 1, "b: not_found": 1}
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+def test_tables_align_numbers_right_and_count_wide_characters_twice():
+    assert tables.width("南宫") == 4 and tables.width("ab") == 2
+    text = tables.table(("figure", "南宫居民区", "n"), [("residents", 12835, 3), ("households", 5400, 10)])
+    lines = text.splitlines()
+    assert lines[2].endswith("12,835   3") and lines[3].endswith("5,400  10")
+    assert len({tables.width(line) for line in lines}) == 1  # every row as wide as the header
+
+
+BOARD = {
+    "ok": True, "community": "changning.chengjiaqiao.nangong", "on": "2020-02-17", "residents": 12835,
+    "households": 5400, "arrivals": {"last_14_days": 287, "pending_verification": 5},
+    "in_quarantine": {"home": 168, "centralized": 2, "monitoring": 4, "hospital": 1, "total": 175},
+    "sealed_areas": {"compounds": 0, "buildings": 1}, "active_passes": 5400,
+    "passages_today": {"in": 4304, "out": 4304, "denied": 50}, "fevers_today": 5, "checkins_missed_today": 5,
+    "positive_results_today": 0, "open_requests": 1, "deliveries_today": 316, "welfare_checks_open": 1,
+    "households_on_daily_supply": 175, "stock": {"masks": 870, "vegetable-pack": 20},
+}
+
+
+def test_the_board_reads_as_staff_read_it():
+    text = tables.board(BOARD, "南宫居民区")
+    assert "the committee's board for 2020-02-17" in text
+    assert "home 168 · centralized 2 · monitoring 4 · hospital 1" in text
+    assert "in 4,304 · out 4,304 · denied 50" in text and "masks 870 · vegetable-pack 20" in text
+
+
+def test_the_report_has_a_column_per_committee_and_the_street():
+    reply = {"scope": "changning.chengjiaqiao", "on": "2020-02-17", "communities": 2,
+             "figures": {"residents": 30, "stock.masks": 5},
+             "detail": {"columns": ["residents", "stock.masks"],
+                        "rows": [["changning.chengjiaqiao.nangong", 20, 5],
+                                 ["changning.chengjiaqiao.xinjing", 10, 0]]}}
+    text = tables.report(reply, {"changning.chengjiaqiao.nangong": "南宫居民区"})
+    header, _, residents, masks = text.splitlines()[1:]
+    assert "南宫居民区" in header and "xinjing" in header and header.rstrip().endswith("street")
+    assert residents.split()[-3:] == ["20", "10", "30"] and masks.startswith("  stock: masks")
+
+
+# -- the public API only -----------------------------------------------------------------------------
+
+ALLOWED = ("services.demo", "shared.embedded", "shared.config", "services.supervisor", "services.cli", "nats")
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+    return names
+
+
+def test_the_demo_imports_no_service_internals_and_no_contracts():
+    for path in DEMO.glob("*.py"):
+        for name in imports(path):
+            if name.startswith(("services", "shared", "nats")):
+                assert name.startswith(ALLOWED), f"{path.name} imports {name}"
+            # Only the module that starts a Cordon touches the start-up helpers.
+            if name.startswith(("shared.embedded", "services.supervisor", "services.cli")):
+                assert path.name == "system.py", f"{path.name} imports {name}"
