@@ -264,7 +264,7 @@ def rss_mb() -> float:
 
 async def child_rebuild(url: str, dsn: str, batch: int) -> None:
     """Runs the rebuild as `cordon views rebuild` does; prints progress as JSON lines."""
-    from services.views.project import city_zone
+    from shared.config import city_zone
     from services.views.rebuild import rebuild
 
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)

@@ -10,7 +10,8 @@ from functools import partial
 from datetime import tzinfo
 
 from services.views import queries, schema
-from services.views.project import Projection, city_zone
+from services.views.project import Projection
+from shared.config import city_zone
 from shared.tail import Tail
 from shared.service import ServiceSpec
 

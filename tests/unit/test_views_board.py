@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.views import board, project
+from shared.config import city_zone
 from services.views.cli import ProgressBar
 from shared import envelope
 from shared.contracts.checkpoint import PassageAllowed
@@ -174,10 +175,10 @@ def test_an_undecodable_message_is_marked_not_raised(payload):
 
 
 def test_the_city_zone_comes_from_the_environment():
-    assert project.city_zone({}) == SHANGHAI
-    assert project.city_zone({"CORDON_TIMEZONE": "Europe/Paris"}) == ZoneInfo("Europe/Paris")
+    assert city_zone({}) == SHANGHAI
+    assert city_zone({"CORDON_TIMEZONE": "Europe/Paris"}) == ZoneInfo("Europe/Paris")
     with pytest.raises(SystemExit, match="CORDON_TIMEZONE"):
-        project.city_zone({"CORDON_TIMEZONE": "Mars/Olympus"})
+        city_zone({"CORDON_TIMEZONE": "Mars/Olympus"})
 
 
 # -- progress bar --------------------------------------------------------------------------------
