@@ -368,15 +368,11 @@ class CommandRuntime:
 
     async def _commit(self, conn, batch: _Batch, accepted) -> None:
         events = [e for _, p, _ in accepted for e in p.events]
-        await store.append(conn, self.service, events)
+        replies = [(i.cmd.command_id, i.name, r, batch.recorded_at) for i, _, r in accepted]
+        await store.append(conn, self.service, events, replies)
         writes: dict[str, list[tuple]] = {}
         for _, pending, _ in accepted:
             for sql, args in pending.writes:
                 writes.setdefault(sql, []).append(args)
         for sql, rows in writes.items():
             await conn.executemany(sql, rows)
-        await conn.executemany(
-            f"INSERT INTO {self.service}.commands (command_id, name, reply, recorded_at) "
-            "VALUES ($1, $2, $3, $4)",
-            [(i.cmd.command_id, i.name, r, batch.recorded_at) for i, _, r in accepted],
-        )

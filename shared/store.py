@@ -102,20 +102,31 @@ async def load_streams(conn: asyncpg.Connection, schema: str, stream_ids: Iterab
     )
 
 
-async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent]) -> None:
-    """Append events and their outbox rows. Must run inside a transaction.
+async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent],
+                 replies: list[tuple[str, str, bytes, datetime]] = ()) -> None:
+    """Append events, their outbox rows and the commands' replies, in ONE statement (one round
+    trip). Must run inside a transaction. ``replies`` are (command_id, name, reply, recorded_at).
 
-    Raises ``asyncpg.UniqueViolationError`` when a (stream_id, version) is taken: somebody
-    appended to that stream first.
+    Raises ``asyncpg.UniqueViolationError`` when a (stream_id, version) or a command id is taken:
+    somebody got there first.
     """
-    if not events:
+    if not events and not replies:
         return
-    positions = await conn.fetch(
-        f"""INSERT INTO {schema}.events
-              (event_id, stream_id, version, type, community, recorded_at, envelope)
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
-                                 $6::timestamptz[], $7::bytea[])
-            RETURNING event_id::text, position""",
+    await conn.execute(
+        f"""WITH appended AS (
+                INSERT INTO {schema}.events
+                    (event_id, stream_id, version, type, community, recorded_at, envelope)
+                SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
+                                     $6::timestamptz[], $7::bytea[])
+                RETURNING position, event_id
+            ), queued AS (
+                INSERT INTO {schema}.outbox (position, subject)
+                SELECT a.position, s.subject
+                FROM appended a JOIN unnest($1::uuid[], $8::text[]) AS s (event_id, subject)
+                     USING (event_id)
+            )
+            INSERT INTO {schema}.commands (command_id, name, reply, recorded_at)
+            SELECT * FROM unnest($9::text[], $10::text[], $11::bytea[], $12::timestamptz[])""",
         [e.event_id for e in events],
         [e.stream_id for e in events],
         [e.version for e in events],
@@ -123,13 +134,11 @@ async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent]) 
         [e.community for e in events],
         [e.recorded_at for e in events],
         [e.envelope for e in events],
-    )
-    position_of = {r["event_id"]: r["position"] for r in positions}
-    await conn.execute(
-        f"INSERT INTO {schema}.outbox (position, subject) "
-        "SELECT * FROM unnest($1::bigint[], $2::text[])",
-        [position_of[e.event_id] for e in events],
         [e.subject for e in events],
+        [r[0] for r in replies],
+        [r[1] for r in replies],
+        [r[2] for r in replies],
+        [r[3] for r in replies],
     )
 
 
