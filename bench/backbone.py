@@ -9,7 +9,7 @@ dir and the registry service in a separate process (`python -m services.cli serv
   1. raw JetStream `publish_async` of 200-byte messages to a scratch stream;
   2. raw PostgreSQL inserts: `executemany` in one transaction, and single-row autocommit;
   3. end to end: registry commands sent as NATS requests until their event is handled by a durable
-     `shared.consumer.Consumer` in this process: (a) closed loop with N outstanding requests,
+     `shared.consumer.Consumer` in its own process: (a) closed loop with N outstanding requests,
      (b) open loop at a fixed offered rate, latency measured from the scheduled send time.
 Prints a table, then (last line of stdout) one JSON object. Figures only: nothing is asserted.
 """
@@ -304,21 +304,28 @@ class Bench:
 
         self.start_service(self.nats.url, dsn)
         nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
-        cnc = await nats.connect(self.nats.url, name="bench.consumer")
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         consumed: dict[str, float] = {}
-
-        async def handle(conn, raw, event):  # inside the consumer's transaction, before its commit
-            consumed[raw.causation_id] = now()
-
-        consumer = None
+        consumer = reader = None
         try:
             await self.wait_service(nc)
-            async with pool.acquire() as conn:
-                await store.migrate(conn, "bench")
-            consumer = Consumer(name=f"bench-{os.getpid()}", schema="bench", subjects=["cordon.evt.>"],
-                                handle=handle, pool=pool, nc=cnc)
-            await consumer.start()
+            # The downstream consumer is its own process, as a real one is: it does not share an
+            # event loop (or the GIL) with the load generator. It reports "causation_id time"
+            # lines on stdout; time.perf_counter is CLOCK_MONOTONIC, the same in every process.
+            consumer = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--consumer-child", self.nats.url, dsn,
+                stdout=asyncio.subprocess.PIPE)
+            ready = asyncio.get_running_loop().create_future()
+
+            async def read_consumed():
+                async for line in consumer.stdout:
+                    key, _, at = line.decode().partition(" ")
+                    if key == "ready" and not ready.done():
+                        ready.set_result(None)
+                    else:
+                        consumed[key] = float(at)
+
+            reader = asyncio.create_task(read_consumed())
+            await asyncio.wait_for(ready, 30)
             load = Load(nc, consumed, timeout=a.timeout)
             print(f"service pid {self.service.pid}; warm-up: households, residents, mixed ...", file=sys.stderr)
             out, _, _ = await load.closed(60, a.concurrency, "register_household", count=a.households)
@@ -360,11 +367,41 @@ class Bench:
             r["errors"] = r["warmup_errors"] + r["e2e_errors"] + r["fixed_errors"]
             return r
         finally:
-            if consumer is not None:
-                await consumer.stop()
-            await pool.close()
+            if reader is not None:
+                reader.cancel()
+            if consumer is not None and consumer.returncode is None:
+                consumer.terminate()
+                await consumer.wait()
             await nc.close()
-            await cnc.close()
+
+
+async def consumer_child(url: str, dsn: str) -> None:
+    """The downstream consumer: a durable ``shared.consumer.Consumer``; prints what it handles."""
+    nc = await nats.connect(url, name="bench.consumer")
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    async with pool.acquire() as conn:
+        await store.migrate(conn, "bench")
+    out = sys.stdout
+
+    async def handle(conn, raw, event):  # inside the consumer's transaction, before its commit
+        out.write(f"{raw.causation_id} {now()}\n")
+
+    consumer = Consumer(name="bench-downstream", schema="bench", subjects=["cordon.evt.>"],
+                        handle=handle, pool=pool, nc=nc)
+    await consumer.start()
+    out.write("ready 0\n")
+    out.flush()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    while not stop.is_set():
+        out.flush()
+        try:
+            await asyncio.wait_for(stop.wait(), 0.005)
+        except asyncio.TimeoutError:
+            pass
+    await consumer.stop()
+    await pool.close()
+    await nc.close()
 
 
 def table(r: dict) -> str:
@@ -402,6 +439,9 @@ def table(r: dict) -> str:
 
 
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--consumer-child":
+        asyncio.run(consumer_child(sys.argv[2], sys.argv[3]))
+        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=20.0, help="seconds per end-to-end phase")
     p.add_argument("--rate", type=float, default=1000.0, help="offered commands/s in the fixed-rate phase")

@@ -14,6 +14,7 @@ I/O is that one lookup; what it sends is decided by the pure :func:`seal_command
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -84,6 +85,22 @@ def seal_commands(raw: env.RawEnvelope, event: env.Event,
     return out
 
 
+async def feed_late_households(host) -> int:
+    """Start the daily supply of households the directory learned of after their area was sealed
+    (the seal reaction only saw the households known then). Same command ids as the reaction."""
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(tables.UNFED_IN_SEALED)
+    started = 0
+    for row in rows:
+        raw = SimpleNamespace(event_id=row["event_id"], occurred_at=row["occurred_at"],
+                              correlation_id=row["correlation_id"])
+        event = AreaSealed(community=row["community"], compound=row["compound"], building=row["building"],
+                           sealed_at=row["occurred_at"], sealed_by=ACTOR)
+        for name, cmd in seal_commands(raw, event, [(row["household"], list(row["vulnerabilities"]))]):
+            started += bool((await host.execute(name, cmd))["ok"])
+    return started
+
+
 def case_policy() -> PolicySpec:
     return PolicySpec(name="logistics-cases",
                       subjects=[f"cordon.evt.*.*.*.quarantine.{t}" for t in CASE_EVENTS],
@@ -95,6 +112,11 @@ def seal_consumer() -> ConsumerSpec:
         async def handle(conn: asyncpg.Connection, raw: env.RawEnvelope, event: env.Event) -> None:
             if not isinstance(event, (AreaSealed, SealLifted)):
                 return
+            if isinstance(event, AreaSealed):
+                await conn.execute(tables.SEAL_AREA, event.community, seal_cause(event), event.compound,
+                                   event.building, raw.event_id, raw.occurred_at, raw.correlation_id)
+            else:
+                await conn.execute(tables.LIFT_AREA, event.community, seal_cause(event))
             rows = await conn.fetch(tables.HOUSEHOLDS_IN, event.community, event.compound, event.building)
             commands = seal_commands(raw, event, [(r["household"], list(r["vulnerabilities"])) for r in rows])
             # Queued in priority order, so the group-commit runtime records the vulnerable first.

@@ -12,7 +12,7 @@ import asyncio
 from datetime import date
 
 from services.logistics.commands import RaiseDailyRequest
-from services.logistics.policies import ACTOR
+from services.logistics.policies import ACTOR, feed_late_households
 from services.logistics.rules import Rules
 from shared import log as logging
 
@@ -27,6 +27,7 @@ ORDER BY priority DESC, household"""
 
 async def raise_due(host, rules: Rules) -> dict[str, int]:
     """Raise today's request for every plan that has none yet; count the replies by outcome."""
+    await feed_late_households(host)
     now = host.clock()
     today: date = rules.day(now)
     async with host.pool.acquire() as conn:

@@ -56,6 +56,16 @@ CREATE TABLE IF NOT EXISTS logistics.plans (
     priority           integer NOT NULL,
     last_requested_on  date);
 CREATE INDEX IF NOT EXISTS plans_active ON logistics.plans (priority DESC, household) WHERE active;
+-- Areas under seal now: a household the directory learns of only after the seal still gets fed.
+CREATE TABLE IF NOT EXISTS logistics.sealed_areas (
+    community       text NOT NULL,
+    cause           text NOT NULL,
+    compound        text NOT NULL,
+    building        text,
+    event_id        text NOT NULL,
+    occurred_at     timestamptz NOT NULL,
+    correlation_id  text NOT NULL,
+    PRIMARY KEY (community, cause));
 CREATE TABLE IF NOT EXISTS logistics.welfare_checks (
     household        text PRIMARY KEY,
     community        text NOT NULL,
@@ -109,6 +119,23 @@ SELECT h.household,
              WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
 FROM logistics.dir_households h
 WHERE h.community = $1 AND h.compound = $2 AND ($3::text IS NULL OR h.building = $3)"""
+
+SEAL_AREA = """
+INSERT INTO logistics.sealed_areas VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (community, cause) DO NOTHING"""
+LIFT_AREA = "DELETE FROM logistics.sealed_areas WHERE community = $1 AND cause = $2"
+
+#: Households of sealed areas that have no daily supply for that seal yet.
+UNFED_IN_SEALED = """
+SELECT s.community, s.compound, s.building, s.event_id, s.occurred_at, s.correlation_id, h.household,
+       ARRAY(SELECT DISTINCT v FROM logistics.dir_residents r, unnest(r.vulnerabilities) v
+             WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
+FROM logistics.sealed_areas s
+JOIN logistics.dir_households h
+  ON h.community = s.community AND h.compound = s.compound AND (s.building IS NULL OR h.building = s.building)
+LEFT JOIN logistics.plans p ON p.household = h.household AND s.cause = ANY (p.causes)
+WHERE p.household IS NULL
+ORDER BY s.event_id, h.household"""
 
 #: The community's store, locked until the transaction ends (an advisory lock: it needs no row).
 LOCK_STORE = "SELECT pg_advisory_xact_lock(hashtextextended('logistics.stock:' || $1::text, 0))"

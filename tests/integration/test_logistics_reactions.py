@@ -143,3 +143,14 @@ async def test_a_case_for_a_household_the_directory_does_not_know_yet_still_feed
     async with logistics(nats_url, pg_dsn, daily_interval_s=3600):
         await eventually(lambda: daily_requests(pg_dsn), what="the daily request")
     assert await daily_requests(pg_dsn) == [("h-new", today())]
+
+
+async def test_a_household_the_directory_learns_of_after_the_seal_is_fed_too(nats_url, pg_dsn):
+    await publish(nats_url, [compound(), (sealed("b1"), "quarantine", "seal:nangong-1:b1")])
+    async with logistics(nats_url, pg_dsn, daily_interval_s=0.05) as host:
+        await _ticks(host)  # the seal is taken while no household of b1 is known
+        assert await daily_requests(pg_dsn) == []
+        await publish(nats_url, [*household("h-late")])
+        await known(host, ["h-late"])
+        await eventually(lambda: daily_requests(pg_dsn), what="the late household's daily request")
+    assert await daily_requests(pg_dsn) == [("h-late", today())]
