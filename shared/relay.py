@@ -41,6 +41,9 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.published = 0
+        self.rescan_interval = 2.0
+        self._after = 0
+        self._rescanned = 0.0
         self.last_error: str | None = None
 
     def wake(self) -> None:
@@ -60,6 +63,12 @@ class Relay:
             try:
                 async with self.pool.acquire() as lock_conn:
                     await self._hold_lock(lock_conn)
+                    # A delete lost in a crash only means a re-publish, which JetStream drops by
+                    # Nats-Msg-Id: no need to wait for the WAL flush on every cycle.
+                    await lock_conn.execute("SET synchronous_commit = off")
+                    # Plan each poll for its own `position > $2`: a generic plan cannot know how
+                    # few rows lie past the last one published, and scans the churning outbox.
+                    await lock_conn.execute("SET plan_cache_mode = force_custom_plan")
                     while True:
                         sent = await self.publish_once(lock_conn)
                         backoff = 0.1
@@ -90,11 +99,25 @@ class Relay:
 
     async def publish_once(self, conn: asyncpg.Connection) -> int:
         """Publish up to one batch of outbox rows in order; returns how many were acknowledged."""
+        # Start after the last row published: the outbox's index is full of just-deleted entries
+        # below it until vacuum runs, and scanning them cost 20+ ms a poll under steady load.
+        # Every `rescan_interval` the scan starts from 0 again, for a row another writer (a
+        # replica) committed late with a lower position; it is of another stream, so per-stream
+        # order holds.
+        clock = asyncio.get_running_loop().time()
+        if clock - self._rescanned > self.rescan_interval:
+            self._after, self._rescanned = 0, clock
         rows = await conn.fetch(
+            # LATERAL: one index look-up per row. A plain join let the generic plan of the
+            # prepared statement hash the whole events table (11 ms a poll at 40k events).
             f"""SELECT o.position, o.subject, e.event_id::text AS event_id, e.envelope
-                FROM {self.service}.outbox o JOIN {self.service}.events e USING (position)
-                ORDER BY o.position LIMIT $1""",
+                FROM (SELECT position, subject FROM {self.service}.outbox
+                      WHERE position > $2 ORDER BY position LIMIT $1) o
+                CROSS JOIN LATERAL (SELECT event_id, envelope FROM {self.service}.events ev
+                                    WHERE ev.position = o.position) e
+                ORDER BY o.position""",
             self.batch,
+            self._after,
         )
         if not rows:
             return 0
@@ -140,6 +163,7 @@ class Relay:
     async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> None:
         await conn.execute(f"DELETE FROM {self.service}.outbox WHERE position = ANY($1)", positions)
         self.published += len(positions)
+        self._after = max(self._after, positions[-1])
 
     async def depth(self) -> int:
         async with self.pool.acquire() as conn:
