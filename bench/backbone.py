@@ -37,6 +37,7 @@ import msgspec  # noqa: E402
 import nats  # noqa: E402
 from nats.js.api import StorageType, StreamConfig  # noqa: E402
 
+from bench import common  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared import store  # noqa: E402
 from shared.contracts import registry as _registry_events  # noqa: E402,F401  (registers event types)
@@ -478,31 +479,7 @@ def main() -> int:
     if a.profile:
         a.profile.mkdir(parents=True, exist_ok=True)
     logging.setup("console", "warning", stream=sys.stderr)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
-
-    def on_term(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    bench = Bench(a)
-
-    async def go() -> dict:
-        try:
-            return await bench.run()
-        finally:
-            await bench.stop()
-
-    try:
-        r = asyncio.run(go())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        bench.kill()  # whatever is left: service, servers, temp dir
-    print(table(r))
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
-                     ensure_ascii=False))
-    return 1 if r["errors"] else 0
+    return common.run(Bench(a), table)
 
 
 if __name__ == "__main__":

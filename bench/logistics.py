@@ -42,6 +42,7 @@ import nats  # noqa: E402
 
 from bench.backbone import pct, raw_js, raw_pg  # noqa: E402  (the same raw limits, measured the same way)
 from shared import bus, envelope  # noqa: E402
+from bench import common  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.contracts.registry import HouseholdRegistered, ResidentRegistered  # noqa: E402
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
@@ -370,24 +371,7 @@ def main() -> int:
         a.duration, a.households = min(a.duration, 4.0), min(a.households, 2000)
     a.raw_duration = 2.0 if a.quick else min(5.0, a.duration)
     logging.setup("console", "warning", stream=sys.stderr)
-    bench = Bench(a)
-
-    async def go() -> dict:
-        try:
-            return await bench.run()
-        finally:
-            await bench.stop()
-
-    try:
-        r = asyncio.run(go())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        bench.kill()
-    print(table(r))
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}, ensure_ascii=False))
-    return 1 if r["errors"] else 0
+    return common.run(Bench(a), table)
 
 
 if __name__ == "__main__":
