@@ -90,11 +90,36 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+#: The fields of the queries whose handlers do not say (README.md has the full story).
+QUERY_FIELDS = {
+    "community": "{community, on? YYYY-MM-DD}: the committee's board, every figure of CONTRACT.md",
+    "rollup": "{scope: city | district | district.street | community, on?, detail?}: the board's "
+              "figures summed over the scope, the daily report sent upward",
+    "timeline": "{resident, limit?}: every event naming the resident, in order, with actors",
+    "audit": "{actor?, resident?, community?, type?, since?, until?, limit?}: rows of the audit log",
+    "checkpoint.shifts": "{community, on | from, to}: person-times, people, hours and open shifts per day",
+    "logistics.requests": "{community, limit?}: open requests, highest priority first, with what is missing",
+    "logistics.assignments": "{volunteer}: the volunteer's open assignments",
+    "logistics.stock": "{community}: stock on hand by item",
+    "logistics.welfare": "{community}: open welfare checks",
+}
+
+
 def asyncapi_text() -> str:
     import shared.contracts  # noqa: F401  (registers every event type)
     from shared import asyncapi
 
-    return asyncapi.render({name: load_spec(name).commands for name in SERVICES})
+    specs = {name: load_spec(name) for name in SERVICES}
+
+    def summary(query: str, handler) -> str:
+        if query in QUERY_FIELDS:
+            return QUERY_FIELDS[query]
+        handler = getattr(handler, "func", handler)  # functools.partial
+        return " ".join((handler.__doc__ or "see README.md").strip().split("\n\n")[0].split())
+
+    return asyncapi.render({name: spec.commands for name, spec in specs.items()},
+                           {name: {q: summary(q, h) for q, h in spec.queries.items()}
+                            for name, spec in specs.items()})
 
 
 def write_asyncapi(write: bool) -> int:

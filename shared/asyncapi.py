@@ -52,8 +52,10 @@ def _reply_schemas() -> dict:
     }
 
 
-def document(commands: dict[str, dict[str, type]], version: str = "0.1.0") -> dict:
-    """Build the document. ``commands`` maps service -> command name -> command struct."""
+def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
+             queries: dict[str, dict[str, str]] | None = None) -> dict:
+    """Build the document. ``commands`` maps service -> command name -> command struct;
+    ``queries`` maps service -> query name -> its description (answered on cordon.qry.<name>)."""
     events = sorted(((k, cls) for k, cls in env.registered_types().items()
                      if cls.__module__.startswith("shared.contracts.")),  # not test probes
                     key=lambda kv: (kv[1].service, kv[0]))
@@ -87,6 +89,21 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0") -> di
                 "summary": f"{service} command {name} (NATS request/reply)",
                 "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}},
             }
+    for service in sorted(queries or {}):
+        for name, doc in sorted(queries[service].items()):
+            key = f"query.{name}"
+            messages[key] = {"name": name, "summary": doc,
+                             "payload": {"type": "object", "description": "the query's fields, JSON"}}
+            messages[f"{key}.reply"] = {"name": f"{name}.reply", "payload": {"oneOf": [
+                {"type": "object", "description": "the view's answer"},
+                {"$ref": REF.format(name="CommandRefused")}]}}
+            channels[key] = {"address": f"cordon.qry.{name}",
+                             "messages": {"request": {"$ref": f"#/components/messages/{key}"}}}
+            channels[f"{key}.reply"] = {"address": None, "messages": {
+                "reply": {"$ref": f"#/components/messages/{key}.reply"}}}
+            operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
+                               "summary": f"{service} query {name} (NATS request/reply)",
+                               "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}}}
     for (type_name, schema_version), cls in events:
         key = f"{cls.service}.{type_name}.v{schema_version}"
         envelope_schema = {"allOf": [{"$ref": REF.format(name="Envelope")}, {"properties": {
@@ -121,5 +138,5 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0") -> di
     }
 
 
-def render(commands: dict[str, dict[str, type]]) -> str:
-    return json.dumps(document(commands), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+def render(commands: dict[str, dict[str, type]], queries: dict[str, dict[str, str]] | None = None) -> str:
+    return json.dumps(document(commands, queries=queries), indent=2, ensure_ascii=False, sort_keys=True) + "\n"

@@ -21,3 +21,11 @@ def test_every_command_and_event_of_every_service_is_documented():
         assert any(a and a.startswith(f"cordon.cmd.{name}.") for a in addresses)
     schema = doc["components"]["schemas"]["RegisterArrival"]
     assert "visited" in schema["properties"] and "command_id" in schema["required"]
+
+
+def test_every_query_is_documented():
+    doc = json.loads(asyncapi_text())
+    addresses = {c["address"] for c in doc["channels"].values()}
+    for query in ("community", "rollup", "timeline", "audit", "checkpoint.shifts", "quarantine.cases",
+                  "logistics.requests"):
+        assert f"cordon.qry.{query}" in addresses
