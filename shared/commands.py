@@ -292,15 +292,21 @@ class CommandRuntime:
                 item.future.set_result(replies[id(item)])
 
     async def _alone(self, item: _Item) -> bytes:
-        try:
-            return (await self._attempt([item]))[id(item)]
-        except RACES as exc:
-            return await self._race_reply(item, exc)
-        except UNREACHABLE:
-            return encode_error(UNAVAILABLE)
-        except Exception:
-            log.exception("command.failed", command=item.name, command_id=item.cmd.command_id)
-            return encode_error(CommandError("internal error; the command was not applied"))
+        # A lost race is decided again: the winner's rows are visible now, so the domain answers
+        # (e.g. "already open") instead of a bare conflict. Only a race lost three times running
+        # is answered `conflict`.
+        for attempt in range(3):
+            try:
+                return (await self._attempt([item]))[id(item)]
+            except RACES as exc:
+                if attempt == 2:
+                    return await self._race_reply(item, exc)
+            except UNREACHABLE:
+                return encode_error(UNAVAILABLE)
+            except Exception:
+                log.exception("command.failed", command=item.name, command_id=item.cmd.command_id)
+                return encode_error(CommandError("internal error; the command was not applied"))
+        raise AssertionError("unreachable")
 
     async def _race_reply(self, item: _Item, exc: Exception) -> bytes:
         async with self.pool.acquire() as conn:
