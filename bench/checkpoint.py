@@ -6,7 +6,7 @@ measured in the same run.
 
 Starts embedded NATS and PostgreSQL (durable defaults: fsync on) in a temp dir, then two processes:
 a raw NATS echo responder (nats-py, replies at once) and the checkpoint service
-(``python -m services.checkpoint``, as ``cordon service checkpoint`` would). It loads a compound of
+(``python -m services.cli service checkpoint``, as ``cordon up`` runs it). It loads a compound of
 5,400 households, one resident each, into the checkpoint's directory by publishing registry events
 in the contract's shape, and quarantine facts the same way (100 residents in quarantine, one
 building sealed). Then:
@@ -283,7 +283,7 @@ class Bench:
         env = {"CORDON_NATS_URL": self.nats.url, "CORDON_PG_DSN": dsn, "CORDON_LOG_LEVEL": "warning",
                "CORDON_LOG_FORMAT": "json"}
         self.spawn("echo", [sys.executable, __file__, "--echo", self.nats.url], env)
-        self.spawn("checkpoint", [sys.executable, "-m", "services.checkpoint"], env)
+        self.spawn("checkpoint", [sys.executable, "-m", "services.cli", "service", "checkpoint"], env)
         r: dict = {"bench": "checkpoint", "duration_s": a.duration, "concurrency": a.concurrency,
                    "households": a.households, "load_average_at_start": os.getloadavg()[0]}
         db = await asyncpg.connect(dsn)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from datetime import datetime, timezone
 
 import asyncpg
@@ -11,11 +10,11 @@ import nats
 import pytest
 
 from services.registry.app import spec
-from shared import bus, envelope, store
+from shared import store
 from shared.consumer import Consumer
 from shared.contracts.registry import HouseholdRegistered
 from shared.relay import Relay
-from shared.subjects import event_subject
+from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY, Client, community, read_stream, running
 
 pytestmark = pytest.mark.integration
@@ -112,22 +111,13 @@ async def test_relay_killed_between_publish_and_delete_sends_no_duplicate(nats_u
 
 
 async def publish_households(nats_url: str, count: int) -> list[str]:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await bus.ensure_stream(js)
-    ids = []
     at = datetime(2020, 2, 1, tzinfo=timezone.utc)
-    for i in range(count):
-        event = HouseholdRegistered(community=COMMUNITY, compound="nangong-1", building="b1",
-                                    household=f"h-{i}", address=f"room {i}", registered_at=at,
-                                    registered_by="staff:li-wei")
-        env = envelope.wrap(event, stream_id=f"household:h-{i}", stream_version=1, occurred_at=at,
-                            actor="staff:li-wei", correlation_id=str(uuid.uuid4()))
-        await js.publish(event_subject(COMMUNITY, "registry", "HouseholdRegistered"),
-                         envelope.encode(env), headers={"Nats-Msg-Id": env.event_id})
-        ids.append(env.event_id)
-    await nc.close()
-    return ids
+    events = [HouseholdRegistered(community=COMMUNITY, compound="nangong-1", building="b1", household=f"h-{i}",
+                                  address=f"room {i}", registered_at=at, registered_by="staff:li-wei")
+              for i in range(count)]
+    envs = await publish_events(nats_url, events, occurred_at=at, actor="staff:li-wei",
+                                stream_ids=[f"household:h-{i}" for i in range(count)])
+    return [env.event_id for env in envs]
 
 
 async def effects_schema(pg_dsn: str) -> asyncpg.Pool:

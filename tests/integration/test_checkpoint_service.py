@@ -25,6 +25,7 @@ from shared.contracts.quarantine import AreaSealed, CaseClosed, CaseOpened, Case
 from shared.contracts.registry import CompoundRegistered, HouseholdRegistered
 from shared.service import ServiceHost
 from shared.subjects import event_subject
+from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY, Client, community, household, read_stream, resident, running
 
 pytestmark = pytest.mark.integration
@@ -42,15 +43,8 @@ async def eventually(check, timeout=10.0):
 
 async def publish(nats_url: str, *events, service: str = "quarantine") -> None:
     """Publish events in the contract's shape, as another service's relay would."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await bus.ensure_stream(js)
-    for event in events:
-        env = envelope.wrap(event, stream_id=f"test:{uuid.uuid4()}", stream_version=1, occurred_at=AT,
-                            actor="staff:zhao-lei", correlation_id=str(uuid.uuid4()))
-        await js.publish(event_subject(event.community, service, type(event).__name__),
-                         envelope.encode(env), headers={"Nats-Msg-Id": env.event_id})
-    await nc.close()
+    assert all(type(e).service == service for e in events)
+    await publish_events(nats_url, events, occurred_at=AT)
 
 
 @dataclass

@@ -12,13 +12,14 @@ import asyncpg
 import nats
 
 from services.logistics.app import spec as logistics_spec
-from shared import bus, envelope
+from shared import envelope
 from shared.config import Config
 from shared.contracts.quarantine import AreaSealed, CaseClosed, CaseOpened, SealLifted
 from shared.contracts.registry import CompoundRegistered, HouseholdRegistered, ResidentRegistered
 from shared.envelope import Event
 from shared.service import ServiceHost
 from shared.subjects import event_subject
+from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY
 
 CST = timezone(timedelta(hours=8))
@@ -67,18 +68,9 @@ async def stop(host: ServiceHost) -> None:
 
 async def publish(nats_url: str, items: list[tuple[Event, str, str]], at: datetime = MORNING) -> list[str]:
     """Publish events (event, service, stream id) as their owning service would; their ids."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await bus.ensure_stream(js)
-    ids = []
-    for version, (event, service, stream_id) in enumerate(items, start=1):
-        env = envelope.wrap(event, stream_id=stream_id, stream_version=version, occurred_at=at,
-                            actor=STAFF, correlation_id=str(uuid.uuid4()))
-        await js.publish(event_subject(event.community, service, type(event).__name__),
-                         envelope.encode(env), headers={"Nats-Msg-Id": env.event_id})
-        ids.append(env.event_id)
-    await nc.close()
-    return ids
+    envs = await publish_events(nats_url, [e for e, _, _ in items], occurred_at=at, actor=STAFF,
+                                stream_ids=[s for _, _, s in items], versions=range(1, len(items) + 1))
+    return [env.event_id for env in envs]
 
 
 async def republish(nats_url: str, event: Event, service: str, event_id: str, at: datetime = MORNING) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,12 +13,12 @@ import nats
 
 from services.quarantine.app import spec
 from services.quarantine.rules import Policy
-from shared import bus, envelope
+from shared import envelope
 from shared.config import Config
 from shared.contracts.registry import CompoundRegistered, HouseholdRegistered, ResidentRegistered
 from shared.envelope import Event
 from shared.service import ServiceHost
-from shared.subjects import event_subject
+from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY, Client
 
 CITY = ZoneInfo("Asia/Shanghai")
@@ -75,16 +74,8 @@ async def query(c: Client, name: str, **fields) -> dict:
 async def publish(nats_url: str, event: Event, *, service: str, occurred_at: datetime,
                   event_id: str | None = None, msg_id: str | None = None) -> envelope.Envelope:
     """Publish one event as ``service``'s relay would (``msg_id`` defaults to the event id)."""
-    env = envelope.wrap(event, stream_id=f"{service}:{uuid.uuid4()}", stream_version=1, occurred_at=occurred_at,
-                        actor="staff:zhao-lei", correlation_id=str(uuid.uuid4()), event_id=event_id)
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        await bus.ensure_stream(js)
-        await js.publish(event_subject(event.community, service, type(event).__name__), envelope.encode(env),
-                         headers={"Nats-Msg-Id": msg_id or env.event_id})
-    finally:
-        await nc.close()
+    assert type(event).service == service
+    [env] = await publish_events(nats_url, [event], occurred_at=occurred_at, event_id=event_id, msg_id=msg_id)
     return env
 
 

@@ -102,3 +102,29 @@ async def read_stream(nats_url: str, expect: int, timeout: float = 10.0, subject
         return out
     finally:
         await nc.close()
+
+
+async def publish_events(nats_url: str, events, *, occurred_at, actor: str = "staff:zhao-lei",
+                         stream_ids=None, versions=None, event_id: str | None = None,
+                         msg_id: str | None = None) -> list:
+    """Publish events as their owning services' relays would: subject from the event's own service,
+    ``Nats-Msg-Id`` = event id unless ``msg_id`` says otherwise. Returns the envelopes."""
+    from shared import bus, envelope
+    from shared.subjects import event_subject
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await bus.ensure_stream(js)
+        out = []
+        for i, event in enumerate(events):
+            env = envelope.wrap(
+                event, stream_id=stream_ids[i] if stream_ids else f"test:{uuid.uuid4()}",
+                stream_version=versions[i] if versions else 1, occurred_at=occurred_at, actor=actor,
+                correlation_id=str(uuid.uuid4()), event_id=event_id)
+            await js.publish(event_subject(event.community, type(event).service, env.type),
+                             envelope.encode(env), headers={"Nats-Msg-Id": msg_id or env.event_id})
+            out.append(env)
+        return out
+    finally:
+        await nc.close()
