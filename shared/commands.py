@@ -78,6 +78,14 @@ class Context:
             return self._pending.states[stream_id]
         return await self._batch.load(stream_id)
 
+    def held(self, stream_id: str) -> tuple[Any, int] | None:
+        """The state and version of a stream if the batch already holds it (loaded, or changed by
+        an earlier command), else None — without a query. For handlers that can read a stream
+        from a snapshot of their own when the batch has not loaded it."""
+        if stream_id in self._pending.states:
+            return self._pending.states[stream_id]
+        return self._batch.cache.get(stream_id)
+
     async def load_many(self, stream_ids: list[str]) -> list[tuple[Any, int]]:
         """Like :meth:`load` for many streams, with one query for those not loaded yet."""
         await self._batch.prefetch([s for s in stream_ids if s not in self._pending.states])
@@ -208,7 +216,15 @@ class _Item:
 
 
 class CommandRuntime:
-    """Runs a service's commands with group commit. One writer task per process."""
+    """Runs a service's commands with group commit: one writer task per process, plus the writers
+    of any *lanes*.
+
+    A lane (``lanes={"record_missed_checkins": 2}``) gives a command writers of its own that take
+    one command per transaction, so one lane command is decided while another commits. They run
+    beside the main writer exactly as another replica of the service would (each batch its own
+    transaction; a lost race is decided again), so a lane is safe wherever replicas are. Meant for
+    bulk commands over disjoint streams, such as the scheduler's chunks of cases.
+    """
 
     def __init__(
         self,
@@ -221,6 +237,7 @@ class CommandRuntime:
         prepare_batch: Callable[[asyncpg.Connection, list[Any], dict], Awaitable[None]] | None = None,
         batch_max: int = 256,
         on_commit: Callable[[], None] | None = None,
+        lanes: dict[str, int] | None = None,
     ):
         self.service = service
         self.pool = pool
@@ -231,33 +248,39 @@ class CommandRuntime:
         self.batch_max = batch_max
         self.on_commit = on_commit
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._task: asyncio.Task | None = None
+        self.lanes = dict(lanes or {})
+        self._lane_queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
         self.committed = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._writer(), name=f"{self.service}.writer")
+        self._tasks = [asyncio.create_task(self._writer(self._queue, self.batch_max), name=f"{self.service}.writer")]
+        self._tasks += [asyncio.create_task(self._writer(self._lane_queue, 1), name=f"{self.service}.lane-{name}-{i}")
+                        for name, writers in self.lanes.items() for i in range(writers)]
 
     async def stop(self) -> None:
-        await cancel(self._task)
-        self._task = None
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.future.done():
-                item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
+        for task in self._tasks:
+            await cancel(task)
+        self._tasks = []
+        for queue in (self._queue, self._lane_queue):
+            while not queue.empty():
+                item = queue.get_nowait()
+                if not item.future.done():
+                    item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
 
     async def execute(self, name: str, cmd: Any) -> bytes:
         """Queue a parsed command; returns the encoded reply once committed (or refused)."""
-        if self._task is None:
+        if not self._tasks:
             raise RuntimeError("CommandRuntime.start() first")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(name, cmd, future))
+        (self._lane_queue if name in self.lanes else self._queue).put_nowait(_Item(name, cmd, future))
         return await future
 
-    async def _writer(self) -> None:
+    async def _writer(self, queue: asyncio.Queue, batch_max: int) -> None:
         while True:
-            items = [await self._queue.get()]
-            while len(items) < self.batch_max and not self._queue.empty():
-                items.append(self._queue.get_nowait())
+            items = [await queue.get()]
+            while len(items) < batch_max and not queue.empty():
+                items.append(queue.get_nowait())
             try:
                 await self._run_batch(items)
             except asyncio.CancelledError:

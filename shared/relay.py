@@ -9,8 +9,10 @@ so a second replica waits instead of interleaving.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import asyncpg
+import msgspec
 from nats.aio.client import Client
 
 from shared import log as logging
@@ -18,6 +20,35 @@ from shared.tasks import cancel
 from shared.subjects import STREAM
 
 log = logging.get("relay")
+
+
+class PubAck(msgspec.Struct):
+    """JetStream's answer to a publish: where it was stored, or why not."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict | None = None
+
+
+_pub_ack = msgspec.json.Decoder(PubAck)
+
+
+class _Round:
+    """The PubAcks awaited for one batch of rows, by index."""
+
+    def __init__(self, number: int, size: int):
+        self.number = number
+        self.acks: list[PubAck | None] = [None] * size
+        self.missing = size
+        self.done = asyncio.Event()
+
+    def settle(self, index: int, ack: PubAck) -> None:
+        if 0 <= index < len(self.acks) and self.acks[index] is None:
+            self.acks[index] = ack
+            self.missing -= 1
+            if self.missing == 0:
+                self.done.set()
 
 
 class Relay:
@@ -34,7 +65,9 @@ class Relay:
         self.service = service
         self.pool = pool
         self.nc = nc
-        self.js = nc.jetstream(timeout=ack_timeout)
+        self._inbox: str | None = None
+        self._round: _Round | None = None
+        self._rounds = itertools.count(1)
         self.batch = batch
         self.ack_timeout = ack_timeout
         self.poll_interval = poll_interval
@@ -56,6 +89,30 @@ class Relay:
     async def stop(self) -> None:
         await cancel(self._task)
         self._task = None
+        self._round = None
+
+    async def _ensure_inbox(self) -> str:
+        # One subscription for the relay's life: nats-py renews it after a reconnect.
+        if self._inbox is None:
+            inbox = self.nc.new_inbox()
+            await self.nc.subscribe(f"{inbox}.>", cb=self._on_ack, pending_msgs_limit=-1, pending_bytes_limit=-1)
+            self._inbox = inbox
+        return self._inbox
+
+    async def _on_ack(self, msg) -> None:
+        # Reply subjects are <inbox>.<round>.<index>; an ack of an abandoned round is dropped.
+        current = self._round
+        number, _, index = msg.subject[len(self._inbox) + 1:].partition(".")
+        if current is None or number != str(current.number):
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            ack = PubAck(error={"code": 503, "description": "no stream captures the subject (no responders)"})
+        else:
+            try:
+                ack = _pub_ack.decode(msg.data)
+            except msgspec.DecodeError:
+                ack = PubAck(error={"code": 0, "description": f"unreadable PubAck {msg.data[:100]!r}"})
+        current.settle(int(index), ack)
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -121,37 +178,7 @@ class Relay:
         )
         if not rows:
             return 0
-        futures: list[asyncio.Future] = []
-        acked: list[int] = []
-        error: Exception | None = None
-        try:
-            for row in rows:
-                # No wait_stall: with it nats-py wraps every publish in wait_for (a task each).
-                futures.append(
-                    await self.js.publish_async(
-                        row["subject"], bytes(row["envelope"]), headers={"Nats-Msg-Id": row["event_id"]}
-                    )
-                )
-            # nats-py can leave a rejected publish_async future unresolved: bound the wait.
-            await asyncio.wait(futures, timeout=self.ack_timeout)
-            for row, future in zip(rows, futures):
-                if not future.done():
-                    error = TimeoutError(f"no PubAck within {self.ack_timeout}s")
-                    break
-                if future.cancelled() or future.exception() is not None:
-                    error = future.exception() if not future.cancelled() else RuntimeError("cancelled")
-                    break
-                ack = future.result()
-                if ack.stream != STREAM:
-                    error = RuntimeError(f"{row['subject']} was captured by stream {ack.stream}")
-                    break
-                acked.append(row["position"])
-        except Exception as exc:  # e.g. the connection closed while publishing
-            error = exc
-        finally:
-            for future in futures:
-                if not future.done():
-                    future.cancel()  # frees nats-py's pending-publish slot
+        acked, error = await self._publish(rows)
         if acked:
             # Only a prefix is deleted: what follows a failure is published again, in order
             # (JetStream drops the copies it already has by Nats-Msg-Id).
@@ -159,6 +186,34 @@ class Relay:
         if error is not None:
             raise error
         return len(acked)
+
+    async def _publish(self, rows) -> tuple[list[int], Exception | None]:
+        """Publish the rows; the positions of the acknowledged prefix, and what stopped it."""
+        inbox = await self._ensure_inbox()
+        current = self._round = _Round(next(self._rounds), len(rows))
+        acked: list[int] = []
+        try:
+            for i, row in enumerate(rows):
+                await self.nc.publish(row["subject"], bytes(row["envelope"]), reply=f"{inbox}.{current.number}.{i}",
+                                      headers={"Nats-Msg-Id": row["event_id"]})
+            try:
+                async with asyncio.timeout(self.ack_timeout):
+                    await current.done.wait()
+            except TimeoutError:
+                pass
+        except Exception as exc:  # e.g. the connection closed while publishing
+            return acked, exc
+        finally:
+            self._round = None
+        for row, ack in zip(rows, current.acks):
+            if ack is None:
+                return acked, TimeoutError(f"no PubAck within {self.ack_timeout}s")
+            if ack.error is not None:
+                return acked, RuntimeError(f"JetStream refused {row['subject']}: {ack.error}")
+            if ack.stream != STREAM:
+                return acked, RuntimeError(f"{row['subject']} was captured by stream {ack.stream}")
+            acked.append(row["position"])
+        return acked, None
 
     async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> None:
         await conn.execute(f"DELETE FROM {self.service}.outbox WHERE position = ANY($1)", positions)

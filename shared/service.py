@@ -80,6 +80,8 @@ class ServiceSpec:
     queries: dict[str, Callable[["ServiceHost", bytes], Awaitable[dict]]] = field(default_factory=dict)
     #: long-running tasks (e.g. a scheduler): async (host) -> None, cancelled at stop
     background: list[Callable[["ServiceHost"], Awaitable[None]]] = field(default_factory=list)
+    #: command name -> writers of its own, one command per transaction (see CommandRuntime)
+    lanes: dict[str, int] = field(default_factory=dict)
 
 
 class ServiceHost:
@@ -120,6 +122,7 @@ class ServiceHost:
             prepare_batch=spec.prepare_batch,
             batch_max=config.batch_max,
             on_commit=self.relay.wake,
+            lanes=spec.lanes,
         )
         await self.runtime.start()
         await self.relay.start()

@@ -35,9 +35,12 @@ def spec(policy: rules.Policy | None = None, interval: float | None = None,
         handlers=handlers.build(policy),
         evolve=domain.evolve,
         prefetch=handlers.prefetch,
+        prepare_batch=handlers.prepare_batch,
         extra_ddl=directory.ddl(NAME) + tables.DDL,
         consumers=[directory.consumer(NAME)],
         policies=policies.build(policy),
         queries=queries.QUERIES,
         background=[scheduler.background(policy, interval)],
+        # The sweep's chunks are disjoint sets of cases: one is decided while another commits.
+        lanes={"record_missed_checkins": 2},
     )

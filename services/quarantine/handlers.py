@@ -48,8 +48,8 @@ def prefetch(cmd: Command) -> list[str]:
             return [domain.case_stream(cmd.case), domain.day_stream(cmd.case, cmd.on)]
         case TransferCase() | ReleaseCase():
             return [domain.case_stream(cmd.case)]
-        case RecordMissedCheckins():
-            return [s for c in cmd.cases for s in (domain.case_stream(c), domain.day_stream(c, cmd.on))]
+        case RecordMissedCheckins():  # the cases themselves come from their rows (prepare_batch)
+            return [domain.day_stream(c, cmd.on) for c in cmd.cases]
         case Seal() | LiftSeal():
             return [domain.seal_stream(cmd.community, cmd.compound)]
         case ScheduleScreening() if cmd.screening is not None:
@@ -59,12 +59,30 @@ def prefetch(cmd: Command) -> list[str]:
     return []
 
 
+async def prepare_batch(conn, cmds: list[Command], local: dict) -> None:
+    """The cases of the batch's missed-check-in sweeps, from their rows, in one query."""
+    ids = [c for cmd in cmds if isinstance(cmd, RecordMissedCheckins) for c in cmd.cases]
+    if ids:
+        local["case_rows"] = {row[0]: tables.case_of_row(row) for row in await conn.fetch(tables.CASES_BY_ID, ids)}
+
+
 # -- loading facts -------------------------------------------------------------------------
 
 
 async def _state(ctx: Context, stream_id: str):
     state, _ = await ctx.load(stream_id)
     return state
+
+
+async def _case_for_reading(ctx: Context, case_id: str) -> domain.Case | None:
+    """The case as this batch sees it: what an earlier command of the batch made of it, else its
+    row's snapshot taken by :func:`prepare_batch`, else its stream."""
+    stream = domain.case_stream(case_id)
+    held = ctx.held(stream)
+    if held is not None:
+        return held[0]
+    rows = ctx.local.get("case_rows", {})
+    return rows[case_id] if case_id in rows else await _state(ctx, stream)
 
 
 async def _open_case_of(ctx: Context, resident: str) -> domain.Case | None:
@@ -155,7 +173,7 @@ def build(policy: Policy) -> dict[str, Callable]:
         marked: list[str] = []
         for case_id in cmd.cases:
             stream = domain.day_stream(case_id, cmd.on)
-            case = await _state(ctx, domain.case_stream(case_id))
+            case = await _case_for_reading(ctx, case_id)
             day, version = await ctx.load(stream)
             try:
                 event = rules.missed_checkin(case, day, case_id, cmd, policy)
@@ -166,7 +184,8 @@ def build(policy: Policy) -> dict[str, Callable]:
             marked.append(case_id)
         if marked:
             ctx.write(tables.MARK_MISSED, marked, cmd.on)  # one statement for the whole chunk
-        ctx.reply_with(missed=len(marked), skipped=skipped)
+        # A count, not ~1,000 envelopes: they are on the feed, and the reply is stored per command.
+        ctx.reply_with(events=[], missed=len(marked), skipped=skipped)
 
     async def seal(cmd: Seal | LiftSeal, ctx: Context) -> None:
         stream = domain.seal_stream(cmd.community, cmd.compound)

@@ -111,8 +111,6 @@ class Scheduler:
         digest = hashlib.sha1("\n".join(cases).encode()).hexdigest()[:20]
         cmd = RecordMissedCheckins(command_id=f"missed:{day}:{digest}", actor=ACTOR, occurred_at=now,
                                    on=day, cases=cases)
-        # host.execute would build a dict for each of the reply's ~1,000 envelopes; only the
-        # counts are needed here, so the reply is decoded into a small struct instead.
         reply = _missed_reply.decode(await self.host.runtime.execute("record_missed_checkins", cmd))
         if not reply.ok:
             raise SweepFailed(f"record_missed_checkins for {day}: {reply.error}")

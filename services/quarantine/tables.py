@@ -78,6 +78,23 @@ def case_row(case: Case, *, checkin_on: date | None = None, missed_on: date | No
     )
 
 
+# A case as its row says, for commands that read many cases and change none (the missed-check-in
+# sweep): the row is written in the same transaction as the case's events, so it is the state
+# their replay gives — a snapshot that costs one index look-up instead of a decode per event.
+CASES_BY_ID = """
+SELECT case_id, resident, community, household, compound, building, kind, reason, stage,
+       starts_on, ends_on, due_from, opened_at, closed_on
+FROM quarantine.cases WHERE case_id = ANY($1::text[])
+"""
+
+
+def case_of_row(row) -> Case:
+    """The :class:`Case` a :data:`CASES_BY_ID` row stands for."""
+    return Case(case=row[0], resident=row[1], community=row[2], household=row[3], compound=row[4],
+                building=row[5], kind=row[6], reason=row[7], stage=row[8], starts_on=row[9], ends_on=row[10],
+                due_from=row[11], opened_at=row[12], closed_on=row[13])
+
+
 # The scheduler's bulk mark: counters only, so it commutes with UPSERT_CASE; every case in it
 # existed before the command was decided, so its row was written by an earlier statement.
 MARK_MISSED = """

@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from services.registry.app import spec
-from shared import store
+from shared import bus, store
 from shared.consumer import Consumer
 from shared.contracts.registry import HouseholdRegistered
 from shared.relay import Relay
@@ -105,6 +105,32 @@ async def test_relay_killed_between_publish_and_delete_sends_no_duplicate(nats_u
     recorded = await recorded_event_ids(pg_dsn)
     published = [json.loads(m.data)["event_id"] for m in await read_stream(nats_url, 42, timeout=1.0)]
     assert published == recorded and len(recorded) == 21
+
+
+async def test_without_the_event_stream_the_relay_keeps_every_row_and_says_why(nats_url, pg_dsn):
+    async with running(spec(), nats_url, pg_dsn) as host:
+        await host.relay.stop()
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await js.delete_stream("CORDON")
+        await community(Client(nc))
+        relay = Relay(service="registry", pool=host.pool, nc=host.nc, ack_timeout=2.0)
+        async with host.pool.acquire() as conn:
+            with pytest.raises(RuntimeError, match="no stream captures"):
+                await relay.publish_once(conn)
+            assert await store.outbox_depth(conn, "registry") == 1
+            # Captured by a stream that is not Cordon's: refused too, the row kept.
+            await js.add_stream(name="STRAY", subjects=["cordon.evt.>"])
+            with pytest.raises(RuntimeError, match="captured by stream STRAY"):
+                await relay.publish_once(conn)
+            assert await store.outbox_depth(conn, "registry") == 1
+            await js.delete_stream("STRAY")
+            await bus.ensure_stream(js)
+            assert await relay.publish_once(conn) == 1
+            assert await store.outbox_depth(conn, "registry") == 0
+        await nc.close()
+    [published] = await read_stream(nats_url, 1)
+    assert json.loads(published.data)["event_id"] == (await recorded_event_ids(pg_dsn))[0]
 
 
 # -- consumers -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from services.quarantine import domain, tables
 from services.quarantine.rules import Policy
 from services.quarantine.scheduler import Scheduler
 from tests.integration.test_quarantine_support import (
@@ -24,6 +25,8 @@ from tests.integration.test_quarantine_support import (
     registry_facts,
     swept,
 )
+from shared import envelope as env
+from shared import store
 from tests.support.cordon import COMMUNITY
 
 pytestmark = pytest.mark.integration
@@ -205,3 +208,55 @@ async def test_a_sweep_in_small_chunks_marks_each_silent_case_once(nats_url, pg_
         missed = sorted(e["data"]["case"] for e in await events_of(host, "CheckinMissed"))
         assert missed == ["case-0", "case-1", "case-2", "case-4", "case-6"]
         assert await host.pool.fetchval("SELECT missed FROM quarantine.sweeps WHERE day = $1", day(1)) == 5
+
+
+async def case_row_and_replay(host, case_id: str):
+    row = await host.pool.fetchrow(tables.CASES_BY_ID, [case_id])
+    async with host.pool.acquire() as conn:
+        events = [env.decode(r["envelope"])[1] for r in await store.load_streams(conn, "quarantine", [f"case:{case_id}"])]
+    return tables.case_of_row(row), domain.replay(events)
+
+
+async def test_a_case_row_is_the_state_its_events_replay_to_at_every_step(nats_url, pg_dsn):
+    # The missed-check-in sweep reads cases from their rows; this is what lets it.
+    await registry_facts(nats_url, {"r-zhao": "b1"})
+    clock = Clock(at(1))
+    async with quarantine(nats_url, pg_dsn, clock, interval=3600) as host, client(nats_url) as c:
+        await directory_knows(host, "r-zhao")
+        steps = [
+            (1, "open_case", dict(community=COMMUNITY, resident="r-zhao", kind="home", reason="arrival",
+                                  starts_on=str(day(1)), case="case-z")),
+            (1, "record_checkin", dict(case="case-z", on=str(day(1)), temperature_c=36.5)),
+            (3, "transfer_case", dict(case="case-z", to="hospital")),
+            (6, "release_case", dict(case="case-z", on=str(day(6)))),
+            (8, "transfer_case", dict(case="case-z", to="centralized")),
+            (21, "release_case", dict(case="case-z", on=str(day(21)))),
+            (28, "release_case", dict(case="case-z", on=str(day(28)))),
+        ]
+        for n, name, fields in steps:
+            clock.now = at(n)
+            await c.ok(name, **fields)
+            snapshot, replayed = await case_row_and_replay(host, "case-z")
+            assert snapshot == replayed, (n, name)
+        assert replayed.closed and replayed.stage == "monitoring"
+
+
+async def test_record_missed_checkins_answers_counts_and_the_reason_for_each_case_skipped(nats_url, pg_dsn):
+    residents = {f"r-{i}": "b1" for i in range(3)}
+    await registry_facts(nats_url, residents)
+    clock = Clock(at(1))
+    async with quarantine(nats_url, pg_dsn, clock, interval=3600) as host, client(nats_url) as c:
+        await directory_knows(host, *residents)
+        for i, r in enumerate(residents):
+            await c.ok("open_case", community=COMMUNITY, resident=r, kind="home", reason="close_contact",
+                       starts_on=str(day(1)), case=f"case-{i}")
+        await c.ok("record_checkin", case="case-1", on=str(day(1)), temperature_c=36.6)
+        await c.ok("transfer_case", case="case-2", to="hospital")
+        clock.now = at(1, "19:00")
+        reply = await c.ok("record_missed_checkins", on=str(day(1)), cases=["case-0", "case-1", "case-2", "case-9"])
+        assert reply["missed"] == 1 and reply["events"] == []
+        assert reply["skipped"] == {"case-1": "checked_in", "case-2": "in_hospital", "case-9": "not_found"}
+        [missed] = await events_of(host, "CheckinMissed")
+        assert missed["data"]["case"] == "case-0"
+        again = await c.ok("record_missed_checkins", on=str(day(1)), cases=["case-0"])
+        assert again["missed"] == 0 and again["skipped"] == {"case-0": "already_missed"}

@@ -1,0 +1,29 @@
+"""The envelope codec and event ids: every event id is a well-formed random UUID."""
+import uuid
+from datetime import datetime, timezone
+
+from shared import envelope as env
+from shared.contracts.quarantine import CheckinMissed
+
+
+def test_event_ids_are_version_4_uuids_in_canonical_text():
+    ids = [env.new_id() for _ in range(20_000)]
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+    assert len(set(ids)) == len(ids)
+
+
+def test_every_variant_nibble_is_one_of_8_9_a_b():
+    assert {env.new_id()[19] for _ in range(2_000)} == set("89ab")
+
+
+def test_an_envelope_round_trips_with_its_typed_event():
+    at = datetime(2026, 11, 2, 20, 30, tzinfo=timezone.utc)
+    event = CheckinMissed(community="c-1", case="case-1", resident="r-1", on=at.date(), missed_at=at,
+                          missed_by="system:checkin-scheduler")
+    wrapped = env.wrap(event, stream_id="checkin:case-1:2026-11-02", stream_version=1, occurred_at=at,
+                       actor="system:checkin-scheduler", correlation_id="cmd-1", recorded_at=at)
+    raw, decoded = env.decode(env.encode(wrapped))
+    assert decoded == event
+    assert (raw.type, raw.schema, raw.stream_version, raw.event_id) == ("CheckinMissed", 1, 1, wrapped.event_id)
