@@ -41,6 +41,8 @@ def spec(policy: rules.Policy | None = None, interval: float | None = None,
         policies=policies.build(policy),
         queries=queries.QUERIES,
         background=[scheduler.background(policy, interval)],
-        # The sweep's chunks are disjoint sets of cases: one is decided while another commits.
-        lanes={"record_missed_checkins": 2},
+        # The sweep's chunks are disjoint sets of cases, four in flight (Scheduler.in_flight):
+        # some are decided while others commit. Measured: 2 writers 5.1–5.5 s, 4 writers 4.4–4.5 s
+        # for 100,000 missed check-ins, alternating in one run.
+        lanes={"record_missed_checkins": 4},
     )

@@ -86,3 +86,52 @@ async def test_two_appends_to_one_stream_at_one_version_exactly_one_wins(pg_dsn)
     assert await conn_a.fetchval("SELECT count(*) FROM probe.events WHERE stream_id = 'probe:s'") == 1
     await conn_a.close()
     await conn_b.close()
+
+
+# -- lanes -----------------------------------------------------------------------------------
+
+
+class BulkNote(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    streams: list[str]
+    note: int
+
+
+def lane_spec(inside: dict) -> ServiceSpec:
+    async def bulk_note(cmd: BulkNote, ctx) -> None:
+        inside["now"] += 1
+        inside["most"] = max(inside["most"], inside["now"])
+        try:
+            await asyncio.sleep(0.05)  # long enough for the other lane writer to start one too
+            for stream in cmd.streams:
+                _, version = await ctx.load(f"probe:{stream}")
+                ctx.append(f"probe:{stream}", version, [ProbeNoted(community=COMMUNITY, note=cmd.note)])
+        finally:
+            inside["now"] -= 1
+
+    commands = {"note": Note, "bulk_note": BulkNote}
+    return ServiceSpec(
+        name="probe", commands=commands, parsers={n: partial(decode, "probe", commands, n) for n in commands},
+        handlers={"note": note, "bulk_note": bulk_note}, evolve=lambda state, event: event.note,
+        extra_ddl="CREATE TABLE IF NOT EXISTS probe.notes (note integer CHECK (note <> 13))",
+        lanes={"bulk_note": 2},
+    )
+
+
+async def test_lane_commands_run_beside_the_main_writer_and_a_lost_race_is_decided_again(nats_url, pg_dsn):
+    inside = {"now": 0, "most": 0}
+    async with running(lane_spec(inside), nats_url, pg_dsn) as host:
+        nc = await nats.connect(nats_url)
+        bulk = [host.execute("bulk_note", BulkNote(command_id=f"b-{i}", actor="system:test", note=100 + i,
+                                                    streams=[f"s{i}-{j}" for j in range(5)])) for i in range(6)]
+        # The main writer appends to the same streams meanwhile: every stream takes both, in some order.
+        main = [send(nc, command_id=f"n-{i}-{j}", stream=f"s{i}-{j}", note=i * 10 + j)
+                for i in range(6) for j in range(5) if (i * 10 + j) != 13]
+        replies = await asyncio.gather(*bulk, *main)
+        await nc.close()
+    assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]]
+    assert inside["most"] == 2  # two lane commands were being decided at once
+    conn = await asyncpg.connect(pg_dsn)
+    rows = await conn.fetch("SELECT stream_id, array_agg(version ORDER BY version) v FROM probe.events GROUP BY 1")
+    await conn.close()
+    expected = {f"probe:s{i}-{j}": (1 if i * 10 + j == 13 else 2) for i in range(6) for j in range(5)}
+    assert {r["stream_id"]: list(r["v"]) for r in rows} == {s: list(range(1, n + 1)) for s, n in expected.items()}
