@@ -11,6 +11,7 @@ import pytest
 
 from services.registry.app import spec
 from shared import bus, store
+from shared import envelope as env
 from shared.consumer import Consumer
 from shared.contracts.registry import HouseholdRegistered
 from shared.relay import Relay
@@ -131,6 +132,34 @@ async def test_without_the_event_stream_the_relay_keeps_every_row_and_says_why(n
         await nc.close()
     [published] = await read_stream(nats_url, 1)
     assert json.loads(published.data)["event_id"] == (await recorded_event_ids(pg_dsn))[0]
+
+
+async def test_a_row_committed_late_below_a_published_one_goes_out_without_waiting_for_a_rescan(nats_url, pg_dsn):
+    # Two writers (lanes, replicas) take positions at insert and commit in either order.
+    def event(n: int) -> store.NewEvent:
+        return store.NewEvent(event_id=env.new_id(), stream_id=f"probe:{n}", version=1, type="ProbeNoted",
+                              community=COMMUNITY, recorded_at=env.utcnow(), envelope=b'{"n":%d}' % n,
+                              subject=f"cordon.evt.{COMMUNITY}.registry.ProbeNoted")
+
+    async with running(spec(), nats_url, pg_dsn) as host:
+        await host.relay.stop()
+        relay = Relay(service="registry", pool=host.pool, nc=host.nc)
+        relay.rescan_interval = 3600.0  # only the look-back can find the late row
+        async with host.pool.acquire() as slow, host.pool.acquire() as fast, host.pool.acquire() as conn:
+            async with conn.transaction():
+                await store.append(conn, "registry", [event(0)])
+            assert await relay.publish_once(conn) == 1  # the relay has published up to here
+            late = slow.transaction()
+            await late.start()
+            await store.append(slow, "registry", [event(1)])  # takes the lower position
+            async with fast.transaction():
+                await store.append(fast, "registry", [event(2)])
+            assert await relay.publish_once(conn) == 1  # event 2; event 1 is not committed yet
+            await late.commit()
+            assert await relay.publish_once(conn) == 1  # event 1, found below the published one
+            assert await store.outbox_depth(conn, "registry") == 0
+    published = [json.loads(m.data)["n"] for m in await read_stream(nats_url, 3)]
+    assert published == [0, 2, 1]
 
 
 # -- consumers -------------------------------------------------------------------------------
