@@ -10,6 +10,12 @@ Writers commit in any order (the runtime's lanes, replicas), so a row may become
 one already published: the relay looks back to such a hole for a second, and every
 ``rescan_interval`` scans the whole outbox as a backstop. Per-stream order holds either way: a
 stream's next event is only appended once its previous one is committed.
+
+Each row is a plain NATS publish with its own reply subject under one wildcard inbox of the relay,
+and the PubAcks are counted as they come back. nats-py's ``publish_async`` does the same on the
+wire but makes a future, a NUID and a parsed ``PubAck`` object per message: ~38 µs of the
+service's event loop per event, against ~13 µs here (100,000 messages, measured), and the relay
+shares that loop with the service's commands.
 """
 from __future__ import annotations
 
