@@ -39,7 +39,9 @@ class Config:
     dedupe_window_s: float = 20 * 60
     #: Attempts before a consumer parks a failing message as a dead letter.
     park_after: int = 5
-    pg_pool_max: int = 10
+    #: PostgreSQL connections per service process: the writer and its lanes, the relay, each
+    #: consumer and policy, queries. Quarantine alone holds up to 9 during a sweep.
+    pg_pool_max: int = 16
     #: Replicas of the CORDON stream when it is first created: 3 on a 3-node NATS cluster.
     stream_replicas: int = 1
     extra: dict = field(default_factory=dict)
