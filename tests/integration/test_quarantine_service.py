@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -190,8 +191,11 @@ async def test_the_case_list_of_a_committee_and_the_history_of_a_resident(nats_u
         assert bad["error"]["code"] == "invalid"
 
 
-async def test_a_sweep_in_small_chunks_marks_each_silent_case_once(nats_url, pg_dsn):
-    residents = {f"r-{i}": "b1" for i in range(7)}
+@asynccontextmanager
+async def home_cases_after_day_1(nats_url, pg_dsn, count: int, *, checked_in: str, in_hospital: str):
+    """Given home cases case-0, case-1, ... from day 1, one checked in that day and one taken to
+    hospital; the clock past that day's check-in hour. Yields (host, client, clock)."""
+    residents = {f"r-{i}": "b1" for i in range(count)}
     await registry_facts(nats_url, residents)
     clock = Clock(at(1))
     async with quarantine(nats_url, pg_dsn, clock, interval=3600) as host, client(nats_url) as c:
@@ -199,9 +203,15 @@ async def test_a_sweep_in_small_chunks_marks_each_silent_case_once(nats_url, pg_
         for i, r in enumerate(residents):
             await c.ok("open_case", community=COMMUNITY, resident=r, kind="home", reason="close_contact",
                        starts_on=str(day(1)), case=f"case-{i}")
-        await c.ok("record_checkin", case="case-3", on=str(day(1)), temperature_c=36.6)
-        await c.ok("transfer_case", case="case-5", to="hospital")
+        await c.ok("record_checkin", case=checked_in, on=str(day(1)), temperature_c=36.6)
+        await c.ok("transfer_case", case=in_hospital, to="hospital")
         clock.now = at(1, "19:00")
+        yield host, c, clock
+
+
+async def test_a_sweep_in_small_chunks_marks_each_silent_case_once(nats_url, pg_dsn):
+    async with home_cases_after_day_1(nats_url, pg_dsn, 7, checked_in="case-3", in_hospital="case-5") as (
+            host, c, clock):
         scheduler = Scheduler(host, Policy(), chunk=2, in_flight=2)
         assert await scheduler.sweep(day(1), clock.now) == 5
         assert await scheduler.sweep(day(1), clock.now) == 0
@@ -242,17 +252,8 @@ async def test_a_case_row_is_the_state_its_events_replay_to_at_every_step(nats_u
 
 
 async def test_record_missed_checkins_answers_counts_and_the_reason_for_each_case_skipped(nats_url, pg_dsn):
-    residents = {f"r-{i}": "b1" for i in range(3)}
-    await registry_facts(nats_url, residents)
-    clock = Clock(at(1))
-    async with quarantine(nats_url, pg_dsn, clock, interval=3600) as host, client(nats_url) as c:
-        await directory_knows(host, *residents)
-        for i, r in enumerate(residents):
-            await c.ok("open_case", community=COMMUNITY, resident=r, kind="home", reason="close_contact",
-                       starts_on=str(day(1)), case=f"case-{i}")
-        await c.ok("record_checkin", case="case-1", on=str(day(1)), temperature_c=36.6)
-        await c.ok("transfer_case", case="case-2", to="hospital")
-        clock.now = at(1, "19:00")
+    async with home_cases_after_day_1(nats_url, pg_dsn, 3, checked_in="case-1", in_hospital="case-2") as (
+            host, c, clock):
         reply = await c.ok("record_missed_checkins", on=str(day(1)), cases=["case-0", "case-1", "case-2", "case-9"])
         assert reply["missed"] == 1 and reply["events"] == []
         assert reply["skipped"] == {"case-1": "checked_in", "case-2": "in_hospital", "case-9": "not_found"}
