@@ -15,7 +15,9 @@ dir, then measures on this machine, in one run:
      cases opened through the service's own commands, 90 % of them checked in today; then the time
      `Scheduler.sweep` takes after the check-in hour (a) with 10 % silent and (b) the next day with
      every case silent (100,000 CheckinMissed) — until every mark is recorded (committed), and
-     separately until the relay has them all on JetStream — and the process's peak RSS growth during each
+     separately until the relay has them all on JetStream — then (c) the day after again while
+     staff record late check-ins at --late-rate (200/s), their latency and errors — and the
+     process's peak RSS growth during each
      (flat memory: (b) emits 10x the events of (a) with about the same growth). Compared with the
      raw time to insert as many rows with executemany.
 The residents' directory rows (the registry's facts a service keeps locally) are written with COPY
@@ -228,6 +230,29 @@ async def bounded(coros, limit: int) -> list:
     return results
 
 
+async def late_checkins(host, on: date, cases: int, rate: float, stop: asyncio.Event) -> tuple[list[float], int]:
+    """record_checkin of ``on`` at a fixed rate until ``stop``, cases spread over all of them (some
+    before the sweep reaches them, some after: a late check-in is accepted either way). Seconds
+    from the scheduled time to the reply, as the command runtime gives it; and the errors."""
+    latencies, refused, pending, start, i = [], [], set(), now(), 0
+
+    async def one(n: int, due: float) -> None:
+        reply = await host.execute("record_checkin", RecordCheckin(
+            command_id=f"late-{on}-{n}", actor="staff:bench", case=f"sc-{(n * 7919) % cases:06d}", on=on,
+            temperature_c=36.6))
+        (latencies if reply["ok"] else refused).append(now() - due)
+
+    while not stop.is_set():
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - now()))
+        task = asyncio.create_task(one(i, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        i += 1
+    await asyncio.gather(*pending)
+    return latencies, len(refused)
+
+
 async def sweep_phase(r: dict, a, nats_url: str, dsn: str) -> None:
     clock_now = [datetime.combine(date.today(), datetime.min.time(), POLICY.tz) + timedelta(hours=10)]
     host = ServiceHost(spec(policy=POLICY, interval=10**6), Config(nats_url=nats_url, pg_dsn=dsn),
@@ -258,7 +283,7 @@ async def sweep_phase(r: dict, a, nats_url: str, dsn: str) -> None:
         # the service's loop only with the relay publishing its own CheckinMissed, as on a real
         # evening, not with a backlog the bench created.
         await outbox_drained(dsn, timeout=600)
-        for label, day in (("a", today), ("b", today + timedelta(days=1))):
+        for label, day in (("a", today), ("b", today + timedelta(days=1)), ("c", today + timedelta(days=2))):
             clock_now[0] = POLICY.deadline(day) + timedelta(minutes=30)
             r[f"sweep_{label}_open_cases"] = await host.pool.fetchval(
                 "SELECT count(*) FROM quarantine.cases WHERE open")
@@ -270,9 +295,19 @@ async def sweep_phase(r: dict, a, nats_url: str, dsn: str) -> None:
                     await asyncio.sleep(0.02)
 
             sampler = asyncio.create_task(sample())
+            stop_late, late = asyncio.Event(), None
+            if label == "c":  # staff keep recording late check-ins while the sweep runs
+                late = asyncio.create_task(late_checkins(host, day, a.cases, a.late_rate, stop_late))
             t0 = now()
             missed = await Scheduler(host, POLICY).sweep(day, clock_now[0])
             r[f"sweep_{label}_s"] = now() - t0
+            if late is not None:
+                stop_late.set()
+                latencies, errors = await late
+                r.update(late_checkin_rate=a.late_rate, late_checkins_sent=len(latencies) + errors,
+                         late_checkins_errors=errors,
+                         late_checkin_p50_ms=pct(latencies, 50), late_checkin_p99_ms=pct(latencies, 99),
+                         late_checkin_max_ms=max(latencies, default=0.0) * 1000)
             # Recorded is what the sweep answers for; when the feed has them all is the relay's
             # part, measured too.
             r[f"sweep_{label}_published_s"] = await outbox_drained(dsn, timeout=600) - t0
@@ -391,7 +426,7 @@ class Bench:
         rows = r["sweep_b_missed"] or 1
         r["sweep_b_ratio_to_raw_executemany"] = r["sweep_b_s"] / (rows / r["raw_pg_executemany_rows_per_s"])
         r["errors"] = (r["checkin_setup_errors"] + sum(r["checkin_errors_max"].values())
-                       + sum(r["checkin_errors_fixed"].values()) + r["setup_errors"])
+                       + sum(r["checkin_errors_fixed"].values()) + r["setup_errors"] + r["late_checkins_errors"])
         return r
 
 
@@ -418,6 +453,10 @@ def table(r: dict) -> str:
          f(r["sweep_b_s"], "s"), f"< {TARGET_SWEEP_S:g} s"),
         ("  (b) CheckinMissed per second", f(r["sweep_b_missed_per_s"], "/s"), ""),
         ("  (a) / (b) all on JetStream after", f"{r['sweep_a_published_s']:.2f} / {r['sweep_b_published_s']:.2f} s", ""),
+        (f"sweep (c): as (b), with late check-ins at {r['late_checkin_rate']:g}/s", f(r["sweep_c_s"], "s"), ""),
+        ("  late check-in p50 / p99 / max (in process)",
+         f"{r['late_checkin_p50_ms']:.1f} / {r['late_checkin_p99_ms']:.1f} / {r['late_checkin_max_ms']:.1f} ms", ""),
+        ("  late check-ins sent / errors", f"{r['late_checkins_sent']:,} / {r['late_checkins_errors']}", "0 errors"),
         ("  (b) time ÷ raw executemany of as many rows", f"{r['sweep_b_ratio_to_raw_executemany']:.1f}x", ""),
         ("  peak RSS growth (a) / (b)",
          f"{r['sweep_a_rss_growth_mb']:.1f} / {r['sweep_b_rss_growth_mb']:.1f} MB", "flat"),
@@ -466,6 +505,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=128, help="outstanding check-ins in the max phase")
     p.add_argument("--rate", type=float, default=1000.0, help="fixed rate, check-ins/s (0: half the max)")
     p.add_argument("--cases", type=int, default=100_000, help="open cases for the sweep")
+    p.add_argument("--late-rate", type=float, default=200.0, help="late check-ins/s during sweep (c)")
     p.add_argument("--quick", action="store_true", help="short phases and 20,000 cases")
     a = p.parse_args()
     if a.quick:

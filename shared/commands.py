@@ -9,6 +9,7 @@ won a race on a stream or a command id), each command is retried in a transactio
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable
@@ -173,7 +174,10 @@ class Context:
 
 Handler = Callable[[Any, Context], Awaitable[None]]
 #: Another transaction got there first: decide again alone, then answer ``conflict``.
-RACES = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+RACES = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
+         asyncpg.LockNotAvailableError)
+#: The stream a lost append names: "Key (stream_id, version)=(case:c-1, 1) already exists."
+_TAKEN = re.compile(r"^Key \(stream_id, version\)=\((.*), \d+\) already exists")
 UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 UNAVAILABLE = Unavailable("the record (PostgreSQL) is unreachable; retry with the same command_id")
 
@@ -250,12 +254,18 @@ class CommandRuntime:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self.lanes = dict(lanes or {})
         self._lane_queue: asyncio.Queue[_Item] = asyncio.Queue()
+        #: A lane waits this long for a lock before it gives way (its command is then decided
+        #: again, alone). Lanes take their rows in stream order and the main writer in arrival
+        #: order, so the two can deadlock; PostgreSQL would notice only after deadlock_timeout
+        #: (1 s), holding the staff's commands of the main writer that long.
+        self.lane_lock_timeout = "100ms"
         self._tasks: list[asyncio.Task] = []
         self.committed = 0
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._writer(self._queue, self.batch_max), name=f"{self.service}.writer")]
-        self._tasks += [asyncio.create_task(self._writer(self._lane_queue, 1), name=f"{self.service}.lane-{name}-{i}")
+        self._tasks += [asyncio.create_task(self._writer(self._lane_queue, 1, self.lane_lock_timeout),
+                                            name=f"{self.service}.lane-{name}-{i}")
                         for name, writers in self.lanes.items() for i in range(writers)]
 
     async def stop(self) -> None:
@@ -276,13 +286,13 @@ class CommandRuntime:
         (self._lane_queue if name in self.lanes else self._queue).put_nowait(_Item(name, cmd, future))
         return await future
 
-    async def _writer(self, queue: asyncio.Queue, batch_max: int) -> None:
+    async def _writer(self, queue: asyncio.Queue, batch_max: int, lock_timeout: str | None = None) -> None:
         while True:
             items = [await queue.get()]
             while len(items) < batch_max and not queue.empty():
                 items.append(queue.get_nowait())
             try:
-                await self._run_batch(items)
+                await self._run_batch(items, lock_timeout)
             except asyncio.CancelledError:
                 for item in items:
                     if not item.future.done():
@@ -296,23 +306,52 @@ class CommandRuntime:
                             encode_error(CommandError("internal error; the command was not applied"))
                         )
 
-    async def _run_batch(self, items: list[_Item]) -> None:
+    async def _run_batch(self, items: list[_Item], lock_timeout: str | None = None) -> None:
+        pending, aside, replies = list(items), [], {}
         try:
-            replies = await self._attempt(items)
+            for attempt in range(4):
+                try:
+                    replies.update(await self._attempt(pending, lock_timeout if attempt == 0 else None))
+                    pending = []
+                    break
+                except RACES as exc:
+                    # Another writer committed first; its rows are visible now. The command that
+                    # met them (and any sharing its streams) is decided alone afterwards; the rest
+                    # go again as a batch, rather than one by one (a batch of check-ins that met
+                    # the scheduler's lanes took ~60 ms a command that way).
+                    culprits = self._culprits(pending, exc)
+                    aside += culprits
+                    pending = [i for i in pending if all(i is not c for c in culprits)]
+                    if not pending:
+                        break
         except UNREACHABLE as exc:
             log.warning("batch.unavailable", error=str(exc))
-            replies = {id(i): encode_error(UNAVAILABLE) for i in items}
+            replies.update({id(i): encode_error(UNAVAILABLE) for i in pending + aside})
+            pending, aside = [], []
         except Exception as exc:
-            # Lost a race to another process, or one command's rows broke the batch: decide each
-            # command again, alone, so only the culprit fails.
-            if not isinstance(exc, RACES):
-                log.warning("batch.split", size=len(items), error=f"{type(exc).__name__}: {exc}")
-            replies = {}
-            for item in items:
-                replies[id(item)] = await self._alone(item)
+            # One command's rows broke the batch: decide each command again, alone, so only the
+            # culprit fails.
+            log.warning("batch.split", size=len(pending), error=f"{type(exc).__name__}: {exc}")
+        order = {id(item): n for n, item in enumerate(items)}
+        for item in sorted(pending + aside, key=lambda i: order[id(i)]):
+            replies[id(item)] = await self._alone(item)
         for item in items:
             if not item.future.done():
                 item.future.set_result(replies[id(item)])
+
+    def _culprits(self, items: list[_Item], exc: Exception) -> list[_Item]:
+        """The commands of a batch that lost a race: those reading the stream the unique
+        violation names, and those sharing a stream with them. All of them when unknown."""
+        found = _TAKEN.search(getattr(exc, "detail", None) or "")
+        if not found or self.prefetch is None:
+            return list(items)
+        streams = {found.group(1)}
+        hit = [i for i in items if streams & set(self.prefetch(i.cmd))]
+        if not hit:
+            return list(items)
+        for item in hit:
+            streams |= set(self.prefetch(item.cmd))
+        return [i for i in items if streams & set(self.prefetch(i.cmd))]
 
     async def _alone(self, item: _Item) -> bytes:
         # A lost race is decided again: the winner's rows are visible now, so the domain answers
@@ -341,11 +380,13 @@ class CommandRuntime:
         return encode_error(Conflict(f"another command changed the same record at the same time; "
                                      f"retry ({getattr(exc, 'constraint_name', '')})"))
 
-    async def _attempt(self, items: list[_Item]) -> dict[int, bytes]:
+    async def _attempt(self, items: list[_Item], lock_timeout: str | None = None) -> dict[int, bytes]:
         replies: dict[int, bytes] = {}
         accepted: list[tuple[_Item, _Pending, bytes]] = []
         async with self.pool.acquire() as conn:
             async with conn.transaction():
+                if lock_timeout:
+                    await conn.execute(f"SET LOCAL lock_timeout = '{lock_timeout}'")
                 await self._decide(conn, items, replies, accepted)
             # Committed: answer now, not after the pool's reset round trip on release.
             self._resolve(items, replies)

@@ -2,8 +2,11 @@
 
 Configuration (environment): the policy — ``CORDON_QUARANTINE_DAYS`` (14), ``CORDON_MONITORING_DAYS``
 (7), ``CORDON_CHECKIN_HOUR`` (18), ``CORDON_FEVER_C`` (37.3), ``CORDON_POSITIVE_KIND`` (centralized),
-``CORDON_TIMEZONE`` (Asia/Shanghai) — and ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the
-scheduler looks at the clock.
+``CORDON_TIMEZONE`` (Asia/Shanghai) — ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the
+scheduler looks at the clock, and ``CORDON_SWEEP_CHUNK`` (1000), the cases per transaction of the
+missed-check-in sweep. Smaller chunks hold staff's late check-ins behind the sweep for less time
+and make the sweep longer (100,000 cases, same machine and hour: chunks of 1,000 — sweep 4.8 s,
+late check-ins p99 0.57 s; of 250 — 5.9 s and 0.13 s).
 """
 from __future__ import annotations
 
@@ -24,10 +27,8 @@ def spec(policy: rules.Policy | None = None, interval: float | None = None,
     env = os.environ if env is None else env
     policy = policy or rules.from_env(env)
     if interval is None:
-        try:
-            interval = float(env.get("CORDON_SCHEDULER_INTERVAL_S") or 30.0)
-        except ValueError:
-            raise SystemExit("CORDON_SCHEDULER_INTERVAL_S must be a number of seconds") from None
+        interval = _number(env, "CORDON_SCHEDULER_INTERVAL_S", 30.0, float)
+    chunk = _number(env, "CORDON_SWEEP_CHUNK", 1000, int, most=1000)  # record_missed_checkins' limit
     return ServiceSpec(
         name=NAME,
         commands=COMMANDS,
@@ -40,9 +41,19 @@ def spec(policy: rules.Policy | None = None, interval: float | None = None,
         consumers=[directory.consumer(NAME)],
         policies=policies.build(policy),
         queries=queries.QUERIES,
-        background=[scheduler.background(policy, interval)],
+        background=[scheduler.background(policy, interval, chunk)],
         # The sweep's chunks are disjoint sets of cases, four in flight (Scheduler.in_flight):
         # some are decided while others commit. Measured: 2 writers 5.1–5.5 s, 4 writers 4.4–4.5 s
         # for 100,000 missed check-ins, alternating in one run.
         lanes={"record_missed_checkins": 4},
     )
+
+
+def _number(env: Mapping[str, str], name: str, default, kind, most=None):
+    try:
+        value = kind(env.get(name) or default)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, not {env.get(name)!r}") from None
+    if value <= 0 or (most is not None and value > most):
+        raise SystemExit(f"{name} must be more than 0" + (f" and at most {most}" if most else ""))
+    return value

@@ -137,10 +137,12 @@ class Scheduler:
                     log.warning("scheduler.close_refused", case=row["case_id"], error=reply["error"])
 
 
-def background(policy: Policy, interval: float):
+def background(policy: Policy, interval: float, chunk: int = 1000):
     """The ServiceSpec background task: the scheduler, ticking every ``interval`` seconds."""
 
     async def checkin_scheduler(host) -> None:
-        await Scheduler(host, policy).run(interval)
+        await Scheduler(host, policy, chunk=chunk).run(interval)
+
+    checkin_scheduler.chunk = chunk  # what it was set to, for the operator's checks and tests
 
     return checkin_scheduler

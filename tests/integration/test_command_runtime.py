@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from shared import store
-from shared.envelope import Event, event_type
+from shared.envelope import Event, encode, event_type, utcnow, wrap
 from shared.service import ServiceSpec
 from shared.wire import BaseCommand, decode
 from tests.support.cordon import COMMUNITY, running
@@ -135,3 +135,42 @@ async def test_lane_commands_run_beside_the_main_writer_and_a_lost_race_is_decid
     await conn.close()
     expected = {f"probe:s{i}-{j}": (1 if i * 10 + j == 13 else 2) for i in range(6) for j in range(5)}
     assert {r["stream_id"]: list(r["v"]) for r in rows} == {s: list(range(1, n + 1)) for s, n in expected.items()}
+
+
+async def test_a_batch_that_lost_a_race_on_one_stream_commits_the_rest_together(nats_url, pg_dsn):
+    gate, reached = asyncio.Event(), asyncio.Event()
+
+    async def gated_note(cmd: Note, ctx) -> None:
+        if cmd.note == 1:  # the first command of the batch waits while another writer wins s1
+            reached.set()
+            await gate.wait()
+        await note(cmd, ctx)
+
+    commands = {"note": Note}
+    spec = ServiceSpec(
+        name="probe", commands=commands, parsers={"note": partial(decode, "probe", commands, "note")},
+        handlers={"note": gated_note}, evolve=lambda state, event: event.note,
+        prefetch=lambda cmd: [f"probe:{cmd.stream}"],
+        extra_ddl="CREATE TABLE IF NOT EXISTS probe.notes (note integer CHECK (note <> 13))",
+    )
+    async with running(spec, nats_url, pg_dsn) as host:
+        # Queued in one go, the five are one batch; the first waits while another writer wins s1.
+        tasks = [asyncio.create_task(host.execute("note", Note(command_id=f"n-{i}", actor="staff:li-wei",
+                                                                stream=f"s{i}", note=i))) for i in range(1, 6)]
+        await reached.wait()
+        async with host.pool.acquire() as conn, conn.transaction():
+            won = wrap(ProbeNoted(community=COMMUNITY, note=0), stream_id="probe:s1", stream_version=1,
+                       occurred_at=utcnow(), actor="staff:other", correlation_id="elsewhere")
+            await store.append(conn, "probe", [store.NewEvent(
+                event_id=won.event_id, stream_id="probe:s1", version=1, type="ProbeNoted", community=COMMUNITY,
+                recorded_at=won.recorded_at, envelope=encode(won), subject="x")])
+        gate.set()
+        replies = [await t for t in tasks]
+        assert all(r["ok"] for r in replies)
+        rows = await host.pool.fetch("SELECT command_id, recorded_at FROM probe.commands ORDER BY command_id")
+        versions = await host.pool.fetch("SELECT stream_id, max(version) v FROM probe.events GROUP BY 1 ORDER BY 1")
+    assert [tuple(r) for r in versions] == [("probe:s1", 2), ("probe:s2", 1), ("probe:s3", 1), ("probe:s4", 1),
+                                            ("probe:s5", 1)]
+    at = {r["command_id"]: r["recorded_at"] for r in rows}
+    assert len({at[f"n-{i}"] for i in range(2, 6)}) == 1  # the others committed together
+    assert at["n-1"] != at["n-2"]  # the one that met the winner was decided again, alone

@@ -149,3 +149,19 @@ def test_the_days_due_follow_the_city_clock_not_utc():
     now = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)  # 18:30 in Shanghai
     assert days_due(d(4), now, POLICY, 2) == [d(5)]
     assert days_due(d(4), now - timedelta(hours=1), POLICY, 2) == []
+
+
+# -- the service's own settings -----------------------------------------------------------------
+
+
+def test_the_sweep_chunk_is_set_from_the_environment_within_the_commands_limit():
+    from services.quarantine.app import spec
+
+    def chunk(env: dict) -> int:
+        [task] = spec(env=env).background
+        return task.chunk
+
+    assert (chunk({}), chunk({"CORDON_SWEEP_CHUNK": "250"})) == (1000, 250)
+    for bad in ("0", "1001", "many"):
+        with pytest.raises(SystemExit, match="CORDON_SWEEP_CHUNK"):
+            spec(env={"CORDON_SWEEP_CHUNK": bad})
