@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable
@@ -228,6 +229,11 @@ class CommandRuntime:
     beside the main writer exactly as another replica of the service would (each batch its own
     transaction; a lost race is decided again), so a lane is safe wherever replicas are. Meant for
     bulk commands over disjoint streams, such as the scheduler's chunks of cases.
+
+    Staff's commands keep priority: a main-writer command reading a stream a lane is writing is
+    set aside (with any later command sharing its streams) and run, in order, once the lane is
+    done, instead of waiting inside PostgreSQL on the lane's uncommitted rows; and a lane waits at
+    most ``lane_lock_timeout`` for a lock before its command is decided again, alone.
     """
 
     def __init__(
@@ -261,22 +267,31 @@ class CommandRuntime:
         self.lane_lock_timeout = "100ms"
         self._tasks: list[asyncio.Task] = []
         self.committed = 0
+        # Streams lanes are writing, and streams of main commands set aside until they are free:
+        # a main command never waits inside PostgreSQL on a lane's uncommitted rows.
+        self._lane_streams: Counter[str] = Counter()
+        self._deferred_streams: Counter[str] = Counter()
+        self._deferred: asyncio.Queue[list[_Item]] = asyncio.Queue()
+        self._lanes_moved = asyncio.Condition()
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._writer(self._queue, self.batch_max), name=f"{self.service}.writer")]
         self._tasks += [asyncio.create_task(self._writer(self._lane_queue, 1, self.lane_lock_timeout),
                                             name=f"{self.service}.lane-{name}-{i}")
                         for name, writers in self.lanes.items() for i in range(writers)]
+        if self.lanes:
+            self._tasks.append(asyncio.create_task(self._deferred_writer(), name=f"{self.service}.deferred"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             await cancel(task)
         self._tasks = []
-        for queue in (self._queue, self._lane_queue):
+        for queue in (self._queue, self._lane_queue, self._deferred):
             while not queue.empty():
-                item = queue.get_nowait()
-                if not item.future.done():
-                    item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
+                got = queue.get_nowait()
+                for item in got if isinstance(got, list) else [got]:
+                    if not item.future.done():
+                        item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
 
     async def execute(self, name: str, cmd: Any) -> bytes:
         """Queue a parsed command; returns the encoded reply once committed (or refused)."""
@@ -292,7 +307,12 @@ class CommandRuntime:
             while len(items) < batch_max and not queue.empty():
                 items.append(queue.get_nowait())
             try:
-                await self._run_batch(items, lock_timeout)
+                if lock_timeout is not None:
+                    await self._run_lane(items, lock_timeout)
+                else:
+                    items = self._defer_blocked(items)
+                    if items:
+                        await self._run_batch(items)
             except asyncio.CancelledError:
                 for item in items:
                     if not item.future.done():
@@ -305,6 +325,55 @@ class CommandRuntime:
                         item.future.set_result(
                             encode_error(CommandError("internal error; the command was not applied"))
                         )
+
+    def _streams(self, items: list[_Item]) -> Counter[str]:
+        return Counter(s for i in items for s in set(self.prefetch(i.cmd))) if self.prefetch else Counter()
+
+    async def _run_lane(self, items: list[_Item], lock_timeout: str) -> None:
+        streams = self._streams(items)
+        self._lane_streams += streams
+        try:
+            await self._run_batch(items, lock_timeout)
+        finally:
+            self._lane_streams -= streams
+            async with self._lanes_moved:
+                self._lanes_moved.notify_all()
+
+    def _defer_blocked(self, items: list[_Item]) -> list[_Item]:
+        """Set aside the commands reading a stream a lane is writing (or that an earlier command
+        set aside reads); the deferred writer runs them, in order, once the lanes let go."""
+        if not self.prefetch or not (self._lane_streams or self._deferred_streams):
+            return items
+        blocked = self._sharing(items, set(self._lane_streams) | set(self._deferred_streams))
+        if not blocked:
+            return items
+        self._deferred_streams += self._streams(blocked)
+        self._deferred.put_nowait(blocked)
+        return [i for i in items if all(i is not b for b in blocked)]
+
+    async def _deferred_writer(self) -> None:
+        while True:
+            items = await self._deferred.get()
+            streams = self._streams(items)
+            try:
+                try:
+                    async with asyncio.timeout(10.0), self._lanes_moved:  # a lane chunk takes ~0.1 s
+                        await self._lanes_moved.wait_for(lambda: not streams.keys() & self._lane_streams.keys())
+                except TimeoutError:
+                    pass  # go anyway: PostgreSQL orders it, the race logic answers
+                await self._run_batch(items)
+            except asyncio.CancelledError:
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
+                raise
+            except Exception:
+                log.exception("batch.failed", size=len(items))
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_result(encode_error(CommandError("internal error; the command was not applied")))
+            finally:
+                self._deferred_streams -= streams
 
     async def _run_batch(self, items: list[_Item], lock_timeout: str | None = None) -> None:
         pending, aside, replies = list(items), [], {}
@@ -345,13 +414,15 @@ class CommandRuntime:
         found = _TAKEN.search(getattr(exc, "detail", None) or "")
         if not found or self.prefetch is None:
             return list(items)
-        streams = {found.group(1)}
-        hit = [i for i in items if streams & set(self.prefetch(i.cmd))]
+        return self._sharing(items, {found.group(1)}) or list(items)
+
+    def _sharing(self, items: list[_Item], streams: set[str]) -> list[_Item]:
+        """The commands reading any of ``streams``, and those sharing a stream with them."""
+        hit = [i for i in items if streams.intersection(self.prefetch(i.cmd))]
         if not hit:
-            return list(items)
-        for item in hit:
-            streams |= set(self.prefetch(item.cmd))
-        return [i for i in items if streams & set(self.prefetch(i.cmd))]
+            return []
+        streams = streams | {s for i in hit for s in self.prefetch(i.cmd)}
+        return [i for i in items if streams.intersection(self.prefetch(i.cmd))]
 
     async def _alone(self, item: _Item) -> bytes:
         # A lost race is decided again: the winner's rows are visible now, so the domain answers

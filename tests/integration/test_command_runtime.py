@@ -174,3 +174,38 @@ async def test_a_batch_that_lost_a_race_on_one_stream_commits_the_rest_together(
     at = {r["command_id"]: r["recorded_at"] for r in rows}
     assert len({at[f"n-{i}"] for i in range(2, 6)}) == 1  # the others committed together
     assert at["n-1"] != at["n-2"]  # the one that met the winner was decided again, alone
+
+
+async def test_a_command_on_a_stream_a_lane_is_writing_waits_its_turn_outside_the_database(nats_url, pg_dsn):
+    gate, reached = asyncio.Event(), asyncio.Event()
+
+    async def bulk_note(cmd: BulkNote, ctx) -> None:
+        reached.set()
+        await gate.wait()  # the lane holds its streams, deciding
+        for stream in cmd.streams:
+            _, version = await ctx.load(f"probe:{stream}")
+            ctx.append(f"probe:{stream}", version, [ProbeNoted(community=COMMUNITY, note=cmd.note)])
+
+    commands = {"note": Note, "bulk_note": BulkNote}
+    spec = ServiceSpec(
+        name="probe", commands=commands, parsers={n: partial(decode, "probe", commands, n) for n in commands},
+        handlers={"note": note, "bulk_note": bulk_note}, evolve=lambda state, event: event.note,
+        prefetch=lambda cmd: [f"probe:{s}" for s in getattr(cmd, "streams", [getattr(cmd, "stream", "")])],
+        extra_ddl="CREATE TABLE IF NOT EXISTS probe.notes (note integer CHECK (note <> 13))",
+        lanes={"bulk_note": 1},
+    )
+    async with running(spec, nats_url, pg_dsn) as host:
+        lane = asyncio.create_task(host.execute("bulk_note", BulkNote(
+            command_id="b-1", actor="system:test", note=100, streams=["x", "y"])))
+        await reached.wait()
+        on_x = asyncio.create_task(host.execute("note", Note(command_id="n-x", actor="staff:li-wei", stream="x", note=1)))
+        on_z = await host.execute("note", Note(command_id="n-z", actor="staff:li-wei", stream="z", note=2))
+        assert on_z["ok"] and not on_x.done()  # other streams go on; x waits for the lane
+        gate.set()
+        assert (await lane)["ok"] and (await on_x)["ok"]
+        rows = await host.pool.fetch("SELECT stream_id, version, type FROM probe.events ORDER BY stream_id, version")
+        notes = [json.loads(r["envelope"])["data"]["note"] for r in await host.pool.fetch(
+            "SELECT envelope FROM probe.events WHERE stream_id = 'probe:x' ORDER BY version")]
+    assert [(r["stream_id"], r["version"]) for r in rows] == [("probe:x", 1), ("probe:x", 2), ("probe:y", 1),
+                                                              ("probe:z", 1)]
+    assert notes == [100, 1]  # the lane's first, then the command that waited
