@@ -299,7 +299,7 @@ async def sweep_phase(r: dict, a, nats_url: str, dsn: str) -> None:
             if label == "c":  # staff keep recording late check-ins while the sweep runs
                 late = asyncio.create_task(late_checkins(host, day, a.cases, a.late_rate, stop_late))
             t0 = now()
-            missed = await Scheduler(host, POLICY).sweep(day, clock_now[0])
+            missed = await Scheduler(host, POLICY, chunk=a.chunk).sweep(day, clock_now[0])
             r[f"sweep_{label}_s"] = now() - t0
             if late is not None:
                 stop_late.set()
@@ -506,6 +506,7 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="fixed rate, check-ins/s (0: half the max)")
     p.add_argument("--cases", type=int, default=100_000, help="open cases for the sweep")
     p.add_argument("--late-rate", type=float, default=200.0, help="late check-ins/s during sweep (c)")
+    p.add_argument("--chunk", type=int, default=1000, help="cases per sweep transaction (CORDON_SWEEP_CHUNK)")
     p.add_argument("--quick", action="store_true", help="short phases and 20,000 cases")
     a = p.parse_args()
     if a.quick:
