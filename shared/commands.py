@@ -220,6 +220,12 @@ class _Item:
     future: asyncio.Future
 
 
+def _answer(items: list[_Item], reply: bytes) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_result(reply)
+
+
 class CommandRuntime:
     """Runs a service's commands with group commit: one writer task per process, plus the writers
     of any *lanes*.
@@ -289,9 +295,7 @@ class CommandRuntime:
         for queue in (self._queue, self._lane_queue, self._deferred):
             while not queue.empty():
                 got = queue.get_nowait()
-                for item in got if isinstance(got, list) else [got]:
-                    if not item.future.done():
-                        item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
+                _answer(got if isinstance(got, list) else [got], encode_error(Unavailable("the service is stopping; retry")))
 
     async def execute(self, name: str, cmd: Any) -> bytes:
         """Queue a parsed command; returns the encoded reply once committed (or refused)."""
@@ -306,25 +310,21 @@ class CommandRuntime:
             items = [await queue.get()]
             while len(items) < batch_max and not queue.empty():
                 items.append(queue.get_nowait())
-            try:
-                if lock_timeout is not None:
-                    await self._run_lane(items, lock_timeout)
-                else:
-                    items = self._defer_blocked(items)
-                    if items:
-                        await self._run_batch(items)
-            except asyncio.CancelledError:
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
-                raise
-            except Exception:  # a bug must not kill the writer; every caller still gets a reply
-                log.exception("batch.failed", size=len(items))
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_result(
-                            encode_error(CommandError("internal error; the command was not applied"))
-                        )
+            if lock_timeout is not None:
+                await self._answered(items, self._run_lane(items, lock_timeout))
+            elif items := self._defer_blocked(items):
+                await self._answered(items, self._run_batch(items))
+
+    async def _answered(self, items: list[_Item], work: Awaitable[None]) -> None:
+        """Run ``work`` for ``items``; whatever happens, every caller gets a reply."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            _answer(items, encode_error(Unavailable("the service is stopping; retry")))
+            raise
+        except Exception:  # a bug must not kill a writer
+            log.exception("batch.failed", size=len(items))
+            _answer(items, encode_error(CommandError("internal error; the command was not applied")))
 
     def _streams(self, items: list[_Item]) -> Counter[str]:
         return Counter(s for i in items for s in set(self.prefetch(i.cmd))) if self.prefetch else Counter()
@@ -356,24 +356,17 @@ class CommandRuntime:
             items = await self._deferred.get()
             streams = self._streams(items)
             try:
-                try:
-                    async with asyncio.timeout(10.0), self._lanes_moved:  # a lane chunk takes ~0.1 s
-                        await self._lanes_moved.wait_for(lambda: not streams.keys() & self._lane_streams.keys())
-                except TimeoutError:
-                    pass  # go anyway: PostgreSQL orders it, the race logic answers
-                await self._run_batch(items)
-            except asyncio.CancelledError:
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_result(encode_error(Unavailable("the service is stopping; retry")))
-                raise
-            except Exception:
-                log.exception("batch.failed", size=len(items))
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_result(encode_error(CommandError("internal error; the command was not applied")))
+                await self._answered(items, self._run_when_free(items, streams))
             finally:
                 self._deferred_streams -= streams
+
+    async def _run_when_free(self, items: list[_Item], streams: Counter[str]) -> None:
+        try:
+            async with asyncio.timeout(10.0), self._lanes_moved:  # a lane chunk takes ~0.1 s
+                await self._lanes_moved.wait_for(lambda: not streams.keys() & self._lane_streams.keys())
+        except TimeoutError:
+            pass  # go anyway: PostgreSQL orders it, the race logic answers
+        await self._run_batch(items)
 
     async def _run_batch(self, items: list[_Item], lock_timeout: str | None = None) -> None:
         pending, aside, replies = list(items), [], {}
@@ -404,9 +397,7 @@ class CommandRuntime:
         order = {id(item): n for n, item in enumerate(items)}
         for item in sorted(pending + aside, key=lambda i: order[id(i)]):
             replies[id(item)] = await self._alone(item)
-        for item in items:
-            if not item.future.done():
-                item.future.set_result(replies[id(item)])
+        self._resolve(items, replies)
 
     def _culprits(self, items: list[_Item], exc: Exception) -> list[_Item]:
         """The commands of a batch that lost a race: those reading the stream the unique
