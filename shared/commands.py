@@ -3,8 +3,10 @@
 Commands that arrive together are decided one after another against a batch-wide cache of stream
 states, then committed in ONE PostgreSQL transaction (events, outbox rows, replies, and any rows a
 handler writes). A command that fails validation or a domain rule gets its error reply and writes
-nothing; the others in the batch are unaffected. If the batch transaction fails (another process
-won a race on a stream or a command id), each command is retried in a transaction of its own.
+nothing; the others in the batch are unaffected. If another writer won a race on a stream, the
+commands reading that stream are decided again alone and the rest of the batch goes again
+together; when the culprit is unknown (a command id, a broken row), each command is retried in a
+transaction of its own. Lanes (see :class:`CommandRuntime`) give bulk commands writers of their own.
 """
 from __future__ import annotations
 
