@@ -13,167 +13,19 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import asyncpg
-import msgspec
 
 from shared import envelope as env
 from shared import log as logging
 from shared.tasks import cancel
 from shared import store
+from shared.context import Batch, Context, Evolve, Pending, Reply, encode_error, encode_ok
 from shared.errors import CommandError, Conflict, Unavailable
-from shared.subjects import event_subject
 
 log = logging.get("commands")
-
-Evolve = Callable[[Any, env.Event], Any]
-
-
-class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
-    ok: bool = True
-    stream_id: str | None = None
-    version: int | None = None
-    events: list[msgspec.Raw] = []
-    extra: dict | None = None
-
-
-_reply_encoder = msgspec.json.Encoder()
-
-
-def encode_ok(reply: Reply) -> bytes:
-    body = {"ok": True, "stream_id": reply.stream_id, "version": reply.version, "events": reply.events}
-    if reply.extra:
-        body.update(reply.extra)
-    return _reply_encoder.encode(body)
-
-
-def encode_error(err: CommandError) -> bytes:
-    return _reply_encoder.encode(err.to_reply())
-
-
-@dataclass
-class _Pending:
-    events: list[store.NewEvent] = field(default_factory=list)
-    envelopes: list[msgspec.Raw] = field(default_factory=list)
-    states: dict[str, tuple[Any, int]] = field(default_factory=dict)
-    writes: list[tuple[str, tuple]] = field(default_factory=list)
-    first_stream: str | None = None
-    last_version: int | None = None
-    extra: dict | None = None
-
-
-class Context:
-    """What a command handler sees: stream loads through the batch cache, appends, extra writes."""
-
-    def __init__(self, batch: "_Batch", cmd: Any):
-        self._batch = batch
-        self._cmd = cmd
-        self._pending = _Pending()
-        self.conn: asyncpg.Connection = batch.conn
-        #: Batch-wide scratch space for in-batch uniqueness checks (e.g. an ID number claimed).
-        self.local: dict = batch.local
-
-    async def load(self, stream_id: str) -> tuple[Any, int]:
-        """The state and version of a stream, including what earlier commands of the batch did."""
-        if stream_id in self._pending.states:
-            return self._pending.states[stream_id]
-        return await self._batch.load(stream_id)
-
-    def held(self, stream_id: str) -> tuple[Any, int] | None:
-        """The state and version of a stream if the batch already holds it (loaded, or changed by
-        an earlier command), else None — without a query. For handlers that can read a stream
-        from a snapshot of their own when the batch has not loaded it."""
-        if stream_id in self._pending.states:
-            return self._pending.states[stream_id]
-        return self._batch.cache.get(stream_id)
-
-    async def load_many(self, stream_ids: list[str]) -> list[tuple[Any, int]]:
-        """Like :meth:`load` for many streams, with one query for those not loaded yet."""
-        await self._batch.prefetch([s for s in stream_ids if s not in self._pending.states])
-        return [await self.load(s) for s in stream_ids]
-
-    async def expect(self, stream_id: str) -> tuple[Any, int]:
-        """Load the command's target stream and check the caller's ``expected_version``.
-
-        Call it before deciding, so a stale caller hears ``conflict`` rather than a domain error
-        about a state it has not seen.
-        """
-        state, version = await self.load(stream_id)
-        expected = getattr(self._cmd, "expected_version", None)
-        if expected is not None and expected != version:
-            raise Conflict(
-                f"{stream_id} is at version {version}, not {expected}: reload and decide again",
-                field="expected_version",
-            )
-        return state, version
-
-    def append(self, stream_id: str, version: int, events: list[env.Event]) -> None:
-        """Append events to a stream read at ``version``. Checks ``expected_version`` if given."""
-        expected = getattr(self._cmd, "expected_version", None)
-        if expected is not None and self._pending.first_stream is None and expected != version:
-            raise Conflict(
-                f"{stream_id} is at version {version}, not {expected}: reload and decide again",
-                field="expected_version",
-            )
-        state = self._pending.states.get(stream_id, (None, None))[0]
-        if stream_id not in self._pending.states:
-            state = self._batch.cached_state(stream_id)
-        cmd = self._cmd
-        for event in events:
-            version += 1
-            envelope = env.wrap(
-                event,
-                stream_id=stream_id,
-                stream_version=version,
-                occurred_at=cmd.occurred_at,
-                actor=cmd.actor,
-                correlation_id=getattr(cmd, "correlation_id", None) or cmd.command_id,
-                causation_id=getattr(cmd, "causation_id", None) or cmd.command_id,
-                recorded_at=self._batch.recorded_at,
-            )
-            payload = env.encode(envelope)
-            self._pending.events.append(
-                store.NewEvent(
-                    event_id=envelope.event_id,
-                    stream_id=stream_id,
-                    version=version,
-                    type=envelope.type,
-                    community=envelope.community,
-                    recorded_at=envelope.recorded_at,
-                    envelope=payload,
-                    subject=event_subject(event.community, type(event).service, envelope.type),
-                )
-            )
-            self._pending.envelopes.append(msgspec.Raw(payload))
-            state = self._batch.evolve(state, event)
-        self._pending.states[stream_id] = (state, version)
-        if self._pending.first_stream is None:
-            self._pending.first_stream = stream_id
-            self._pending.last_version = version
-        elif stream_id == self._pending.first_stream:
-            self._pending.last_version = version
-
-    def write(self, sql: str, *args: Any) -> None:
-        """Run ``sql`` in the command's transaction, only if the command is accepted.
-
-        The batch runs each distinct statement once, with ``executemany`` over every accepted
-        command's arguments, in the order statements first appeared. So the order between two
-        *different* statements holds within a command, not across commands: write one statement
-        per table, or make statements independent of each other's order.
-        """
-        self._pending.writes.append((sql, args))
-
-    def reply_with(self, **extra: Any) -> None:
-        """Add fields to the success reply (e.g. checkpoint's ``decision``).
-
-        They override the defaults: a bulk command whose envelopes would not fit in one NATS
-        message replies ``events=[]`` with a count and a compact list of its own.
-        """
-        self._pending.extra = {**(self._pending.extra or {}), **extra}
-
 
 Handler = Callable[[Any, Context], Awaitable[None]]
 #: Another transaction got there first: decide again alone, then answer ``conflict``.
@@ -183,36 +35,6 @@ RACES = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.Deadl
 _TAKEN = re.compile(r"^Key \(stream_id, version\)=\((.*), \d+\) already exists")
 UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 UNAVAILABLE = Unavailable("the record (PostgreSQL) is unreachable; retry with the same command_id")
-
-
-class _Batch:
-    def __init__(self, runtime: "CommandRuntime", conn: asyncpg.Connection, recorded_at: datetime):
-        self.runtime = runtime
-        self.service = runtime.service
-        self.evolve = runtime.evolve
-        self.conn = conn
-        self.recorded_at = recorded_at
-        self.cache: dict[str, tuple[Any, int]] = {}
-        self.local: dict = {}
-
-    def cached_state(self, stream_id: str) -> Any:
-        return self.cache.get(stream_id, (None, 0))[0]
-
-    async def load(self, stream_id: str) -> tuple[Any, int]:
-        if stream_id not in self.cache:
-            await self.prefetch([stream_id])
-        return self.cache[stream_id]
-
-    async def prefetch(self, stream_ids: list[str]) -> None:
-        missing = [s for s in dict.fromkeys(stream_ids) if s not in self.cache]
-        if not missing:
-            return
-        for s in missing:
-            self.cache[s] = (None, 0)
-        for row in await store.load_streams(self.conn, self.service, missing):
-            _, event = env.decode(row["envelope"])
-            state, _ = self.cache[row["stream_id"]]
-            self.cache[row["stream_id"]] = (self.evolve(state, event), row["version"])
 
 
 @dataclass
@@ -446,7 +268,7 @@ class CommandRuntime:
 
     async def _attempt(self, items: list[_Item], lock_timeout: str | None = None) -> dict[int, bytes]:
         replies: dict[int, bytes] = {}
-        accepted: list[tuple[_Item, _Pending, bytes]] = []
+        accepted: list[tuple[_Item, Pending, bytes]] = []
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 if lock_timeout:
@@ -467,7 +289,7 @@ class CommandRuntime:
                 item.future.set_result(replies[id(item)])
 
     async def _decide(self, conn, items: list[_Item], replies: dict, accepted: list) -> None:
-        batch = _Batch(self, conn, env.utcnow())
+        batch = Batch(self.service, self.evolve, conn, env.utcnow())
         ids = list({i.cmd.command_id for i in items})
         seen = {
             r["command_id"]: bytes(r["reply"])
@@ -500,7 +322,7 @@ class CommandRuntime:
         if accepted:
             await self._commit(conn, batch, accepted)
 
-    async def _commit(self, conn, batch: _Batch, accepted) -> None:
+    async def _commit(self, conn, batch: Batch, accepted) -> None:
         events = [e for _, p, _ in accepted for e in p.events]
         replies = [(i.cmd.command_id, i.name, r, batch.recorded_at) for i, _, r in accepted]
         await store.append(conn, self.service, events, replies)

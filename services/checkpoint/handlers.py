@@ -31,7 +31,7 @@ from services.checkpoint.commands import (
 from services.checkpoint.domain import control_stream, passage_stream, passes_stream, shift_stream
 from services.checkpoint import lookups
 from shared import directory
-from shared.commands import Context
+from shared.context import Context
 from shared.envelope import new_id
 from shared.errors import Conflict, Invalid, NotFound
 

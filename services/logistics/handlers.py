@@ -45,7 +45,7 @@ from services.logistics.domain import (
     welfare_stream,
 )
 from services.logistics.rules import MASKS, Rules
-from shared.commands import Context
+from shared.context import Context
 from shared.contracts.logistics import DailySupplyStarted, MasksReserved, SupplyRequested
 from shared.envelope import new_id
 

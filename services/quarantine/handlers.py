@@ -29,7 +29,7 @@ from services.quarantine.commands import (
 from services.quarantine.decide import Compound, Facts, Resident
 from services.quarantine.rules import Policy
 from shared import directory
-from shared.commands import Context
+from shared.context import Context
 from shared.envelope import new_id
 from shared.errors import CommandError, Invalid
 

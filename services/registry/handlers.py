@@ -15,7 +15,7 @@ from services.registry.commands import (
     RegisterResident,
     VerifyArrival,
 )
-from shared.commands import Context
+from shared.context import Context
 from shared.errors import Conflict
 
 PII_DDL = """
