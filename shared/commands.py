@@ -44,6 +44,11 @@ class _Item:
     future: asyncio.Future
 
 
+def _without(items: list[_Item], some: list[_Item]) -> list[_Item]:
+    gone = {id(i) for i in some}
+    return [i for i in items if id(i) not in gone]
+
+
 def _answer(items: list[_Item], reply: bytes) -> None:
     for item in items:
         if not item.future.done():
@@ -173,7 +178,7 @@ class CommandRuntime:
             return items
         self._deferred_streams += self._streams(blocked)
         self._deferred.put_nowait(blocked)
-        return [i for i in items if all(i is not b for b in blocked)]
+        return _without(items, blocked)
 
     async def _deferred_writer(self) -> None:
         while True:
@@ -207,7 +212,7 @@ class CommandRuntime:
                     # the scheduler's lanes took ~60 ms a command that way).
                     culprits = self._culprits(pending, exc)
                     aside += culprits
-                    pending = [i for i in pending if all(i is not c for c in culprits)]
+                    pending = _without(pending, culprits)
                     if not pending:
                         break
         except UNREACHABLE as exc:
