@@ -43,6 +43,7 @@ from shared import store  # noqa: E402
 from shared.contracts import registry as _registry_events  # noqa: E402,F401  (registers event types)
 from shared.consumer import Consumer  # noqa: E402
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
+from shared.idcard import with_check_digit  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
 TARGET_E2E, TARGET_P99_MS = 3000, 25
@@ -52,8 +53,7 @@ now = time.perf_counter
 
 def id_number(n: int) -> str:
     """A valid, unique 18-character PRC ID number for every n < 10**16."""
-    first17 = f"1{n:016d}"
-    return first17 + "10X98765432"[sum(int(c) * pow(2, 17 - i, 11) for i, c in enumerate(first17)) % 11]
+    return with_check_digit(f"1{n:016d}")
 
 
 class _Reply(msgspec.Struct):

@@ -22,6 +22,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from shared.idcard import with_check_digit
+
 STREET = "changning.chengjiaqiao"
 YEAR = 2020  # the demo's day is 2020-02-17: ages and birth years count from it
 
@@ -177,12 +179,6 @@ def seed_tag(seed: int) -> str:
     return "s" + hashlib.sha1(str(seed).encode()).hexdigest()[:5]
 
 
-def check_digit(first17: str) -> str:
-    """ISO 7064 MOD 11-2, the last character of an 18-character resident ID card number."""
-    weights = [pow(2, 17 - i, 11) for i in range(17)]
-    return "10X98765432"[sum(int(d) * w for d, w in zip(first17, weights)) % 11]
-
-
 class People:
     """Draws residents: names, ages, ID numbers (valid check digit, unique), phones."""
 
@@ -207,7 +203,7 @@ class People:
             # Where the ID was issued: a province, city and county code (residents come from all over).
             area = f"{self.rng.randint(11, 65)}{self.rng.randint(1, 20):02d}{self.rng.randint(1, 30):02d}"
             first17 = f"{area}{birth_year:04d}{month:02d}{day:02d}{self.rng.randint(0, 999):03d}"
-            number = first17 + check_digit(first17)
+            number = with_check_digit(first17)
             if number not in self.numbers:
                 self.numbers.add(number)
                 return number

@@ -7,7 +7,6 @@ The runtime then calls :func:`complete` to fill the receive time and the ids the
 """
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from typing import Callable, Union, assert_never, get_args
 
@@ -16,6 +15,7 @@ import msgspec
 from shared.contracts.registry import CityClass, Outcome, Transport, Visit, Vulnerability
 from shared import wire
 from shared.errors import Invalid
+from shared.idcard import check_id_number
 from shared.subjects import check_community, check_slug
 from shared.wire import MAX_NOTE, BaseCommand
 
@@ -179,46 +179,3 @@ def _birth_year(value: int, occurred_at: datetime | None) -> None:
     latest = occurred_at.year if occurred_at is not None else MAX_BIRTH_YEAR
     if not MIN_BIRTH_YEAR <= value <= latest:
         raise Invalid(f"birth_year {value} must be between {MIN_BIRTH_YEAR} and {latest}", field="birth_year")
-
-
-_ID_CARD = re.compile(r"^[0-9]{17}[0-9X]$")
-_PASSPORT = re.compile(r"^[A-Z0-9]{5,20}$")
-_WEIGHTS = [pow(2, 17 - i, 11) for i in range(17)]
-
-
-def prc_check_digit(first17: str) -> str:
-    """The ISO 7064 MOD 11-2 check character of an 18-character resident ID card number."""
-    return "10X98765432"[sum(int(d) * w for d, w in zip(first17, _WEIGHTS)) % 11]
-
-
-def check_id_number(value: str, field: str = "id_number") -> str:
-    """An 18-character PRC resident ID card number with a correct check digit, or a passport-like
-    number of 5-20 uppercase letters and digits (never 18 characters long)."""
-    if len(value) == 18:
-        if not _ID_CARD.match(value):
-            raise Invalid(
-                f"{field}: an 18-character number must be a resident ID card number, 17 digits then a "
-                "digit or an uppercase X",
-                field=field,
-            )
-        expected = prc_check_digit(value[:17])
-        if value[17] != expected:
-            raise Invalid(
-                f"{field}: the check digit is wrong (last character {value[17]!r}, expected {expected!r}); "
-                "compare the number with the ID card",
-                field=field,
-            )
-        return value
-    if value.isdigit() and 15 <= len(value) <= 19:
-        raise Invalid(
-            f"{field} has {len(value)} digits: a resident ID card number has 18 characters; "
-            "check for a missing or extra digit",
-            field=field,
-        )
-    if not _PASSPORT.match(value):
-        raise Invalid(
-            f"{field} must be an 18-character resident ID card number or a passport number of 5 to 20 "
-            "uppercase letters and digits",
-            field=field,
-        )
-    return value

@@ -12,6 +12,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from shared.config import Config
 from shared.service import ServiceHost, ServiceSpec
+from shared.idcard import with_check_digit
 from shared.subjects import STREAM
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -20,10 +21,7 @@ _ids = itertools.count()
 
 def prc_id(serial: int) -> str:
     """A valid 18-character PRC ID number (check digit computed)."""
-    first17 = f"3101051950{serial:07d}"[-17:]
-    weights = [pow(2, 17 - i, 11) for i in range(17)]
-    check = "10X98765432"[sum(int(c) * w for c, w in zip(first17, weights)) % 11]
-    return first17 + check
+    return with_check_digit(f"3101051950{serial:07d}"[-17:])
 
 
 @contextlib.asynccontextmanager

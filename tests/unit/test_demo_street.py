@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from services.demo import plan as planning
-from services.demo.street import PLAN, STREET, build, check_digit, scaled, seed_tag
+from services.demo.street import PLAN, STREET, build, scaled, seed_tag
+from shared.idcard import check_digit
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
