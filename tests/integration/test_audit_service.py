@@ -13,7 +13,7 @@ from services.audit import log
 from services.audit.app import spec
 from shared.config import Config
 from shared.contracts.checkpoint import PassageAllowed
-from tests.integration.test_views_helpers import C, C2, D, Stream, at, ev, query, scripted_day
+from tests.support.views import C, C2, D, Stream, at, ev, query, scripted_day
 from tests.support.cordon import running
 
 pytestmark = pytest.mark.integration

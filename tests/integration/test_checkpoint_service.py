@@ -27,18 +27,12 @@ from shared.service import ServiceHost
 from shared.subjects import event_subject
 from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY, Client, community, household, read_stream, resident, running
+from tests.support.cordon import eventually
 
 pytestmark = pytest.mark.integration
 
 AT = datetime(2022, 4, 2, 9, 0, tzinfo=timezone(timedelta(hours=8)))
 
-
-async def eventually(check, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await check()):
-        assert asyncio.get_running_loop().time() < deadline, "not caught up in time"
-        await asyncio.sleep(0.03)
-    return result
 
 
 async def publish(nats_url: str, *events, service: str = "quarantine") -> None:

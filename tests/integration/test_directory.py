@@ -10,6 +10,7 @@ from services.registry.app import spec as registry_spec
 from shared import directory
 from shared.service import ServiceSpec
 from tests.support.cordon import Client, community, household, resident, running
+from tests.support.cordon import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -18,13 +19,6 @@ def probe_spec() -> ServiceSpec:
     return ServiceSpec(name="probe", commands={}, parsers={}, handlers={}, evolve=lambda s, e: s,
                        extra_ddl=directory.ddl("probe"), consumers=[directory.consumer("probe")])
 
-
-async def eventually(check, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await check()):
-        assert asyncio.get_running_loop().time() < deadline, "directory did not catch up"
-        await asyncio.sleep(0.05)
-    return result
 
 
 async def test_the_directory_knows_where_a_resident_lives_and_when_they_move_out(nats_url, pg_dsn):

@@ -20,7 +20,7 @@ import pytest
 
 from shared.embedded import EmbeddedNats, ensure_database
 from shared.subjects import STREAM
-from tests.integration.test_logistics_support import compound, counts, household, known, logistics, publish
+from tests.support.logistics import compound, counts, household, known, logistics, publish
 from tests.support.cordon import COMMUNITY, Client
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from services.logistics.commands import RedeemVoucher
-from tests.integration.test_logistics_support import compound, household, known, logistics, publish, rows
+from tests.support.logistics import compound, household, known, logistics, publish, rows
 from tests.support.cordon import COMMUNITY, Client
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from services.logistics.domain import daily_request_id
 from services.logistics.rules import Rules
 from services.logistics.scheduler import raise_due
 from shared.subjects import STREAM
-from tests.integration.test_logistics_support import (
+from tests.support.logistics import (
     Clock,
     case_closed,
     case_opened,

@@ -8,7 +8,7 @@ import json
 import nats
 import pytest
 
-from tests.integration.test_logistics_support import compound, counts, household, known, logistics, publish
+from tests.support.logistics import compound, counts, household, known, logistics, publish
 from tests.support.cordon import COMMUNITY, Client, read_stream
 
 pytestmark = pytest.mark.integration

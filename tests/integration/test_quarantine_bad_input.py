@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from shared.embedded import EmbeddedNats, ensure_database
-from tests.integration.test_quarantine_support import (
+from tests.support.quarantine import (
     Clock,
     at,
     client,

@@ -8,7 +8,7 @@ import pytest
 from services.quarantine.policies import case_for
 from services.registry.app import spec as registry_spec
 from shared.contracts.checkpoint import FeverDetected
-from tests.integration.test_quarantine_support import (
+from tests.support.quarantine import (
     Clock,
     at,
     day,

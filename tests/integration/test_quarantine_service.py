@@ -12,7 +12,7 @@ import pytest
 from services.quarantine import domain, tables
 from services.quarantine.rules import Policy
 from services.quarantine.scheduler import Scheduler
-from tests.integration.test_quarantine_support import (
+from tests.support.quarantine import (
     Clock,
     at,
     client,

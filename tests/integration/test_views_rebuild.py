@@ -16,7 +16,7 @@ from services.views.rebuild import rebuild
 from shared import bus
 from shared.config import Config
 from shared.contracts.checkpoint import PassageAllowed
-from tests.integration.test_views_helpers import C, C2, D, Stream, at, ev, query, scripted_day, wait_position
+from tests.support.views import C, C2, D, Stream, at, ev, query, scripted_day, wait_position
 from tests.support.cordon import running
 
 pytestmark = pytest.mark.integration

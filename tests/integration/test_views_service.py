@@ -15,7 +15,7 @@ from services.views import cli as views_cli
 from services.views.app import spec
 from shared.config import Config
 from shared.contracts.checkpoint import PassageAllowed
-from tests.integration.test_views_helpers import (
+from tests.support.views import (
     C, C2, C3, D, Stream, at, ev, query, scripted_day, shown, wait_position,
 )
 from tests.support.cordon import running

@@ -126,3 +126,12 @@ async def publish_events(nats_url: str, events, *, occurred_at, actor: str = "st
         return out
     finally:
         await nc.close()
+
+
+async def eventually(check, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``check()`` until it returns something true (returned); fail the test after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := await check()):
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+    return result

@@ -20,6 +20,7 @@ from shared.envelope import Event
 from shared.service import ServiceHost
 from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY, Client
+from tests.support.cordon import eventually
 
 CITY = ZoneInfo("Asia/Shanghai")
 DAY1 = date(2026, 11, 2)
@@ -93,13 +94,6 @@ async def registry_facts(nats_url: str, residents: dict[str, str], buildings=("b
                                                    resident=resident, display_name="王*伟", birth_year=1950),
                       service="registry", occurred_at=when)
 
-
-async def eventually(check, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await check()):
-        assert asyncio.get_running_loop().time() < deadline, "not caught up in time"
-        await asyncio.sleep(0.02)
-    return result
 
 
 async def directory_knows(host: ServiceHost, *residents: str) -> None:

@@ -21,6 +21,7 @@ from shared.service import ServiceHost
 from shared.subjects import event_subject
 from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY
+from tests.support.cordon import eventually
 
 CST = timezone(timedelta(hours=8))
 MORNING = datetime(2022, 4, 2, 8, 0, tzinfo=CST)
@@ -123,13 +124,6 @@ def lifted(building: str | None = "b1") -> SealLifted:
     return SealLifted(community=COMMUNITY, compound="nangong-1", building=building, lifted_at=MORNING,
                       lifted_by=STAFF)
 
-
-async def eventually(check, timeout: float = 10.0, what: str = "condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await check()):
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-    return result
 
 
 async def known(host: ServiceHost, households: list[str]) -> None:
