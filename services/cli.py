@@ -117,7 +117,7 @@ def asyncapi_text() -> str:
         handler = getattr(handler, "func", handler)  # functools.partial
         return " ".join((handler.__doc__ or "see README.md").strip().split("\n\n")[0].split())
 
-    return asyncapi.render({name: spec.commands for name, spec in specs.items()},
+    return asyncapi.render({name: spec.command_types for name, spec in specs.items()},
                            {name: {q: summary(q, h) for q, h in spec.queries.items()}
                             for name, spec in specs.items()})
 

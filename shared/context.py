@@ -1,6 +1,6 @@
 """What a command handler works with: :class:`Context` over one :class:`Batch` (a transaction's
 cache of stream states), and the encoded replies. The runtime that runs batches is
-:mod:`shared.commands`.
+:mod:`shared.runtime`.
 """
 from __future__ import annotations
 
@@ -55,33 +55,38 @@ class Pending:
 
 
 class Context:
-    """What a command handler sees: stream loads through the batch cache, appends, extra writes."""
+    """What a command handler sees: stream loads through the batch cache, appends, extra writes,
+    the service's settings (``config``) and the batch's typed scratch (``scratch``)."""
 
     def __init__(self, batch: Batch, cmd: Any):
         self._batch = batch
         self._cmd = cmd
-        self._pending = Pending()
+        #: What this command has added so far; the runtime commits it if the handler returns.
+        self.pending = Pending()
         self.conn: asyncpg.Connection = batch.conn
-        #: Batch-wide scratch space for in-batch uniqueness checks (e.g. an ID number claimed).
-        self.local: dict = batch.local
+        #: The service's settings (``CommandSpec.config``).
+        self.config: Any = batch.config
+        #: The batch's scratch object (``CommandSpec.scratch``): what earlier commands of the batch
+        #: did that the tables do not show yet (an ID number claimed, a pass issued).
+        self.scratch: Any = batch.scratch
 
     async def load(self, stream_id: str) -> tuple[Any, int]:
         """The state and version of a stream, including what earlier commands of the batch did."""
-        if stream_id in self._pending.states:
-            return self._pending.states[stream_id]
+        if stream_id in self.pending.states:
+            return self.pending.states[stream_id]
         return await self._batch.load(stream_id)
 
     def held(self, stream_id: str) -> tuple[Any, int] | None:
         """The state and version of a stream if the batch already holds it (loaded, or changed by
         an earlier command), else None — without a query. For handlers that can read a stream
         from a snapshot of their own when the batch has not loaded it."""
-        if stream_id in self._pending.states:
-            return self._pending.states[stream_id]
+        if stream_id in self.pending.states:
+            return self.pending.states[stream_id]
         return self._batch.cache.get(stream_id)
 
     async def load_many(self, stream_ids: list[str]) -> list[tuple[Any, int]]:
         """Like :meth:`load` for many streams, with one query for those not loaded yet."""
-        await self._batch.prefetch([s for s in stream_ids if s not in self._pending.states])
+        await self._batch.prefetch([s for s in stream_ids if s not in self.pending.states])
         return [await self.load(s) for s in stream_ids]
 
     async def expect(self, stream_id: str) -> tuple[Any, int]:
@@ -102,13 +107,13 @@ class Context:
     def append(self, stream_id: str, version: int, events: list[env.Event]) -> None:
         """Append events to a stream read at ``version``. Checks ``expected_version`` if given."""
         expected = getattr(self._cmd, "expected_version", None)
-        if expected is not None and self._pending.first_stream is None and expected != version:
+        if expected is not None and self.pending.first_stream is None and expected != version:
             raise Conflict(
                 f"{stream_id} is at version {version}, not {expected}: reload and decide again",
                 field="expected_version",
             )
-        state = self._pending.states.get(stream_id, (None, None))[0]
-        if stream_id not in self._pending.states:
+        state = self.pending.states.get(stream_id, (None, None))[0]
+        if stream_id not in self.pending.states:
             state = self._batch.cached_state(stream_id)
         cmd = self._cmd
         for event in events:
@@ -124,7 +129,7 @@ class Context:
                 recorded_at=self._batch.recorded_at,
             )
             payload = env.encode(envelope)
-            self._pending.events.append(
+            self.pending.events.append(
                 store.NewEvent(
                     event_id=envelope.event_id,
                     stream_id=stream_id,
@@ -136,14 +141,14 @@ class Context:
                     subject=event_subject(event.community, type(event).service, envelope.type),
                 )
             )
-            self._pending.envelopes.append(msgspec.Raw(payload))
+            self.pending.envelopes.append(msgspec.Raw(payload))
             state = self._batch.evolve(state, event)
-        self._pending.states[stream_id] = (state, version)
-        if self._pending.first_stream is None:
-            self._pending.first_stream = stream_id
-            self._pending.last_version = version
-        elif stream_id == self._pending.first_stream:
-            self._pending.last_version = version
+        self.pending.states[stream_id] = (state, version)
+        if self.pending.first_stream is None:
+            self.pending.first_stream = stream_id
+            self.pending.last_version = version
+        elif stream_id == self.pending.first_stream:
+            self.pending.last_version = version
 
     def write(self, sql: str, *args: Any) -> None:
         """Run ``sql`` in the command's transaction, only if the command is accepted.
@@ -153,7 +158,7 @@ class Context:
         *different* statements holds within a command, not across commands: write one statement
         per table, or make statements independent of each other's order.
         """
-        self._pending.writes.append((sql, args))
+        self.pending.writes.append((sql, args))
 
     def reply_with(self, **extra: Any) -> None:
         """Add fields to the success reply (e.g. checkpoint's ``decision``).
@@ -161,21 +166,23 @@ class Context:
         They override the defaults: a bulk command whose envelopes would not fit in one NATS
         message replies ``events=[]`` with a count and a compact list of its own.
         """
-        self._pending.extra = {**(self._pending.extra or {}), **extra}
+        self.pending.extra = {**(self.pending.extra or {}), **extra}
 
 
 
 class Batch:
     """One transaction's worth of commands: the connection, the stream states they have loaded or
-    changed, and the batch-wide scratch space (``local``)."""
+    changed, the batch's scratch object and the service's settings."""
 
-    def __init__(self, service: str, evolve: Evolve, conn: asyncpg.Connection, recorded_at: datetime):
+    def __init__(self, service: str, evolve: Evolve, conn: asyncpg.Connection, recorded_at: datetime,
+                 scratch: Any = None, config: Any = None):
         self.service = service
         self.evolve = evolve
         self.conn = conn
         self.recorded_at = recorded_at
         self.cache: dict[str, tuple[Any, int]] = {}
-        self.local: dict = {}
+        self.scratch = scratch
+        self.config = config
 
     def cached_state(self, stream_id: str) -> Any:
         return self.cache.get(stream_id, (None, 0))[0]

@@ -27,6 +27,7 @@ import msgspec
 from nats.aio.client import Client
 
 from shared import log as logging
+from shared import store
 from shared.tasks import cancel
 from shared.subjects import STREAM
 
@@ -256,4 +257,4 @@ class Relay:
 
     async def depth(self) -> int:
         async with self.pool.acquire() as conn:
-            return await conn.fetchval(f"SELECT count(*) FROM {self.service}.outbox")
+            return await store.outbox_depth(conn, self.service)

@@ -9,7 +9,7 @@ import gc
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import asyncpg
 import msgspec
@@ -20,10 +20,11 @@ import shared.contracts  # noqa: F401  (registers every public event type)
 from shared import bus, store
 from shared import envelope as env
 from shared import log as logging
-from shared.commands import CommandRuntime, Evolve, Handler, encode_error
+from shared.runtime import CommandRuntime, CommandSpec, encode_error
 from shared.config import Config
 from shared.consumer import Consumer, Handle
 from shared.errors import CommandError, Invalid, TooLarge, UnknownCommand
+from shared import wire
 from shared.relay import Relay
 from shared.tasks import cancel
 
@@ -40,14 +41,14 @@ class ConsumerSpec:
 
 
 @dataclass(frozen=True)
-class PolicySpec:
+class ReactionSpec:
     """A reaction to other services' events: a pure ``react(envelope, event)`` returns this
-    service's own commands, run through the command runtime.
+    service's own commands, run through the command runtime (a service's ``reactions.py``).
 
     ``react`` sees only the event: a reaction that needs to look something up (e.g. the
     households of a sealed building in the service's directory) is a :class:`ConsumerSpec` whose
     handle runs the look-up and then ``host.execute``. Commands must carry a deterministic
-    ``command_id`` (e.g. ``f"{policy}:{event_id}"``) so that a
+    ``command_id`` (e.g. ``f"{reaction}:{event_id}"``) so that a
     redelivered or replayed event yields the stored reply and writes nothing new. A refusal
     (rejected, conflict, not_found, invalid) is final and logged; ``unavailable`` is retried.
     """
@@ -57,35 +58,45 @@ class PolicySpec:
     react: Callable[[env.RawEnvelope, env.Event], list[tuple[str, Any]]]
 
 
+class Follower(Protocol):
+    """A long-running reader of the stream that is not a durable consumer (the views' projector,
+    the audit appender): the host runs it and reports it on health like a consumer."""
+
+    name: str
+    applied: int
+    parked: int
+    last_error: str | None
+
+    async def lag(self) -> int | None: ...
+
+    async def run(self) -> None: ...
+
+
 GC_THRESHOLD = 50_000
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """What a service is: its name, commands, state evolution, extra tables and consumers."""
+    """What a service is: its name, its commands (none for views and audit), extra tables,
+    consumers, reactions, queries and background work."""
 
     name: str
-    #: command name -> its wire type (documentation, AsyncAPI)
-    commands: dict[str, type]
-    #: command name -> parse(payload bytes) -> command struct (raises CommandError)
-    parsers: dict[str, Callable[[bytes], Any]]
-    handlers: dict[str, Handler]
-    evolve: Evolve
-    #: cmd -> streams it will read: loaded for the whole batch in one query
-    prefetch: Callable[[Any], list[str]] | None = None
-    #: async (conn, cmds, local) -> None: one look-up for the whole batch, results in ctx.local
-    prepare_batch: Callable[[Any, list[Any], dict], Awaitable[None]] | None = None
-    #: (cmd, now) -> cmd with the receive time and the ids it creates filled in, before the batch
-    complete: Callable[[Any, Any], Any] | None = None
+    #: the command side; None for a service that only consumes (no relay, no command subjects)
+    commands: CommandSpec | None = None
     extra_ddl: str = ""
     consumers: list[ConsumerSpec] = field(default_factory=list)
-    policies: list[PolicySpec] = field(default_factory=list)
+    reactions: list[ReactionSpec] = field(default_factory=list)
     #: query name -> async (host, payload) -> reply dict, answered on cordon.qry.<name>
     queries: dict[str, Callable[["ServiceHost", bytes], Awaitable[dict]]] = field(default_factory=dict)
     #: long-running tasks (e.g. a scheduler): async (host) -> None, cancelled at stop
     background: list[Callable[["ServiceHost"], Awaitable[None]]] = field(default_factory=list)
-    #: command name -> writers of its own, one command per transaction (see CommandRuntime)
-    lanes: dict[str, int] = field(default_factory=dict)
+    #: (host) -> a follower of the stream, run by the host and shown on health with the consumers
+    followers: list[Callable[["ServiceHost"], Follower]] = field(default_factory=list)
+
+    @property
+    def command_types(self) -> dict[str, type]:
+        """Command name -> wire type (none for a service without commands)."""
+        return self.commands.types if self.commands else {}
 
 
 class ServiceHost:
@@ -101,12 +112,13 @@ class ServiceHost:
         self.runtime: CommandRuntime | None = None
         self.relay: Relay | None = None
         self.consumers: list[Consumer] = []
+        self.followers: list[Follower] = []
         self.tasks: list[asyncio.Task] = []
         self.cmd_nc = None
         self.cmd_sub = None
         self._inflight: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(2048)
-        #: The time commands are stamped with when they carry no occurred_at; tests inject one.
+        #: The service's time: commands without occurred_at, schedulers, "today"; tests inject one.
         self.clock = clock
 
     async def start(self) -> None:
@@ -117,42 +129,43 @@ class ServiceHost:
         gc.set_threshold(GC_THRESHOLD, 20, 20)
         self.pool = await asyncpg.create_pool(config.pg_dsn, min_size=2, max_size=config.pg_pool_max)
         async with self.pool.acquire() as conn:
-            await store.migrate(conn, spec.name, spec.extra_ddl)
+            await store.migrate(conn, spec.name, spec.extra_ddl, record=spec.commands is not None,
+                                consumers=bool(spec.consumers or spec.reactions))
         self.nc = await bus.connect(config.nats_url, f"{spec.name}.relay")
         await bus.ensure_stream(self.nc.jetstream(), config.dedupe_window_s, config.stream_replicas)
-        self.relay = Relay(service=spec.name, pool=self.pool, nc=self.nc)
-        self.runtime = CommandRuntime(
-            service=spec.name,
-            pool=self.pool,
-            handlers=spec.handlers,
-            evolve=spec.evolve,
-            prefetch=spec.prefetch,
-            prepare_batch=spec.prepare_batch,
-            batch_max=config.batch_max,
-            on_commit=self.relay.wake,
-            lanes=spec.lanes,
-        )
-        await self.runtime.start()
-        await self.relay.start()
+        if spec.commands is not None:
+            self.relay = Relay(service=spec.name, pool=self.pool, nc=self.nc)
+            self.runtime = CommandRuntime(service=spec.name, pool=self.pool, spec=spec.commands,
+                                          batch_max=config.batch_max, on_commit=self.relay.wake,
+                                          clock=lambda: self.clock())
+            await self.runtime.start()
+            await self.relay.start()
         handles = [(c.name, c.subjects, c.handle(self)) for c in spec.consumers]
-        handles += [(p.name, p.subjects, self._policy_handle(p)) for p in spec.policies]
+        handles += [(r.name, r.subjects, self._reaction_handle(r)) for r in spec.reactions]
         for name, subjects, handle in handles:
             consumer = Consumer(name=name, schema=spec.name, subjects=subjects, handle=handle,
                                 pool=self.pool, nc=self.nc, park_after=config.park_after)
             await consumer.start()
             self.consumers.append(consumer)
+        for make in spec.followers:
+            follower = make(self)
+            self.followers.append(follower)
+            self.tasks.append(asyncio.create_task(follower.run(), name=f"{spec.name}.{follower.name}"))
         for task in spec.background:
             self.tasks.append(asyncio.create_task(task(self), name=f"{spec.name}.{task.__name__}"))
         self.broker = self._build_broker()
         await self.broker.start()
         await self.broker._connection.flush()  # subscriptions reach the server before we say started
-        # Commands, the hot path, on a plain nats-py subscription: through faststream the same
-        # service sustained 1,700-1,900 commands/s, through this 5,000-5,400 (bench/backbone.py,
-        # same run). Queries and health stay on faststream.
-        self.cmd_nc = await bus.connect(config.nats_url, f"{spec.name}.commands")
-        self.cmd_sub = await self.cmd_nc.subscribe(
-            f"cordon.cmd.{spec.name}.>", queue=spec.name, cb=self._on_msg,
-            pending_msgs_limit=100_000, pending_bytes_limit=256 * 1024 * 1024)
+        if spec.commands is not None:
+            # Commands, the hot path, on a plain nats-py subscription: through faststream the same
+            # service sustained 1,700-1,900 commands/s, through this 5,000-5,400 (bench/backbone.py,
+            # same run). Queries and health stay on faststream.
+            self.cmd_nc = await bus.connect(config.nats_url, f"{spec.name}.commands")
+            self.cmd_sub = await self.cmd_nc.subscribe(
+                f"cordon.cmd.{spec.name}.>", queue=spec.name, cb=self._on_msg,
+                pending_msgs_limit=100_000, pending_bytes_limit=256 * 1024 * 1024)
+            # Started means answering: a request right after start must not meet "no responders".
+            await self.cmd_nc.flush()
         log.info("service.started", service=spec.name, instance=self.instance)
 
     async def stop(self) -> None:
@@ -202,22 +215,28 @@ class ServiceHost:
     async def on_command(self, raw) -> bytes:
         name = raw.subject[len(f"cordon.cmd.{self.spec.name}."):]
         structlog.contextvars.bind_contextvars(service=self.spec.name, command=name)
+        commands = self.spec.commands
         try:
-            parse = self.spec.parsers.get(name)
-            if parse is None:
+            if name not in commands.handlers:
                 raise UnknownCommand(
                     f"{self.spec.name} has no command {name!r}; it accepts: "
-                    + ", ".join(sorted(self.spec.parsers)), field="subject")
+                    + ", ".join(sorted(commands.handlers)), field="subject")
             if len(raw.data) > self.config.max_payload:
                 raise TooLarge(f"the payload is {len(raw.data)} bytes; the limit is "
                                f"{self.config.max_payload}")
-            cmd = self._complete(parse(raw.data))
+            cmd = self._decode(name, raw.data)
         except CommandError as err:
             log.info("command.refused", code=err.code, error=err.message)
             return encode_error(err)
         structlog.contextvars.bind_contextvars(
             command_id=cmd.command_id, correlation_id=cmd.correlation_id or cmd.command_id)
         return await self.runtime.execute(name, cmd)
+
+    def _decode(self, name: str, payload: bytes) -> Any:
+        commands = self.spec.commands
+        if commands.decode is not None:
+            return commands.decode(name, payload)
+        return wire.decode(self.spec.name, commands.types, name, payload)
 
     async def _on_msg(self, msg) -> None:
         # nats-py awaits one callback at a time: each command gets its own task so that commands
@@ -244,32 +263,23 @@ class ServiceHost:
             except Exception as exc:  # NATS down: the caller times out; the record is intact
                 log.warning("reply.lost", subject=msg.subject, error=str(exc))
 
-    def _policy_handle(self, policy: PolicySpec) -> Handle:
+    def _reaction_handle(self, reaction: ReactionSpec) -> Handle:
         async def handle(conn, raw: env.RawEnvelope, event: env.Event) -> None:
-            for name, cmd in policy.react(raw, event):
+            for name, cmd in reaction.react(raw, event):
                 reply = await self.execute(name, cmd)
                 if reply["ok"]:
                     continue
                 code = reply["error"]["code"]
                 if code in ("unavailable", "internal"):
-                    raise RuntimeError(f"policy {policy.name}: {name} failed: {reply['error']}")
-                log.info("policy.refused", policy=policy.name, command=name, event_id=raw.event_id,
+                    raise RuntimeError(f"reaction {reaction.name}: {name} failed: {reply['error']}")
+                log.info("reaction.refused", reaction=reaction.name, command=name, event_id=raw.event_id,
                          code=code, error=reply["error"]["message"])
 
         return handle
 
-    def _complete(self, cmd: Any) -> Any:
-        now = self.clock()
-        if cmd.occurred_at is None:
-            cmd = msgspec.structs.replace(cmd, occurred_at=now)
-        return self.spec.complete(cmd, now) if self.spec.complete else cmd
-
     async def execute(self, name: str, cmd: Any) -> dict:
-        """Run one of this service's own commands in process (policies, schedulers); the reply."""
-        try:
-            cmd = self._complete(cmd)
-        except CommandError as err:
-            return err.to_reply()
+        """Run one of this service's own commands in process (reactions, schedulers); the reply.
+        The runtime completes it as it does a command from the bus."""
         return msgspec.json.decode(await self.runtime.execute(name, cmd))
 
     def _query_handler(self, query: str):
@@ -287,18 +297,14 @@ class ServiceHost:
 
     async def status(self) -> dict:
         consumers = {}
-        for c in self.consumers:
+        for c in [*self.consumers, *self.followers]:
             consumers[c.name] = {"lag": await c.lag(), "applied": c.applied, "parked": c.parked,
                                  "last_error": c.last_error}
-        return {
-            "service": self.spec.name,
-            "instance": self.instance,
-            "outbox_depth": await self.relay.depth(),
-            "committed": self.runtime.committed,
-            "published": self.relay.published,
-            "relay_error": self.relay.last_error,
-            "consumers": consumers,
-        }
+        status: dict = {"service": self.spec.name, "instance": self.instance}
+        if self.relay is not None:
+            status.update(outbox_depth=await self.relay.depth(), committed=self.runtime.committed,
+                          published=self.relay.published, relay_error=self.relay.last_error)
+        return {**status, "consumers": consumers}
 
     async def on_health_ping(self, raw) -> bytes:
         try:

@@ -2,7 +2,7 @@
 
 Each service owns a schema. ``events`` is append-only with a unique ``(stream_id, version)``: that
 unique key is the optimistic-concurrency check. A command's events, their outbox rows and its
-reply commit in one transaction (see :mod:`shared.commands`), so an accepted command is never lost
+reply commit in one transaction (see :mod:`shared.runtime`), so an accepted command is never lost
 and never half-published.
 """
 from __future__ import annotations
@@ -17,9 +17,15 @@ import asyncpg
 SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 
-def ddl(schema: str) -> str:
+def _check(schema: str) -> str:
     if not SCHEMA_NAME.match(schema):
         raise ValueError(f"bad schema name {schema!r}")
+    return schema
+
+
+def ddl(schema: str) -> str:
+    """The record of a service with commands: events, outbox, command replies."""
+    _check(schema)
     return f"""
     CREATE SCHEMA IF NOT EXISTS {schema};
     CREATE TABLE IF NOT EXISTS {schema}.events (
@@ -51,6 +57,19 @@ def ddl(schema: str) -> str:
         reply        bytea NOT NULL,
         recorded_at  timestamptz NOT NULL DEFAULT now()
     );
+    CREATE OR REPLACE FUNCTION {schema}.forbid_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'the event record is append-only'; END $$;
+    DROP TRIGGER IF EXISTS events_append_only ON {schema}.events;
+    CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON {schema}.events
+        FOR EACH ROW EXECUTE FUNCTION {schema}.forbid_change();
+    """
+
+
+def consumer_ddl(schema: str) -> str:
+    """What a service's durable consumers keep: the inbox (exactly-once effects), dead letters."""
+    _check(schema)
+    return f"""
+    CREATE SCHEMA IF NOT EXISTS {schema};
     CREATE TABLE IF NOT EXISTS {schema}.inbox (
         consumer     text NOT NULL,
         event_id     uuid NOT NULL,
@@ -69,20 +88,25 @@ def ddl(schema: str) -> str:
         attempts     integer NOT NULL,
         parked_at    timestamptz NOT NULL DEFAULT now()
     );
-    CREATE OR REPLACE FUNCTION {schema}.forbid_change() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION 'the event record is append-only'; END $$;
-    DROP TRIGGER IF EXISTS events_append_only ON {schema}.events;
-    CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON {schema}.events
-        FOR EACH ROW EXECUTE FUNCTION {schema}.forbid_change();
     """
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, extra_ddl: str = "") -> None:
-    """Create the service's schema and tables if missing. Safe to run concurrently and repeatedly."""
+async def migrate(conn: asyncpg.Connection, schema: str, extra_ddl: str = "", record: bool = True,
+                  consumers: bool = True) -> None:
+    """Create the service's schema and tables if missing. Safe to run concurrently and repeatedly.
+
+    ``record`` creates the events, outbox and command tables (a service with commands),
+    ``consumers`` the inbox and dead letters (a service with durable consumers); the views and
+    audit, which have neither, get their schema and ``extra_ddl`` only.
+    """
     async with conn.transaction():
         # Serialize concurrent migrations of the same schema (two replicas starting together).
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
-        await conn.execute(ddl(schema))
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_check(schema)}")
+        if record:
+            await conn.execute(ddl(schema))
+        if consumers:
+            await conn.execute(consumer_ddl(schema))
         if extra_ddl:
             await conn.execute(extra_ddl)
 
@@ -151,4 +175,5 @@ async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent],
 
 
 async def outbox_depth(conn: asyncpg.Connection, schema: str) -> int:
+    """Events committed but not yet acknowledged by JetStream (the relay's backlog)."""
     return await conn.fetchval(f"SELECT count(*) FROM {schema}.outbox")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Iterable
+from typing import Annotated, Callable, Iterable
 
 import msgspec
 
@@ -79,6 +79,25 @@ def invalid(command: str, text: str, choices: dict[str, Iterable[str]]) -> Inval
     elif "datetime" in msg:
         hint = "; use RFC 3339 with a zone, e.g. 2026-11-23T09:30:00+08:00"
     return Invalid(f"{path}: {msg}{hint}", field=path)
+
+
+def complete(cmd: BaseCommand, *, now: Callable[[], datetime], new_id: Callable[[], str],
+             creates: dict[type, str]) -> BaseCommand:
+    """``cmd`` with ``occurred_at`` (``now()`` when absent) and the id it creates (the field
+    ``creates`` names for its type, ``new_id()`` when absent) filled in."""
+    changes: dict = {}
+    if cmd.occurred_at is None:
+        changes["occurred_at"] = now()
+    created = creates.get(type(cmd))
+    if created is not None and getattr(cmd, created) is None:
+        changes[created] = new_id()
+    return msgspec.structs.replace(cmd, **changes) if changes else cmd
+
+
+def validate_common(cmd: BaseCommand) -> BaseCommand:
+    """The checks every command gets (:func:`check_common`); a service's ``validate`` adds its own."""
+    check_common(cmd)
+    return cmd
 
 
 def check_common(cmd: BaseCommand) -> None:

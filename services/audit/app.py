@@ -1,6 +1,6 @@
 """The audit service's composition root: every event of the stream, once, in a hash-chained log.
 
-No commands. A background tail appends the stream to ``audit.log`` (see :mod:`services.audit.log`)
+No commands. A follower of the stream (run by the host) appends the stream to ``audit.log`` (see :mod:`services.audit.log`)
 and reports like a consumer in the host's status (lag on ``cordon.qry.health``). ``cordon.qry.audit``
 searches the log by actor, resident, community (or any prefix of the tree), type and time.
 """
@@ -39,7 +39,7 @@ async def audit_query(host, payload: bytes) -> dict:
 
 
 class LiveAudit:
-    """What the host's status reads of a consumer: name, lag(), applied, parked, last_error."""
+    """The audit's follower of the stream (``shared.service.Follower``)."""
 
     name = "audit"
     parked = 0
@@ -63,24 +63,14 @@ class LiveAudit:
         except Exception:
             return None
 
-    async def stop(self) -> None:  # the host cancels the background task that runs the tail
-        return None
-
-
-async def audit_appender(host) -> None:
-    appender = LiveAudit(host)
-    host.consumers.append(appender)  # reported by ServiceHost.status() on cordon.qry.health
-    await appender.tail.run()
+    async def run(self) -> None:
+        await self.tail.run()
 
 
 def spec() -> ServiceSpec:
     return ServiceSpec(
         name="audit",
-        commands={},
-        parsers={},
-        handlers={},
-        evolve=lambda state, event: state,
         extra_ddl=log.DDL,
         queries={"audit": audit_query},
-        background=[audit_appender],
+        followers=[LiveAudit],
     )

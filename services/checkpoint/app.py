@@ -11,14 +11,14 @@ Policy values from the environment (read here, once, and handed to the pure deci
 from __future__ import annotations
 
 import os
-from functools import partial
 from zoneinfo import ZoneInfo
 
 from services.checkpoint import domain, lookups, queries, views
-from services.checkpoint.commands import COMMANDS, parse
+from services.checkpoint import commands
 from services.checkpoint.handlers import DDL, SCHEMA, Checkpoint
 from services.checkpoint.passage import Policy
 from shared import directory
+from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
 
@@ -40,13 +40,18 @@ def spec(policy: Policy | None = None, tz: ZoneInfo | None = None) -> ServiceSpe
     checkpoint = Checkpoint(policy or env_policy)
     return ServiceSpec(
         name=SCHEMA,
-        commands=COMMANDS,
-        parsers={name: partial(parse, name) for name in COMMANDS},
-        handlers=checkpoint.handlers(),
-        evolve=domain.evolve,
-        prefetch=checkpoint.prefetch,
-        prepare_batch=lookups.prepare,
-        complete=checkpoint.complete,
+        commands=CommandSpec(
+            types=commands.COMMANDS,
+            decode=commands.decode,
+            validate=commands.validate,
+            creates=commands.CREATES,
+            new_id=checkpoint.make_id,
+            handlers=checkpoint.handlers(),
+            evolve=domain.evolve,
+            prefetch=checkpoint.prefetch,
+            prepare_batch=lookups.prepare,
+            scratch=dict,
+        ),
         extra_ddl=directory.ddl(SCHEMA) + views.DDL + DDL,
         consumers=[directory.consumer(SCHEMA), views.consumer()],
         queries={"checkpoint.shifts": queries.shifts(tz or env_tz)},

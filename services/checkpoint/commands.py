@@ -126,16 +126,24 @@ COMMANDS: dict[str, type] = {
 _CHOICES = {"level": get_args(ControlLevel), "direction": get_args(Direction)}
 
 
-def parse(name: str, payload: bytes) -> Command:
-    """Decode ``payload`` strictly as the command ``name``, validate and normalize it."""
+#: The id field a creating command may leave out; the runtime fills it.
+CREATES: dict[type, str] = {CheckPassage: "passage", StartShift: "shift"}
+
+
+def decode(name: str, payload: bytes) -> Command:
+    """Decode ``payload`` strictly as the command ``name`` (no rule checks: :func:`validate`)."""
     try:
-        cmd = wire.decode("checkpoint", COMMANDS, name, payload, _CHOICES)
+        return wire.decode("checkpoint", COMMANDS, name, payload, _CHOICES)
     except Invalid as err:
         if err.field == "temperature_c":
             raise Invalid("temperature_c must be a number of °C, not quoted (e.g. 36.6)",
                           field="temperature_c") from None
         raise
-    return validate(cmd)
+
+
+def parse(name: str, payload: bytes) -> Command:
+    """Decode ``payload`` strictly as the command ``name``, validate and normalize it."""
+    return validate(decode(name, payload))
 
 
 def validate(cmd: Command) -> Command:

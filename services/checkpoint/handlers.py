@@ -184,13 +184,13 @@ class Checkpoint:
         events = domain.decide(domain.Facts(passes={household: state}, new_passes=fresh), cmd)
         ctx.append(target, version, events)
         ctx.write(REVOKE_PASS, pass_id, cmd.occurred_at, cmd.reason.strip())
-        ctx.local.setdefault("revoked", set()).add(pass_id)
+        ctx.scratch.setdefault("revoked", set()).add(pass_id)
         for event in events[1:]:
             self._record_issued(ctx, event)
             ctx.reply_with(replacement={"pass": event.pass_, "number": event.number})
 
     def _new_passes(self, ctx: Context, count: int) -> tuple[tuple[str, str], ...]:
-        taken = ctx.local.setdefault("numbers", set())
+        taken = ctx.scratch.setdefault("numbers", set())
         fresh = []
         while len(fresh) < count:
             number = self.make_number()
@@ -201,7 +201,7 @@ class Checkpoint:
 
     def _record_issued(self, ctx: Context, e) -> None:
         ctx.write(INSERT_PASS, e.pass_, e.number, e.community, e.compound, e.household, e.issued_at)
-        issued = ctx.local.setdefault("issued", {})
+        issued = ctx.scratch.setdefault("issued", {})
         issued[e.pass_] = issued[e.number] = passage.Pass(
             pass_=e.pass_, number=e.number, community=e.community, compound=e.compound, household=e.household)
 
@@ -240,7 +240,7 @@ class Checkpoint:
         ctx.append(target, version, events)
         e = events[0]
         ctx.write(INSERT_SHIFT, e.shift, e.community, e.compound, e.gate, e.staff, e.started_at)
-        ctx.local.setdefault("open_shifts", {})[cmd.staff] = e.shift
+        ctx.scratch.setdefault("open_shifts", {})[cmd.staff] = e.shift
 
     async def end_shift(self, cmd: EndShift, ctx: Context) -> None:
         if cmd.shift is not None:
@@ -253,7 +253,7 @@ class Checkpoint:
         _, version = await ctx.expect(target)  # already in the batch cache
         ctx.append(target, version, events)
         ctx.write(END_SHIFT, e.shift, e.ended_at, e.hours)
-        ctx.local.setdefault("open_shifts", {})[cmd.staff] = None
+        ctx.scratch.setdefault("open_shifts", {})[cmd.staff] = None
         ctx.reply_with(hours=e.hours)
 
 
@@ -284,7 +284,7 @@ async def _households(ctx: Context, cmd: IssuePasses) -> dict[str, domain.Househ
 
 async def _find_pass(ctx: Context, key: str) -> tuple[str, str] | None:
     """(pass id, household) of a pass named by id or number, including passes of this batch."""
-    fresh = ctx.local.get("issued", {}).get(key)
+    fresh = ctx.scratch.get("issued", {}).get(key)
     if fresh is not None:
         return fresh.pass_, fresh.household
     row = await ctx.conn.fetchrow(
@@ -307,7 +307,7 @@ async def _gate_compound(ctx: Context, cmd: StartShift) -> domain.Compound | Non
 
 async def _open_shift(ctx: Context, staff: str) -> domain.Shift | None:
     """The staff member's open shift, anywhere, including shifts started or ended in this batch."""
-    local = ctx.local.get("open_shifts", {})
+    local = ctx.scratch.get("open_shifts", {})
     if staff in local:
         shift = local[staff]
     else:

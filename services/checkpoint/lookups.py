@@ -3,11 +3,11 @@
 A passage reads the directory (compound, resident, household), the passes table, the seals and the
 quarantine view. One query per passage would make the database round trip the cost of the hot path,
 so the runtime's ``prepare_batch`` hook (:func:`prepare`) loads the facts of every check_passage of
-the batch at once into the batch's scratch space (``ctx.local``); :func:`facts` then answers each
+the batch at once into the batch's scratch space (``ctx.scratch``); :func:`facts` then answers each
 handler from there (and loads on its own what is missing, e.g. a command run outside a batch).
 
 Passes issued or revoked earlier in the same batch are not in the table yet (their rows are written
-at commit): handlers record them in ``ctx.local`` and :func:`facts` lays them over the table.
+at commit): handlers record them in ``ctx.scratch`` and :func:`facts` lays them over the table.
 """
 from __future__ import annotations
 
@@ -73,22 +73,22 @@ class _Loaded:
                 and (cmd.visitor is None or cmd.visitor.host_household in self.households))
 
 
-async def prepare(conn, cmds: list, local: dict) -> None:
+async def prepare(conn, cmds: list, scratch: dict) -> None:
     """``prepare_batch``: the facts of every check_passage of the batch, in one query."""
     passages = [c for c in cmds if isinstance(c, CheckPassage)]
     if passages:
-        await _load(conn, local.setdefault("lookups", _Loaded()), passages)
+        await _load(conn, scratch.setdefault("lookups", _Loaded()), passages)
 
 
 async def facts(ctx, cmd: CheckPassage) -> passage.Facts:
     """The passage's facts, without the control state and policy (the handler adds them)."""
-    loaded: _Loaded = ctx.local.setdefault("lookups", _Loaded())
+    loaded: _Loaded = ctx.scratch.setdefault("lookups", _Loaded())
     if not loaded.has(cmd):
         await _load(ctx.conn, loaded, [cmd])
-    fresh = ctx.local.get("issued", {}).get(cmd.pass_) if cmd.pass_ is not None else None
+    fresh = ctx.scratch.get("issued", {}).get(cmd.pass_) if cmd.pass_ is not None else None
     if fresh is not None and fresh.household not in loaded.households:
         await _load(ctx.conn, loaded, [], {fresh.household})
-    return _facts(ctx.local, loaded, cmd)
+    return _facts(ctx.scratch, loaded, cmd)
 
 
 async def _load(conn, loaded: _Loaded, cmds: list[CheckPassage], households: set[str] = frozenset()) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 from functools import partial
 
 from services.logistics import domain, policies, queries, tables
-from services.logistics.commands import COMMANDS, parse
+from services.logistics import commands
 from services.logistics.handlers import Handlers
 from services.logistics.rules import Rules
 from services.logistics.scheduler import daily_requests
 from shared import directory
+from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
 #: How often the scheduler looks for households whose food for today is not yet requested.
@@ -20,14 +21,19 @@ def spec(rules: Rules | None = None, daily_interval_s: float = DAILY_INTERVAL_S)
     handlers = Handlers(rules)
     return ServiceSpec(
         name=tables.SCHEMA,
-        commands=COMMANDS,
-        parsers={name: partial(parse, name, rules=rules) for name in COMMANDS},
-        handlers=handlers.table(),
-        evolve=domain.evolve,
-        prefetch=handlers.prefetch,
+        commands=CommandSpec(
+            types=commands.COMMANDS,
+            decode=commands.decode,
+            validate=partial(commands.validate, rules=rules),
+            creates=commands.CREATES,
+            handlers=handlers.table(),
+            evolve=domain.evolve,
+            prefetch=handlers.prefetch,
+            scratch=dict,
+        ),
         extra_ddl=tables.DDL,
         consumers=[directory.consumer(tables.SCHEMA), policies.seal_consumer()],
-        policies=[policies.case_policy()],
+        reactions=[policies.case_policy()],
         queries=queries.queries(rules),
         background=[daily_requests(rules, daily_interval_s)],
     )

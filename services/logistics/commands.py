@@ -137,9 +137,18 @@ _CHOICES = {
 }
 
 
+#: The id field a creating command may leave out; the runtime fills it.
+CREATES: dict[type, str] = {RequestSupplies: "request", ReceiveStock: "receipt"}
+
+
+def decode(name: str, payload: bytes) -> Command:
+    """Decode ``payload`` strictly as the command ``name`` (no rule checks: :func:`validate`)."""
+    return wire.decode("logistics", COMMANDS, name, payload, _CHOICES)
+
+
 def parse(name: str, payload: bytes, rules: Rules = Rules()) -> Command:
     """Decode ``payload`` strictly as the command ``name`` and validate it against ``rules``."""
-    return validate(wire.decode("logistics", COMMANDS, name, payload, _CHOICES), rules)
+    return validate(decode(name, payload), rules)
 
 
 def validate(cmd: Command, rules: Rules = Rules()) -> Command:

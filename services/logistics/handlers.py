@@ -3,7 +3,7 @@ write the service's own rows in the same transaction.
 
 Stock is read under a transaction-level lock on the community's store, held until the batch
 commits, so a second process deciding on the same store waits and then sees the first one's
-result. Within a batch, ``ctx.local`` carries what earlier commands of the batch did to it.
+result. Within a batch, ``ctx.scratch`` carries what earlier commands of the batch did to it.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ async def resident_household(ctx: Context, resident: str) -> str | None:
 
 
 def _stock_cache(ctx: Context) -> dict[tuple[str, str], int]:
-    return ctx.local.setdefault("stock", {})
+    return ctx.scratch.setdefault("stock", {})
 
 
 async def lock_stock(ctx: Context, community: str, items: Iterable[str]) -> dict[str, int]:
@@ -83,7 +83,7 @@ async def lock_stock(ctx: Context, community: str, items: Iterable[str]) -> dict
     another process taking the same items in another order, and so that an item's first receipt,
     which has no row yet to lock, is serialized too.
     """
-    cache, locked = _stock_cache(ctx), ctx.local.setdefault("stores", set())
+    cache, locked = _stock_cache(ctx), ctx.scratch.setdefault("stores", set())
     if community not in locked:
         await ctx.conn.execute(tables.LOCK_STORE, community)
         locked.add(community)
@@ -98,7 +98,7 @@ async def lock_stock(ctx: Context, community: str, items: Iterable[str]) -> dict
 async def peek_stock(ctx: Context, community: str, items: Iterable[str]) -> dict[str, int]:
     """On-hand figures for information only (no lock, read once per batch): what a new request
     would miss now."""
-    cache, seen = _stock_cache(ctx), ctx.local.setdefault("peeked", {})
+    cache, seen = _stock_cache(ctx), ctx.scratch.setdefault("peeked", {})
     items = list(items)
     unseen = [i for i in items if (community, i) not in cache and (community, i) not in seen]
     if unseen:
@@ -123,7 +123,7 @@ async def commit(ctx: Context, events: list[LogisticsEvent]) -> None:
             cache[(event.community, item)] = on_hand
         if isinstance(event, MasksReserved):
             ctx.write(tables.INSERT_VOUCHER, event.voucher, event.number, event.household, event.community)
-            ctx.local.setdefault("vouchers", {})[event.voucher] = (event.household, event.community)
+            ctx.scratch.setdefault("vouchers", {})[event.voucher] = (event.household, event.community)
     # The day a plan is covered up to: a daily request raised, or a start (which raises the day's
     # request unless it exists already). The scheduler skips a plan covered today.
     covered = {e.household: (e.priority, e.daily_on) for e in events
@@ -246,7 +246,7 @@ class Handlers:
         if h is not None:  # draw a number only for a command that may succeed
             number = voucher_number(await ctx.conn.fetchval("SELECT nextval('logistics.voucher_numbers')"))
             cmd = msgspec.structs.replace(cmd, voucher=cmd.voucher or number)
-            taken = cmd.voucher in ctx.local.get("vouchers", {}) or await ctx.conn.fetchval(
+            taken = cmd.voucher in ctx.scratch.get("vouchers", {}) or await ctx.conn.fetchval(
                 "SELECT 1 FROM logistics.vouchers WHERE voucher = $1", cmd.voucher) is not None
         facts = Facts(rules=self.rules, household=h, masks=await state(ctx, target), number=number,
                       voucher_taken=taken)
@@ -254,7 +254,7 @@ class Handlers:
         ctx.reply_with(voucher=cmd.voucher, number=number)
 
     async def redeem_voucher(self, cmd: RedeemVoucher, ctx: Context) -> None:
-        found = ctx.local.get("vouchers", {}).get(cmd.voucher) or await ctx.conn.fetchrow(
+        found = ctx.scratch.get("vouchers", {}).get(cmd.voucher) or await ctx.conn.fetchrow(
             "SELECT household, community FROM logistics.vouchers WHERE voucher = $1", cmd.voucher)
         if found is None:
             decide(Facts(rules=self.rules), cmd)  # raises not_found

@@ -32,7 +32,7 @@ from shared.contracts.quarantine import (
     CaseTransferred,
     SealLifted,
 )
-from shared.service import ConsumerSpec, PolicySpec
+from shared.service import ConsumerSpec, ReactionSpec
 
 log = logging.get("logistics.policies")
 
@@ -101,8 +101,8 @@ async def feed_late_households(host) -> int:
     return started
 
 
-def case_policy() -> PolicySpec:
-    return PolicySpec(name="logistics-cases",
+def case_policy() -> ReactionSpec:
+    return ReactionSpec(name="logistics-cases",
                       subjects=[f"cordon.evt.*.*.*.quarantine.{t}" for t in CASE_EVENTS],
                       react=react_to_case)
 

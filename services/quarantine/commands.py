@@ -133,9 +133,14 @@ CHOICES = {
 }
 
 
+def decode(name: str, payload: bytes) -> Command:
+    """Decode ``payload`` strictly as the command ``name`` (no rule checks: :func:`validate`)."""
+    return wire.decode("quarantine", COMMANDS, name, payload, CHOICES)
+
+
 def parse(name: str, payload: bytes) -> Command:
     """Decode ``payload`` strictly as the command ``name`` and validate it."""
-    return validate(wire.decode("quarantine", COMMANDS, name, payload, CHOICES))
+    return validate(decode(name, payload))
 
 
 def validate(cmd: Command) -> Command:

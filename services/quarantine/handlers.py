@@ -59,11 +59,11 @@ def prefetch(cmd: Command) -> list[str]:
     return []
 
 
-async def prepare_batch(conn, cmds: list[Command], local: dict) -> None:
+async def prepare_batch(conn, cmds: list[Command], scratch: dict) -> None:
     """The cases of the batch's missed-check-in sweeps, from their rows, in one query."""
     ids = [c for cmd in cmds if isinstance(cmd, RecordMissedCheckins) for c in cmd.cases]
     if ids:
-        local["case_rows"] = {row[0]: tables.case_of_row(row) for row in await conn.fetch(tables.CASES_BY_ID, ids)}
+        scratch["case_rows"] = {row[0]: tables.case_of_row(row) for row in await conn.fetch(tables.CASES_BY_ID, ids)}
 
 
 # -- loading facts -------------------------------------------------------------------------
@@ -81,13 +81,13 @@ async def _case_for_reading(ctx: Context, case_id: str) -> domain.Case | None:
     held = ctx.held(stream)
     if held is not None:
         return held[0]
-    rows = ctx.local.get("case_rows", {})
+    rows = ctx.scratch.get("case_rows", {})
     return rows[case_id] if case_id in rows else await _state(ctx, stream)
 
 
 async def _open_case_of(ctx: Context, resident: str) -> domain.Case | None:
     """The resident's open case, seeing cases opened or closed earlier in this batch."""
-    opened = ctx.local.setdefault("open_case_of", {})
+    opened = ctx.scratch.setdefault("open_case_of", {})
     case_id = opened[resident] if resident in opened else await ctx.conn.fetchval(tables.OPEN_CASE_OF, resident)
     if case_id is None:
         return None
@@ -153,7 +153,7 @@ def build(policy: Policy) -> dict[str, Callable]:
         facts = Facts(case=case, open_case=await _open_case_of(ctx, cmd.resident), resident=await _where(ctx, cmd))
         events = rules.decide(facts, cmd, policy)
         await _append_case(ctx, cmd.case, version, events)
-        ctx.local.setdefault("open_case_of", {})[cmd.resident] = cmd.case
+        ctx.scratch.setdefault("open_case_of", {})[cmd.resident] = cmd.case
 
     async def record_checkin(cmd: RecordCheckin, ctx: Context) -> None:
         stream = domain.day_stream(cmd.case, cmd.on)
@@ -223,7 +223,7 @@ def build(policy: Policy) -> dict[str, Callable]:
         if opened:
             # A positive result opens the case in the same transaction: atomic, and answered now.
             await _append_case(ctx, cmd.case, case_version, opened)
-            ctx.local.setdefault("open_case_of", {})[cmd.resident] = cmd.case
+            ctx.scratch.setdefault("open_case_of", {})[cmd.resident] = cmd.case
             ctx.reply_with(case=cmd.case)
 
     return {

@@ -15,7 +15,7 @@ from shared.contracts.checkpoint import FeverDetected
 from shared.contracts.registry import ArrivalVerified
 from shared.envelope import Event, RawEnvelope
 from shared.errors import Invalid
-from shared.service import PolicySpec
+from shared.service import ReactionSpec
 
 log = logging.get("quarantine.policies")
 
@@ -41,7 +41,7 @@ def _command(raw: RawEnvelope, policy_name: str, **fields) -> list[tuple[str, Op
     return [("open_case", cmd)]
 
 
-def arrivals(policy: Policy) -> PolicySpec:
+def arrivals(policy: Policy) -> ReactionSpec:
     """ArrivalVerified with home or centralized quarantine opens a case (reason arrival) that
     starts on the day of the verification."""
 
@@ -53,11 +53,11 @@ def arrivals(policy: Policy) -> PolicySpec:
                         starts_on=policy.day(event.verified_at), household=event.household,
                         compound=event.compound, building=event.building)
 
-    return PolicySpec(name="quarantine-arrivals", subjects=["cordon.evt.*.*.*.registry.ArrivalVerified"],
+    return ReactionSpec(name="quarantine-arrivals", subjects=["cordon.evt.*.*.*.registry.ArrivalVerified"],
                       react=react)
 
 
-def fevers(policy: Policy) -> PolicySpec:
+def fevers(policy: Policy) -> ReactionSpec:
     """FeverDetected naming a resident opens a monitoring case (reason fever), unless the resident
     already has an open case (then the refusal ``case_open`` is logged and that is all)."""
 
@@ -68,9 +68,9 @@ def fevers(policy: Policy) -> PolicySpec:
         return _command(raw, "fever-monitoring", community=event.community, resident=event.resident,
                         kind="monitoring", reason="fever", starts_on=policy.day(event.detected_at), **where)
 
-    return PolicySpec(name="quarantine-fevers", subjects=["cordon.evt.*.*.*.checkpoint.FeverDetected"],
+    return ReactionSpec(name="quarantine-fevers", subjects=["cordon.evt.*.*.*.checkpoint.FeverDetected"],
                       react=react)
 
 
-def build(policy: Policy) -> list[PolicySpec]:
+def build(policy: Policy) -> list[ReactionSpec]:
     return [arrivals(policy), fevers(policy)]

@@ -1,23 +1,24 @@
 """The registry's composition root: what the service is, wired explicitly."""
 from __future__ import annotations
 
-from functools import partial
-
-from services.registry import domain, handlers
-from services.registry.commands import COMMANDS, complete, parse
-from shared.envelope import new_id
+from services.registry import commands, domain, handlers
+from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
 
 def spec() -> ServiceSpec:
     return ServiceSpec(
         name="registry",
-        commands=COMMANDS,
-        parsers={name: partial(parse, name) for name in COMMANDS},
-        handlers=handlers.HANDLERS,
-        evolve=domain.evolve,
-        prefetch=handlers.prefetch,
-        prepare_batch=handlers.prepare_batch,
-        complete=lambda cmd, now: complete(cmd, now=now, new_id=new_id),
+        commands=CommandSpec(
+            types=commands.COMMANDS,
+            decode=commands.decode,
+            validate=commands.validate,
+            creates=commands.CREATES,
+            handlers=handlers.HANDLERS,
+            evolve=domain.evolve,
+            prefetch=handlers.prefetch,
+            prepare_batch=handlers.prepare_batch,
+            scratch=dict,
+        ),
         extra_ddl=handlers.PII_DDL,
     )

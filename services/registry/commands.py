@@ -96,9 +96,14 @@ _CHOICES = {
 }
 
 
+def decode(name: str, payload: bytes) -> Command:
+    """Decode ``payload`` strictly as the command ``name`` (no rule checks: :func:`validate`)."""
+    return wire.decode("registry", COMMANDS, name, payload, _CHOICES)
+
+
 def parse(name: str, payload: bytes) -> Command:
     """Decode ``payload`` strictly as the command ``name`` and validate it."""
-    return validate(wire.decode("registry", COMMANDS, name, payload, _CHOICES))
+    return validate(decode(name, payload))
 
 
 def complete(cmd: Command, *, now: datetime, new_id: Callable[[], str]) -> Command:

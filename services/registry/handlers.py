@@ -55,12 +55,12 @@ def prefetch(cmd: Command) -> list[str]:
     return []
 
 
-async def prepare_batch(conn, cmds: list[Command], local: dict) -> None:
+async def prepare_batch(conn, cmds: list[Command], scratch: dict) -> None:
     """ID numbers already registered, for every register_resident of the batch, in one query."""
     numbers = [c.id_number for c in cmds if isinstance(c, RegisterResident)]
     if numbers:
         rows = await conn.fetch("SELECT id_number FROM registry.residents WHERE id_number = ANY($1)", numbers)
-        local["id_numbers_taken"] = {r["id_number"] for r in rows}
+        scratch["id_numbers_taken"] = {r["id_number"] for r in rows}
 
 
 async def _state(ctx: Context, stream_id: str):
@@ -97,7 +97,7 @@ async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
     events = domain.decide(facts, cmd)  # not-found and taken ids first, then the ID number
-    taken = ctx.local.setdefault("id_numbers_taken", set())
+    taken = ctx.scratch.setdefault("id_numbers_taken", set())
     if cmd.id_number in taken:
         raise Conflict("a resident with this ID number is already registered", field="id_number")
     taken.add(cmd.id_number)  # later commands of the batch see it taken

@@ -1,7 +1,7 @@
 """The views' composition root: read models of the whole stream, answered on ``cordon.qry.*``.
 
-No commands: the views only consume. The live projector is a background task following the
-stream into the current generation (see :mod:`shared.tail`); it reports in the host's
+No commands: the views only consume. The live projector is a follower of the stream (the host
+runs it) writing into the current generation (see :mod:`shared.tail`); it reports in the host's
 status like a consumer (lag = stream sequences behind the head), so ``cordon.qry.health`` shows it.
 """
 from __future__ import annotations
@@ -17,11 +17,12 @@ from shared.service import ServiceSpec
 
 
 class LiveViews:
-    """What the host's status reads of a consumer: name, lag(), applied, parked, last_error."""
+    """The views' follower of the stream (``shared.service.Follower``)."""
 
     name = "views"
 
     def __init__(self, host, zone: tzinfo, batch_max: int = 2000):
+        self.pool = host.pool
         self.projection = Projection(host.pool, zone)
         self.tail = Tail(host.nc, name="views", position=self.projection.position,
                          prepare=self.projection.prepare, apply=self.projection.apply, batch_max=batch_max)
@@ -44,34 +45,21 @@ class LiveViews:
         except Exception:
             return None
 
-    async def stop(self) -> None:  # the host cancels the background task that runs the tail
-        return None
-
-
-def live(zone: tzinfo):
-    async def views_projector(host) -> None:
-        async with host.pool.acquire() as conn:
+    async def run(self) -> None:
+        async with self.pool.acquire() as conn:
             await schema.migrate(conn)
-        projector = LiveViews(host, zone)
-        host.consumers.append(projector)  # reported by ServiceHost.status() on cordon.qry.health
-        await projector.tail.run()
-
-    return views_projector
+        await self.tail.run()
 
 
 def spec() -> ServiceSpec:
     zone = city_zone()
     return ServiceSpec(
         name="views",
-        commands={},
-        parsers={},
-        handlers={},
-        evolve=lambda state, event: state,
         extra_ddl=schema.POINTER_DDL,
         queries={
             "community": partial(queries.community, zone=zone),
             "rollup": partial(queries.rollup, zone=zone),
             "timeline": queries.timeline,
         },
-        background=[live(zone)],
+        followers=[partial(LiveViews, zone=zone)],
     )

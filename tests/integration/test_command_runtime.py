@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from functools import partial
 
 import asyncpg
 import msgspec
@@ -13,8 +12,9 @@ import pytest
 
 from shared import store
 from shared.envelope import Event, encode, event_type, utcnow, wrap
+from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
-from shared.wire import BaseCommand, decode
+from shared.wire import BaseCommand
 from tests.support.cordon import COMMUNITY, running
 
 pytestmark = pytest.mark.integration
@@ -37,10 +37,9 @@ async def note(cmd: Note, ctx) -> None:
 
 
 def probe_spec() -> ServiceSpec:
-    commands = {"note": Note}
     return ServiceSpec(
-        name="probe", commands=commands, parsers={"note": partial(decode, "probe", commands, "note")},
-        handlers={"note": note}, evolve=lambda state, event: event.note,
+        name="probe", commands=CommandSpec(types={"note": Note}, handlers={"note": note},
+                                           evolve=lambda state, event: event.note),
         extra_ddl="CREATE TABLE IF NOT EXISTS probe.notes (note integer CHECK (note <> 13))",
     )
 
@@ -108,12 +107,11 @@ def lane_spec(inside: dict) -> ServiceSpec:
         finally:
             inside["now"] -= 1
 
-    commands = {"note": Note, "bulk_note": BulkNote}
     return ServiceSpec(
-        name="probe", commands=commands, parsers={n: partial(decode, "probe", commands, n) for n in commands},
-        handlers={"note": note, "bulk_note": bulk_note}, evolve=lambda state, event: event.note,
+        name="probe", commands=CommandSpec(
+            types={"note": Note, "bulk_note": BulkNote}, handlers={"note": note, "bulk_note": bulk_note},
+            evolve=lambda state, event: event.note, lanes={"bulk_note": 2}),
         extra_ddl="CREATE TABLE IF NOT EXISTS probe.notes (note integer CHECK (note <> 13))",
-        lanes={"bulk_note": 2},
     )
 
 
@@ -146,11 +144,10 @@ async def test_a_batch_that_lost_a_race_on_one_stream_commits_the_rest_together(
             await gate.wait()
         await note(cmd, ctx)
 
-    commands = {"note": Note}
     spec = ServiceSpec(
-        name="probe", commands=commands, parsers={"note": partial(decode, "probe", commands, "note")},
-        handlers={"note": gated_note}, evolve=lambda state, event: event.note,
-        prefetch=lambda cmd: [f"probe:{cmd.stream}"],
+        name="probe", commands=CommandSpec(
+            types={"note": Note}, handlers={"note": gated_note}, evolve=lambda state, event: event.note,
+            prefetch=lambda cmd: [f"probe:{cmd.stream}"]),
         extra_ddl="CREATE TABLE IF NOT EXISTS probe.notes (note integer CHECK (note <> 13))",
     )
     async with running(spec, nats_url, pg_dsn) as host:
@@ -186,13 +183,13 @@ async def test_a_command_on_a_stream_a_lane_is_writing_waits_its_turn_outside_th
             _, version = await ctx.load(f"probe:{stream}")
             ctx.append(f"probe:{stream}", version, [ProbeNoted(community=COMMUNITY, note=cmd.note)])
 
-    commands = {"note": Note, "bulk_note": BulkNote}
     spec = ServiceSpec(
-        name="probe", commands=commands, parsers={n: partial(decode, "probe", commands, n) for n in commands},
-        handlers={"note": note, "bulk_note": bulk_note}, evolve=lambda state, event: event.note,
-        prefetch=lambda cmd: [f"probe:{s}" for s in getattr(cmd, "streams", [getattr(cmd, "stream", "")])],
+        name="probe", commands=CommandSpec(
+            types={"note": Note, "bulk_note": BulkNote}, handlers={"note": note, "bulk_note": bulk_note},
+            evolve=lambda state, event: event.note,
+            prefetch=lambda cmd: [f"probe:{s}" for s in getattr(cmd, "streams", [getattr(cmd, "stream", "")])],
+            lanes={"bulk_note": 1}),
         extra_ddl="CREATE TABLE IF NOT EXISTS probe.notes (note integer CHECK (note <> 13))",
-        lanes={"bulk_note": 1},
     )
     async with running(spec, nats_url, pg_dsn) as host:
         lane = asyncio.create_task(host.execute("bulk_note", BulkNote(

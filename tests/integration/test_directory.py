@@ -1,7 +1,6 @@
 """A service's local directory of registry facts follows the registry's events, across restarts."""
 from __future__ import annotations
 
-import asyncio
 
 import nats
 import pytest
@@ -16,8 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def probe_spec() -> ServiceSpec:
-    return ServiceSpec(name="probe", commands={}, parsers={}, handlers={}, evolve=lambda s, e: s,
-                       extra_ddl=directory.ddl("probe"), consumers=[directory.consumer("probe")])
+    return ServiceSpec(name="probe", extra_ddl=directory.ddl("probe"), consumers=[directory.consumer("probe")])
 
 
 

@@ -185,7 +185,7 @@ async def test_health_reports_the_views_lag_behind_the_stream_head(nats_url, pg_
     s = await Stream.connect(nats_url)
     async with running(spec(), nats_url, pg_dsn) as host:
         await wait_position(s.nc, 0)
-        projector = next(c for c in host.consumers if c.name == "views")
+        projector = next(c for c in host.followers if c.name == "views")
         # Hold the projector's generation lock: events arrive but cannot be applied, so lag grows.
         async with _conn(pg_dsn) as conn, conn.transaction():
             generation = await conn.fetchval("SELECT generation FROM views.current")

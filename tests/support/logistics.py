@@ -3,7 +3,6 @@ an injectable clock, and registry/quarantine events published in their contracts
 real services would publish them (those services are not needed to test logistics' reactions)."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from datetime import date, datetime, timedelta, timezone

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 import asyncpg
@@ -22,6 +23,7 @@ from shared import envelope as env
 from shared import log as logging
 from shared.tasks import cancel
 from shared import store
+from shared import wire
 from shared.context import Batch, Context, Evolve, Pending, Reply, encode_error, encode_ok
 from shared.errors import CommandError, Conflict, Unavailable
 
@@ -35,6 +37,42 @@ RACES = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.Deadl
 _TAKEN = re.compile(r"^Key \(stream_id, version\)=\((.*), \d+\) already exists")
 UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 UNAVAILABLE = Unavailable("the record (PostgreSQL) is unreachable; retry with the same command_id")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandSpec:
+    """A command service's commands: how they are read, completed, decided and committed.
+
+    Each command service builds one in its ``app.py`` from its rooms: ``commands.py`` (``types``,
+    ``creates``, ``decode``, ``validate``), ``handlers.py`` (``handlers``, ``prefetch``,
+    ``prepare_batch``, ``Scratch``), ``domain.py`` (``evolve``) and ``config.py`` (``config``).
+    """
+
+    #: command name -> its wire type (strict decoding, AsyncAPI)
+    types: dict[str, type]
+    #: command name -> ``async handler(cmd, ctx)``; ``cmd`` arrives completed
+    handlers: dict[str, Handler]
+    #: ``evolve(state, event) -> state`` of every stream the service writes
+    evolve: Evolve
+    #: (name, payload) -> decoded command, strictly, no rule checks (raises CommandError).
+    #: Default: :func:`shared.wire.decode` over ``types``.
+    decode: Callable[[str, bytes], Any] | None = None
+    #: command -> command, the rules a decoder cannot check; runs once, after completion
+    validate: Callable[[Any], Any] = wire.validate_common
+    #: command type -> the id field it creates, filled with ``new_id()`` when the caller left it out
+    creates: dict[type, str] = field(default_factory=dict)
+    new_id: Callable[[], str] = env.new_id
+    #: completed command -> streams it will surely read, loaded for the whole batch in one query
+    prefetch: Callable[[Any], list[str]] | None = None
+    #: ``async (conn, cmds, scratch)``: one look-up for the whole batch, kept in the scratch
+    prepare_batch: Callable[[asyncpg.Connection, list[Any], Any], Awaitable[None]] | None = None
+    #: a new per-batch scratch object (``ctx.scratch``): what earlier commands of a batch did that
+    #: the record does not show yet (an ID number claimed, a pass issued, stock taken)
+    scratch: Callable[[], Any] = lambda: None
+    #: the service's settings (its ``config.py``), seen by handlers as ``ctx.config``
+    config: Any = None
+    #: command name -> writers of its own, one command per transaction (see CommandRuntime)
+    lanes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,24 +114,24 @@ class CommandRuntime:
         *,
         service: str,
         pool: asyncpg.Pool,
-        handlers: dict[str, Handler],
-        evolve: Evolve,
-        prefetch: Callable[[Any], list[str]] | None = None,
-        prepare_batch: Callable[[asyncpg.Connection, list[Any], dict], Awaitable[None]] | None = None,
+        spec: CommandSpec,
         batch_max: int = 256,
         on_commit: Callable[[], None] | None = None,
-        lanes: dict[str, int] | None = None,
+        clock: Callable[[], datetime] = env.utcnow,
     ):
         self.service = service
         self.pool = pool
-        self.handlers = handlers
-        self.evolve = evolve
-        self.prefetch = prefetch
-        self.prepare_batch = prepare_batch
+        self.spec = spec
+        self.handlers = spec.handlers
+        self.evolve = spec.evolve
+        self.prefetch = spec.prefetch
+        self.prepare_batch = spec.prepare_batch
         self.batch_max = batch_max
         self.on_commit = on_commit
+        #: The time commands are stamped with when they carry no occurred_at; tests inject one.
+        self.clock = clock
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self.lanes = dict(lanes or {})
+        self.lanes = dict(spec.lanes)
         self._lane_queue: asyncio.Queue[_Item] = asyncio.Queue()
         #: A lane waits this long for a lock before it gives way (its command is then decided
         #: again, alone). Lanes take their rows in stream order and the main writer in arrival
@@ -127,12 +165,26 @@ class CommandRuntime:
                 _answer(got if isinstance(got, list) else [got], encode_error(Unavailable("the service is stopping; retry")))
 
     async def execute(self, name: str, cmd: Any) -> bytes:
-        """Queue a parsed command; returns the encoded reply once committed (or refused)."""
+        """Complete a decoded command (:meth:`complete`) and queue it; returns the encoded reply
+        once committed (or refused)."""
         if not self._tasks:
             raise RuntimeError("CommandRuntime.start() first")
+        try:
+            cmd = self.complete(cmd)
+        except CommandError as err:
+            log.info("command.refused", code=err.code, error=err.message)
+            return encode_error(err)
         future = asyncio.get_running_loop().create_future()
         (self._lane_queue if name in self.lanes else self._queue).put_nowait(_Item(name, cmd, future))
         return await future
+
+    def complete(self, cmd: Any) -> Any:
+        """The command as handlers see it: ``occurred_at`` (the receive time when absent) and the
+        id it creates (``CommandSpec.creates``) filled in, then validated. Done once, before the
+        batch, so that ``prefetch`` covers the created streams and every handler reads a
+        completed command."""
+        return self.spec.validate(wire.complete(cmd, now=self.clock, new_id=self.spec.new_id,
+                                                creates=self.spec.creates))
 
     async def _writer(self, queue: asyncio.Queue, batch_max: int, lock_timeout: str | None = None) -> None:
         while True:
@@ -294,7 +346,7 @@ class CommandRuntime:
                 item.future.set_result(replies[id(item)])
 
     async def _decide(self, conn, items: list[_Item], replies: dict, accepted: list) -> None:
-        batch = Batch(self.service, self.evolve, conn, env.utcnow())
+        batch = Batch(self.service, self.evolve, conn, env.utcnow(), self.spec.scratch(), self.spec.config)
         ids = list({i.cmd.command_id for i in items})
         seen = {
             r["command_id"]: bytes(r["reply"])
@@ -306,7 +358,7 @@ class CommandRuntime:
         if self.prefetch:
             await batch.prefetch([s for cmd in fresh for s in self.prefetch(cmd)])
         if self.prepare_batch and fresh:
-            await self.prepare_batch(conn, fresh, batch.local)
+            await self.prepare_batch(conn, fresh, batch.scratch)
         for item in items:
             if item.cmd.command_id in seen:
                 replies[id(item)] = seen[item.cmd.command_id]
@@ -317,7 +369,7 @@ class CommandRuntime:
             except CommandError as err:
                 replies[id(item)] = encode_error(err)
                 continue
-            pending = ctx._pending
+            pending = ctx.pending
             batch.cache.update(pending.states)
             reply = encode_ok(Reply(stream_id=pending.first_stream, version=pending.last_version,
                                     events=pending.envelopes, extra=pending.extra))
