@@ -22,6 +22,7 @@ from pathlib import Path
 
 from shared import log as logging
 from shared.config import Config
+from shared.subjects import query_subject
 
 #: Every service that exists, in start order: name -> "module:function" returning its ServiceSpec.
 SERVICES: dict[str, str] = {
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "service":
             return asyncio.run(run_service(args.name, config))
         if args.cmd == "health":
-            return asyncio.run(run_request(args.nats_url or config.nats_url, "cordon.qry.health", b"{}", 3.0))
+            return asyncio.run(run_request(args.nats_url or config.nats_url, query_subject("health"), b"{}", 3.0))
         if args.cmd == "request":
             payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
             return asyncio.run(run_request(args.nats_url or config.nats_url, args.subject, payload, args.timeout))

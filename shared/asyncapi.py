@@ -14,6 +14,7 @@ import msgspec
 
 from shared import envelope as env
 from shared.errors import CODES
+from shared.subjects import command_subject, query_subject
 
 PATH = Path(__file__).parent / "contracts" / "asyncapi.json"
 REF = "#/components/schemas/{name}"
@@ -76,7 +77,7 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
             messages[f"{key}.reply"] = {"name": f"{name}.reply", "payload": {"oneOf": [
                 {"$ref": REF.format(name="CommandAccepted")}, {"$ref": REF.format(name="CommandRefused")}]}}
             channels[key] = {
-                "address": f"cordon.cmd.{service}.{name}",
+                "address": command_subject(service, name),
                 "messages": {"request": {"$ref": f"#/components/messages/{key}.request"}},
             }
             channels[f"{key}.reply"] = {
@@ -97,7 +98,7 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
             messages[f"{key}.reply"] = {"name": f"{name}.reply", "payload": {"oneOf": [
                 {"type": "object", "description": "the view's answer"},
                 {"$ref": REF.format(name="CommandRefused")}]}}
-            channels[key] = {"address": f"cordon.qry.{name}",
+            channels[key] = {"address": query_subject(name),
                              "messages": {"request": {"$ref": f"#/components/messages/{key}"}}}
             channels[f"{key}.reply"] = {"address": None, "messages": {
                 "reply": {"$ref": f"#/components/messages/{key}.reply"}}}

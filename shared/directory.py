@@ -18,6 +18,7 @@ from shared.contracts.registry import (
 )
 from shared.envelope import Event, RawEnvelope
 from shared.service import ConsumerSpec
+from shared.subjects import event_filters
 
 EVENTS = ("CompoundRegistered", "HouseholdRegistered", "ResidentRegistered", "ResidentMovedOut")
 
@@ -51,7 +52,7 @@ def consumer(schema: str) -> ConsumerSpec:
 
     return ConsumerSpec(
         name=f"{schema}-directory",
-        subjects=[f"cordon.evt.*.*.*.registry.{t}" for t in EVENTS],
+        subjects=event_filters("registry", *EVENTS),
         handle=build,
     )
 
@@ -81,21 +82,53 @@ async def apply(conn: asyncpg.Connection, schema: str, event: Event) -> None:
                 f"UPDATE {schema}.dir_residents SET moved_out = true WHERE resident = $1", event.resident)
 
 
+# -- reads: every service reads its copy through these, inside its own transactions ----------
+
+_VULNERABILITIES = """ARRAY(SELECT DISTINCT v FROM {schema}.dir_residents r, unnest(r.vulnerabilities) v
+                            WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities"""
+
+
+def _household_columns(schema: str, vulnerabilities: bool) -> str:
+    columns = "h.household, h.community, h.compound, h.building, h.address"
+    return columns + (", " + _VULNERABILITIES.format(schema=schema) if vulnerabilities else "")
+
+
 async def compound(conn, schema: str, community: str, compound_id: str):
     """The compound's row (community, compound, name, buildings, gates) or None."""
     return await conn.fetchrow(
         f"SELECT * FROM {schema}.dir_compounds WHERE community = $1 AND compound = $2", community, compound_id)
 
 
-async def household(conn, schema: str, household_id: str):
-    """The household's row (household, community, compound, building, address) or None."""
-    return await conn.fetchrow(f"SELECT * FROM {schema}.dir_households WHERE household = $1", household_id)
+async def compounds_with_gate(conn, schema: str, community: str, gate: str) -> list:
+    """The rows of the community's compounds that have a gate of this name, by compound."""
+    return await conn.fetch(
+        f"SELECT * FROM {schema}.dir_compounds WHERE community = $1 AND $2 = ANY(gates) ORDER BY compound",
+        community, gate)
 
 
-async def resident(conn, schema: str, resident_id: str):
-    """The resident's row (resident, household, community, compound, building, display_name,
-    birth_year, vulnerabilities, moved_out) or None."""
-    return await conn.fetchrow(f"SELECT * FROM {schema}.dir_residents WHERE resident = $1", resident_id)
+async def household(conn, schema: str, household_id: str, *, vulnerabilities: bool = False):
+    """The household's row (household, community, compound, building, address; with
+    ``vulnerabilities``, every vulnerability of its current residents) or None."""
+    return await conn.fetchrow(
+        f"SELECT {_household_columns(schema, vulnerabilities)} FROM {schema}.dir_households h "
+        "WHERE h.household = $1", household_id)
+
+
+async def households(conn, schema: str, household_ids: list[str]) -> list:
+    """The rows of the households named (unknown ids are left out), by household."""
+    return await conn.fetch(
+        f"SELECT {_household_columns(schema, False)} FROM {schema}.dir_households h "
+        "WHERE h.household = ANY($1::text[]) ORDER BY h.household", household_ids)
+
+
+async def households_in(conn, schema: str, community: str, compound_id: str, building: str | None = None,
+                        *, vulnerabilities: bool = False) -> list:
+    """The rows of the households in a compound, or in one building of it, by household (with
+    ``vulnerabilities`` as in :func:`household`)."""
+    return await conn.fetch(
+        f"SELECT {_household_columns(schema, vulnerabilities)} FROM {schema}.dir_households h "
+        "WHERE h.community = $1 AND h.compound = $2 AND ($3::text IS NULL OR h.building = $3) "
+        "ORDER BY h.household", community, compound_id, building)
 
 
 async def household_vulnerabilities(conn, schema: str, household_id: str) -> set[str]:
@@ -106,14 +139,12 @@ async def household_vulnerabilities(conn, schema: str, household_id: str) -> set
     return {r["v"] for r in rows}
 
 
-async def households_in(conn, schema: str, community: str, compound_id: str, building: str | None = None):
-    """Household ids in a compound, or in one building of it."""
-    if building is None:
-        rows = await conn.fetch(
-            f"SELECT household FROM {schema}.dir_households WHERE community = $1 AND compound = $2 "
-            "ORDER BY household", community, compound_id)
-    else:
-        rows = await conn.fetch(
-            f"SELECT household FROM {schema}.dir_households WHERE community = $1 AND compound = $2 "
-            "AND building = $3 ORDER BY household", community, compound_id, building)
-    return [r["household"] for r in rows]
+async def resident(conn, schema: str, resident_id: str):
+    """The resident's row (resident, household, community, compound, building, display_name,
+    birth_year, vulnerabilities, moved_out) or None."""
+    return await conn.fetchrow(f"SELECT * FROM {schema}.dir_residents WHERE resident = $1", resident_id)
+
+
+async def household_of(conn, schema: str, resident_id: str) -> str | None:
+    """The household a resident is registered in, or None for an unknown resident."""
+    return await conn.fetchval(f"SELECT household FROM {schema}.dir_residents WHERE resident = $1", resident_id)

@@ -26,11 +26,11 @@ from shared.consumer import Consumer, Handle
 from shared.errors import CommandError, Invalid, TooLarge, UnknownCommand
 from shared import wire
 from shared.relay import Relay
+from shared.subjects import HEALTH_FANOUT, command_filter, command_name, query_subject
 from shared.tasks import cancel
 
 log = logging.get("service")
 
-HEALTH_FANOUT = "cordon.sys.health"
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class ServiceHost:
             # same run). Queries and health stay on faststream.
             self.cmd_nc = await bus.connect(config.nats_url, f"{spec.name}.commands")
             self.cmd_sub = await self.cmd_nc.subscribe(
-                f"cordon.cmd.{spec.name}.>", queue=spec.name, cb=self._on_msg,
+                command_filter(spec.name), queue=spec.name, cb=self._on_msg,
                 pending_msgs_limit=100_000, pending_bytes_limit=256 * 1024 * 1024)
             # Started means answering: a request right after start must not meet "no responders".
             await self.cmd_nc.flush()
@@ -206,14 +206,14 @@ class ServiceHost:
 
         name = self.spec.name
         broker.subscriber(HEALTH_FANOUT, decoder=raw)(self.on_health_ping)
-        broker.subscriber("cordon.qry.health", queue="health", decoder=raw)(self.on_health_query)
+        broker.subscriber(query_subject("health"), queue="health", decoder=raw)(self.on_health_query)
         for query in self.spec.queries:
-            broker.subscriber(f"cordon.qry.{query}", queue=f"{name}.qry", decoder=raw,
+            broker.subscriber(query_subject(query), queue=f"{name}.qry", decoder=raw,
                               max_workers=64)(self._query_handler(query))
         return broker
 
     async def on_command(self, raw) -> bytes:
-        name = raw.subject[len(f"cordon.cmd.{self.spec.name}."):]
+        name = command_name(self.spec.name, raw.subject)
         structlog.contextvars.bind_contextvars(service=self.spec.name, command=name)
         commands = self.spec.commands
         try:

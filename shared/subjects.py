@@ -15,6 +15,10 @@ SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 EVENT_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
 STREAM = "CORDON"
 EVENTS_ROOT = "cordon.evt"
+COMMANDS_ROOT = "cordon.cmd"
+QUERIES_ROOT = "cordon.qry"
+#: Every running service instance answers a ping here with its status (see shared.service).
+HEALTH_FANOUT = "cordon.sys.health"
 SERVICES = ("registry", "checkpoint", "quarantine", "logistics")
 
 
@@ -89,9 +93,29 @@ def service_filter(service: str) -> str:
     return f"{EVENTS_ROOT}.*.*.*.{service}.>"
 
 
+def event_filters(service: str, *event_types: str) -> list[str]:
+    """The subjects of some of a service's event types, in every community (a consumer's filter)."""
+    for event_type in event_types:
+        if not EVENT_TYPE.match(event_type):
+            raise ValueError(f"event type {event_type!r} must be CamelCase")
+    return [f"{EVENTS_ROOT}.*.*.*.{service}.{t}" for t in event_types]
+
+
 def command_subject(service: str, command: str) -> str:
-    return f"cordon.cmd.{service}.{command}"
+    """``cordon.cmd.<service>.<command>``: where a command is sent."""
+    return f"{COMMANDS_ROOT}.{service}.{command}"
+
+
+def command_filter(service: str) -> str:
+    """Every command of a service: what its instances subscribe to (one queue group)."""
+    return f"{COMMANDS_ROOT}.{service}.>"
+
+
+def command_name(service: str, subject: str) -> str:
+    """The command a subject of :func:`command_filter` names."""
+    return subject[len(COMMANDS_ROOT) + len(service) + 2:]
 
 
 def query_subject(view: str) -> str:
-    return f"cordon.qry.{view}"
+    """``cordon.qry.<view>``: where a query is sent."""
+    return f"{QUERIES_ROOT}.{view}"

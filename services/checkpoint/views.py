@@ -28,6 +28,7 @@ from shared.contracts.quarantine import (
 )
 from shared.envelope import Event, RawEnvelope
 from shared.service import ConsumerSpec
+from shared.subjects import event_filters
 
 EVENTS = ("CaseOpened", "CaseTransferred", "CaseReleased", "CaseClosed", "AreaSealed", "SealLifted")
 COMPOUND = ""  # the building key of a whole-compound seal
@@ -64,7 +65,7 @@ def consumer() -> ConsumerSpec:
         return handle
 
     return ConsumerSpec(name="checkpoint-quarantine",
-                        subjects=[f"cordon.evt.*.*.*.quarantine.{t}" for t in EVENTS], handle=build)
+                        subjects=event_filters("quarantine", *EVENTS), handle=build)
 
 
 _UPSERT = """

@@ -33,6 +33,7 @@ from shared.contracts.quarantine import (
     SealLifted,
 )
 from shared.service import ConsumerSpec, ReactionSpec
+from shared.subjects import event_filters
 
 log = logging.get("logistics.policies")
 
@@ -103,7 +104,7 @@ async def feed_late_households(host) -> int:
 
 def case_policy() -> ReactionSpec:
     return ReactionSpec(name="logistics-cases",
-                      subjects=[f"cordon.evt.*.*.*.quarantine.{t}" for t in CASE_EVENTS],
+                      subjects=event_filters("quarantine", *CASE_EVENTS),
                       react=react_to_case)
 
 
@@ -132,4 +133,4 @@ def seal_consumer() -> ConsumerSpec:
         return handle
 
     return ConsumerSpec(name="logistics-seals",
-                        subjects=[f"cordon.evt.*.*.*.quarantine.{t}" for t in SEAL_EVENTS], handle=build)
+                        subjects=event_filters("quarantine", *SEAL_EVENTS), handle=build)

@@ -16,6 +16,7 @@ from shared.contracts.registry import ArrivalVerified
 from shared.envelope import Event, RawEnvelope
 from shared.errors import Invalid
 from shared.service import ReactionSpec
+from shared.subjects import event_filters
 
 log = logging.get("quarantine.policies")
 
@@ -53,7 +54,7 @@ def arrivals(policy: Policy) -> ReactionSpec:
                         starts_on=policy.day(event.verified_at), household=event.household,
                         compound=event.compound, building=event.building)
 
-    return ReactionSpec(name="quarantine-arrivals", subjects=["cordon.evt.*.*.*.registry.ArrivalVerified"],
+    return ReactionSpec(name="quarantine-arrivals", subjects=event_filters("registry", "ArrivalVerified"),
                       react=react)
 
 
@@ -68,7 +69,7 @@ def fevers(policy: Policy) -> ReactionSpec:
         return _command(raw, "fever-monitoring", community=event.community, resident=event.resident,
                         kind="monitoring", reason="fever", starts_on=policy.day(event.detected_at), **where)
 
-    return ReactionSpec(name="quarantine-fevers", subjects=["cordon.evt.*.*.*.checkpoint.FeverDetected"],
+    return ReactionSpec(name="quarantine-fevers", subjects=event_filters("checkpoint", "FeverDetected"),
                       react=react)
 
 

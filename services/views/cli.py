@@ -14,6 +14,7 @@ import sys
 import time
 
 from shared.config import Config
+from shared.subjects import query_subject
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +51,7 @@ async def _report(url: str, scope: str, on: str | None, fmt: str, timeout: float
     query = {"scope": scope, "detail": True, **({"on": on} if on else {})}
     nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1)
     try:
-        msg = await nc.request("cordon.qry.rollup", json.dumps(query).encode(), timeout=timeout)
+        msg = await nc.request(query_subject("rollup"), json.dumps(query).encode(), timeout=timeout)
     except Exception as exc:
         print(f"cordon: no reply from the views service: {type(exc).__name__} {exc}", file=sys.stderr)
         return 1

@@ -34,7 +34,13 @@ async def test_the_directory_knows_where_a_resident_lives_and_when_they_move_out
             assert (found["household"], found["building"], found["display_name"]) == (h, "b2", "王*伟")
             async with probe.pool.acquire() as conn:
                 assert await directory.household_vulnerabilities(conn, "probe", h) == {"elderly_alone"}
-                assert await directory.households_in(conn, "probe", found["community"], "nangong-1", "b2") == [h]
+                in_b2 = await directory.households_in(conn, "probe", found["community"], "nangong-1", "b2")
+                assert [r["household"] for r in in_b2] == [h]
+                assert await directory.household_of(conn, "probe", r) == h
+                assert (await directory.household(conn, "probe", h, vulnerabilities=True))["vulnerabilities"] == [
+                    "elderly_alone"]
+                assert [c["compound"] for c in await directory.compounds_with_gate(
+                    conn, "probe", found["community"], "g1")] == ["nangong-1"]
                 assert (await directory.compound(conn, "probe", found["community"], "nangong-1"))["gates"] == ["g1"]
         await client.ok("move_out", resident=r)
         async with running(probe_spec(), nats_url, pg_dsn) as probe:  # restarted: resumes, no replay
