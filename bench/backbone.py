@@ -42,7 +42,7 @@ from shared import log as logging  # noqa: E402
 from shared import store  # noqa: E402
 from shared.contracts import registry as _registry_events  # noqa: E402,F401  (registers event types)
 from shared.consumer import Consumer  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, pdeathsig, ensure_database  # noqa: E402
 from shared.idcard import with_check_digit  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -241,7 +241,7 @@ class Bench:
             self.service = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "service", "registry"], cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
+                preexec_fn=pdeathsig(signal.SIGTERM, os.getpid()))
 
     async def wait_service(self, nc, timeout: float = 60.0) -> None:
         """Register the compound (same command id on every try) until the service answers."""

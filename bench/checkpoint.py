@@ -48,7 +48,7 @@ from bench import common  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.contracts.quarantine import AreaSealed, CaseOpened  # noqa: E402
 from shared.contracts.registry import CompoundRegistered, HouseholdRegistered, ResidentRegistered  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, pdeathsig, ensure_database  # noqa: E402
 from shared.subjects import event_subject  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -225,7 +225,7 @@ class Bench:
         with open(self.tmp / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
+                                    preexec_fn=pdeathsig(signal.SIGTERM, os.getpid()))
         self.procs.append(proc)
         return proc
 

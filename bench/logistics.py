@@ -45,7 +45,7 @@ from shared import bus, envelope  # noqa: E402
 from bench import common  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.contracts.registry import HouseholdRegistered, ResidentRegistered  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, pdeathsig, ensure_database  # noqa: E402
 from shared.subjects import event_subject  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -199,7 +199,7 @@ class Bench:
             self.service = subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), "--serve"], cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
+                preexec_fn=pdeathsig(signal.SIGTERM, os.getpid()))
 
     async def wait_directory(self, dsn: str, households: int, timeout: float = 120.0) -> float:
         """Until the service's directory holds every household's resident; seconds it took."""

@@ -53,7 +53,7 @@ from services.quarantine.rules import Policy  # noqa: E402
 from services.quarantine.scheduler import Scheduler  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.config import Config  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, pdeathsig, ensure_database  # noqa: E402
 from shared.service import ServiceHost  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -340,7 +340,7 @@ class Bench:
         out = open(self.tmp / f"{mode}.log", "ab")
         proc = subprocess.Popen([sys.executable, __file__, f"--{mode}"], cwd=ROOT, env={**os.environ, **env},
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
+                                start_new_session=True, preexec_fn=pdeathsig(signal.SIGTERM, os.getpid()))
         self.children.append(proc)
         return proc
 

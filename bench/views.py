@@ -49,7 +49,7 @@ from shared.contracts import checkpoint as cp  # noqa: E402
 from shared.contracts import logistics as lg  # noqa: E402
 from shared.contracts import quarantine as qa  # noqa: E402
 from shared.contracts import registry as rg  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
+from shared.embedded import EmbeddedNats, EmbeddedPostgres, pdeathsig, ensure_database  # noqa: E402
 from shared.subjects import STREAM  # noqa: E402
 
 TARGET_REBUILD, TARGET_LAG_P99_MS = 20_000, 500
@@ -320,7 +320,7 @@ class Bench:
         with open(self.tmp / log, "ab") as err:
             proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv], cwd=ROOT, env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    start_new_session=True, preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
+                                    start_new_session=True, preexec_fn=pdeathsig(signal.SIGTERM, os.getpid()))
         self.children.append(proc)
         return proc
 
