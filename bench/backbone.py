@@ -21,11 +21,9 @@ import collections
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,14 +33,13 @@ sys.path.insert(0, str(ROOT))
 import asyncpg  # noqa: E402
 import msgspec  # noqa: E402
 import nats  # noqa: E402
-from nats.js.api import StorageType, StreamConfig  # noqa: E402
 
 from bench import common  # noqa: E402
+from bench.common import decode_reply, pct, raw_js, raw_pg  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared import store  # noqa: E402
 from shared.contracts import registry as _registry_events  # noqa: E402,F401  (registers event types)
 from shared.consumer import Consumer  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
 from shared.idcard import with_check_digit  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -54,14 +51,6 @@ now = time.perf_counter
 def id_number(n: int) -> str:
     """A valid, unique 18-character PRC ID number for every n < 10**16."""
     return with_check_digit(f"1{n:016d}")
-
-
-class _Reply(msgspec.Struct):
-    ok: bool
-    error: dict | None = None
-
-
-_reply = msgspec.json.Decoder(_Reply)
 
 
 class _Causation(msgspec.Struct):
@@ -116,7 +105,7 @@ class Load:
             self.errors[type(exc).__name__] += 1
             return
         t_reply = now()
-        reply = _reply.decode(msg.data)
+        reply = decode_reply(msg.data)
         if not reply.ok:
             self.errors[(reply.error or {}).get("code", "error")] += 1
             return
@@ -174,74 +163,14 @@ class Load:
         self.errors = collections.Counter()
 
 
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))] * 1000
-
-
-async def raw_js(url: str, seconds: float) -> float:
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    try:
-        await js.add_stream(StreamConfig(name="BENCHRAW", subjects=["bench.raw"], storage=StorageType.FILE))
-        payload, futures = os.urandom(100).hex().encode(), []
-        t0 = now()
-        while now() - t0 < seconds:
-            for _ in range(500):
-                # no wait_stall: with one, nats-py wraps each acquire in wait_for (about 3x the cost)
-                futures.append(await js.publish_async("bench.raw", payload))
-        await asyncio.wait_for(asyncio.gather(*futures), 30)  # nats-py can hang on a rejection
-        rate = len(futures) / (now() - t0)
-        await js.delete_stream("BENCHRAW")
-        return rate
-    finally:
-        await nc.close()
-
-
-async def raw_pg(dsn: str, seconds: float) -> tuple[float, float]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE TABLE bench_raw (id bigint PRIMARY KEY, payload bytea NOT NULL)")
-        payload, n = os.urandom(200), 0
-        t0 = now()
-        while now() - t0 < seconds:
-            async with conn.transaction():
-                await conn.executemany("INSERT INTO bench_raw VALUES ($1, $2)",
-                                       [(n + i, payload) for i in range(10_000)])
-            n += 10_000
-        many = n / (now() - t0)
-        t0, m = now(), 0
-        while now() - t0 < seconds:
-            await conn.execute("INSERT INTO bench_raw VALUES ($1, $2)", n + m, payload)
-            m += 1
-        single = m / (now() - t0)
-        await conn.execute("DROP TABLE bench_raw")
-        return many, single
-    finally:
-        await conn.close()
-
-
-class Bench:
-    """Everything this run started, so that :meth:`kill` can end it synchronously whatever happened."""
+class Bench(common.BenchBase):
+    """The servers, the registry service and the py-spy processes of one run."""
 
     def __init__(self, args):
+        super().__init__("cordon-bench-")
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="cordon-bench-"))
-        self.nats = EmbeddedNats(self.tmp / "nats")
-        self.pg = EmbeddedPostgres(self.tmp / "pg")  # durable defaults: fsync, synchronous_commit on
-        self.service: subprocess.Popen | None = None
+        self.registry: subprocess.Popen | None = None
         self.spies: list[subprocess.Popen] = []
-
-    def start_service(self, nats_url: str, dsn: str) -> None:
-        env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": dsn,
-               "CORDON_LOG_LEVEL": "warning", "CORDON_LOG_FORMAT": "json"}
-        with open(self.tmp / "registry.log", "ab") as out:
-            self.service = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "service", "registry"], cwd=ROOT, env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
 
     async def wait_service(self, nc, timeout: float = 60.0) -> None:
         """Register the compound (same command id on every try) until the service answers."""
@@ -250,12 +179,11 @@ class Bench:
                            "buildings": ["b1"], "gates": ["g1"]}).encode()
         deadline = now() + timeout
         while True:
-            if self.service.poll() is not None:
-                log = (self.tmp / "registry.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"registry exited with {self.service.returncode}:\n{log}")
+            if self.registry.poll() is not None:
+                raise RuntimeError(f"registry exited with {self.registry.returncode}:\n{self.log_tail('registry')}")
             try:
-                reply = _reply.decode((await nc.request("cordon.cmd.registry.register_compound",
-                                                        body, timeout=1)).data)
+                reply = decode_reply((await nc.request("cordon.cmd.registry.register_compound",
+                                                       body, timeout=1)).data)
                 if not reply.ok:
                     raise RuntimeError(f"register_compound refused: {reply.error}")
                 return
@@ -273,44 +201,23 @@ class Bench:
             [str(exe), "record", "--pid", str(pid), "-d", str(int(seconds)), "--format", "raw",
              "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-    async def stop(self) -> None:
-        if self.service is not None and self.service.poll() is None:
-            self.service.send_signal(signal.SIGTERM)  # the service drains and closes its pool
-            for _ in range(500):
-                if self.service.poll() is not None:
-                    break
-                await asyncio.sleep(0.02)
-        self.kill_service()
-        await self.pg.stop()
-        await self.nats.stop()
-
-    def kill_service(self) -> None:
-        for proc in [self.service, *self.spies]:
-            if proc is not None and proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL) if proc is self.service else proc.kill()
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-
-    def kill(self) -> None:
-        self.kill_service()
-        self.pg.kill()
-        self.nats.kill()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    def kill_children(self) -> None:
+        super().kill_children()
+        for spy in self.spies:  # py-spy: not a session of its own
+            if spy.poll() is None:
+                spy.kill()
+                spy.wait()
 
     async def run(self) -> dict:
         a = self.args
-        await self.nats.start()
-        await self.pg.start()
-        dsn = await ensure_database(self.pg.dsn, "cordon")
+        dsn = await self.start_servers()
         r = {"bench": "backbone", "duration_s": a.duration, "concurrency": a.concurrency}
         print(f"servers up in {self.tmp}; raw phases {a.raw_duration:g} s each ...", file=sys.stderr)
         r["raw_js_publish_per_s"] = await raw_js(self.nats.url, a.raw_duration)
         many, single = await raw_pg(dsn, a.raw_duration)
         r["raw_pg_executemany_rows_per_s"], r["raw_pg_autocommit_rows_per_s"] = many, single
 
-        self.start_service(self.nats.url, dsn)
+        self.registry = self.service("registry")
         nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
         consumed: dict[str, float] = {}
         consumer = reader = None
@@ -335,7 +242,7 @@ class Bench:
             reader = asyncio.create_task(read_consumed())
             await asyncio.wait_for(ready, 30)
             load = Load(nc, consumed, timeout=a.timeout)
-            print(f"service pid {self.service.pid}; warm-up: households, residents, mixed ...", file=sys.stderr)
+            print(f"service pid {self.registry.pid}; warm-up: households, residents, mixed ...", file=sys.stderr)
             out, _, _ = await load.closed(60, a.concurrency, "register_household", count=a.households)
             out.update((await load.closed(60, a.concurrency, "register_resident", count=a.residents))[0])
             out.update((await load.closed(a.warmup, a.concurrency))[0])
@@ -344,7 +251,7 @@ class Bench:
 
             print(f"(a) max rate, {a.concurrency} outstanding, {a.duration:g} s ...", file=sys.stderr)
             if a.profile:
-                self.spy(self.service.pid, a.duration, a.profile / "service.txt")
+                self.spy(self.registry.pid, a.duration, a.profile / "service.txt")
                 self.spy(os.getpid(), a.duration, a.profile / "bench.txt")
             out, t0, t1 = await load.closed(a.duration, a.concurrency)
             await load.drain(out)

@@ -26,11 +26,8 @@ import collections
 import json
 import os
 import random
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import date, datetime, timezone
@@ -40,15 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
-import msgspec  # noqa: E402
 import nats  # noqa: E402
 
-from shared import bus, envelope  # noqa: E402
 from bench import common  # noqa: E402
+from bench.common import decode_reply, pct  # noqa: E402
+from shared import bus, envelope  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.contracts.quarantine import AreaSealed, CaseOpened  # noqa: E402
 from shared.contracts.registry import CompoundRegistered, HouseholdRegistered, ResidentRegistered  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
 from shared.subjects import event_subject  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -59,25 +55,10 @@ ECHO = "bench.echo"
 now = time.perf_counter
 
 
-class _Reply(msgspec.Struct):
-    ok: bool
-    error: dict | None = None
-
-
-_reply = msgspec.json.Decoder(_Reply)
-
-
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc): robust to a busy machine."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))] * 1000
 
 
 # -- the world: registry and quarantine facts, published in the contracts' shape ------------------
@@ -165,7 +146,7 @@ class Load:
             return
         t_reply = now()
         if self.subject != ECHO:
-            reply = _reply.decode(msg.data)
+            reply = decode_reply(msg.data)
             if not reply.ok:
                 self.errors[(reply.error or {}).get("code", "error")] += 1
                 return
@@ -211,28 +192,19 @@ async def echo_main(url: str) -> None:
     await asyncio.Event().wait()
 
 
-class Bench:
-    """Everything this run started, so that :meth:`kill` can end it whatever happened."""
+class Bench(common.BenchBase):
+    """The servers, the echo responder and the checkpoint service of one run."""
 
     def __init__(self, args):
+        super().__init__("cordon-bench-checkpoint-")
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="cordon-bench-checkpoint-"))
-        self.nats = EmbeddedNats(self.tmp / "nats")
-        self.pg = EmbeddedPostgres(self.tmp / "pg")  # durable defaults
-        self.procs: list[subprocess.Popen] = []
-
-    def spawn(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
-        with open(self.tmp / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
-        self.procs.append(proc)
-        return proc
+        self.echo: subprocess.Popen | None = None
+        self.checkpoint: subprocess.Popen | None = None
 
     async def wait_for(self, db, sql: str, what: str, timeout: float = 120.0) -> float:
         t0 = now()
         while not await db.fetchval(sql):
-            for proc in self.procs:
+            for proc in self.children:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a child exited with {proc.returncode}; logs in {self.tmp}")
             if now() - t0 > timeout:
@@ -243,47 +215,16 @@ class Bench:
     def spy(self, seconds: float, folder: Path) -> None:
         """py-spy the service and this process (raw stacks in ``folder``)."""
         exe = Path(sys.executable).parent / "py-spy"
-        for name, pid in (("service", self.procs[1].pid), ("bench", os.getpid())):
+        for name, pid in (("service", self.checkpoint.pid), ("bench", os.getpid())):
             subprocess.Popen([str(exe), "record", "--pid", str(pid), "-d", str(int(seconds)), "--format", "raw",
                               "--nonblocking", "-o", str(folder / f"{name}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    async def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _ in range(250):
-            if all(p.poll() is not None for p in self.procs):
-                break
-            await asyncio.sleep(0.02)
-        self.kill_children()
-        await self.pg.stop()
-        await self.nats.stop()
-
-    def kill_children(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-
-    def kill(self) -> None:
-        self.kill_children()
-        self.pg.kill()
-        self.nats.kill()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
     async def run(self) -> dict:
         a = self.args
-        await self.nats.start()
-        await self.pg.start()
-        dsn = await ensure_database(self.pg.dsn, "cordon")
-        env = {"CORDON_NATS_URL": self.nats.url, "CORDON_PG_DSN": dsn, "CORDON_LOG_LEVEL": "warning",
-               "CORDON_LOG_FORMAT": "json"}
-        self.spawn("echo", [sys.executable, __file__, "--echo", self.nats.url], env)
-        self.spawn("checkpoint", [sys.executable, "-m", "services.cli", "service", "checkpoint"], env)
+        dsn = await self.start_servers()
+        self.echo = self.spawn("echo", [sys.executable, __file__, "--echo", self.nats.url])
+        self.checkpoint = self.service("checkpoint")
         r: dict = {"bench": "checkpoint", "duration_s": a.duration, "concurrency": a.concurrency,
                    "households": a.households, "load_average_at_start": os.getloadavg()[0]}
         db = await asyncpg.connect(dsn)
@@ -330,7 +271,7 @@ class Bench:
         load.errors.clear()
         if a.profile and name == "passage":
             self.spy(a.duration, a.profile)
-        pid = self.procs[0 if name == "raw" else 1].pid
+        pid = (self.echo if name == "raw" else self.checkpoint).pid
         cpu0 = cpu_s(pid)
         out, t0, t1 = await load.closed(a.duration, a.concurrency)
         r[f"{name}_max_per_s"] = len(out) / (t1 - t0)

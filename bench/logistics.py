@@ -23,11 +23,8 @@ import collections
 import json
 import os
 import random
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
@@ -37,29 +34,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
-import msgspec  # noqa: E402
 import nats  # noqa: E402
 
-from bench.backbone import pct, raw_js, raw_pg  # noqa: E402  (the same raw limits, measured the same way)
-from shared import bus, envelope  # noqa: E402
 from bench import common  # noqa: E402
+from bench.common import decode_reply, pct, raw_js, raw_pg  # noqa: E402
+from shared import bus, envelope  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.contracts.registry import HouseholdRegistered, ResidentRegistered  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
 from shared.subjects import event_subject  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
 VULNERABLE = ["elderly_alone", "limited_mobility", "medical_device", "chronic_illness"]
 now = time.perf_counter
-
-
-class _Reply(msgspec.Struct):
-    ok: bool
-    error: dict | None = None
-    voucher: str | None = None
-
-
-_reply = msgspec.json.Decoder(_Reply)
 
 
 async def serve() -> int:
@@ -141,7 +127,7 @@ class Load:
         except Exception as exc:  # timeout, no responders, connection closed ...
             self.errors[f"{kind}:{type(exc).__name__}"] += 1
             return
-        reply = _reply.decode(msg.data)
+        reply = decode_reply(msg.data)
         if not reply.ok:
             error = reply.error or {}
             self.errors[f"{kind}:{error.get('reason') or error.get('code')}"] += 1
@@ -185,21 +171,15 @@ def latencies(out: list) -> dict:
     return {p: pct(values, p) for p in (50, 99, 100)}
 
 
-class Bench:
+class Bench(common.BenchBase):
     def __init__(self, args):
+        super().__init__("cordon-bench-logistics-")
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="cordon-bench-logistics-"))
-        self.nats = EmbeddedNats(self.tmp / "nats")
-        self.pg = EmbeddedPostgres(self.tmp / "pg")  # durable defaults: fsync, synchronous_commit on
-        self.service: subprocess.Popen | None = None
+        self.logistics = None
 
-    def start_service(self, nats_url: str, dsn: str) -> None:
-        env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": dsn, "CORDON_LOG_LEVEL": "warning"}
-        with open(self.tmp / "logistics.log", "ab") as out:
-            self.service = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--serve"], cwd=ROOT, env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
+    def start_service(self) -> None:
+        """The service with its daily tick an hour apart (`serve`): `cordon service` has no knob for it."""
+        self.logistics = self.spawn("logistics", [sys.executable, str(Path(__file__).resolve()), "--serve"])
 
     async def wait_directory(self, dsn: str, households: int, timeout: float = 120.0) -> float:
         """Until the service's directory holds every household's resident; seconds it took."""
@@ -207,9 +187,9 @@ class Bench:
         conn = await asyncpg.connect(dsn)
         try:
             while True:
-                if self.service.poll() is not None:
-                    log = (self.tmp / "logistics.log").read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"logistics exited with {self.service.returncode}:\n{log}")
+                if self.logistics.poll() is not None:
+                    raise RuntimeError(f"logistics exited with {self.logistics.returncode}:\n"
+                                       f"{self.log_tail('logistics')}")
                 try:
                     n = await conn.fetchval("SELECT count(*) FROM logistics.dir_residents")
                 except asyncpg.UndefinedTableError:
@@ -232,43 +212,16 @@ class Bench:
         finally:
             await conn.close()
 
-    async def stop(self) -> None:
-        if self.service is not None and self.service.poll() is None:
-            self.service.send_signal(signal.SIGTERM)
-            for _ in range(500):
-                if self.service.poll() is not None:
-                    break
-                await asyncio.sleep(0.02)
-        self.kill_service()
-        await self.pg.stop()
-        await self.nats.stop()
-
-    def kill_service(self) -> None:
-        if self.service is not None and self.service.poll() is None:
-            try:
-                os.killpg(self.service.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.service.wait()
-
-    def kill(self) -> None:
-        self.kill_service()
-        self.pg.kill()
-        self.nats.kill()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
     async def run(self) -> dict:
         a = self.args
-        await self.nats.start()
-        await self.pg.start()
-        dsn = await ensure_database(self.pg.dsn, "cordon")
+        dsn = await self.start_servers()
         r: dict = {"bench": "logistics", "duration_s": a.duration, "rate": a.rate, "concurrency": a.concurrency,
                    "households": a.households}
         print(f"servers up in {self.tmp}; raw phases {a.raw_duration:g} s each ...", file=sys.stderr)
         r["raw_js_publish_per_s"] = await raw_js(self.nats.url, a.raw_duration)
         r["raw_pg_executemany_rows_per_s"], r["raw_pg_autocommit_rows_per_s"] = await raw_pg(dsn, a.raw_duration)
         households = await publish_directory(self.nats.url, a.households)
-        self.start_service(self.nats.url, dsn)
+        self.start_service()
         r["directory_catch_up_s"] = await self.wait_directory(dsn, a.households)
         nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
         try:
@@ -287,7 +240,7 @@ class Bench:
             out, took = await load.closed("reserve_masks", a.duration, a.concurrency, count=a.households * 10)
             self.record(r, "reservations_max", out, took)
             for i in range(-(-len(load.vouchers) // 100_000)):  # enough masks for every voucher
-                reply = _reply.decode((await nc.request("cordon.cmd.logistics.receive_stock", json.dumps({
+                reply = decode_reply((await nc.request("cordon.cmd.logistics.receive_stock", json.dumps({
                     "command_id": f"bench-stock-{load.run}-{i}", "actor": "staff:bench", "community": COMMUNITY,
                     "items": [{"item": "masks", "qty": 100_000}], "source": "allocation"}).encode(), timeout=10)).data)
                 if not reply.ok:

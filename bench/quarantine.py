@@ -31,11 +31,8 @@ import asyncio
 import gc
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -44,37 +41,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
-import msgspec  # noqa: E402
 import nats  # noqa: E402
 
+from bench import common  # noqa: E402
+from bench.common import decode_reply, pct  # noqa: E402
 from services.quarantine.app import spec  # noqa: E402
 from services.quarantine.commands import OpenCase, RecordCheckin  # noqa: E402
 from services.quarantine.rules import Policy  # noqa: E402
 from services.quarantine.scheduler import Scheduler  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.config import Config  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
+from shared.embedded import ensure_database  # noqa: E402
 from shared.service import ServiceHost  # noqa: E402
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
 TARGET_SWEEP_S = 5.0
 POLICY = Policy()
 now = time.perf_counter
-
-
-class _Reply(msgspec.Struct):
-    ok: bool
-    error: dict | None = None
-
-
-_reply = msgspec.json.Decoder(_Reply)
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))] * 1000
 
 
 def rss_mb() -> float:
@@ -139,28 +122,6 @@ async def raw_request_reply(url: str, seconds: float, concurrency: int) -> float
         await nc.close()
 
 
-async def raw_pg(dsn: str, seconds: float) -> tuple[float, float]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE TABLE bench_raw (id bigint PRIMARY KEY, payload bytea NOT NULL)")
-        payload, n, t0 = os.urandom(200), 0, now()
-        while now() - t0 < seconds:
-            await conn.execute("INSERT INTO bench_raw VALUES ($1, $2)", n, payload)
-            n += 1
-        single = n / (now() - t0)
-        t0, m = now(), 0
-        while now() - t0 < seconds:
-            async with conn.transaction():
-                await conn.executemany("INSERT INTO bench_raw VALUES ($1, $2)",
-                                       [(n + m + i, payload) for i in range(10_000)])
-            m += 10_000
-        many = m / (now() - t0)
-        await conn.execute("DROP TABLE bench_raw")
-        return single, many
-    finally:
-        await conn.close()
-
-
 # -- check-ins over NATS -----------------------------------------------------------------------
 
 
@@ -180,7 +141,7 @@ class Load:
     async def one(self, subject: str, body: bytes, out: list, t_sent: float | None = None) -> None:
         t_sent = t_sent or now()
         try:
-            reply = _reply.decode((await self.nc.request(subject, body, timeout=10)).data)
+            reply = decode_reply((await self.nc.request(subject, body, timeout=10)).data)
         except Exception as exc:
             self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
             return
@@ -328,59 +289,25 @@ async def sweep_phase(r: dict, a, nats_url: str, dsn: str) -> None:
 # -- the run -----------------------------------------------------------------------------------
 
 
-class Bench:
+class Bench(common.BenchBase):
     def __init__(self, a):
+        super().__init__("cordon-qbench-")
         self.a = a
-        self.tmp = Path(tempfile.mkdtemp(prefix="cordon-qbench-"))
-        self.nats = EmbeddedNats(self.tmp / "nats")
-        self.pg = EmbeddedPostgres(self.tmp / "pg")
-        self.children: list[subprocess.Popen] = []
-
-    def child(self, mode: str, env: dict) -> subprocess.Popen:
-        out = open(self.tmp / f"{mode}.log", "ab")
-        proc = subprocess.Popen([sys.executable, __file__, f"--{mode}"], cwd=ROOT, env={**os.environ, **env},
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
-        self.children.append(proc)
-        return proc
-
-    async def stop_child(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            for _ in range(500):
-                if proc.poll() is not None:
-                    break
-                await asyncio.sleep(0.02)
-        self.kill_children()
-
-    def kill_children(self) -> None:
-        for proc in self.children:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    def kill(self) -> None:
-        self.kill_children()
-        self.pg.kill()
-        self.nats.kill()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     async def run(self) -> dict:
         a = self.a
-        await self.nats.start()
-        await self.pg.start()
-        dsn = await ensure_database(self.pg.dsn, "cordon")
+        dsn = await self.start_servers()
         r: dict = {"bench": "quarantine", "duration_s": a.duration, "concurrency": a.concurrency, "cases": a.cases}
         print(f"servers up in {self.tmp}; raw limits ...", file=sys.stderr)
-        echo = self.child("echo", {"CORDON_NATS_URL": self.nats.url})
+        echo = self.spawn("echo", [sys.executable, __file__, "--echo"])
         await asyncio.sleep(1.0)
         r["raw_request_reply_per_s"] = await raw_request_reply(self.nats.url, a.raw_duration, a.concurrency)
-        await self.stop_child(echo)
-        r["raw_pg_autocommit_rows_per_s"], r["raw_pg_executemany_rows_per_s"] = await raw_pg(dsn, a.raw_duration)
+        await self.stop_children(echo)
+        # autocommit first, then executemany into the rows it left (the order this bench always had)
+        many, single = await common.raw_pg(dsn, a.raw_duration, autocommit_first=True)
+        r["raw_pg_autocommit_rows_per_s"], r["raw_pg_executemany_rows_per_s"] = single, many
 
-        env = {"CORDON_NATS_URL": self.nats.url, "CORDON_PG_DSN": dsn, "CORDON_LOG_LEVEL": "warning",
-               "CORDON_LOG_FORMAT": "json", "CORDON_SCHEDULER_INTERVAL_S": "3600"}
-        service = self.child("serve", env)
+        service = self.service("quarantine", {"CORDON_SCHEDULER_INTERVAL_S": "3600"})
         await wait_schema(dsn)
         await seed_directory(dsn, "c-", a.checkin_cases)
         nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
@@ -420,7 +347,7 @@ class Bench:
             r["checkin_errors_fixed"] = dict(load.errors)
         finally:
             await nc.close()
-            await self.stop_child(service)
+            await self.stop_children(service)
         print(f"the sweep: {a.cases:,} cases in process ...", file=sys.stderr)
         await sweep_phase(r, a, self.nats.url, await ensure_database(self.pg.dsn, "sweep"))
         rows = r["sweep_b_missed"] or 1
@@ -470,18 +397,6 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
-async def serve() -> None:
-    """--serve: the quarantine service, as `cordon service quarantine` runs it."""
-    config = Config.from_env()
-    logging.setup(config.log_format, config.log_level)
-    host = ServiceHost(spec(), config)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await host.start()
-    await stop.wait()
-    await host.stop()
-
-
 async def echo() -> None:
     """--echo: a trivial NATS responder (the raw request/reply limit)."""
     nc = await nats.connect(os.environ["CORDON_NATS_URL"])
@@ -497,8 +412,8 @@ async def echo() -> None:
 
 
 def main() -> int:
-    if "--serve" in sys.argv or "--echo" in sys.argv:
-        asyncio.run(serve() if "--serve" in sys.argv else echo())
+    if "--echo" in sys.argv:
+        asyncio.run(echo())
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=15.0, help="seconds per check-in phase")
@@ -514,27 +429,7 @@ def main() -> int:
     a.raw_duration, a.warmup = (2.0, 2.0) if a.quick else (4.0, 3.0)
     a.checkin_cases = 2000 if a.quick else 5000
     logging.setup("console", "warning", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    bench = Bench(a)
-
-    async def go() -> dict:
-        try:
-            return await bench.run()
-        finally:
-            bench.kill_children()
-            await bench.pg.stop()
-            await bench.nats.stop()
-
-    try:
-        r = asyncio.run(go())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        bench.kill()
-    print(table(r))
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, ensure_ascii=False))
-    return 1 if r["errors"] else 0
+    return common.run(Bench(a), table, digits=4)
 
 
 if __name__ == "__main__":

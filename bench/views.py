@@ -24,13 +24,9 @@ import argparse
 import asyncio
 import bisect
 import json
-import os
 import random
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -43,13 +39,14 @@ import asyncpg  # noqa: E402
 import nats  # noqa: E402
 from nats.js.api import ConsumerConfig, DeliverPolicy  # noqa: E402
 
+from bench import common  # noqa: E402
+from bench.common import pct  # noqa: E402
 from shared import bus, envelope  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.contracts import checkpoint as cp  # noqa: E402
 from shared.contracts import logistics as lg  # noqa: E402
 from shared.contracts import quarantine as qa  # noqa: E402
 from shared.contracts import registry as rg  # noqa: E402
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, _pdeathsig, ensure_database  # noqa: E402
 from shared.subjects import STREAM  # noqa: E402
 
 TARGET_REBUILD, TARGET_LAG_P99_MS = 20_000, 500
@@ -283,52 +280,17 @@ async def child_rebuild(url: str, dsn: str, batch: int) -> None:
     await pool.close()
 
 
-async def child_service(name: str) -> None:
-    """One service (views or audit) in the foreground, as `cordon service` runs one."""
-    from shared.config import Config
-    from shared.service import ServiceHost
-
-    module = {"views": "services.views.app", "audit": "services.audit.app"}[name]
-    host = ServiceHost(__import__(module, fromlist=["spec"]).spec(), Config.from_env())
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await host.start()
-    await stop.wait()
-    await host.stop()
-
-
 # -- the bench ------------------------------------------------------------------------------------
 
 
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
-
-
-class Bench:
+class Bench(common.BenchBase):
     def __init__(self, args):
+        super().__init__("cordon-bench-views-")
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="cordon-bench-views-"))
-        self.nats = EmbeddedNats(self.tmp / "nats")
-        self.pg = EmbeddedPostgres(self.tmp / "pg")  # durable defaults: fsync, synchronous_commit on
-        self.children: list[subprocess.Popen] = []
-
-    def spawn(self, *argv: str, env: dict | None = None, log: str = "child.log") -> subprocess.Popen:
-        env = {**os.environ, "CORDON_LOG_LEVEL": "warning", "CORDON_LOG_FORMAT": "json", **(env or {})}
-        with open(self.tmp / log, "ab") as err:
-            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv], cwd=ROOT, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    start_new_session=True, preexec_fn=_pdeathsig(signal.SIGTERM, os.getpid()))
-        self.children.append(proc)
-        return proc
 
     async def run(self) -> dict:
         a = self.args
-        await self.nats.start()
-        await self.pg.start()
-        dsn = await ensure_database(self.pg.dsn, "cordon")
+        dsn = await self.start_servers()
         url = self.nats.url
         r: dict = {"bench": "views", "events_target": a.events}
         nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
@@ -342,15 +304,16 @@ class Bench:
         print("rebuild (separate process) ...", file=sys.stderr)
         await self.rebuild(url, dsn, r)
         print(f"views service under {a.rate:g} events/s for {a.duration:g} s ...", file=sys.stderr)
-        await self.lag(nc, url, dsn, r)
+        await self.lag(nc, dsn, r)
         if a.audit:
             print("audit catch-up ...", file=sys.stderr)
-            await self.audit(url, dsn, r)
+            await self.audit(dsn, r)
         await nc.close()
         return r
 
     async def rebuild(self, url: str, dsn: str, r: dict) -> None:
-        proc = self.spawn("--child-rebuild", url, dsn, str(self.args.batch), log="rebuild.log")
+        proc = self.spawn("rebuild", [sys.executable, str(Path(__file__).resolve()), "--child-rebuild", url, dsn,
+                                      str(self.args.batch)], stdout=subprocess.PIPE)
         samples, final = [], None
         loop = asyncio.get_running_loop()
         while True:
@@ -368,7 +331,7 @@ class Bench:
                       f"ev/s rss {rec['rss_mb']:.0f} MB", end="", file=sys.stderr)
         print(file=sys.stderr)
         if proc.wait() != 0 or final is None:
-            raise RuntimeError(f"rebuild failed: {(self.tmp / 'rebuild.log').read_text()[-3000:]}")
+            raise RuntimeError(f"rebuild failed: {self.log_tail('rebuild')}")
         r["rebuild_per_s"] = final["position"] / final["seconds"]
         r["rebuild_s"] = final["seconds"]
         r["rebuild_applied"] = final["applied"]
@@ -380,10 +343,9 @@ class Bench:
         r["rebuild_rss_mb_at_20_50_100_pct"] = [round(at[k], 1) for k in (0.2, 0.5, 1.0)]
         r["rebuild_rss_growth_20_to_100_pct_mb"] = at[1.0] - at[0.2]
 
-    async def lag(self, nc, url: str, dsn: str, r: dict) -> None:
+    async def lag(self, nc, dsn: str, r: dict) -> None:
         a = self.args
-        proc = self.spawn("--child-service", "views", env={"CORDON_NATS_URL": url, "CORDON_PG_DSN": dsn},
-                          log="views.log")
+        proc = self.service("views")
         conn = await asyncpg.connect(dsn)
         generation = await conn.fetchval("SELECT generation FROM views.current")
         mark = f"SELECT hwm FROM views_g{generation}.meta"
@@ -432,20 +394,19 @@ class Bench:
         lags = lags[warmup:]
         r["lag_events"] = len(lags)
         for k, p in (("p50", 50), ("p99", 99), ("max", 100)):
-            v = pct(lags, p)
-            r[f"lag_{k}_ms"] = None if v is None else v * 1000
+            r[f"lag_{k}_ms"] = pct(lags, p)
 
     async def wait_mark(self, conn, mark: str, head: int, proc, timeout: float = 120.0) -> None:
         deadline = now() + timeout
         while await conn.fetchval(mark) < head:
             if proc.poll() is not None or now() > deadline:
-                raise RuntimeError(f"views service: {(self.tmp / 'views.log').read_text()[-3000:]}")
+                raise RuntimeError(f"views service: {self.log_tail('views')}")
             await asyncio.sleep(0.05)
 
-    async def audit(self, url: str, dsn: str, r: dict) -> None:
+    async def audit(self, dsn: str, r: dict) -> None:
         conn = await asyncpg.connect(dsn)
         started = now()
-        self.spawn("--child-service", "audit", env={"CORDON_NATS_URL": url, "CORDON_PG_DSN": dsn}, log="audit.log")
+        self.service("audit")
         target = r["events"]
         while True:
             hwm = await conn.fetchval("SELECT hwm FROM audit.head") if await conn.fetchval(
@@ -461,34 +422,6 @@ class Bench:
         r["audit_verify_rows_per_s"] = verdict.rows / (now() - started)
         r["audit_verify_ok"] = verdict.ok
         await conn.close()
-
-    async def stop(self) -> None:
-        for proc in self.children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.children:
-            try:
-                await asyncio.wait_for(asyncio.to_thread(proc.wait), 10)
-            except asyncio.TimeoutError:
-                pass
-        self.kill_children()
-        await self.pg.stop()
-        await self.nats.stop()
-
-    def kill_children(self) -> None:
-        for proc in self.children:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-
-    def kill(self) -> None:
-        self.kill_children()
-        self.pg.kill()
-        self.nats.kill()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def table(r: dict) -> str:
@@ -523,10 +456,6 @@ def main() -> int:
         logging.setup("json", "warning", stream=sys.stderr)
         asyncio.run(child_rebuild(sys.argv[2], sys.argv[3], int(sys.argv[4])))
         return 0
-    if len(sys.argv) > 1 and sys.argv[1] == "--child-service":
-        logging.setup("json", "warning", stream=sys.stderr)
-        asyncio.run(child_service(sys.argv[2]))
-        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=1_000_000, help="events in the stream to rebuild from")
     p.add_argument("--rate", type=float, default=2000.0, help="offered events/s in the lag phase")
@@ -540,30 +469,7 @@ def main() -> int:
     if a.quick:
         a.events, a.duration = min(a.events, 100_000), min(a.duration, 10.0)
     logging.setup("console", "warning", stream=sys.stderr)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def on_term(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    bench = Bench(a)
-
-    async def go() -> dict:
-        try:
-            return await bench.run()
-        finally:
-            await bench.stop()
-
-    try:
-        r = asyncio.run(go())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        bench.kill()
-    print(table(r))
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}, ensure_ascii=False))
-    return 0
+    return common.run(Bench(a), table)
 
 
 if __name__ == "__main__":

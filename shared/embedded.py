@@ -38,8 +38,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _pdeathsig(sig: int, parent_pid: int):
-    """preexec_fn: die with `sig` when the parent thread dies (runs after any uid change)."""
+def pdeathsig(sig: int, parent_pid: int):
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets `sig` when the thread that started it dies.
+
+    Pass ``os.getpid()`` of the starting process as `parent_pid`: if it died before the
+    PR_SET_PDEATHSIG took effect, the child sends itself `sig` at once. Runs in the forked child,
+    after any uid change (Linux only). Example::
+
+        subprocess.Popen(argv, start_new_session=True, preexec_fn=pdeathsig(signal.SIGTERM, os.getpid()))
+    """
     def preexec() -> None:
         _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent_pid:  # parent died before prctl took effect
@@ -103,7 +110,7 @@ class _Child:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
-                preexec_fn=_pdeathsig(self._stop_signal, os.getpid()), **kw)
+                preexec_fn=pdeathsig(self._stop_signal, os.getpid()), **kw)
         log.info(f"{self._name}.started", pid=self._proc.pid, port=self.port, data_dir=str(self.data_dir))
 
     async def _wait_ready(self, probe, timeout: float, log_path: Path, pause: float) -> None:
