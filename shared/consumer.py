@@ -4,7 +4,9 @@ For each fetched batch, one PostgreSQL transaction records (consumer, event id) 
 applies the handler's effect for every event not seen before; the messages are acknowledged after
 the commit. A redelivery, a replay or a restart therefore changes nothing. A message whose handler
 keeps failing is retried in place (so the stream order holds) and, after ``park_after`` attempts,
-parked in ``dead_letters`` with its error, instead of blocking the stream forever.
+parked in ``dead_letters`` with its error, instead of blocking the stream forever. A failure that
+is not the message's fault (PostgreSQL away, out of connections, read-only after a fail-over:
+``store.TRANSIENT``) parks nothing: the batch is held and tried again, before any later message.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from shared import envelope as env
+from shared import store
 from shared import log as logging
 from shared.tasks import cancel
 from shared.pull import ConsumerGone, Puller
@@ -114,26 +117,44 @@ class Consumer:
 
     async def _run(self) -> None:
         backoff = 0.1
+        # A batch that failed is kept and tried again before anything after it: later events of a
+        # stream must never take effect before earlier ones (a CaseOpened applied after its
+        # CaseReleased would stop a released resident at the gate again). Fetching on and letting
+        # JetStream redeliver the failed batch after ack_wait would reorder exactly that way.
+        held: list[Msg] = []
         while True:
+            msgs = held
             try:
                 if self._puller is None:
                     self._puller = Puller(self.nc, self.name, batch=self.batch)
                     await self._puller.start()
-                msgs = await self._puller.next_batch(timeout=1.0)
+                if not msgs:
+                    msgs = await self._puller.next_batch(timeout=1.0)
                 if msgs:
                     await self._process(msgs)
-                backoff = 0.1
+                held, backoff = [], 0.1
             except asyncio.CancelledError:
                 raise
             except (ConsumerGone, NotFoundError):
+                held = []  # the consumer starts again from its new position; the inbox dedupes
                 await self._drop_puller()
                 await self._recreate(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:
+                held = msgs
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("consumer.retry", consumer=self.name, error=self.last_error)
+                log.warning("consumer.retry", consumer=self.name, error=self.last_error, held=len(held))
                 await asyncio.sleep(backoff)
+                await self._still_working(held)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _still_working(self, msgs: list[Msg]) -> None:
+        """Reset the ack timer of a held batch, so JetStream does not redeliver it meanwhile."""
+        for msg in msgs:
+            try:
+                await msg.in_progress()
+            except Exception:
+                return  # NATS is away too; a redelivery then is deduplicated by the inbox
 
     async def _recreate(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -159,8 +180,8 @@ class Consumer:
                         fresh.discard(raw.event_id)
                         await self.handle(conn, raw, event)
                         self.applied += 1
-        except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError):
-            raise  # nothing committed; fetch again after the backoff (redelivery after ack_wait)
+        except store.TRANSIENT:
+            raise  # nothing committed: the whole batch goes again after the backoff
         except Exception as exc:
             log.warning("consumer.batch_failed", consumer=self.name, error=str(exc), size=len(msgs))
             for msg, raw, event in decoded:
@@ -199,8 +220,8 @@ class Consumer:
                         self.applied += 1
                 await msg.ack()
                 return
-            except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError):
-                raise
+            except store.TRANSIENT:
+                raise  # not this message's fault: the batch goes again, nothing is parked
             except Exception as exc:
                 if attempts < self.park_after:
                     await asyncio.sleep(self.retry_delay * 2 ** (attempts - 1))

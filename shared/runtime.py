@@ -35,7 +35,7 @@ RACES = (asyncpg.UniqueViolationError, asyncpg.SerializationError, asyncpg.Deadl
          asyncpg.LockNotAvailableError)
 #: The stream a lost append names: "Key (stream_id, version)=(case:c-1, 1) already exists."
 _TAKEN = re.compile(r"^Key \(stream_id, version\)=\((.*), \d+\) already exists")
-UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+UNREACHABLE = store.TRANSIENT
 UNAVAILABLE = Unavailable("the record (PostgreSQL) is unreachable; retry with the same command_id")
 
 

@@ -16,6 +16,14 @@ import asyncpg
 
 SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
+#: Failures after which the same work may well succeed if tried again, with nothing committed:
+#: PostgreSQL unreachable or restarting, out of connections or memory, read-only after a
+#: fail-over. A command gets ``unavailable`` (retry with the same command_id); a consumer keeps
+#: its batch and tries it again, in order, instead of parking it as a dead letter.
+TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.InsufficientResourcesError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+             asyncpg.CrashShutdownError, asyncpg.ReadOnlySQLTransactionError)
+
 
 def _check(schema: str) -> str:
     if not SCHEMA_NAME.match(schema):
