@@ -5,7 +5,7 @@ transaction as the events; events carry the opaque id and a masked name only.
 """
 from __future__ import annotations
 
-from services.registry import domain
+from services.registry import decide, domain
 from services.registry.commands import (
     Command,
     MoveOut,
@@ -68,21 +68,21 @@ async def _state(ctx: Context, stream_id: str):
     return state
 
 
-async def _decide_and_append(ctx: Context, cmd: Command, facts: domain.Facts) -> list:
+async def _decide_and_append(ctx: Context, cmd: Command, facts: decide.Facts) -> list:
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
-    events = domain.decide(facts, cmd)
+    events = decide.decide(facts, cmd)
     ctx.append(target, version, events)
     return events
 
 
 async def register_compound(cmd: RegisterCompound, ctx: Context) -> None:
     compound = await _state(ctx, domain.compound_stream(cmd.community, cmd.compound))
-    await _decide_and_append(ctx, cmd, domain.Facts(compound=compound))
+    await _decide_and_append(ctx, cmd, decide.Facts(compound=compound))
 
 
 async def register_household(cmd: RegisterHousehold, ctx: Context) -> None:
-    facts = domain.Facts(
+    facts = decide.Facts(
         compound=await _state(ctx, domain.compound_stream(cmd.community, cmd.compound)),
         household=await _state(ctx, domain.household_stream(cmd.household)),
     )
@@ -90,13 +90,13 @@ async def register_household(cmd: RegisterHousehold, ctx: Context) -> None:
 
 
 async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
-    facts = domain.Facts(
+    facts = decide.Facts(
         household=await _state(ctx, domain.household_stream(cmd.household)),
         resident=await _state(ctx, domain.resident_stream(cmd.resident)),
     )
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
-    events = domain.decide(facts, cmd)  # not-found and taken ids first, then the ID number
+    events = decide.decide(facts, cmd)  # not-found and taken ids first, then the ID number
     taken = ctx.scratch.setdefault("id_numbers_taken", set())
     if cmd.id_number in taken:
         raise Conflict("a resident with this ID number is already registered", field="id_number")
@@ -107,7 +107,7 @@ async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
 
 
 async def register_arrival(cmd: RegisterArrival, ctx: Context) -> None:
-    facts = domain.Facts(
+    facts = decide.Facts(
         resident=await _state(ctx, domain.resident_stream(cmd.resident)),
         arrival=await _state(ctx, domain.arrival_stream(cmd.arrival)),
     )
@@ -117,12 +117,12 @@ async def register_arrival(cmd: RegisterArrival, ctx: Context) -> None:
 async def verify_arrival(cmd: VerifyArrival, ctx: Context) -> None:
     arrival = await _state(ctx, domain.arrival_stream(cmd.arrival))
     resident = await _state(ctx, domain.resident_stream(arrival.resident)) if arrival else None
-    await _decide_and_append(ctx, cmd, domain.Facts(arrival=arrival, resident=resident))
+    await _decide_and_append(ctx, cmd, decide.Facts(arrival=arrival, resident=resident))
 
 
 async def move_out(cmd: MoveOut, ctx: Context) -> None:
     resident = await _state(ctx, domain.resident_stream(cmd.resident))
-    await _decide_and_append(ctx, cmd, domain.Facts(resident=resident))
+    await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
 
 
 HANDLERS = {
