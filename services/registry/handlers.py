@@ -5,7 +5,9 @@ transaction as the events; events carry the opaque id and a masked name only.
 """
 from __future__ import annotations
 
-from services.registry import decide, domain
+from dataclasses import dataclass, field
+
+from services.registry import decide, domain, tables
 from services.registry.commands import (
     Command,
     MoveOut,
@@ -17,28 +19,20 @@ from services.registry.commands import (
 )
 from shared.context import Context
 from shared.errors import Conflict
+from shared.runtime import Handler
 
-PII_DDL = """
-CREATE TABLE IF NOT EXISTS registry.residents (
-    resident      text PRIMARY KEY,
-    household     text NOT NULL,
-    community     text NOT NULL,
-    name          text NOT NULL,
-    id_number     text NOT NULL UNIQUE,
-    phone         text,
-    registered_at timestamptz NOT NULL
-);
-"""
 
-INSERT_PII = (
-    "INSERT INTO registry.residents (resident, household, community, name, id_number, phone, registered_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
-)
+@dataclass(slots=True)
+class Scratch:
+    """What earlier commands of a batch did that ``registry.residents`` does not show yet."""
+
+    #: ID numbers registered already or claimed by an earlier register_resident of the batch
+    id_numbers_taken: set[str] = field(default_factory=set)
 
 
 def prefetch(cmd: Command) -> list[str]:
-    """Streams a command will surely read, loaded for the whole batch in one query (created ids
-    are filled in by ``commands.complete`` before the batch)."""
+    """Streams a command will surely read, loaded for the whole batch in one query (the runtime
+    has filled in the created ids before the batch)."""
     match cmd:
         case RegisterCompound():
             return [domain.compound_stream(cmd.community, cmd.compound)]
@@ -55,12 +49,12 @@ def prefetch(cmd: Command) -> list[str]:
     return []
 
 
-async def prepare_batch(conn, cmds: list[Command], scratch: dict) -> None:
+async def prepare_batch(conn, cmds: list[Command], scratch: Scratch) -> None:
     """ID numbers already registered, for every register_resident of the batch, in one query."""
     numbers = [c.id_number for c in cmds if isinstance(c, RegisterResident)]
     if numbers:
-        rows = await conn.fetch("SELECT id_number FROM registry.residents WHERE id_number = ANY($1)", numbers)
-        scratch["id_numbers_taken"] = {r["id_number"] for r in rows}
+        rows = await conn.fetch(tables.TAKEN_ID_NUMBERS, numbers)
+        scratch.id_numbers_taken = {r["id_number"] for r in rows}
 
 
 async def _state(ctx: Context, stream_id: str):
@@ -97,12 +91,12 @@ async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
     events = decide.decide(facts, cmd)  # not-found and taken ids first, then the ID number
-    taken = ctx.scratch.setdefault("id_numbers_taken", set())
+    taken = ctx.scratch.id_numbers_taken
     if cmd.id_number in taken:
         raise Conflict("a resident with this ID number is already registered", field="id_number")
     taken.add(cmd.id_number)  # later commands of the batch see it taken
     ctx.append(target, version, events)
-    ctx.write(INSERT_PII, cmd.resident, cmd.household, events[0].community, cmd.name.strip(),
+    ctx.write(tables.INSERT_PII, cmd.resident, cmd.household, events[0].community, cmd.name.strip(),
               cmd.id_number, cmd.phone, cmd.occurred_at)
 
 
@@ -125,7 +119,7 @@ async def move_out(cmd: MoveOut, ctx: Context) -> None:
     await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "register_compound": register_compound,
     "register_household": register_household,
     "register_resident": register_resident,
