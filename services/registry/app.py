@@ -1,12 +1,15 @@
 """The registry's composition root: what the service is, wired explicitly."""
 from __future__ import annotations
 
-from services.registry import commands, domain, handlers
+from services.registry import commands, config as settings, domain, handlers, tables
 from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
 
-def spec() -> ServiceSpec:
+def spec(config: settings.Config | None = None) -> ServiceSpec:
+    """The registry service; ``config`` defaults to the process environment's (``config.from_env``)."""
+    if config is None:
+        config = settings.from_env()
     return ServiceSpec(
         name="registry",
         commands=CommandSpec(
@@ -18,7 +21,8 @@ def spec() -> ServiceSpec:
             evolve=domain.evolve,
             prefetch=handlers.prefetch,
             prepare_batch=handlers.prepare_batch,
-            scratch=dict,
+            scratch=handlers.Scratch,
+            config=config,
         ),
-        extra_ddl=handlers.PII_DDL,
+        extra_ddl=tables.DDL,
     )

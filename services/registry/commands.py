@@ -1,16 +1,16 @@
 """The registry's commands as they arrive on ``cordon.cmd.registry.<command>``: wire types,
-strict parsing and validation.
+strict decoding and validation.
 
-:func:`parse` decodes strictly (``"1"`` is not an int) and validates; every failure is an
-:class:`~shared.errors.Invalid` naming the field, or :class:`~shared.errors.UnknownCommand`.
-The runtime then calls :func:`complete` to fill the receive time and the ids the command creates.
+:func:`decode` decodes strictly (``"1"`` is not an int); :func:`validate` checks the rules a
+decoder cannot. Every failure is an :class:`~shared.errors.Invalid` naming the field, or
+:class:`~shared.errors.UnknownCommand`. Between the two, the runtime completes the command
+(``shared.wire.complete``: the receive time and the id it creates, :data:`CREATES`), so
+:func:`validate` checks dates against the receive time.
 """
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Callable, Union, assert_never, get_args
-
-import msgspec
+from typing import Union, assert_never, get_args
 
 from shared.contracts.registry import CityClass, Outcome, Transport, Visit, Vulnerability
 from shared import wire
@@ -83,9 +83,8 @@ COMMANDS: dict[str, type] = {
     "verify_arrival": VerifyArrival,
     "move_out": MoveOut,
 }
-_NAMES = {cls: name for name, cls in COMMANDS.items()}
 
-#: The id field a creating command may leave out; :func:`complete` fills it.
+#: The id field a creating command may leave out; the runtime fills it (``shared.wire.complete``).
 CREATES: dict[type, str] = {RegisterHousehold: "household", RegisterResident: "resident", RegisterArrival: "arrival"}
 
 _CHOICES = {
@@ -106,22 +105,12 @@ def parse(name: str, payload: bytes) -> Command:
     return validate(decode(name, payload))
 
 
-def complete(cmd: Command, *, now: datetime, new_id: Callable[[], str]) -> Command:
-    """Fill ``occurred_at`` with ``now`` and a missing created id with ``new_id()``; revalidate."""
-    changes: dict = {}
-    if cmd.occurred_at is None:
-        changes["occurred_at"] = now
-    field = CREATES.get(type(cmd))
-    if field is not None and getattr(cmd, field) is None:
-        changes[field] = new_id()
-    return validate(msgspec.structs.replace(cmd, **changes) if changes else cmd)
-
-
 # -- validation ----------------------------------------------------------------------------
 
 
 def validate(cmd: Command) -> Command:
-    """Check the rules a decoder cannot; return ``cmd`` or raise :class:`Invalid`."""
+    """Check the rules a decoder cannot; return ``cmd`` or raise :class:`Invalid`. Runs on the
+    completed command (``occurred_at`` set), once, before the batch."""
     wire.check_common(cmd)
     match cmd:
         case RegisterCompound():

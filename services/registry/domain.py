@@ -1,19 +1,16 @@
-"""The registry's pure domain: ``decide(facts, command) -> events`` and ``evolve(state, event)``.
+"""The registry's aggregates: their states, stream ids and ``evolve(state, event)``.
 
-No I/O, no clock, no id generation: time, ids and the actor arrive on the command (see
-``commands.complete``). One stream holds one aggregate:
+Pure: no I/O, no clock. The rules that turn a command into events are in :mod:`decide`. One
+stream holds one aggregate:
 
     compound:<community>:<compound>  CompoundRegistered
     household:<household>            HouseholdRegistered
     resident:<resident>              ResidentRegistered, ResidentMovedOut
     arrival:<arrival>                ArrivalRegistered, ArrivalVerified
-
-Optimistic concurrency (``expected_version``) is the handler's business; decide never sees versions.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Iterable, Union, assert_never
 
 from services.registry.commands import (
@@ -33,8 +30,6 @@ from shared.contracts.registry import (
     ResidentMovedOut,
     ResidentRegistered,
 )
-from shared.errors import Conflict, NotFound, Rejected
-from shared.privacy import mask_name
 
 RegistryEvent = Union[
     CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified
@@ -118,22 +113,30 @@ def arrival_stream(arrival: str) -> str:
 
 
 def target_stream(cmd: Command) -> str:
-    """The stream a command appends to (created ids must be filled in already)."""
+    """The stream a command appends to (its created id is filled in already: see :func:`created_id`)."""
     match cmd:
         case RegisterCompound():
             return compound_stream(cmd.community, cmd.compound)
         case RegisterHousehold():
-            return household_stream(_id(cmd.household, "household"))
+            return household_stream(created_id(cmd.household, "household"))
         case RegisterResident():
-            return resident_stream(_id(cmd.resident, "resident"))
+            return resident_stream(created_id(cmd.resident, "resident"))
         case RegisterArrival():
-            return arrival_stream(_id(cmd.arrival, "arrival"))
+            return arrival_stream(created_id(cmd.arrival, "arrival"))
         case VerifyArrival():
             return arrival_stream(cmd.arrival)
         case MoveOut():
             return resident_stream(cmd.resident)
         case _:
             assert_never(cmd)
+
+
+def created_id(value: str | None, field: str) -> str:
+    """The id a creating command carries once the runtime has completed it (``commands.CREATES``);
+    a command built in code and never completed is a programming error, not a refusal."""
+    if value is None:
+        raise ValueError(f"{field} must be filled (the runtime does, from commands.CREATES) before decide")
+    return value
 
 
 # -- evolve --------------------------------------------------------------------------------
@@ -184,176 +187,3 @@ def _expect(state: State | None, cls: type, event: RegistryEvent):
     if not isinstance(state, cls):
         raise TypeError(f"{type(event).__name__} applied to {type(state).__name__}, expected {cls.__name__}")
     return state
-
-
-# -- decide --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Facts:
-    """What the handler loaded for a command; None where the stream is empty or not needed.
-
-    register_household: compound, household · register_resident: household, resident ·
-    register_arrival: resident, arrival · verify_arrival: arrival, resident (of the arrival) ·
-    move_out: resident · register_compound: compound.
-    """
-
-    compound: Compound | None = None
-    household: Household | None = None
-    resident: Resident | None = None
-    arrival: Arrival | None = None
-
-
-def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
-    """The events a command produces, or a NotFound / Conflict / Rejected error."""
-    match cmd:
-        case RegisterCompound():
-            return _register_compound(facts, cmd)
-        case RegisterHousehold():
-            return _register_household(facts, cmd)
-        case RegisterResident():
-            return _register_resident(facts, cmd)
-        case RegisterArrival():
-            return _register_arrival(facts, cmd)
-        case VerifyArrival():
-            return _verify_arrival(facts, cmd)
-        case MoveOut():
-            return _move_out(facts, cmd)
-        case _:
-            assert_never(cmd)
-
-
-def _register_compound(facts: Facts, cmd: RegisterCompound) -> list[RegistryEvent]:
-    if facts.compound is not None:
-        raise Conflict(f"compound {cmd.compound} is already registered in {cmd.community}", field="compound")
-    return [CompoundRegistered(
-        community=cmd.community, compound=cmd.compound, name=cmd.name.strip(),
-        buildings=list(cmd.buildings), gates=list(cmd.gates),
-        registered_at=_at(cmd), registered_by=cmd.actor,
-    )]
-
-
-def _register_household(facts: Facts, cmd: RegisterHousehold) -> list[RegistryEvent]:
-    compound = facts.compound
-    if compound is None or (compound.community, compound.compound) != (cmd.community, cmd.compound):
-        raise NotFound(f"compound {cmd.compound} is not registered in {cmd.community}", field="compound")
-    if cmd.building not in compound.buildings:
-        raise NotFound(
-            f"building {cmd.building} is not in compound {cmd.compound} "
-            f"(its buildings: {', '.join(compound.buildings)})",
-            field="building",
-        )
-    household = _id(cmd.household, "household")
-    if facts.household is not None:
-        raise Conflict(f"household id {household} is taken", field="household")
-    return [HouseholdRegistered(
-        community=cmd.community, compound=cmd.compound, building=cmd.building, household=household,
-        address=cmd.address.strip(), registered_at=_at(cmd), registered_by=cmd.actor,
-    )]
-
-
-def _register_resident(facts: Facts, cmd: RegisterResident) -> list[RegistryEvent]:
-    household = facts.household
-    if household is None:
-        raise NotFound(f"household {cmd.household} is not registered", field="household")
-    resident = _id(cmd.resident, "resident")
-    if facts.resident is not None:
-        raise Conflict(f"resident id {resident} is taken", field="resident")
-    return [ResidentRegistered(
-        community=household.community, compound=household.compound, building=household.building,
-        household=household.household, resident=resident, display_name=mask_name(cmd.name),
-        birth_year=cmd.birth_year, vulnerabilities=list(cmd.vulnerabilities),
-        registered_at=_at(cmd), registered_by=cmd.actor,
-    )]
-
-
-def _register_arrival(facts: Facts, cmd: RegisterArrival) -> list[RegistryEvent]:
-    resident = _resident(facts, cmd.resident)
-    if resident.moved_out:
-        raise Rejected(
-            f"resident {cmd.resident} has moved out; register them again in their new household first",
-            reason="moved_out",
-        )
-    arrival = _id(cmd.arrival, "arrival")
-    if facts.arrival is not None:
-        raise Conflict(f"arrival id {arrival} is taken", field="arrival")
-    # Class B with no risk area is cleared on registration; class A, or B via a risk area, waits.
-    requires_verification = cmd.city_class == "A" or cmd.risk_area_visited
-    return [ArrivalRegistered(
-        community=resident.community, arrival=arrival, resident=resident.resident,
-        household=resident.household, compound=resident.compound, building=resident.building,
-        origin=cmd.origin.strip(), arrived_on=cmd.arrived_on, transport=cmd.transport,
-        visited=list(cmd.visited), city_class=cmd.city_class, risk_area_visited=cmd.risk_area_visited,
-        requires_verification=requires_verification, registered_at=_at(cmd), registered_by=cmd.actor,
-    )]
-
-
-def _verify_arrival(facts: Facts, cmd: VerifyArrival) -> list[RegistryEvent]:
-    arrival = facts.arrival
-    if arrival is None:
-        raise NotFound(f"arrival {cmd.arrival} is not registered", field="arrival")
-    if arrival.outcome is not None:
-        raise Rejected(f"arrival {cmd.arrival} was already verified: {arrival.outcome}", reason="already_verified")
-    if not arrival.requires_verification:
-        raise Rejected(
-            f"arrival {cmd.arrival} was cleared on registration (class B, no risk area); nothing to verify",
-            reason="not_pending",
-        )
-    if cmd.outcome == "cleared" and not cmd.documents_checked:
-        raise Rejected(
-            "clearing an arrival needs the ID card and the ticket checked (documents_checked true); "
-            "the traveller's word is not enough",
-            reason="documents_not_checked",
-        )
-    if arrival.false_a and cmd.documents_checked and cmd.outcome != "cleared":
-        raise Rejected(
-            f"arrival {cmd.arrival} is a false A: class A but no risk area visited (the train only passed "
-            "through the outbreak area); with ID card and ticket checked it must be cleared, not "
-            f"{cmd.outcome}",
-            reason="false_a_must_be_cleared",
-        )
-    if cmd.outcome == "home_quarantine":
-        resident = _resident(facts, arrival.resident)
-        if resident.moved_out:
-            raise Rejected(
-                f"resident {arrival.resident} has moved out and has no household here for home quarantine; "
-                "choose centralized_quarantine",
-                reason="no_household_here",
-            )
-    return [ArrivalVerified(
-        community=arrival.community, arrival=arrival.arrival, resident=arrival.resident,
-        household=arrival.household, compound=arrival.compound, building=arrival.building,
-        outcome=cmd.outcome, documents_checked=cmd.documents_checked,
-        note=cmd.note.strip() if cmd.note is not None else None,
-        verified_at=_at(cmd), verified_by=cmd.actor,
-    )]
-
-
-def _move_out(facts: Facts, cmd: MoveOut) -> list[RegistryEvent]:
-    resident = _resident(facts, cmd.resident)
-    if resident.moved_out:
-        raise Rejected(f"resident {cmd.resident} has already moved out", reason="moved_out")
-    return [ResidentMovedOut(
-        community=resident.community, resident=resident.resident, household=resident.household,
-        compound=resident.compound, building=resident.building,
-        reason=cmd.reason.strip() if cmd.reason is not None else None,
-        moved_out_at=_at(cmd), moved_out_by=cmd.actor,
-    )]
-
-
-def _resident(facts: Facts, resident: str) -> Resident:
-    if facts.resident is None:
-        raise NotFound(f"resident {resident} is not registered", field="resident")
-    return facts.resident
-
-
-def _at(cmd: Command) -> datetime:
-    if cmd.occurred_at is None:
-        raise ValueError("occurred_at must be filled (commands.complete) before decide")
-    return cmd.occurred_at
-
-
-def _id(value: str | None, field: str) -> str:
-    if value is None:
-        raise ValueError(f"{field} must be filled (commands.complete) before decide")
-    return value

@@ -5,7 +5,9 @@ transaction as the events; events carry the opaque id and a masked name only.
 """
 from __future__ import annotations
 
-from services.registry import domain
+from dataclasses import dataclass, field
+
+from services.registry import decide, domain, tables
 from services.registry.commands import (
     Command,
     MoveOut,
@@ -17,28 +19,20 @@ from services.registry.commands import (
 )
 from shared.context import Context
 from shared.errors import Conflict
+from shared.runtime import Handler
 
-PII_DDL = """
-CREATE TABLE IF NOT EXISTS registry.residents (
-    resident      text PRIMARY KEY,
-    household     text NOT NULL,
-    community     text NOT NULL,
-    name          text NOT NULL,
-    id_number     text NOT NULL UNIQUE,
-    phone         text,
-    registered_at timestamptz NOT NULL
-);
-"""
 
-INSERT_PII = (
-    "INSERT INTO registry.residents (resident, household, community, name, id_number, phone, registered_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
-)
+@dataclass(slots=True)
+class Scratch:
+    """What earlier commands of a batch did that ``registry.residents`` does not show yet."""
+
+    #: ID numbers registered already or claimed by an earlier register_resident of the batch
+    id_numbers_taken: set[str] = field(default_factory=set)
 
 
 def prefetch(cmd: Command) -> list[str]:
-    """Streams a command will surely read, loaded for the whole batch in one query (created ids
-    are filled in by ``commands.complete`` before the batch)."""
+    """Streams a command will surely read, loaded for the whole batch in one query (the runtime
+    has filled in the created ids before the batch)."""
     match cmd:
         case RegisterCompound():
             return [domain.compound_stream(cmd.community, cmd.compound)]
@@ -55,12 +49,12 @@ def prefetch(cmd: Command) -> list[str]:
     return []
 
 
-async def prepare_batch(conn, cmds: list[Command], scratch: dict) -> None:
+async def prepare_batch(conn, cmds: list[Command], scratch: Scratch) -> None:
     """ID numbers already registered, for every register_resident of the batch, in one query."""
     numbers = [c.id_number for c in cmds if isinstance(c, RegisterResident)]
     if numbers:
-        rows = await conn.fetch("SELECT id_number FROM registry.residents WHERE id_number = ANY($1)", numbers)
-        scratch["id_numbers_taken"] = {r["id_number"] for r in rows}
+        rows = await conn.fetch(tables.TAKEN_ID_NUMBERS, numbers)
+        scratch.id_numbers_taken = {r["id_number"] for r in rows}
 
 
 async def _state(ctx: Context, stream_id: str):
@@ -68,21 +62,21 @@ async def _state(ctx: Context, stream_id: str):
     return state
 
 
-async def _decide_and_append(ctx: Context, cmd: Command, facts: domain.Facts) -> list:
+async def _decide_and_append(ctx: Context, cmd: Command, facts: decide.Facts) -> list:
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
-    events = domain.decide(facts, cmd)
+    events = decide.decide(facts, cmd)
     ctx.append(target, version, events)
     return events
 
 
 async def register_compound(cmd: RegisterCompound, ctx: Context) -> None:
     compound = await _state(ctx, domain.compound_stream(cmd.community, cmd.compound))
-    await _decide_and_append(ctx, cmd, domain.Facts(compound=compound))
+    await _decide_and_append(ctx, cmd, decide.Facts(compound=compound))
 
 
 async def register_household(cmd: RegisterHousehold, ctx: Context) -> None:
-    facts = domain.Facts(
+    facts = decide.Facts(
         compound=await _state(ctx, domain.compound_stream(cmd.community, cmd.compound)),
         household=await _state(ctx, domain.household_stream(cmd.household)),
     )
@@ -90,24 +84,24 @@ async def register_household(cmd: RegisterHousehold, ctx: Context) -> None:
 
 
 async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
-    facts = domain.Facts(
+    facts = decide.Facts(
         household=await _state(ctx, domain.household_stream(cmd.household)),
         resident=await _state(ctx, domain.resident_stream(cmd.resident)),
     )
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
-    events = domain.decide(facts, cmd)  # not-found and taken ids first, then the ID number
-    taken = ctx.scratch.setdefault("id_numbers_taken", set())
+    events = decide.decide(facts, cmd)  # not-found and taken ids first, then the ID number
+    taken = ctx.scratch.id_numbers_taken
     if cmd.id_number in taken:
         raise Conflict("a resident with this ID number is already registered", field="id_number")
     taken.add(cmd.id_number)  # later commands of the batch see it taken
     ctx.append(target, version, events)
-    ctx.write(INSERT_PII, cmd.resident, cmd.household, events[0].community, cmd.name.strip(),
+    ctx.write(tables.INSERT_PII, cmd.resident, cmd.household, events[0].community, cmd.name.strip(),
               cmd.id_number, cmd.phone, cmd.occurred_at)
 
 
 async def register_arrival(cmd: RegisterArrival, ctx: Context) -> None:
-    facts = domain.Facts(
+    facts = decide.Facts(
         resident=await _state(ctx, domain.resident_stream(cmd.resident)),
         arrival=await _state(ctx, domain.arrival_stream(cmd.arrival)),
     )
@@ -117,15 +111,15 @@ async def register_arrival(cmd: RegisterArrival, ctx: Context) -> None:
 async def verify_arrival(cmd: VerifyArrival, ctx: Context) -> None:
     arrival = await _state(ctx, domain.arrival_stream(cmd.arrival))
     resident = await _state(ctx, domain.resident_stream(arrival.resident)) if arrival else None
-    await _decide_and_append(ctx, cmd, domain.Facts(arrival=arrival, resident=resident))
+    await _decide_and_append(ctx, cmd, decide.Facts(arrival=arrival, resident=resident))
 
 
 async def move_out(cmd: MoveOut, ctx: Context) -> None:
     resident = await _state(ctx, domain.resident_stream(cmd.resident))
-    await _decide_and_append(ctx, cmd, domain.Facts(resident=resident))
+    await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "register_compound": register_compound,
     "register_household": register_household,
     "register_resident": register_resident,

@@ -105,6 +105,23 @@ async def test_two_concurrent_commands_at_the_same_expected_version_one_wins(cli
     assert loser["error"]["code"] == "conflict"
 
 
+async def test_one_id_number_sent_twice_at_once_registers_one_resident(client, pg_dsn):
+    # In one batch the second sees the first's claim in the scratch; in two, in registry.residents.
+    await community(client)
+    h = await household(client)
+    replies = await asyncio.gather(*[
+        client.send("register_resident", household=h, name=name, id_number=prc_id(78), birth_year=1950)
+        for name in ("王小伟", "王小卫")
+    ])
+    assert sorted(r["ok"] for r in replies) == [False, True]
+    [loser] = [r for r in replies if not r["ok"]]
+    assert loser["error"]["code"] == "conflict" and loser["error"]["field"] == "id_number"
+    assert "already registered" in loser["error"]["message"]
+    conn = await asyncpg.connect(pg_dsn)
+    assert await conn.fetchval("SELECT count(*) FROM registry.residents") == 1
+    await conn.close()
+
+
 async def test_an_unknown_reference_is_not_found_and_writes_nothing(client, pg_dsn):
     reply = await client.send("register_household", community=COMMUNITY, compound="nowhere",
                               building="b1", address="x")

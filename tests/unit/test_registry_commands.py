@@ -8,16 +8,17 @@ import pytest
 
 from services.registry.commands import (
     COMMANDS,
+    CREATES,
     MoveOut,
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
     RegisterResident,
     VerifyArrival,
-    complete,
     parse,
     validate,
 )
+from shared import wire
 from shared.contracts.registry import Transport, Visit
 from shared.errors import Invalid, UnknownCommand
 
@@ -395,7 +396,12 @@ def test_a_move_out_reason_is_not_blank():
     invalid_field("move_out", "reason", reason="  ")
 
 
-# -- complete: what the runtime fills in -----------------------------------------------------
+# -- complete: what the runtime fills in, then validates -------------------------------------
+
+
+def complete(cmd, *, now, new_id):
+    """What the runtime does before the batch (``CommandRuntime.complete``): fill in, then validate."""
+    return validate(wire.complete(cmd, now=lambda: now, new_id=new_id, creates=CREATES))
 
 
 def test_complete_fills_the_receive_time_and_the_created_id():

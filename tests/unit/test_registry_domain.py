@@ -14,18 +14,16 @@ from services.registry.commands import (
     RegisterResident,
     VerifyArrival,
 )
+from services.registry.decide import Facts, decide
 from services.registry.domain import (
     Arrival,
     Compound,
-    Facts,
     Household,
     Resident,
     arrival_stream,
     compound_stream,
-    decide,
     evolve,
     household_stream,
-    mask_name,
     replay,
     resident_stream,
     target_stream,
@@ -41,6 +39,7 @@ from shared.contracts.registry import (
     Visit,
 )
 from shared.errors import Conflict, NotFound, Rejected
+from shared.privacy import mask_name
 
 AT = datetime(2026, 11, 23, 9, 30, tzinfo=timezone(timedelta(hours=8)))
 LATER = AT + timedelta(hours=5)
