@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from zoneinfo import ZoneInfo
 
-from services.checkpoint import domain, lookups, queries, views
+from services.checkpoint import copies, domain, lookups, queries
 from services.checkpoint import commands
 from services.checkpoint.handlers import DDL, SCHEMA, Checkpoint
 from services.checkpoint.passage import Policy
@@ -52,7 +52,7 @@ def spec(policy: Policy | None = None, tz: ZoneInfo | None = None) -> ServiceSpe
             prepare_batch=lookups.prepare,
             scratch=dict,
         ),
-        extra_ddl=directory.ddl(SCHEMA) + views.DDL + DDL,
-        consumers=[directory.consumer(SCHEMA), views.consumer()],
+        extra_ddl=directory.ddl(SCHEMA) + copies.DDL + DDL,
+        consumers=[directory.consumer(SCHEMA), copies.consumer()],
         queries={"checkpoint.shifts": queries.shifts(tz or env_tz)},
     )

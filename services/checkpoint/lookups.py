@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from services.checkpoint import passage
 from services.checkpoint.commands import CheckPassage
 from services.checkpoint.domain import Compound
-from services.checkpoint.views import COMPOUND
+from services.checkpoint.copies import COMPOUND
 
 _HOME_Q = """EXISTS (SELECT 1 FROM checkpoint.q_cases q
                      WHERE q.household = {h} AND q.status = 'quarantine' AND q.at_home)"""
