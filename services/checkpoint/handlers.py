@@ -28,6 +28,7 @@ from services.checkpoint.commands import (
     StartShift,
     complete,
 )
+from services.checkpoint.decide import Facts, decide
 from services.checkpoint.domain import control_stream, passage_stream, passes_stream, shift_stream
 from services.checkpoint import lookups
 from shared import directory
@@ -138,7 +139,7 @@ class Checkpoint:
         compound = await _compound(ctx, cmd.community, cmd.compound)
         target = control_stream(cmd.community, cmd.compound)
         control, version = await ctx.expect(target)
-        events = domain.decide(domain.Facts(compound=compound, control=control), cmd)
+        events = decide(Facts(compound=compound, control=control), cmd)
         ctx.append(target, version, events)
 
     # -- passes ----------------------------------------------------------------------------------
@@ -149,9 +150,9 @@ class Checkpoint:
         wanted = [h for h in (cmd.households or households) if h in households]
         states = dict(zip(wanted, [s for s, _ in await load_many(ctx, [passes_stream(h) for h in wanted])]))
         short = sum(max(0, cmd.per_household - (len(s.active) if s else 0)) for s in states.values())
-        facts = domain.Facts(compound=compound, households=households, passes=states,
+        facts = Facts(compound=compound, households=households, passes=states,
                              new_passes=self._new_passes(ctx, short))
-        events = domain.decide(facts, cmd)
+        events = decide(facts, cmd)
         by_household: dict[str, list] = defaultdict(list)
         for event in events:
             by_household[event.household].append(event)
@@ -181,7 +182,7 @@ class Checkpoint:
         target = passes_stream(household)
         state, version = await ctx.expect(target)
         fresh = self._new_passes(ctx, 1) if isinstance(cmd, ReplacePass) else ()
-        events = domain.decide(domain.Facts(passes={household: state}, new_passes=fresh), cmd)
+        events = decide(Facts(passes={household: state}, new_passes=fresh), cmd)
         ctx.append(target, version, events)
         ctx.write(REVOKE_PASS, pass_id, cmd.occurred_at, cmd.reason.strip())
         ctx.scratch.setdefault("revoked", set()).add(pass_id)
@@ -216,7 +217,7 @@ class Checkpoint:
         _, version = await ctx.expect(target)
         if version:
             raise Conflict(f"passage id {cmd.passage} is taken", field="passage")
-        events = passage.decide(facts, cmd)
+        events = decide(facts, cmd)
         ctx.append(target, version, events)
         decision = events[0]
         why = getattr(decision, "reason", None)
@@ -235,8 +236,8 @@ class Checkpoint:
         open_shift = await _open_shift(ctx, cmd.staff)
         target = shift_stream(cmd.shift)
         state, version = await ctx.expect(target)
-        facts = domain.Facts(compound=compound, open_shift=open_shift, shift=state)
-        events = domain.decide(facts, cmd)
+        facts = Facts(compound=compound, open_shift=open_shift, shift=state)
+        events = decide(facts, cmd)
         ctx.append(target, version, events)
         e = events[0]
         ctx.write(INSERT_SHIFT, e.shift, e.community, e.compound, e.gate, e.staff, e.started_at)
@@ -247,7 +248,7 @@ class Checkpoint:
             state, _ = await ctx.load(shift_stream(cmd.shift))
         else:
             state = await _open_shift(ctx, cmd.staff)
-        events = domain.decide(domain.Facts(shift=state), cmd)  # refuses when there is no shift
+        events = decide(Facts(shift=state), cmd)  # refuses when there is no shift
         e = events[0]
         target = shift_stream(e.shift)
         _, version = await ctx.expect(target)  # already in the batch cache
