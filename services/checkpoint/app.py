@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from services.checkpoint import copies, domain, lookups, queries
 from services.checkpoint import commands
-from services.checkpoint.handlers import DDL, SCHEMA, Checkpoint
+from services.checkpoint.handlers import Checkpoint
+from services.checkpoint.tables import DDL, SCHEMA
 from services.checkpoint.passage import Policy
 from shared import directory
 from shared.runtime import CommandSpec

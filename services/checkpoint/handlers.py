@@ -31,59 +31,23 @@ from services.checkpoint.commands import (
 from services.checkpoint.decide import Facts, decide
 from services.checkpoint.domain import control_stream, passage_stream, passes_stream, shift_stream
 from services.checkpoint import lookups
+from services.checkpoint.tables import (
+    END_SHIFT,
+    FIND_PASS,
+    INSERT_PASS,
+    INSERT_SHIFT,
+    INSERT_VISITOR,
+    OPEN_SHIFT,
+    REVOKE_PASS,
+    SCHEMA,
+)
 from shared import directory
 from shared.context import Context
 from shared.envelope import new_id
 from shared.errors import Conflict, Invalid, NotFound
 
-SCHEMA = "checkpoint"
 #: Bulk replies list passes compactly; full envelopes only up to this many events (NATS: 1 MiB).
 EVENTS_IN_REPLY = 50
-
-DDL = """
-CREATE TABLE IF NOT EXISTS checkpoint.passes (
-    pass          text PRIMARY KEY,
-    number        text NOT NULL UNIQUE,
-    community     text NOT NULL,
-    compound      text NOT NULL,
-    household     text NOT NULL,
-    issued_at     timestamptz NOT NULL,
-    revoked_at    timestamptz,
-    revoke_reason text);
-CREATE INDEX IF NOT EXISTS passes_household ON checkpoint.passes (household);
-CREATE TABLE IF NOT EXISTS checkpoint.visitors (
-    passage        text PRIMARY KEY,
-    community      text NOT NULL,
-    compound       text NOT NULL,
-    gate           text NOT NULL,
-    direction      text NOT NULL,
-    name           text NOT NULL,
-    phone          text NOT NULL,
-    host_household text NOT NULL,
-    purpose        text NOT NULL,
-    allowed        boolean NOT NULL,
-    reason         text,
-    checked_at     timestamptz NOT NULL);
-CREATE TABLE IF NOT EXISTS checkpoint.shifts (
-    shift      text PRIMARY KEY,
-    community  text NOT NULL,
-    compound   text,
-    gate       text NOT NULL,
-    staff      text NOT NULL,
-    started_at timestamptz NOT NULL,
-    ended_at   timestamptz,
-    hours      double precision);
-CREATE UNIQUE INDEX IF NOT EXISTS shifts_one_open ON checkpoint.shifts (staff) WHERE ended_at IS NULL;
-CREATE INDEX IF NOT EXISTS shifts_day ON checkpoint.shifts (community, started_at);
-"""
-
-INSERT_PASS = ("INSERT INTO checkpoint.passes (pass, number, community, compound, household, issued_at) "
-               "VALUES ($1, $2, $3, $4, $5, $6)")
-REVOKE_PASS = "UPDATE checkpoint.passes SET revoked_at = $2, revoke_reason = $3 WHERE pass = $1"
-INSERT_VISITOR = ("INSERT INTO checkpoint.visitors VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-INSERT_SHIFT = ("INSERT INTO checkpoint.shifts (shift, community, compound, gate, staff, started_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6)")
-END_SHIFT = "UPDATE checkpoint.shifts SET ended_at = $2, hours = $3 WHERE shift = $1"
 
 
 async def load_many(ctx: Context, stream_ids: list[str]) -> list[tuple[Any, int]]:
@@ -273,12 +237,9 @@ def _as_compound(row) -> domain.Compound:
 
 async def _households(ctx: Context, cmd: IssuePasses) -> dict[str, domain.Household]:
     if cmd.households is not None:
-        rows = await ctx.conn.fetch("SELECT * FROM checkpoint.dir_households WHERE household = ANY($1::text[])",
-                                    cmd.households)
+        rows = await directory.households(ctx.conn, SCHEMA, cmd.households)
     else:
-        rows = await ctx.conn.fetch(
-            "SELECT * FROM checkpoint.dir_households WHERE community = $1 AND compound = $2 "
-            "AND ($3::text IS NULL OR building = $3) ORDER BY household", cmd.community, cmd.compound, cmd.building)
+        rows = await directory.households_in(ctx.conn, SCHEMA, cmd.community, cmd.compound, cmd.building)
     return {r["household"]: domain.Household(household=r["household"], community=r["community"],
                                              compound=r["compound"], building=r["building"]) for r in rows}
 
@@ -288,8 +249,7 @@ async def _find_pass(ctx: Context, key: str) -> tuple[str, str] | None:
     fresh = ctx.scratch.get("issued", {}).get(key)
     if fresh is not None:
         return fresh.pass_, fresh.household
-    row = await ctx.conn.fetchrow(
-        "SELECT pass, household FROM checkpoint.passes WHERE pass = $1 OR number = $1", key)
+    row = await ctx.conn.fetchrow(FIND_PASS, key)
     return (row["pass"], row["household"]) if row else None
 
 
@@ -297,9 +257,7 @@ async def _gate_compound(ctx: Context, cmd: StartShift) -> domain.Compound | Non
     """The compound of the shift's gate: the one named, or the only one in the community with it."""
     if cmd.compound is not None:
         return await _compound(ctx, cmd.community, cmd.compound)
-    rows = await ctx.conn.fetch(
-        "SELECT * FROM checkpoint.dir_compounds WHERE community = $1 AND $2 = ANY(gates) ORDER BY compound",
-        cmd.community, cmd.gate)
+    rows = await directory.compounds_with_gate(ctx.conn, SCHEMA, cmd.community, cmd.gate)
     if len(rows) > 1:
         raise Invalid(f"gate {cmd.gate} is a gate of compounds {', '.join(r['compound'] for r in rows)}: "
                       "give compound", field="compound")
@@ -312,8 +270,7 @@ async def _open_shift(ctx: Context, staff: str) -> domain.Shift | None:
     if staff in local:
         shift = local[staff]
     else:
-        shift = await ctx.conn.fetchval(
-            "SELECT shift FROM checkpoint.shifts WHERE staff = $1 AND ended_at IS NULL", staff)
+        shift = await ctx.conn.fetchval(OPEN_SHIFT, staff)
     if shift is None:
         return None
     state, _ = await ctx.load(shift_stream(shift))

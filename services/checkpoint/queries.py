@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from services.checkpoint.tables import SHIFT_FIGURES
 from shared import wire
 from shared.errors import Invalid
 from shared.subjects import check_community
@@ -29,16 +30,6 @@ class ShiftsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 _decoder = msgspec.json.Decoder(ShiftsQuery)
-
-SHIFTS = """
-SELECT (started_at AT TIME ZONE $4)::date AS day, count(*) AS person_times,
-       count(DISTINCT staff) AS people, coalesce(sum(hours), 0) AS hours,
-       count(*) FILTER (WHERE ended_at IS NULL) AS open_shifts
-FROM checkpoint.shifts
-WHERE community = $1 AND started_at >= $2 AND started_at < $3
-GROUP BY GROUPING SETS ((1), ()) ORDER BY 1 NULLS LAST
-"""
-
 
 def parse_shifts(payload: bytes, today: date) -> tuple[str, date, date]:
     try:
@@ -68,7 +59,7 @@ def shifts(tz: ZoneInfo):
         start = datetime.combine(first, time(0), tz)
         end = datetime.combine(last + timedelta(days=1), time(0), tz)
         async with host.pool.acquire() as conn:
-            rows = await conn.fetch(SHIFTS, community, start, end, tz.key)
+            rows = await conn.fetch(SHIFT_FIGURES, community, start, end, tz.key)
         days = [_figures(r) | {"on": r["day"].isoformat()} for r in rows if r["day"] is not None]
         totals = next((_figures(r) for r in rows if r["day"] is None), _figures(None))
         return {"ok": True, "community": community, "from": first.isoformat(), "to": last.isoformat(),
