@@ -28,6 +28,7 @@ from services.checkpoint.commands import (
     StartShift,
     complete,
 )
+from services.checkpoint.config import Config
 from services.checkpoint.decide import Facts, decide
 from services.checkpoint.domain import control_stream, passage_stream, passes_stream, shift_stream
 from services.checkpoint import lookups
@@ -56,11 +57,11 @@ async def load_many(ctx: Context, stream_ids: list[str]) -> list[tuple[Any, int]
 
 
 class Checkpoint:
-    """The handlers of one service instance, with its policy and its id and number makers."""
+    """The handlers of one service instance, with its settings and its id and number makers."""
 
-    def __init__(self, policy: passage.Policy, *, make_id: Callable[[], str] = new_id,
+    def __init__(self, config: Config, *, make_id: Callable[[], str] = new_id,
                  make_number: Callable[[], str] = numbers.new_number):
-        self.policy = policy
+        self.config = config
         self.make_id = make_id
         self.make_number = make_number
 
@@ -176,7 +177,7 @@ class Checkpoint:
         cmd = self.complete(cmd)  # a no-op when the host completed it before the batch
         found = await lookups.facts(ctx, cmd)
         control, _ = await ctx.load(control_stream(cmd.community, cmd.compound))
-        facts = replace(found, control=control, policy=self.policy)
+        facts = replace(found, control=control, config=self.config)
         target = passage_stream(cmd.passage)
         _, version = await ctx.expect(target)
         if version:

@@ -3,8 +3,9 @@
 ``checkpoint.shifts`` — duty shifts and volunteer figures per community and day, as the teams report
 them ("130 person-times, 895 hours"): payload ``{"community": path}`` with ``"on": date`` (default:
 today) or ``"from"``/``"to"`` (inclusive, at most 93 days). A shift counts on the local day it
-started (time zone: policy, ``CORDON_TZ``, default Asia/Shanghai); ``person_times`` counts shifts,
-``people`` distinct staff, ``hours`` the hours of ended shifts, ``open_shifts`` those still running.
+started in the city's time zone (``Config.zone``: ``CORDON_TIMEZONE``, default Asia/Shanghai);
+``person_times`` counts shifts, ``people`` distinct staff, ``hours`` the hours of ended shifts,
+``open_shifts`` those still running.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class ShiftsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 _decoder = msgspec.json.Decoder(ShiftsQuery)
 
+
 def parse_shifts(payload: bytes, today: date) -> tuple[str, date, date]:
     try:
         q = _decoder.decode(payload or b"null")
@@ -50,22 +52,18 @@ def parse_shifts(payload: bytes, today: date) -> tuple[str, date, date]:
     return q.community, first, last
 
 
-def shifts(tz: ZoneInfo):
-    """The query handler ``async (host, payload) -> reply`` for the policy's time zone."""
-
-    async def answer(host, payload: bytes) -> dict:
-        today = host.clock().astimezone(tz).date()
-        community, first, last = parse_shifts(payload, today)
-        start = datetime.combine(first, time(0), tz)
-        end = datetime.combine(last + timedelta(days=1), time(0), tz)
-        async with host.pool.acquire() as conn:
-            rows = await conn.fetch(SHIFT_FIGURES, community, start, end, tz.key)
-        days = [_figures(r) | {"on": r["day"].isoformat()} for r in rows if r["day"] is not None]
-        totals = next((_figures(r) for r in rows if r["day"] is None), _figures(None))
-        return {"ok": True, "community": community, "from": first.isoformat(), "to": last.isoformat(),
-                "time_zone": tz.key, **totals, "days": days}
-
-    return answer
+async def shifts(host, payload: bytes, *, zone: ZoneInfo) -> dict:
+    """The query ``checkpoint.shifts`` (``app.py`` binds the city's ``zone``)."""
+    today = host.clock().astimezone(zone).date()
+    community, first, last = parse_shifts(payload, today)
+    start = datetime.combine(first, time(0), zone)
+    end = datetime.combine(last + timedelta(days=1), time(0), zone)
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(SHIFT_FIGURES, community, start, end, zone.key)
+    days = [_figures(r) | {"on": r["day"].isoformat()} for r in rows if r["day"] is not None]
+    totals = next((_figures(r) for r in rows if r["day"] is None), _figures(None))
+    return {"ok": True, "community": community, "from": first.isoformat(), "to": last.isoformat(),
+            "time_zone": zone.key, **totals, "days": days}
 
 
 def _figures(r) -> dict:
