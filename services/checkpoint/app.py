@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.checkpoint import commands, copies, domain, lookups, queries
+from services.checkpoint import commands, copies, domain, handlers, queries
 from services.checkpoint.config import Config, from_env
-from services.checkpoint.handlers import Checkpoint
 from services.checkpoint.tables import DDL, SCHEMA
 from shared import directory
 from shared.runtime import CommandSpec
@@ -16,7 +15,6 @@ from shared.service import ServiceSpec
 def spec(config: Config | None = None) -> ServiceSpec:
     """The checkpoint service with ``config`` (None: from the environment)."""
     config = from_env() if config is None else config
-    checkpoint = Checkpoint(config)
     return ServiceSpec(
         name=SCHEMA,
         commands=CommandSpec(
@@ -24,12 +22,11 @@ def spec(config: Config | None = None) -> ServiceSpec:
             decode=commands.decode,
             validate=commands.validate,
             creates=commands.CREATES,
-            new_id=checkpoint.make_id,
-            handlers=checkpoint.handlers(),
+            handlers=handlers.HANDLERS,
             evolve=domain.evolve,
-            prefetch=checkpoint.prefetch,
-            prepare_batch=lookups.prepare,
-            scratch=dict,
+            prefetch=handlers.prefetch,
+            prepare_batch=handlers.prepare_batch,
+            scratch=handlers.Scratch,
             config=config,
         ),
         extra_ddl=directory.ddl(SCHEMA) + copies.DDL + DDL,
