@@ -1,43 +1,20 @@
-"""The checkpoint's composition root: what the service is, wired explicitly.
-
-Policy values from the environment (read here, once, and handed to the pure decision):
-
-| variable | default | meaning |
-| --- | --- | --- |
-| ``CORDON_FEVER_C`` | 37.3 | a temperature at or above it is a fever |
-| ``CORDON_VISITORS_ADMITTED`` | open | control levels at which visitors may come in (``open``, ``open,closed``, or empty) |
-| ``CORDON_TZ`` | Asia/Shanghai | the local day of the shift figures |
-"""
+"""The checkpoint's composition root: what the service is, wired explicitly. Its settings are
+:mod:`services.checkpoint.config`."""
 from __future__ import annotations
 
-import os
-from zoneinfo import ZoneInfo
+from functools import partial
 
-from services.checkpoint import domain, lookups, queries, views
-from services.checkpoint import commands
-from services.checkpoint.handlers import DDL, SCHEMA, Checkpoint
-from services.checkpoint.passage import Policy
+from services.checkpoint import commands, copies, domain, handlers, queries
+from services.checkpoint.config import Config, from_env
+from services.checkpoint.tables import DDL, SCHEMA
 from shared import directory
 from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
 
-def policy_from_env(env: dict[str, str] | None = None) -> tuple[Policy, ZoneInfo]:
-    env = dict(os.environ if env is None else env)
-    try:
-        fever = float(env.get("CORDON_FEVER_C") or 37.3)
-        levels = env.get("CORDON_VISITORS_ADMITTED", "open")
-        admitted = frozenset(x.strip() for x in levels.split(",") if x.strip())
-        policy = Policy(fever_c=fever, visitors_admitted=admitted)
-        tz = ZoneInfo(env.get("CORDON_TZ") or "Asia/Shanghai")
-    except (ValueError, KeyError) as exc:
-        raise SystemExit(f"checkpoint policy: {exc}") from None
-    return policy, tz
-
-
-def spec(policy: Policy | None = None, tz: ZoneInfo | None = None) -> ServiceSpec:
-    env_policy, env_tz = policy_from_env()
-    checkpoint = Checkpoint(policy or env_policy)
+def spec(config: Config | None = None) -> ServiceSpec:
+    """The checkpoint service with ``config`` (None: from the environment)."""
+    config = from_env() if config is None else config
     return ServiceSpec(
         name=SCHEMA,
         commands=CommandSpec(
@@ -45,14 +22,14 @@ def spec(policy: Policy | None = None, tz: ZoneInfo | None = None) -> ServiceSpe
             decode=commands.decode,
             validate=commands.validate,
             creates=commands.CREATES,
-            new_id=checkpoint.make_id,
-            handlers=checkpoint.handlers(),
+            handlers=handlers.HANDLERS,
             evolve=domain.evolve,
-            prefetch=checkpoint.prefetch,
-            prepare_batch=lookups.prepare,
-            scratch=dict,
+            prefetch=handlers.prefetch,
+            prepare_batch=handlers.prepare_batch,
+            scratch=handlers.Scratch,
+            config=config,
         ),
-        extra_ddl=directory.ddl(SCHEMA) + views.DDL + DDL,
-        consumers=[directory.consumer(SCHEMA), views.consumer()],
-        queries={"checkpoint.shifts": queries.shifts(tz or env_tz)},
+        extra_ddl=directory.ddl(SCHEMA) + copies.DDL + DDL,
+        consumers=[directory.consumer(SCHEMA), copies.consumer()],
+        queries={"checkpoint.shifts": partial(queries.shifts, zone=config.zone)},
     )

@@ -4,13 +4,13 @@ strict parsing and validation.
 :func:`parse` decodes strictly (``"37.5"`` is not a number) and validates; every failure is an
 :class:`~shared.errors.Invalid` naming the field. A pass is named by its id or by its printed
 number, which is normalized here (``abcd-efgh-jk`` → ``ABCDEFGHJK``), so the rest of the service
-only ever sees canonical keys. The handler then calls :func:`complete` to fill the ids a command
-creates.
+only ever sees canonical keys. The runtime fills the ids a command creates (:data:`CREATES`) and
+``occurred_at`` before :func:`validate`.
 """
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Union, assert_never, get_args
+from typing import Union, assert_never, get_args
 
 import msgspec
 
@@ -169,16 +169,6 @@ def validate(cmd: Command) -> Command:
             staff(cmd.staff)
         case _:
             assert_never(cmd)
-    return cmd
-
-
-def complete(cmd: Command, *, new_id: Callable[[], str]) -> Command:
-    """Fill the id a creating command may leave out (passage, shift)."""
-    match cmd:
-        case CheckPassage() if cmd.passage is None:
-            return msgspec.structs.replace(cmd, passage=new_id())
-        case StartShift() if cmd.shift is None:
-            return msgspec.structs.replace(cmd, shift=new_id())
     return cmd
 
 

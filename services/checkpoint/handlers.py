@@ -1,22 +1,22 @@
 """Checkpoint command handlers: load the facts a command needs, decide (pure), append, write rows.
 
-The checkpoint's own tables are written in the command's transaction, so they never disagree with
-the record: ``passes`` (validity at the gate, lookup by printed number), ``visitors`` (a visitor's
-name and phone: personal data stays here, events carry a masked name), ``shifts`` (the open shift
-of a staff member, the volunteer-hours query). Other services' facts come from the local views
-(``dir_*`` from the registry, ``q_cases``/``sealed_areas`` from quarantine).
+The checkpoint's own tables (:mod:`services.checkpoint.tables`) are written in the command's
+transaction. Other services' facts come from the local copies (``dir_*`` from the registry through
+:mod:`shared.directory`, ``q_cases``/``sealed_areas`` from quarantine through
+:mod:`services.checkpoint.copies`).
 
-Ids and pass numbers are made here (impure) and handed to the domain on the command or facts.
+A handler sees a completed command: the runtime filled ``occurred_at`` and the passage and shift
+ids (``commands.CREATES``). Pass ids and printed numbers are made here (impure) and handed to the
+decision on its facts.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import replace
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
 
 import msgspec
 
-from services.checkpoint import domain, numbers, passage
+from services.checkpoint import domain, lookups, numbers, passage
 from services.checkpoint.commands import (
     CheckPassage,
     EndShift,
@@ -26,235 +26,224 @@ from services.checkpoint.commands import (
     SetControlLevel,
     SetGate,
     StartShift,
-    complete,
 )
+from services.checkpoint.decide import Facts, decide
 from services.checkpoint.domain import control_stream, passage_stream, passes_stream, shift_stream
-from services.checkpoint import lookups
+from services.checkpoint.lookups import Loaded
+from services.checkpoint.tables import (
+    END_SHIFT,
+    FIND_PASS,
+    INSERT_PASS,
+    INSERT_SHIFT,
+    INSERT_VISITOR,
+    OPEN_SHIFT,
+    REVOKE_PASS,
+    SCHEMA,
+)
 from shared import directory
 from shared.context import Context
 from shared.envelope import new_id
 from shared.errors import Conflict, Invalid, NotFound
+from shared.runtime import Handler
 
-SCHEMA = "checkpoint"
 #: Bulk replies list passes compactly; full envelopes only up to this many events (NATS: 1 MiB).
 EVENTS_IN_REPLY = 50
 
-DDL = """
-CREATE TABLE IF NOT EXISTS checkpoint.passes (
-    pass          text PRIMARY KEY,
-    number        text NOT NULL UNIQUE,
-    community     text NOT NULL,
-    compound      text NOT NULL,
-    household     text NOT NULL,
-    issued_at     timestamptz NOT NULL,
-    revoked_at    timestamptz,
-    revoke_reason text);
-CREATE INDEX IF NOT EXISTS passes_household ON checkpoint.passes (household);
-CREATE TABLE IF NOT EXISTS checkpoint.visitors (
-    passage        text PRIMARY KEY,
-    community      text NOT NULL,
-    compound       text NOT NULL,
-    gate           text NOT NULL,
-    direction      text NOT NULL,
-    name           text NOT NULL,
-    phone          text NOT NULL,
-    host_household text NOT NULL,
-    purpose        text NOT NULL,
-    allowed        boolean NOT NULL,
-    reason         text,
-    checked_at     timestamptz NOT NULL);
-CREATE TABLE IF NOT EXISTS checkpoint.shifts (
-    shift      text PRIMARY KEY,
-    community  text NOT NULL,
-    compound   text,
-    gate       text NOT NULL,
-    staff      text NOT NULL,
-    started_at timestamptz NOT NULL,
-    ended_at   timestamptz,
-    hours      double precision);
-CREATE UNIQUE INDEX IF NOT EXISTS shifts_one_open ON checkpoint.shifts (staff) WHERE ended_at IS NULL;
-CREATE INDEX IF NOT EXISTS shifts_day ON checkpoint.shifts (community, started_at);
-"""
 
-INSERT_PASS = ("INSERT INTO checkpoint.passes (pass, number, community, compound, household, issued_at) "
-               "VALUES ($1, $2, $3, $4, $5, $6)")
-REVOKE_PASS = "UPDATE checkpoint.passes SET revoked_at = $2, revoke_reason = $3 WHERE pass = $1"
-INSERT_VISITOR = ("INSERT INTO checkpoint.visitors VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-INSERT_SHIFT = ("INSERT INTO checkpoint.shifts (shift, community, compound, gate, staff, started_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6)")
-END_SHIFT = "UPDATE checkpoint.shifts SET ended_at = $2, hours = $3 WHERE shift = $1"
+@dataclass
+class Scratch:
+    """What earlier commands of a batch did that the tables do not show yet (their rows are
+    written at commit), and the batch's passage facts."""
+
+    #: The facts of the batch's passages, read in one query (:func:`prepare_batch`).
+    lookups: Loaded = field(default_factory=Loaded)
+    #: Passes issued in this batch, by id and by printed number.
+    issued: dict[str, passage.Pass] = field(default_factory=dict)
+    #: Pass ids revoked in this batch.
+    revoked: set[str] = field(default_factory=set)
+    #: Printed numbers handed out in this batch (the unique index guards across batches).
+    numbers: set[str] = field(default_factory=set)
+    #: staff -> the shift they started in this batch, or None when they ended one.
+    open_shifts: dict[str, str | None] = field(default_factory=dict)
 
 
-async def load_many(ctx: Context, stream_ids: list[str]) -> list[tuple[Any, int]]:
-    """Many streams through the batch cache in one query (a bulk issue reads thousands)."""
-    return await ctx.load_many(stream_ids)
+def prefetch(cmd) -> list[str]:
+    """Streams a command will surely read, loaded for the whole batch in one query (a new
+    passage's stream too: one more key in that query tells a reused passage id)."""
+    match cmd:
+        case SetGate() | SetControlLevel():
+            return [control_stream(cmd.community, cmd.compound)]
+        case IssuePasses() if cmd.households is not None:
+            return [passes_stream(h) for h in cmd.households]
+        case CheckPassage():
+            streams = [control_stream(cmd.community, cmd.compound)]
+            return streams + ([passage_stream(cmd.passage)] if cmd.passage else [])
+        case StartShift() | EndShift() if cmd.shift is not None:
+            return [shift_stream(cmd.shift)]
+    return []
 
 
-class Checkpoint:
-    """The handlers of one service instance, with its policy and its id and number makers."""
+async def prepare_batch(conn, cmds: list, scratch: Scratch) -> None:
+    """The facts of every check_passage of the batch, in one query (:data:`lookups.FACTS`)."""
+    passages = [c for c in cmds if isinstance(c, CheckPassage)]
+    if passages:
+        await lookups.load(conn, scratch.lookups, passages)
 
-    def __init__(self, policy: passage.Policy, *, make_id: Callable[[], str] = new_id,
-                 make_number: Callable[[], str] = numbers.new_number):
-        self.policy = policy
-        self.make_id = make_id
-        self.make_number = make_number
 
-    def handlers(self) -> dict:
-        return {"set_gate": self.set_gate, "set_control_level": self.set_control_level,
-                "issue_passes": self.issue_passes, "revoke_pass": self.revoke_pass,
-                "replace_pass": self.replace_pass, "check_passage": self.check_passage,
-                "start_shift": self.start_shift, "end_shift": self.end_shift}
+# -- gates and levels ----------------------------------------------------------------------------
 
-    def complete(self, cmd, now=None):
-        """``ServiceSpec.complete``: fill the ids a command creates before the batch, so that
-        prefetch covers their streams."""
-        return complete(cmd, new_id=self.make_id)
 
-    @staticmethod
-    def prefetch(cmd) -> list[str]:
-        """Streams a command will surely read, loaded for the whole batch in one query (a new
-        passage's stream too: one more key in that query tells a reused passage id)."""
-        match cmd:
-            case SetGate() | SetControlLevel():
-                return [control_stream(cmd.community, cmd.compound)]
-            case IssuePasses() if cmd.households is not None:
-                return [passes_stream(h) for h in cmd.households]
-            case CheckPassage():
-                streams = [control_stream(cmd.community, cmd.compound)]
-                return streams + ([passage_stream(cmd.passage)] if cmd.passage else [])
-            case StartShift() | EndShift() if cmd.shift is not None:
-                return [shift_stream(cmd.shift)]
-        return []
+async def set_gate(cmd: SetGate, ctx: Context) -> None:
+    await _control_command(cmd, ctx)
 
-    # -- gates and levels ------------------------------------------------------------------------
 
-    async def set_gate(self, cmd: SetGate, ctx: Context) -> None:
-        await self._control_command(cmd, ctx)
+async def set_control_level(cmd: SetControlLevel, ctx: Context) -> None:
+    await _control_command(cmd, ctx)
 
-    async def set_control_level(self, cmd: SetControlLevel, ctx: Context) -> None:
-        await self._control_command(cmd, ctx)
 
-    async def _control_command(self, cmd: SetGate | SetControlLevel, ctx: Context) -> None:
-        compound = await _compound(ctx, cmd.community, cmd.compound)
-        target = control_stream(cmd.community, cmd.compound)
-        control, version = await ctx.expect(target)
-        events = domain.decide(domain.Facts(compound=compound, control=control), cmd)
-        ctx.append(target, version, events)
+async def _control_command(cmd: SetGate | SetControlLevel, ctx: Context) -> None:
+    compound = await _compound(ctx, cmd.community, cmd.compound)
+    target = control_stream(cmd.community, cmd.compound)
+    control, version = await ctx.expect(target)
+    events = decide(Facts(compound=compound, control=control), cmd)
+    ctx.append(target, version, events)
 
-    # -- passes ----------------------------------------------------------------------------------
 
-    async def issue_passes(self, cmd: IssuePasses, ctx: Context) -> None:
-        compound = await _compound(ctx, cmd.community, cmd.compound)
-        households = await _households(ctx, cmd) if compound is not None else {}
-        wanted = [h for h in (cmd.households or households) if h in households]
-        states = dict(zip(wanted, [s for s, _ in await load_many(ctx, [passes_stream(h) for h in wanted])]))
-        short = sum(max(0, cmd.per_household - (len(s.active) if s else 0)) for s in states.values())
-        facts = domain.Facts(compound=compound, households=households, passes=states,
-                             new_passes=self._new_passes(ctx, short))
-        events = domain.decide(facts, cmd)
-        by_household: dict[str, list] = defaultdict(list)
-        for event in events:
-            by_household[event.household].append(event)
-        for household, issued in by_household.items():
-            _, version = await ctx.load(passes_stream(household))
-            ctx.append(passes_stream(household), version, issued)
-            for e in issued:
-                self._record_issued(ctx, e)
-        compact = [{"pass": e.pass_, "number": e.number, "household": e.household} for e in events]
-        extra: dict = {"issued": len(events), "skipped": len(wanted) - len(by_household), "passes": compact}
-        if len(events) > EVENTS_IN_REPLY:
-            extra.update(events=[], events_omitted=len(events))
-        ctx.reply_with(**extra)
+# -- passes --------------------------------------------------------------------------------------
 
-    async def revoke_pass(self, cmd: RevokePass, ctx: Context) -> None:
-        await self._pass_change(cmd, ctx)
 
-    async def replace_pass(self, cmd: ReplacePass, ctx: Context) -> None:
-        await self._pass_change(cmd, ctx)
+async def issue_passes(cmd: IssuePasses, ctx: Context) -> None:
+    compound = await _compound(ctx, cmd.community, cmd.compound)
+    households = await _households(ctx, cmd) if compound is not None else {}
+    wanted = [h for h in (cmd.households or households) if h in households]
+    states = dict(zip(wanted, [s for s, _ in await ctx.load_many([passes_stream(h) for h in wanted])]))
+    short = sum(max(0, cmd.per_household - (len(s.active) if s else 0)) for s in states.values())
+    facts = Facts(compound=compound, households=households, passes=states,
+                  new_passes=_new_passes(ctx, short))
+    events = decide(facts, cmd)
+    by_household: dict[str, list] = defaultdict(list)
+    for event in events:
+        by_household[event.household].append(event)
+    for household, issued in by_household.items():
+        _, version = await ctx.load(passes_stream(household))
+        ctx.append(passes_stream(household), version, issued)
+        for e in issued:
+            _record_issued(ctx, e)
+    compact = [{"pass": e.pass_, "number": e.number, "household": e.household} for e in events]
+    extra: dict = {"issued": len(events), "skipped": len(wanted) - len(by_household), "passes": compact}
+    if len(events) > EVENTS_IN_REPLY:
+        extra.update(events=[], events_omitted=len(events))
+    ctx.reply_with(**extra)
 
-    async def _pass_change(self, cmd: RevokePass | ReplacePass, ctx: Context) -> None:
-        found = await _find_pass(ctx, cmd.pass_)
-        if found is None:
-            raise NotFound(f"pass {cmd.pass_} was never issued", field="pass")
-        pass_id, household = found
-        cmd = msgspec.structs.replace(cmd, pass_=pass_id)
-        target = passes_stream(household)
-        state, version = await ctx.expect(target)
-        fresh = self._new_passes(ctx, 1) if isinstance(cmd, ReplacePass) else ()
-        events = domain.decide(domain.Facts(passes={household: state}, new_passes=fresh), cmd)
-        ctx.append(target, version, events)
-        ctx.write(REVOKE_PASS, pass_id, cmd.occurred_at, cmd.reason.strip())
-        ctx.scratch.setdefault("revoked", set()).add(pass_id)
-        for event in events[1:]:
-            self._record_issued(ctx, event)
-            ctx.reply_with(replacement={"pass": event.pass_, "number": event.number})
 
-    def _new_passes(self, ctx: Context, count: int) -> tuple[tuple[str, str], ...]:
-        taken = ctx.scratch.setdefault("numbers", set())
-        fresh = []
-        while len(fresh) < count:
-            number = self.make_number()
-            if number not in taken:  # the unique index guards across batches
-                taken.add(number)
-                fresh.append((self.make_id(), number))
-        return tuple(fresh)
+async def revoke_pass(cmd: RevokePass, ctx: Context) -> None:
+    await _pass_change(cmd, ctx)
 
-    def _record_issued(self, ctx: Context, e) -> None:
-        ctx.write(INSERT_PASS, e.pass_, e.number, e.community, e.compound, e.household, e.issued_at)
-        issued = ctx.scratch.setdefault("issued", {})
-        issued[e.pass_] = issued[e.number] = passage.Pass(
-            pass_=e.pass_, number=e.number, community=e.community, compound=e.compound, household=e.household)
 
-    # -- passages: the hot path --------------------------------------------------------------------
+async def replace_pass(cmd: ReplacePass, ctx: Context) -> None:
+    await _pass_change(cmd, ctx)
 
-    async def check_passage(self, cmd: CheckPassage, ctx: Context) -> None:
-        cmd = self.complete(cmd)  # a no-op when the host completed it before the batch
-        found = await lookups.facts(ctx, cmd)
-        control, _ = await ctx.load(control_stream(cmd.community, cmd.compound))
-        facts = replace(found, control=control, policy=self.policy)
-        target = passage_stream(cmd.passage)
-        _, version = await ctx.expect(target)
-        if version:
-            raise Conflict(f"passage id {cmd.passage} is taken", field="passage")
-        events = passage.decide(facts, cmd)
-        ctx.append(target, version, events)
-        decision = events[0]
-        why = getattr(decision, "reason", None)
-        if cmd.visitor is not None:
-            v = cmd.visitor
-            ctx.write(INSERT_VISITOR, cmd.passage, cmd.community, cmd.compound, cmd.gate, cmd.direction,
-                      v.name.strip(), v.phone, v.host_household, v.purpose.strip(), why is None, why,
-                      cmd.occurred_at)
-        ctx.reply_with(passage=cmd.passage, decision={"allowed": why is None, "reason": why})
 
-    # -- shifts ------------------------------------------------------------------------------------
+async def _pass_change(cmd: RevokePass | ReplacePass, ctx: Context) -> None:
+    found = await _find_pass(ctx, cmd.pass_)
+    if found is None:
+        raise NotFound(f"pass {cmd.pass_} was never issued", field="pass")
+    pass_id, household = found
+    cmd = msgspec.structs.replace(cmd, pass_=pass_id)
+    target = passes_stream(household)
+    state, version = await ctx.expect(target)
+    fresh = _new_passes(ctx, 1) if isinstance(cmd, ReplacePass) else ()
+    events = decide(Facts(passes={household: state}, new_passes=fresh), cmd)
+    ctx.append(target, version, events)
+    ctx.write(REVOKE_PASS, pass_id, cmd.occurred_at, cmd.reason.strip())
+    ctx.scratch.revoked.add(pass_id)
+    for event in events[1:]:
+        _record_issued(ctx, event)
+        ctx.reply_with(replacement={"pass": event.pass_, "number": event.number})
 
-    async def start_shift(self, cmd: StartShift, ctx: Context) -> None:
-        cmd = self.complete(cmd)
-        compound = await _gate_compound(ctx, cmd)
-        open_shift = await _open_shift(ctx, cmd.staff)
-        target = shift_stream(cmd.shift)
-        state, version = await ctx.expect(target)
-        facts = domain.Facts(compound=compound, open_shift=open_shift, shift=state)
-        events = domain.decide(facts, cmd)
-        ctx.append(target, version, events)
-        e = events[0]
-        ctx.write(INSERT_SHIFT, e.shift, e.community, e.compound, e.gate, e.staff, e.started_at)
-        ctx.scratch.setdefault("open_shifts", {})[cmd.staff] = e.shift
 
-    async def end_shift(self, cmd: EndShift, ctx: Context) -> None:
-        if cmd.shift is not None:
-            state, _ = await ctx.load(shift_stream(cmd.shift))
-        else:
-            state = await _open_shift(ctx, cmd.staff)
-        events = domain.decide(domain.Facts(shift=state), cmd)  # refuses when there is no shift
-        e = events[0]
-        target = shift_stream(e.shift)
-        _, version = await ctx.expect(target)  # already in the batch cache
-        ctx.append(target, version, events)
-        ctx.write(END_SHIFT, e.shift, e.ended_at, e.hours)
-        ctx.scratch.setdefault("open_shifts", {})[cmd.staff] = None
-        ctx.reply_with(hours=e.hours)
+def _new_passes(ctx: Context, count: int) -> tuple[tuple[str, str], ...]:
+    taken = ctx.scratch.numbers
+    fresh = []
+    while len(fresh) < count:
+        number = numbers.new_number()
+        if number not in taken:  # the unique index guards across batches
+            taken.add(number)
+            fresh.append((new_id(), number))
+    return tuple(fresh)
+
+
+def _record_issued(ctx: Context, e) -> None:
+    ctx.write(INSERT_PASS, e.pass_, e.number, e.community, e.compound, e.household, e.issued_at)
+    issued = ctx.scratch.issued
+    issued[e.pass_] = issued[e.number] = passage.Pass(
+        pass_=e.pass_, number=e.number, community=e.community, compound=e.compound, household=e.household)
+
+
+# -- passages: the hot path ----------------------------------------------------------------------
+
+
+async def check_passage(cmd: CheckPassage, ctx: Context) -> None:
+    found = await lookups.facts(ctx, cmd)
+    control, _ = await ctx.load(control_stream(cmd.community, cmd.compound))
+    facts = replace(found, control=control, config=ctx.config)
+    target = passage_stream(cmd.passage)
+    _, version = await ctx.expect(target)
+    if version:
+        raise Conflict(f"passage id {cmd.passage} is taken", field="passage")
+    events = decide(facts, cmd)
+    ctx.append(target, version, events)
+    decision = events[0]
+    why = getattr(decision, "reason", None)
+    if cmd.visitor is not None:
+        v = cmd.visitor
+        ctx.write(INSERT_VISITOR, cmd.passage, cmd.community, cmd.compound, cmd.gate, cmd.direction,
+                  v.name.strip(), v.phone, v.host_household, v.purpose.strip(), why is None, why,
+                  cmd.occurred_at)
+    ctx.reply_with(passage=cmd.passage, decision={"allowed": why is None, "reason": why})
+
+
+# -- shifts --------------------------------------------------------------------------------------
+
+
+async def start_shift(cmd: StartShift, ctx: Context) -> None:
+    compound = await _gate_compound(ctx, cmd)
+    open_shift = await _open_shift(ctx, cmd.staff)
+    target = shift_stream(cmd.shift)
+    state, version = await ctx.expect(target)
+    facts = Facts(compound=compound, open_shift=open_shift, shift=state)
+    events = decide(facts, cmd)
+    ctx.append(target, version, events)
+    e = events[0]
+    ctx.write(INSERT_SHIFT, e.shift, e.community, e.compound, e.gate, e.staff, e.started_at)
+    ctx.scratch.open_shifts[cmd.staff] = e.shift
+
+
+async def end_shift(cmd: EndShift, ctx: Context) -> None:
+    if cmd.shift is not None:
+        state, _ = await ctx.load(shift_stream(cmd.shift))
+    else:
+        state = await _open_shift(ctx, cmd.staff)
+    events = decide(Facts(shift=state), cmd)  # refuses when there is no shift
+    e = events[0]
+    target = shift_stream(e.shift)
+    _, version = await ctx.expect(target)  # already in the batch cache
+    ctx.append(target, version, events)
+    ctx.write(END_SHIFT, e.shift, e.ended_at, e.hours)
+    ctx.scratch.open_shifts[cmd.staff] = None
+    ctx.reply_with(hours=e.hours)
+
+
+HANDLERS: dict[str, Handler] = {
+    "set_gate": set_gate,
+    "set_control_level": set_control_level,
+    "issue_passes": issue_passes,
+    "revoke_pass": revoke_pass,
+    "replace_pass": replace_pass,
+    "check_passage": check_passage,
+    "start_shift": start_shift,
+    "end_shift": end_shift,
+}
 
 
 # -- reads ---------------------------------------------------------------------------------------
@@ -272,23 +261,19 @@ def _as_compound(row) -> domain.Compound:
 
 async def _households(ctx: Context, cmd: IssuePasses) -> dict[str, domain.Household]:
     if cmd.households is not None:
-        rows = await ctx.conn.fetch("SELECT * FROM checkpoint.dir_households WHERE household = ANY($1::text[])",
-                                    cmd.households)
+        rows = await directory.households(ctx.conn, SCHEMA, cmd.households)
     else:
-        rows = await ctx.conn.fetch(
-            "SELECT * FROM checkpoint.dir_households WHERE community = $1 AND compound = $2 "
-            "AND ($3::text IS NULL OR building = $3) ORDER BY household", cmd.community, cmd.compound, cmd.building)
+        rows = await directory.households_in(ctx.conn, SCHEMA, cmd.community, cmd.compound, cmd.building)
     return {r["household"]: domain.Household(household=r["household"], community=r["community"],
                                              compound=r["compound"], building=r["building"]) for r in rows}
 
 
 async def _find_pass(ctx: Context, key: str) -> tuple[str, str] | None:
     """(pass id, household) of a pass named by id or number, including passes of this batch."""
-    fresh = ctx.scratch.get("issued", {}).get(key)
+    fresh = ctx.scratch.issued.get(key)
     if fresh is not None:
         return fresh.pass_, fresh.household
-    row = await ctx.conn.fetchrow(
-        "SELECT pass, household FROM checkpoint.passes WHERE pass = $1 OR number = $1", key)
+    row = await ctx.conn.fetchrow(FIND_PASS, key)
     return (row["pass"], row["household"]) if row else None
 
 
@@ -296,9 +281,7 @@ async def _gate_compound(ctx: Context, cmd: StartShift) -> domain.Compound | Non
     """The compound of the shift's gate: the one named, or the only one in the community with it."""
     if cmd.compound is not None:
         return await _compound(ctx, cmd.community, cmd.compound)
-    rows = await ctx.conn.fetch(
-        "SELECT * FROM checkpoint.dir_compounds WHERE community = $1 AND $2 = ANY(gates) ORDER BY compound",
-        cmd.community, cmd.gate)
+    rows = await directory.compounds_with_gate(ctx.conn, SCHEMA, cmd.community, cmd.gate)
     if len(rows) > 1:
         raise Invalid(f"gate {cmd.gate} is a gate of compounds {', '.join(r['compound'] for r in rows)}: "
                       "give compound", field="compound")
@@ -307,12 +290,11 @@ async def _gate_compound(ctx: Context, cmd: StartShift) -> domain.Compound | Non
 
 async def _open_shift(ctx: Context, staff: str) -> domain.Shift | None:
     """The staff member's open shift, anywhere, including shifts started or ended in this batch."""
-    local = ctx.scratch.get("open_shifts", {})
+    local = ctx.scratch.open_shifts
     if staff in local:
         shift = local[staff]
     else:
-        shift = await ctx.conn.fetchval(
-            "SELECT shift FROM checkpoint.shifts WHERE staff = $1 AND ended_at IS NULL", staff)
+        shift = await ctx.conn.fetchval(OPEN_SHIFT, staff)
     if shift is None:
         return None
     state, _ = await ctx.load(shift_stream(shift))

@@ -1,22 +1,28 @@
 """The facts a batch of passages needs, read with ONE query per batch, not per passage.
 
 A passage reads the directory (compound, resident, household), the passes table, the seals and the
-quarantine view. One query per passage would make the database round trip the cost of the hot path,
-so the runtime's ``prepare_batch`` hook (:func:`prepare`) loads the facts of every check_passage of
-the batch at once into the batch's scratch space (``ctx.scratch``); :func:`facts` then answers each
-handler from there (and loads on its own what is missing, e.g. a command run outside a batch).
+quarantine copy. One query per passage would make the database round trip the cost of the hot path,
+so the runtime's ``prepare_batch`` hook (``handlers.prepare_batch``) has :func:`load` read the facts
+of every check_passage of the batch at once into the batch's scratch (``Scratch.lookups``);
+:func:`facts` then answers each handler from there (and loads on its own what is missing, e.g. a
+command run outside a batch).
 
 Passes issued or revoked earlier in the same batch are not in the table yet (their rows are written
-at commit): handlers record them in ``ctx.scratch`` and :func:`facts` lays them over the table.
+at commit): handlers record them in the scratch (``Scratch.issued``, ``Scratch.revoked``) and
+:func:`facts` lays them over the table.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from services.checkpoint import passage
 from services.checkpoint.commands import CheckPassage
+from services.checkpoint.copies import COMPOUND
 from services.checkpoint.domain import Compound
-from services.checkpoint.views import COMPOUND
+
+if TYPE_CHECKING:
+    from services.checkpoint.handlers import Scratch
 
 _HOME_Q = """EXISTS (SELECT 1 FROM checkpoint.q_cases q
                      WHERE q.household = {h} AND q.status = 'quarantine' AND q.at_home)"""
@@ -58,7 +64,7 @@ class Place:
 
 
 @dataclass
-class _Loaded:
+class Loaded:
     """One batch's facts; None records a miss (unknown compound, pass, resident, household)."""
 
     places: dict[tuple[str, str], Place | None] = field(default_factory=dict)
@@ -73,25 +79,19 @@ class _Loaded:
                 and (cmd.visitor is None or cmd.visitor.host_household in self.households))
 
 
-async def prepare(conn, cmds: list, scratch: dict) -> None:
-    """``prepare_batch``: the facts of every check_passage of the batch, in one query."""
-    passages = [c for c in cmds if isinstance(c, CheckPassage)]
-    if passages:
-        await _load(conn, scratch.setdefault("lookups", _Loaded()), passages)
-
-
 async def facts(ctx, cmd: CheckPassage) -> passage.Facts:
-    """The passage's facts, without the control state and policy (the handler adds them)."""
-    loaded: _Loaded = ctx.scratch.setdefault("lookups", _Loaded())
+    """The passage's facts, without the control state and config (the handler adds them)."""
+    scratch: Scratch = ctx.scratch
+    loaded = scratch.lookups
     if not loaded.has(cmd):
-        await _load(ctx.conn, loaded, [cmd])
-    fresh = ctx.scratch.get("issued", {}).get(cmd.pass_) if cmd.pass_ is not None else None
+        await load(ctx.conn, loaded, [cmd])
+    fresh = scratch.issued.get(cmd.pass_) if cmd.pass_ is not None else None
     if fresh is not None and fresh.household not in loaded.households:
-        await _load(ctx.conn, loaded, [], {fresh.household})
-    return _facts(ctx.scratch, loaded, cmd)
+        await load(ctx.conn, loaded, [], {fresh.household})
+    return _facts(scratch, cmd)
 
 
-async def _load(conn, loaded: _Loaded, cmds: list[CheckPassage], households: set[str] = frozenset()) -> None:
+async def load(conn, loaded: Loaded, cmds: list[CheckPassage], households: set[str] = frozenset()) -> None:
     """Load what ``cmds`` need and ``loaded`` lacks; record misses as None."""
     places = {(c.community, c.compound) for c in cmds} - loaded.places.keys()
     passes = {c.pass_ for c in cmds if c.pass_ is not None} - loaded.passes.keys()
@@ -126,9 +126,10 @@ async def _load(conn, loaded: _Loaded, cmds: list[CheckPassage], households: set
                                                     building=building, home_quarantine=home_q)
 
 
-def _facts(local: dict, loaded: _Loaded, cmd: CheckPassage) -> passage.Facts:
+def _facts(scratch: Scratch, cmd: CheckPassage) -> passage.Facts:
+    loaded = scratch.lookups
     place = loaded.places.get((cmd.community, cmd.compound))
-    shown = _shown(local, loaded, cmd.pass_) if cmd.pass_ is not None else None
+    shown = _shown(scratch, cmd.pass_) if cmd.pass_ is not None else None
     resident = loaded.residents.get(cmd.resident) if cmd.resident is not None else None
     if cmd.visitor is not None:
         home = loaded.households.get(cmd.visitor.host_household)
@@ -143,13 +144,14 @@ def _facts(local: dict, loaded: _Loaded, cmd: CheckPassage) -> passage.Facts:
         pass_=shown[0] if shown else None, resident=resident[0] if resident else None, home=home)
 
 
-def _shown(local: dict, loaded: _Loaded, key: str) -> tuple[passage.Pass, passage.Home | None] | None:
+def _shown(scratch: Scratch, key: str) -> tuple[passage.Pass, passage.Home | None] | None:
     """The pass shown, with what this batch did to passes (issued, revoked) laid over the table."""
-    fresh = local.get("issued", {}).get(key)
+    loaded = scratch.lookups
+    fresh = scratch.issued.get(key)
     found = (fresh, loaded.households.get(fresh.household)) if fresh else loaded.passes.get(key)
     if found is None:
         return None
     p, home = found
-    if p.pass_ in local.get("revoked", ()):
+    if p.pass_ in scratch.revoked:
         p = replace(p, revoked=True)
     return p, home

@@ -16,15 +16,15 @@ the reply's ``reason``):
                           released), or their household is in home quarantine (its door is sealed,
                           so nobody of it goes out; a pass names a household, so a pass alone is
                           judged by this); in: a visitor's host household is in home quarantine.
-5. ``fever``              temperature_c at or over the policy threshold (37.3 °C by default),
-                          either way, anyone.
+5. ``fever``              temperature_c at or over the configured threshold (``config.fever_c``,
+                          37.3 °C by default), either way, anyone.
 6. ``unknown_resident``   the resident id is not a resident of this compound (never registered,
                           moved out, or living elsewhere: register them as a visitor).
 7. ``no_valid_pass``      a pass was shown that is unknown, revoked, of another compound, or of
                           another household than the resident named with it; or, at level
                           ``closed`` or ``sealed``, a resident showed no pass.
-8. ``visitors_not_admitted`` in: a visitor, and the level does not admit visitors (policy: only
-                          ``open`` by default; ``sealed`` never does).
+8. ``visitors_not_admitted`` in: a visitor, and the level does not admit visitors (configured:
+                          only ``open`` by default; ``sealed`` never does).
 
 Why this order: first what no person at the gate can change (the gate, seals, quarantine orders
 given by the quarantine service), then the body (fever), then the papers (identity, pass), then the
@@ -39,25 +39,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.checkpoint.commands import CheckPassage
+from services.checkpoint.config import Config
 from services.checkpoint.domain import Compound, Control, known_compound, known_gate, opened
 from shared.contracts.checkpoint import FeverDetected, PassageAllowed, PassageDenied
 from shared.errors import NotFound
 from shared.privacy import mask_name
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Policy:
-    """Policy values, configurable per deployment (see app.py)."""
-
-    #: At or above this, a fever (°C).
-    fever_c: float = 37.3
-    #: Control levels at which visitors may come in. Never ``sealed``.
-    visitors_admitted: frozenset[str] = frozenset({"open"})
-
-    def __post_init__(self):
-        if not 35.0 <= self.fever_c <= 42.0:
-            raise ValueError(f"fever threshold {self.fever_c} °C is not a plausible threshold (35 to 42)")
-        if not self.visitors_admitted <= {"open", "closed"}:
-            raise ValueError("visitors may be admitted at levels open and closed only, never sealed")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +81,8 @@ class Pass:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Facts:
-    """What the handler loaded: the place (directory, control stream, seals) and the person.
+    """What the handler loaded: the place (directory, control stream, seals), the person and the
+    service's settings (``config``: the fever threshold, the levels that admit visitors).
 
     ``home`` is the household of the resident named (if registered), else of the pass shown (if
     known), else the visitor's host household.
@@ -108,7 +95,7 @@ class Facts:
     pass_: Pass | None = None
     resident: Resident | None = None
     home: Home | None = None
-    policy: Policy = Policy()
+    config: Config = Config()
 
 
 def decide(facts: Facts, cmd: CheckPassage) -> list[PassageAllowed | PassageDenied | FeverDetected]:
@@ -138,7 +125,7 @@ def decide(facts: Facts, cmd: CheckPassage) -> list[PassageAllowed | PassageDeni
         events.append(FeverDetected(
             community=cmd.community, passage=who["passage"], compound=cmd.compound, gate=cmd.gate,
             temperature_c=cmd.temperature_c, resident=cmd.resident, household=who["household"],
-            visitor=who["visitor"], direction=cmd.direction, threshold_c=facts.policy.fever_c,
+            visitor=who["visitor"], direction=cmd.direction, threshold_c=facts.config.fever_c,
             detected_at=at, detected_by=cmd.actor))
     return events
 
@@ -162,7 +149,7 @@ def reason(facts: Facts, cmd: CheckPassage) -> str | None:
     if fever(facts, cmd):
         return "fever"
     if visitor:
-        if not out and level not in facts.policy.visitors_admitted:
+        if not out and level not in facts.config.visitors_admitted:
             return "visitors_not_admitted"
         return None
     if cmd.resident is not None and not _resident_here(facts, cmd):
@@ -173,7 +160,7 @@ def reason(facts: Facts, cmd: CheckPassage) -> str | None:
 
 
 def fever(facts: Facts, cmd: CheckPassage) -> bool:
-    return cmd.temperature_c >= facts.policy.fever_c
+    return cmd.temperature_c >= facts.config.fever_c
 
 
 def _building_sealed(facts: Facts, cmd: CheckPassage) -> bool:
@@ -221,7 +208,7 @@ def _number(facts: Facts, cmd: CheckPassage) -> str | None:
 
 def _passage(cmd: CheckPassage) -> str:
     if cmd.passage is None:
-        raise ValueError("the passage id must be filled (commands.complete) before decide")
+        raise ValueError("the passage id must be filled (the runtime does: commands.CREATES) before decide")
     return cmd.passage
 
 

@@ -3,8 +3,9 @@
 ``checkpoint.shifts`` — duty shifts and volunteer figures per community and day, as the teams report
 them ("130 person-times, 895 hours"): payload ``{"community": path}`` with ``"on": date`` (default:
 today) or ``"from"``/``"to"`` (inclusive, at most 93 days). A shift counts on the local day it
-started (time zone: policy, ``CORDON_TZ``, default Asia/Shanghai); ``person_times`` counts shifts,
-``people`` distinct staff, ``hours`` the hours of ended shifts, ``open_shifts`` those still running.
+started in the city's time zone (``Config.zone``: ``CORDON_TIMEZONE``, default Asia/Shanghai);
+``person_times`` counts shifts, ``people`` distinct staff, ``hours`` the hours of ended shifts,
+``open_shifts`` those still running.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from services.checkpoint.tables import SHIFT_FIGURES
 from shared import wire
 from shared.errors import Invalid
 from shared.subjects import check_community
@@ -29,15 +31,6 @@ class ShiftsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 _decoder = msgspec.json.Decoder(ShiftsQuery)
-
-SHIFTS = """
-SELECT (started_at AT TIME ZONE $4)::date AS day, count(*) AS person_times,
-       count(DISTINCT staff) AS people, coalesce(sum(hours), 0) AS hours,
-       count(*) FILTER (WHERE ended_at IS NULL) AS open_shifts
-FROM checkpoint.shifts
-WHERE community = $1 AND started_at >= $2 AND started_at < $3
-GROUP BY GROUPING SETS ((1), ()) ORDER BY 1 NULLS LAST
-"""
 
 
 def parse_shifts(payload: bytes, today: date) -> tuple[str, date, date]:
@@ -59,22 +52,18 @@ def parse_shifts(payload: bytes, today: date) -> tuple[str, date, date]:
     return q.community, first, last
 
 
-def shifts(tz: ZoneInfo):
-    """The query handler ``async (host, payload) -> reply`` for the policy's time zone."""
-
-    async def answer(host, payload: bytes) -> dict:
-        today = host.clock().astimezone(tz).date()
-        community, first, last = parse_shifts(payload, today)
-        start = datetime.combine(first, time(0), tz)
-        end = datetime.combine(last + timedelta(days=1), time(0), tz)
-        async with host.pool.acquire() as conn:
-            rows = await conn.fetch(SHIFTS, community, start, end, tz.key)
-        days = [_figures(r) | {"on": r["day"].isoformat()} for r in rows if r["day"] is not None]
-        totals = next((_figures(r) for r in rows if r["day"] is None), _figures(None))
-        return {"ok": True, "community": community, "from": first.isoformat(), "to": last.isoformat(),
-                "time_zone": tz.key, **totals, "days": days}
-
-    return answer
+async def shifts(host, payload: bytes, *, zone: ZoneInfo) -> dict:
+    """The query ``checkpoint.shifts`` (``app.py`` binds the city's ``zone``)."""
+    today = host.clock().astimezone(zone).date()
+    community, first, last = parse_shifts(payload, today)
+    start = datetime.combine(first, time(0), zone)
+    end = datetime.combine(last + timedelta(days=1), time(0), zone)
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(SHIFT_FIGURES, community, start, end, zone.key)
+    days = [_figures(r) | {"on": r["day"].isoformat()} for r in rows if r["day"] is not None]
+    totals = next((_figures(r) for r in rows if r["day"] is None), _figures(None))
+    return {"ok": True, "community": community, "from": first.isoformat(), "to": last.isoformat(),
+            "time_zone": zone.key, **totals, "days": days}
 
 
 def _figures(r) -> dict:

@@ -18,7 +18,7 @@ import pytest
 
 from services.checkpoint.app import spec as checkpoint_spec
 from services.checkpoint.commands import parse
-from services.checkpoint.passage import Policy
+from services.checkpoint.config import Config
 from services.registry.app import spec as registry_spec
 from shared import bus, envelope
 from shared.contracts.quarantine import AreaSealed, CaseClosed, CaseOpened, CaseReleased, SealLifted
@@ -313,7 +313,7 @@ async def test_a_repeated_passage_command_is_answered_once_and_recorded_once(wor
 
 async def test_the_fever_threshold_is_a_policy_value(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn), \
-            running(checkpoint_spec(Policy(fever_c=37.5)), nats_url, pg_dsn):
+            running(checkpoint_spec(Config(fever_c=37.5)), nats_url, pg_dsn):
         nc = await nats.connect(nats_url)
         db = await asyncpg.connect(pg_dsn)
         reg, chk = Client(nc), Client(nc, service="checkpoint")

@@ -3,13 +3,23 @@ field; pass numbers are made hard to guess and read back the way people type the
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
 from services.checkpoint import numbers
-from services.checkpoint.commands import COMMANDS, MAX_PASSES, CheckPassage, StartShift, complete, parse
+from services.checkpoint.commands import (
+    COMMANDS,
+    CREATES,
+    MAX_PASSES,
+    CheckPassage,
+    StartShift,
+    decode,
+    parse,
+    validate,
+)
 from services.checkpoint.queries import parse_shifts
+from shared import wire
 from shared.errors import Invalid, UnknownCommand
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -207,12 +217,18 @@ def test_a_staff_id_has_no_spaces():
     invalid("start_shift", payload("start_shift", staff="zhang min"), "staff")
 
 
+def complete(name: str, raw: bytes, new_id):
+    """As the runtime completes a command: decode, fill occurred_at and the created id, validate."""
+    now = datetime(2022, 4, 2, 9, 0, tzinfo=timezone(timedelta(hours=8)))
+    return validate(wire.complete(decode(name, raw), now=lambda: now, new_id=new_id, creates=CREATES))
+
+
 def test_the_ids_a_command_creates_are_filled_when_left_out():
-    cmd = complete(parse("check_passage", passage()), new_id=lambda: "new-1")
+    cmd = complete("check_passage", passage(), new_id=lambda: "new-1")
     assert isinstance(cmd, CheckPassage) and cmd.passage == "new-1"
-    shift = complete(parse("start_shift", payload("start_shift")), new_id=lambda: "s-9")
+    shift = complete("start_shift", payload("start_shift"), new_id=lambda: "s-9")
     assert isinstance(shift, StartShift) and shift.shift == "s-9"
-    given = complete(parse("start_shift", payload("start_shift", shift="s-mine")), new_id=lambda: "s-9")
+    given = complete("start_shift", payload("start_shift", shift="s-mine"), new_id=lambda: "s-9")
     assert given.shift == "s-mine"
 
 

@@ -15,15 +15,14 @@ from services.checkpoint.commands import (
     SetGate,
     StartShift,
 )
+from services.checkpoint.decide import Facts, decide
 from services.checkpoint.domain import (
     Compound,
     Control,
-    Facts,
     Household,
     Passage,
     Passes,
     Shift,
-    decide,
     evolve,
     replay,
 )

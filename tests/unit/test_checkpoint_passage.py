@@ -9,8 +9,10 @@ import pytest
 from msgspec.structs import replace as change
 
 from services.checkpoint.commands import CheckPassage, Visitor
+from services.checkpoint.config import Config
+from services.checkpoint.decide import decide as decide_any_command
 from services.checkpoint.domain import Compound, Control
-from services.checkpoint.passage import Facts, Home, Pass, Policy, Resident, decide, reason
+from services.checkpoint.passage import Facts, Home, Pass, Resident, decide, reason
 from shared.contracts.checkpoint import FeverDetected, PassageAllowed, PassageDenied
 from shared.errors import NotFound
 
@@ -72,6 +74,12 @@ def test_a_resident_walks_out_of_an_open_compound():
         community=COMMUNITY, passage="p-1", compound="huayuan", gate="north", direction="out",
         temperature_c=36.6, resident="r-wang", household="h-101", building="b1",
         checked_at=AT, checked_by=GUARD)]
+
+
+def test_the_services_one_decide_decides_passages_with_these_rules():
+    for f, cmd in ((resident_facts(), by_resident()), (visitor_facts("sealed"), by_visitor()),
+                   (resident_facts(), by_resident(temperature_c=38.0))):
+        assert decide_any_command(f, cmd) == decide(f, cmd)
 
 
 def test_a_resident_with_a_valid_pass_goes_through_a_closed_compound_both_ways():
@@ -209,8 +217,8 @@ def test_a_fever_is_detected_with_the_threshold_in_force():
 
 
 def test_the_threshold_is_a_policy_value():
-    strict = resident_facts(policy=Policy(fever_c=37.0))
-    lenient = resident_facts(policy=Policy(fever_c=37.5))
+    strict = resident_facts(config=Config(fever_c=37.0))
+    lenient = resident_facts(config=Config(fever_c=37.5))
     assert reason(strict, by_resident(temperature_c=37.0)) == "fever"
     assert reason(lenient, by_resident(temperature_c=37.4)) is None
 
@@ -228,9 +236,9 @@ def test_a_visitors_fever_carries_the_masked_name():
 
 def test_implausible_policies_are_refused():
     with pytest.raises(ValueError):
-        Policy(fever_c=80.0)
+        Config(fever_c=80.0)
     with pytest.raises(ValueError):
-        Policy(visitors_admitted=frozenset({"sealed"}))
+        Config(visitors_admitted=frozenset({"sealed"}))
 
 
 # -- unknown_resident ------------------------------------------------------------------------------------
@@ -290,13 +298,13 @@ def test_visitors_may_always_leave():
 
 
 def test_a_policy_may_admit_visitors_under_closed_management_never_when_sealed():
-    policy = Policy(visitors_admitted=frozenset({"open", "closed"}))
-    assert reason(visitor_facts("closed", policy=policy), by_visitor()) is None
-    assert reason(visitor_facts("sealed", policy=policy), by_visitor()) == "visitors_not_admitted"
+    config = Config(visitors_admitted=frozenset({"open", "closed"}))
+    assert reason(visitor_facts("closed", config=config), by_visitor()) is None
+    assert reason(visitor_facts("sealed", config=config), by_visitor()) == "visitors_not_admitted"
 
 
 def test_a_policy_may_refuse_visitors_even_when_open():
-    assert reason(visitor_facts("open", policy=Policy(visitors_admitted=frozenset())), by_visitor()) \
+    assert reason(visitor_facts("open", config=Config(visitors_admitted=frozenset())), by_visitor()) \
         == "visitors_not_admitted"
 
 

@@ -1,4 +1,4 @@
-"""The checkpoint's local view of the quarantine service's facts, fed by a durable consumer.
+"""The checkpoint's local copy of the quarantine service's facts, fed by a durable consumer.
 
 Who is under quarantine and which areas are sealed decide passages, so the checkpoint keeps its own
 copy in its schema (``checkpoint.q_cases``, ``checkpoint.sealed_areas``): it survives restarts
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS checkpoint.sealed_areas (
 
 
 def consumer() -> ConsumerSpec:
-    """The durable consumer ``checkpoint-quarantine`` that keeps the view current."""
+    """The durable consumer ``checkpoint-quarantine`` that keeps the copy current (a deployed
+    durable: its name must not change)."""
 
     def build(host) -> object:
         async def handle(conn: asyncpg.Connection, raw: RawEnvelope, event: Event) -> None:
