@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.logistics import domain, policies, queries, tables
+from services.logistics import domain, queries, reactions, tables
 from services.logistics import commands
 from services.logistics.handlers import Handlers
 from services.logistics.rules import Rules
@@ -32,8 +32,8 @@ def spec(rules: Rules | None = None, daily_interval_s: float = DAILY_INTERVAL_S)
             scratch=dict,
         ),
         extra_ddl=tables.DDL,
-        consumers=[directory.consumer(tables.SCHEMA), policies.seal_consumer()],
-        reactions=[policies.case_policy()],
+        consumers=[directory.consumer(tables.SCHEMA), reactions.seal_consumer()],
+        reactions=[reactions.case_reaction()],
         queries=queries.queries(rules),
         background=[daily_requests(rules, daily_interval_s)],
     )

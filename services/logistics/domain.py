@@ -171,7 +171,7 @@ def plan_stream(household: str) -> str:
 
 def daily_request_id(household: str, on: date) -> str:
     """The request id of a household's daily food on a day: the same every time it is asked for,
-    so the day's request exists once however often a policy or the scheduler raises it."""
+    so the day's request exists once however often a reaction or the scheduler raises it."""
     day = on.strftime("%Y%m%d")
     if len(household) > 63 - len("daily--") - len(day):
         household = hashlib.sha1(household.encode()).hexdigest()[:20]

@@ -12,7 +12,7 @@ import asyncio
 from datetime import date
 
 from services.logistics.commands import RaiseDailyRequest
-from services.logistics.policies import ACTOR, feed_late_households
+from services.logistics.reactions import ACTOR, feed_late_households
 from services.logistics.rules import Rules
 from shared import log as logging
 

@@ -113,13 +113,6 @@ SELECT h.household, h.community, h.compound, h.building,
              WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
 FROM logistics.dir_households h WHERE h.household = $1"""
 
-HOUSEHOLDS_IN = """
-SELECT h.household,
-       ARRAY(SELECT DISTINCT v FROM logistics.dir_residents r, unnest(r.vulnerabilities) v
-             WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
-FROM logistics.dir_households h
-WHERE h.community = $1 AND h.compound = $2 AND ($3::text IS NULL OR h.building = $3)"""
-
 SEAL_AREA = """
 INSERT INTO logistics.sealed_areas VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (community, cause) DO NOTHING"""

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from services.logistics.commands import StartDailySupply, StopDailySupply, validate
-from services.logistics.policies import ACTOR, react_to_case, seal_cause, seal_commands
+from services.logistics.reactions import ACTOR, react_to_case, seal_cause, seal_commands
 from services.logistics.rules import Rules
 from shared import envelope
 from shared.contracts.quarantine import (
@@ -46,7 +46,7 @@ def test_a_home_quarantine_starts_the_daily_supply_of_the_household():
     assert cmd.actor == ACTOR == "system:daily-supply"
     assert cmd.occurred_at == AT and cmd.causation_id == raw(opened()).event_id
     assert cmd.correlation_id == "corr-1"
-    validate(cmd)  # what a policy sends passes the same checks as the wire
+    validate(cmd)  # what a reaction sends passes the same checks as the wire
 
 
 def test_the_same_event_gives_the_same_command_id_and_another_event_another():
