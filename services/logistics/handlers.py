@@ -25,7 +25,6 @@ from services.logistics.commands import (
     ResolveWelfareCheck,
     StartDailySupply,
     StopDailySupply,
-    complete,
     voucher_number,
 )
 from services.logistics.decide import Facts, Household, decide
@@ -44,10 +43,9 @@ from services.logistics.domain import (
     shortage,
     welfare_stream,
 )
-from services.logistics.rules import MASKS, Rules
+from services.logistics.config import MASKS, Config
 from shared.context import Context
 from shared.contracts.logistics import DailySupplyStarted, MasksReserved, SupplyRequested
-from shared.envelope import new_id
 
 
 # -- loading facts ------------------------------------------------------------------------------
@@ -155,10 +153,10 @@ def _when(event: Any):
 
 
 class Handlers:
-    """The command handlers, bound to the committee's rules."""
+    """The command handlers, bound to the committee's settings."""
 
-    def __init__(self, rules: Rules):
-        self.rules = rules
+    def __init__(self, config: Config):
+        self.config = config
 
     def table(self) -> dict[str, Any]:
         return {
@@ -187,7 +185,7 @@ class Handlers:
             case ResolveWelfareCheck():
                 return [welfare_stream(cmd.household)]
             case StartDailySupply() if cmd.household and (cmd.on or cmd.occurred_at):
-                on = cmd.on or self.rules.day(cmd.occurred_at)
+                on = cmd.on or self.config.day(cmd.occurred_at)
                 return [plan_stream(cmd.household), request_stream(daily_request_id(cmd.household, on))]
             case StopDailySupply() if cmd.household:
                 return [plan_stream(cmd.household)]
@@ -202,13 +200,12 @@ class Handlers:
         return events
 
     async def request_supplies(self, cmd: RequestSupplies, ctx: Context) -> None:
-        cmd = complete(cmd, new_id=new_id)
         target = request_stream(cmd.request)
-        facts = Facts(rules=self.rules, household=await household(ctx, cmd.household),
+        facts = Facts(config=self.config, household=await household(ctx, cmd.household),
                       request=await state(ctx, target), plan=await state(ctx, plan_stream(cmd.household)))
         await self._run(ctx, cmd, target, facts)
         on_hand = await peek_stock(ctx, cmd.community, [line.item for line in cmd.items])
-        ctx.reply_with(request=cmd.request, missing=shortage(cmd.items, on_hand, self.rules))
+        ctx.reply_with(request=cmd.request, missing=shortage(cmd.items, on_hand, self.config))
 
     async def _request_facts(self, ctx: Context, request_id: str, **more) -> tuple[str, Facts]:
         target = request_stream(request_id)
@@ -216,7 +213,7 @@ class Handlers:
         on_hand = {}
         if isinstance(request, Request):
             on_hand = await lock_stock(ctx, request.community, [line.item for line in request.items])
-        return target, Facts(rules=self.rules, request=request, on_hand=on_hand, **more)
+        return target, Facts(config=self.config, request=request, on_hand=on_hand, **more)
 
     async def assign_delivery(self, cmd: AssignDelivery, ctx: Context) -> None:
         await self._run(ctx, cmd, *await self._request_facts(ctx, cmd.request))
@@ -228,15 +225,14 @@ class Handlers:
         target, facts = await self._request_facts(ctx, cmd.request)
         if facts.request is not None:
             h = facts.request.household
-            facts = Facts(rules=self.rules, request=facts.request, on_hand=facts.on_hand,
+            facts = Facts(config=self.config, request=facts.request, on_hand=facts.on_hand,
                           household=await household(ctx, h), welfare=await state(ctx, welfare_stream(h)))
         await self._run(ctx, cmd, target, facts)
 
     async def receive_stock(self, cmd: ReceiveStock, ctx: Context) -> None:
-        cmd = complete(cmd, new_id=new_id)
         target = receipt_stream(cmd.receipt)
         on_hand = await lock_stock(ctx, cmd.community, [line.item for line in cmd.items])
-        await self._run(ctx, cmd, target, Facts(rules=self.rules, receipt=await state(ctx, target),
+        await self._run(ctx, cmd, target, Facts(config=self.config, receipt=await state(ctx, target),
                                                 on_hand=on_hand))
 
     async def reserve_masks(self, cmd: ReserveMasks, ctx: Context) -> None:
@@ -248,7 +244,7 @@ class Handlers:
             cmd = msgspec.structs.replace(cmd, voucher=cmd.voucher or number)
             taken = cmd.voucher in ctx.scratch.get("vouchers", {}) or await ctx.conn.fetchval(
                 "SELECT 1 FROM logistics.vouchers WHERE voucher = $1", cmd.voucher) is not None
-        facts = Facts(rules=self.rules, household=h, masks=await state(ctx, target), number=number,
+        facts = Facts(config=self.config, household=h, masks=await state(ctx, target), number=number,
                       voucher_taken=taken)
         await self._run(ctx, cmd, target, facts)
         ctx.reply_with(voucher=cmd.voucher, number=number)
@@ -257,34 +253,34 @@ class Handlers:
         found = ctx.scratch.get("vouchers", {}).get(cmd.voucher) or await ctx.conn.fetchrow(
             "SELECT household, community FROM logistics.vouchers WHERE voucher = $1", cmd.voucher)
         if found is None:
-            decide(Facts(rules=self.rules), cmd)  # raises not_found
+            decide(Facts(config=self.config), cmd)  # raises not_found
             return
         household_id, community = found[0], found[1]
         # Lock the stock row before reading the voucher: a second process redeeming the same
         # voucher waits here, then reads the first one's redemption and is refused cleanly.
         on_hand = await lock_stock(ctx, community, [MASKS])
         target = masks_stream(household_id)
-        await self._run(ctx, cmd, target, Facts(rules=self.rules, masks=await state(ctx, target),
+        await self._run(ctx, cmd, target, Facts(config=self.config, masks=await state(ctx, target),
                                                 on_hand=on_hand))
         ctx.reply_with(on_hand=_stock_cache(ctx)[(community, MASKS)])
 
     async def resolve_welfare_check(self, cmd: ResolveWelfareCheck, ctx: Context) -> None:
         target = welfare_stream(cmd.household)
-        await self._run(ctx, cmd, target, Facts(rules=self.rules, welfare=await state(ctx, target)))
+        await self._run(ctx, cmd, target, Facts(config=self.config, welfare=await state(ctx, target)))
 
     async def start_daily_supply(self, cmd: StartDailySupply, ctx: Context) -> None:
         household_id = cmd.household or await resident_household(ctx, cmd.resident)
         if household_id is None:
-            decide(Facts(rules=self.rules), cmd)  # raises not_found: the resident is unknown
+            decide(Facts(config=self.config), cmd)  # raises not_found: the resident is unknown
             return
         h = await household(ctx, household_id)
         if h is None and cmd.community and cmd.compound and cmd.building:
             # Not in the directory yet: the case's own facts say where the household lives.
             h = Household(household=household_id, community=cmd.community, compound=cmd.compound,
                           building=cmd.building)
-        on = cmd.on or self.rules.day(cmd.occurred_at)
+        on = cmd.on or self.config.day(cmd.occurred_at)
         target = plan_stream(household_id)
-        facts = Facts(rules=self.rules, household=h, plan=await state(ctx, target),
+        facts = Facts(config=self.config, household=h, plan=await state(ctx, target),
                       request=await state(ctx, request_stream(daily_request_id(household_id, on))))
         await self._run(ctx, cmd, target, facts)
 
@@ -293,12 +289,12 @@ class Handlers:
         target = plan_stream(household_id) if household_id else None
         plan = await state(ctx, target) if target else None
         if target is None:
-            decide(Facts(rules=self.rules), cmd)  # raises rejected: nothing runs for an unknown resident
+            decide(Facts(config=self.config), cmd)  # raises rejected: nothing runs for an unknown resident
             return
-        await self._run(ctx, cmd, target, Facts(rules=self.rules, plan=plan))
+        await self._run(ctx, cmd, target, Facts(config=self.config, plan=plan))
 
     async def raise_daily_request(self, cmd: RaiseDailyRequest, ctx: Context) -> None:
         target = request_stream(daily_request_id(cmd.household, cmd.on))
-        facts = Facts(rules=self.rules, household=await household(ctx, cmd.household),
+        facts = Facts(config=self.config, household=await household(ctx, cmd.household),
                       plan=await state(ctx, plan_stream(cmd.household)), request=await state(ctx, target))
         await self._run(ctx, cmd, target, facts)

@@ -113,6 +113,12 @@ SELECT h.household, h.community, h.compound, h.building,
              WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
 FROM logistics.dir_households h WHERE h.household = $1"""
 
+#: Active plans whose food for the day ($1) is not yet requested, the most vulnerable first.
+DUE_PLANS = """
+SELECT household FROM logistics.plans
+WHERE active AND (last_requested_on IS NULL OR last_requested_on < $1)
+ORDER BY priority DESC, household"""
+
 SEAL_AREA = """
 INSERT INTO logistics.sealed_areas VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (community, cause) DO NOTHING"""
