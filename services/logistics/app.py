@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.logistics import domain, queries, reactions, tables
-from services.logistics import commands
+from services.logistics import commands, domain, handlers, queries, reactions, tables
 from services.logistics.config import Config, from_env
-from services.logistics.handlers import Handlers
 from services.logistics.scheduler import daily_requests
 from shared import directory
 from shared.runtime import CommandSpec
@@ -16,7 +14,6 @@ from shared.service import ServiceSpec
 def spec(config: Config | None = None) -> ServiceSpec:
     """The service with ``config``; by default the settings of the process environment."""
     config = config if config is not None else from_env()
-    handlers = Handlers(config)
     return ServiceSpec(
         name=tables.SCHEMA,
         commands=CommandSpec(
@@ -24,10 +21,10 @@ def spec(config: Config | None = None) -> ServiceSpec:
             decode=commands.decode,
             validate=partial(commands.validate, config=config),
             creates=commands.CREATES,
-            handlers=handlers.table(),
+            handlers=handlers.HANDLERS,
             evolve=domain.evolve,
-            prefetch=handlers.prefetch,
-            scratch=dict,
+            prefetch=partial(handlers.prefetch, config=config),
+            scratch=handlers.Scratch,
             config=config,
         ),
         extra_ddl=tables.DDL,

@@ -10,7 +10,8 @@ import pytest
 from services.logistics.commands import ReserveMasks, StartDailySupply
 from services.logistics.config import Config, from_env
 from services.logistics.decide import Facts, Household, decide
-from services.logistics.domain import daily_request_id
+from services.logistics.domain import daily_request_id, plan_stream, request_stream
+from services.logistics.handlers import prefetch
 
 CST = timezone(timedelta(hours=8))
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -77,6 +78,8 @@ def test_cordon_timezone_decides_the_day_of_the_daily_food():
     for config, day in ((from_env({}), date(2022, 4, 2)), (new_york, date(2022, 4, 1))):
         _, food = decide(Facts(config=config, household=home()), cmd)
         assert food.daily_on == day and food.request == daily_request_id("h-201", day)
+        # The batch loads the same day's request the decision looks at.
+        assert prefetch(cmd, config) == [plan_stream("h-201"), request_stream(daily_request_id("h-201", day))]
 
 
 def test_cordon_timezone_decides_the_mask_period():
