@@ -51,11 +51,12 @@ now = time.perf_counter
 async def serve() -> int:
     """The service process: logistics alone, as `cordon service logistics` would run it."""
     from services.logistics.app import spec
+    from services.logistics.config import from_env as logistics_config
     from shared.config import Config
     from shared.service import ServiceHost
 
     logging.setup("json", os.environ.get("CORDON_LOG_LEVEL", "warning"))
-    host = ServiceHost(spec(daily_interval_s=3600), Config.from_env())
+    host = ServiceHost(spec(logistics_config({**os.environ, "CORDON_DAILY_INTERVAL_S": "3600"})), Config.from_env())
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

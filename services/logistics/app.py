@@ -3,37 +3,38 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.logistics import domain, policies, queries, tables
-from services.logistics import commands
-from services.logistics.handlers import Handlers
-from services.logistics.rules import Rules
+from services.logistics import commands, domain, handlers, queries, reactions, tables
+from services.logistics.config import Config, from_env
 from services.logistics.scheduler import daily_requests
 from shared import directory
 from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
-#: How often the scheduler looks for households whose food for today is not yet requested.
-DAILY_INTERVAL_S = 60.0
 
-
-def spec(rules: Rules | None = None, daily_interval_s: float = DAILY_INTERVAL_S) -> ServiceSpec:
-    rules = rules or Rules()
-    handlers = Handlers(rules)
+def spec(config: Config | None = None) -> ServiceSpec:
+    """The service with ``config``; by default the settings of the process environment."""
+    config = config if config is not None else from_env()
     return ServiceSpec(
         name=tables.SCHEMA,
         commands=CommandSpec(
             types=commands.COMMANDS,
             decode=commands.decode,
-            validate=partial(commands.validate, rules=rules),
+            validate=partial(commands.validate, config=config),
             creates=commands.CREATES,
-            handlers=handlers.table(),
+            handlers=handlers.HANDLERS,
             evolve=domain.evolve,
-            prefetch=handlers.prefetch,
-            scratch=dict,
+            prefetch=partial(handlers.prefetch, config=config),
+            scratch=handlers.Scratch,
+            config=config,
         ),
         extra_ddl=tables.DDL,
-        consumers=[directory.consumer(tables.SCHEMA), policies.seal_consumer()],
-        reactions=[policies.case_policy()],
-        queries=queries.queries(rules),
-        background=[daily_requests(rules, daily_interval_s)],
+        consumers=[directory.consumer(tables.SCHEMA), reactions.seal_consumer()],
+        reactions=[reactions.case_reaction()],
+        queries={
+            "logistics.requests": partial(queries.open_requests, config=config),
+            "logistics.assignments": queries.assignments,
+            "logistics.stock": queries.stock,
+            "logistics.welfare": queries.welfare,
+        },
+        background=[daily_requests(config)],
     )

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Callable, Union, assert_never, get_args
+from typing import Union, assert_never, get_args
 
-import msgspec
-
-from services.logistics.rules import Rules
+from services.logistics.config import Config
 from shared import wire
 from shared.contracts.logistics import (
     DeliveryOutcome,
@@ -146,13 +144,14 @@ def decode(name: str, payload: bytes) -> Command:
     return wire.decode("logistics", COMMANDS, name, payload, _CHOICES)
 
 
-def parse(name: str, payload: bytes, rules: Rules = Rules()) -> Command:
-    """Decode ``payload`` strictly as the command ``name`` and validate it against ``rules``."""
-    return validate(decode(name, payload), rules)
+def parse(name: str, payload: bytes, config: Config = Config()) -> Command:
+    """Decode ``payload`` strictly as the command ``name`` and validate it against ``config``."""
+    return validate(decode(name, payload), config)
 
 
-def validate(cmd: Command, rules: Rules = Rules()) -> Command:
-    """Check what the decoder cannot; return ``cmd`` or raise :class:`Invalid` naming the field."""
+def validate(cmd: Command, config: Config = Config()) -> Command:
+    """Check what the decoder cannot (the catalogue and the mask limit are ``config``'s); return
+    ``cmd`` or raise :class:`Invalid` naming the field."""
     wire.check_common(cmd)
     _no_nul(cmd.command_id, "command_id")
     _no_nul(cmd.actor, "actor")
@@ -161,7 +160,7 @@ def validate(cmd: Command, rules: Rules = Rules()) -> Command:
             check_community(cmd.community)
             check_slug(cmd.household, "household")
             wire.optional_slug(cmd.request, "request")
-            lines(cmd.items, rules, stocked_only=False)
+            lines(cmd.items, config, stocked_only=False)
             note(cmd.note)
         case AssignDelivery():
             check_slug(cmd.request, "request")
@@ -174,13 +173,13 @@ def validate(cmd: Command, rules: Rules = Rules()) -> Command:
         case ReceiveStock():
             check_community(cmd.community)
             wire.optional_slug(cmd.receipt, "receipt")
-            lines(cmd.items, rules, stocked_only=True)
+            lines(cmd.items, config, stocked_only=True)
             if cmd.from_ is not None:
                 text(cmd.from_, "from")
         case ReserveMasks():
             check_community(cmd.community)
             check_slug(cmd.household, "household")
-            quantity(cmd.qty, "qty", rules.mask_limit)
+            quantity(cmd.qty, "qty", config.mask_limit)
             if cmd.voucher is not None:
                 check_slug(cmd.voucher, "voucher")
                 if cmd.voucher.isdigit():
@@ -205,15 +204,6 @@ def validate(cmd: Command, rules: Rules = Rules()) -> Command:
             check_slug(cmd.household, "household")
         case _:
             assert_never(cmd)
-    return cmd
-
-
-def complete(cmd: Command, *, new_id: Callable[[], str]) -> Command:
-    """Fill the id a creating command may leave out (a request, a receipt)."""
-    if isinstance(cmd, RequestSupplies) and cmd.request is None:
-        return msgspec.structs.replace(cmd, request=new_id())
-    if isinstance(cmd, ReceiveStock) and cmd.receipt is None:
-        return msgspec.structs.replace(cmd, receipt=new_id())
     return cmd
 
 
@@ -244,17 +234,17 @@ def quantity(value: int, field: str, limit: int = MAX_QTY) -> None:
         raise Invalid(f"{field} must be a whole number from 1 to {limit}, got {value!r}", field=field)
 
 
-def lines(items: list[ItemLine], rules: Rules, *, stocked_only: bool) -> None:
+def lines(items: list[ItemLine], config: Config, *, stocked_only: bool) -> None:
     """Items of the catalogue, each once, with quantities from 1 to MAX_QTY."""
     if not items:
         raise Invalid("items must list at least one {item, qty}", field="items")
     if len(items) > MAX_LINES:
         raise Invalid(f"items lists {len(items)} lines; at most {MAX_LINES}", field="items")
     for i, line in enumerate(items):
-        if line.item not in rules.catalogue:
+        if line.item not in config.catalogue:
             raise Invalid(f"items[{i}].item {line.item!r} is not in the catalogue; known items: "
-                          f"{', '.join(sorted(rules.catalogue))}", field=f"items[{i}].item")
-        if stocked_only and not rules.stocked(line.item):
+                          f"{', '.join(sorted(config.catalogue))}", field=f"items[{i}].item")
+        if stocked_only and not config.stocked(line.item):
             raise Invalid(f"items[{i}].item {line.item!r} is not kept in stock (it is sourced for each "
                           "request)", field=f"items[{i}].item")
         quantity(line.qty, f"items[{i}].qty")

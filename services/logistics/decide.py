@@ -23,7 +23,9 @@ from services.logistics.commands import (
     StartDailySupply,
     StopDailySupply,
 )
+from services.logistics.config import MASKS, Config
 from services.logistics.domain import (
+    VULNERABILITIES,
     LogisticsEvent,
     Masks,
     Plan,
@@ -37,7 +39,6 @@ from services.logistics.domain import (
     take,
     welfare_check_id,
 )
-from services.logistics.rules import MASKS, VULNERABILITIES, Rules
 from shared.contracts.logistics import (
     DailySupplyStarted,
     DailySupplyStopped,
@@ -82,7 +83,8 @@ class Facts:
     stop_daily_supply: plan.
     """
 
-    rules: Rules = Rules()
+    #: The service's settings (catalogue, mask limit and period, daily food, the city's day).
+    config: Config = Config()
     household: Household | None = None
     request: Request | None = None
     plan: Plan | None = None
@@ -150,7 +152,7 @@ def _assign(facts: Facts, cmd: AssignDelivery) -> list[LogisticsEvent]:
         if r.volunteer == cmd.volunteer:
             raise Rejected(f"request {r.request} is already assigned to {cmd.volunteer}", reason="already_assigned")
         return [DeliveryAssigned(**common, attempt=r.attempts, reassigned=True)]  # goods already out
-    short = shortage(r.items, facts.on_hand, facts.rules)
+    short = shortage(r.items, facts.on_hand, facts.config)
     if short:
         raise Rejected(
             f"not enough in stock for request {r.request}: "
@@ -159,7 +161,7 @@ def _assign(facts: Facts, cmd: AssignDelivery) -> list[LogisticsEvent]:
             field="request", reason="out_of_stock",
         )
     events: list[LogisticsEvent] = [DeliveryAssigned(**common, attempt=r.attempts + 1)]
-    taken = take(r.items, facts.on_hand, facts.rules)
+    taken = take(r.items, facts.on_hand, facts.config)
     if taken:
         events.append(StockConsumed(community=r.community, household=r.household, request=r.request,
                                     items=taken, consumed_at=_at(cmd), consumed_by=cmd.actor))
@@ -215,7 +217,7 @@ def _welfare_check(facts: Facts, r: Request, at: datetime, by: str) -> WelfareCh
 
 
 def _returned(facts: Facts, r: Request, at: datetime, by: str) -> list[LogisticsEvent]:
-    back = give(r.items, facts.on_hand, facts.rules)
+    back = give(r.items, facts.on_hand, facts.config)
     if not back:
         return []
     return [StockReturned(community=r.community, household=r.household, request=r.request, items=back,
@@ -253,7 +255,7 @@ def _receive(facts: Facts, cmd: ReceiveStock) -> list[LogisticsEvent]:
     if facts.receipt is not None:
         raise Conflict(f"receipt id {receipt} is taken", field="receipt")
     return [StockReceived(
-        community=cmd.community, receipt=receipt, items=give(cmd.items, facts.on_hand, facts.rules),
+        community=cmd.community, receipt=receipt, items=give(cmd.items, facts.on_hand, facts.config),
         source=cmd.source, from_=cmd.from_.strip() if cmd.from_ else None,
         received_at=_at(cmd), received_by=cmd.actor,
     )]
@@ -264,18 +266,18 @@ def _reserve(facts: Facts, cmd: ReserveMasks) -> list[LogisticsEvent]:
     number, voucher = _filled(facts.number, "number"), _filled(cmd.voucher, "voucher")
     if facts.voucher_taken or (facts.masks is not None and voucher in facts.masks.vouchers):
         raise Conflict(f"voucher id {voucher} is taken", field="voucher")
-    rules = facts.rules
-    start, end = rules.period(rules.day(_at(cmd)))
+    config = facts.config
+    start, end = config.period(config.day(_at(cmd)))
     reserved = facts.masks.reserved_in(start) if facts.masks else 0
-    if reserved + cmd.qty > rules.mask_limit:
+    if reserved + cmd.qty > config.mask_limit:
         raise Rejected(
-            f"household {h.household} has reserved {reserved} of its {rules.mask_limit} masks for "
-            f"{start} to {end}; at most {rules.mask_limit - reserved} more", field="qty",
+            f"household {h.household} has reserved {reserved} of its {config.mask_limit} masks for "
+            f"{start} to {end}; at most {config.mask_limit - reserved} more", field="qty",
             reason="limit_reached")
     return [MasksReserved(
         community=h.community, household=h.household, voucher=voucher, number=number, qty=cmd.qty,
         period_start=start, period_end=end, reserved_in_period=reserved + cmd.qty,
-        limit=rules.mask_limit, reserved_at=_at(cmd), reserved_by=cmd.actor,
+        limit=config.mask_limit, reserved_at=_at(cmd), reserved_by=cmd.actor,
     )]
 
 
@@ -288,7 +290,7 @@ def _redeem(facts: Facts, cmd: RedeemVoucher) -> list[LogisticsEvent]:
         raise Rejected(f"voucher {voucher.number} was already redeemed", field="voucher",
                        reason="already_redeemed")
     line = [ItemLine(item=MASKS, qty=voucher.qty)]
-    if shortage(line, facts.on_hand, facts.rules):
+    if shortage(line, facts.on_hand, facts.config):
         raise Rejected(f"out of masks: voucher {voucher.number} needs {voucher.qty}, "
                        f"{facts.on_hand.get(MASKS, 0)} on hand; it stays valid for the next delivery",
                        field="voucher", reason="out_of_stock")
@@ -297,7 +299,7 @@ def _redeem(facts: Facts, cmd: RedeemVoucher) -> list[LogisticsEvent]:
         VoucherRedeemed(community=masks.community, household=masks.household, voucher=voucher.voucher,
                         number=voucher.number, qty=voucher.qty, redeemed_at=at, redeemed_by=cmd.actor),
         StockConsumed(community=masks.community, household=masks.household, voucher=voucher.voucher,
-                      items=take(line, facts.on_hand, facts.rules), consumed_at=at, consumed_by=cmd.actor),
+                      items=take(line, facts.on_hand, facts.config), consumed_at=at, consumed_by=cmd.actor),
     ]
 
 
@@ -329,7 +331,7 @@ def _start(facts: Facts, cmd: StartDailySupply) -> list[LogisticsEvent]:
         raise Rejected(f"the daily supply of household {h.household} already runs for {cmd.cause}",
                        reason="already_started")
     causes = (plan.causes if plan else ()) + (cmd.cause,)
-    on = cmd.on or facts.rules.day(_at(cmd))
+    on = cmd.on or facts.config.day(_at(cmd))
     events: list[LogisticsEvent] = [DailySupplyStarted(
         community=h.community, household=h.household, compound=h.compound, building=h.building,
         cause=cmd.cause, causes=list(causes), starts_on=on, started_at=_at(cmd), started_by=cmd.actor,
@@ -368,7 +370,7 @@ def _daily(facts: Facts, h: Household, causes, on: date, cmd: Command) -> Supply
     return SupplyRequested(
         community=h.community, request=daily_request_id(h.household, on), household=h.household,
         compound=h.compound, building=h.building, kind="food",
-        items=[ItemLine(item=item, qty=qty) for item, qty in facts.rules.daily_food],
+        items=[ItemLine(item=item, qty=qty) for item, qty in facts.config.daily_food],
         priority=score, priority_reasons=reasons, daily_on=on, requested_at=_at(cmd), requested_by=cmd.actor,
     )
 
@@ -394,5 +396,5 @@ def _at(cmd: Command) -> datetime:
 
 def _filled(value: str | None, name: str) -> str:
     if value is None:
-        raise ValueError(f"{name} must be filled (commands.complete / the handler) before decide")
+        raise ValueError(f"{name} must be filled (by the runtime, or the handler) before decide")
     return value

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Iterable, Mapping, Union, assert_never
 
-from services.logistics.rules import URGENT_KINDS, VULNERABILITIES, WEIGHTS, Rules
+from services.logistics.config import Config
 from shared.contracts.logistics import (
     DailySupplyStarted,
     DailySupplyStopped,
@@ -171,7 +171,7 @@ def plan_stream(household: str) -> str:
 
 def daily_request_id(household: str, on: date) -> str:
     """The request id of a household's daily food on a day: the same every time it is asked for,
-    so the day's request exists once however often a policy or the scheduler raises it."""
+    so the day's request exists once however often a reaction or the scheduler raises it."""
     day = on.strftime("%Y%m%d")
     if len(household) > 63 - len("daily--") - len(day):
         household = hashlib.sha1(household.encode()).hexdigest()[:20]
@@ -285,6 +285,19 @@ def _expect(state: State | None, cls, event: LogisticsEvent):
 # -- priority ----------------------------------------------------------------------------------
 
 
+#: Priority bit weights, summed: each reason outranks all the ones below it together.
+WEIGHTS: dict[str, int] = {
+    "confined": 32,  # quarantined at home or in a sealed building: cannot go out at all
+    "elderly_alone": 16,
+    "limited_mobility": 8,
+    "medical_device": 4,
+    "chronic_illness": 2,
+    "urgent_kind": 1,  # a medicine refill or help with a medical device
+}
+VULNERABILITIES = ("elderly_alone", "limited_mobility", "medical_device", "chronic_illness")
+URGENT_KINDS = ("medicine", "device_help")
+
+
 def priority(vulnerabilities: Iterable[str], causes: Iterable[str], kind: str) -> tuple[int, list[str]]:
     """The priority of a request (higher first) and the reasons for it, most important first."""
     causes = tuple(causes)
@@ -309,25 +322,25 @@ def priority(vulnerabilities: Iterable[str], causes: Iterable[str], kind: str) -
 # -- stock arithmetic --------------------------------------------------------------------------
 
 
-def stocked_lines(items: Iterable[ItemLine], rules: Rules) -> list[ItemLine]:
+def stocked_lines(items: Iterable[ItemLine], config: Config) -> list[ItemLine]:
     """The lines that come out of the community's store (a medicine refill does not)."""
-    return [line for line in items if rules.stocked(line.item)]
+    return [line for line in items if config.stocked(line.item)]
 
 
-def shortage(items: Iterable[ItemLine], on_hand: Mapping[str, int], rules: Rules) -> list[dict]:
+def shortage(items: Iterable[ItemLine], on_hand: Mapping[str, int], config: Config) -> list[dict]:
     """What the store lacks to meet ``items``: [{item, need, on_hand, missing}], empty if nothing."""
     short = []
-    for line in stocked_lines(items, rules):
+    for line in stocked_lines(items, config):
         have = on_hand.get(line.item, 0)
         if have < line.qty:
             short.append({"item": line.item, "need": line.qty, "on_hand": have, "missing": line.qty - have})
     return short
 
 
-def take(items: Iterable[ItemLine], on_hand: Mapping[str, int], rules: Rules) -> list[StockLine]:
+def take(items: Iterable[ItemLine], on_hand: Mapping[str, int], config: Config) -> list[StockLine]:
     """Stock lines for taking ``items`` out; the caller has checked :func:`shortage` is empty."""
     out = []
-    for line in stocked_lines(items, rules):
+    for line in stocked_lines(items, config):
         after = on_hand.get(line.item, 0) - line.qty
         if after < 0:
             raise ValueError(f"stock of {line.item} would go negative")  # a bug, never a user error
@@ -335,10 +348,10 @@ def take(items: Iterable[ItemLine], on_hand: Mapping[str, int], rules: Rules) ->
     return out
 
 
-def give(items: Iterable[ItemLine], on_hand: Mapping[str, int], rules: Rules) -> list[StockLine]:
+def give(items: Iterable[ItemLine], on_hand: Mapping[str, int], config: Config) -> list[StockLine]:
     """Stock lines for putting ``items`` (back) into the store."""
     return [StockLine(item=line.item, qty=line.qty, on_hand=on_hand.get(line.item, 0) + line.qty)
-            for line in stocked_lines(items, rules)]
+            for line in stocked_lines(items, config)]
 
 
 def deltas(event: LogisticsEvent) -> list[tuple[str, int, int]]:
@@ -352,14 +365,14 @@ def deltas(event: LogisticsEvent) -> list[tuple[str, int, int]]:
 
 
 def allocate(requests: Iterable[tuple[str, Iterable[ItemLine]]], on_hand: Mapping[str, int],
-             rules: Rules) -> dict[str, list[dict]]:
+             config: Config) -> dict[str, list[dict]]:
     """Serve open requests in the given (priority) order from ``on_hand``, all or nothing as an
     assignment does: what each one misses when every request before it that can be met is met.
     {request: [{item, need, missing}]}, an empty list for a request the store can meet."""
     left = {item: max(qty, 0) for item, qty in on_hand.items()}
     missing: dict[str, list[dict]] = {}
     for request, items in requests:
-        lines = stocked_lines(items, rules)
+        lines = stocked_lines(items, config)
         short = [{"item": line.item, "need": line.qty, "missing": line.qty - left.get(line.item, 0)}
                  for line in lines if left.get(line.item, 0) < line.qty]
         if not short:

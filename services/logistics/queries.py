@@ -10,13 +10,13 @@ with the events: a reply never lags behind an accepted command.
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import msgspec
 
 from services.logistics import commands
 from services.logistics.domain import allocate
-from services.logistics.rules import Rules
+from services.logistics.config import Config
 from shared import wire
 from shared.contracts.logistics import ItemLine
 from shared.errors import Invalid
@@ -65,29 +65,27 @@ async def _on_hand(conn, community: str) -> dict[str, int]:
     return {r["item"]: r["on_hand"] for r in rows}
 
 
-def open_requests(rules: Rules) -> Callable[[Any, bytes], Awaitable[dict]]:
-    async def query(host, payload: bytes) -> dict:
-        q = _parse("logistics.requests", RequestsQuery, payload)
-        check_community(q.community)
-        if not 1 <= q.limit <= MAX_LIMIT:
-            raise Invalid(f"limit must be from 1 to {MAX_LIMIT}", field="limit")
-        async with host.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"""SELECT {_REQUEST_COLUMNS} FROM logistics.requests r
-                    LEFT JOIN logistics.dir_households h USING (household)
-                    WHERE r.community = $1 AND r.status IN ('open', 'assigned')
-                    ORDER BY r.priority DESC, r.requested_at, r.request LIMIT $2""", q.community, q.limit)
-            on_hand = await _on_hand(conn, q.community)
-        requests = [_request(r) for r in rows]
-        waiting = [(r["request"], [ItemLine(item=i["item"], qty=i["qty"]) for i in r["items"]])
-                   for r in requests if r["status"] == "open"]
-        missing = allocate(waiting, on_hand, rules)
-        for r in requests:
-            r["missing"] = missing.get(r["request"], [])
-        return {"ok": True, "community": q.community, "count": len(requests), "on_hand": on_hand,
-                "requests": requests}
-
-    return query
+async def open_requests(host, payload: bytes, config: Config) -> dict:
+    """What each open request misses depends on the catalogue (``config``, bound by app.py)."""
+    q = _parse("logistics.requests", RequestsQuery, payload)
+    check_community(q.community)
+    if not 1 <= q.limit <= MAX_LIMIT:
+        raise Invalid(f"limit must be from 1 to {MAX_LIMIT}", field="limit")
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"""SELECT {_REQUEST_COLUMNS} FROM logistics.requests r
+                LEFT JOIN logistics.dir_households h USING (household)
+                WHERE r.community = $1 AND r.status IN ('open', 'assigned')
+                ORDER BY r.priority DESC, r.requested_at, r.request LIMIT $2""", q.community, q.limit)
+        on_hand = await _on_hand(conn, q.community)
+    requests = [_request(r) for r in rows]
+    waiting = [(r["request"], [ItemLine(item=i["item"], qty=i["qty"]) for i in r["items"]])
+               for r in requests if r["status"] == "open"]
+    missing = allocate(waiting, on_hand, config)
+    for r in requests:
+        r["missing"] = missing.get(r["request"], [])
+    return {"ok": True, "community": q.community, "count": len(requests), "on_hand": on_hand,
+            "requests": requests}
 
 
 async def assignments(host, payload: bytes) -> dict:
@@ -118,12 +116,3 @@ async def welfare(host, payload: bytes) -> dict:
                FROM logistics.welfare_checks WHERE community = $1 AND open ORDER BY raised_at, household""",
             q.community)
     return {"ok": True, "community": q.community, "count": len(rows), "checks": [dict(r) for r in rows]}
-
-
-def queries(rules: Rules) -> dict[str, Callable[[Any, bytes], Awaitable[dict]]]:
-    return {
-        "logistics.requests": open_requests(rules),
-        "logistics.assignments": assignments,
-        "logistics.stock": stock,
-        "logistics.welfare": welfare,
-    }

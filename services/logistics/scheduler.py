@@ -1,8 +1,9 @@
 """The daily food of confined households: each day, one request per household with a daily supply.
 
-A background task looks every ``interval`` seconds for active plans whose last daily request is
-older than today (in the committee's zone, by ``host.clock``, which tests replace) and raises the
-day's request, the most vulnerable households first. The command id ``daily:<household>:<date>``
+A background task looks every ``daily_interval_s`` seconds (``CORDON_DAILY_INTERVAL_S``) for active
+plans whose last daily request is older than today (in the city's zone, ``CORDON_TIMEZONE``, by
+``host.clock``, which tests replace) and raises the day's request, the most vulnerable households
+first. The command id ``daily:<household>:<date>``
 and the request id derived from household and date make it idempotent: a restart, two replicas
 or a second tick on the same day write nothing new.
 """
@@ -11,27 +12,24 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 
+from services.logistics import tables
 from services.logistics.commands import RaiseDailyRequest
-from services.logistics.policies import ACTOR, feed_late_households
-from services.logistics.rules import Rules
+from services.logistics.config import Config
+from services.logistics.reactions import ACTOR, feed_late_households
 from shared import log as logging
 
 log = logging.get("logistics.scheduler")
 
 CHUNK = 500
-DUE = """
-SELECT household FROM logistics.plans
-WHERE active AND (last_requested_on IS NULL OR last_requested_on < $1)
-ORDER BY priority DESC, household"""
 
 
-async def raise_due(host, rules: Rules) -> dict[str, int]:
+async def raise_due(host, config: Config) -> dict[str, int]:
     """Raise today's request for every plan that has none yet; count the replies by outcome."""
     await feed_late_households(host)
     now = host.clock()
-    today: date = rules.day(now)
+    today: date = config.day(now)
     async with host.pool.acquire() as conn:
-        households = [r["household"] for r in await conn.fetch(DUE, today)]
+        households = [r["household"] for r in await conn.fetch(tables.DUE_PLANS, today)]
     counts: dict[str, int] = {}
     for i in range(0, len(households), CHUNK):
         commands = [RaiseDailyRequest(command_id=f"daily:{h}:{today.isoformat()}", actor=ACTOR,
@@ -46,17 +44,17 @@ async def raise_due(host, rules: Rules) -> dict[str, int]:
     return counts
 
 
-def daily_requests(rules: Rules, interval: float):
-    """The background task for ``ServiceSpec.background``."""
+def daily_requests(config: Config):
+    """The background task for ``ServiceSpec.background``: every ``config.daily_interval_s``."""
 
     async def daily_requests(host) -> None:
         while True:
             try:
-                await raise_due(host, rules)
+                await raise_due(host, config)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # PostgreSQL away: try again next tick
                 log.warning("daily.failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(config.daily_interval_s)
 
     return daily_requests

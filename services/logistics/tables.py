@@ -94,6 +94,9 @@ ON CONFLICT (request) DO UPDATE SET status = EXCLUDED.status, volunteer = EXCLUD
     attempts = EXCLUDED.attempts, updated_at = EXCLUDED.updated_at"""
 
 INSERT_VOUCHER = "INSERT INTO logistics.vouchers VALUES ($1, $2, $3, $4)"
+NEXT_VOUCHER_SERIAL = "SELECT nextval('logistics.voucher_numbers')"
+VOUCHER_TAKEN = "SELECT 1 FROM logistics.vouchers WHERE voucher = $1"
+VOUCHER = "SELECT household, community FROM logistics.vouchers WHERE voucher = $1"
 
 UPSERT_PLAN = """
 INSERT INTO logistics.plans VALUES ($1, $2, $3, $4, COALESCE($5::integer, 0), $6)
@@ -107,18 +110,11 @@ ON CONFLICT (household) DO UPDATE SET check_id = EXCLUDED.check_id, request = EX
     vulnerabilities = EXCLUDED.vulnerabilities, open = EXCLUDED.open, raised_at = EXCLUDED.raised_at,
     outcome = EXCLUDED.outcome, resolved_at = EXCLUDED.resolved_at"""
 
-HOUSEHOLD = """
-SELECT h.household, h.community, h.compound, h.building,
-       ARRAY(SELECT DISTINCT v FROM logistics.dir_residents r, unnest(r.vulnerabilities) v
-             WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
-FROM logistics.dir_households h WHERE h.household = $1"""
-
-HOUSEHOLDS_IN = """
-SELECT h.household,
-       ARRAY(SELECT DISTINCT v FROM logistics.dir_residents r, unnest(r.vulnerabilities) v
-             WHERE r.household = h.household AND NOT r.moved_out) AS vulnerabilities
-FROM logistics.dir_households h
-WHERE h.community = $1 AND h.compound = $2 AND ($3::text IS NULL OR h.building = $3)"""
+#: Active plans whose food for the day ($1) is not yet requested, the most vulnerable first.
+DUE_PLANS = """
+SELECT household FROM logistics.plans
+WHERE active AND (last_requested_on IS NULL OR last_requested_on < $1)
+ORDER BY priority DESC, household"""
 
 SEAL_AREA = """
 INSERT INTO logistics.sealed_areas VALUES ($1, $2, $3, $4, $5, $6, $7)

@@ -4,12 +4,13 @@ closes or the seal lifts; redelivery, replay and restarts change nothing."""
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import nats
 import pytest
 
 from services.logistics.domain import daily_request_id
-from services.logistics.rules import Rules
+from services.logistics.config import Config, from_env
 from services.logistics.scheduler import raise_due
 from shared.subjects import STREAM
 from tests.support.logistics import (
@@ -134,7 +135,7 @@ async def _inactive(pg_dsn: str, n: int) -> bool:
 async def _ticks(host) -> None:
     """Scheduler passes, awaited: the same work the background task does every interval."""
     for _ in range(2):
-        await raise_due(host, Rules())
+        await raise_due(host, Config())
 
 
 async def test_a_case_for_a_household_the_directory_does_not_know_yet_still_feeds_it(nats_url, pg_dsn):
@@ -154,3 +155,16 @@ async def test_a_household_the_directory_learns_of_after_the_seal_is_fed_too(nat
         await known(host, ["h-late"])
         await eventually(lambda: daily_requests(pg_dsn), what="the late household's daily request")
     assert await daily_requests(pg_dsn) == [("h-late", today())]
+
+
+async def test_the_citys_zone_decides_the_day_of_the_daily_food(nats_url, pg_dsn):
+    # 08:00 on 2 April in Shanghai is 20:00 on 1 April in New York: a city there feeds for 1 April.
+    clock = Clock()
+    config = from_env({"CORDON_TIMEZONE": "America/New_York", "CORDON_DAILY_INTERVAL_S": "3600"})
+    await publish(nats_url, [compound(), *household("h-1"), (case_opened("c-1", "h-1"), "quarantine", "case:c-1")])
+    async with logistics(nats_url, pg_dsn, clock=clock, config=config) as host:
+        await eventually(lambda: daily_requests(pg_dsn), what="the daily request")
+        assert await daily_requests(pg_dsn) == [("h-1", date(2022, 4, 1))]
+        clock.advance(hours=4)  # midnight in New York
+        await raise_due(host, config)
+    assert await daily_requests(pg_dsn) == [("h-1", date(2022, 4, 1)), ("h-1", date(2022, 4, 2))]

@@ -11,6 +11,7 @@ import asyncpg
 import nats
 
 from services.logistics.app import spec as logistics_spec
+from services.logistics.config import Config as LogisticsConfig
 from shared import envelope
 from shared.config import Config
 from shared.contracts.quarantine import AreaSealed, CaseClosed, CaseOpened, SealLifted
@@ -41,10 +42,12 @@ class Clock:
 
 
 @contextlib.asynccontextmanager
-async def logistics(nats_url: str, pg_dsn: str, clock=None, **spec_kw):
-    """The logistics service, like ``tests.support.cordon.running`` plus a clock."""
-    host = ServiceHost(logistics_spec(**spec_kw), Config(nats_url=nats_url, pg_dsn=pg_dsn),
-                       clock=clock or Clock())
+async def logistics(nats_url: str, pg_dsn: str, clock=None, config: LogisticsConfig | None = None,
+                    **settings):
+    """The logistics service, like ``tests.support.cordon.running`` plus a clock; with ``config``,
+    or the default settings changed by ``settings`` (e.g. ``daily_interval_s=3600``)."""
+    host = ServiceHost(logistics_spec(config or LogisticsConfig(**settings)),
+                       Config(nats_url=nats_url, pg_dsn=pg_dsn), clock=clock or Clock())
     await host.start()
     try:
         yield host

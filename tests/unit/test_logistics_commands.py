@@ -15,7 +15,7 @@ from services.logistics.commands import (
     parse,
     voucher_number,
 )
-from services.logistics.rules import Rules
+from services.logistics.config import Config
 from shared.errors import Invalid, UnknownCommand
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
@@ -87,8 +87,8 @@ def test_an_unknown_item_is_refused_with_the_catalogue():
 
 
 def test_the_catalogue_is_policy():
-    rules = Rules(catalogue={"vegetable-pack": True, "caviar": True})
-    cmd = parse("request_supplies", payload("request_supplies", items=[{"item": "caviar", "qty": 1}]), rules)
+    config = Config(catalogue={"vegetable-pack": True, "caviar": True})
+    cmd = parse("request_supplies", payload("request_supplies", items=[{"item": "caviar", "qty": 1}]), config)
     assert isinstance(cmd, RequestSupplies)
 
 
@@ -155,9 +155,9 @@ def test_the_printed_number_is_the_services_business():
 
 def test_a_masks_reservation_is_bounded_by_the_limit():
     invalid("reserve_masks", "qty", qty=11)
-    assert parse("reserve_masks", payload("reserve_masks", qty=3), Rules(mask_limit=3))
+    assert parse("reserve_masks", payload("reserve_masks", qty=3), Config(mask_limit=3))
     with pytest.raises(Invalid):
-        parse("reserve_masks", payload("reserve_masks", qty=4), Rules(mask_limit=3))
+        parse("reserve_masks", payload("reserve_masks", qty=4), Config(mask_limit=3))
 
 
 def test_a_chosen_voucher_id_must_not_look_like_a_printed_number():

@@ -37,7 +37,7 @@ from services.logistics.domain import (
     shortage,
     stream_of,
 )
-from services.logistics.rules import Rules
+from services.logistics.config import Config
 from shared.contracts.logistics import (
     DailySupplyStarted,
     DailySupplyStopped,
@@ -63,7 +63,7 @@ AT = datetime(2022, 4, 2, 9, 30, tzinfo=CST)  # a Saturday
 LATER = AT + timedelta(hours=3)
 COMMUNITY = "changning.chengjiaqiao.nangong"
 STAFF = "staff:li-na"
-RULES = Rules()
+CONFIG = Config()
 VEG = ItemLine(item="vegetable-pack", qty=2)
 RICE = ItemLine(item="rice", qty=1)
 MEDICINE = ItemLine(item="medicine", qty=1)
@@ -244,7 +244,7 @@ def test_a_request_the_store_cannot_meet_stays_open_and_says_what_is_missing():
     facts = Facts(request=given(requested(items=[VEG, RICE])), on_hand={"vegetable-pack": 1})
     err = rejected(facts, AssignDelivery(**common(request="r-1", volunteer="vol-1")), "out_of_stock")
     assert "vegetable-pack needs 2, 1 on hand" in err.message and "rice needs 1, 0 on hand" in err.message
-    assert shortage([VEG, RICE], {"vegetable-pack": 1}, RULES) == [
+    assert shortage([VEG, RICE], {"vegetable-pack": 1}, CONFIG) == [
         {"item": "vegetable-pack", "need": 2, "on_hand": 1, "missing": 1},
         {"item": "rice", "need": 1, "on_hand": 0, "missing": 1}]
 
@@ -288,7 +288,7 @@ def test_allocation_serves_the_highest_priority_first_and_all_or_nothing():
                ("big", [ItemLine(item="vegetable-pack", qty=5), RICE]),
                ("small", [ItemLine(item="vegetable-pack", qty=2)]),
                ("medicine", [MEDICINE])]
-    missing = allocate(waiting, {"vegetable-pack": 5, "rice": 1}, RULES)
+    missing = allocate(waiting, {"vegetable-pack": 5, "rice": 1}, CONFIG)
     assert missing == {
         "urgent": [],
         "big": [{"item": "vegetable-pack", "need": 5, "missing": 3}],  # takes nothing: it cannot be met
@@ -298,7 +298,7 @@ def test_allocation_serves_the_highest_priority_first_and_all_or_nothing():
 
 
 def test_allocation_of_an_empty_store_misses_everything_stocked():
-    assert allocate([("a", [VEG, MEDICINE])], {}, RULES) == {"a": [{"item": "vegetable-pack", "need": 2,
+    assert allocate([("a", [VEG, MEDICINE])], {}, CONFIG) == {"a": [{"item": "vegetable-pack", "need": 2,
                                                                     "missing": 2}]}
 
 
@@ -456,10 +456,10 @@ def test_a_new_period_starts_a_new_allowance():
 
 
 def test_the_limit_and_period_are_policy():
-    rules = Rules(mask_limit=3, mask_period_days=1)
-    [event] = decide(drawn(rules=rules, household=home()), reserve(qty=3))
+    config = Config(mask_limit=3, mask_period_days=1)
+    [event] = decide(drawn(config=config, household=home()), reserve(qty=3))
     assert (event.period_start, event.period_end, event.limit) == (AT.date(), AT.date(), 3)
-    rejected(drawn(rules=rules, household=home(), masks=evolve(None, event)), reserve(qty=1, voucher="v2"),
+    rejected(drawn(config=config, household=home(), masks=evolve(None, event)), reserve(qty=1, voucher="v2"),
              "limit_reached")
 
 

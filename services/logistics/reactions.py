@@ -22,6 +22,7 @@ import asyncpg
 from services.logistics import tables
 from services.logistics.commands import StartDailySupply, StopDailySupply
 from services.logistics.domain import priority
+from shared import directory
 from shared import envelope as env
 from shared import log as logging
 from shared.contracts.quarantine import (
@@ -35,10 +36,11 @@ from shared.contracts.quarantine import (
 from shared.service import ConsumerSpec, ReactionSpec
 from shared.subjects import event_filters
 
-log = logging.get("logistics.policies")
+log = logging.get("logistics.reactions")
 
-POLICY = "daily-supply"
-ACTOR = f"system:{POLICY}"
+#: The reaction's name in its command ids and actor (both part of the record: never change them).
+REACTION = "daily-supply"
+ACTOR = f"system:{REACTION}"
 CASE_EVENTS = ("CaseOpened", "CaseReleased", "CaseTransferred", "CaseClosed")
 SEAL_EVENTS = ("AreaSealed", "SealLifted")
 
@@ -50,7 +52,7 @@ def _common(raw: env.RawEnvelope, command_id: str) -> dict[str, Any]:
 
 def react_to_case(raw: env.RawEnvelope, event: env.Event) -> list[tuple[str, Any]]:
     """CaseOpened (home) -> start_daily_supply; the end of home quarantine -> stop_daily_supply."""
-    command_id = f"{POLICY}:{raw.event_id}"
+    command_id = f"{REACTION}:{raw.event_id}"
     match event:
         case CaseOpened(kind="home"):
             who = {"household": event.household} if event.household else {"resident": event.resident}
@@ -78,7 +80,7 @@ def seal_commands(raw: env.RawEnvelope, event: env.Event,
     ordered = sorted(households, key=lambda h: (-priority(h[1], (cause,), "food")[0], h[0]))
     out: list[tuple[str, Any]] = []
     for household, _ in ordered:
-        common = _common(raw, f"{POLICY}:{raw.event_id}:{household}")
+        common = _common(raw, f"{REACTION}:{raw.event_id}:{household}")
         if isinstance(event, AreaSealed):
             out.append(("start_daily_supply", StartDailySupply(**common, household=household, cause=cause)))
         else:
@@ -102,10 +104,9 @@ async def feed_late_households(host) -> int:
     return started
 
 
-def case_policy() -> ReactionSpec:
-    return ReactionSpec(name="logistics-cases",
-                      subjects=event_filters("quarantine", *CASE_EVENTS),
-                      react=react_to_case)
+def case_reaction() -> ReactionSpec:
+    return ReactionSpec(name="logistics-cases", subjects=event_filters("quarantine", *CASE_EVENTS),
+                        react=react_to_case)
 
 
 def seal_consumer() -> ConsumerSpec:
@@ -118,7 +119,8 @@ def seal_consumer() -> ConsumerSpec:
                                    event.building, raw.event_id, raw.occurred_at, raw.correlation_id)
             else:
                 await conn.execute(tables.LIFT_AREA, event.community, seal_cause(event))
-            rows = await conn.fetch(tables.HOUSEHOLDS_IN, event.community, event.compound, event.building)
+            rows = await directory.households_in(conn, tables.SCHEMA, event.community, event.compound,
+                                                 event.building, vulnerabilities=True)
             commands = seal_commands(raw, event, [(r["household"], list(r["vulnerabilities"])) for r in rows])
             # Queued in priority order, so the group-commit runtime records the vulnerable first.
             replies = await asyncio.gather(*(host.execute(name, cmd) for name, cmd in commands))
@@ -127,7 +129,7 @@ def seal_consumer() -> ConsumerSpec:
                     continue
                 if reply["error"]["code"] in ("unavailable", "internal"):
                     raise RuntimeError(f"{name} for {cmd.household} failed: {reply['error']}")  # retried
-                log.info("policy.refused", policy="logistics-seals", command=name, household=cmd.household,
+                log.info("reaction.refused", reaction="logistics-seals", command=name, household=cmd.household,
                          event_id=raw.event_id, error=reply["error"]["message"])
 
         return handle

@@ -1,13 +1,12 @@
 """The reactions to quarantine events, pure: which commands, with which deterministic ids."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from services.logistics.commands import StartDailySupply, StopDailySupply, validate
-from services.logistics.policies import ACTOR, react_to_case, seal_cause, seal_commands
-from services.logistics.rules import Rules
+from services.logistics.reactions import ACTOR, react_to_case, seal_cause, seal_commands
 from shared import envelope
 from shared.contracts.quarantine import (
     AreaSealed,
@@ -46,7 +45,7 @@ def test_a_home_quarantine_starts_the_daily_supply_of_the_household():
     assert cmd.actor == ACTOR == "system:daily-supply"
     assert cmd.occurred_at == AT and cmd.causation_id == raw(opened()).event_id
     assert cmd.correlation_id == "corr-1"
-    validate(cmd)  # what a policy sends passes the same checks as the wire
+    validate(cmd)  # what a reaction sends passes the same checks as the wire
 
 
 def test_the_same_event_gives_the_same_command_id_and_another_event_another():
@@ -116,24 +115,3 @@ def test_lifting_a_seal_stops_each_households_supply_for_that_seal_only():
 def test_a_seal_of_an_empty_area_sends_nothing():
     assert seal_commands(raw(sealed()), sealed(), []) == []
     assert seal_cause(sealed(None)) == "seal:nangong-1"
-
-
-# -- the day and the period ---------------------------------------------------------------------
-
-
-def test_a_period_of_seven_days_is_a_monday_to_sunday_week():
-    rules = Rules()
-    for day in (date(2022, 3, 28), date(2022, 4, 1), date(2022, 4, 3)):
-        assert rules.period(day) == (date(2022, 3, 28), date(2022, 4, 3))
-    assert rules.period(date(2022, 4, 4)) == (date(2022, 4, 4), date(2022, 4, 10))
-
-
-def test_a_one_day_period_is_the_day():
-    assert Rules(mask_period_days=1).period(date(2022, 4, 2)) == (date(2022, 4, 2), date(2022, 4, 2))
-
-
-def test_rules_refuse_nonsense():
-    with pytest.raises(ValueError):
-        Rules(mask_limit=0)
-    with pytest.raises(ValueError):
-        Rules(daily_food=(("medicine", 1),))
