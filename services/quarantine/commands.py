@@ -2,7 +2,7 @@
 types, strict parsing and the checks a decoder cannot make.
 
 Rules that need a day ("not in the future", "not before the start") are the domain's: they need
-the city's calendar (``rules.Policy.tz``). Every failure here is :class:`~shared.errors.Invalid`
+the city's calendar (``config.Config.zone``). Every failure here is :class:`~shared.errors.Invalid`
 naming the field.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class OpenCase(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_field
     starts_on: date
     case: str | None = None
     #: Where the resident lives. Taken from the local directory of registry facts; given here
-    #: (e.g. by a policy, from the registry's own event) it lets a case open before the directory
+    #: (e.g. by a reaction, from the registry's own event) it lets a case open before the directory
     #: has caught up with a resident registered a moment ago.
     household: str | None = None
     compound: str | None = None
@@ -124,6 +124,10 @@ COMMANDS: dict[str, type] = {
     "record_sample": RecordSample,
     "record_result": RecordResult,
 }
+
+#: The id each creating command makes when the caller leaves it out; the runtime fills it in
+#: before ``validate``. A result's case id is used only when the result is positive.
+CREATES: dict[type, str] = {OpenCase: "case", ScheduleScreening: "screening", RecordResult: "case"}
 
 CHOICES = {
     "kind": get_args(CaseKind),

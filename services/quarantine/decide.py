@@ -1,8 +1,9 @@
-"""The quarantine service's rules: ``decide(facts, command, policy) -> events``. Pure.
+"""The quarantine service's rules: ``decide(facts, command) -> events``. Pure.
 
-Time, ids and the actor arrive on the command (ids filled by the handler before deciding); "today"
-is the command's ``occurred_at`` on the city's calendar (``Policy.day``). Every refusal is a
-NotFound, Conflict or Rejected whose ``reason`` is documented in README.md.
+Time, ids and the actor arrive on the command (the runtime fills ``occurred_at`` and created ids
+before the handler runs); the city's policy arrives as ``facts.config``; "today" is the command's
+``occurred_at`` on the city's calendar (``Config.day``). Every refusal is a NotFound, Conflict or
+Rejected whose ``reason`` is documented in README.md.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from services.quarantine.commands import (
     TransferCase,
     slot_time,
 )
+from services.quarantine.config import Config
 from services.quarantine.domain import Case, Day, QuarantineEvent, Sample, Screening, Seals
-from services.quarantine.rules import Policy
 from shared.contracts.quarantine import (
     AreaSealed,
     CaseClosed,
@@ -65,7 +66,8 @@ class Compound:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Facts:
-    """What the handler loaded; None where the stream is empty, the row absent, or not needed.
+    """What the handler loaded, and the city's settings; None where the stream is empty, the row
+    absent, or not needed.
 
     open_case: case (at the id), open_case, resident · record_checkin: case, day ·
     transfer/release: case · seal/lift_seal: compound, seals · schedule_screening: compound,
@@ -73,6 +75,7 @@ class Facts:
     resident, open_case, case (at the id for a positive).
     """
 
+    config: Config
     case: Case | None = None
     open_case: Case | None = None
     resident: Resident | None = None
@@ -83,17 +86,17 @@ class Facts:
     sample: Sample | None = None
 
 
-def decide(facts: Facts, cmd: Command, policy: Policy) -> list[QuarantineEvent]:
+def decide(facts: Facts, cmd: Command) -> list[QuarantineEvent]:
     """The events a command produces, or a NotFound / Conflict / Rejected error."""
     match cmd:
         case OpenCase():
-            return [open_case(facts, cmd, policy)]
+            return [open_case(facts, cmd)]
         case RecordCheckin():
-            return record_checkin(facts, cmd, policy)
+            return record_checkin(facts, cmd)
         case TransferCase():
-            return [transfer_case(facts, cmd, policy)]
+            return [transfer_case(facts, cmd)]
         case ReleaseCase():
-            return [release_case(facts, cmd, policy)]
+            return [release_case(facts, cmd)]
         case RecordMissedCheckins():
             raise TypeError("record_missed_checkins decides per case: use missed_checkin")
         case Seal():
@@ -101,11 +104,11 @@ def decide(facts: Facts, cmd: Command, policy: Policy) -> list[QuarantineEvent]:
         case LiftSeal():
             return [lift_seal(facts, cmd)]
         case ScheduleScreening():
-            return [schedule_screening(facts, cmd, policy)]
+            return [schedule_screening(facts, cmd)]
         case RecordSample():
-            return [record_sample(facts, cmd, policy)]
+            return [record_sample(facts, cmd)]
         case RecordResult():
-            return record_result(facts, cmd, policy)
+            return record_result(facts, cmd)
         case _:
             assert_never(cmd)
 
@@ -113,7 +116,7 @@ def decide(facts: Facts, cmd: Command, policy: Policy) -> list[QuarantineEvent]:
 # -- cases ---------------------------------------------------------------------------------
 
 
-def open_case(facts: Facts, cmd: OpenCase, policy: Policy, reason: str | None = None) -> CaseOpened:
+def open_case(facts: Facts, cmd: OpenCase, reason: str | None = None) -> CaseOpened:
     case_id = _filled(cmd.case, "case")
     if facts.case is not None:
         raise Conflict(f"case id {case_id} is taken (resident {facts.case.resident})", field="case")
@@ -127,10 +130,10 @@ def open_case(facts: Facts, cmd: OpenCase, policy: Policy, reason: str | None = 
         raise Rejected(f"resident {cmd.resident} has moved out and has no household here for home "
                        "quarantine; choose centralized", reason="no_household_here")
     _no_open_case(facts.open_case, cmd.resident)
-    today = policy.day(_at(cmd))
+    today = facts.config.day(_at(cmd))
     if cmd.starts_on > today:
         raise Rejected(f"starts_on {cmd.starts_on} is after today ({today})", reason="future_day")
-    ends_on = policy.end_for(cmd.kind, cmd.starts_on)
+    ends_on = facts.config.end_for(cmd.kind, cmd.starts_on)
     if ends_on < today:
         raise Rejected(f"a {cmd.kind} case starting on {cmd.starts_on} would have ended on {ends_on}, "
                        f"before today ({today})", reason="already_over")
@@ -138,7 +141,7 @@ def open_case(facts: Facts, cmd: OpenCase, policy: Policy, reason: str | None = 
         community=cmd.community, case=case_id, resident=cmd.resident, household=where.household,
         compound=where.compound, building=where.building, kind=cmd.kind, reason=reason or cmd.reason,
         starts_on=cmd.starts_on, ends_on=ends_on, opened_at=_at(cmd), opened_by=cmd.actor,
-        checkins_due_from=policy.first_due_day(cmd.starts_on, _at(cmd)),
+        checkins_due_from=facts.config.first_due_day(cmd.starts_on, _at(cmd)),
     )
 
 
@@ -148,18 +151,18 @@ def _no_open_case(case: Case | None, resident: str) -> None:
                        f"{case.starts_on}); transfer or release it instead", reason="case_open")
 
 
-def record_checkin(facts: Facts, cmd: RecordCheckin, policy: Policy) -> list[QuarantineEvent]:
+def record_checkin(facts: Facts, cmd: RecordCheckin) -> list[QuarantineEvent]:
     case = _open(facts.case, cmd.case)
     if case.stage == "hospital":
         raise Rejected(f"case {case.case} is in hospital; the hospital follows the patient",
                        reason="in_hospital")
-    _a_day_of_the_case(case, cmd.on, policy.day(_at(cmd)))
+    _a_day_of_the_case(case, cmd.on, facts.config.day(_at(cmd)))
     events: list[QuarantineEvent] = [CheckinRecorded(
         community=case.community, case=case.case, resident=case.resident, on=cmd.on,
         temperature_c=float(cmd.temperature_c), symptoms=[s.strip() for s in cmd.symptoms],
         recorded_at=_at(cmd), recorded_by=cmd.actor,
     )]
-    if cmd.temperature_c >= policy.fever_c or cmd.symptoms:
+    if cmd.temperature_c >= facts.config.fever_c or cmd.symptoms:
         events.append(SymptomsReported(
             community=case.community, case=case.case, resident=case.resident, on=cmd.on,
             temperature_c=float(cmd.temperature_c), symptoms=[s.strip() for s in cmd.symptoms],
@@ -169,9 +172,9 @@ def record_checkin(facts: Facts, cmd: RecordCheckin, policy: Policy) -> list[Qua
 
 
 def missed_checkin(case: Case | None, day: Day | None, case_id: str, cmd: RecordMissedCheckins,
-                   policy: Policy) -> CheckinMissed:
+                   config: Config) -> CheckinMissed:
     """CheckinMissed for one case on ``cmd.on``, or the refusal saying why not."""
-    check_deadline_passed(cmd, policy)
+    check_deadline_passed(cmd, config)
     case = _open(case, case_id)
     if case.stage == "hospital":
         raise Rejected(f"case {case_id} is in hospital", reason="in_hospital")
@@ -186,30 +189,30 @@ def missed_checkin(case: Case | None, day: Day | None, case_id: str, cmd: Record
                          household=case.household, on=cmd.on, missed_at=_at(cmd), missed_by=cmd.actor)
 
 
-def check_deadline_passed(cmd: RecordMissedCheckins, policy: Policy) -> None:
-    if _at(cmd) < policy.deadline(cmd.on):
-        raise Rejected(f"the check-ins of {cmd.on} are due by {policy.deadline(cmd.on).isoformat()}; "
+def check_deadline_passed(cmd: RecordMissedCheckins, config: Config) -> None:
+    if _at(cmd) < config.deadline(cmd.on):
+        raise Rejected(f"the check-ins of {cmd.on} are due by {config.deadline(cmd.on).isoformat()}; "
                        "none is missed before then", reason="too_early")
 
 
-def transfer_case(facts: Facts, cmd: TransferCase, policy: Policy) -> CaseTransferred:
+def transfer_case(facts: Facts, cmd: TransferCase) -> CaseTransferred:
     case = _open(facts.case, cmd.case)
     if case.stage == cmd.to:
         raise Rejected(f"case {case.case} is already in {cmd.to}", reason="already_there")
-    today = policy.day(_at(cmd))
+    today = facts.config.day(_at(cmd))
     # From home quarantine the same days go on elsewhere; from monitoring or hospital to
     # centralized quarantine a new quarantine period starts today.
     new_period = cmd.to == "centralized" and not case.in_quarantine
     return CaseTransferred(
         community=case.community, case=case.case, resident=case.resident, household=case.household,
-        to=cmd.to, on=today, ends_on=policy.quarantine_end(today) if new_period else None,
+        to=cmd.to, on=today, ends_on=facts.config.quarantine_end(today) if new_period else None,
         transferred_at=_at(cmd), transferred_by=cmd.actor,
     )
 
 
-def release_case(facts: Facts, cmd: ReleaseCase, policy: Policy) -> CaseReleased | CaseClosed:
+def release_case(facts: Facts, cmd: ReleaseCase) -> CaseReleased | CaseClosed:
     case = _open(facts.case, cmd.case)
-    _a_day_of_the_case(case, cmd.on, policy.day(_at(cmd)))
+    _a_day_of_the_case(case, cmd.on, facts.config.day(_at(cmd)))
     if case.stage == "monitoring":
         if cmd.on < case.ends_on:
             raise Rejected(f"the monitoring of case {case.case} runs until {case.ends_on}",
@@ -223,7 +226,7 @@ def release_case(facts: Facts, cmd: ReleaseCase, policy: Policy) -> CaseReleased
                        reason="quarantine_not_over")
     return CaseReleased(community=case.community, case=case.case, resident=case.resident,
                         household=case.household, compound=case.compound, building=case.building,
-                        on=cmd.on, monitoring_until=policy.monitoring_end(cmd.on + timedelta(days=1)),
+                        on=cmd.on, monitoring_until=facts.config.monitoring_end(cmd.on + timedelta(days=1)),
                         released_at=_at(cmd), released_by=cmd.actor)
 
 
@@ -278,13 +281,13 @@ def _name(cmd: Seal | LiftSeal) -> str:
 # -- screening -----------------------------------------------------------------------------
 
 
-def schedule_screening(facts: Facts, cmd: ScheduleScreening, policy: Policy) -> ScreeningScheduled:
+def schedule_screening(facts: Facts, cmd: ScheduleScreening) -> ScreeningScheduled:
     screening = _filled(cmd.screening, "screening")
     if facts.compound is None:
         raise NotFound(f"compound {cmd.compound} is not registered in {cmd.community}", field="compound")
     if facts.screening is not None:
         raise Conflict(f"screening id {screening} is taken", field="screening")
-    today = policy.day(_at(cmd))
+    today = facts.config.day(_at(cmd))
     if cmd.on < today:
         raise Rejected(f"{cmd.on} is before today ({today})", reason="past_day")
     slots = [Slot(label=s.label.strip(), from_=slot_time(s.from_, "from"), to=slot_time(s.to, "to"))
@@ -293,7 +296,7 @@ def schedule_screening(facts: Facts, cmd: ScheduleScreening, policy: Policy) -> 
                               on=cmd.on, slots=slots, scheduled_at=_at(cmd), scheduled_by=cmd.actor)
 
 
-def record_sample(facts: Facts, cmd: RecordSample, policy: Policy) -> SampleTaken:
+def record_sample(facts: Facts, cmd: RecordSample) -> SampleTaken:
     screening = _screening(facts.screening, cmd.screening)
     where = facts.resident
     if where is None:
@@ -306,7 +309,7 @@ def record_sample(facts: Facts, cmd: RecordSample, policy: Policy) -> SampleTake
                        f"(its slots: {', '.join(screening.slots)})", field="slot")
     if facts.sample is not None:
         raise Rejected(f"resident {cmd.resident} was already sampled in this round", reason="already_sampled")
-    today = policy.day(_at(cmd))
+    today = facts.config.day(_at(cmd))
     if today < screening.on:
         raise Rejected(f"screening {screening.screening} takes place on {screening.on}, not today ({today})",
                        reason="before_screening_day")
@@ -315,7 +318,7 @@ def record_sample(facts: Facts, cmd: RecordSample, policy: Policy) -> SampleTake
                        slot=cmd.slot.strip() if cmd.slot else None, taken_at=_at(cmd), taken_by=cmd.actor)
 
 
-def record_result(facts: Facts, cmd: RecordResult, policy: Policy) -> list[QuarantineEvent]:
+def record_result(facts: Facts, cmd: RecordResult) -> list[QuarantineEvent]:
     """ResultRecorded; a positive result also opens a case unless the resident has one open."""
     screening = _screening(facts.screening, cmd.screening)
     if facts.sample is None:
@@ -327,12 +330,13 @@ def record_result(facts: Facts, cmd: RecordResult, policy: Policy) -> list[Quara
     opened: list[QuarantineEvent] = []
     if cmd.result == "positive" and (facts.open_case is None or facts.open_case.closed):
         # Someone who moved out has no home here: centralized, whatever the policy's usual kind.
-        kind = "centralized" if facts.resident is not None and facts.resident.moved_out else policy.positive_kind
+        moved_out = facts.resident is not None and facts.resident.moved_out
+        kind = "centralized" if moved_out else facts.config.positive_kind
         opened.append(open_case(facts, OpenCase(
             command_id=cmd.command_id, actor=cmd.actor, occurred_at=cmd.occurred_at,
             community=screening.community, resident=cmd.resident, kind=kind, reason="positive_test",
-            starts_on=policy.day(_at(cmd)), case=cmd.case,
-        ), policy))
+            starts_on=facts.config.day(_at(cmd)), case=cmd.case,
+        )))
     result = ResultRecorded(
         community=screening.community, screening=screening.screening, resident=cmd.resident,
         result=cmd.result, recorded_at=_at(cmd), recorded_by=cmd.actor, compound=screening.compound,

@@ -6,11 +6,9 @@ registry facts (``shared.directory``), read inside the command's transaction.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import assert_never
 
-import msgspec
-
-from services.quarantine import decide as rules
 from services.quarantine import domain, tables
 from services.quarantine.commands import (
     Command,
@@ -25,25 +23,31 @@ from services.quarantine.commands import (
     Seal,
     TransferCase,
 )
-from services.quarantine.decide import Compound, Facts, Resident
-from services.quarantine.rules import Policy
+from services.quarantine.decide import Compound, Facts, Resident, check_deadline_passed, decide, missed_checkin
 from shared import directory
 from shared.context import Context
-from shared.envelope import new_id
 from shared.errors import CommandError, Invalid
+from shared.runtime import Handler
 
 SCHEMA = "quarantine"
+
+
+@dataclass
+class Scratch:
+    """What a batch knows beyond its streams: the rows :func:`prepare_batch` read, and the cases
+    opened by earlier commands of the batch (``quarantine.cases`` shows them only at commit)."""
+
+    #: case id -> the case as its row says, for the batch's missed-check-in sweeps
+    case_rows: dict[str, domain.Case] = field(default_factory=dict)
+    #: resident -> the case an earlier command of the batch opened for them
+    open_case_of: dict[str, str] = field(default_factory=dict)
 
 
 def prefetch(cmd: Command) -> list[str]:
     """Streams a command will surely read, loaded for the whole batch in one query."""
     match cmd:
-        case OpenCase() | RecordResult() if cmd.case is not None:
-            streams = [domain.case_stream(cmd.case)]
-            if isinstance(cmd, RecordResult):
-                streams += [domain.screening_stream(cmd.screening),
-                            domain.sample_stream(cmd.screening, cmd.resident)]
-            return streams
+        case OpenCase():
+            return [domain.case_stream(cmd.case)]
         case RecordCheckin():
             return [domain.case_stream(cmd.case), domain.day_stream(cmd.case, cmd.on)]
         case TransferCase() | ReleaseCase():
@@ -52,18 +56,23 @@ def prefetch(cmd: Command) -> list[str]:
             return [domain.day_stream(c, cmd.on) for c in cmd.cases]
         case Seal() | LiftSeal():
             return [domain.seal_stream(cmd.community, cmd.compound)]
-        case ScheduleScreening() if cmd.screening is not None:
+        case ScheduleScreening():
             return [domain.screening_stream(cmd.screening)]
-        case RecordSample() | RecordResult():
+        case RecordSample():
             return [domain.screening_stream(cmd.screening), domain.sample_stream(cmd.screening, cmd.resident)]
-    return []
+        case RecordResult():
+            streams = [domain.screening_stream(cmd.screening), domain.sample_stream(cmd.screening, cmd.resident)]
+            # Only a positive result opens the case its (always filled) id names.
+            return streams + [domain.case_stream(cmd.case)] if cmd.result == "positive" else streams
+        case _:
+            assert_never(cmd)
 
 
-async def prepare_batch(conn, cmds: list[Command], scratch: dict) -> None:
+async def prepare_batch(conn, cmds: list[Command], scratch: Scratch) -> None:
     """The cases of the batch's missed-check-in sweeps, from their rows, in one query."""
     ids = [c for cmd in cmds if isinstance(cmd, RecordMissedCheckins) for c in cmd.cases]
     if ids:
-        scratch["case_rows"] = {row[0]: tables.case_of_row(row) for row in await conn.fetch(tables.CASES_BY_ID, ids)}
+        scratch.case_rows = {row[0]: tables.case_of_row(row) for row in await conn.fetch(tables.CASES_BY_ID, ids)}
 
 
 # -- loading facts -------------------------------------------------------------------------
@@ -81,13 +90,13 @@ async def _case_for_reading(ctx: Context, case_id: str) -> domain.Case | None:
     held = ctx.held(stream)
     if held is not None:
         return held[0]
-    rows = ctx.scratch.get("case_rows", {})
+    rows = ctx.scratch.case_rows
     return rows[case_id] if case_id in rows else await _state(ctx, stream)
 
 
 async def _open_case_of(ctx: Context, resident: str) -> domain.Case | None:
     """The resident's open case, seeing cases opened or closed earlier in this batch."""
-    opened = ctx.scratch.setdefault("open_case_of", {})
+    opened = ctx.scratch.open_case_of
     case_id = opened[resident] if resident in opened else await ctx.conn.fetchval(tables.OPEN_CASE_OF, resident)
     if case_id is None:
         return None
@@ -104,7 +113,7 @@ async def _resident(ctx: Context, resident: str) -> Resident | None:
 
 
 async def _where(ctx: Context, cmd: OpenCase) -> Resident | None:
-    """From the directory; else from the command when it says where (a policy, from the
+    """From the directory; else from the command when it says where (a reaction, from the
     registry's own event, ahead of the directory)."""
     known = await _resident(ctx, cmd.resident)
     if known is not None:
@@ -124,10 +133,6 @@ async def _compound(ctx: Context, community: str, compound: str) -> Compound | N
                                              buildings=tuple(row["buildings"]))
 
 
-def _fill(cmd: Any, field: str) -> Any:
-    return cmd if getattr(cmd, field) is not None else msgspec.structs.replace(cmd, **{field: new_id()})
-
-
 # -- writing -------------------------------------------------------------------------------
 
 
@@ -143,98 +148,117 @@ async def _append_case(ctx: Context, case_id: str, version: int, events: list, *
 # -- handlers ------------------------------------------------------------------------------
 
 
-def build(policy: Policy) -> dict[str, Callable]:
-    """The handlers, closed over the city's policy."""
+async def open_case(cmd: OpenCase, ctx: Context) -> None:
+    case, version = await ctx.expect(domain.case_stream(cmd.case))
+    facts = Facts(config=ctx.config, case=case, open_case=await _open_case_of(ctx, cmd.resident),
+                  resident=await _where(ctx, cmd))
+    await _append_case(ctx, cmd.case, version, decide(facts, cmd))
+    ctx.scratch.open_case_of[cmd.resident] = cmd.case
 
-    async def open_case(cmd: OpenCase, ctx: Context) -> None:
-        cmd = _fill(cmd, "case")
-        stream = domain.case_stream(cmd.case)
-        case, version = await ctx.expect(stream)
-        facts = Facts(case=case, open_case=await _open_case_of(ctx, cmd.resident), resident=await _where(ctx, cmd))
-        events = rules.decide(facts, cmd, policy)
-        await _append_case(ctx, cmd.case, version, events)
-        ctx.scratch.setdefault("open_case_of", {})[cmd.resident] = cmd.case
 
-    async def record_checkin(cmd: RecordCheckin, ctx: Context) -> None:
-        stream = domain.day_stream(cmd.case, cmd.on)
-        case = await _state(ctx, domain.case_stream(cmd.case))
-        day, version = await ctx.expect(stream)
-        events = rules.decide(Facts(case=case, day=day), cmd, policy)
-        ctx.append(stream, version, events)
-        ctx.write(tables.UPSERT_CASE, *tables.case_row(case, checkin_on=cmd.on))
+async def record_checkin(cmd: RecordCheckin, ctx: Context) -> None:
+    stream = domain.day_stream(cmd.case, cmd.on)
+    case = await _state(ctx, domain.case_stream(cmd.case))
+    day, version = await ctx.expect(stream)
+    ctx.append(stream, version, decide(Facts(config=ctx.config, case=case, day=day), cmd))
+    ctx.write(tables.UPSERT_CASE, *tables.case_row(case, checkin_on=cmd.on))
 
-    async def change_case(cmd: TransferCase | ReleaseCase, ctx: Context) -> None:
-        case, version = await ctx.expect(domain.case_stream(cmd.case))
-        await _append_case(ctx, cmd.case, version, rules.decide(Facts(case=case), cmd, policy))
 
-    async def record_missed_checkins(cmd: RecordMissedCheckins, ctx: Context) -> None:
-        rules.check_deadline_passed(cmd, policy)
-        skipped: dict[str, str] = {}
-        marked: list[str] = []
-        for case_id in cmd.cases:
-            stream = domain.day_stream(case_id, cmd.on)
-            case = await _case_for_reading(ctx, case_id)
-            day, version = await ctx.load(stream)
-            try:
-                event = rules.missed_checkin(case, day, case_id, cmd, policy)
-            except CommandError as err:  # one case's refusal must not hold up the others
-                skipped[case_id] = err.reason or err.code
-                continue
-            ctx.append(stream, version, [event])
-            marked.append(case_id)
-        if marked:
-            ctx.write(tables.MARK_MISSED, marked, cmd.on)  # one statement for the whole chunk
-        # A count, not ~1,000 envelopes: they are on the feed, and the reply is stored per command.
-        ctx.reply_with(events=[], missed=len(marked), skipped=skipped)
+async def transfer_case(cmd: TransferCase, ctx: Context) -> None:
+    await _change_case(cmd, ctx)
 
-    async def seal(cmd: Seal | LiftSeal, ctx: Context) -> None:
-        stream = domain.seal_stream(cmd.community, cmd.compound)
-        seals, version = await ctx.expect(stream)
-        facts = Facts(seals=seals, compound=await _compound(ctx, cmd.community, cmd.compound))
-        ctx.append(stream, version, rules.decide(facts, cmd, policy))
 
-    async def schedule_screening(cmd: ScheduleScreening, ctx: Context) -> None:
-        cmd = _fill(cmd, "screening")
-        stream = domain.screening_stream(cmd.screening)
-        screening, version = await ctx.expect(stream)
-        facts = Facts(screening=screening, compound=await _compound(ctx, cmd.community, cmd.compound))
-        ctx.append(stream, version, rules.decide(facts, cmd, policy))
+async def release_case(cmd: ReleaseCase, ctx: Context) -> None:
+    await _change_case(cmd, ctx)
 
-    async def record_sample(cmd: RecordSample, ctx: Context) -> None:
-        stream = domain.sample_stream(cmd.screening, cmd.resident)
-        screening = await _state(ctx, domain.screening_stream(cmd.screening))
-        sample, version = await ctx.expect(stream)
-        facts = Facts(screening=screening, sample=sample, resident=await _resident(ctx, cmd.resident))
-        ctx.append(stream, version, rules.decide(facts, cmd, policy))
 
-    async def record_result(cmd: RecordResult, ctx: Context) -> None:
-        cmd = _fill(cmd, "case")
-        stream = domain.sample_stream(cmd.screening, cmd.resident)
-        screening = await _state(ctx, domain.screening_stream(cmd.screening))
-        sample, version = await ctx.expect(stream)
-        facts, case_version = Facts(screening=screening, sample=sample), 0
-        if cmd.result == "positive":
-            case, case_version = await ctx.load(domain.case_stream(cmd.case))
-            facts = Facts(screening=screening, sample=sample, case=case,
-                          open_case=await _open_case_of(ctx, cmd.resident),
-                          resident=await _resident(ctx, cmd.resident))
-        result, *opened = rules.decide(facts, cmd, policy)
-        ctx.append(stream, version, [result])
-        if opened:
-            # A positive result opens the case in the same transaction: atomic, and answered now.
-            await _append_case(ctx, cmd.case, case_version, opened)
-            ctx.scratch.setdefault("open_case_of", {})[cmd.resident] = cmd.case
-            ctx.reply_with(case=cmd.case)
+async def _change_case(cmd: TransferCase | ReleaseCase, ctx: Context) -> None:
+    case, version = await ctx.expect(domain.case_stream(cmd.case))
+    await _append_case(ctx, cmd.case, version, decide(Facts(config=ctx.config, case=case), cmd))
 
-    return {
-        "open_case": open_case,
-        "record_checkin": record_checkin,
-        "transfer_case": change_case,
-        "release_case": change_case,
-        "record_missed_checkins": record_missed_checkins,
-        "seal": seal,
-        "lift_seal": seal,
-        "schedule_screening": schedule_screening,
-        "record_sample": record_sample,
-        "record_result": record_result,
-    }
+
+async def record_missed_checkins(cmd: RecordMissedCheckins, ctx: Context) -> None:
+    config = ctx.config
+    check_deadline_passed(cmd, config)
+    skipped: dict[str, str] = {}
+    marked: list[str] = []
+    for case_id in cmd.cases:
+        stream = domain.day_stream(case_id, cmd.on)
+        case = await _case_for_reading(ctx, case_id)
+        day, version = await ctx.load(stream)
+        try:
+            event = missed_checkin(case, day, case_id, cmd, config)
+        except CommandError as err:  # one case's refusal must not hold up the others
+            skipped[case_id] = err.reason or err.code
+            continue
+        ctx.append(stream, version, [event])
+        marked.append(case_id)
+    if marked:
+        ctx.write(tables.MARK_MISSED, marked, cmd.on)  # one statement for the whole chunk
+    # A count, not ~1,000 envelopes: they are on the feed, and the reply is stored per command.
+    ctx.reply_with(events=[], missed=len(marked), skipped=skipped)
+
+
+async def seal(cmd: Seal, ctx: Context) -> None:
+    await _change_seals(cmd, ctx)
+
+
+async def lift_seal(cmd: LiftSeal, ctx: Context) -> None:
+    await _change_seals(cmd, ctx)
+
+
+async def _change_seals(cmd: Seal | LiftSeal, ctx: Context) -> None:
+    stream = domain.seal_stream(cmd.community, cmd.compound)
+    seals, version = await ctx.expect(stream)
+    facts = Facts(config=ctx.config, seals=seals, compound=await _compound(ctx, cmd.community, cmd.compound))
+    ctx.append(stream, version, decide(facts, cmd))
+
+
+async def schedule_screening(cmd: ScheduleScreening, ctx: Context) -> None:
+    stream = domain.screening_stream(cmd.screening)
+    screening, version = await ctx.expect(stream)
+    facts = Facts(config=ctx.config, screening=screening,
+                  compound=await _compound(ctx, cmd.community, cmd.compound))
+    ctx.append(stream, version, decide(facts, cmd))
+
+
+async def record_sample(cmd: RecordSample, ctx: Context) -> None:
+    stream = domain.sample_stream(cmd.screening, cmd.resident)
+    screening = await _state(ctx, domain.screening_stream(cmd.screening))
+    sample, version = await ctx.expect(stream)
+    facts = Facts(config=ctx.config, screening=screening, sample=sample,
+                  resident=await _resident(ctx, cmd.resident))
+    ctx.append(stream, version, decide(facts, cmd))
+
+
+async def record_result(cmd: RecordResult, ctx: Context) -> None:
+    stream = domain.sample_stream(cmd.screening, cmd.resident)
+    screening = await _state(ctx, domain.screening_stream(cmd.screening))
+    sample, version = await ctx.expect(stream)
+    facts, case_version = Facts(config=ctx.config, screening=screening, sample=sample), 0
+    if cmd.result == "positive":
+        case, case_version = await ctx.load(domain.case_stream(cmd.case))
+        facts = Facts(config=ctx.config, screening=screening, sample=sample, case=case,
+                      open_case=await _open_case_of(ctx, cmd.resident),
+                      resident=await _resident(ctx, cmd.resident))
+    result, *opened = decide(facts, cmd)
+    ctx.append(stream, version, [result])
+    if opened:
+        # A positive result opens the case in the same transaction: atomic, and answered now.
+        await _append_case(ctx, cmd.case, case_version, opened)
+        ctx.scratch.open_case_of[cmd.resident] = cmd.case
+        ctx.reply_with(case=cmd.case)
+
+
+HANDLERS: dict[str, Handler] = {
+    "open_case": open_case,
+    "record_checkin": record_checkin,
+    "transfer_case": transfer_case,
+    "release_case": release_case,
+    "record_missed_checkins": record_missed_checkins,
+    "seal": seal,
+    "lift_seal": lift_seal,
+    "schedule_screening": schedule_screening,
+    "record_sample": record_sample,
+    "record_result": record_result,
+}

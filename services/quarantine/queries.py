@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import msgspec
 
+from services.quarantine import domain
 from shared.errors import Invalid
 from shared.service import parse_json_object
 from shared.subjects import check_community, check_slug
@@ -73,8 +74,8 @@ def _streams(row) -> list[str]:
     """The case's stream and its check-in days' streams, by key (exact index lookups)."""
     last = max(d for d in (row["ends_on"], row["closed_on"], row["last_checkin_on"], row["last_missed_on"]) if d)
     days = min((last - row["starts_on"]).days + 1, MAX_DAYS)
-    return [f"case:{row['case']}"] + [f"checkin:{row['case']}:{row['starts_on'] + timedelta(days=i)}"
-                                      for i in range(days)]
+    return [domain.case_stream(row["case"])] + [domain.day_stream(row["case"], row["starts_on"] + timedelta(days=i))
+                                                for i in range(days)]
 
 
 QUERIES = {"quarantine.cases": cases, "quarantine.history": history}

@@ -23,7 +23,7 @@ import msgspec
 
 from services.quarantine import tables
 from services.quarantine.commands import RecordMissedCheckins, ReleaseCase
-from services.quarantine.rules import Policy
+from services.quarantine.config import Config
 from shared import log as logging
 
 log = logging.get("quarantine.scheduler")
@@ -43,20 +43,22 @@ class _MissedReply(msgspec.Struct):
 _missed_reply = msgspec.json.Decoder(_MissedReply)
 
 
-def days_due(last_swept: date | None, now: datetime, policy: Policy, catchup_days: int) -> list[date]:
+def days_due(last_swept: date | None, now: datetime, config: Config, catchup_days: int) -> list[date]:
     """The days whose check-in hour has passed and that are not swept yet, oldest first: on a
     first start only the latest such day, after downtime at most ``catchup_days`` of them."""
-    end = policy.day(now) - timedelta(days=0 if policy.past_checkin_hour(now) else 1)
+    end = config.day(now) - timedelta(days=0 if config.past_checkin_hour(now) else 1)
     start = end if last_swept is None else max(last_swept + timedelta(days=1),
                                               end - timedelta(days=catchup_days - 1))
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 class Scheduler:
-    def __init__(self, host, policy: Policy, *, chunk: int = 1000, in_flight: int = 4, catchup_days: int = 2):
+    def __init__(self, host, config: Config, *, chunk: int | None = None, in_flight: int = 4,
+                 catchup_days: int = 2):
         self.host = host
-        self.policy = policy
-        self.chunk = chunk
+        self.config = config
+        #: Cases per record_missed_checkins: the configured sweep chunk unless given (tests, bench).
+        self.chunk = config.sweep_chunk if chunk is None else chunk
         self.in_flight = in_flight
         self.catchup_days = catchup_days
 
@@ -80,7 +82,7 @@ class Scheduler:
     async def days_to_sweep(self, now: datetime) -> list[date]:
         async with self.host.pool.acquire() as conn:
             last = await conn.fetchval("SELECT max(day) FROM quarantine.sweeps")
-        return days_due(last, now, self.policy, self.catchup_days)
+        return days_due(last, now, self.config, self.catchup_days)
 
     async def sweep(self, day: date, now: datetime) -> int:
         """CheckinMissed on ``day`` for every case due and silent; returns how many."""
@@ -120,7 +122,7 @@ class Scheduler:
 
     async def close_ended_monitoring(self, now: datetime) -> int:
         """Close every monitoring case whose last day is before today, on that last day."""
-        today, cursor, closed = self.policy.day(now), "", 0
+        today, cursor, closed = self.config.day(now), "", 0
         while True:
             async with self.host.pool.acquire() as conn:
                 rows = await conn.fetch(tables.MONITORING_ENDED, today, cursor, self.chunk)
@@ -137,12 +139,12 @@ class Scheduler:
                     log.warning("scheduler.close_refused", case=row["case_id"], error=reply["error"])
 
 
-def background(policy: Policy, interval: float, chunk: int = 1000):
-    """The ServiceSpec background task: the scheduler, ticking every ``interval`` seconds."""
+def background(config: Config):
+    """The ServiceSpec background task: the scheduler, ticking every ``config.scheduler_interval_s``."""
 
     async def checkin_scheduler(host) -> None:
-        await Scheduler(host, policy, chunk=chunk).run(interval)
+        await Scheduler(host, config).run(config.scheduler_interval_s)
 
-    checkin_scheduler.chunk = chunk  # what it was set to, for the operator's checks and tests
+    checkin_scheduler.chunk = config.sweep_chunk  # what it was set to, for the operator's checks and tests
 
     return checkin_scheduler

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nats
 import pytest
 
-from services.quarantine.policies import case_for
+from services.quarantine.reactions import case_for
 from services.registry.app import spec as registry_spec
 from shared.contracts.checkpoint import FeverDetected
 from tests.support.quarantine import (

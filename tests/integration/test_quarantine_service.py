@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from services.quarantine import domain, tables
-from services.quarantine.rules import Policy
+from services.quarantine.config import Config as QuarantineConfig
 from services.quarantine.scheduler import Scheduler
 from tests.support.quarantine import (
     Clock,
@@ -212,7 +212,7 @@ async def home_cases_after_day_1(nats_url, pg_dsn, count: int, *, checked_in: st
 async def test_a_sweep_in_small_chunks_marks_each_silent_case_once(nats_url, pg_dsn):
     async with home_cases_after_day_1(nats_url, pg_dsn, 7, checked_in="case-3", in_hospital="case-5") as (
             host, c, clock):
-        scheduler = Scheduler(host, Policy(), chunk=2, in_flight=2)
+        scheduler = Scheduler(host, QuarantineConfig(), chunk=2, in_flight=2)
         assert await scheduler.sweep(day(1), clock.now) == 5
         assert await scheduler.sweep(day(1), clock.now) == 0
         missed = sorted(e["data"]["case"] for e in await events_of(host, "CheckinMissed"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo
 import nats
 
 from services.quarantine.app import spec
-from services.quarantine.rules import Policy
+from services.quarantine.config import Config as QuarantineConfig
 from shared import envelope
 from shared.config import Config
 from shared.contracts.registry import CompoundRegistered, HouseholdRegistered, ResidentRegistered
@@ -47,10 +48,11 @@ class Clock:
 
 
 @contextlib.asynccontextmanager
-async def quarantine(nats_url: str, pg_dsn: str, clock=None, policy: Policy | None = None,
+async def quarantine(nats_url: str, pg_dsn: str, clock=None, settings: QuarantineConfig | None = None,
                      interval: float = 0.02, **config):
-    host = ServiceHost(spec(policy=policy or Policy(), interval=interval),
-                       Config(nats_url=nats_url, pg_dsn=pg_dsn, **config), clock=clock or Clock(at(1)))
+    settings = dataclasses.replace(settings or QuarantineConfig(), scheduler_interval_s=interval)
+    host = ServiceHost(spec(settings), Config(nats_url=nats_url, pg_dsn=pg_dsn, **config),
+                       clock=clock or Clock(at(1)))
     await host.start()
     try:
         yield host

@@ -20,6 +20,7 @@ from services.quarantine.commands import (
     SlotIn,
     TransferCase,
 )
+from services.quarantine.config import Config
 from services.quarantine.decide import Compound, Facts, Resident, decide, missed_checkin
 from services.quarantine.domain import (
     Case,
@@ -34,7 +35,6 @@ from services.quarantine.domain import (
     screening_stream,
     seal_stream,
 )
-from services.quarantine.rules import Policy
 from shared.contracts.quarantine import (
     AreaSealed,
     CaseClosed,
@@ -55,11 +55,16 @@ CITY = ZoneInfo("Asia/Shanghai")
 DAY1 = date(2026, 11, 2)
 COMMUNITY = "changning.chengjiaqiao.nangong"
 STAFF = "staff:li-na"
-POLICY = Policy()
+CONFIG = Config()
 WANG = Resident(resident="r-wang", community=COMMUNITY, household="h-201", compound="sunny-garden",
                 building="b2")
 LI = Resident(resident="r-li", community=COMMUNITY, household="h-305", compound="sunny-garden", building="b3")
 GARDEN = Compound(community=COMMUNITY, compound="sunny-garden", buildings=("b1", "b2", "b3"))
+
+
+def given(config: Config = CONFIG, **facts) -> Facts:
+    """The facts a handler would load, and the city's settings."""
+    return Facts(config=config, **facts)
 
 
 def day(n: int) -> date:
@@ -81,8 +86,8 @@ def common(when: datetime) -> dict:
 class World:
     """The record as streams of events, and the facts each command loads, as the handlers do."""
 
-    def __init__(self, policy: Policy = POLICY, residents=(WANG, LI)):
-        self.policy = policy
+    def __init__(self, config: Config = CONFIG, residents=(WANG, LI)):
+        self.config = config
         self.residents = {r.resident: r for r in residents}
         self.streams: dict[str, list] = {}
 
@@ -99,16 +104,17 @@ class World:
     def facts(self, cmd) -> Facts:
         match cmd:
             case OpenCase():
-                return Facts(case=self.state(case_stream(cmd.case)), open_case=self.open_case_of(cmd.resident),
-                             resident=self.residents.get(cmd.resident))
+                return given(self.config, case=self.state(case_stream(cmd.case)),
+                             open_case=self.open_case_of(cmd.resident), resident=self.residents.get(cmd.resident))
             case RecordCheckin():
-                return Facts(case=self.state(case_stream(cmd.case)), day=self.state(day_stream(cmd.case, cmd.on)))
+                return given(self.config, case=self.state(case_stream(cmd.case)),
+                             day=self.state(day_stream(cmd.case, cmd.on)))
             case TransferCase() | ReleaseCase():
-                return Facts(case=self.state(case_stream(cmd.case)))
+                return given(self.config, case=self.state(case_stream(cmd.case)))
         raise AssertionError(cmd)
 
     def run(self, cmd) -> list:
-        events = decide(self.facts(cmd), cmd, self.policy)
+        events = decide(self.facts(cmd), cmd)
         for event in events:
             stream = day_stream(event.case, event.on) if isinstance(event, (CheckinRecorded, SymptomsReported)) \
                 else case_stream(event.case)
@@ -142,7 +148,7 @@ class World:
         for case_id in cases:
             try:
                 event = missed_checkin(self.state(case_stream(case_id)), self.state(day_stream(case_id, on)),
-                                       case_id, cmd, self.policy)
+                                       case_id, cmd, self.config)
             except Rejected as err:
                 outcome[case_id] = err.reason
                 continue
@@ -260,20 +266,20 @@ def test_a_monitoring_case_lasts_the_monitoring_days_and_closes_on_its_last_day(
 
 @pytest.mark.parametrize("quarantine, monitoring", [(14, 7), (7, 3), (21, 14), (1, 1)])
 def test_durations_come_from_the_policy(quarantine, monitoring):
-    world = World(Policy(quarantine_days=quarantine, monitoring_days=monitoring))
+    world = World(Config(quarantine_days=quarantine, monitoring_days=monitoring))
     opened = world.open(at(1))
     assert opened.ends_on == day(quarantine)
     if quarantine > 1:
         assert refused(world.release, at(quarantine), on=day(quarantine - 1)).reason == "quarantine_not_over"
     released = world.release(at(quarantine + 1), on=day(quarantine))
     assert released.monitoring_until == day(quarantine + monitoring)
-    monitoring_case = World(Policy(quarantine_days=quarantine, monitoring_days=monitoring)).open(
+    monitoring_case = World(Config(quarantine_days=quarantine, monitoring_days=monitoring)).open(
         at(1), kind="monitoring", reason="fever")
     assert monitoring_case.ends_on == day(monitoring)
 
 
 def test_a_city_with_seven_days_releases_on_day_seven_what_a_fourteen_day_city_refuses():
-    short, usual = World(Policy(quarantine_days=7)), World()
+    short, usual = World(Config(quarantine_days=7)), World()
     short.open(at(1))
     usual.open(at(1))
     assert isinstance(short.release(at(7)), CaseReleased)
@@ -281,7 +287,7 @@ def test_a_city_with_seven_days_releases_on_day_seven_what_a_fourteen_day_city_r
 
 
 def test_the_check_in_hour_and_the_fever_threshold_come_from_the_policy():
-    world = World(Policy(checkin_hour=12, fever_c=37.0))
+    world = World(Config(checkin_hour=12, fever_c=37.0))
     world.open(at(1, "08:00"))
     assert world.sweep(day(1), at(1, "12:00")) == {"case-1": "missed"}
     assert [type(e) for e in world.checkin(at(2), temperature=37.1)] == [CheckinRecorded, SymptomsReported]
@@ -410,28 +416,28 @@ def seal_cmd(cls=Seal, building: str | None = "b2", compound: str = "sunny-garde
 
 def test_sealing_a_building_then_the_whole_compound_and_lifting():
     seals = None
-    sealed = decide(Facts(compound=GARDEN, seals=seals), seal_cmd(), POLICY)
+    sealed = decide(given(compound=GARDEN, seals=seals), seal_cmd())
     assert sealed == [AreaSealed(community=COMMUNITY, compound="sunny-garden", building="b2",
                                  sealed_at=at(1), sealed_by=STAFF)]
     seals = replay(sealed)
-    assert refused(decide, Facts(compound=GARDEN, seals=seals), seal_cmd(), POLICY).reason == "already_sealed"
-    seals = replay(decide(Facts(compound=GARDEN, seals=seals), seal_cmd(building=None), POLICY), seals)
+    assert refused(decide, given(compound=GARDEN, seals=seals), seal_cmd()).reason == "already_sealed"
+    seals = replay(decide(given(compound=GARDEN, seals=seals), seal_cmd(building=None)), seals)
     assert seals == Seals(whole=True, buildings=frozenset({"b2"}))
-    assert refused(decide, Facts(compound=GARDEN, seals=seals), seal_cmd(building="b1"), POLICY).reason \
+    assert refused(decide, given(compound=GARDEN, seals=seals), seal_cmd(building="b1")).reason \
         == "already_sealed"
-    lifted = decide(Facts(compound=GARDEN, seals=seals), seal_cmd(LiftSeal, building=None), POLICY)
+    lifted = decide(given(compound=GARDEN, seals=seals), seal_cmd(LiftSeal, building=None))
     assert isinstance(lifted[0], SealLifted)
     assert replay(lifted, seals) == Seals(whole=False, buildings=frozenset({"b2"}))
-    assert refused(decide, Facts(compound=GARDEN, seals=replay(lifted, seals)), seal_cmd(LiftSeal, building=None),
-                   POLICY).reason == "not_sealed"
+    assert refused(decide, given(compound=GARDEN, seals=replay(lifted, seals)),
+                   seal_cmd(LiftSeal, building=None)).reason == "not_sealed"
 
 
 def test_an_unknown_compound_or_building_cannot_be_sealed():
-    err = refused(decide, Facts(compound=None), seal_cmd(), POLICY)
+    err = refused(decide, given(compound=None), seal_cmd())
     assert (err.code, err.field) == ("not_found", "compound")
-    err = refused(decide, Facts(compound=GARDEN), seal_cmd(building="b9"), POLICY)
+    err = refused(decide, given(compound=GARDEN), seal_cmd(building="b9"))
     assert (err.code, err.field, "b1, b2, b3" in err.message) == ("not_found", "building", True)
-    assert refused(decide, Facts(compound=GARDEN), seal_cmd(LiftSeal), POLICY).reason == "not_sealed"
+    assert refused(decide, given(compound=GARDEN), seal_cmd(LiftSeal)).reason == "not_sealed"
 
 
 # -- screening rounds ---------------------------------------------------------------------------
@@ -444,7 +450,7 @@ def schedule(on: date, when: datetime | None = None):
 
 
 def a_round(on: date = None):
-    [event] = decide(Facts(compound=GARDEN), schedule(on or day(2)), POLICY)
+    [event] = decide(given(compound=GARDEN), schedule(on or day(2)))
     return event
 
 
@@ -453,9 +459,9 @@ def test_a_screening_round_with_a_students_slot():
     assert isinstance(event, ScreeningScheduled) and event.on == day(2)
     assert [(s.label, s.from_, s.to) for s in event.slots] == [("students", time(7), time(8)),
                                                                ("everyone", time(8), time(11, 30))]
-    assert refused(decide, Facts(compound=GARDEN), schedule(day(1), at(2)), POLICY).reason == "past_day"
-    assert refused(decide, Facts(compound=None), schedule(day(2)), POLICY).code == "not_found"
-    assert refused(decide, Facts(compound=GARDEN, screening=replay([event])), schedule(day(2)), POLICY).code \
+    assert refused(decide, given(compound=GARDEN), schedule(day(1), at(2))).reason == "past_day"
+    assert refused(decide, given(compound=None), schedule(day(2))).code == "not_found"
+    assert refused(decide, given(compound=GARDEN, screening=replay([event])), schedule(day(2))).code \
         == "conflict"
 
 
@@ -465,18 +471,18 @@ def sample(resident="r-wang", slot="students", when=None):
 
 def test_samples_are_taken_per_resident_of_the_compound_on_the_day():
     screening = replay([a_round()])
-    [taken] = decide(Facts(screening=screening, resident=WANG), sample(), POLICY)
+    [taken] = decide(given(screening=screening, resident=WANG), sample())
     assert taken == SampleTaken(community=COMMUNITY, screening="round-1", resident="r-wang", code="A-0017",
                                 compound="sunny-garden", slot="students", taken_at=at(2), taken_by=STAFF)
-    assert refused(decide, Facts(screening=screening, resident=WANG, sample=replay([taken])), sample(),
-                   POLICY).reason == "already_sampled"
+    assert refused(decide, given(screening=screening, resident=WANG, sample=replay([taken])), sample()).reason \
+        == "already_sampled"
     far = Resident(resident="r-far", community=COMMUNITY, household="h", compound="other", building="b1")
-    assert refused(decide, Facts(screening=screening, resident=far), sample("r-far"), POLICY).reason \
+    assert refused(decide, given(screening=screening, resident=far), sample("r-far")).reason \
         == "other_compound"
-    assert refused(decide, Facts(screening=screening, resident=WANG), sample(slot="nurses"), POLICY).field == "slot"
-    assert refused(decide, Facts(screening=screening, resident=None), sample(), POLICY).field == "resident"
-    assert refused(decide, Facts(screening=None, resident=WANG), sample(), POLICY).field == "screening"
-    assert refused(decide, Facts(screening=screening, resident=WANG), sample(when=at(1)), POLICY).reason \
+    assert refused(decide, given(screening=screening, resident=WANG), sample(slot="nurses")).field == "slot"
+    assert refused(decide, given(screening=screening, resident=None), sample()).field == "resident"
+    assert refused(decide, given(screening=None, resident=WANG), sample()).field == "screening"
+    assert refused(decide, given(screening=screening, resident=WANG), sample(when=at(1))).reason \
         == "before_screening_day"
 
 
@@ -487,9 +493,9 @@ def result(value: str, resident="r-wang"):
 def test_a_negative_result_is_recorded_and_a_positive_one_opens_a_centralized_case():
     screening = replay([a_round()])
     sampled = Sample(screening="round-1", resident="r-wang")
-    [negative] = decide(Facts(screening=screening, sample=sampled), result("negative"), POLICY)
+    [negative] = decide(given(screening=screening, sample=sampled), result("negative"))
     assert (negative.result, negative.case) == ("negative", None)
-    recorded, opened = decide(Facts(screening=screening, sample=sampled, resident=WANG), result("positive"), POLICY)
+    recorded, opened = decide(given(screening=screening, sample=sampled, resident=WANG), result("positive"))
     assert isinstance(recorded, ResultRecorded) and recorded.case == "case-p"
     assert isinstance(opened, CaseOpened)
     assert (opened.kind, opened.reason, opened.starts_on, opened.ends_on, opened.household) == (
@@ -499,17 +505,17 @@ def test_a_negative_result_is_recorded_and_a_positive_one_opens_a_centralized_ca
 def test_a_positive_result_for_a_resident_with_an_open_case_opens_no_second_case():
     world = World()
     world.open(at(1))
-    facts = Facts(screening=replay([a_round()]), sample=Sample(screening="round-1", resident="r-wang"),
+    facts = given(screening=replay([a_round()]), sample=Sample(screening="round-1", resident="r-wang"),
                   resident=WANG, open_case=world.state(case_stream("case-1")))
-    [recorded] = decide(facts, result("positive"), POLICY)
+    [recorded] = decide(facts, result("positive"))
     assert (recorded.result, recorded.case) == ("positive", None)
 
 
 def test_a_result_needs_a_sample_and_is_recorded_once():
     screening = replay([a_round()])
-    assert refused(decide, Facts(screening=screening), result("negative"), POLICY).reason == "not_sampled"
+    assert refused(decide, given(screening=screening), result("negative")).reason == "not_sampled"
     done = Sample(screening="round-1", resident="r-wang", result="negative")
-    assert refused(decide, Facts(screening=screening, sample=done), result("positive"), POLICY).reason \
+    assert refused(decide, given(screening=screening, sample=done), result("positive")).reason \
         == "result_already_recorded"
 
 
@@ -534,11 +540,11 @@ def test_stream_ids_keep_one_day_per_stream():
 def test_a_positive_result_sends_someone_who_moved_out_to_centralized_quarantine_even_if_home_is_usual():
     gone = Resident(resident="r-wang", community=COMMUNITY, household="h-201", compound="sunny-garden",
                     building="b2", moved_out=True)
-    facts = Facts(screening=replay([a_round()]), sample=Sample(screening="round-1", resident="r-wang"))
-    home_city = Policy(positive_kind="home")
-    _, opened = decide(Facts(screening=facts.screening, sample=facts.sample, resident=gone), result("positive"),
-                       home_city)
+    facts = given(screening=replay([a_round()]), sample=Sample(screening="round-1", resident="r-wang"))
+    home_city = Config(positive_kind="home")
+    _, opened = decide(given(home_city, screening=facts.screening, sample=facts.sample, resident=gone),
+                       result("positive"))
     assert opened.kind == "centralized"
-    _, opened = decide(Facts(screening=facts.screening, sample=facts.sample, resident=WANG), result("positive"),
-                       home_city)
+    _, opened = decide(given(home_city, screening=facts.screening, sample=facts.sample, resident=WANG),
+                       result("positive"))
     assert opened.kind == "home"

@@ -1,5 +1,6 @@
 """Reactions and time: ArrivalVerified and FeverDetected become open_case commands that are the same
-every time the event comes; the city's policy and calendar; the days the scheduler owes."""
+every time the event comes; the city's policy and calendar (the service's config); the days the
+scheduler owes."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
@@ -7,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.quarantine.policies import arrivals, case_for, fevers
-from services.quarantine.rules import Policy, from_env
+from services.quarantine.config import Config, from_env
+from services.quarantine.reactions import arrivals, case_for, fevers
 from services.quarantine.scheduler import days_due
 from shared.contracts.checkpoint import FeverDetected
 from shared.contracts.registry import ArrivalVerified
@@ -16,7 +17,7 @@ from shared.envelope import wrap
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
 UTC = timezone.utc
-POLICY = Policy()
+CONFIG = Config()
 
 
 def envelope(event, at: datetime):
@@ -35,7 +36,7 @@ def verified(outcome: str, at: datetime) -> ArrivalVerified:
 def test_an_arrival_verified_into_quarantine_opens_a_case(outcome, kind):
     at = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)
     event = verified(outcome, at)
-    commands = arrivals(POLICY).react(envelope(event, at), event)
+    commands = arrivals(CONFIG).react(envelope(event, at), event)
     if kind is None:
         assert commands == []
         return
@@ -52,17 +53,17 @@ def test_an_arrival_verified_into_quarantine_opens_a_case(outcome, kind):
 def test_the_same_event_gives_the_same_command_every_time():
     at = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)
     event = verified("home_quarantine", at)
-    policy = arrivals(POLICY)
-    assert policy.react(envelope(event, at), event) == policy.react(envelope(event, at), event)
+    reaction = arrivals(CONFIG)
+    assert reaction.react(envelope(event, at), event) == reaction.react(envelope(event, at), event)
     assert case_for("a") != case_for("b")
 
 
 def test_the_case_starts_on_the_city_day_of_the_verification():
     at = datetime(2026, 11, 2, 17, 0, tzinfo=UTC)  # 01:00 on Nov 3 in Shanghai
     event = verified("home_quarantine", at)
-    [(_, cmd)] = arrivals(POLICY).react(envelope(event, at), event)
+    [(_, cmd)] = arrivals(CONFIG).react(envelope(event, at), event)
     assert cmd.starts_on == date(2026, 11, 3)
-    [(_, cmd)] = arrivals(Policy(tz=ZoneInfo("UTC"))).react(envelope(event, at), event)
+    [(_, cmd)] = arrivals(Config(zone=ZoneInfo("UTC"))).react(envelope(event, at), event)
     assert cmd.starts_on == date(2026, 11, 2)
 
 
@@ -75,31 +76,31 @@ def fever(resident: str | None, household: str | None = "h-201") -> FeverDetecte
 
 def test_a_fever_of_a_resident_opens_a_monitoring_case_and_a_visitors_does_not():
     event = fever("r-wang")
-    [(name, cmd)] = fevers(POLICY).react(envelope(event, event.detected_at), event)
+    [(name, cmd)] = fevers(CONFIG).react(envelope(event, event.detected_at), event)
     assert (name, cmd.kind, cmd.reason, cmd.starts_on) == ("open_case", "monitoring", "fever", date(2026, 11, 2))
     assert (cmd.household, cmd.compound, cmd.building) == ("h-201", "sunny-garden", None)
     assert cmd.command_id.startswith("fever-monitoring:") and cmd.actor == "system:fever-monitoring"
     event = fever(None)
-    assert fevers(POLICY).react(envelope(event, event.detected_at), event) == []
+    assert fevers(CONFIG).react(envelope(event, event.detected_at), event) == []
     event = fever("r-wang", household=None)
-    [(_, cmd)] = fevers(POLICY).react(envelope(event, event.detected_at), event)
+    [(_, cmd)] = fevers(CONFIG).react(envelope(event, event.detected_at), event)
     assert (cmd.household, cmd.compound) == (None, None)
 
 
 def test_an_event_with_ids_the_service_cannot_use_is_skipped_not_retried_forever():
     event = fever("R WANG")
-    assert fevers(POLICY).react(envelope(event, event.detected_at), event) == []
+    assert fevers(CONFIG).react(envelope(event, event.detected_at), event) == []
 
 
 # -- policy and calendar -------------------------------------------------------------------------
 
 
 def test_the_policy_is_read_from_the_environment():
-    policy = from_env({"CORDON_QUARANTINE_DAYS": "7", "CORDON_MONITORING_DAYS": "3", "CORDON_CHECKIN_HOUR": "12",
+    config = from_env({"CORDON_QUARANTINE_DAYS": "7", "CORDON_MONITORING_DAYS": "3", "CORDON_CHECKIN_HOUR": "12",
                        "CORDON_FEVER_C": "37.5", "CORDON_TIMEZONE": "Asia/Urumqi"})
-    assert (policy.quarantine_days, policy.monitoring_days, policy.checkin_hour, policy.fever_c) == (7, 3, 12, 37.5)
-    assert str(policy.tz) == "Asia/Urumqi"
-    assert from_env({}) == Policy()
+    assert (config.quarantine_days, config.monitoring_days, config.checkin_hour, config.fever_c) == (7, 3, 12, 37.5)
+    assert str(config.zone) == "Asia/Urumqi"
+    assert from_env({}) == Config()
 
 
 @pytest.mark.parametrize("env", [{"CORDON_QUARANTINE_DAYS": "two weeks"}, {"CORDON_QUARANTINE_DAYS": "0"},
@@ -115,10 +116,10 @@ def test_first_due_day_and_deadline():
     shanghai = ZoneInfo("Asia/Shanghai")
     morning = datetime(2026, 11, 2, 9, tzinfo=shanghai)
     evening = datetime(2026, 11, 2, 18, tzinfo=shanghai)
-    assert POLICY.first_due_day(date(2026, 11, 2), morning) == date(2026, 11, 2)
-    assert POLICY.first_due_day(date(2026, 11, 2), evening) == date(2026, 11, 3)
-    assert POLICY.first_due_day(date(2026, 11, 5), morning) == date(2026, 11, 5)
-    assert POLICY.deadline(date(2026, 11, 2)) == evening
+    assert CONFIG.first_due_day(date(2026, 11, 2), morning) == date(2026, 11, 2)
+    assert CONFIG.first_due_day(date(2026, 11, 2), evening) == date(2026, 11, 3)
+    assert CONFIG.first_due_day(date(2026, 11, 5), morning) == date(2026, 11, 5)
+    assert CONFIG.deadline(date(2026, 11, 2)) == evening
 
 
 # -- the days the scheduler owes ------------------------------------------------------------------
@@ -142,13 +143,13 @@ def d(day: int) -> date:
     (d(3), t(5, 19), [d(4), d(5)]),
 ])
 def test_the_days_due_for_a_sweep(last, now, days):
-    assert days_due(last, now, POLICY, catchup_days=2) == days
+    assert days_due(last, now, CONFIG, catchup_days=2) == days
 
 
 def test_the_days_due_follow_the_city_clock_not_utc():
     now = datetime(2026, 11, 5, 10, 30, tzinfo=UTC)  # 18:30 in Shanghai
-    assert days_due(d(4), now, POLICY, 2) == [d(5)]
-    assert days_due(d(4), now - timedelta(hours=1), POLICY, 2) == []
+    assert days_due(d(4), now, CONFIG, 2) == [d(5)]
+    assert days_due(d(4), now - timedelta(hours=1), CONFIG, 2) == []
 
 
 # -- the service's own settings -----------------------------------------------------------------
@@ -158,10 +159,18 @@ def test_the_sweep_chunk_is_set_from_the_environment_within_the_commands_limit()
     from services.quarantine.app import spec
 
     def chunk(env: dict) -> int:
-        [task] = spec(env=env).background
+        [task] = spec(from_env(env)).background
         return task.chunk
 
     assert (chunk({}), chunk({"CORDON_SWEEP_CHUNK": "250"})) == (1000, 250)
     for bad in ("0", "1001", "many"):
         with pytest.raises(SystemExit, match="CORDON_SWEEP_CHUNK"):
-            spec(env={"CORDON_SWEEP_CHUNK": bad})
+            spec(from_env({"CORDON_SWEEP_CHUNK": bad}))
+
+
+def test_the_scheduler_interval_is_set_from_the_environment():
+    assert (from_env({}).scheduler_interval_s, from_env({"CORDON_SCHEDULER_INTERVAL_S": "0.5"}).scheduler_interval_s) \
+        == (30.0, 0.5)
+    for bad in ("0", "-1", "often"):
+        with pytest.raises(SystemExit, match="CORDON_SCHEDULER_INTERVAL_S"):
+            from_env({"CORDON_SCHEDULER_INTERVAL_S": bad})

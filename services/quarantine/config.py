@@ -1,20 +1,31 @@
-"""The city's quarantine policy as one value: durations, the check-in hour, the fever threshold and
-the city's time zone. Pure: the domain receives it, ``from_env`` is for the composition root.
+"""The quarantine service's settings as one value: the city's quarantine policy (durations, the
+check-in hour, the fever threshold, where a positive test goes), the city's time zone, and the
+scheduler's pace. Pure apart from :func:`from_env`, the one place the service reads its settings.
 
-Days are the city's calendar days: "today" is the command's ``occurred_at`` in ``Policy.tz``.
+Days are the city's calendar days: "today" is the command's ``occurred_at`` in ``Config.zone``.
+
+Environment: ``CORDON_QUARANTINE_DAYS`` (14), ``CORDON_MONITORING_DAYS`` (7),
+``CORDON_CHECKIN_HOUR`` (18), ``CORDON_FEVER_C`` (37.3), ``CORDON_POSITIVE_KIND`` (centralized),
+``CORDON_TIMEZONE`` (Asia/Shanghai), ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the scheduler
+looks at the clock, and ``CORDON_SWEEP_CHUNK`` (1000), the cases per transaction of the
+missed-check-in sweep. Smaller chunks hold staff's late check-ins behind the sweep for less time
+and make the sweep longer (100,000 cases, same machine and hour, late check-ins at 200/s: chunks
+of 1,000 — sweep 4.7 s, late check-ins p50 117 ms, p99 400 ms; of 250 — 5.4 s, 46 ms, 118 ms).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-DEFAULT_TZ = "Asia/Shanghai"
+from services.quarantine.commands import MAX_MISSED_CASES
+from shared.config import DEFAULT_ZONE, city_zone
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Policy:
+class Config:
     #: Days of home or centralized quarantine, the start day included (ends_on = start + days - 1).
     quarantine_days: int = 14
     #: Days of health monitoring after release, or of a monitoring case.
@@ -25,7 +36,11 @@ class Policy:
     fever_c: float = 37.3
     #: Where a positive test sends the resident when no case is open.
     positive_kind: str = "centralized"
-    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TZ))
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_ZONE))
+    #: Seconds between the scheduler's looks at the clock.
+    scheduler_interval_s: float = 30.0
+    #: Cases per ``record_missed_checkins`` of the sweep (at most what the command accepts).
+    sweep_chunk: int = 1000
 
     def __post_init__(self) -> None:
         if not 1 <= self.quarantine_days <= 90:
@@ -38,17 +53,21 @@ class Policy:
             raise ValueError(f"fever_c must be 35.0 to 42.0, got {self.fever_c}")
         if self.positive_kind not in ("home", "centralized"):
             raise ValueError(f"positive_kind must be home or centralized, got {self.positive_kind}")
+        if not self.scheduler_interval_s > 0:
+            raise ValueError(f"scheduler_interval_s must be more than 0, got {self.scheduler_interval_s}")
+        if not 1 <= self.sweep_chunk <= MAX_MISSED_CASES:
+            raise ValueError(f"sweep_chunk must be 1 to {MAX_MISSED_CASES}, got {self.sweep_chunk}")
 
     def day(self, at: datetime) -> date:
         """The city's calendar day of an instant."""
-        return at.astimezone(self.tz).date()
+        return at.astimezone(self.zone).date()
 
     def past_checkin_hour(self, at: datetime) -> bool:
-        return at.astimezone(self.tz).time() >= time(self.checkin_hour)
+        return at.astimezone(self.zone).time() >= time(self.checkin_hour)
 
     def deadline(self, day: date) -> datetime:
         """The instant the check-in of ``day`` is due."""
-        return datetime.combine(day, time(self.checkin_hour), tzinfo=self.tz)
+        return datetime.combine(day, time(self.checkin_hour), tzinfo=self.zone)
 
     def quarantine_end(self, start: date) -> date:
         return start + timedelta(days=self.quarantine_days - 1)
@@ -66,7 +85,7 @@ class Policy:
         return max(starts_on, opened)
 
 
-ENV = {
+POLICY_ENV = {
     "quarantine_days": ("CORDON_QUARANTINE_DAYS", int),
     "monitoring_days": ("CORDON_MONITORING_DAYS", int),
     "checkin_hour": ("CORDON_CHECKIN_HOUR", int),
@@ -75,21 +94,31 @@ ENV = {
 }
 
 
-def from_env(env: Mapping[str, str]) -> Policy:
-    """The policy configured for this city; a bad value stops the service with a clear message."""
+def from_env(env: Mapping[str, str] | None = None) -> Config:
+    """The settings configured for this city (``env``, else the process environment); a bad value
+    stops the service with a message naming the variable."""
+    env = os.environ if env is None else env
     values: dict = {}
-    for key, (name, conv) in ENV.items():
+    for key, (name, conv) in POLICY_ENV.items():
         if env.get(name):
             try:
                 values[key] = conv(env[name])
             except ValueError:
                 raise SystemExit(f"{name}={env[name]!r} is not a valid {conv.__name__}") from None
-    if env.get("CORDON_TIMEZONE"):
-        try:
-            values["tz"] = ZoneInfo(env["CORDON_TIMEZONE"])
-        except (ZoneInfoNotFoundError, ValueError):
-            raise SystemExit(f"CORDON_TIMEZONE={env['CORDON_TIMEZONE']!r} is not a known time zone") from None
+    values["zone"] = city_zone(env)
+    values["scheduler_interval_s"] = _number(env, "CORDON_SCHEDULER_INTERVAL_S", 30.0, float)
+    values["sweep_chunk"] = _number(env, "CORDON_SWEEP_CHUNK", 1000, int, most=MAX_MISSED_CASES)
     try:
-        return Policy(**values)
+        return Config(**values)
     except ValueError as exc:
         raise SystemExit(f"quarantine policy: {exc}") from None
+
+
+def _number(env: Mapping[str, str], name: str, default, kind, most=None):
+    try:
+        value = kind(env.get(name) or default)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, not {env.get(name)!r}") from None
+    if value <= 0 or (most is not None and value > most):
+        raise SystemExit(f"{name} must be more than 0" + (f" and at most {most}" if most else ""))
+    return value
