@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_ZONE = "Asia/Shanghai"
 
 
-def city_zone(environ: dict | None = None) -> ZoneInfo:
+def city_zone(environ: Mapping[str, str] | None = None) -> ZoneInfo:
     """The city's time zone (``CORDON_TIMEZONE``, default Asia/Shanghai): what "today" means."""
     value = (environ if environ is not None else os.environ).get("CORDON_TIMEZONE") or DEFAULT_ZONE
     try:

@@ -13,7 +13,7 @@ from shared.service import ServiceSpec
 
 
 def spec(config: Config | None = None) -> ServiceSpec:
-    """The checkpoint service with ``config`` (None: from the environment)."""
+    """The checkpoint service with ``config`` (None: the settings of the process environment)."""
     config = from_env() if config is None else config
     return ServiceSpec(
         name=SCHEMA,

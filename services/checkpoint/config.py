@@ -34,8 +34,9 @@ class Config:
             raise ValueError("visitors may be admitted at levels open and closed only, never sealed")
 
 
-def from_env(env: Mapping[str, str] = os.environ) -> Config:
-    """The settings in ``env`` (the process's environment by default); SystemExit on a bad value."""
+def from_env(env: Mapping[str, str] | None = None) -> Config:
+    """The settings in ``env`` (None: the process environment); SystemExit on a bad value."""
+    env = os.environ if env is None else env
     zone = city_zone(env)
     try:
         fever = float(env.get("CORDON_FEVER_C") or 37.3)

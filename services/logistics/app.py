@@ -12,8 +12,8 @@ from shared.service import ServiceSpec
 
 
 def spec(config: Config | None = None) -> ServiceSpec:
-    """The service with ``config``; by default the settings of the process environment."""
-    config = config if config is not None else from_env()
+    """The logistics service with ``config`` (None: the settings of the process environment)."""
+    config = from_env() if config is None else config
     return ServiceSpec(
         name=tables.SCHEMA,
         commands=CommandSpec(

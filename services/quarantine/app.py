@@ -12,7 +12,7 @@ NAME = "quarantine"
 
 
 def spec(config: Config | None = None) -> ServiceSpec:
-    """The service with ``config``, or with the settings of the environment when None."""
+    """The quarantine service with ``config`` (None: the settings of the process environment)."""
     config = from_env() if config is None else config
     return ServiceSpec(
         name=NAME,

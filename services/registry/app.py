@@ -1,21 +1,23 @@
 """The registry's composition root: what the service is, wired explicitly."""
 from __future__ import annotations
 
-from services.registry import commands, config as settings, domain, handlers, tables
+from functools import partial
+
+from services.registry import commands, domain, handlers, tables
+from services.registry.config import Config, from_env
 from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
 
-def spec(config: settings.Config | None = None) -> ServiceSpec:
-    """The registry service; ``config`` defaults to the process environment's (``config.from_env``)."""
-    if config is None:
-        config = settings.from_env()
+def spec(config: Config | None = None) -> ServiceSpec:
+    """The registry service with ``config`` (None: the settings of the process environment)."""
+    config = from_env() if config is None else config
     return ServiceSpec(
         name="registry",
         commands=CommandSpec(
             types=commands.COMMANDS,
             decode=commands.decode,
-            validate=commands.validate,
+            validate=partial(commands.validate, config=config),
             creates=commands.CREATES,
             handlers=handlers.HANDLERS,
             evolve=domain.evolve,

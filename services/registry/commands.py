@@ -15,6 +15,7 @@ from typing import Union, assert_never, get_args
 from shared.contracts.registry import CityClass, Outcome, Transport, Visit, Vulnerability
 from shared import wire
 from shared.errors import Invalid
+from services.registry.config import Config
 from shared.idcard import check_id_number
 from shared.subjects import check_community, check_slug
 from shared.wire import MAX_NOTE, BaseCommand
@@ -108,7 +109,7 @@ def parse(name: str, payload: bytes) -> Command:
 # -- validation ----------------------------------------------------------------------------
 
 
-def validate(cmd: Command) -> Command:
+def validate(cmd: Command, config: Config = Config()) -> Command:
     """Check the rules a decoder cannot; return ``cmd`` or raise :class:`Invalid`. Runs on the
     completed command (``occurred_at`` set), once, before the batch."""
     wire.check_common(cmd)
@@ -134,7 +135,7 @@ def validate(cmd: Command) -> Command:
             _birth_year(cmd.birth_year, cmd.occurred_at)
             wire.no_duplicates(cmd.vulnerabilities, "vulnerabilities")
         case RegisterArrival():
-            _arrival(cmd)
+            _arrival(cmd, config)
         case VerifyArrival():
             check_slug(cmd.arrival, "arrival")
             if cmd.note is not None:
@@ -148,15 +149,17 @@ def validate(cmd: Command) -> Command:
     return cmd
 
 
-def _arrival(cmd: RegisterArrival) -> None:
+def _arrival(cmd: RegisterArrival, config: Config) -> None:
     check_slug(cmd.resident, "resident")
     wire.optional_slug(cmd.arrival, "arrival")
     wire.text(cmd.origin, "origin")
     if cmd.transport.number is not None:
         wire.text(cmd.transport.number, "transport.number", 50)
-    if cmd.occurred_at is not None and cmd.arrived_on > cmd.occurred_at.date():
+    # The city's day, not the day in the offset the caller wrote (or UTC, when the runtime filled
+    # occurred_at): before 08:00 in Shanghai it is still yesterday in UTC.
+    if cmd.occurred_at is not None and cmd.arrived_on > config.day(cmd.occurred_at):
         raise Invalid(
-            f"arrived_on {cmd.arrived_on} is after the day of the command ({cmd.occurred_at.date()})",
+            f"arrived_on {cmd.arrived_on} is after the day of the command ({config.day(cmd.occurred_at)})",
             field="arrived_on",
         )
     if len(cmd.visited) > MAX_VISITS:

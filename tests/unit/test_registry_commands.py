@@ -5,7 +5,9 @@ import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from zoneinfo import ZoneInfo
 
+from services.registry.config import Config
 from services.registry.commands import (
     COMMANDS,
     CREATES,
@@ -421,6 +423,19 @@ def test_complete_checks_dates_against_the_receive_time():
     with pytest.raises(Invalid) as info:
         complete(cmd, now=NOW, new_id=lambda: UUID)
     assert info.value.field == "arrived_on"
+
+
+def test_an_arrival_today_is_today_in_the_city_whatever_the_clock_of_utc_says():
+    # 04:00 in Shanghai is still the day before in UTC, the runtime's own clock
+    early = datetime(2026, 11, 22, 20, 0, tzinfo=timezone.utc)
+    cmd = complete(parse("register_arrival", payload("register_arrival", arrived_on="2026-11-23")),
+                   now=early, new_id=lambda: UUID)
+    assert cmd.arrived_on == date(2026, 11, 23)
+    new_york = Config(zone=ZoneInfo("America/New_York"))  # where it is 15:00 on the 22nd
+    with pytest.raises(Invalid) as info:
+        validate(wire.complete(parse("register_arrival", payload("register_arrival", arrived_on="2026-11-23")),
+                               now=lambda: early, new_id=lambda: UUID, creates=CREATES), new_york)
+    assert info.value.field == "arrived_on" and "(2026-11-22)" in info.value.message
 
 
 def test_an_invalid_reply_names_the_field():
