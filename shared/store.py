@@ -53,6 +53,11 @@ def ddl(schema: str) -> str:
         position     bigint PRIMARY KEY,
         subject      text NOT NULL
     );
+    -- The writing transaction: the relay publishes only rows of transactions older than every
+    -- one still in progress, in (txid, position) order, so a row can never turn up below one
+    -- already published however late its transaction commits (see shared/relay.py).
+    ALTER TABLE {schema}.outbox ADD COLUMN IF NOT EXISTS txid xid8 NOT NULL DEFAULT pg_current_xact_id();
+    CREATE INDEX IF NOT EXISTS outbox_txid ON {schema}.outbox (txid, position);
     DO $$ BEGIN
         IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'outbox_position_fkey'
                    AND conrelid = '{schema}.outbox'::regclass) THEN
