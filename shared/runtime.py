@@ -86,8 +86,8 @@ class _Item:
     #: (reactions, schedulers) ``system:`` + command_id, a key no caller can send.
     key: str = ""
     #: What the command said (name and payload as received, before completion): the same
-    #: command_id with another command, payload or actor is refused.
-    fingerprint: bytes = b""
+    #: command_id with another command, payload or actor is refused. None for Cordon's own.
+    fingerprint: bytes | None = None
 
 
 #: Command ids of Cordon's own commands are stored under this prefix; callers may not use it.
@@ -121,8 +121,8 @@ def _answer(items: list[_Item], reply: bytes) -> None:
 def _stored_reply(item: _Item, stored) -> bytes:
     """The first reply to this command_id, if this is the same command again."""
     said = stored["fingerprint"]
-    if said is not None and bytes(said) != item.fingerprint:  # None: stored before fingerprints
-        return _reused(item)
+    if said is not None and item.fingerprint is not None and bytes(said) != item.fingerprint:
+        return _reused(item)  # (None: Cordon's own command, or a reply stored before fingerprints)
     return bytes(stored["reply"])
 
 
@@ -206,7 +206,9 @@ class CommandRuntime:
         if not internal and getattr(cmd, "command_id", "").startswith(SYSTEM_PREFIX):
             return encode_error(Invalid(f"command_id must not start with {SYSTEM_PREFIX!r}: it is kept for "
                                         "Cordon's own commands", field="command_id"))
-        said = fingerprint(name, cmd)
+        # Cordon's own ids name one action however often it is sent (a sweep resent after a
+        # restart carries a later occurred_at): only callers' commands are held to their payload.
+        said = None if internal else fingerprint(name, cmd)
         try:
             cmd = self.complete(cmd)
         except CommandError as err:
