@@ -6,10 +6,15 @@ window drops the second copy). While NATS is unreachable, rows stay in the outbo
 order, when it returns. One relay per service publishes at a time (a PostgreSQL advisory lock),
 so a second replica waits instead of interleaving.
 
-Writers commit in any order (the runtime's lanes, replicas), so a row may become visible below
-one already published: the relay looks back to such a hole for a second, and every
-``rescan_interval`` scans the whole outbox as a backstop. Per-stream order holds either way: a
-stream's next event is only appended once its previous one is committed.
+Writers (the runtime's lanes, replicas) take positions when they insert and commit in any order,
+so ordering by position alone would let a row appear below one already published: a stream's
+event whose transaction committed late would go out after the stream's next event. So each
+outbox row carries its transaction id (``txid``, an ``xid8``), and the relay publishes only rows
+of transactions older than every transaction still in progress
+(``pg_snapshot_xmin(pg_current_snapshot())``), in ``(txid, position)`` order. Those rows are final:
+no row can later appear below them, whatever a commit's delay. A stream's next event is appended
+only after its previous one committed, by a transaction that took its id later, so per-stream
+order holds.
 
 Each row is a plain NATS publish with its own reply subject under one wildcard inbox of the relay,
 and the PubAcks are counted as they come back. nats-py's ``publish_async`` does the same on the
@@ -86,13 +91,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.published = 0
-        self.rescan_interval = 2.0
-        self.hole_wait = 1.0
-        self._after = 0
-        self._rescanned = 0.0
-        self._high = 0
-        self._hole: int | None = None
-        self._hole_until = 0.0
+        #: (txid, position) of the last row published and deleted: every row below it is gone.
+        self._after: tuple[int, int] = (0, 0)
         self.last_error: str | None = None
 
     def wake(self) -> None:
@@ -136,10 +136,11 @@ class Relay:
             try:
                 async with self.pool.acquire() as lock_conn:
                     await self._hold_lock(lock_conn)
+                    self._after = (0, 0)  # another relay may have held the lock meanwhile
                     # A delete lost in a crash only means a re-publish, which JetStream drops by
                     # Nats-Msg-Id: no need to wait for the WAL flush on every cycle.
                     await lock_conn.execute("SET synchronous_commit = off")
-                    # Plan each poll for its own `position > $2`: a generic plan cannot know how
+                    # Plan each poll for its own cursor `(txid, position) > …`: a generic plan cannot know how
                     # few rows lie past the last one published, and scans the churning outbox.
                     await lock_conn.execute("SET plan_cache_mode = force_custom_plan")
                     while True:
@@ -172,54 +173,34 @@ class Relay:
 
     async def publish_once(self, conn: asyncpg.Connection) -> int:
         """Publish up to one batch of outbox rows in order; returns how many were acknowledged."""
-        # Start after the last row published: the outbox's index is full of just-deleted entries
-        # below it until vacuum runs, and scanning them cost 20+ ms a poll under steady load.
-        # Every `rescan_interval` the scan starts from 0 again, for a row another writer (a
-        # replica) committed late with a lower position; it is of another stream, so per-stream
-        # order holds.
-        clock = asyncio.get_running_loop().time()
-        if clock - self._rescanned > self.rescan_interval:
-            self._after, self._rescanned, self._hole = 0, clock, None
-        # Concurrent writers (lanes, replicas) take positions when they insert and commit in any
-        # order: a hole below a published row is most likely a transaction still committing.
-        # Look back to the lowest hole for `hole_wait` seconds rather than until the next rescan.
-        if self._hole is not None and clock > self._hole_until:
-            self._hole = None
-        start = self._after if self._hole is None else min(self._after, self._hole - 1)
+        # Start after the last row published: the index is full of just-deleted entries below it
+        # until vacuum runs, and scanning them cost 20+ ms a poll under steady load. Nothing can
+        # appear below it: only rows of finished transactions are read.
         rows = await conn.fetch(
             # LATERAL: one index look-up per row. A plain join let the generic plan of the
             # prepared statement hash the whole events table (11 ms a poll at 40k events).
-            f"""SELECT o.position, o.subject, e.event_id::text AS event_id, e.envelope
-                FROM (SELECT position, subject FROM {self.service}.outbox
-                      WHERE position > $2 ORDER BY position LIMIT $1) o
+            f"""SELECT o.txid, o.position, o.subject, e.event_id::text AS event_id, e.envelope
+                FROM (SELECT txid, position, subject FROM {self.service}.outbox
+                      WHERE txid < pg_snapshot_xmin(pg_current_snapshot())
+                        AND (txid, position) > ($2::xid8, $3::bigint)
+                      ORDER BY txid, position LIMIT $1) o
                 CROSS JOIN LATERAL (SELECT event_id, envelope FROM {self.service}.events ev
                                     WHERE ev.position = o.position) e
-                ORDER BY o.position""",
+                ORDER BY o.txid, o.position""",
             self.batch,
-            start,
+            *self._after,
         )
         if not rows:
             return 0
-        self._note_holes(rows, clock)
         acked, error = await self._publish(rows)
         if acked:
             # Only a prefix is deleted: what follows a failure is published again, in order
             # (JetStream drops the copies it already has by Nats-Msg-Id).
             await self._delete(conn, acked)
+            self._after = (rows[len(acked) - 1]["txid"], rows[len(acked) - 1]["position"])
         if error is not None:
             raise error
         return len(acked)
-
-    def _note_holes(self, rows, clock: float) -> None:
-        """Remember the lowest position missing above the highest ever published."""
-        expected = self._high + 1 if self._high else rows[0]["position"]
-        for row in rows:
-            position = row["position"]
-            if position > expected:
-                if self._hole is None:
-                    self._hole, self._hole_until = expected, clock + self.hole_wait
-                return
-            expected = max(expected, position + 1)
 
     async def _publish(self, rows) -> tuple[list[int], Exception | None]:
         """Publish the rows; the positions of the acknowledged prefix, and what stopped it."""
@@ -252,8 +233,6 @@ class Relay:
     async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> None:
         await conn.execute(f"DELETE FROM {self.service}.outbox WHERE position = ANY($1)", positions)
         self.published += len(positions)
-        self._after = max(self._after, positions[-1])
-        self._high = max(self._high, positions[-1])
 
     async def depth(self) -> int:
         async with self.pool.acquire() as conn:

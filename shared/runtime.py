@@ -11,6 +11,7 @@ transaction of its own. Lanes (see :class:`CommandRuntime`) give bulk commands w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 import asyncpg
+import msgspec
 
 from shared import envelope as env
 from shared import log as logging
@@ -25,7 +27,7 @@ from shared.tasks import cancel
 from shared import store
 from shared import wire
 from shared.context import Batch, Context, Evolve, Pending, Reply, encode_error, encode_ok
-from shared.errors import CommandError, Conflict, Unavailable
+from shared.errors import CommandError, Conflict, Invalid, Unavailable
 
 log = logging.get("commands")
 
@@ -80,6 +82,29 @@ class _Item:
     name: str
     cmd: Any
     future: asyncio.Future
+    #: The command's key in the ``commands`` table: its command_id, or for Cordon's own commands
+    #: (reactions, schedulers) ``system:`` + command_id, a key no caller can send.
+    key: str = ""
+    #: What the command said (name and payload as received, before completion): the same
+    #: command_id with another command, payload or actor is refused. None for Cordon's own.
+    fingerprint: bytes | None = None
+
+
+#: Command ids of Cordon's own commands are stored under this prefix; callers may not use it.
+SYSTEM_PREFIX = "system:"
+_fingerprint_encoder = msgspec.json.Encoder()
+
+
+def fingerprint(name: str, cmd: Any) -> bytes:
+    """A digest of what a command says: its name and every field as received."""
+    return hashlib.sha256(name.encode() + b"\0" + _fingerprint_encoder.encode(cmd)).digest()
+
+
+def _reused(item: _Item) -> bytes:
+    return encode_error(Conflict(
+        f"command_id {item.cmd.command_id!r} was already used for another command (another command, "
+        "payload or actor); the same command_id only repeats the same command: send a new one",
+        field="command_id"))
 
 
 def _without(items: list[_Item], some: list[_Item]) -> list[_Item]:
@@ -91,6 +116,14 @@ def _answer(items: list[_Item], reply: bytes) -> None:
     for item in items:
         if not item.future.done():
             item.future.set_result(reply)
+
+
+def _stored_reply(item: _Item, stored) -> bytes:
+    """The first reply to this command_id, if this is the same command again."""
+    said = stored["fingerprint"]
+    if said is not None and item.fingerprint is not None and bytes(said) != item.fingerprint:
+        return _reused(item)  # (None: Cordon's own command, or a reply stored before fingerprints)
+    return bytes(stored["reply"])
 
 
 class CommandRuntime:
@@ -164,18 +197,26 @@ class CommandRuntime:
                 got = queue.get_nowait()
                 _answer(got if isinstance(got, list) else [got], encode_error(Unavailable("the service is stopping; retry")))
 
-    async def execute(self, name: str, cmd: Any) -> bytes:
+    async def execute(self, name: str, cmd: Any, *, internal: bool = False) -> bytes:
         """Complete a decoded command (:meth:`complete`) and queue it; returns the encoded reply
-        once committed (or refused)."""
+        once committed (or refused). ``internal``: one of the service's own commands (a
+        reaction's, a scheduler's), whose command_id lives apart from every caller's."""
         if not self._tasks:
             raise RuntimeError("CommandRuntime.start() first")
+        if not internal and getattr(cmd, "command_id", "").startswith(SYSTEM_PREFIX):
+            return encode_error(Invalid(f"command_id must not start with {SYSTEM_PREFIX!r}: it is kept for "
+                                        "Cordon's own commands", field="command_id"))
+        # Cordon's own ids name one action however often it is sent (a sweep resent after a
+        # restart carries a later occurred_at): only callers' commands are held to their payload.
+        said = None if internal else fingerprint(name, cmd)
         try:
             cmd = self.complete(cmd)
         except CommandError as err:
             log.info("command.refused", code=err.code, error=err.message)
             return encode_error(err)
         future = asyncio.get_running_loop().create_future()
-        (self._lane_queue if name in self.lanes else self._queue).put_nowait(_Item(name, cmd, future))
+        key = SYSTEM_PREFIX + cmd.command_id if internal else cmd.command_id
+        (self._lane_queue if name in self.lanes else self._queue).put_nowait(_Item(name, cmd, future, key, said))
         return await future
 
     def complete(self, cmd: Any) -> Any:
@@ -315,11 +356,11 @@ class CommandRuntime:
 
     async def _race_reply(self, item: _Item, exc: Exception) -> bytes:
         async with self.pool.acquire() as conn:
-            stored = await conn.fetchval(
-                f"SELECT reply FROM {self.service}.commands WHERE command_id = $1", item.cmd.command_id
+            stored = await conn.fetchrow(
+                f"SELECT reply, fingerprint FROM {self.service}.commands WHERE command_id = $1", item.key
             )
         if stored is not None:
-            return bytes(stored)
+            return _stored_reply(item, stored)
         return encode_error(Conflict(f"another command changed the same record at the same time; "
                                      f"retry ({getattr(exc, 'constraint_name', '')})"))
 
@@ -347,21 +388,21 @@ class CommandRuntime:
 
     async def _decide(self, conn, items: list[_Item], replies: dict, accepted: list) -> None:
         batch = Batch(self.service, self.evolve, conn, env.utcnow(), self.spec.scratch(), self.spec.config)
-        ids = list({i.cmd.command_id for i in items})
+        keys = list({i.key for i in items})
         seen = {
-            r["command_id"]: bytes(r["reply"])
+            r["command_id"]: r
             for r in await conn.fetch(
-                f"SELECT command_id, reply FROM {self.service}.commands WHERE command_id = ANY($1)", ids
-            )
+                f"SELECT command_id, reply, fingerprint FROM {self.service}.commands WHERE command_id = ANY($1)",
+                keys)
         }
-        fresh = [i.cmd for i in items if i.cmd.command_id not in seen]
+        fresh = [i.cmd for i in items if i.key not in seen]
         if self.prefetch:
             await batch.prefetch([s for cmd in fresh for s in self.prefetch(cmd)])
         if self.prepare_batch and fresh:
             await self.prepare_batch(conn, fresh, batch.scratch)
         for item in items:
-            if item.cmd.command_id in seen:
-                replies[id(item)] = seen[item.cmd.command_id]
+            if item.key in seen:
+                replies[id(item)] = _stored_reply(item, seen[item.key])
                 continue
             ctx = Context(batch, item.cmd)
             try:
@@ -373,7 +414,7 @@ class CommandRuntime:
             batch.cache.update(pending.states)
             reply = encode_ok(Reply(stream_id=pending.first_stream, version=pending.last_version,
                                     events=pending.envelopes, extra=pending.extra))
-            seen[item.cmd.command_id] = reply
+            seen[item.key] = {"reply": reply, "fingerprint": item.fingerprint}
             replies[id(item)] = reply
             accepted.append((item, pending, reply))
         if accepted:
@@ -381,7 +422,7 @@ class CommandRuntime:
 
     async def _commit(self, conn, batch: Batch, accepted) -> None:
         events = [e for _, p, _ in accepted for e in p.events]
-        replies = [(i.cmd.command_id, i.name, r, batch.recorded_at) for i, _, r in accepted]
+        replies = [(i.key, i.name, r, batch.recorded_at, i.fingerprint) for i, _, r in accepted]
         await store.append(conn, self.service, events, replies)
         writes: dict[str, list[tuple]] = {}
         for _, pending, _ in accepted:

@@ -279,8 +279,9 @@ class ServiceHost:
 
     async def execute(self, name: str, cmd: Any) -> dict:
         """Run one of this service's own commands in process (reactions, schedulers); the reply.
-        The runtime completes it as it does a command from the bus."""
-        return msgspec.json.decode(await self.runtime.execute(name, cmd))
+        The runtime completes it as it does a command from the bus; its command_id is kept apart
+        from callers' ids, so no caller can take it first."""
+        return msgspec.json.decode(await self.runtime.execute(name, cmd, internal=True))
 
     def _query_handler(self, query: str):
         handler = self.spec.queries[query]

@@ -53,6 +53,11 @@ def ddl(schema: str) -> str:
         position     bigint PRIMARY KEY,
         subject      text NOT NULL
     );
+    -- The writing transaction: the relay publishes only rows of transactions older than every
+    -- one still in progress, in (txid, position) order, so a row can never turn up below one
+    -- already published however late its transaction commits (see shared/relay.py).
+    ALTER TABLE {schema}.outbox ADD COLUMN IF NOT EXISTS txid xid8 NOT NULL DEFAULT pg_current_xact_id();
+    CREATE INDEX IF NOT EXISTS outbox_txid ON {schema}.outbox (txid, position);
     DO $$ BEGIN
         IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'outbox_position_fkey'
                    AND conrelid = '{schema}.outbox'::regclass) THEN
@@ -65,6 +70,9 @@ def ddl(schema: str) -> str:
         reply        bytea NOT NULL,
         recorded_at  timestamptz NOT NULL DEFAULT now()
     );
+    -- What the command said (sha256 of its name and payload as received): the same command_id
+    -- with another command is refused. Empty for replies stored before it was kept.
+    ALTER TABLE {schema}.commands ADD COLUMN IF NOT EXISTS fingerprint bytea;
     CREATE OR REPLACE FUNCTION {schema}.forbid_change() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN RAISE EXCEPTION 'the event record is append-only'; END $$;
     DROP TRIGGER IF EXISTS events_append_only ON {schema}.events;
@@ -143,9 +151,10 @@ async def load_streams(conn: asyncpg.Connection, schema: str, stream_ids: Iterab
 
 
 async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent],
-                 replies: list[tuple[str, str, bytes, datetime]] = ()) -> None:
+                 replies: list[tuple] = ()) -> None:
     """Append events, their outbox rows and the commands' replies, in ONE statement (one round
-    trip). Must run inside a transaction. ``replies`` are (command_id, name, reply, recorded_at).
+    trip). Must run inside a transaction. ``replies`` are (command_id, name, reply, recorded_at,
+    fingerprint).
 
     Raises ``asyncpg.UniqueViolationError`` when a (stream_id, version) or a command id is taken:
     somebody got there first.
@@ -165,8 +174,8 @@ async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent],
                 FROM appended a JOIN unnest($1::uuid[], $8::text[]) AS s (event_id, subject)
                      USING (event_id)
             )
-            INSERT INTO {schema}.commands (command_id, name, reply, recorded_at)
-            SELECT * FROM unnest($9::text[], $10::text[], $11::bytea[], $12::timestamptz[])""",
+            INSERT INTO {schema}.commands (command_id, name, reply, recorded_at, fingerprint)
+            SELECT * FROM unnest($9::text[], $10::text[], $11::bytea[], $12::timestamptz[], $13::bytea[])""",
         [e.event_id for e in events],
         [e.stream_id for e in events],
         [e.version for e in events],
@@ -179,6 +188,7 @@ async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent],
         [r[1] for r in replies],
         [r[2] for r in replies],
         [r[3] for r in replies],
+        [r[4] if len(r) > 4 else None for r in replies],
     )
 
 

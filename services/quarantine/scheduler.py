@@ -115,7 +115,7 @@ class Scheduler:
         digest = hashlib.sha1("\n".join(cases).encode()).hexdigest()[:20]
         cmd = RecordMissedCheckins(command_id=f"missed:{day}:{digest}", actor=ACTOR, occurred_at=now,
                                    on=day, cases=cases)
-        reply = _missed_reply.decode(await self.host.runtime.execute("record_missed_checkins", cmd))
+        reply = _missed_reply.decode(await self.host.runtime.execute("record_missed_checkins", cmd, internal=True))
         if not reply.ok:
             raise SweepFailed(f"record_missed_checkins for {day}: {reply.error}")
         return reply.missed

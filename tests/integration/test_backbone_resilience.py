@@ -134,32 +134,62 @@ async def test_without_the_event_stream_the_relay_keeps_every_row_and_says_why(n
     assert json.loads(published.data)["event_id"] == (await recorded_event_ids(pg_dsn))[0]
 
 
-async def test_a_row_committed_late_below_a_published_one_goes_out_without_waiting_for_a_rescan(nats_url, pg_dsn):
-    # Two writers (lanes, replicas) take positions at insert and commit in either order.
-    def event(n: int) -> store.NewEvent:
-        return store.NewEvent(event_id=env.new_id(), stream_id=f"probe:{n}", version=1, type="ProbeNoted",
-                              community=COMMUNITY, recorded_at=env.utcnow(), envelope=b'{"n":%d}' % n,
-                              subject=f"cordon.evt.{COMMUNITY}.registry.ProbeNoted")
+def probe_event(n: int, stream: str | None = None, version: int = 1) -> store.NewEvent:
+    return store.NewEvent(event_id=env.new_id(), stream_id=stream or f"probe:{n}", version=version,
+                          type="ProbeNoted", community=COMMUNITY, recorded_at=env.utcnow(),
+                          envelope=b'{"n":%d}' % n, subject=f"cordon.evt.{COMMUNITY}.registry.ProbeNoted")
 
+
+async def test_rows_of_a_transaction_still_open_hold_back_the_rows_committed_after_it(nats_url, pg_dsn):
+    # Two writers (lanes, replicas) take positions at insert and commit in either order.
     async with running(spec(), nats_url, pg_dsn) as host:
         await host.relay.stop()
         relay = Relay(service="registry", pool=host.pool, nc=host.nc)
-        relay.rescan_interval = 3600.0  # only the look-back can find the late row
         async with host.pool.acquire() as slow, host.pool.acquire() as fast, host.pool.acquire() as conn:
             async with conn.transaction():
-                await store.append(conn, "registry", [event(0)])
+                await store.append(conn, "registry", [probe_event(0)])
             assert await relay.publish_once(conn) == 1  # the relay has published up to here
             late = slow.transaction()
             await late.start()
-            await store.append(slow, "registry", [event(1)])  # takes the lower position
+            await store.append(slow, "registry", [probe_event(1)])  # takes the lower position
             async with fast.transaction():
-                await store.append(fast, "registry", [event(2)])
-            assert await relay.publish_once(conn) == 1  # event 2; event 1 is not committed yet
+                await store.append(fast, "registry", [probe_event(2)])
+            assert await relay.publish_once(conn) == 0  # event 2 waits: an older transaction is open
             await late.commit()
-            assert await relay.publish_once(conn) == 1  # event 1, found below the published one
+            assert await relay.publish_once(conn) == 2  # event 1, then event 2
             assert await store.outbox_depth(conn, "registry") == 0
     published = [json.loads(m.data)["n"] for m in await read_stream(nats_url, 3)]
-    assert published == [0, 2, 1]
+    assert published == [0, 1, 2]
+
+
+async def test_a_stream_stays_in_order_however_late_its_first_event_commits(nats_url, pg_dsn):
+    # A big issue_passes or a slow fsync: a stream's first event commits seconds after its insert,
+    # and its next event is appended at once. The relay must publish the first one first.
+    async with running(spec(), nats_url, pg_dsn) as host:
+        await host.relay.stop()
+        relay = Relay(service="registry", pool=host.pool, nc=host.nc)
+        async with host.pool.acquire() as slow, host.pool.acquire() as other, host.pool.acquire() as conn:
+            late = slow.transaction()
+            await late.start()
+            await store.append(slow, "registry", [probe_event(1, "probe:s", 1)])
+            async with other.transaction():
+                await store.append(other, "registry", [probe_event(9)])  # another stream goes on
+            await relay.publish_once(conn)
+            await asyncio.sleep(2.5)  # longer than any look-back for a late commit
+            async with other.transaction():
+                await store.append(other, "registry", [probe_event(8)])
+            await relay.publish_once(conn)  # the service and its relay go on meanwhile
+            await late.commit()
+            async with other.transaction():
+                await store.append(other, "registry", [probe_event(2, "probe:s", 2)])
+            while await relay.publish_once(conn):
+                pass
+            await asyncio.sleep(2.5)  # and goes on polling: every row goes out in the end
+            while await relay.publish_once(conn):
+                pass
+            assert await store.outbox_depth(conn, "registry") == 0
+    published = [json.loads(m.data)["n"] for m in await read_stream(nats_url, 4)]
+    assert [n for n in published if n in (1, 2)] == [1, 2]
 
 
 # -- consumers -------------------------------------------------------------------------------

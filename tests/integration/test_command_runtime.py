@@ -168,7 +168,7 @@ async def test_a_batch_that_lost_a_race_on_one_stream_commits_the_rest_together(
         versions = await host.pool.fetch("SELECT stream_id, max(version) v FROM probe.events GROUP BY 1 ORDER BY 1")
     assert [tuple(r) for r in versions] == [("probe:s1", 2), ("probe:s2", 1), ("probe:s3", 1), ("probe:s4", 1),
                                             ("probe:s5", 1)]
-    at = {r["command_id"]: r["recorded_at"] for r in rows}
+    at = {r["command_id"].removeprefix("system:"): r["recorded_at"] for r in rows}  # host.execute: own ids
     assert len({at[f"n-{i}"] for i in range(2, 6)}) == 1  # the others committed together
     assert at["n-1"] != at["n-2"]  # the one that met the winner was decided again, alone
 
@@ -206,3 +206,42 @@ async def test_a_command_on_a_stream_a_lane_is_writing_waits_its_turn_outside_th
     assert [(r["stream_id"], r["version"]) for r in rows] == [("probe:x", 1), ("probe:x", 2), ("probe:y", 1),
                                                               ("probe:z", 1)]
     assert notes == [100, 1]  # the lane's first, then the command that waited
+
+
+# -- command ids ------------------------------------------------------------------------------
+
+
+async def test_a_command_id_repeats_only_the_same_command(nats_url, pg_dsn):
+    async with running(probe_spec(), nats_url, pg_dsn) as host:
+        nc = await nats.connect(nats_url)
+        first = await send(nc, command_id="c-1", stream="s1", note=1)
+        again = await send(nc, command_id="c-1", stream="s1", note=1)
+        other_payload = await send(nc, command_id="c-1", stream="s1", note=2)
+        other_actor = await send(nc, command_id="c-1", stream="s1", note=1, actor="staff:someone-else")
+        in_one_batch = await asyncio.gather(send(nc, command_id="c-2", stream="s2", note=3),
+                                            send(nc, command_id="c-2", stream="s2", note=4))
+        await nc.close()
+        events = await host.pool.fetchval("SELECT count(*) FROM probe.events")
+    assert first["ok"] and again == first  # the same command again: the first reply, nothing new
+    for reply in (other_payload, other_actor):
+        assert reply["error"]["code"] == "conflict" and reply["error"]["field"] == "command_id"
+        assert "already used for another command" in reply["error"]["message"]
+    assert sorted(r["ok"] for r in in_one_batch) == [False, True]
+    assert events == 2  # c-1 once, c-2 once: nothing written for a reused id
+
+
+async def test_the_services_own_command_ids_are_out_of_callers_reach(nats_url, pg_dsn):
+    async with running(probe_spec(), nats_url, pg_dsn) as host:
+        nc = await nats.connect(nats_url)
+        # A caller takes the id a scheduler will use (they are predictable: daily:<household>:<day>)
+        taken = await send(nc, command_id="daily:h-1:2020-02-17", stream="s1", note=1)
+        reserved = await send(nc, command_id="system:daily:h-1:2020-02-17", stream="s1", note=1)
+        await nc.close()
+        # The service's own command with that id still runs, and is still idempotent
+        own = await host.execute("note", Note(command_id="daily:h-1:2020-02-17", actor="system:daily", stream="s9", note=9))
+        own_again = await host.execute("note", Note(command_id="daily:h-1:2020-02-17", actor="system:daily", stream="s9",
+                                                    note=9))
+        streams = [r["stream_id"] for r in await host.pool.fetch("SELECT stream_id FROM probe.events ORDER BY position")]
+    assert taken["ok"] and own["ok"] and own_again == own
+    assert reserved["error"]["code"] == "invalid" and reserved["error"]["field"] == "command_id"
+    assert streams == ["probe:s1", "probe:s9"]
