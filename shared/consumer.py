@@ -7,6 +7,14 @@ keeps failing is retried in place (so the stream order holds) and, after ``park_
 parked in ``dead_letters`` with its error, instead of blocking the stream forever. A failure that
 is not the message's fault (PostgreSQL away, out of connections, read-only after a fail-over:
 ``store.TRANSIENT``) parks nothing: the batch is held and tried again, before any later message.
+
+One instance pulls a durable consumer at a time, however many replicas of the service run: two
+pullers would each take batches and commit them in either order, applying a stream's later events
+first. The active one holds a PostgreSQL advisory lock on the connection its batches commit on,
+so if that connection dies (and the lock with it) nothing more of its can commit; the others wait
+on the lock. Whoever takes the lead first rewinds the durable consumer to its ack floor, so what
+the previous holder left unacknowledged comes again first, in stream order, rather than after
+``ack_wait`` behind newer messages (the inbox drops what had been applied).
 """
 from __future__ import annotations
 
@@ -73,18 +81,45 @@ class Consumer:
         self.retry_delay = retry_delay
         self._task: asyncio.Task | None = None
         self._puller: Puller | None = None
+        #: The connection that holds the lead (an advisory lock) and commits every batch.
+        self._conn: asyncpg.Connection | None = None
+        #: Waiting for the lead while another instance pulls (health shows it).
+        self.standby = False
+        self.standby_poll = 1.0
         self.applied = 0
         self.parked = 0
         self.last_error: str | None = None
 
     async def start(self) -> None:
-        await self._ensure_consumer()
         self._task = asyncio.create_task(self._run(), name=f"consumer.{self.name}")
 
     async def stop(self) -> None:
         await cancel(self._task)
         self._task = None
+        await self._step_down()
+
+    async def _step_down(self) -> None:
+        """Stop pulling and give up the lead (releasing the connection unlocks it)."""
         await self._drop_puller()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await self.pool.release(conn)
+            except Exception:  # a broken connection: the server dropped its lock with it
+                conn.terminate()
+
+    async def _lead(self) -> None:
+        """Wait for the lead, rewind the durable consumer to its ack floor, start pulling."""
+        self._conn = await self.pool.acquire()
+        key = f"consumer:{self.schema}.{self.name}"
+        while not await self._conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+            self.standby = True
+            await asyncio.sleep(self.standby_poll)
+        self.standby = False
+        await self._rewind()
+        self._puller = Puller(self.nc, self.name, batch=self.batch)
+        await self._puller.start()
+        log.info("consumer.leading", consumer=self.name)
 
     async def _drop_puller(self) -> None:
         if self._puller is not None:
@@ -99,21 +134,38 @@ class Consumer:
         except Exception:
             return None
 
-    async def _ensure_consumer(self) -> None:
-        config = ConsumerConfig(
+    def _config(self, start_seq: int | None = None) -> ConsumerConfig:
+        return ConsumerConfig(
             durable_name=self.name,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
+            opt_start_seq=start_seq,
             ack_wait=self.ack_wait,
             max_deliver=-1,
             max_ack_pending=max(self.batch * 4, 1000),
             filter_subjects=self.subjects if len(self.subjects) > 1 else None,
             filter_subject=self.subjects[0] if len(self.subjects) == 1 else None,
         )
+
+    async def _ensure_consumer(self) -> None:
         try:
-            await self.js.add_consumer(STREAM, config)
+            await self.js.add_consumer(STREAM, self._config())
         except APIError:
             await self.js.consumer_info(STREAM, self.name)  # exists already: keep its position
+
+    async def _rewind(self) -> None:
+        """Make what is unacknowledged come first: recreate the consumer at its ack floor."""
+        try:
+            info = await self.js.consumer_info(STREAM, self.name)
+        except NotFoundError:
+            await self._ensure_consumer()
+            return
+        if not info.num_ack_pending:
+            return  # nothing outstanding: the next message is the next in order
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        await self.js.delete_consumer(STREAM, self.name)
+        await self.js.add_consumer(STREAM, self._config(start_seq=floor + 1))
+        log.info("consumer.rewound", consumer=self.name, to=floor + 1, unacknowledged=info.num_ack_pending)
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -125,9 +177,9 @@ class Consumer:
         while True:
             msgs = held
             try:
-                if self._puller is None:
-                    self._puller = Puller(self.nc, self.name, batch=self.batch)
-                    await self._puller.start()
+                if self._conn is None:
+                    held = msgs = []  # a new lead rewinds to the ack floor: they come again
+                    await self._lead()
                 if not msgs:
                     msgs = await self._puller.next_batch(timeout=1.0)
                 if msgs:
@@ -144,6 +196,8 @@ class Consumer:
                 held = msgs
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("consumer.retry", consumer=self.name, error=self.last_error, held=len(held))
+                if self._conn is None or self._conn.is_closed() or isinstance(exc, store.TRANSIENT):
+                    await self._step_down()  # the lock may be gone with the connection: lead again
                 await asyncio.sleep(backoff)
                 await self._still_working(held)
                 backoff = min(backoff * 2, 5.0)
@@ -160,8 +214,11 @@ class Consumer:
         await asyncio.sleep(delay)
         try:
             await self._ensure_consumer()
+            self._puller = Puller(self.nc, self.name, batch=self.batch)
+            await self._puller.start()
         except Exception as exc:
             log.warning("consumer.recreate_failed", consumer=self.name, error=str(exc))
+            await self._step_down()
 
     async def _process(self, msgs: list[Msg]) -> None:
         decoded = []
@@ -171,7 +228,8 @@ class Consumer:
             except Undecodable as exc:
                 decoded.append((msg, None, exc))
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            conn = self._conn
+            async with conn.transaction():
                 fresh = await self._claim(conn, [(m, raw) for m, raw, _ in decoded if raw is not None])
                 for msg, raw, event in decoded:
                     if raw is None:
@@ -212,7 +270,8 @@ class Consumer:
         while True:
             attempts += 1
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                conn = self._conn
+                async with conn.transaction():
                     if raw is None:
                         await self._park(conn, msg, None, event, attempts)
                     elif await self._claim(conn, [(msg, raw)]):
@@ -227,7 +286,7 @@ class Consumer:
                     await asyncio.sleep(self.retry_delay * 2 ** (attempts - 1))
                     await msg.in_progress()
                     continue
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with conn.transaction():
                     if raw is not None:
                         await self._claim(conn, [(msg, raw)])
                     await self._park(conn, msg, raw, exc, attempts)

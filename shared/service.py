@@ -300,7 +300,7 @@ class ServiceHost:
         consumers = {}
         for c in [*self.consumers, *self.followers]:
             consumers[c.name] = {"lag": await c.lag(), "applied": c.applied, "parked": c.parked,
-                                 "last_error": c.last_error}
+                                 "last_error": c.last_error, "standby": getattr(c, "standby", False)}
         status: dict = {"service": self.spec.name, "instance": self.instance}
         if self.relay is not None:
             status.update(outbox_depth=await self.relay.depth(), committed=self.runtime.committed,

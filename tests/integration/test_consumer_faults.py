@@ -3,6 +3,7 @@ order, and a failure that is not the event's fault parks nothing."""
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import datetime, timezone
 
 import asyncpg
@@ -114,3 +115,110 @@ async def test_a_database_that_is_not_ready_parks_nothing(nats_url, pg_dsn, erro
 
 async def _has(pool, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM probe.applied") >= n
+
+
+# -- replicas -------------------------------------------------------------------------------------
+
+
+def ordered(applied_rows) -> dict[str, list[int]]:
+    by_stream: dict[str, list[int]] = {}
+    for row in applied_rows:
+        by_stream.setdefault(row["stream_id"], []).append(row["version"])
+    return by_stream
+
+
+async def test_two_replicas_of_a_consumer_apply_every_streams_events_in_order_once(nats_url, pg_dsn):
+    # Given 4 streams of 150 events each, interleaved on the stream, and two replicas of one
+    # consumer whose effects take a moment (more or less, as a database's do)
+    pool = await asyncpg.create_pool(pg_dsn, min_size=2, max_size=8)
+    async with pool.acquire() as conn:
+        await store.migrate(conn, "probe", "CREATE TABLE IF NOT EXISTS probe.seen (n serial PRIMARY KEY, "
+                                           "event_id uuid NOT NULL, stream_id text NOT NULL, version int NOT NULL)")
+    jitter = random.Random(7)
+
+    async def handle(conn, raw, event):
+        await asyncio.sleep(jitter.random() * 0.004)
+        await conn.execute("INSERT INTO probe.seen (event_id, stream_id, version) VALUES ($1, $2, $3)",
+                           raw.event_id, raw.stream_id, raw.stream_version)
+
+    count = 600
+    streams = [f"household:h-{i % 4}" for i in range(count)]
+    versions = [i // 4 + 1 for i in range(count)]
+    ncs = [await nats.connect(nats_url) for _ in range(2)]
+    await bus.ensure_stream(ncs[0].jetstream())
+    replicas = [Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc, handle=handle,
+                         batch=5) for nc in ncs]
+    for replica in replicas:
+        await replica.start()
+    try:
+        # When the events arrive while both run
+        await publish_events(nats_url, [registered() for _ in range(count)], occurred_at=AT, actor="staff:li-wei",
+                             stream_ids=streams, versions=versions)
+        await eventually(lambda: _seen(pool, count), timeout=60, what="every event applied")
+        await asyncio.sleep(1.0)
+    finally:
+        for replica, nc in zip(replicas, ncs):
+            await replica.stop()
+            await nc.close()
+    rows = await pool.fetch("SELECT event_id, stream_id, version FROM probe.seen ORDER BY n")
+    await pool.close()
+    # Then each event took effect once, and each stream's in order
+    assert len(rows) == count and len({r["event_id"] for r in rows}) == count
+    assert all(v == list(range(1, count // 4 + 1)) for v in ordered(rows).values())
+
+
+async def test_when_the_active_replica_dies_the_other_takes_over_in_order(nats_url, pg_dsn):
+    # Given two replicas, the active one killed after committing a batch and before acknowledging it
+    pool = await asyncpg.create_pool(pg_dsn, min_size=2, max_size=8)
+    async with pool.acquire() as conn:
+        await store.migrate(conn, "probe", "CREATE TABLE IF NOT EXISTS probe.seen (n serial PRIMARY KEY, "
+                                           "event_id uuid NOT NULL, stream_id text NOT NULL, version int NOT NULL)")
+    committed = asyncio.Event()
+
+    class DiesBeforeAck(Consumer):
+        async def _ack(self, msgs):
+            committed.set()
+            await asyncio.Event().wait()
+
+    async def handle(conn, raw, event):
+        await conn.execute("INSERT INTO probe.seen (event_id, stream_id, version) VALUES ($1, $2, $3)",
+                           raw.event_id, raw.stream_id, raw.stream_version)
+
+    events = [registered() for _ in range(60)]
+    streams = [f"household:h-{i % 3}" for i in range(60)]
+    versions = [i // 3 + 1 for i in range(60)]
+    ncs = [await nats.connect(nats_url) for _ in range(2)]
+    await bus.ensure_stream(ncs[0].jetstream())
+    await publish_events(nats_url, events, occurred_at=AT, actor="staff:li-wei", stream_ids=streams, versions=versions)
+    dying = DiesBeforeAck(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=ncs[0],
+                          handle=handle, batch=10)
+    await dying.start()
+    await asyncio.wait_for(committed.wait(), 10)
+    other = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=ncs[1], handle=handle,
+                     batch=10)
+    other.standby_poll = 0.1
+    await other.start()
+    try:
+        await eventually(lambda: _standby(other), what="the second replica waiting")
+        # When the active one dies
+        await dying.stop()
+        # Then the other leads, at once, and everything is applied once, in order
+        await eventually(lambda: _seen(pool, 60), timeout=20, what="every event applied")
+        await asyncio.sleep(1.0)
+        assert await other.lag() == 0
+    finally:
+        await other.stop()
+        for nc in ncs:
+            await nc.close()
+    rows = await pool.fetch("SELECT event_id, stream_id, version FROM probe.seen ORDER BY n")
+    await pool.close()
+    assert len(rows) == 60 and len({r["event_id"] for r in rows}) == 60
+    assert all(v == list(range(1, 21)) for v in ordered(rows).values())
+
+
+async def _seen(pool, n: int) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM probe.seen") >= n
+
+
+async def _standby(consumer: Consumer) -> bool:
+    return consumer.standby
