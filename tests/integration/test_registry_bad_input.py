@@ -463,8 +463,9 @@ def _dates():
     # in the future: passes parsing, refused once the receive time is known
     yield "arrived_on-future", Bad(c, body(c, arrived_on="2999-01-01"), "invalid", "arrived_on",
                                    "after the day of the command")
+    # 23:00 in Shanghai on 1 February (the city's day decides, not the offset the caller wrote)
     yield "arrived_on-after-occurred_at", Bad(c, body(c, arrived_on="2020-02-02",
-                                                      occurred_at="2020-02-01T23:00:00+00:00"),
+                                                      occurred_at="2020-02-01T15:00:00+00:00"),
                                               "invalid", "arrived_on", "after the day of the command")
     yield "visit-from-after-to", Bad(c, body(c, visited=[{"place": "Wuhan", "from": "2020-01-31",
                                                           "to": "2020-01-20"}]),
