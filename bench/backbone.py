@@ -302,6 +302,7 @@ class Bench(common.BenchBase):
 
 async def consumer_child(url: str, dsn: str) -> None:
     """The downstream consumer: a durable ``shared.consumer.Consumer``; prints what it handles."""
+    logging.setup(level="warning")  # stdout carries what it handles: logs go to stderr
     nc = await nats.connect(url, name="bench.consumer")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     async with pool.acquire() as conn:
