@@ -45,6 +45,10 @@ class Config:
     pg_pool_max: int = 16
     #: Replicas of the CORDON stream when it is first created: 3 on a 3-node NATS cluster.
     stream_replicas: int = 1
+    #: How far a caller's occurred_at may lie ahead of the service's clock, seconds.
+    clock_skew_s: float = 300.0
+    #: How many days a caller's occurred_at may lie behind the service's clock (0: any).
+    backdate_days: float = 30.0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -66,8 +70,10 @@ class Config:
             ("park_after", "CORDON_PARK_AFTER", int),
             ("pg_pool_max", "CORDON_PG_POOL_MAX", int),
             ("stream_replicas", "CORDON_STREAM_REPLICAS", int),
+            ("clock_skew_s", "CORDON_CLOCK_SKEW_S", float),
+            ("backdate_days", "CORDON_BACKDATE_DAYS", float),
         ):
-            if env.get(name):
+            if env.get(name) not in (None, ""):
                 try:
                     values[key] = conv(env[name])
                 except ValueError:

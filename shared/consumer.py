@@ -230,14 +230,21 @@ class Consumer:
         try:
             conn = self._conn
             async with conn.transaction():
-                fresh = await self._claim(conn, [(m, raw) for m, raw, _ in decoded if raw is not None])
+                items = [(m, raw) for m, raw, _ in decoded if raw is not None]
+                fresh, applied = await self._fresh(conn, items), []
                 for msg, raw, event in decoded:
-                    if raw is None:
-                        await self._park(conn, msg, None, event, attempts=1)
-                    elif raw.event_id in fresh:
+                    if raw is not None and raw.event_id in fresh:
                         fresh.discard(raw.event_id)
                         await self.handle(conn, raw, event)
-                        self.applied += 1
+                        applied.append((msg, raw))
+                # Written last: until a handler writes, the transaction has no id, and holds
+                # back no relay (they publish only below the oldest open transaction). A
+                # reaction's handler waits on the commands it sends for a while.
+                await self._claim(conn, applied)
+                for msg, raw, error in decoded:
+                    if raw is None:
+                        await self._park(conn, msg, None, error, attempts=1)
+                self.applied += len(applied)
         except store.TRANSIENT:
             raise  # nothing committed: the whole batch goes again after the backoff
         except Exception as exc:
@@ -251,7 +258,17 @@ class Consumer:
         for msg in msgs:
             await msg.ack()
 
+    async def _fresh(self, conn, items) -> set[str]:
+        """The event ids of ``items`` not applied yet (one puller at a time: no race)."""
+        if not items:
+            return set()
+        seen = await conn.fetch(
+            f"SELECT event_id::text FROM {self.schema}.inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
+            self.name, [raw.event_id for _, raw in items])
+        return {raw.event_id for _, raw in items} - {r["event_id"] for r in seen}
+
     async def _claim(self, conn, items) -> set[str]:
+        """Record ``items`` as applied; the ids that were not recorded before."""
         if not items:
             return set()
         rows = await conn.fetch(
@@ -274,8 +291,9 @@ class Consumer:
                 async with conn.transaction():
                     if raw is None:
                         await self._park(conn, msg, None, event, attempts)
-                    elif await self._claim(conn, [(msg, raw)]):
+                    elif await self._fresh(conn, [(msg, raw)]):
                         await self.handle(conn, raw, event)
+                        await self._claim(conn, [(msg, raw)])
                         self.applied += 1
                 await msg.ack()
                 return

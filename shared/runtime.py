@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 import asyncpg
@@ -151,6 +151,8 @@ class CommandRuntime:
         batch_max: int = 256,
         on_commit: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = env.utcnow,
+        clock_skew: timedelta = timedelta(minutes=5),
+        backdate_limit: timedelta | None = None,
     ):
         self.service = service
         self.pool = pool
@@ -163,6 +165,9 @@ class CommandRuntime:
         self.on_commit = on_commit
         #: The time commands are stamped with when they carry no occurred_at; tests inject one.
         self.clock = clock
+        #: How far ahead of ``clock`` a caller's occurred_at may be, and how far behind (None: any).
+        self.clock_skew = clock_skew
+        self.backdate_limit = backdate_limit
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self.lanes = dict(spec.lanes)
         self._lane_queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -210,7 +215,7 @@ class CommandRuntime:
         # restart carries a later occurred_at): only callers' commands are held to their payload.
         said = None if internal else fingerprint(name, cmd)
         try:
-            cmd = self.complete(cmd)
+            cmd = self.complete(cmd, internal=internal)
         except CommandError as err:
             log.info("command.refused", code=err.code, error=err.message)
             return encode_error(err)
@@ -219,13 +224,34 @@ class CommandRuntime:
         (self._lane_queue if name in self.lanes else self._queue).put_nowait(_Item(name, cmd, future, key, said))
         return await future
 
-    def complete(self, cmd: Any) -> Any:
+    def complete(self, cmd: Any, *, internal: bool = False) -> Any:
         """The command as handlers see it: ``occurred_at`` (the receive time when absent) and the
         id it creates (``CommandSpec.creates``) filled in, then validated. Done once, before the
         batch, so that ``prefetch`` covers the created streams and every handler reads a
-        completed command."""
+        completed command.
+
+        The service's clock is the authority on time: a caller's ``occurred_at`` may not lie ahead
+        of it by more than ``clock_skew`` (a future-dated release would end a quarantine early),
+        nor behind by more than ``backdate_limit`` (None: no limit). Cordon's own commands carry
+        the time of the event they react to, checked when that event's command came in.
+        """
+        if not internal and cmd.occurred_at is not None:
+            self._check_time(cmd.occurred_at)
         return self.spec.validate(wire.complete(cmd, now=self.clock, new_id=self.spec.new_id,
                                                 creates=self.spec.creates))
+
+    def _check_time(self, occurred_at: datetime) -> None:
+        if occurred_at.utcoffset() is None:
+            return  # validate says what is wrong with it
+        now = self.clock()
+        if occurred_at - now > self.clock_skew:
+            raise Invalid(f"occurred_at {occurred_at.isoformat()} is in the future: the service's clock says "
+                          f"{now.isoformat()}; send when it happened, or leave occurred_at out",
+                          field="occurred_at")
+        if self.backdate_limit is not None and now - occurred_at > self.backdate_limit:
+            raise Invalid(f"occurred_at {occurred_at.isoformat()} is more than {self.backdate_limit.days} days ago "
+                          "(CORDON_BACKDATE_DAYS): record it with a note instead, or ask the operator",
+                          field="occurred_at")
 
     async def _writer(self, queue: asyncio.Queue, batch_max: int, lock_timeout: str | None = None) -> None:
         while True:

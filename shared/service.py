@@ -9,6 +9,7 @@ import gc
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Awaitable, Callable, Protocol
 
 import asyncpg
@@ -137,7 +138,10 @@ class ServiceHost:
             self.relay = Relay(service=spec.name, pool=self.pool, nc=self.nc)
             self.runtime = CommandRuntime(service=spec.name, pool=self.pool, spec=spec.commands,
                                           batch_max=config.batch_max, on_commit=self.relay.wake,
-                                          clock=lambda: self.clock())
+                                          clock=lambda: self.clock(),
+                                          clock_skew=timedelta(seconds=config.clock_skew_s),
+                                          backdate_limit=timedelta(days=config.backdate_days)
+                                          if config.backdate_days else None)
             await self.runtime.start()
             await self.relay.start()
         handles = [(c.name, c.subjects, c.handle(self)) for c in spec.consumers]

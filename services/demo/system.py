@@ -63,8 +63,9 @@ async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
                    env: dict[str, str] | None = None) -> AsyncIterator[None]:
     """Every service in ``names`` as a child process on the given servers, answering health."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    child_env = {**os.environ, **(env or {}), "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn,
-                 "CORDON_LOG_FORMAT": "json"}
+    # The demo replays 2020-02-17: its commands are years behind the services' clock.
+    child_env = {"CORDON_BACKDATE_DAYS": "0", **os.environ, **(env or {}), "CORDON_NATS_URL": nats_url,
+                 "CORDON_PG_DSN": pg_dsn, "CORDON_LOG_FORMAT": "json"}
     procs = [await _spawn(name, child_env, log_dir) for name in names]
     try:
         ready = asyncio.ensure_future(wait_ready(nats_url, list(names), timeout=90.0))

@@ -114,11 +114,6 @@ def seal_consumer() -> ConsumerSpec:
         async def handle(conn: asyncpg.Connection, raw: env.RawEnvelope, event: env.Event) -> None:
             if not isinstance(event, (AreaSealed, SealLifted)):
                 return
-            if isinstance(event, AreaSealed):
-                await conn.execute(tables.SEAL_AREA, event.community, seal_cause(event), event.compound,
-                                   event.building, raw.event_id, raw.occurred_at, raw.correlation_id)
-            else:
-                await conn.execute(tables.LIFT_AREA, event.community, seal_cause(event))
             rows = await directory.households_in(conn, tables.SCHEMA, event.community, event.compound,
                                                  event.building, vulnerabilities=True)
             commands = seal_commands(raw, event, [(r["household"], list(r["vulnerabilities"])) for r in rows])
@@ -131,6 +126,13 @@ def seal_consumer() -> ConsumerSpec:
                     raise RuntimeError(f"{name} for {cmd.household} failed: {reply['error']}")  # retried
                 log.info("reaction.refused", reaction="logistics-seals", command=name, household=cmd.household,
                          event_id=raw.event_id, error=reply["error"]["message"])
+            # The area's row last: until this transaction writes, it holds back no relay (they
+            # publish below the oldest open transaction) while the commands above are decided.
+            if isinstance(event, AreaSealed):
+                await conn.execute(tables.SEAL_AREA, event.community, seal_cause(event), event.compound,
+                                   event.building, raw.event_id, raw.occurred_at, raw.correlation_id)
+            else:
+                await conn.execute(tables.LIFT_AREA, event.community, seal_cause(event))
 
         return handle
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import msgspec
@@ -245,3 +246,30 @@ async def test_the_services_own_command_ids_are_out_of_callers_reach(nats_url, p
     assert taken["ok"] and own["ok"] and own_again == own
     assert reserved["error"]["code"] == "invalid" and reserved["error"]["field"] == "command_id"
     assert streams == ["probe:s1", "probe:s9"]
+
+
+# -- the service's clock decides -------------------------------------------------------------------
+
+
+async def test_a_caller_cannot_date_a_command_ahead_of_the_services_clock(nats_url, pg_dsn):
+    now = datetime(2020, 2, 2, 9, 0, tzinfo=timezone.utc)
+    async with running(probe_spec(), nats_url, pg_dsn, clock=lambda: now, backdate_days=30) as host:
+        nc = await nats.connect(nats_url)
+        ahead = await send(nc, command_id="c-1", stream="s1", note=1,
+                           occurred_at=(now + timedelta(days=13)).isoformat())
+        skewed = await send(nc, command_id="c-2", stream="s2", note=2,
+                            occurred_at=(now + timedelta(minutes=2)).isoformat())
+        last_month = await send(nc, command_id="c-3", stream="s3", note=3,
+                                occurred_at=(now - timedelta(days=29)).isoformat())
+        last_year = await send(nc, command_id="c-4", stream="s4", note=4,
+                               occurred_at=(now - timedelta(days=400)).isoformat())
+        await nc.close()
+        # Cordon's own commands carry the time of the event they react to, whatever it is
+        own = await host.execute("note", Note(command_id="r-1", actor="system:test", stream="s5", note=5,
+                                              occurred_at=now - timedelta(days=400)))
+        streams = [r["stream_id"] for r in await host.pool.fetch("SELECT stream_id FROM probe.events ORDER BY 1")]
+    assert ahead["error"]["code"] == "invalid" and ahead["error"]["field"] == "occurred_at"
+    assert "in the future" in ahead["error"]["message"]
+    assert skewed["ok"] and last_month["ok"] and own["ok"]  # a clock a little fast; paper forms of last week
+    assert last_year["error"]["code"] == "invalid" and "more than 30 days ago" in last_year["error"]["message"]
+    assert streams == ["probe:s2", "probe:s3", "probe:s5"]

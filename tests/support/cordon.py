@@ -29,6 +29,7 @@ async def running(spec: ServiceSpec, nats_url: str, pg_dsn: str, clock=None, **c
     """A service on the test's servers; ``clock`` (a callable returning an aware datetime) lets a
     test drive time."""
     extra = {"clock": clock} if clock is not None else {}
+    config.setdefault("backdate_days", 0)  # the stories replay days of 2020 and 2022
     host = ServiceHost(spec, Config(nats_url=nats_url, pg_dsn=pg_dsn, **config), **extra)
     await host.start()
     try:
