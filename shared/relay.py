@@ -88,6 +88,7 @@ class Relay:
         self.batch = batch
         self.ack_timeout = ack_timeout
         self.poll_interval = poll_interval
+        self.held_back_poll = 0.005
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.published = 0
@@ -147,7 +148,7 @@ class Relay:
                         sent = await self.publish_once(lock_conn)
                         backoff = 0.1
                         if sent < self.batch:
-                            await self._idle()
+                            await self._idle(await self._held_back(lock_conn))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS or PostgreSQL down: back off, keep the rows, try again
@@ -161,11 +162,18 @@ class Relay:
         while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
             await asyncio.sleep(1.0)
 
-    async def _idle(self) -> None:
+    async def _held_back(self, conn: asyncpg.Connection) -> bool:
+        """Rows are committed past the cursor but wait for an older transaction still open."""
+        return await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {self.service}.outbox WHERE (txid, position) > ($1::xid8, $2::bigint))",
+            *self._after)
+
+    async def _idle(self, held_back: bool = False) -> None:
         try:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
-            # races the wake-up, and then stop() waits forever.
-            async with asyncio.timeout(self.poll_interval):
+            # races the wake-up, and then stop() waits forever. Rows held back by an older open
+            # transaction go out when it ends, which no commit of ours announces: look again soon.
+            async with asyncio.timeout(self.held_back_poll if held_back else self.poll_interval):
                 await self._wake.wait()
         except TimeoutError:
             pass
