@@ -313,7 +313,9 @@ class ServiceHost:
 
     async def on_health_ping(self, raw) -> bytes:
         try:
-            return env.encode({"ok": True, **await self.status()})
+            status = await self.status()
+            problems = [p for f in self.followers if (p := getattr(f, "stream_reset", None))]
+            return env.encode({"ok": not problems, **status, **({"problems": problems} if problems else {})})
         except Exception as exc:  # PostgreSQL down: still say we are alive and what fails
             return env.encode({"ok": False, "service": self.spec.name, "instance": self.instance,
                                "error": f"{type(exc).__name__}: {exc}"})

@@ -116,6 +116,10 @@ class Tail:
         self.behind: int | None = None
         self.batches = 0
         self.last_error: str | None = None
+        #: Why the tail stopped following: the stream restarted its sequences under it (recreated
+        #: or truncated). Following from the stored mark would skip every new event up to it.
+        self.stream_reset: str | None = None
+        self._stream_created = None
 
     async def run(self) -> None:
         """Follow forever (cancel to stop); errors are logged and the tail resumes from PostgreSQL."""
@@ -124,6 +128,9 @@ class Tail:
             batches = self.batches
             try:
                 self.hwm = await self.position()
+                if await self._stream_restarted(self.hwm):
+                    await asyncio.sleep(5.0)  # until an operator rebuilds; health says so meanwhile
+                    continue
                 await self._follow(self.hwm)
             except asyncio.CancelledError:
                 raise
@@ -134,6 +141,28 @@ class Tail:
                 log.warning("tail.retry", tail=self.name, error=self.last_error)
                 backoff = 0.1 if self.batches > batches else min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
+
+    async def _stream_restarted(self, position: int) -> bool:
+        """Whether the stream is not the one the stored position counts in: it ends below the
+        position, or it was created anew since this tail first saw it."""
+        info = await self.js.stream_info(STREAM)
+        created = getattr(info, "created", None)
+        if self._stream_created is None:
+            self._stream_created = created
+        reason = None
+        if info.state.last_seq < position:
+            reason = (f"the {STREAM} stream ends at sequence {info.state.last_seq}, below this tail's position "
+                      f"{position}: it was recreated or truncated")
+        elif created is not None and created != self._stream_created:
+            reason = f"the {STREAM} stream was recreated at {created} (first seen created {self._stream_created})"
+        if reason and reason != self.stream_reset:
+            log.error("tail.stream_reset", tail=self.name, reason=reason)
+        self.stream_reset = reason and (f"{reason}; not following (it would skip the new stream's events up to "
+                                        f"{position}): republish the events (cordon republish) and rebuild "
+                                        "(cordon views rebuild)")
+        if reason:
+            self.last_error = self.stream_reset
+        return reason is not None
 
     async def head(self) -> int:
         """The last sequence in the stream now."""

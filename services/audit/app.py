@@ -57,6 +57,10 @@ class LiveAudit:
     def last_error(self) -> str | None:
         return self.tail.last_error
 
+    @property
+    def stream_reset(self) -> str | None:
+        return self.tail.stream_reset
+
     async def lag(self) -> int | None:
         try:
             return max(0, await self.tail.head() - await self.appender.position())

@@ -39,6 +39,10 @@ class LiveViews:
     def last_error(self) -> str | None:
         return self.tail.last_error
 
+    @property
+    def stream_reset(self) -> str | None:
+        return self.tail.stream_reset
+
     async def lag(self) -> int | None:
         try:
             return max(0, await self.tail.head() - await self.projection.position())

@@ -13,12 +13,13 @@ import pytest
 
 from services.views import cli as views_cli
 from services.views.app import spec
+from shared import bus
 from shared.config import Config
 from shared.contracts.checkpoint import PassageAllowed
 from tests.support.views import (
     C, C2, C3, D, Stream, at, ev, query, scripted_day, shown, wait_position,
 )
-from tests.support.cordon import running
+from tests.support.cordon import eventually, running
 
 pytestmark = pytest.mark.integration
 
@@ -256,3 +257,28 @@ async def test_nats_restarted_mid_stream_the_views_lose_nothing_and_count_nothin
         board = await query(s.nc, "community", community=C, on=D.isoformat())
         assert board["passages_today"]["in"] == 60 and board["position"] == 60
         await s.close()
+
+
+async def test_a_recreated_stream_is_reported_on_health_and_not_skipped_over(nats_url, pg_dsn):
+    # Given the views have applied three events
+    s = await Stream.connect(nats_url)
+    async with running(spec(), nats_url, pg_dsn):
+        for i in range(3):
+            await s.publish(ev(PassageAllowed, at(D, 9), passage=f"p{i}", direction="in", compound="nangong-1",
+                               gate="g1", temperature_c=36.5, resident="r1"))
+        await wait_position(s.nc, 3)
+        # When the stream is deleted and created anew (sequences start again at 1)
+        await s.js.delete_stream("CORDON")
+        await bus.ensure_stream(s.js)
+        await s.publish(ev(PassageAllowed, at(D, 10), passage="p9", direction="in", compound="nangong-1",
+                           gate="g1", temperature_c=36.5, resident="r1"))
+
+        async def reported():
+            views = (await query(s.nc, "health"))["services"]["views"][0]
+            return views if not views["ok"] else None
+
+        # Then health says so and why, and the new stream's first event is not silently skipped
+        views = await eventually(reported, timeout=20, what="health to report the recreated stream")
+        assert "recreated or truncated" in views["problems"][0] and "cordon views rebuild" in views["problems"][0]
+        assert (await query(s.nc, "rollup", scope="city", on="2020-02-17"))["position"] == 3
+    await s.close()
