@@ -76,6 +76,18 @@ class CommandSpec:
     #: command name -> writers of its own, one command per transaction (see CommandRuntime)
     lanes: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, commands: Any, handlers: Any, domain: Any, config: Any, **instead: Any) -> "CommandSpec":
+        """A command service's spec from its rooms, as the template names them: ``commands``
+        (COMMANDS, CREATES, decode, validate), ``handlers`` (HANDLERS, prefetch, prepare_batch if
+        any, Scratch), ``domain`` (evolve). ``instead`` replaces any field: a ``validate`` bound to
+        the config, the ``lanes``."""
+        rooms = dict(types=commands.COMMANDS, creates=commands.CREATES, decode=commands.decode,
+                     validate=commands.validate, handlers=handlers.HANDLERS, evolve=domain.evolve,
+                     prefetch=handlers.prefetch, prepare_batch=getattr(handlers, "prepare_batch", None),
+                     scratch=handlers.Scratch, config=config)
+        return cls(**{**rooms, **instead})
+
 
 @dataclass
 class _Item:

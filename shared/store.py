@@ -33,9 +33,8 @@ def _check(schema: str) -> str:
 
 def ddl(schema: str) -> str:
     """The record of a service with commands: events, outbox, command replies."""
-    _check(schema)
+    schema = _check(schema)
     return f"""
-    CREATE SCHEMA IF NOT EXISTS {schema};
     CREATE TABLE IF NOT EXISTS {schema}.events (
         position     bigserial PRIMARY KEY,
         event_id     uuid NOT NULL UNIQUE,
@@ -83,9 +82,8 @@ def ddl(schema: str) -> str:
 
 def consumer_ddl(schema: str) -> str:
     """What a service's durable consumers keep: the inbox (exactly-once effects), dead letters."""
-    _check(schema)
+    schema = _check(schema)
     return f"""
-    CREATE SCHEMA IF NOT EXISTS {schema};
     CREATE TABLE IF NOT EXISTS {schema}.inbox (
         consumer     text NOT NULL,
         event_id     uuid NOT NULL,

@@ -234,3 +234,32 @@ class Tail:
         self.hwm = await self.apply(prepared, self.hwm)
         self.behind = behind
         self.batches += 1
+
+
+class TailFollower:
+    """A :class:`Tail` as the host runs and reports it (``shared.service.Follower``): lag behind the
+    stream's head, the tail's last error and whether the stream restarted under it. Subclasses
+    build ``self.tail`` over their read model and say what ``applied`` and ``parked`` count."""
+
+    name = "tail"
+    tail: Tail
+    applied = 0
+    parked = 0
+
+    @property
+    def last_error(self) -> str | None:
+        return self.tail.last_error
+
+    @property
+    def stream_reset(self) -> str | None:
+        return self.tail.stream_reset
+
+    async def lag(self) -> int | None:
+        try:
+            return max(0, await self.tail.head() - await self.tail.position())
+        except Exception:
+            return None
+
+    async def run(self) -> None:
+        await self.tail.run()
+

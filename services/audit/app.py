@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from services.audit import log
-from shared.tail import Tail
+from shared.tail import Tail, TailFollower
 from shared import wire
 from shared.service import ServiceSpec
 
@@ -38,11 +38,10 @@ async def audit_query(host, payload: bytes) -> dict:
     return {"ok": True, "rows": rows}
 
 
-class LiveAudit:
-    """The audit's follower of the stream (``shared.service.Follower``)."""
+class LiveAudit(TailFollower):
+    """The audit's follower of the stream: the appender of the hash-chained log."""
 
     name = "audit"
-    parked = 0
 
     def __init__(self, host, batch_max: int = 2000):
         self.appender = log.Appender(host.pool)
@@ -52,23 +51,6 @@ class LiveAudit:
     @property
     def applied(self) -> int:
         return self.appender.appended
-
-    @property
-    def last_error(self) -> str | None:
-        return self.tail.last_error
-
-    @property
-    def stream_reset(self) -> str | None:
-        return self.tail.stream_reset
-
-    async def lag(self) -> int | None:
-        try:
-            return max(0, await self.tail.head() - await self.appender.position())
-        except Exception:
-            return None
-
-    async def run(self) -> None:
-        await self.tail.run()
 
 
 def spec() -> ServiceSpec:

@@ -17,18 +17,7 @@ def spec(config: Config | None = None) -> ServiceSpec:
     config = from_env() if config is None else config
     return ServiceSpec(
         name=SCHEMA,
-        commands=CommandSpec(
-            types=commands.COMMANDS,
-            decode=commands.decode,
-            validate=commands.validate,
-            creates=commands.CREATES,
-            handlers=handlers.HANDLERS,
-            evolve=domain.evolve,
-            prefetch=handlers.prefetch,
-            prepare_batch=handlers.prepare_batch,
-            scratch=handlers.Scratch,
-            config=config,
-        ),
+        commands=CommandSpec.of(commands, handlers, domain, config),
         extra_ddl=directory.ddl(SCHEMA) + copies.DDL + DDL,
         consumers=[directory.consumer(SCHEMA), copies.consumer()],
         queries={"checkpoint.shifts": partial(queries.shifts, zone=config.zone)},

@@ -16,17 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import msgspec
 
-from services.checkpoint import domain, lookups, numbers, passage
-from services.checkpoint.commands import (
-    CheckPassage,
-    EndShift,
-    IssuePasses,
-    ReplacePass,
-    RevokePass,
-    SetControlLevel,
-    SetGate,
-    StartShift,
-)
+from services.checkpoint import commands, domain, lookups, numbers, passage
 from services.checkpoint.decide import Facts, decide
 from services.checkpoint.domain import control_stream, passage_stream, passes_stream, shift_stream
 from services.checkpoint.lookups import Loaded
@@ -71,21 +61,21 @@ def prefetch(cmd) -> list[str]:
     """Streams a command will surely read, loaded for the whole batch in one query (a new
     passage's stream too: one more key in that query tells a reused passage id)."""
     match cmd:
-        case SetGate() | SetControlLevel():
+        case commands.SetGate() | commands.SetControlLevel():
             return [control_stream(cmd.community, cmd.compound)]
-        case IssuePasses() if cmd.households is not None:
+        case commands.IssuePasses() if cmd.households is not None:
             return [passes_stream(h) for h in cmd.households]
-        case CheckPassage():
+        case commands.CheckPassage():
             streams = [control_stream(cmd.community, cmd.compound)]
             return streams + ([passage_stream(cmd.passage)] if cmd.passage else [])
-        case StartShift() | EndShift() if cmd.shift is not None:
+        case commands.StartShift() | commands.EndShift() if cmd.shift is not None:
             return [shift_stream(cmd.shift)]
     return []
 
 
 async def prepare_batch(conn, cmds: list, scratch: Scratch) -> None:
     """The facts of every check_passage of the batch, in one query (:data:`lookups.FACTS`)."""
-    passages = [c for c in cmds if isinstance(c, CheckPassage)]
+    passages = [c for c in cmds if isinstance(c, commands.CheckPassage)]
     if passages:
         await lookups.load(conn, scratch.lookups, passages)
 
@@ -93,15 +83,15 @@ async def prepare_batch(conn, cmds: list, scratch: Scratch) -> None:
 # -- gates and levels ----------------------------------------------------------------------------
 
 
-async def set_gate(cmd: SetGate, ctx: Context) -> None:
+async def set_gate(cmd: commands.SetGate, ctx: Context) -> None:
     await _control_command(cmd, ctx)
 
 
-async def set_control_level(cmd: SetControlLevel, ctx: Context) -> None:
+async def set_control_level(cmd: commands.SetControlLevel, ctx: Context) -> None:
     await _control_command(cmd, ctx)
 
 
-async def _control_command(cmd: SetGate | SetControlLevel, ctx: Context) -> None:
+async def _control_command(cmd: commands.SetGate | commands.SetControlLevel, ctx: Context) -> None:
     compound = await _compound(ctx, cmd.community, cmd.compound)
     target = control_stream(cmd.community, cmd.compound)
     control, version = await ctx.expect(target)
@@ -112,7 +102,7 @@ async def _control_command(cmd: SetGate | SetControlLevel, ctx: Context) -> None
 # -- passes --------------------------------------------------------------------------------------
 
 
-async def issue_passes(cmd: IssuePasses, ctx: Context) -> None:
+async def issue_passes(cmd: commands.IssuePasses, ctx: Context) -> None:
     compound = await _compound(ctx, cmd.community, cmd.compound)
     households = await _households(ctx, cmd) if compound is not None else {}
     wanted = [h for h in (cmd.households or households) if h in households]
@@ -136,15 +126,15 @@ async def issue_passes(cmd: IssuePasses, ctx: Context) -> None:
     ctx.reply_with(**extra)
 
 
-async def revoke_pass(cmd: RevokePass, ctx: Context) -> None:
+async def revoke_pass(cmd: commands.RevokePass, ctx: Context) -> None:
     await _pass_change(cmd, ctx)
 
 
-async def replace_pass(cmd: ReplacePass, ctx: Context) -> None:
+async def replace_pass(cmd: commands.ReplacePass, ctx: Context) -> None:
     await _pass_change(cmd, ctx)
 
 
-async def _pass_change(cmd: RevokePass | ReplacePass, ctx: Context) -> None:
+async def _pass_change(cmd: commands.RevokePass | commands.ReplacePass, ctx: Context) -> None:
     found = await _find_pass(ctx, cmd.pass_)
     if found is None:
         raise NotFound(f"pass {cmd.pass_} was never issued", field="pass")
@@ -152,7 +142,7 @@ async def _pass_change(cmd: RevokePass | ReplacePass, ctx: Context) -> None:
     cmd = msgspec.structs.replace(cmd, pass_=pass_id)
     target = passes_stream(household)
     state, version = await ctx.expect(target)
-    fresh = _new_passes(ctx, 1) if isinstance(cmd, ReplacePass) else ()
+    fresh = _new_passes(ctx, 1) if isinstance(cmd, commands.ReplacePass) else ()
     events = decide(Facts(passes={household: state}, new_passes=fresh), cmd)
     ctx.append(target, version, events)
     ctx.write(REVOKE_PASS, pass_id, cmd.occurred_at, cmd.reason.strip())
@@ -183,7 +173,7 @@ def _record_issued(ctx: Context, e) -> None:
 # -- passages: the hot path ----------------------------------------------------------------------
 
 
-async def check_passage(cmd: CheckPassage, ctx: Context) -> None:
+async def check_passage(cmd: commands.CheckPassage, ctx: Context) -> None:
     found = await lookups.facts(ctx, cmd)
     control, _ = await ctx.load(control_stream(cmd.community, cmd.compound))
     facts = replace(found, control=control, config=ctx.config)
@@ -206,7 +196,7 @@ async def check_passage(cmd: CheckPassage, ctx: Context) -> None:
 # -- shifts --------------------------------------------------------------------------------------
 
 
-async def start_shift(cmd: StartShift, ctx: Context) -> None:
+async def start_shift(cmd: commands.StartShift, ctx: Context) -> None:
     compound = await _gate_compound(ctx, cmd)
     open_shift = await _open_shift(ctx, cmd.staff)
     target = shift_stream(cmd.shift)
@@ -219,7 +209,7 @@ async def start_shift(cmd: StartShift, ctx: Context) -> None:
     ctx.scratch.open_shifts[cmd.staff] = e.shift
 
 
-async def end_shift(cmd: EndShift, ctx: Context) -> None:
+async def end_shift(cmd: commands.EndShift, ctx: Context) -> None:
     if cmd.shift is not None:
         state, _ = await ctx.load(shift_stream(cmd.shift))
     else:
@@ -259,7 +249,7 @@ def _as_compound(row) -> domain.Compound:
                            buildings=tuple(row["buildings"]), gates=tuple(row["gates"]))
 
 
-async def _households(ctx: Context, cmd: IssuePasses) -> dict[str, domain.Household]:
+async def _households(ctx: Context, cmd: commands.IssuePasses) -> dict[str, domain.Household]:
     if cmd.households is not None:
         rows = await directory.households(ctx.conn, SCHEMA, cmd.households)
     else:
@@ -277,7 +267,7 @@ async def _find_pass(ctx: Context, key: str) -> tuple[str, str] | None:
     return (row["pass"], row["household"]) if row else None
 
 
-async def _gate_compound(ctx: Context, cmd: StartShift) -> domain.Compound | None:
+async def _gate_compound(ctx: Context, cmd: commands.StartShift) -> domain.Compound | None:
     """The compound of the shift's gate: the one named, or the only one in the community with it."""
     if cmd.compound is not None:
         return await _compound(ctx, cmd.community, cmd.compound)

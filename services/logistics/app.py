@@ -16,16 +16,10 @@ def spec(config: Config | None = None) -> ServiceSpec:
     config = from_env() if config is None else config
     return ServiceSpec(
         name=tables.SCHEMA,
-        commands=CommandSpec(
-            types=commands.COMMANDS,
-            decode=commands.decode,
+        commands=CommandSpec.of(
+            commands, handlers, domain, config,
             validate=partial(commands.validate, config=config),
-            creates=commands.CREATES,
-            handlers=handlers.HANDLERS,
-            evolve=domain.evolve,
             prefetch=partial(handlers.prefetch, config=config),
-            scratch=handlers.Scratch,
-            config=config,
         ),
         extra_ddl=tables.DDL,
         consumers=[directory.consumer(tables.SCHEMA), reactions.seal_consumer()],

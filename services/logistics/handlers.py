@@ -13,22 +13,7 @@ from typing import Any, Iterable
 
 import msgspec
 
-from services.logistics import tables
-from services.logistics.commands import (
-    AssignDelivery,
-    CancelRequest,
-    Command,
-    RaiseDailyRequest,
-    RecordDelivery,
-    RedeemVoucher,
-    ReceiveStock,
-    RequestSupplies,
-    ReserveMasks,
-    ResolveWelfareCheck,
-    StartDailySupply,
-    StopDailySupply,
-    voucher_number,
-)
+from services.logistics import commands, tables
 from services.logistics.config import MASKS, Config
 from services.logistics.decide import Facts, Household, decide
 from services.logistics.domain import (
@@ -167,34 +152,34 @@ def _when(event: Any):
 # -- the handlers, one per command ----------------------------------------------------------------
 
 
-def prefetch(cmd: Command, config: Config) -> list[str]:
+def prefetch(cmd: commands.Command, config: Config) -> list[str]:
     """Streams a completed command will surely read, loaded for the whole batch in one query
     (``config``: the city's day, which names the day's request of a daily supply)."""
     match cmd:
-        case RequestSupplies():
+        case commands.RequestSupplies():
             return [plan_stream(cmd.household), request_stream(cmd.request)]
-        case AssignDelivery() | RecordDelivery() | CancelRequest():
+        case commands.AssignDelivery() | commands.RecordDelivery() | commands.CancelRequest():
             return [request_stream(cmd.request)]
-        case ReserveMasks():
+        case commands.ReserveMasks():
             return [masks_stream(cmd.household)]
-        case ResolveWelfareCheck():
+        case commands.ResolveWelfareCheck():
             return [welfare_stream(cmd.household)]
-        case StartDailySupply() if cmd.household:
+        case commands.StartDailySupply() if cmd.household:
             on = cmd.on or config.day(cmd.occurred_at)
             return [plan_stream(cmd.household), request_stream(daily_request_id(cmd.household, on))]
-        case StopDailySupply() if cmd.household:
+        case commands.StopDailySupply() if cmd.household:
             return [plan_stream(cmd.household)]
-        case RaiseDailyRequest():
+        case commands.RaiseDailyRequest():
             return [plan_stream(cmd.household), request_stream(daily_request_id(cmd.household, cmd.on))]
     return []
 
 
-async def _decide_and_record(ctx: Context, cmd: Command, target: str, facts: Facts) -> None:
+async def _decide_and_record(ctx: Context, cmd: commands.Command, target: str, facts: Facts) -> None:
     await ctx.expect(target)
     await record(ctx, decide(facts, cmd))
 
 
-async def request_supplies(cmd: RequestSupplies, ctx: Context) -> None:
+async def request_supplies(cmd: commands.RequestSupplies, ctx: Context) -> None:
     target = request_stream(cmd.request)
     facts = Facts(config=ctx.config, household=await household(ctx, cmd.household),
                   request=await state(ctx, target), plan=await state(ctx, plan_stream(cmd.household)))
@@ -213,11 +198,11 @@ async def _request_facts(ctx: Context, request_id: str) -> tuple[str, Facts]:
     return target, Facts(config=ctx.config, request=request, on_hand=on_hand)
 
 
-async def assign_delivery(cmd: AssignDelivery, ctx: Context) -> None:
+async def assign_delivery(cmd: commands.AssignDelivery, ctx: Context) -> None:
     await _decide_and_record(ctx, cmd, *await _request_facts(ctx, cmd.request))
 
 
-async def record_delivery(cmd: RecordDelivery, ctx: Context) -> None:
+async def record_delivery(cmd: commands.RecordDelivery, ctx: Context) -> None:
     target, facts = await _request_facts(ctx, cmd.request)
     if facts.request is not None:
         h = facts.request.household
@@ -226,23 +211,23 @@ async def record_delivery(cmd: RecordDelivery, ctx: Context) -> None:
     await _decide_and_record(ctx, cmd, target, facts)
 
 
-async def cancel_request(cmd: CancelRequest, ctx: Context) -> None:
+async def cancel_request(cmd: commands.CancelRequest, ctx: Context) -> None:
     await _decide_and_record(ctx, cmd, *await _request_facts(ctx, cmd.request))
 
 
-async def receive_stock(cmd: ReceiveStock, ctx: Context) -> None:
+async def receive_stock(cmd: commands.ReceiveStock, ctx: Context) -> None:
     target = receipt_stream(cmd.receipt)
     on_hand = await lock_stock(ctx, cmd.community, [line.item for line in cmd.items])
     await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, receipt=await state(ctx, target),
                                                      on_hand=on_hand))
 
 
-async def reserve_masks(cmd: ReserveMasks, ctx: Context) -> None:
+async def reserve_masks(cmd: commands.ReserveMasks, ctx: Context) -> None:
     target = masks_stream(cmd.household)
     h = await household(ctx, cmd.household)
     number, taken = None, False
     if h is not None:  # draw a number only for a command that may succeed
-        number = voucher_number(await ctx.conn.fetchval(tables.NEXT_VOUCHER_SERIAL))
+        number = commands.voucher_number(await ctx.conn.fetchval(tables.NEXT_VOUCHER_SERIAL))
         cmd = msgspec.structs.replace(cmd, voucher=cmd.voucher or number)
         taken = cmd.voucher in ctx.scratch.vouchers or await ctx.conn.fetchval(
             tables.VOUCHER_TAKEN, cmd.voucher) is not None
@@ -252,7 +237,7 @@ async def reserve_masks(cmd: ReserveMasks, ctx: Context) -> None:
     ctx.reply_with(voucher=cmd.voucher, number=number)
 
 
-async def redeem_voucher(cmd: RedeemVoucher, ctx: Context) -> None:
+async def redeem_voucher(cmd: commands.RedeemVoucher, ctx: Context) -> None:
     found = ctx.scratch.vouchers.get(cmd.voucher) or await ctx.conn.fetchrow(tables.VOUCHER, cmd.voucher)
     if found is None:
         decide(Facts(config=ctx.config), cmd)  # raises not_found
@@ -267,17 +252,17 @@ async def redeem_voucher(cmd: RedeemVoucher, ctx: Context) -> None:
     ctx.reply_with(on_hand=ctx.scratch.stock[(community, MASKS)])
 
 
-async def resolve_welfare_check(cmd: ResolveWelfareCheck, ctx: Context) -> None:
+async def resolve_welfare_check(cmd: commands.ResolveWelfareCheck, ctx: Context) -> None:
     target = welfare_stream(cmd.household)
     await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, welfare=await state(ctx, target)))
 
 
-async def _household_of(ctx: Context, cmd: StartDailySupply | StopDailySupply) -> str | None:
+async def _household_of(ctx: Context, cmd: commands.StartDailySupply | commands.StopDailySupply) -> str | None:
     """The household a plan command names, or its resident's (None for an unknown resident)."""
     return cmd.household or await directory.household_of(ctx.conn, tables.SCHEMA, cmd.resident)
 
 
-async def start_daily_supply(cmd: StartDailySupply, ctx: Context) -> None:
+async def start_daily_supply(cmd: commands.StartDailySupply, ctx: Context) -> None:
     household_id = await _household_of(ctx, cmd)
     if household_id is None:
         decide(Facts(config=ctx.config), cmd)  # raises not_found: the resident is unknown
@@ -294,7 +279,7 @@ async def start_daily_supply(cmd: StartDailySupply, ctx: Context) -> None:
     await _decide_and_record(ctx, cmd, target, facts)
 
 
-async def stop_daily_supply(cmd: StopDailySupply, ctx: Context) -> None:
+async def stop_daily_supply(cmd: commands.StopDailySupply, ctx: Context) -> None:
     household_id = await _household_of(ctx, cmd)
     if household_id is None:
         decide(Facts(config=ctx.config), cmd)  # raises rejected: nothing runs for an unknown resident
@@ -303,7 +288,7 @@ async def stop_daily_supply(cmd: StopDailySupply, ctx: Context) -> None:
     await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, plan=await state(ctx, target)))
 
 
-async def raise_daily_request(cmd: RaiseDailyRequest, ctx: Context) -> None:
+async def raise_daily_request(cmd: commands.RaiseDailyRequest, ctx: Context) -> None:
     target = request_stream(daily_request_id(cmd.household, cmd.on))
     facts = Facts(config=ctx.config, household=await household(ctx, cmd.household),
                   plan=await state(ctx, plan_stream(cmd.household)), request=await state(ctx, target))

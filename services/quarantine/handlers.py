@@ -9,20 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from services.quarantine import domain, tables
-from services.quarantine.commands import (
-    Command,
-    LiftSeal,
-    OpenCase,
-    RecordCheckin,
-    RecordMissedCheckins,
-    RecordResult,
-    RecordSample,
-    ReleaseCase,
-    ScheduleScreening,
-    Seal,
-    TransferCase,
-)
+from services.quarantine import commands, domain, tables
 from services.quarantine.decide import Compound, Facts, Resident, check_deadline_passed, decide, missed_checkin
 from shared import directory
 from shared.context import Context
@@ -43,24 +30,24 @@ class Scratch:
     open_case_of: dict[str, str] = field(default_factory=dict)
 
 
-def prefetch(cmd: Command) -> list[str]:
+def prefetch(cmd: commands.Command) -> list[str]:
     """Streams a command will surely read, loaded for the whole batch in one query."""
     match cmd:
-        case OpenCase():
+        case commands.OpenCase():
             return [domain.case_stream(cmd.case)]
-        case RecordCheckin():
+        case commands.RecordCheckin():
             return [domain.case_stream(cmd.case), domain.day_stream(cmd.case, cmd.on)]
-        case TransferCase() | ReleaseCase():
+        case commands.TransferCase() | commands.ReleaseCase():
             return [domain.case_stream(cmd.case)]
-        case RecordMissedCheckins():  # the cases themselves come from their rows (prepare_batch)
+        case commands.RecordMissedCheckins():  # the cases themselves come from their rows (prepare_batch)
             return [domain.day_stream(c, cmd.on) for c in cmd.cases]
-        case Seal() | LiftSeal():
+        case commands.Seal() | commands.LiftSeal():
             return [domain.seal_stream(cmd.community, cmd.compound)]
-        case ScheduleScreening():
+        case commands.ScheduleScreening():
             return [domain.screening_stream(cmd.screening)]
-        case RecordSample():
+        case commands.RecordSample():
             return [domain.screening_stream(cmd.screening), domain.sample_stream(cmd.screening, cmd.resident)]
-        case RecordResult():
+        case commands.RecordResult():
             streams = [domain.screening_stream(cmd.screening), domain.sample_stream(cmd.screening, cmd.resident)]
             # Only a positive result opens the case its (always filled) id names.
             return streams + [domain.case_stream(cmd.case)] if cmd.result == "positive" else streams
@@ -68,9 +55,9 @@ def prefetch(cmd: Command) -> list[str]:
             assert_never(cmd)
 
 
-async def prepare_batch(conn, cmds: list[Command], scratch: Scratch) -> None:
+async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) -> None:
     """The cases of the batch's missed-check-in sweeps, from their rows, in one query."""
-    ids = [c for cmd in cmds if isinstance(cmd, RecordMissedCheckins) for c in cmd.cases]
+    ids = [c for cmd in cmds if isinstance(cmd, commands.RecordMissedCheckins) for c in cmd.cases]
     if ids:
         scratch.case_rows = {row[0]: tables.case_of_row(row) for row in await conn.fetch(tables.CASES_BY_ID, ids)}
 
@@ -112,7 +99,7 @@ async def _resident(ctx: Context, resident: str) -> Resident | None:
                     compound=row["compound"], building=row["building"], moved_out=row["moved_out"])
 
 
-async def _where(ctx: Context, cmd: OpenCase) -> Resident | None:
+async def _where(ctx: Context, cmd: commands.OpenCase) -> Resident | None:
     """From the directory; else from the command when it says where (a reaction, from the
     registry's own event, ahead of the directory)."""
     known = await _resident(ctx, cmd.resident)
@@ -148,7 +135,7 @@ async def _append_case(ctx: Context, case_id: str, version: int, events: list, *
 # -- handlers ------------------------------------------------------------------------------
 
 
-async def open_case(cmd: OpenCase, ctx: Context) -> None:
+async def open_case(cmd: commands.OpenCase, ctx: Context) -> None:
     case, version = await ctx.expect(domain.case_stream(cmd.case))
     facts = Facts(config=ctx.config, case=case, open_case=await _open_case_of(ctx, cmd.resident),
                   resident=await _where(ctx, cmd))
@@ -156,7 +143,7 @@ async def open_case(cmd: OpenCase, ctx: Context) -> None:
     ctx.scratch.open_case_of[cmd.resident] = cmd.case
 
 
-async def record_checkin(cmd: RecordCheckin, ctx: Context) -> None:
+async def record_checkin(cmd: commands.RecordCheckin, ctx: Context) -> None:
     stream = domain.day_stream(cmd.case, cmd.on)
     case = await _state(ctx, domain.case_stream(cmd.case))
     day, version = await ctx.expect(stream)
@@ -164,20 +151,20 @@ async def record_checkin(cmd: RecordCheckin, ctx: Context) -> None:
     ctx.write(tables.UPSERT_CASE, *tables.case_row(case, checkin_on=cmd.on))
 
 
-async def transfer_case(cmd: TransferCase, ctx: Context) -> None:
+async def transfer_case(cmd: commands.TransferCase, ctx: Context) -> None:
     await _change_case(cmd, ctx)
 
 
-async def release_case(cmd: ReleaseCase, ctx: Context) -> None:
+async def release_case(cmd: commands.ReleaseCase, ctx: Context) -> None:
     await _change_case(cmd, ctx)
 
 
-async def _change_case(cmd: TransferCase | ReleaseCase, ctx: Context) -> None:
+async def _change_case(cmd: commands.TransferCase | commands.ReleaseCase, ctx: Context) -> None:
     case, version = await ctx.expect(domain.case_stream(cmd.case))
     await _append_case(ctx, cmd.case, version, decide(Facts(config=ctx.config, case=case), cmd))
 
 
-async def record_missed_checkins(cmd: RecordMissedCheckins, ctx: Context) -> None:
+async def record_missed_checkins(cmd: commands.RecordMissedCheckins, ctx: Context) -> None:
     config = ctx.config
     check_deadline_passed(cmd, config)
     skipped: dict[str, str] = {}
@@ -199,22 +186,22 @@ async def record_missed_checkins(cmd: RecordMissedCheckins, ctx: Context) -> Non
     ctx.reply_with(events=[], missed=len(marked), skipped=skipped)
 
 
-async def seal(cmd: Seal, ctx: Context) -> None:
+async def seal(cmd: commands.Seal, ctx: Context) -> None:
     await _change_seals(cmd, ctx)
 
 
-async def lift_seal(cmd: LiftSeal, ctx: Context) -> None:
+async def lift_seal(cmd: commands.LiftSeal, ctx: Context) -> None:
     await _change_seals(cmd, ctx)
 
 
-async def _change_seals(cmd: Seal | LiftSeal, ctx: Context) -> None:
+async def _change_seals(cmd: commands.Seal | commands.LiftSeal, ctx: Context) -> None:
     stream = domain.seal_stream(cmd.community, cmd.compound)
     seals, version = await ctx.expect(stream)
     facts = Facts(config=ctx.config, seals=seals, compound=await _compound(ctx, cmd.community, cmd.compound))
     ctx.append(stream, version, decide(facts, cmd))
 
 
-async def schedule_screening(cmd: ScheduleScreening, ctx: Context) -> None:
+async def schedule_screening(cmd: commands.ScheduleScreening, ctx: Context) -> None:
     stream = domain.screening_stream(cmd.screening)
     screening, version = await ctx.expect(stream)
     facts = Facts(config=ctx.config, screening=screening,
@@ -222,7 +209,7 @@ async def schedule_screening(cmd: ScheduleScreening, ctx: Context) -> None:
     ctx.append(stream, version, decide(facts, cmd))
 
 
-async def record_sample(cmd: RecordSample, ctx: Context) -> None:
+async def record_sample(cmd: commands.RecordSample, ctx: Context) -> None:
     stream = domain.sample_stream(cmd.screening, cmd.resident)
     screening = await _state(ctx, domain.screening_stream(cmd.screening))
     sample, version = await ctx.expect(stream)
@@ -231,7 +218,7 @@ async def record_sample(cmd: RecordSample, ctx: Context) -> None:
     ctx.append(stream, version, decide(facts, cmd))
 
 
-async def record_result(cmd: RecordResult, ctx: Context) -> None:
+async def record_result(cmd: commands.RecordResult, ctx: Context) -> None:
     stream = domain.sample_stream(cmd.screening, cmd.resident)
     screening = await _state(ctx, domain.screening_stream(cmd.screening))
     sample, version = await ctx.expect(stream)

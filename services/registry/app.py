@@ -14,17 +14,9 @@ def spec(config: Config | None = None) -> ServiceSpec:
     config = from_env() if config is None else config
     return ServiceSpec(
         name="registry",
-        commands=CommandSpec(
-            types=commands.COMMANDS,
-            decode=commands.decode,
+        commands=CommandSpec.of(
+            commands, handlers, domain, config,
             validate=partial(commands.validate, config=config),
-            creates=commands.CREATES,
-            handlers=handlers.HANDLERS,
-            evolve=domain.evolve,
-            prefetch=handlers.prefetch,
-            prepare_batch=handlers.prepare_batch,
-            scratch=handlers.Scratch,
-            config=config,
         ),
         extra_ddl=tables.DDL,
     )

@@ -7,16 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.registry import decide, domain, tables
-from services.registry.commands import (
-    Command,
-    MoveOut,
-    RegisterArrival,
-    RegisterCompound,
-    RegisterHousehold,
-    RegisterResident,
-    VerifyArrival,
-)
+from services.registry import commands, decide, domain, tables
 from shared.context import Context
 from shared.errors import Conflict
 from shared.runtime import Handler
@@ -30,28 +21,28 @@ class Scratch:
     id_numbers_taken: set[str] = field(default_factory=set)
 
 
-def prefetch(cmd: Command) -> list[str]:
+def prefetch(cmd: commands.Command) -> list[str]:
     """Streams a command will surely read, loaded for the whole batch in one query (the runtime
     has filled in the created ids before the batch)."""
     match cmd:
-        case RegisterCompound():
+        case commands.RegisterCompound():
             return [domain.compound_stream(cmd.community, cmd.compound)]
-        case RegisterHousehold():
+        case commands.RegisterHousehold():
             return [domain.compound_stream(cmd.community, cmd.compound), domain.household_stream(cmd.household)]
-        case RegisterResident():
+        case commands.RegisterResident():
             return [domain.household_stream(cmd.household), domain.resident_stream(cmd.resident)]
-        case RegisterArrival():
+        case commands.RegisterArrival():
             return [domain.resident_stream(cmd.resident), domain.arrival_stream(cmd.arrival)]
-        case MoveOut():
+        case commands.MoveOut():
             return [domain.resident_stream(cmd.resident)]
-        case VerifyArrival():
+        case commands.VerifyArrival():
             return [domain.arrival_stream(cmd.arrival)]
     return []
 
 
-async def prepare_batch(conn, cmds: list[Command], scratch: Scratch) -> None:
+async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) -> None:
     """ID numbers already registered, for every register_resident of the batch, in one query."""
-    numbers = [c.id_number for c in cmds if isinstance(c, RegisterResident)]
+    numbers = [c.id_number for c in cmds if isinstance(c, commands.RegisterResident)]
     if numbers:
         rows = await conn.fetch(tables.TAKEN_ID_NUMBERS, numbers)
         scratch.id_numbers_taken = {r["id_number"] for r in rows}
@@ -62,7 +53,7 @@ async def _state(ctx: Context, stream_id: str):
     return state
 
 
-async def _decide_and_append(ctx: Context, cmd: Command, facts: decide.Facts) -> list:
+async def _decide_and_append(ctx: Context, cmd: commands.Command, facts: decide.Facts) -> list:
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
     events = decide.decide(facts, cmd)
@@ -70,12 +61,12 @@ async def _decide_and_append(ctx: Context, cmd: Command, facts: decide.Facts) ->
     return events
 
 
-async def register_compound(cmd: RegisterCompound, ctx: Context) -> None:
+async def register_compound(cmd: commands.RegisterCompound, ctx: Context) -> None:
     compound = await _state(ctx, domain.compound_stream(cmd.community, cmd.compound))
     await _decide_and_append(ctx, cmd, decide.Facts(compound=compound))
 
 
-async def register_household(cmd: RegisterHousehold, ctx: Context) -> None:
+async def register_household(cmd: commands.RegisterHousehold, ctx: Context) -> None:
     facts = decide.Facts(
         compound=await _state(ctx, domain.compound_stream(cmd.community, cmd.compound)),
         household=await _state(ctx, domain.household_stream(cmd.household)),
@@ -83,7 +74,7 @@ async def register_household(cmd: RegisterHousehold, ctx: Context) -> None:
     await _decide_and_append(ctx, cmd, facts)
 
 
-async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
+async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> None:
     facts = decide.Facts(
         household=await _state(ctx, domain.household_stream(cmd.household)),
         resident=await _state(ctx, domain.resident_stream(cmd.resident)),
@@ -100,7 +91,7 @@ async def register_resident(cmd: RegisterResident, ctx: Context) -> None:
               cmd.id_number, cmd.phone, cmd.occurred_at)
 
 
-async def register_arrival(cmd: RegisterArrival, ctx: Context) -> None:
+async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:
     facts = decide.Facts(
         resident=await _state(ctx, domain.resident_stream(cmd.resident)),
         arrival=await _state(ctx, domain.arrival_stream(cmd.arrival)),
@@ -108,13 +99,13 @@ async def register_arrival(cmd: RegisterArrival, ctx: Context) -> None:
     await _decide_and_append(ctx, cmd, facts)
 
 
-async def verify_arrival(cmd: VerifyArrival, ctx: Context) -> None:
+async def verify_arrival(cmd: commands.VerifyArrival, ctx: Context) -> None:
     arrival = await _state(ctx, domain.arrival_stream(cmd.arrival))
     resident = await _state(ctx, domain.resident_stream(arrival.resident)) if arrival else None
     await _decide_and_append(ctx, cmd, decide.Facts(arrival=arrival, resident=resident))
 
 
-async def move_out(cmd: MoveOut, ctx: Context) -> None:
+async def move_out(cmd: commands.MoveOut, ctx: Context) -> None:
     resident = await _state(ctx, domain.resident_stream(cmd.resident))
     await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
 

@@ -12,12 +12,12 @@ from datetime import tzinfo
 from services.views import queries, schema
 from services.views.project import Projection
 from shared.config import city_zone
-from shared.tail import Tail
+from shared.tail import Tail, TailFollower
 from shared.service import ServiceSpec
 
 
-class LiveViews:
-    """The views' follower of the stream (``shared.service.Follower``)."""
+class LiveViews(TailFollower):
+    """The views' follower of the stream: the live projector."""
 
     name = "views"
 
@@ -34,20 +34,6 @@ class LiveViews:
     @property
     def parked(self) -> int:
         return self.projection.undecodable
-
-    @property
-    def last_error(self) -> str | None:
-        return self.tail.last_error
-
-    @property
-    def stream_reset(self) -> str | None:
-        return self.tail.stream_reset
-
-    async def lag(self) -> int | None:
-        try:
-            return max(0, await self.tail.head() - await self.projection.position())
-        except Exception:
-            return None
 
     async def run(self) -> None:
         async with self.pool.acquire() as conn:
