@@ -91,6 +91,9 @@ class Consumer:
         self.last_error: str | None = None
 
     async def start(self) -> None:
+        # The durable consumer exists once the service has started (as it always did), even on a
+        # standby replica; only the leader rewinds it.
+        await self._ensure_consumer()
         self._task = asyncio.create_task(self._run(), name=f"consumer.{self.name}")
 
     async def stop(self) -> None:
