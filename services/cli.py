@@ -10,6 +10,7 @@
     cordon views rebuild                                      rebuild the read models, then swap
     cordon audit verify | show                                check or search the audit log
     cordon dead-letters list | replay                         parked messages: list, apply again
+    cordon republish --service S --since T [--until T]        publish recorded events to JetStream again
     cordon asyncapi [--write]                                 the message API document
 """
 from __future__ import annotations

@@ -1,12 +1,16 @@
-"""`cordon dead-letters`, registered on the `cordon` parser by ``add_commands``.
+"""`cordon dead-letters` and `cordon republish`, registered on the `cordon` parser by ``add_commands``.
 
     cordon dead-letters list [--service S] [--consumer C] [--json]
     cordon dead-letters replay ID... | --all [--service S] [--consumer C] [--timeout SECONDS]
+    cordon republish --service S --since WHEN [--until WHEN] [--dry-run] [--batch N]
 
 ``list`` reads PostgreSQL (``CORDON_PG_DSN``). ``replay`` asks the running service that owns the
 consumer (``cordon.sys.<service>.replay``, over ``CORDON_NATS_URL``): its handlers and runtime apply
 the letters (see :mod:`shared.dead_letters`); ``--all`` picks the letters in PostgreSQL first. An
-ID is ``service:id`` as ``list`` prints it, or a number with ``--service``.
+ID is ``service:id`` as ``list`` prints it, or a number with ``--service``. ``republish`` reads the
+service's events table and publishes to JetStream (both servers; see
+:mod:`services.ops.republish`). WHEN is RFC 3339 with a zone, or a day YYYY-MM-DD (its midnight in
+the city's zone).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import sys
 import time
 from datetime import datetime
 
+from services.audit.cli import when
 from shared.config import Config
 
 #: Dead letters per replay request (each request's reply carries their results).
@@ -39,11 +44,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--consumer")
     rp.add_argument("--timeout", type=float, default=60.0, help=f"seconds to wait for each {CHUNK} letters")
     rp.set_defaults(run=run_replay)
+    rb = sub.add_parser("republish", help="publish a service's recorded events to JetStream again "
+                                          "(after JetStream lost some), in order, Nats-Msg-Id = event id")
+    rb.add_argument("--service", required=True, help="registry, checkpoint, quarantine or logistics")
+    rb.add_argument("--since", required=True, type=when, help="recorded at or after: RFC 3339 with zone, or YYYY-MM-DD")
+    rb.add_argument("--until", type=when, help="recorded before (default: now)")
+    rb.add_argument("--dry-run", action="store_true", help="count the events, publish nothing")
+    rb.add_argument("--batch", type=int, default=1000, help="events per round of PubAcks")
+    rb.set_defaults(run=run_republish)
 
 
 def _fail(message: str, code: int = 2) -> int:
     print(f"cordon: {message}", file=sys.stderr)
     return code
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'s' * (count != 1)}"
 
 
 def _local(value: datetime) -> str:
@@ -73,8 +90,8 @@ async def list_letters(dsn: str, service: str | None, consumer: str | None, as_j
     finally:
         await conn.close()
     if not letters:
-        scope = " ".join(f"{k} {v}" for k, v in (("of service", service), ("of consumer", consumer)) if v)
-        print(f"no dead letters{' ' + scope if scope else ''}: nothing is parked", file=sys.stderr)
+        scope = ", ".join(f"{k} {v}" for k, v in (("service", service), ("consumer", consumer)) if v)
+        print(f"no dead letters{f' ({scope})' if scope else ''}: nothing is parked", file=sys.stderr)
         return 0
     for d in letters:
         if as_json:
@@ -87,7 +104,7 @@ async def list_letters(dsn: str, service: str | None, consumer: str | None, as_j
         counts: dict[str, int] = {}
         for d in letters:
             counts[d["consumer"]] = counts.get(d["consumer"], 0) + 1
-        print(f"{len(letters):,} dead letter{'s' * (len(letters) != 1)} ("
+        print(f"{_n(len(letters), 'dead letter')} ("
               + ", ".join(f"{c} {n:,}" for c, n in sorted(counts.items())) + ")", file=out)
     return 0
 
@@ -166,9 +183,10 @@ async def replay_letters(nats_url: str, pg_dsn: str | None, targets: dict[str, l
                                            timeout=timeout)
                     reply = json.loads(msg.data)
                 except NoRespondersError:
-                    reply = {"ok": False, "error": {"message": f"the {name} service is not running (no "
-                                                               f"answer on {dl.replay_subject(name)}): "
-                                                               "start it; the replay runs in it"}}
+                    reply = {"ok": False, "error": {"message": f"no {name} service answers on "
+                                                               f"{dl.replay_subject(name)}: start it (the "
+                                                               "replay runs in it; only services with "
+                                                               "consumers have dead letters)"}}
                 except Exception as exc:
                     reply = {"ok": False, "error": {"message": f"no reply on {dl.replay_subject(name)}: "
                                                                f"{type(exc).__name__} {exc}"}}
@@ -189,7 +207,7 @@ async def replay_letters(nats_url: str, pg_dsn: str | None, targets: dict[str, l
     finally:
         await nc.close()
     ok = counts[dl.REPLAYED] + counts[dl.ALREADY_APPLIED]
-    print(f"{total:,} dead letter{'s' * (total != 1)}: {counts[dl.REPLAYED]:,} replayed, "
+    print(f"{_n(total, 'dead letter')}: {counts[dl.REPLAYED]:,} replayed, "
           f"{counts[dl.ALREADY_APPLIED]:,} already applied (dropped), {counts[dl.FAILED]:,} failed again (kept), "
           f"{counts[dl.NOT_FOUND]:,} not found, {counts['not_replayed']:,} not replayed", file=out)
     return 0 if ok == total else 1
@@ -205,3 +223,76 @@ def _outcome(service: str, r: dict) -> str:
     if r["outcome"] == "failed":
         return f"{what} failed again{about}, attempt {r['attempts']}: {r['error']}; kept"
     return f"{what} not found (no such dead letter)"
+
+
+# -- republish ------------------------------------------------------------------------------------
+
+def run_republish(args: argparse.Namespace, config: Config) -> int:
+    from services.ops.republish import RECORDING
+
+    if args.service not in RECORDING:
+        return _fail(f"--service must be one of {', '.join(RECORDING)} (the services that record events)")
+    if not config.pg_dsn or (not config.nats_url and not args.dry_run):
+        return _fail("republish needs CORDON_PG_DSN and CORDON_NATS_URL (only the DSN with --dry-run)")
+    if args.until is not None and args.until <= args.since:
+        return _fail("--until must be after --since")
+    if args.batch < 1:
+        return _fail("--batch must be at least 1")
+    return asyncio.run(republish_events(config, args.service, args.since, args.until,
+                                        dry_run=args.dry_run, batch=args.batch))
+
+
+async def republish_events(config: Config, service: str, since: datetime, until: datetime | None, *,
+                           dry_run: bool = False, batch: int = 1000, out=None, err=None) -> int:
+    import asyncpg
+
+    from services.ops import republish as rp
+    from shared import bus
+
+    out, err = out or sys.stdout, err or sys.stderr
+    span = f"recorded from {_local(since)}" + (f" until {_local(until)}" if until else "")
+    conn = await asyncpg.connect(config.pg_dsn)
+    try:
+        if dry_run:
+            counted = await rp.count(conn, service, since, until)
+            print(f"dry run: {_n(counted.total, f'{service} event')} {span} would be republished"
+                  + (f" (positions {counted.first_position:,} to {counted.last_position:,})" if counted.total else ""),
+                  file=out)
+            return 0
+        import nats
+
+        nc = await nats.connect(config.nats_url, name=f"{service}.republish", connect_timeout=2,
+                                max_reconnect_attempts=1)
+        try:
+            await bus.ensure_stream(nc.jetstream(), config.dedupe_window_s, config.stream_replicas)
+            result = await rp.republish(conn, nc, service, since, until, batch=batch, progress=_progress(err))
+        finally:
+            await nc.close()
+    finally:
+        await conn.close()
+    if not result.total:
+        print(f"no {service} events {span}: nothing to republish", file=out)
+        return 0
+    print(f"republished {result.published:,} of {_n(result.total, f'{service} event')} {span} "
+          f"(positions {result.first_position:,} to {result.last_position:,}) in {result.seconds:.1f} s "
+          f"({result.rate:,.0f}/s): {result.stored:,} stored in the stream, {result.duplicates:,} dropped by "
+          f"JetStream as duplicates (still in its duplicate window)", file=out)
+    if result.error:
+        at = result.stopped_at
+        print(f"cordon: republish stopped at position {at['position']} (event {at['event_id']}, {at['subject']}): "
+              f"{result.error}; the events from there on were not published", file=err)
+        return 1
+    return 0
+
+
+def _progress(err):
+    last = [0.0]
+
+    def show(done: int, total: int, elapsed: float) -> None:
+        now = time.monotonic()
+        if now - last[0] < 1.0 and done < total:
+            return
+        last[0] = now
+        print(f"republish: {done:,} of {total:,} ({done / elapsed if elapsed else 0:,.0f}/s)", file=err)
+
+    return show

@@ -124,7 +124,7 @@ async def test_a_dead_letter_whose_event_the_inbox_says_applied_is_dropped_witho
 async def test_replay_needs_the_service_running(nats_url, pg_dsn):
     out = io.StringIO()
     assert await replay_letters(nats_url, pg_dsn, {"probe": [1]}, out=out) == 1
-    assert "not running" in out.getvalue()
+    assert "no probe service answers" in out.getvalue()
 
 
 def test_ids_name_their_service():
