@@ -15,6 +15,12 @@ commits; the tail prepares the next batch while the previous one commits, so Pyt
 work side by side. ``apply`` gets the position the tail believes applied; if the stored position is
 behind that (a rebuilt generation was swapped in), it raises :class:`Reposition` and the tail
 re-subscribes from the stored position.
+
+A stored position beyond the stream's last sequence means the stream lost its last messages (a
+single node's power loss: JetStream then gives the next messages the lost sequences again) or was
+created anew. Followed from the stored position, those next messages would be skipped. So before
+following, the tail lowers the stored position to the stream's last sequence (``rewind(seen, to)``);
+what it then meets again is dropped by the follower's own inbox (by event id).
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ EXPIRES, HEARTBEAT, INACTIVE = 30.0, 2.0, 60.0
 Batch = list[tuple[int, int, Msg]]
 Prepare = Callable[[Batch], Any]
 Apply = Callable[[Any, int | None], Awaitable[int]]
+#: (the stored position seen, the stream's last sequence): lower the stored position, if unchanged.
+Rewind = Callable[[int, int], Awaitable[None]]
 
 
 class Reposition(Exception):
@@ -101,13 +109,14 @@ class _Flow:
 
 class Tail:
     def __init__(self, nc: Client, *, name: str, position: Callable[[], Awaitable[int]], prepare: Prepare,
-                 apply: Apply, batch_max: int = 2000, subject: str = f"{EVENTS_ROOT}.>"):
+                 apply: Apply, rewind: Rewind, batch_max: int = 2000, subject: str = f"{EVENTS_ROOT}.>"):
         self.nc = nc
         self.js = nc.jetstream()
         self.name = name
         self.position = position
         self.prepare = prepare
         self.apply = apply
+        self.rewind = rewind
         self.batch_max = batch_max
         self.subject = subject
         #: The last stream sequence applied, as far as this tail knows (None before the first read).
@@ -123,7 +132,7 @@ class Tail:
         while True:
             batches = self.batches
             try:
-                self.hwm = await self.position()
+                self.hwm = await self._start()
                 await self._follow(self.hwm)
             except asyncio.CancelledError:
                 raise
@@ -134,6 +143,18 @@ class Tail:
                 log.warning("tail.retry", tail=self.name, error=self.last_error)
                 backoff = 0.1 if self.batches > batches else min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
+
+    async def _start(self) -> int:
+        """The stored position, lowered first to the stream's last sequence if it lies beyond it."""
+        hwm = await self.position()
+        head = await self.head()
+        if head < hwm:
+            log.error("tail.rewound", tail=self.name, position=hwm, stream_last_seq=head,
+                      why="the stream lost its last messages or was created anew; its next messages "
+                          "reuse their sequences")
+            await self.rewind(hwm, head)
+            hwm = await self.position()
+        return hwm
 
     async def head(self) -> int:
         """The last sequence in the stream now."""

@@ -6,21 +6,26 @@ import asyncio
 import dataclasses
 import io
 import json
+import shutil
+import tempfile
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 import nats
 import pytest
 from nats.js.api import DiscardPolicy
 
+from services.audit import log as audit_log
 from services.audit.app import spec as audit_spec
 from services.ops.cli import republish_events
 from services.registry.app import spec as registry_spec
+from services.views.app import spec as views_spec
 from shared import store
 from shared.config import Config
 from shared.consumer import Consumer
 from shared.subjects import STREAM
-from tests.support.cordon import Client, community, eventually, household, read_stream, running
+from tests.support.cordon import COMMUNITY, Client, community, eventually, household, read_stream, running
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +186,100 @@ async def test_a_refused_publish_stops_the_republish_and_says_where(nats_url, pg
             assert "republished 0 of 2" in out.getvalue()
             assert f"republish stopped at position 1 (event {events[0]}" in err.getvalue()
             assert "maximum messages exceeded" in err.getvalue()
+
+
+def stream_dir(nats_server) -> Path:
+    [found] = nats_server.data_dir.glob(f"jetstream/**/streams/{STREAM}")
+    return found
+
+
+async def followers_at(pg_dsn: str, url: str) -> tuple[int, int, int]:
+    """(stream's last sequence, audit's mark, the current views' mark)."""
+    async with await nats.connect(url) as nc:
+        last = (await nc.jetstream().stream_info(STREAM)).state.last_seq
+    [[audit]] = await fetch(pg_dsn, "SELECT hwm FROM audit.head")
+    [[generation]] = await fetch(pg_dsn, "SELECT generation FROM views.current")
+    [[views]] = await fetch(pg_dsn, f"SELECT hwm FROM views_g{generation}.meta")
+    return last, audit, views
+
+
+async def test_after_the_stream_lost_its_tail_views_and_audit_follow_its_next_events(nats_server, pg_dsn):
+    url = nats_server.url
+    async with running(registry_spec(), url, pg_dsn), running(audit_spec(), url, pg_dsn), \
+            running(views_spec(), url, pg_dsn):
+        async with await nats.connect(url) as nc:
+            client = Client(nc)
+            await community(client)
+            await household(client)
+            await eventually(lambda: outbox_empty(pg_dsn), what="the outbox published")
+            # What the disk holds when the power goes: the stream as of its first 2 events
+            on_disk = Path(tempfile.mkdtemp(dir=nats_server.data_dir)) / "msgs"
+            shutil.copytree(stream_dir(nats_server) / "msgs", on_disk)
+            await household(client)
+            await household(client)
+            await eventually(lambda: outbox_empty(pg_dsn), what="the outbox published")
+            await eventually(lambda: _all_at(pg_dsn, url, 4), what="audit and views at sequence 4")
+
+        # Given the power loss: JetStream comes back with 2 events; the outbox rows of the others are gone
+        await nats_server.stop()
+        shutil.rmtree(stream_dir(nats_server) / "msgs")
+        shutil.copytree(on_disk, stream_dir(nats_server) / "msgs")
+        (stream_dir(nats_server) / "msgs" / "index.db").unlink(missing_ok=True)
+        await nats_server.start()
+        events = await recorded(pg_dsn)
+        await eventually(lambda: _stream_is(url, events[:2]), what="the stream recovered")
+
+        # When the next event comes, under sequence 3 again (the audit and views had seen up to 4)
+        async with await nats.connect(url) as nc:
+            await eventually(lambda: _registered_after_restart(Client(nc)), what="the registry answering")
+        await eventually(lambda: outbox_empty(pg_dsn), what="the outbox published")
+        events = await recorded(pg_dsn)
+        assert len(events) == 5 and await in_stream(url) == events[:2] + events[4:]
+
+        # Then the audit log and the views follow it (they lowered their marks to the stream's)
+        await eventually(lambda: _all_at(pg_dsn, url, 3), what="audit and views at sequence 3")
+        assert [r[0] for r in await fetch(pg_dsn, "SELECT event_id::text FROM audit.log ORDER BY n")] == events
+
+        # And republishing restores the lost two in order; the audit and views count them as seen
+        config = Config(nats_url=url, pg_dsn=pg_dsn)
+        out = io.StringIO()
+        assert await republish_events(config, "registry", LONG_AGO, None, out=out, err=io.StringIO()) == 0
+        assert "2 stored in the stream, 3 dropped" in out.getvalue()
+        assert await in_stream(url) == events[:2] + events[4:] + events[2:4]
+        await eventually(lambda: _all_at(pg_dsn, url, 5), what="audit and views at sequence 5")
+        assert [r[0] for r in await fetch(pg_dsn, "SELECT event_id::text FROM audit.log ORDER BY n")] == events
+        [[duplicates]] = await fetch(pg_dsn, "SELECT duplicates FROM audit.head")
+        assert duplicates == 2
+        [[applied, view_duplicates]] = await fetch(pg_dsn, "SELECT applied, duplicates FROM views_g1.meta")
+        assert (applied, view_duplicates) == (5, 2)
+        # The audit chain verifies: the sequences start again where the log recorded its rewind
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            verdict = await audit_log.verify(conn)
+            rewinds = await conn.fetch("SELECT n, from_seq, to_seq FROM audit.rewinds")
+        finally:
+            await conn.close()
+        assert verdict.ok, verdict.to_dict()
+        assert [tuple(r) for r in rewinds] == [(5, 4, 2)]
+
+
+async def _all_at(pg_dsn: str, url: str, seq: int) -> bool:
+    return await followers_at(pg_dsn, url) == (seq, seq, seq)
+
+
+async def _stream_is(url: str, expected: list[str]) -> bool:
+    try:
+        return await in_stream(url) == expected
+    except nats.errors.Error:  # JetStream still recovering its streams
+        return False
+
+
+async def _registered_after_restart(client: Client) -> bool:
+    """A household registered once the registry answers again (the same command id each try)."""
+    try:
+        reply = await client.send("register_household", command_id="after-the-loss", community=COMMUNITY,
+                                  compound="nangong-1", building="b1", address="b1 room 99")
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return False
+    assert reply["ok"], reply
+    return True
