@@ -6,9 +6,11 @@ import io
 from datetime import datetime, timezone
 
 import asyncpg
+import nats
 import pytest
 
 from services.ops.cli import list_letters, parse_ids, replay_letters
+from shared import store
 from shared.contracts.registry import HouseholdRegistered
 from shared.service import ConsumerSpec, ServiceSpec
 from tests.support.cordon import COMMUNITY, eventually, publish_events, running
@@ -137,3 +139,62 @@ def test_ids_name_their_service():
 
 async def _applied(pg_dsn: str, n: int) -> bool:
     return len(await effects(pg_dsn)) >= n
+
+
+async def test_a_parked_reaction_is_replayed_through_its_services_runtime(nats_url, pg_dsn):
+    from services.registry.app import spec as registry_spec
+    from tests.support.cordon import Client, community, household, resident
+    from tests.support.quarantine import quarantine
+
+    async with running(registry_spec(), nats_url, pg_dsn), quarantine(nats_url, pg_dsn, park_after=2) as host:
+        # Given the quarantine service's runtime failing while ArrivalVerified comes: the reaction is parked
+        async def broken_runtime(name, cmd):
+            return {"ok": False, "error": {"code": "internal", "message": "a bug in open_case"}}
+
+        host.execute = broken_runtime
+        async with await nats.connect(nats_url) as nc:
+            registry = Client(nc)
+            await community(registry)
+            r = await resident(registry, await household(registry, building="b2"))
+            arrival = await registry.ok("register_arrival", resident=r, origin="Wuhan", arrived_on="2020-01-30",
+                                        transport={"kind": "train", "number": "G1722"}, visited=[],
+                                        city_class="A", risk_area_visited=True)
+            await registry.ok("verify_arrival", arrival=arrival["events"][0]["data"]["arrival"],
+                              outcome="home_quarantine", documents_checked=True)
+        [letter] = await eventually(lambda: _quarantine_letters(pg_dsn), what="the reaction parked")
+        assert letter["consumer"] == "quarantine-arrivals" and "a bug in open_case" in letter["error"]
+        assert await host.pool.fetchval("SELECT count(*) FROM quarantine.cases") == 0
+
+        # When the fix is deployed and the consumer's letters are replayed
+        del host.execute
+        out = io.StringIO()
+        assert await replay_letters(nats_url, pg_dsn, None, "quarantine", "quarantine-arrivals", out=out) == 0
+
+        # Then the case is opened, once, and the letter is gone
+        assert "replayed (quarantine-arrivals, ArrivalVerified" in out.getvalue()
+        assert await host.pool.fetchval("SELECT count(*) FROM quarantine.cases") == 1
+        assert await _quarantine_letters(pg_dsn) == []
+
+
+async def _quarantine_letters(pg_dsn: str) -> list[dict]:
+    return await rows(pg_dsn, "SELECT consumer, error FROM quarantine.dead_letters")
+
+
+async def test_a_record_from_before_marks_its_parked_events_once(pg_dsn):
+    applied, parked = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        # Given an inbox from before the mark: one event applied, one parked (it has a dead letter)
+        await conn.execute(store.consumer_ddl("probe").split("-- A parked message's inbox row")[0])
+        await conn.execute("INSERT INTO probe.inbox (consumer, event_id) VALUES ('c', $1), ('c', $2)", applied, parked)
+        await conn.execute("INSERT INTO probe.dead_letters (consumer, event_id, subject, payload, error, attempts) "
+                           "VALUES ('c', $1, 's', '', 'e', 5)", parked)
+        # When the service starts on it: the parked event's row says so
+        await store.migrate(conn, "probe", record=False)
+        assert dict(await conn.fetch("SELECT event_id::text, parked FROM probe.inbox")) == {applied: False, parked: True}
+        # And a later start changes nothing (here the letter was replayed meanwhile)
+        await conn.execute("UPDATE probe.inbox SET parked = false")
+        await store.migrate(conn, "probe", record=False)
+        assert dict(await conn.fetch("SELECT event_id::text, parked FROM probe.inbox")) == {applied: False, parked: False}
+    finally:
+        await conn.close()
