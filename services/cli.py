@@ -9,6 +9,8 @@
     cordon report --scope S [--on D] [--format csv|json]      the daily report of a scope
     cordon views rebuild                                      rebuild the read models, then swap
     cordon audit verify | show                                check or search the audit log
+    cordon dead-letters list | replay                         parked messages: list, apply again
+    cordon republish --service S --since T [--until T]        publish recorded events to JetStream again
     cordon asyncapi [--write]                                 the message API document
 """
 from __future__ import annotations
@@ -62,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     doc.add_argument("--write", action="store_true", help="write shared/contracts/asyncapi.json")
     from services.audit import cli as audit_cli
     from services.demo import cli as demo_cli
+    from services.ops import cli as ops_cli
     from services.views import cli as views_cli
 
     views_cli.add_commands(sub)
     audit_cli.add_commands(sub)
     demo_cli.add_commands(sub)
+    ops_cli.add_commands(sub)
     args = parser.parse_args(argv)
     config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None)
     logging.setup(config.log_format, config.log_level)

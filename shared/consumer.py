@@ -4,8 +4,9 @@ For each fetched batch, one PostgreSQL transaction records (consumer, event id) 
 applies the handler's effect for every event not seen before; the messages are acknowledged after
 the commit. A redelivery, a replay or a restart therefore changes nothing. A message whose handler
 keeps failing is retried in place (so the stream order holds) and, after ``park_after`` attempts,
-parked in ``dead_letters`` with its error, instead of blocking the stream forever. A failure that
-is not the message's fault (PostgreSQL away, out of connections, read-only after a fail-over:
+parked in ``dead_letters`` with its error, instead of blocking the stream forever; its inbox row
+then says ``parked`` (a redelivery does not run it again, and ``cordon dead-letters replay``, in
+:mod:`shared.dead_letters`, applies it once later). A failure that is not the message's fault (PostgreSQL away, out of connections, read-only after a fail-over:
 ``store.TRANSIENT``) parks nothing: the batch is held and tried again, before any later message.
 
 One instance pulls a durable consumer at a time, however many replicas of the service run: two
@@ -270,17 +271,19 @@ class Consumer:
             self.name, [raw.event_id for _, raw in items])
         return {raw.event_id for _, raw in items} - {r["event_id"] for r in seen}
 
-    async def _claim(self, conn, items) -> set[str]:
-        """Record ``items`` as applied; the ids that were not recorded before."""
+    async def _claim(self, conn, items, parked: bool = False) -> set[str]:
+        """Record ``items`` as applied (or ``parked``: not applied, not to be run again unless
+        replayed); the ids that were not recorded before."""
         if not items:
             return set()
         rows = await conn.fetch(
-            f"""INSERT INTO {self.schema}.inbox (consumer, event_id, stream_seq)
-                SELECT $1, * FROM unnest($2::uuid[], $3::bigint[])
+            f"""INSERT INTO {self.schema}.inbox (consumer, event_id, stream_seq, parked)
+                SELECT $1, e, s, $4 FROM unnest($2::uuid[], $3::bigint[]) AS u(e, s)
                 ON CONFLICT DO NOTHING RETURNING event_id::text""",
             self.name,
             [raw.event_id for _, raw in items],
             [m.metadata.sequence.stream for m, _ in items],
+            parked,
         )
         return {r["event_id"] for r in rows}
 
@@ -309,7 +312,7 @@ class Consumer:
                     continue
                 async with conn.transaction():
                     if raw is not None:
-                        await self._claim(conn, [(msg, raw)])
+                        await self._claim(conn, [(msg, raw)], parked=True)
                     await self._park(conn, msg, raw, exc, attempts)
                 await msg.ack()
                 return

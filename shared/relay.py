@@ -92,6 +92,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.published = 0
+        #: Rows JetStream acknowledged as duplicates (it had their Nats-Msg-Id in its window).
+        self.duplicates = 0
         #: (txid, position) of the last row published and deleted: every row below it is gone.
         self._after: tuple[int, int] = (0, 0)
         self.last_error: str | None = None
@@ -200,7 +202,7 @@ class Relay:
         )
         if not rows:
             return 0
-        acked, error = await self._publish(rows)
+        acked, error = await self.publish(rows)
         if acked:
             # Only a prefix is deleted: what follows a failure is published again, in order
             # (JetStream drops the copies it already has by Nats-Msg-Id).
@@ -210,8 +212,9 @@ class Relay:
             raise error
         return len(acked)
 
-    async def _publish(self, rows) -> tuple[list[int], Exception | None]:
-        """Publish the rows; the positions of the acknowledged prefix, and what stopped it."""
+    async def publish(self, rows) -> tuple[list[int], Exception | None]:
+        """Publish the rows (``position``, ``subject``, ``event_id``, ``envelope``) in order; the
+        positions of the acknowledged prefix, and what stopped it. Also ``cordon republish``'s."""
         inbox = await self._ensure_inbox()
         current = self._round = _Round(next(self._rounds), len(rows))
         acked: list[int] = []
@@ -236,6 +239,7 @@ class Relay:
             if ack.stream != STREAM:
                 return acked, RuntimeError(f"{row['subject']} was captured by stream {ack.stream}")
             acked.append(row["position"])
+            self.duplicates += ack.duplicate
         return acked, None
 
     async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> None:

@@ -18,7 +18,7 @@ import structlog
 from faststream.nats import NatsBroker
 
 import shared.contracts  # noqa: F401  (registers every public event type)
-from shared import bus, store
+from shared import bus, dead_letters, store
 from shared import envelope as env
 from shared import log as logging
 from shared.runtime import CommandRuntime, CommandSpec, encode_error
@@ -113,6 +113,8 @@ class ServiceHost:
         self.runtime: CommandRuntime | None = None
         self.relay: Relay | None = None
         self.consumers: list[Consumer] = []
+        #: consumer name -> its handler (consumers and reactions): what a dead letter replays through
+        self.handles: dict[str, Handle] = {}
         self.followers: list[Follower] = []
         self.tasks: list[asyncio.Task] = []
         self.cmd_nc = None
@@ -147,6 +149,7 @@ class ServiceHost:
         handles = [(c.name, c.subjects, c.handle(self)) for c in spec.consumers]
         handles += [(r.name, r.subjects, self._reaction_handle(r)) for r in spec.reactions]
         for name, subjects, handle in handles:
+            self.handles[name] = handle
             consumer = Consumer(name=name, schema=spec.name, subjects=subjects, handle=handle,
                                 pool=self.pool, nc=self.nc, park_after=config.park_after)
             await consumer.start()
@@ -214,6 +217,9 @@ class ServiceHost:
         for query in self.spec.queries:
             broker.subscriber(query_subject(query), queue=f"{name}.qry", decoder=raw,
                               max_workers=64)(self._query_handler(query))
+        if self.handles:  # one replay at a time per instance: dead letters go in the order asked
+            broker.subscriber(dead_letters.replay_subject(name), queue=f"{name}.sys",
+                              decoder=raw)(self.on_replay)
         return broker
 
     async def on_command(self, raw) -> bytes:
@@ -299,6 +305,29 @@ class ServiceHost:
                 return encode_error(err)
 
         return on_query
+
+    async def on_replay(self, raw) -> bytes:
+        """``cordon.sys.<service>.replay`` {ids: [dead letter id, ...]}: apply each again through its
+        consumer's handler (see :mod:`shared.dead_letters`); one result per id, in order."""
+        try:
+            ids = parse_json_object(raw.data).get("ids")
+            if (not isinstance(ids, list) or not 1 <= len(ids) <= dead_letters.MAX_IDS
+                    or not all(type(i) is int for i in ids)):
+                raise Invalid(f"ids must be a list of 1 to {dead_letters.MAX_IDS} dead letter ids",
+                              field="ids")
+        except CommandError as err:
+            return encode_error(err)
+        results: list[dict] = []
+        try:
+            for letter_id in ids:
+                result = await dead_letters.replay(self.pool, self.spec.name, self.handles, letter_id)
+                log.info("dead_letter.replay", **result)
+                results.append(result)
+        except Exception as exc:  # PostgreSQL away: say how far it went
+            code = "unavailable" if isinstance(exc, store.TRANSIENT) else "internal"
+            return env.encode({"ok": False, "error": {"code": code, "message": f"{type(exc).__name__}: {exc}"},
+                               "results": results})
+        return env.encode({"ok": True, "results": results})
 
     async def status(self) -> dict:
         consumers = {}

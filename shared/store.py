@@ -102,6 +102,17 @@ def consumer_ddl(schema: str) -> str:
         attempts     integer NOT NULL,
         parked_at    timestamptz NOT NULL DEFAULT now()
     );
+    -- A parked message's inbox row keeps a redelivery from running it again, but says "parked",
+    -- not "applied": `cordon dead-letters replay` applies it once and clears the mark. Added to
+    -- a record from before once, marking the rows its dead letters stand for.
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{schema}'
+                       AND table_name = 'inbox' AND column_name = 'parked') THEN
+            ALTER TABLE {schema}.inbox ADD COLUMN parked boolean NOT NULL DEFAULT false;
+            UPDATE {schema}.inbox i SET parked = true FROM {schema}.dead_letters d
+                WHERE d.consumer = i.consumer AND d.event_id = i.event_id;
+        END IF;
+    END $$;
     """
 
 

@@ -15,6 +15,12 @@ commits; the tail prepares the next batch while the previous one commits, so Pyt
 work side by side. ``apply`` gets the position the tail believes applied; if the stored position is
 behind that (a rebuilt generation was swapped in), it raises :class:`Reposition` and the tail
 re-subscribes from the stored position.
+
+A stored position beyond the stream's last sequence means the stream lost its last messages (a
+single node's power loss: JetStream then gives the next messages the lost sequences again) or was
+created anew. Followed from the stored position, those next messages would be skipped. So before
+following, the tail lowers the stored position to the stream's last sequence (``rewind(seen, to)``);
+what it then meets again is dropped by the follower's own inbox (by event id).
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ EXPIRES, HEARTBEAT, INACTIVE = 30.0, 2.0, 60.0
 Batch = list[tuple[int, int, Msg]]
 Prepare = Callable[[Batch], Any]
 Apply = Callable[[Any, int | None], Awaitable[int]]
+#: (the stored position seen, the stream's last sequence): lower the stored position, if unchanged.
+Rewind = Callable[[int, int], Awaitable[None]]
 
 
 class Reposition(Exception):
@@ -101,13 +109,14 @@ class _Flow:
 
 class Tail:
     def __init__(self, nc: Client, *, name: str, position: Callable[[], Awaitable[int]], prepare: Prepare,
-                 apply: Apply, batch_max: int = 2000, subject: str = f"{EVENTS_ROOT}.>"):
+                 apply: Apply, rewind: Rewind, batch_max: int = 2000, subject: str = f"{EVENTS_ROOT}.>"):
         self.nc = nc
         self.js = nc.jetstream()
         self.name = name
         self.position = position
         self.prepare = prepare
         self.apply = apply
+        self.rewind = rewind
         self.batch_max = batch_max
         self.subject = subject
         #: The last stream sequence applied, as far as this tail knows (None before the first read).
@@ -116,8 +125,8 @@ class Tail:
         self.behind: int | None = None
         self.batches = 0
         self.last_error: str | None = None
-        #: Why the tail stopped following: the stream restarted its sequences under it (recreated
-        #: or truncated). Following from the stored mark would skip every new event up to it.
+        #: What happened when the stream restarted its sequences under this tail (recreated or
+        #: truncated), for health: the tail rewound and follows on; lost events need a republish.
         self.stream_reset: str | None = None
         self._stream_created = None
 
@@ -127,10 +136,7 @@ class Tail:
         while True:
             batches = self.batches
             try:
-                self.hwm = await self.position()
-                if await self._stream_restarted(self.hwm):
-                    await asyncio.sleep(5.0)  # until an operator rebuilds; health says so meanwhile
-                    continue
+                self.hwm = await self._start()
                 await self._follow(self.hwm)
             except asyncio.CancelledError:
                 raise
@@ -142,27 +148,29 @@ class Tail:
                 backoff = 0.1 if self.batches > batches else min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
 
-    async def _stream_restarted(self, position: int) -> bool:
-        """Whether the stream is not the one the stored position counts in: it ends below the
-        position, or it was created anew since this tail first saw it."""
+    async def _start(self) -> int:
+        """The stored position, lowered first when the stream is not the one it counts in: the
+        stream lost its last messages (it ends below the position: its next messages reuse those
+        sequences), or it was created anew since this tail first saw it (every sequence is new)."""
+        hwm = await self.position()
         info = await self.js.stream_info(STREAM)
-        created = getattr(info, "created", None)
+        head, created = info.state.last_seq, getattr(info, "created", None)
         if self._stream_created is None:
             self._stream_created = created
-        reason = None
-        if info.state.last_seq < position:
-            reason = (f"the {STREAM} stream ends at sequence {info.state.last_seq}, below this tail's position "
-                      f"{position}: it was recreated or truncated")
-        elif created is not None and created != self._stream_created:
-            reason = f"the {STREAM} stream was recreated at {created} (first seen created {self._stream_created})"
-        if reason and reason != self.stream_reset:
-            log.error("tail.stream_reset", tail=self.name, reason=reason)
-        self.stream_reset = reason and (f"{reason}; not following (it would skip the new stream's events up to "
-                                        f"{position}): republish the events (cordon republish) and rebuild "
-                                        "(cordon views rebuild)")
-        if reason:
-            self.last_error = self.stream_reset
-        return reason is not None
+        recreated = created is not None and created != self._stream_created
+        if head < hwm or (recreated and hwm):
+            to = 0 if recreated else head
+            why = ("created anew" if recreated else "lost its last messages or was created anew") + (
+                f": its last sequence is {head}, this tail's position was {hwm}")
+            log.error("tail.rewound", tail=self.name, position=hwm, to=to, why=why)
+            await self.rewind(hwm, to)
+            hwm = await self.position()
+            # Said on health until the process restarts: what JetStream lost is only back once an
+            # operator republishes it from the record (cordon republish --service … --since …).
+            self.stream_reset = (f"the {STREAM} stream {why}; followed again from {hwm} (events seen before "
+                                 "are dropped by id): if it lost events, republish them (cordon republish)")
+        self._stream_created = created
+        return hwm
 
     async def head(self) -> int:
         """The last sequence in the stream now."""

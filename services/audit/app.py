@@ -46,7 +46,8 @@ class LiveAudit(TailFollower):
     def __init__(self, host, batch_max: int = 2000):
         self.appender = log.Appender(host.pool)
         self.tail = Tail(host.nc, name="audit", position=self.appender.position,
-                         prepare=self.appender.prepare, apply=self.appender.apply, batch_max=batch_max)
+                         prepare=self.appender.prepare, apply=self.appender.apply,
+                         rewind=self.appender.rewind, batch_max=batch_max)
 
     @property
     def applied(self) -> int:

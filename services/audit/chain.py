@@ -89,7 +89,9 @@ class Finding(NamedTuple):
 class Verifier:
     """Walks rows in order of ``n``; :meth:`check` returns the first finding, then keeps it."""
 
-    def __init__(self) -> None:
+    def __init__(self, rewinds: dict[int, int] | None = None) -> None:
+        #: row n -> the stream's last sequence when the log rewound before row n (audit.rewinds)
+        self.rewinds = rewinds or {}
         self.prev = GENESIS
         self.expect = 1
         self.last_seq = 0
@@ -115,9 +117,10 @@ class Verifier:
             wrong = [f for f in Columns._fields if getattr(row.columns, f) != getattr(expected, f)]
             return Finding(row.n, "column_mismatch",
                            f"row {row.n}: {', '.join(wrong)} differ from the event bytes")
-        if row.stream_seq <= self.last_seq:
+        after = self.rewinds.get(row.n, self.last_seq)  # the stream lost its tail: sequences again
+        if row.stream_seq <= after:
             return Finding(row.n, "out_of_order",
-                           f"row {row.n} has stream sequence {row.stream_seq} after {self.last_seq}")
+                           f"row {row.n} has stream sequence {row.stream_seq} after {after}")
         self.prev, self.expect, self.last_seq = row.hash, row.n + 1, row.stream_seq
         return None
 

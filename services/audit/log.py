@@ -4,6 +4,11 @@ One writer at a time (an advisory lock per batch, the head row read under it), s
 audit service never fork the chain. A message is appended once: by stream sequence (the head's
 ``hwm``) and by event id (an event replayed under a new sequence is counted, not appended).
 ``audit.log`` refuses UPDATE and DELETE; verification catches whoever gets around that.
+
+Stream sequences only grow along the log, except after a *rewind*: when the stream lost its last
+messages (a single node's power loss) and gives its next messages their sequences again, the tail
+lowers ``hwm`` to the stream's last sequence (:meth:`Appender.rewind`) and ``audit.rewinds``
+records at which row the sequences start again, so verification accepts exactly that.
 """
 from __future__ import annotations
 
@@ -49,6 +54,13 @@ CREATE TABLE IF NOT EXISTS audit.head (
 );
 INSERT INTO audit.head (n, hash, hwm) VALUES (0, '\\x{chain.GENESIS.hex()}'::bytea, 0)
     ON CONFLICT DO NOTHING;
+-- Row n is the first after the stream lost its tail: its sequence follows to_seq, not the row before.
+CREATE TABLE IF NOT EXISTS audit.rewinds (
+    n            bigint PRIMARY KEY,
+    from_seq     bigint NOT NULL,
+    to_seq       bigint NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now()
+);
 CREATE OR REPLACE FUNCTION audit.append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
 DROP TRIGGER IF EXISTS log_append_only ON audit.log;
@@ -72,6 +84,19 @@ class Appender:
 
     async def position(self) -> int:
         return await position(self.pool)
+
+    async def rewind(self, seen: int, to: int) -> None:
+        """Lower ``hwm`` from ``seen`` to ``to`` (the stream's last sequence, after it lost its tail),
+        recording where the log's sequences start again. Nothing if ``hwm`` moved meanwhile."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *LOCK)
+            n = await conn.fetchval("UPDATE audit.head SET hwm = $2, updated_at = now() WHERE hwm = $1 "
+                                    "RETURNING n", seen, to)
+            if n is not None:
+                await conn.execute(
+                    "INSERT INTO audit.rewinds (n, from_seq, to_seq) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (n) DO UPDATE SET to_seq = least(rewinds.to_seq, excluded.to_seq)",
+                    n + 1, seen, to)
 
     def prepare(self, batch: Batch) -> list[tuple]:
         return [(seq, msg.subject, msg.data, chain.columns(msg.data)) for seq, _, msg in batch]
@@ -141,8 +166,8 @@ class Verdict:
 
 async def verify(conn: asyncpg.Connection, progress=None) -> Verdict:
     """Walk the whole log in one snapshot and name the first row that does not match."""
-    verifier = chain.Verifier()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        verifier = chain.Verifier({r[0]: r[1] for r in await conn.fetch("SELECT n, to_seq FROM audit.rewinds")})
         head_n, head_hash = await conn.fetchrow("SELECT n, hash FROM audit.head")
         query = (f"SELECT {', '.join(c for c in COLUMNS)} FROM audit.log ORDER BY n")
         async for r in conn.cursor(query, prefetch=2000):

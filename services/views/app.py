@@ -25,7 +25,8 @@ class LiveViews(TailFollower):
         self.pool = host.pool
         self.projection = Projection(host.pool, zone)
         self.tail = Tail(host.nc, name="views", position=self.projection.position,
-                         prepare=self.projection.prepare, apply=self.projection.apply, batch_max=batch_max)
+                         prepare=self.projection.prepare, apply=self.projection.apply,
+                         rewind=self.projection.rewind, batch_max=batch_max)
 
     @property
     def applied(self) -> int:

@@ -116,6 +116,18 @@ class Projection:
             generation = self.generation or await schema.current(conn)
             return await schema.hwm(conn, generation)
 
+    async def rewind(self, seen: int, to: int) -> None:
+        """Lower the mark from ``seen`` to ``to`` (the stream's last sequence, after it lost its
+        tail); the inbox drops what comes again. Nothing if the mark moved meanwhile."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if self.generation is None:
+                generation = await schema.lock_current(conn)
+            else:
+                generation = self.generation
+                await schema.lock(conn, generation)
+            await conn.execute(f"UPDATE {schema.name(generation)}.meta SET hwm = $2, updated_at = now() "
+                               "WHERE hwm = $1", seen, to)
+
     def prepare(self, batch: Batch) -> list[Item]:
         zone = self.zone
         return [decode(msg.data, seq, zone) for seq, _, msg in batch]

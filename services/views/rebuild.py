@@ -51,7 +51,7 @@ async def rebuild(pool: asyncpg.Pool, nc: Client, zone: tzinfo, *, batch_max: in
     log.info("views.rebuild.started", generation=generation)
     projection = Projection(pool, zone, generation=generation)
     tail = Tail(nc, name=f"rebuild-g{generation}", position=projection.position,
-                prepare=projection.prepare, apply=projection.apply, batch_max=batch_max)
+                prepare=projection.prepare, apply=projection.apply, rewind=projection.rewind, batch_max=batch_max)
     started = time.monotonic()
     task = asyncio.create_task(tail.run(), name=f"views.rebuild.g{generation}")
     try:

@@ -277,8 +277,10 @@ async def test_a_recreated_stream_is_reported_on_health_and_not_skipped_over(nat
             views = (await query(s.nc, "health"))["services"]["views"][0]
             return views if not views["ok"] else None
 
-        # Then health says so and why, and the new stream's first event is not silently skipped
+        # Then health says so and what to do, and the new stream's first event is not skipped
         views = await eventually(reported, timeout=20, what="health to report the recreated stream")
-        assert "recreated or truncated" in views["problems"][0] and "cordon views rebuild" in views["problems"][0]
-        assert (await query(s.nc, "rollup", scope="city", on="2020-02-17"))["position"] == 3
+        assert "created anew" in views["problems"][0] and "cordon republish" in views["problems"][0]
+        await wait_position(s.nc, 1)
+        board = await query(s.nc, "community", community=C, on=D.isoformat())
+        assert board["passages_today"]["in"] == 4
     await s.close()

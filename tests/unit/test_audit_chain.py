@@ -23,17 +23,18 @@ def message(i: int, resident: str | None = "r1", actor: str = "staff:li-wei") ->
         "actor": actor, "correlation_id": "c", "data": data}).encode()
 
 
-def log(count: int) -> list[chain.Row]:
+def log(count: int, seqs: list[int] | None = None) -> list[chain.Row]:
     rows, prev = [], chain.GENESIS
     for n in range(1, count + 1):
-        seq, subject, body = n * 2, f"cordon.evt.{C}.checkpoint.PassageAllowed", message(n)
+        seq, subject, body = seqs[n - 1] if seqs else n * 2, f"cordon.evt.{C}.checkpoint.PassageAllowed", message(n)
         prev = chain.link(prev, n, seq, subject, body)
         rows.append(chain.Row(n, seq, subject, body, prev, chain.columns(body)))
     return rows
 
 
-def verify(rows: list[chain.Row], head: tuple[int, bytes] | None = None) -> chain.Finding | None:
-    verifier = chain.Verifier()
+def verify(rows: list[chain.Row], head: tuple[int, bytes] | None = None,
+           rewinds: dict[int, int] | None = None) -> chain.Finding | None:
+    verifier = chain.Verifier(rewinds)
     for row in rows:
         if verifier.check(row):
             break
@@ -114,6 +115,16 @@ def test_a_changed_stream_sequence_breaks_the_hash():
     rows = log(5)
     rows[2] = rows[2]._replace(stream_seq=999)
     assert verify(rows).n == 3
+
+
+def test_stream_sequences_go_back_only_where_a_rewind_is_recorded():
+    # The stream lost its tail after sequence 8 (the log had reached 10): row 6 comes at 9 again
+    rows = log(8, seqs=[2, 4, 6, 8, 10, 9, 11, 12])
+    finding = verify(rows)
+    assert (finding.n, finding.problem) == (6, "out_of_order")
+    assert verify(rows, rewinds={6: 8}) is None
+    assert verify(log(8, seqs=[2, 4, 6, 8, 10, 8, 11, 12]), rewinds={6: 8}).problem == "out_of_order"
+    assert verify(rows, rewinds={7: 8}).n == 6  # recorded at another row: still out of order
 
 
 def test_the_first_finding_is_kept():
