@@ -185,6 +185,7 @@ async def test_a_record_from_before_marks_its_parked_events_once(pg_dsn):
     conn = await asyncpg.connect(pg_dsn)
     try:
         # Given an inbox from before the mark: one event applied, one parked (it has a dead letter)
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS probe")
         await conn.execute(store.consumer_ddl("probe").split("-- A parked message's inbox row")[0])
         await conn.execute("INSERT INTO probe.inbox (consumer, event_id) VALUES ('c', $1), ('c', $2)", applied, parked)
         await conn.execute("INSERT INTO probe.dead_letters (consumer, event_id, subject, payload, error, attempts) "
