@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
+from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 
 from shared import envelope as env
@@ -69,7 +70,15 @@ class Record:
                 f"but the decisions were made against\n  {carried!r}")
 
 
-# -- strategies the property tests share ------------------------------------------------------------
+# -- settings and strategies the property tests share ----------------------------------------------
+
+#: Every phase but ``explain``: on Python 3.11 it traces every line of every shrunk example, and a
+#: failing machine then took minutes (past the suite's timeout) to report its minimal example.
+QUICK_PHASES = tuple(p for p in Phase if p is not Phase.explain)
+#: The settings of every state machine but its number of examples: runs of up to 40 commands, no
+#: deadline (a run is many commands), one failure reported (shrinking one is quicker than several).
+MACHINE = dict(stateful_step_count=40, deadline=None, report_multiple_bugs=False, phases=QUICK_PHASES,
+               suppress_health_check=[HealthCheck.too_slow])
 
 
 def _moment(n: int) -> tuple[timedelta, timedelta]:

@@ -31,7 +31,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import msgspec
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -76,7 +76,7 @@ from shared.contracts.checkpoint import (
     ShiftStarted,
 )
 from shared.errors import CommandError, Conflict, Invalid
-from tests.support.record import Record, moments, mostly
+from tests.support.record import MACHINE, Record, moments, mostly
 
 CST = timezone(timedelta(hours=8))
 START = datetime(2022, 4, 2, 6, 0, tzinfo=CST)
@@ -476,5 +476,4 @@ class Checkpoint(RuleBasedStateMachine):
 
 
 TestCheckpointProperties = Checkpoint.TestCase
-TestCheckpointProperties.settings = settings(max_examples=50, stateful_step_count=40, deadline=None,
-                                             suppress_health_check=[HealthCheck.too_slow])
+TestCheckpointProperties.settings = settings(max_examples=50, **MACHINE)

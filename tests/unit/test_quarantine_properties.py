@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -76,7 +76,7 @@ from shared.contracts.quarantine import (
     SymptomsReported,
 )
 from shared.errors import CommandError, Invalid
-from tests.support.record import Record, moments, mostly
+from tests.support.record import MACHINE, Record, moments, mostly
 
 CST = timezone(timedelta(hours=8))
 START = datetime(2022, 4, 1, 9, 0, tzinfo=CST)
@@ -390,5 +390,4 @@ class Quarantine(RuleBasedStateMachine):
 
 
 TestQuarantineProperties = Quarantine.TestCase
-TestQuarantineProperties.settings = settings(max_examples=50, stateful_step_count=40, deadline=None,
-                                             suppress_health_check=[HealthCheck.too_slow])
+TestQuarantineProperties.settings = settings(max_examples=50, **MACHINE)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -61,7 +61,7 @@ from shared.contracts.registry import (
 )
 from shared.errors import CommandError, Conflict
 from shared.idcard import with_check_digit
-from tests.support.record import Record, moments, mostly
+from tests.support.record import MACHINE, Record, moments, mostly
 
 CST = timezone(timedelta(hours=8))
 START = datetime(2020, 2, 16, 20, 0, tzinfo=CST)
@@ -259,5 +259,4 @@ class Registry(RuleBasedStateMachine):
 
 
 TestRegistryProperties = Registry.TestCase
-TestRegistryProperties.settings = settings(max_examples=50, stateful_step_count=40, deadline=None,
-                                           suppress_health_check=[HealthCheck.too_slow])
+TestRegistryProperties.settings = settings(max_examples=50, **MACHINE)
