@@ -1,8 +1,10 @@
-"""`cordon dead-letters` and `cordon republish`, registered on the `cordon` parser by ``add_commands``.
+"""`cordon dead-letters`, `cordon republish` and `cordon reconcile`, registered on the `cordon` parser
+by ``add_commands``.
 
     cordon dead-letters list [--service S] [--consumer C] [--json]
     cordon dead-letters replay ID... | --all [--service S] [--consumer C] [--timeout SECONDS]
     cordon republish --service S --since WHEN [--until WHEN] [--dry-run] [--batch N]
+    cordon reconcile [--service S]...
 
 ``list`` reads PostgreSQL (``CORDON_PG_DSN``). ``replay`` asks the running service that owns the
 consumer (``cordon.sys.<service>.replay``, over ``CORDON_NATS_URL``): its handlers and runtime apply
@@ -52,6 +54,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rb.add_argument("--dry-run", action="store_true", help="count the events, publish nothing")
     rb.add_argument("--batch", type=int, default=1000, help="events per round of PubAcks")
     rb.set_defaults(run=run_republish)
+    rc = sub.add_parser("reconcile", help="compare each service's record with the stream (and the audit log "
+                                          "with the stream); print every difference, exit 0 only if none")
+    rc.add_argument("--service", action="append", help="only this service (repeatable)")
+    rc.set_defaults(run=run_reconcile)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -296,3 +302,36 @@ def _progress(err):
         print(f"republish: {done:,} of {total:,} ({done / elapsed if elapsed else 0:,.0f}/s)", file=err)
 
     return show
+
+
+def run_reconcile(args: argparse.Namespace, config: Config) -> int:
+    from services.ops.reconcile import RECORDING
+
+    if not config.pg_dsn or not config.nats_url:
+        return _fail("reconcile needs CORDON_PG_DSN and CORDON_NATS_URL")
+    unknown = set(args.service or ()) - set(RECORDING)
+    if unknown:
+        return _fail(f"--service must be one of {', '.join(RECORDING)}")
+    return asyncio.run(reconcile_all(config, tuple(args.service or RECORDING)))
+
+
+async def reconcile_all(config: Config, services: tuple[str, ...], out=None) -> int:
+    import asyncpg
+    import nats
+
+    from services.ops.reconcile import reconcile
+
+    out = out or sys.stdout
+    conn, nc = await asyncpg.connect(config.pg_dsn), await nats.connect(config.nats_url)
+    try:
+        report = await reconcile(conn, nc, services)
+    finally:
+        await nc.close()
+        await conn.close()
+    for name, n in report.checked.items():
+        pending = f", {report.pending[name]} still in the outbox" if report.pending.get(name) else ""
+        print(f"{name}: {n:,} events checked{pending}", file=out)
+    for difference in report.differences:
+        print(f"DIFFERENT {difference}", file=out)
+    print(f"{len(report.differences)} difference{'s' if len(report.differences) != 1 else ''}", file=out)
+    return 1 if report.differences else 0

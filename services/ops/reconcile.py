@@ -1,0 +1,115 @@
+"""`cordon reconcile`: does the stream say what the record says?
+
+For each service that records events, its ``events`` table (the record) is compared with what the
+``CORDON`` stream holds on that service's subjects: every recorded event published once (those
+still in the outbox are only *pending*), nothing on the stream the record does not know, and each
+stream's events in version order. The audit log must hold every event of the stream once. Each
+difference is printed; the exit code is 0 only when there is none.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+import asyncpg
+import msgspec
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from shared.subjects import EVENTS_ROOT, STREAM
+
+RECORDING = ("registry", "checkpoint", "quarantine", "logistics")
+
+
+class _Head(msgspec.Struct):
+    event_id: str
+    stream_id: str
+    stream_version: int
+
+
+_head = msgspec.json.Decoder(_Head)
+
+
+@dataclass
+class Report:
+    """Differences found, by what they are about; empty lists when all agrees."""
+
+    checked: Counter = field(default_factory=Counter)
+    pending: Counter = field(default_factory=Counter)
+    differences: list[str] = field(default_factory=list)
+
+
+async def stream_events(nc: Client, subject: str = f"{EVENTS_ROOT}.>", batch: int = 1000) -> list[tuple[int, str, _Head]]:
+    """Every message of the stream on ``subject``: (sequence, subject, envelope head), in order."""
+    js = nc.jetstream()
+    info = await js.stream_info(STREAM)
+    last = info.state.last_seq
+    out: list[tuple[int, str, _Head]] = []
+    if info.state.messages == 0:
+        return out
+    sub = await js.pull_subscribe(subject, stream=STREAM, config=ConsumerConfig(
+        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30.0))
+    try:
+        while not out or out[-1][0] < last:
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except asyncio.TimeoutError:
+                break  # nothing more on this subject up to the end
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                try:
+                    out.append((seq, msg.subject, _head.decode(msg.data)))
+                except msgspec.DecodeError:
+                    out.append((seq, msg.subject, _Head(event_id="", stream_id="", stream_version=0)))
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def reconcile(conn: asyncpg.Connection, nc: Client, services=RECORDING) -> Report:
+    report = Report()
+    on_stream = await stream_events(nc)
+    for service in services:
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{service}.events"):
+            continue
+        recorded = {r["event_id"]: (r["stream_id"], r["version"]) for r in await conn.fetch(
+            f"SELECT event_id::text, stream_id, version FROM {service}.events")}
+        pending = {r[0] for r in await conn.fetch(
+            f"SELECT e.event_id::text FROM {service}.outbox o JOIN {service}.events e USING (position)")}
+        mine = [(seq, head) for seq, subject, head in on_stream if subject.split(".")[5] == service]
+        report.checked[service] = len(recorded)
+        report.pending[service] = len(pending)
+        _compare(service, recorded, pending, mine, report.differences)
+    if await conn.fetchval("SELECT to_regclass('audit.log') IS NOT NULL"):
+        logged = Counter(r[0] for r in await conn.fetch("SELECT event_id::text FROM audit.log"))
+        report.checked["audit"] = sum(logged.values())
+        for seq, _, head in on_stream:
+            if logged[head.event_id] != 1:
+                report.differences.append(f"audit: event {head.event_id} (stream sequence {seq}) is in the log "
+                                          f"{logged[head.event_id]} times, not once")
+    return report
+
+
+def _compare(service: str, recorded: dict, pending: set, mine: list, differences: list[str]) -> None:
+    seen = Counter(head.event_id for _, head in mine)
+    for event_id, (stream_id, version) in recorded.items():
+        if event_id not in pending and seen[event_id] == 0:
+            differences.append(f"{service}: event {event_id} ({stream_id} v{version}) is recorded but not on "
+                               "the stream (cordon republish puts it back)")
+    reported, last = set(), {}
+    for seq, head in mine:
+        if head.event_id not in recorded:
+            differences.append(f"{service}: stream sequence {seq} ({head.event_id or 'undecodable'}) is not in "
+                               "the record")
+            continue
+        if head.event_id in reported:
+            continue  # a copy: said once below, and not an order question
+        reported.add(head.event_id)
+        if seen[head.event_id] > 1:
+            differences.append(f"{service}: event {head.event_id} is on the stream {seen[head.event_id]} times "
+                               "(consumers drop the copies by id)")
+        if head.stream_version <= last.get(head.stream_id, 0):
+            differences.append(f"{service}: {head.stream_id} v{head.stream_version} (sequence {seq}) comes after "
+                               f"v{last[head.stream_id]} on the stream")
+        last[head.stream_id] = max(head.stream_version, last.get(head.stream_id, 0))
