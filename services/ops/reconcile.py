@@ -3,8 +3,9 @@
 For each service that records events, its ``events`` table (the record) is compared with what the
 ``CORDON`` stream holds on that service's subjects: every recorded event published once (those
 still in the outbox are only *pending*), nothing on the stream the record does not know, and each
-stream's events in version order. The audit log must hold every event of the stream once. Each
-difference is printed; the exit code is 0 only when there is none.
+stream's events in version order. Every durable consumer must hold in its inbox (applied or
+parked) each event of its subjects up to the sequence it acknowledged, and the audit log every
+event of the stream once. Each difference is printed; the exit code is 0 only when there is none.
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ async def reconcile(conn: asyncpg.Connection, nc: Client, services=RECORDING) ->
         report.checked[service] = len(recorded)
         report.pending[service] = len(pending)
         _compare(service, recorded, pending, mine, report.differences)
+    await _consumers(conn, nc, on_stream, report)
     if await conn.fetchval("SELECT to_regclass('audit.log') IS NOT NULL"):
         logged = Counter(r[0] for r in await conn.fetch("SELECT event_id::text FROM audit.log"))
         report.checked["audit"] = sum(logged.values())
@@ -113,3 +115,34 @@ def _compare(service: str, recorded: dict, pending: set, mine: list, differences
             differences.append(f"{service}: {head.stream_id} v{head.stream_version} (sequence {seq}) comes after "
                                f"v{last[head.stream_id]} on the stream")
         last[head.stream_id] = max(head.stream_version, last.get(head.stream_id, 0))
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` one token, ``>`` the rest."""
+    want, got = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(want) == len(got)
+
+
+async def _consumers(conn: asyncpg.Connection, nc: Client, on_stream: list, report: Report) -> None:
+    """Each service's durable consumers (named ``<schema>-…``): what they acknowledged is in their inbox."""
+    for info in await nc.jetstream().consumers_info(STREAM):
+        name, config = info.name, info.config
+        schema = name.split("-", 1)[0]
+        if not config.durable_name or not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{schema}.inbox"):
+            continue
+        subjects = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [">"])
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        held = {r[0] for r in await conn.fetch(
+            f"SELECT event_id::text FROM {schema}.inbox WHERE consumer = $1", name)}
+        expected = [(seq, head) for seq, subject, head in on_stream
+                    if seq <= floor and any(matches(p, subject) for p in subjects)]
+        report.checked[f"consumer {name}"] = len(expected)
+        for seq, head in expected:
+            if head.event_id and head.event_id not in held:
+                report.differences.append(f"consumer {name}: acknowledged stream sequence {seq} ({head.event_id}) "
+                                          "but its inbox does not hold it: its effect is missing")

@@ -10,6 +10,7 @@ import nats
 import pytest
 
 from services.audit.app import spec as audit_spec
+from services.checkpoint.app import spec as checkpoint_spec
 from services.ops.cli import reconcile_all, republish_events
 from services.registry.app import spec as registry_spec
 from shared.config import Config
@@ -69,3 +70,32 @@ async def test_reconcile_finds_what_the_stream_lost_and_is_clean_once_it_is_repu
         code, out = await reconciled(config)
         assert code == 0, out
         await nc.close()
+
+
+async def test_reconcile_finds_an_event_a_consumer_acknowledged_without_its_effect(nats_url, pg_dsn):
+    config = Config(nats_url=nats_url, pg_dsn=pg_dsn)
+    async with running(registry_spec(), nats_url, pg_dsn), running(checkpoint_spec(), nats_url, pg_dsn) as host:
+        nc = await nats.connect(nats_url)
+        client = Client(nc)
+        await community(client)
+        h = await household(client)
+
+        async def applied():
+            return await host.pool.fetchval("SELECT count(*) FROM checkpoint.inbox WHERE consumer = "
+                                            "'checkpoint-directory'") == 2 and await _acked(nc, "checkpoint-directory", 2)
+
+        await eventually(applied, what="the directory applied both events")
+        code, out = await reconciled(config)
+        assert code == 0 and "consumer checkpoint-directory: 2 events checked" in out, out
+        # When an acknowledged event's effect is lost (its inbox row and effect gone)
+        await host.pool.execute("DELETE FROM checkpoint.inbox WHERE consumer = 'checkpoint-directory' AND "
+                                "stream_seq = (SELECT max(stream_seq) FROM checkpoint.inbox)")
+        await host.pool.execute("DELETE FROM checkpoint.dir_households WHERE household = $1", h)
+        code, out = await reconciled(config)
+        assert code == 1 and "consumer checkpoint-directory: acknowledged stream sequence" in out, out
+        await nc.close()
+
+
+async def _acked(nc, consumer: str, n: int) -> bool:
+    info = await nc.jetstream().consumer_info(STREAM, consumer)
+    return info.ack_floor.stream_seq >= n and info.num_ack_pending == 0
