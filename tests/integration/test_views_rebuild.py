@@ -77,18 +77,20 @@ async def test_the_old_models_answer_until_the_new_ones_have_caught_up(nats_url,
         await wait_position(s.nc, day.last_seq)
         live = await snapshot(s.nc)
         nc = await bus.connect(nats_url, "test.rebuild")
-        building = asyncio.Event()
-        task = asyncio.create_task(rebuild(host.pool, nc, city_zone(), batch_max=1, tick=0.01,
-                                           progress=lambda done, *_: done > 0 and building.set()))
-        await building.wait()
-        during = []
-        while not task.done():  # one event per transaction: many chances to see a half-built model
-            async with host.pool.acquire() as conn:
-                current = await schema.current(conn)
-                partial = await conn.fetchval("SELECT hwm FROM views_g2.meta")
-            during.append((current, partial, await snapshot(s.nc) == live))
-        await task
-        await nc.close()
+        try:  # closed whatever happens: a client left reconnecting logs into the next tests' output
+            building = asyncio.Event()
+            task = asyncio.create_task(rebuild(host.pool, nc, city_zone(), batch_max=1, tick=0.01,
+                                               progress=lambda done, *_: done > 0 and building.set()))
+            await building.wait()
+            during = []
+            while not task.done():  # one event per transaction: many chances to see a half-built model
+                async with host.pool.acquire() as conn:
+                    current = await schema.current(conn)
+                    partial = await conn.fetchval("SELECT hwm FROM views_g2.meta")
+                during.append((current, partial, await snapshot(s.nc) == live))
+            await task
+        finally:
+            await nc.close()
         assert all(same for _, _, same in during), during
         assert any(current == 1 and 0 < partial < day.last_seq for current, partial, _ in during), during
         assert await snapshot(s.nc) == live
