@@ -70,11 +70,11 @@ STAFF = "staff:li-wei"
 CONFIG = Config()
 VALIDATE_ARGS = (CONFIG,)
 COMPOUNDS = ["c-1", "c-2"]
-HOUSEHOLDS = ["h-1", "h-2", "h-3", "h-4"]
+HOUSEHOLDS = ["h-1", "h-2", "h-3", "h-4", "h-5", "h-6"]
 RESIDENTS = ["r-1", "r-2", "r-3", "r-4", "r-5"]
-ARRIVALS = ["a-1", "a-2", "a-3", "a-4", "a-5", "a-6"]
-#: One valid ID-card number per resident id (the handler refuses a number registered already).
-ID_NUMBERS = {r: with_check_digit(f"31010519800101{i:03d}") for i, r in enumerate(RESIDENTS + ["r-6"])}
+ARRIVALS = ["a-1", "a-2", "a-3"]
+#: A few valid ID-card numbers (the handler refuses a number registered already).
+ID_NUMBERS = [with_check_digit(f"31010519800101{i:03d}") for i in range(8)]
 REGISTERING = (CompoundRegistered, HouseholdRegistered, ResidentRegistered, ArrivalRegistered)
 
 picks = st.integers(0, 40)
@@ -175,53 +175,92 @@ class Registry(RuleBasedStateMachine):
         self.register_compound(none, "c-1", ["b1", "b2"])
         self.register_household(none, "h-1", "c-1", "b1")
         self.register_household(none, "h-2", "c-1", "b2")
-        for resident, household in (("r-1", "h-1"), ("r-2", "h-1"), ("r-3", "h-2")):
-            self.register_resident(none, resident, household, None, [])
+        for i, (resident, household) in enumerate((("r-1", "h-1"), ("r-2", "h-1"), ("r-3", "h-2"))):
+            self.register_resident(none, resident, household, ID_NUMBERS[i], [])
         assert len(self.record.rows) == 6
 
     @rule(moment=moments, compound=st.sampled_from(COMPOUNDS),
           buildings=st.lists(st.sampled_from(["b1", "b2", "b3"]), min_size=1, max_size=3, unique=True))
+    @precondition(lambda self: self.n < 12)
     def register_compound(self, moment, compound, buildings):
+        """Early in the day only (the compounds are few, and registered once)."""
         cmd = RegisterCompound(**self.common(moment), community=NANGONG, compound=compound, name="南宫小区",
                                buildings=buildings, gates=["g1"])
         self.run(cmd, lambda c: Facts(compound=self.state(compound_stream(c.community, c.compound))))
 
     @rule(moment=moments, household=st.sampled_from(HOUSEHOLDS), compound=mostly(COMPOUNDS, ["c-9"]),
-          building=mostly(["b1", "b2"], ["b3", "b9"], one_in=6))
+          building=mostly(["b1", "b2"], ["b3", "b9"], one_in=4))
+    @precondition(lambda self: self.n < 20)
     def register_household(self, moment, household, compound, building):
+        """Early in the day only, as residents (but see a_moved_out_resident_registered_again)."""
         cmd = RegisterHousehold(**self.common(moment), community=NANGONG, compound=compound, building=building,
                                 address="长宁路 1 号", household=household)
         self.run(cmd, lambda c: Facts(compound=self.state(compound_stream(c.community, c.compound)),
                                       household=self.state(household_stream(c.household))))
 
     @rule(moment=moments, resident=st.sampled_from(RESIDENTS), household=mostly(HOUSEHOLDS, ["h-9"]),
-          same_id_as=mostly([None], RESIDENTS, one_in=12),
+          id_number=st.sampled_from(ID_NUMBERS),
           vulnerabilities=st.lists(st.sampled_from(["elderly_alone", "limited_mobility"]), unique=True))
-    def register_resident(self, moment, resident, household, same_id_as, vulnerabilities):
+    @precondition(lambda self: self.n < 25)
+    def register_resident(self, moment, resident, household, id_number, vulnerabilities):
         cmd = RegisterResident(**self.common(moment), household=household, name="王小伟",
-                               id_number=ID_NUMBERS[same_id_as or resident], birth_year=1950,
+                               id_number=id_number, birth_year=1950,
                                vulnerabilities=vulnerabilities, resident=resident)
         self.run(cmd, lambda c: Facts(household=self.state(household_stream(c.household)),
                                       resident=self.state(resident_stream(c.resident))))
 
-    @rule(moment=moments, arrival=st.sampled_from(ARRIVALS), resident=mostly(RESIDENTS, ["r-6"]),
+    @rule(moment=moments, pick=picks, household=st.sampled_from(HOUSEHOLDS), id_number=st.sampled_from(ID_NUMBERS))
+    @precondition(lambda self: self.moved_out)
+    def a_moved_out_resident_registered_again(self, moment, pick, household, id_number):
+        """Their id given again, in any household, with any ID number."""
+        gone = sorted(self.moved_out)
+        self.register_resident(moment, gone[pick % len(gone)], household, id_number, [])
+
+    def residents_here(self) -> list[str]:
+        return [r for r in RESIDENTS if isinstance(self.state(resident_stream(r)), Resident) and r not in self.moved_out]
+
+    def someone(self, pick: int) -> str:
+        """A resident living here (if any); from 36, one who moved out (if any); 40: one never registered."""
+        here = self.residents_here() or RESIDENTS
+        if pick == 40:
+            return "r-6"
+        if pick >= 36 and self.moved_out:
+            return sorted(self.moved_out)[pick % len(self.moved_out)]
+        return here[pick % len(here)]
+
+    @rule(moment=moments, arrival=mostly([None], ARRIVALS, one_in=5), pick=picks,
           city_class=st.sampled_from(["A", "B"]), risk_area_visited=st.booleans(),
           days_ago=mostly([0, 1, 2, 13], [-1, 30]))
-    def register_arrival(self, moment, arrival, resident, city_class, risk_area_visited, days_ago):
+    def register_arrival(self, moment, arrival, pick, city_class, risk_area_visited, days_ago):
+        resident = self.someone(pick)
         common = self.common(moment)
         cmd = RegisterArrival(**common, resident=resident, origin="武汉", transport=Transport(kind="train", number="G1"),
                               arrived_on=CONFIG.day(common["occurred_at"]) - timedelta(days=days_ago), visited=[],
-                              city_class=city_class, risk_area_visited=risk_area_visited, arrival=arrival)
+                              city_class=city_class, risk_area_visited=risk_area_visited,
+                              arrival=arrival or f"a-{common['command_id']}")
         self.run(cmd, lambda c: Facts(resident=self.state(resident_stream(c.resident)),
                                       arrival=self.state(arrival_stream(c.arrival))))
 
-    @rule(moment=moments, pick=picks,
-          outcome=st.sampled_from(["cleared", "home_quarantine", "centralized_quarantine", "returned_home"]),
-          documents_checked=mostly([True], [False], one_in=4))
+    outcomes = st.sampled_from(["cleared", "home_quarantine", "centralized_quarantine", "returned_home"])
+
+    @rule(moment=moments, pick=picks, outcome=outcomes, documents_checked=mostly([True], [False], one_in=3))
     @precondition(lambda self: self.arrivals)
     def verify_arrival(self, moment, pick, outcome, documents_checked):
+        """Door to door, at an arrival that waits for it (if any; 40: one never registered); below
+        10, at one whose traveller has moved out meanwhile, if any."""
         pending = [a for a in self.arrivals if self.state(arrival_stream(a)).pending] or self.arrivals
-        arrival = "a-never" if pick == 40 else pending[pick % len(pending)]
+        gone = [a for a in pending if self.state(arrival_stream(a)).resident in self.moved_out]
+        pending = gone if gone and pick < 10 else pending
+        self._verify(moment, "a-never" if pick == 40 else pending[pick % len(pending)], outcome, documents_checked)
+
+    @rule(moment=moments, pick=picks, outcome=outcomes, documents_checked=st.booleans())
+    @precondition(lambda self: self.arrivals)
+    def verify_an_arrival_again(self, moment, pick, outcome, documents_checked):
+        """At an arrival verified already or cleared on registration (if any)."""
+        done = [a for a in self.arrivals if not self.state(arrival_stream(a)).pending] or self.arrivals
+        self._verify(moment, done[pick % len(done)], outcome, documents_checked)
+
+    def _verify(self, moment, arrival, outcome, documents_checked):
         cmd = VerifyArrival(**self.common(moment), arrival=arrival, outcome=outcome,
                             documents_checked=documents_checked)
 
@@ -230,9 +269,24 @@ class Registry(RuleBasedStateMachine):
             return Facts(arrival=a, resident=self.state(resident_stream(a.resident)) if a else None)
         self.run(cmd, facts)
 
-    @rule(moment=moments, resident=mostly(RESIDENTS, ["r-6"]))
-    def move_out(self, moment, resident):
+    @rule(moment=moments, pick=picks)
+    @precondition(lambda self: len(self.residents_here()) > 1)
+    def move_out(self, moment, pick):
+        """Someone moves out (while others stay)."""
+        resident = self.someone(pick)
         cmd = MoveOut(**self.common(moment), resident=resident, reason="搬家")
+        self.run(cmd, lambda c: Facts(resident=self.state(resident_stream(c.resident))))
+
+    def waiting_travellers(self) -> list[str]:
+        """Residents living here whose arrival waits for the door-to-door visit."""
+        waiting = (self.state(arrival_stream(a)) for a in self.arrivals)
+        return sorted({a.resident for a in waiting if a.pending and a.resident not in self.moved_out})
+
+    @rule(moment=moments, pick=picks)
+    @precondition(lambda self: self.waiting_travellers() and len(self.residents_here()) > 1)
+    def a_traveller_moves_out_before_the_visit(self, moment, pick):
+        waiting = self.waiting_travellers()
+        cmd = MoveOut(**self.common(moment), resident=waiting[pick % len(waiting)], reason="搬家")
         self.run(cmd, lambda c: Facts(resident=self.state(resident_stream(c.resident))))
 
     # -- what always holds -----------------------------------------------------------------------
