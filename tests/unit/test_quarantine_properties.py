@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from services.quarantine.commands import (
     LiftSeal,
@@ -112,6 +112,7 @@ class Quarantine(RuleBasedStateMachine):
         self.n = 0
         self.cases: list[str] = []
         self.samples: list[tuple[str, str]] = []
+        self.screenings: list[str] = []
 
     # -- the service's path ----------------------------------------------------------------------
 
@@ -205,11 +206,22 @@ class Quarantine(RuleBasedStateMachine):
 
     # -- the commands ----------------------------------------------------------------------------
 
-    @rule(moment=moments, case=st.sampled_from(CASES), resident=residents,
+    @initialize(moment=moments, kinds=st.tuples(*[st.sampled_from(["home", "centralized", "monitoring"])] * 2))
+    def two_cases_open_in_the_morning(self, moment, kinds):
+        """r-1's case k-1 and r-3's case k-2, starting today, and a screening round of c-1 today (the
+        rules below start where cases and rounds run)."""
+        self.open_case(moment, "k-1", "r-1", kinds[0], 0, None)
+        self.open_case((timedelta(0), timedelta(0)), "k-2", "r-3", kinds[1], 0, None)
+        self.schedule_screening((timedelta(0), timedelta(0)), "s-0", "c-1", 0)
+        assert self.cases == ["k-1", "k-2"] and self.screenings == ["s-0"]
+
+    @rule(moment=moments, case=mostly([None], CASES, one_in=4), resident=residents,
           kind=st.sampled_from(["home", "centralized", "monitoring"]), days=days_ago,
           where=mostly([None], ["h-1", "h-9"], one_in=5))
     def open_case(self, moment, case, resident, kind, days, where):
+        """A case id given by the caller (one of a few) or made by the runtime (fresh)."""
         common = self.common(moment)
+        case = case or f"k-{common['command_id']}"
         cmd = OpenCase(**common, community=NANGONG, resident=resident, kind=kind, reason="close_contact",
                        starts_on=CONFIG.day(common["occurred_at"]) - timedelta(days=days), case=case,
                        household=where, compound="c-1" if where else None)
@@ -299,23 +311,29 @@ class Quarantine(RuleBasedStateMachine):
         if events is not None:
             self.append(stream, events, cmd)
 
-    @rule(moment=moments, screening=st.sampled_from(SCREENINGS), compound=mostly(list(COMPOUNDS), ["c-9"]),
+    @rule(moment=moments, screening=mostly([None], SCREENINGS, one_in=5), compound=mostly(list(COMPOUNDS), ["c-9"]),
           days_ahead=mostly([0, 1], [-1, 3]))
     def schedule_screening(self, moment, screening, compound, days_ahead):
+        """A round's id given by the caller (one of a few) or made by the runtime (fresh)."""
         common = self.common(moment)
         cmd = ScheduleScreening(**common, community=NANGONG, compound=compound,
                                 on=CONFIG.day(common["occurred_at"]) + timedelta(days=days_ahead),
                                 slots=[SlotIn(label="residents", from_="07:00", to="11:00"),
                                        SlotIn(label="students", from_="06:30", to="07:00")],
-                                screening=screening)
-        cmd, events = self.decide(cmd, lambda c: Facts(config=CONFIG, screening=self.state(screening_stream(screening)),
+                                screening=screening or f"s-{common['command_id']}")
+        stream = screening_stream(cmd.screening)
+        cmd, events = self.decide(cmd, lambda c: Facts(config=CONFIG, screening=self.state(stream),
                                                        compound=COMPOUNDS.get(c.compound)))
         if events is not None:
-            self.append(screening_stream(screening), events, cmd)
+            self.screenings.append(cmd.screening)
+            self.append(stream, events, cmd)
 
-    @rule(moment=moments, screening=st.sampled_from(SCREENINGS), resident=residents,
+    @rule(moment=moments, pick=picks, resident=mostly(["r-1", "r-2", "r-3"], ["r-4", "r-9"], one_in=5),
           slot=mostly([None, "students"], ["night"]))
-    def record_sample(self, moment, screening, resident, slot):
+    @precondition(lambda self: self.screenings)
+    def record_sample(self, moment, pick, resident, slot):
+        """In a round scheduled (40: one never scheduled)."""
+        screening = "s-never" if pick == 40 else self.screenings[pick % len(self.screenings)]
         cmd = RecordSample(**self.common(moment), screening=screening, resident=resident, slot=slot)
         stream = sample_stream(screening, resident)
         cmd, events = self.decide(cmd, lambda c: Facts(config=CONFIG, screening=self.state(screening_stream(screening)),
@@ -327,7 +345,10 @@ class Quarantine(RuleBasedStateMachine):
           case=mostly([None], CASES, one_in=4))
     @precondition(lambda self: self.samples)
     def record_result(self, moment, pick, result, case):
-        screening, resident = self.samples[pick % len(self.samples)]
+        """Of a sample without a result, if any (from 30: any sample)."""
+        waiting = [(sc, r) for sc, r in self.samples if self.state(sample_stream(sc, r)).result is None]
+        samples = waiting if waiting and pick < 30 else self.samples
+        screening, resident = samples[pick % len(samples)]
         common = self.common(moment)
         cmd = RecordResult(**common, screening=screening, resident=resident, result=result,
                            case=case or f"k-p{common['command_id']}")
