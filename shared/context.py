@@ -76,6 +76,10 @@ class Context:
             return self.pending.states[stream_id]
         return await self._batch.load(stream_id)
 
+    async def state(self, stream_id: str) -> Any:
+        """The state of a stream, as :meth:`load` gives it, without its version."""
+        return (await self.load(stream_id))[0]
+
     def held(self, stream_id: str) -> tuple[Any, int] | None:
         """The state and version of a stream if the batch already holds it (loaded, or changed by
         an earlier command), else None — without a query. For handlers that can read a stream

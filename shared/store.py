@@ -160,7 +160,7 @@ async def load_streams(conn: asyncpg.Connection, schema: str, stream_ids: Iterab
 
 
 async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent],
-                 replies: list[tuple] = ()) -> None:
+                 replies: list[tuple[str, str, bytes, datetime, bytes | None]] = ()) -> None:
     """Append events, their outbox rows and the commands' replies, in ONE statement (one round
     trip). Must run inside a transaction. ``replies`` are (command_id, name, reply, recorded_at,
     fingerprint).
@@ -197,7 +197,7 @@ async def append(conn: asyncpg.Connection, schema: str, events: list[NewEvent],
         [r[1] for r in replies],
         [r[2] for r in replies],
         [r[3] for r in replies],
-        [r[4] if len(r) > 4 else None for r in replies],
+        [r[4] for r in replies],
     )
 
 

@@ -54,9 +54,6 @@ class Scratch:
 # -- loading facts ------------------------------------------------------------------------------
 
 
-async def state(ctx: Context, stream_id: str):
-    return (await ctx.load(stream_id))[0]
-
 
 async def household(ctx: Context, household_id: str) -> Household | None:
     """The directory's view of a household, with its residents' vulnerabilities."""
@@ -126,7 +123,7 @@ async def record(ctx: Context, events: list[LogisticsEvent]) -> None:
             covered[e.household] = (None, e.starts_on)
     plans = set(covered)
     for stream_id, group in groups:
-        match await state(ctx, stream_id):
+        match await ctx.state(stream_id):
             case Request() as request:
                 ctx.write(tables.UPSERT_REQUEST, *tables.request_row(request, _when(group[-1])))
             case Welfare() as welfare:
@@ -134,7 +131,7 @@ async def record(ctx: Context, events: list[LogisticsEvent]) -> None:
             case Plan() as plan:
                 plans.add(plan.household)
     for household_id in sorted(plans):
-        plan = await state(ctx, plan_stream(household_id))
+        plan = await ctx.state(plan_stream(household_id))
         if isinstance(plan, Plan):
             ctx.write(tables.UPSERT_PLAN, *tables.plan_row(plan, *covered.get(household_id, (None, None))))
 
@@ -182,7 +179,7 @@ async def _decide_and_record(ctx: Context, cmd: commands.Command, target: str, f
 async def request_supplies(cmd: commands.RequestSupplies, ctx: Context) -> None:
     target = request_stream(cmd.request)
     facts = Facts(config=ctx.config, household=await household(ctx, cmd.household),
-                  request=await state(ctx, target), plan=await state(ctx, plan_stream(cmd.household)))
+                  request=await ctx.state(target), plan=await ctx.state(plan_stream(cmd.household)))
     await _decide_and_record(ctx, cmd, target, facts)
     on_hand = await peek_stock(ctx, cmd.community, [line.item for line in cmd.items])
     ctx.reply_with(request=cmd.request, missing=shortage(cmd.items, on_hand, ctx.config))
@@ -191,7 +188,7 @@ async def request_supplies(cmd: commands.RequestSupplies, ctx: Context) -> None:
 async def _request_facts(ctx: Context, request_id: str) -> tuple[str, Facts]:
     """The request's stream and facts, its items' stock locked (they may go out or come back)."""
     target = request_stream(request_id)
-    request = await state(ctx, target)
+    request = await ctx.state(target)
     on_hand = {}
     if isinstance(request, Request):
         on_hand = await lock_stock(ctx, request.community, [line.item for line in request.items])
@@ -207,7 +204,7 @@ async def record_delivery(cmd: commands.RecordDelivery, ctx: Context) -> None:
     if facts.request is not None:
         h = facts.request.household
         facts = dataclasses.replace(facts, household=await household(ctx, h),
-                                    welfare=await state(ctx, welfare_stream(h)))
+                                    welfare=await ctx.state(welfare_stream(h)))
     await _decide_and_record(ctx, cmd, target, facts)
 
 
@@ -218,7 +215,7 @@ async def cancel_request(cmd: commands.CancelRequest, ctx: Context) -> None:
 async def receive_stock(cmd: commands.ReceiveStock, ctx: Context) -> None:
     target = receipt_stream(cmd.receipt)
     on_hand = await lock_stock(ctx, cmd.community, [line.item for line in cmd.items])
-    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, receipt=await state(ctx, target),
+    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, receipt=await ctx.state(target),
                                                      on_hand=on_hand))
 
 
@@ -231,7 +228,7 @@ async def reserve_masks(cmd: commands.ReserveMasks, ctx: Context) -> None:
         cmd = msgspec.structs.replace(cmd, voucher=cmd.voucher or number)
         taken = cmd.voucher in ctx.scratch.vouchers or await ctx.conn.fetchval(
             tables.VOUCHER_TAKEN, cmd.voucher) is not None
-    facts = Facts(config=ctx.config, household=h, masks=await state(ctx, target), number=number,
+    facts = Facts(config=ctx.config, household=h, masks=await ctx.state(target), number=number,
                   voucher_taken=taken)
     await _decide_and_record(ctx, cmd, target, facts)
     ctx.reply_with(voucher=cmd.voucher, number=number)
@@ -247,14 +244,14 @@ async def redeem_voucher(cmd: commands.RedeemVoucher, ctx: Context) -> None:
     # voucher waits here, then reads the first one's redemption and is refused cleanly.
     on_hand = await lock_stock(ctx, community, [MASKS])
     target = masks_stream(household_id)
-    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, masks=await state(ctx, target),
+    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, masks=await ctx.state(target),
                                                      on_hand=on_hand))
     ctx.reply_with(on_hand=ctx.scratch.stock[(community, MASKS)])
 
 
 async def resolve_welfare_check(cmd: commands.ResolveWelfareCheck, ctx: Context) -> None:
     target = welfare_stream(cmd.household)
-    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, welfare=await state(ctx, target)))
+    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, welfare=await ctx.state(target)))
 
 
 async def _household_of(ctx: Context, cmd: commands.StartDailySupply | commands.StopDailySupply) -> str | None:
@@ -274,8 +271,8 @@ async def start_daily_supply(cmd: commands.StartDailySupply, ctx: Context) -> No
                       building=cmd.building)
     on = cmd.on or ctx.config.day(cmd.occurred_at)
     target = plan_stream(household_id)
-    facts = Facts(config=ctx.config, household=h, plan=await state(ctx, target),
-                  request=await state(ctx, request_stream(daily_request_id(household_id, on))))
+    facts = Facts(config=ctx.config, household=h, plan=await ctx.state(target),
+                  request=await ctx.state(request_stream(daily_request_id(household_id, on))))
     await _decide_and_record(ctx, cmd, target, facts)
 
 
@@ -285,13 +282,13 @@ async def stop_daily_supply(cmd: commands.StopDailySupply, ctx: Context) -> None
         decide(Facts(config=ctx.config), cmd)  # raises rejected: nothing runs for an unknown resident
         return
     target = plan_stream(household_id)
-    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, plan=await state(ctx, target)))
+    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, plan=await ctx.state(target)))
 
 
 async def raise_daily_request(cmd: commands.RaiseDailyRequest, ctx: Context) -> None:
     target = request_stream(daily_request_id(cmd.household, cmd.on))
     facts = Facts(config=ctx.config, household=await household(ctx, cmd.household),
-                  plan=await state(ctx, plan_stream(cmd.household)), request=await state(ctx, target))
+                  plan=await ctx.state(plan_stream(cmd.household)), request=await ctx.state(target))
     await _decide_and_record(ctx, cmd, target, facts)
 
 

@@ -65,10 +65,6 @@ async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) ->
 # -- loading facts -------------------------------------------------------------------------
 
 
-async def _state(ctx: Context, stream_id: str):
-    state, _ = await ctx.load(stream_id)
-    return state
-
 
 async def _case_for_reading(ctx: Context, case_id: str) -> domain.Case | None:
     """The case as this batch sees it: what an earlier command of the batch made of it, else its
@@ -78,7 +74,7 @@ async def _case_for_reading(ctx: Context, case_id: str) -> domain.Case | None:
     if held is not None:
         return held[0]
     rows = ctx.scratch.case_rows
-    return rows[case_id] if case_id in rows else await _state(ctx, stream)
+    return rows[case_id] if case_id in rows else await ctx.state(stream)
 
 
 async def _open_case_of(ctx: Context, resident: str) -> domain.Case | None:
@@ -87,7 +83,7 @@ async def _open_case_of(ctx: Context, resident: str) -> domain.Case | None:
     case_id = opened[resident] if resident in opened else await ctx.conn.fetchval(tables.OPEN_CASE_OF, resident)
     if case_id is None:
         return None
-    case = await _state(ctx, domain.case_stream(case_id))
+    case = await ctx.state(domain.case_stream(case_id))
     return case if case is not None and not case.closed else None
 
 
@@ -127,7 +123,7 @@ async def _append_case(ctx: Context, case_id: str, version: int, events: list, *
     """Append to a case stream and write its row from the state the events lead to."""
     stream = domain.case_stream(case_id)
     ctx.append(stream, version, events)
-    case = await _state(ctx, stream)
+    case = await ctx.state(stream)
     ctx.write(tables.UPSERT_CASE, *tables.case_row(case, **news))
     return case
 
@@ -145,7 +141,7 @@ async def open_case(cmd: commands.OpenCase, ctx: Context) -> None:
 
 async def record_checkin(cmd: commands.RecordCheckin, ctx: Context) -> None:
     stream = domain.day_stream(cmd.case, cmd.on)
-    case = await _state(ctx, domain.case_stream(cmd.case))
+    case = await ctx.state(domain.case_stream(cmd.case))
     day, version = await ctx.expect(stream)
     ctx.append(stream, version, decide(Facts(config=ctx.config, case=case, day=day), cmd))
     ctx.write(tables.UPSERT_CASE, *tables.case_row(case, checkin_on=cmd.on))
@@ -211,7 +207,7 @@ async def schedule_screening(cmd: commands.ScheduleScreening, ctx: Context) -> N
 
 async def record_sample(cmd: commands.RecordSample, ctx: Context) -> None:
     stream = domain.sample_stream(cmd.screening, cmd.resident)
-    screening = await _state(ctx, domain.screening_stream(cmd.screening))
+    screening = await ctx.state(domain.screening_stream(cmd.screening))
     sample, version = await ctx.expect(stream)
     facts = Facts(config=ctx.config, screening=screening, sample=sample,
                   resident=await _resident(ctx, cmd.resident))
@@ -220,7 +216,7 @@ async def record_sample(cmd: commands.RecordSample, ctx: Context) -> None:
 
 async def record_result(cmd: commands.RecordResult, ctx: Context) -> None:
     stream = domain.sample_stream(cmd.screening, cmd.resident)
-    screening = await _state(ctx, domain.screening_stream(cmd.screening))
+    screening = await ctx.state(domain.screening_stream(cmd.screening))
     sample, version = await ctx.expect(stream)
     facts, case_version = Facts(config=ctx.config, screening=screening, sample=sample), 0
     if cmd.result == "positive":

@@ -48,10 +48,6 @@ async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) ->
         scratch.id_numbers_taken = {r["id_number"] for r in rows}
 
 
-async def _state(ctx: Context, stream_id: str):
-    state, _ = await ctx.load(stream_id)
-    return state
-
 
 async def _decide_and_append(ctx: Context, cmd: commands.Command, facts: decide.Facts) -> list:
     target = domain.target_stream(cmd)
@@ -62,22 +58,22 @@ async def _decide_and_append(ctx: Context, cmd: commands.Command, facts: decide.
 
 
 async def register_compound(cmd: commands.RegisterCompound, ctx: Context) -> None:
-    compound = await _state(ctx, domain.compound_stream(cmd.community, cmd.compound))
+    compound = await ctx.state(domain.compound_stream(cmd.community, cmd.compound))
     await _decide_and_append(ctx, cmd, decide.Facts(compound=compound))
 
 
 async def register_household(cmd: commands.RegisterHousehold, ctx: Context) -> None:
     facts = decide.Facts(
-        compound=await _state(ctx, domain.compound_stream(cmd.community, cmd.compound)),
-        household=await _state(ctx, domain.household_stream(cmd.household)),
+        compound=await ctx.state(domain.compound_stream(cmd.community, cmd.compound)),
+        household=await ctx.state(domain.household_stream(cmd.household)),
     )
     await _decide_and_append(ctx, cmd, facts)
 
 
 async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> None:
     facts = decide.Facts(
-        household=await _state(ctx, domain.household_stream(cmd.household)),
-        resident=await _state(ctx, domain.resident_stream(cmd.resident)),
+        household=await ctx.state(domain.household_stream(cmd.household)),
+        resident=await ctx.state(domain.resident_stream(cmd.resident)),
     )
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
@@ -93,20 +89,20 @@ async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> Non
 
 async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:
     facts = decide.Facts(
-        resident=await _state(ctx, domain.resident_stream(cmd.resident)),
-        arrival=await _state(ctx, domain.arrival_stream(cmd.arrival)),
+        resident=await ctx.state(domain.resident_stream(cmd.resident)),
+        arrival=await ctx.state(domain.arrival_stream(cmd.arrival)),
     )
     await _decide_and_append(ctx, cmd, facts)
 
 
 async def verify_arrival(cmd: commands.VerifyArrival, ctx: Context) -> None:
-    arrival = await _state(ctx, domain.arrival_stream(cmd.arrival))
-    resident = await _state(ctx, domain.resident_stream(arrival.resident)) if arrival else None
+    arrival = await ctx.state(domain.arrival_stream(cmd.arrival))
+    resident = await ctx.state(domain.resident_stream(arrival.resident)) if arrival else None
     await _decide_and_append(ctx, cmd, decide.Facts(arrival=arrival, resident=resident))
 
 
 async def move_out(cmd: commands.MoveOut, ctx: Context) -> None:
-    resident = await _state(ctx, domain.resident_stream(cmd.resident))
+    resident = await ctx.state(domain.resident_stream(cmd.resident))
     await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
 
 
