@@ -288,12 +288,12 @@ class Checkpoint(RuleBasedStateMachine):
         return tuple(fresh)
 
     def pass_key(self, pick: int, by_number: bool) -> str:
-        """An issued pass, by id or printed number: an active one (if any); from 30, any, revoked or
-        not; 39 and 40: a number and an id never issued."""
+        """An issued pass, by id or printed number: an active one (if any); from 30, a revoked one (if
+        any); 39 and 40: a number and an id never issued."""
         if pick in (39, 40) or not self.passes:
             return numbers.encode(12345) if pick == 39 else pass_id(999_999)
         issued = sorted({p.pass_: p for p in self.passes.values()}.values(), key=lambda p: p.pass_)
-        active = [p for p in issued if not p.revoked and pick < 30] or issued
+        active = [p for p in issued if p.revoked == (pick >= 30)] or issued
         p = active[pick % len(active)]
         return p.number if by_number else p.pass_
 
@@ -323,17 +323,23 @@ class Checkpoint(RuleBasedStateMachine):
     at_the_gate = dict(moment=moments, compound=mostly(["c-1", "c-1", "c-2"], ["c-9"], one_in=20),
                        gate=mostly(["g1", "g2"], ["g9"], one_in=20), temperature=mostly([36.5], [37.3, 38.2], one_in=6))
     #: A resident of the directory (r-9: never registered), with a pass or not (any, see pass_key).
-    a_resident = dict(resident=mostly(list(RESIDENTS), ["r-9"]), with_pass=mostly([True], [False], one_in=3),
-                      pick=picks, by_number=st.booleans())
+    #: Now and then the one under quarantine, if anyone is.
+    a_resident = dict(resident=mostly(list(RESIDENTS), ["r-9"]), quarantined=mostly([False], [True], one_in=4),
+                      with_pass=mostly([True], [False], one_in=3), pick=picks, by_number=st.booleans())
+
+    def resident(self, resident: str, quarantined: bool) -> str:
+        return min(self.quarantine) if quarantined and self.quarantine else resident
 
     @rule(**at_the_gate, **a_resident)
-    def a_resident_going_out(self, moment, compound, gate, temperature, resident, with_pass, pick, by_number):
-        self.check_passage(moment, compound, gate, "out", temperature, resident=resident,
+    def a_resident_going_out(self, moment, compound, gate, temperature, resident, quarantined, with_pass, pick,
+                             by_number):
+        self.check_passage(moment, compound, gate, "out", temperature, resident=self.resident(resident, quarantined),
                            pass_=self.pass_key(pick, by_number) if with_pass else None)
 
     @rule(**at_the_gate, **a_resident)
-    def a_resident_coming_home(self, moment, compound, gate, temperature, resident, with_pass, pick, by_number):
-        self.check_passage(moment, compound, gate, "in", temperature, resident=resident,
+    def a_resident_coming_home(self, moment, compound, gate, temperature, resident, quarantined, with_pass, pick,
+                               by_number):
+        self.check_passage(moment, compound, gate, "in", temperature, resident=self.resident(resident, quarantined),
                            pass_=self.pass_key(pick, by_number) if with_pass else None)
 
     @rule(**at_the_gate, direction=st.sampled_from(["in", "out"]), pick=picks, by_number=st.booleans())
@@ -456,7 +462,9 @@ class Checkpoint(RuleBasedStateMachine):
           named=mostly([False], [True], one_in=4), pick=picks)
     @precondition(lambda self: self.shifts)
     def end_shift(self, moment, staff, elsewhere, named, pick):
-        """At the gate of their shift mostly (now and then at another), the shift named or not."""
+        """Someone on shift (if anyone is) at the gate of their shift mostly (now and then at
+        another), the shift named or not."""
+        staff = min(self.on_shift) if self.on_shift and pick < 30 else staff
         shift = self.shifts[pick % len(self.shifts)] if named else None
         on = self.on_shift.get(staff)
         gate = self.state(shift_stream(on)).gate if on and not elsewhere else ("g9" if pick == 40 else "g1")

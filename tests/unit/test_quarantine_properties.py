@@ -212,12 +212,13 @@ class Quarantine(RuleBasedStateMachine):
 
     @initialize(moment=moments, kinds=st.tuples(*[st.sampled_from(["home", "centralized", "monitoring"])] * 2))
     def two_cases_open_in_the_morning(self, moment, kinds):
-        """r-1's case k-1 and r-3's case k-2, starting today, and a screening round of c-1 today (the
-        rules below start where cases and rounds run)."""
+        """r-1's case k-1 and r-3's case k-2, starting today, and a screening round of c-1 today where
+        r-2 is sampled (the rules below start where cases and rounds run)."""
         self.open_case(moment, "k-1", "r-1", kinds[0], 0, None)
         self.open_case((timedelta(0), timedelta(0)), "k-2", "r-3", kinds[1], 0, None)
         self.schedule_screening((timedelta(0), timedelta(0)), "s-0", "c-1", 0)
-        assert self.cases == ["k-1", "k-2"] and self.screenings == ["s-0"]
+        self.record_sample((timedelta(0), timedelta(0)), 0, "r-2", None)
+        assert self.cases == ["k-1", "k-2"] and self.screenings == ["s-0"] and self.samples == [("s-0", "r-2")]
 
     @rule(moment=moments, case=mostly([None], CASES, one_in=4), resident=residents,
           kind=st.sampled_from(["home", "centralized", "monitoring"]), days=days_ago,
@@ -244,11 +245,12 @@ class Quarantine(RuleBasedStateMachine):
             self.append(case_stream(cmd.case), events, cmd)
 
     def pick_case(self, pick: int, *stages: str) -> str:
-        """A case that exists, an open one in ``stages`` if any (40: one that never will)."""
+        """A case that exists: an open one in ``stages`` (if any); from 30, any case, whatever its
+        stage; 40: one that never will."""
         if pick == 40:
             return "k-never"
         states = [self.state(case_stream(c)) for c in self.cases]
-        some = [c.case for c in states if not c.closed and c.stage in stages] or self.cases
+        some = [c.case for c in states if not c.closed and c.stage in stages and pick < 30] or self.cases
         return some[pick % len(some)]
 
     @rule(moment=moments, pick=picks, days=days_ago, temperature=mostly([36.6], [37.3, 38.5], one_in=4),
