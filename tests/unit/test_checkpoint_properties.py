@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from services.checkpoint import numbers, passage
 from services.checkpoint.commands import (
@@ -171,7 +171,8 @@ class Checkpoint(RuleBasedStateMachine):
             assert before is None, f"{type(event).__name__} in a stream that exists already: {before}"
         match event:
             case GateOpened():
-                assert event.gate in before.closed_gates, f"gate {event.gate} opened, and it was open"
+                assert event.gate in (before or opened(NANGONG, event.compound)).closed_gates, (
+                    f"gate {event.gate} opened, and it was open")
             case GateClosed():
                 assert event.gate not in (before or opened(NANGONG, event.compound)).closed_gates, (
                     f"gate {event.gate} closed, and it was closed")
@@ -187,7 +188,8 @@ class Checkpoint(RuleBasedStateMachine):
                 assert event.staff not in self.on_shift, f"{event.staff} started a second shift"
             case ShiftEnded():
                 assert isinstance(before, Shift) and not before.ended, f"shift {event.shift} ended twice"
-                assert event.ended_at >= before.started_at and event.hours >= 0
+                assert event.ended_at >= before.started_at and event.hours >= 0, (
+                    f"shift {event.shift} began at {before.started_at} and ended at {event.ended_at}")
 
     def home(self, household: str | None) -> passage.Home | None:
         """As the passage's look-up gives a household: where it lives, whether in home quarantine."""
@@ -213,6 +215,16 @@ class Checkpoint(RuleBasedStateMachine):
             self.quarantine[resident] = kind
 
     # -- the commands ----------------------------------------------------------------------------
+
+    @initialize(moment=moments, level=st.sampled_from(["open", "closed", "closed", "sealed"]),
+                per_household=st.integers(1, 2))
+    def the_morning_at_c1(self, moment, level, per_household):
+        """Compound c-1 under its level for the day (closed management mostly), every household of
+        it holding its passes: the rules below start where the gates are busy."""
+        if level != "open":
+            self.set_control_level(moment, "c-1", level)
+        self.issue_passes((timedelta(0), timedelta(0)), "c-1", None, None, per_household)
+        assert len({p.pass_ for p in self.passes.values()}) == 2 * per_household
 
     @rule(moment=moments, compound=compounds, gate=mostly(["g1", "g2"], ["g9"]), open_=st.booleans())
     def set_gate(self, moment, compound, gate, open_):
@@ -276,11 +288,12 @@ class Checkpoint(RuleBasedStateMachine):
         return tuple(fresh)
 
     def pass_key(self, pick: int, by_number: bool) -> str:
-        """An issued pass (an active one if any), by id or printed number; 39, 40: never issued."""
+        """An issued pass, by id or printed number: an active one (if any); from 30, a revoked one (if
+        any); 39 and 40: a number and an id never issued."""
         if pick in (39, 40) or not self.passes:
             return numbers.encode(12345) if pick == 39 else pass_id(999_999)
         issued = sorted({p.pass_: p for p in self.passes.values()}.values(), key=lambda p: p.pass_)
-        active = [p for p in issued if not p.revoked] or issued
+        active = [p for p in issued if p.revoked == (pick >= 30)] or issued
         p = active[pick % len(active)]
         return p.number if by_number else p.pass_
 
@@ -306,24 +319,35 @@ class Checkpoint(RuleBasedStateMachine):
         self.append(passes_stream(household), events, cmd)
         assert len(self.state(passes_stream(household)).active) == count - (0 if replace_it else 1)
 
-    #: Where and how someone comes to a gate: mostly compound c-1, where most people live.
+    #: Where someone comes to a gate: mostly compound c-1, where most people live.
     at_the_gate = dict(moment=moments, compound=mostly(["c-1", "c-1", "c-2"], ["c-9"], one_in=20),
-                       gate=mostly(["g1", "g2"], ["g9"], one_in=20), direction=st.sampled_from(["in", "out"]),
-                       temperature=mostly([36.5], [37.3, 38.2], one_in=6))
+                       gate=mostly(["g1", "g2"], ["g9"], one_in=20), temperature=mostly([36.5], [37.3, 38.2], one_in=6))
+    #: A resident of the directory (r-9: never registered), with a pass or not (any, see pass_key).
+    #: Now and then the one under quarantine, if anyone is.
+    a_resident = dict(resident=mostly(list(RESIDENTS), ["r-9"]), quarantined=mostly([False], [True], one_in=4),
+                      with_pass=mostly([True], [False], one_in=3), pick=picks, by_number=st.booleans())
 
-    @rule(**at_the_gate, resident=mostly(list(RESIDENTS), ["r-9"]), with_pass=st.booleans(), pick=picks,
-          by_number=st.booleans())
-    def a_resident_at_the_gate(self, moment, compound, gate, direction, temperature, resident, with_pass, pick,
-                               by_number):
-        self.check_passage(moment, compound, gate, direction, temperature, resident=resident,
+    def resident(self, resident: str, quarantined: bool) -> str:
+        return min(self.quarantine) if quarantined and self.quarantine else resident
+
+    @rule(**at_the_gate, **a_resident)
+    def a_resident_going_out(self, moment, compound, gate, temperature, resident, quarantined, with_pass, pick,
+                             by_number):
+        self.check_passage(moment, compound, gate, "out", temperature, resident=self.resident(resident, quarantined),
                            pass_=self.pass_key(pick, by_number) if with_pass else None)
 
-    @rule(**at_the_gate, pick=picks, by_number=st.booleans())
-    def a_pass_alone_at_the_gate(self, moment, compound, gate, direction, temperature, pick, by_number):
+    @rule(**at_the_gate, **a_resident)
+    def a_resident_coming_home(self, moment, compound, gate, temperature, resident, quarantined, with_pass, pick,
+                               by_number):
+        self.check_passage(moment, compound, gate, "in", temperature, resident=self.resident(resident, quarantined),
+                           pass_=self.pass_key(pick, by_number) if with_pass else None)
+
+    @rule(**at_the_gate, direction=st.sampled_from(["in", "out"]), pick=picks, by_number=st.booleans())
+    def a_pass_alone_at_the_gate(self, moment, compound, gate, temperature, direction, pick, by_number):
         self.check_passage(moment, compound, gate, direction, temperature, pass_=self.pass_key(pick, by_number))
 
-    @rule(**at_the_gate, host=mostly(list(HOUSEHOLDS), ["h-9"]))
-    def a_visitor_at_the_gate(self, moment, compound, gate, direction, temperature, host):
+    @rule(**at_the_gate, direction=st.sampled_from(["in", "out"]), host=mostly(list(HOUSEHOLDS), ["h-9"]))
+    def a_visitor_at_the_gate(self, moment, compound, gate, temperature, direction, host):
         self.check_passage(moment, compound, gate, direction, temperature,
                            visitor=Visitor(name="张三丰", phone="13800001111", host_household=host, purpose="送药"))
 
@@ -434,11 +458,16 @@ class Checkpoint(RuleBasedStateMachine):
         if events is not None:
             self.append(shift_stream(cmd.shift), events, cmd)
 
-    @rule(moment=moments, staff=st.sampled_from(STAFF), gate=mostly(["g2", "g1"], ["g9"]),
+    @rule(moment=moments, staff=st.sampled_from(STAFF), elsewhere=mostly([False], [True], one_in=5),
           named=mostly([False], [True], one_in=4), pick=picks)
     @precondition(lambda self: self.shifts)
-    def end_shift(self, moment, staff, gate, named, pick):
+    def end_shift(self, moment, staff, elsewhere, named, pick):
+        """Someone on shift (if anyone is) at the gate of their shift mostly (now and then at
+        another), the shift named or not."""
+        staff = min(self.on_shift) if self.on_shift and pick < 30 else staff
         shift = self.shifts[pick % len(self.shifts)] if named else None
+        on = self.on_shift.get(staff)
+        gate = self.state(shift_stream(on)).gate if on and not elsewhere else ("g9" if pick == 40 else "g1")
         cmd = EndShift(**self.common(moment), community=NANGONG, gate=gate, staff=staff, shift=shift)
 
         def facts(c):  # as handlers.end_shift
@@ -476,4 +505,4 @@ class Checkpoint(RuleBasedStateMachine):
 
 
 TestCheckpointProperties = Checkpoint.TestCase
-TestCheckpointProperties.settings = settings(max_examples=50, **MACHINE)
+TestCheckpointProperties.settings = settings(max_examples=100, **MACHINE)

@@ -138,7 +138,8 @@ class Logistics(RuleBasedStateMachine):
         self.n = 0
         #: (community, item) -> on hand: the store's counter as the handler keeps it
         self.stock: dict[tuple[str, str], int] = defaultdict(int)
-        #: voucher id or number -> (household, community): the voucher table
+        #: voucher id -> (household, community): the voucher table (a voucher's id is its printed
+        #: number unless the caller named it)
         self.vouchers: dict[str, tuple[str, str]] = {}
         self.serial = 0
         #: the requests that exist, in the order they were made
@@ -199,7 +200,7 @@ class Logistics(RuleBasedStateMachine):
                 case VoucherRedeemed():
                     self.redeemed[event.voucher] += 1
                 case MasksReserved():
-                    self.vouchers[event.voucher] = self.vouchers[event.number] = (event.household, event.community)
+                    self.vouchers[event.voucher] = (event.household, event.community)
                 case SupplyRequested():
                     self.requests.append(event.request)
 
@@ -377,7 +378,8 @@ class Vouchers:
     @rule(moment=moments, pick=picks)
     @precondition(lambda self: self.vouchers)
     def redeem_voucher(self, moment, pick):
-        """By voucher id or printed number, of a voucher reserved; now and then one never reserved."""
+        """By voucher id (its printed number unless named), of a voucher reserved; now and then one
+        never reserved."""
         keys = list(self.vouchers)
         key = {39: "v-never", 40: voucher_number(999)}.get(pick, keys[pick % len(keys)])
         cmd = RedeemVoucher(**self.common(moment), voucher=key)

@@ -24,12 +24,16 @@ The commands go through the service's path: ``validate`` (as the runtime does), 
 directory's residents and compounds), ``decide`` (``missed_checkin`` per case for the scheduler's
 sweep), the events appended and folded with ``evolve``. A refusal (any ``CommandError``) writes
 nothing.
+
+Last, one property that does not hold (marked xfail, strict: it fails until fixed): given a case
+taken to hospital and released from it, the release is never dated before the admission.
 """
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
-from hypothesis import settings
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -76,7 +80,7 @@ from shared.contracts.quarantine import (
     SymptomsReported,
 )
 from shared.errors import CommandError, Invalid
-from tests.support.record import MACHINE, Record, moments, mostly
+from tests.support.record import MACHINE, QUICK_PHASES, Record, moments, mostly
 
 CST = timezone(timedelta(hours=8))
 START = datetime(2022, 4, 1, 9, 0, tzinfo=CST)
@@ -208,12 +212,13 @@ class Quarantine(RuleBasedStateMachine):
 
     @initialize(moment=moments, kinds=st.tuples(*[st.sampled_from(["home", "centralized", "monitoring"])] * 2))
     def two_cases_open_in_the_morning(self, moment, kinds):
-        """r-1's case k-1 and r-3's case k-2, starting today, and a screening round of c-1 today (the
-        rules below start where cases and rounds run)."""
+        """r-1's case k-1 and r-3's case k-2, starting today, and a screening round of c-1 today where
+        r-2 is sampled (the rules below start where cases and rounds run)."""
         self.open_case(moment, "k-1", "r-1", kinds[0], 0, None)
         self.open_case((timedelta(0), timedelta(0)), "k-2", "r-3", kinds[1], 0, None)
         self.schedule_screening((timedelta(0), timedelta(0)), "s-0", "c-1", 0)
-        assert self.cases == ["k-1", "k-2"] and self.screenings == ["s-0"]
+        self.record_sample((timedelta(0), timedelta(0)), 0, "r-2", None)
+        assert self.cases == ["k-1", "k-2"] and self.screenings == ["s-0"] and self.samples == [("s-0", "r-2")]
 
     @rule(moment=moments, case=mostly([None], CASES, one_in=4), resident=residents,
           kind=st.sampled_from(["home", "centralized", "monitoring"]), days=days_ago,
@@ -240,11 +245,12 @@ class Quarantine(RuleBasedStateMachine):
             self.append(case_stream(cmd.case), events, cmd)
 
     def pick_case(self, pick: int, *stages: str) -> str:
-        """A case that exists, an open one in ``stages`` if any (40: one that never will)."""
+        """A case that exists: an open one in ``stages`` (if any); from 30, any case, whatever its
+        stage; 40: one that never will."""
         if pick == 40:
             return "k-never"
         states = [self.state(case_stream(c)) for c in self.cases]
-        some = [c.case for c in states if not c.closed and c.stage in stages] or self.cases
+        some = [c.case for c in states if not c.closed and c.stage in stages and pick < 30] or self.cases
         return some[pick % len(some)]
 
     @rule(moment=moments, pick=picks, days=days_ago, temperature=mostly([36.6], [37.3, 38.5], one_in=4),
@@ -412,3 +418,40 @@ class Quarantine(RuleBasedStateMachine):
 
 TestQuarantineProperties = Quarantine.TestCase
 TestQuarantineProperties.settings = settings(max_examples=50, **MACHINE)
+
+
+# -- a release dated before the hospital admission it ends ------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: release_case from hospital accepts any day from the case's start to today, so a release can "
+    "be dated before the admission it ends (CaseTransferred to hospital on day N, then CaseReleased on "
+    "day N-1); the monitoring then runs from the impossible day, and the days in hospital fall due for "
+    "check-ins (the sweep records CheckinMissed for the admission day)"))
+@settings(max_examples=25, deadline=None, database=None, phases=QUICK_PHASES)
+@given(kind=st.sampled_from(["home", "centralized"]), days_before=st.integers(1, 10), stay=st.integers(0, 5),
+       released_on=st.integers(0, 15))
+def test_a_release_from_hospital_is_never_dated_before_the_admission(kind, days_before, stay, released_on):
+    """Given a case opened on any day, taken to hospital some days later and released from it after
+    any stay, on any day the staff give, then the release is refused or dated on or after the day
+    of admission (and so no day spent in hospital falls due for a check-in)."""
+    opened_at = START
+    admitted_at = opened_at + timedelta(days=days_before, hours=1)
+    release_at = admitted_at + timedelta(days=stay)
+    on = CONFIG.day(opened_at) + timedelta(days=min(released_on, days_before + stay))
+    case = None
+    for cmd in (
+        OpenCase(command_id="c-1", actor=STAFF, occurred_at=opened_at, community=NANGONG, resident="r-1",
+                 kind=kind, reason="close_contact", starts_on=CONFIG.day(opened_at), case="k-1"),
+        TransferCase(command_id="c-2", actor=STAFF, occurred_at=admitted_at, case="k-1", to="hospital"),
+    ):
+        for event in decide(Facts(config=CONFIG, case=case, resident=RESIDENTS["r-1"]), cmd):
+            case = evolve(case, event)
+    release = ReleaseCase(command_id="c-3", actor=STAFF, occurred_at=release_at, case="k-1", on=on)
+    try:
+        released = decide(Facts(config=CONFIG, case=case), release)
+    except CommandError:
+        return
+    admitted_on = CONFIG.day(admitted_at)
+    assert released[0].on >= admitted_on, (
+        f"case k-1 taken to hospital on {admitted_on} and released from it on {released[0].on}")
