@@ -220,6 +220,9 @@ def release_case(facts: Facts, cmd: ReleaseCase) -> CaseReleased | CaseClosed:
         return CaseClosed(community=case.community, case=case.case, resident=case.resident,
                           household=case.household, compound=case.compound, building=case.building,
                           on=cmd.on, closed_at=_at(cmd), closed_by=cmd.actor)
+    if case.admitted_on is not None and cmd.on < case.admitted_on:
+        raise Rejected(f"case {case.case} was taken to hospital on {case.admitted_on}; a release from "
+                       "hospital is dated on or after that day", reason="before_admission")
     if case.in_quarantine and cmd.on < case.ends_on:
         raise Rejected(f"the quarantine of case {case.case} runs until {case.ends_on} "
                        f"({case.stage}); the policy's duration cannot be shortened here",

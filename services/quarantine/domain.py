@@ -81,6 +81,8 @@ class Case:
     #: The first day a check-in is due; none are due while in hospital.
     due_from: date
     opened_at: datetime
+    #: The day the case was taken to hospital, while it is there.
+    admitted_on: date | None = None
     closed_on: date | None = None
 
     @property
@@ -150,7 +152,8 @@ def evolve(state: State | None, event: QuarantineEvent) -> State:
             case = _expect(state, Case, event)
             # Out of hospital, check-ins are due again from the next day.
             due = max(case.due_from, event.on + timedelta(days=1)) if case.stage == "hospital" else case.due_from
-            return replace(case, stage="monitoring", ends_on=event.monitoring_until, due_from=due)
+            return replace(case, stage="monitoring", ends_on=event.monitoring_until, due_from=due,
+                           admitted_on=None)
         case CaseClosed():
             return replace(_expect(state, Case, event), closed_on=event.on)
         case CheckinRecorded():
@@ -183,9 +186,9 @@ def evolve(state: State | None, event: QuarantineEvent) -> State:
 
 def _transferred(case: Case, event: CaseTransferred) -> Case:
     if event.to == "hospital":
-        return replace(case, stage="hospital")
+        return replace(case, stage="hospital", admitted_on=event.on)
     # To centralized quarantine: a new period when it starts one, else the same days elsewhere.
-    changes: dict = {"stage": "centralized"}
+    changes: dict = {"stage": "centralized", "admitted_on": None}
     if event.ends_on is not None:
         changes["ends_on"] = event.ends_on
     if case.stage == "hospital" and event.on is not None:

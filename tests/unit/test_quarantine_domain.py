@@ -233,6 +233,17 @@ def test_no_check_in_is_owed_in_hospital_and_again_from_the_day_after_discharge(
 # -- release ----------------------------------------------------------------------------------
 
 
+def test_a_release_from_hospital_is_never_dated_before_the_admission():
+    """Taken to hospital on day 2, a release dated day 1 would start monitoring on a day the resident
+    was still at home and make the hospital day fall due for a check-in: refused, named."""
+    world = World()
+    world.open(at(1))
+    world.transfer(at(2), "hospital")
+    refusal = refused(world.release, at(2, "15:00"), on=day(1))
+    assert refusal.reason == "before_admission" and str(day(2)) in str(refusal)
+    assert world.release(at(2, "15:00"), on=day(2)).monitoring_until == day(9)
+
+
 def test_release_before_the_start_in_the_future_or_before_the_planned_end_is_refused():
     world = World()
     world.open(at(3), starts_on=day(3))
