@@ -160,9 +160,6 @@ class ServiceHost:
             self.tasks.append(asyncio.create_task(follower.run(), name=f"{spec.name}.{follower.name}"))
         for task in spec.background:
             self.tasks.append(asyncio.create_task(task(self), name=f"{spec.name}.{task.__name__}"))
-        self.broker = self._build_broker()
-        await self.broker.start()
-        await self.broker._connection.flush()  # subscriptions reach the server before we say started
         if spec.commands is not None:
             # Commands, the hot path, on a plain nats-py subscription: through faststream the same
             # service sustained 1,700-1,900 commands/s, through this 5,000-5,400 (bench/backbone.py,
@@ -173,6 +170,11 @@ class ServiceHost:
                 pending_msgs_limit=100_000, pending_bytes_limit=256 * 1024 * 1024)
             # Started means answering: a request right after start must not meet "no responders".
             await self.cmd_nc.flush()
+        # Health last: `cordon up` says ready when health answers, so by then the server must know
+        # the command subscription (tests/integration/test_service_start.py).
+        self.broker = self._build_broker()
+        await self.broker.start()
+        await self.broker._connection.flush()  # subscriptions reach the server before we say started
         log.info("service.started", service=spec.name, instance=self.instance)
 
     async def stop(self) -> None:
