@@ -14,7 +14,7 @@ import msgspec
 
 from shared import envelope as env
 from shared.errors import CODES
-from shared.subjects import command_subject, query_subject
+from shared.subjects import HEALTH_FANOUT, command_subject, query_subject
 
 PATH = Path(__file__).parent / "contracts" / "asyncapi.json"
 REF = "#/components/schemas/{name}"
@@ -51,6 +51,42 @@ def _reply_schemas() -> dict:
             },
         },
     }
+
+
+def _system(channels: dict, operations: dict, messages: dict) -> None:
+    """The operators' subjects under ``cordon.sys``: health fan-out and dead-letter replay."""
+    status = {"type": "object", "required": ["ok", "service", "instance"], "properties": {
+        "ok": {"type": "boolean", "description": "false while the instance has a problem or an error"},
+        "service": {"type": "string"}, "instance": {"type": "string"},
+        "outbox_depth": {"type": "integer"}, "committed": {"type": "integer"}, "published": {"type": "integer"},
+        "relay_error": {"type": ["string", "null"]},
+        "consumers": {"type": "object", "description": "per consumer: lag, applied, parked, last_error, standby"},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "error": {"type": "string", "description": "what fails (PostgreSQL away, ...)"}}}
+    replay_reply = {"type": "object", "required": ["ok"], "properties": {
+        "ok": {"type": "boolean"},
+        "results": {"type": "array", "items": {"type": "object", "description":
+                    "per id: id, consumer, event_id, type, outcome (replayed, already_applied, failed, not_found)"}},
+        "error": {"$ref": REF.format(name="CommandRefused") + "/properties/error"}}}
+    for key, address, request, reply, summary in (
+        ("sys.health", HEALTH_FANOUT, {"type": "object", "description": "{}"}, status,
+         "every running instance answers with its status (collect replies for a moment)"),
+        ("sys.replay", "cordon.sys.{service}.replay",
+         {"type": "object", "required": ["ids"], "properties": {"ids": {
+             "type": "array", "items": {"type": "integer"}, "minItems": 1,
+             "description": "dead letter ids (cordon dead-letters list), applied again in this order"}}},
+         replay_reply, "one instance of the service applies its dead letters again (cordon dead-letters replay)"),
+    ):
+        messages[key] = {"name": key, "payload": request}
+        messages[f"{key}.reply"] = {"name": f"{key}.reply", "payload": reply}
+        channels[key] = {"address": address, "messages": {"request": {"$ref": f"#/components/messages/{key}"}}}
+        if "{service}" in address:
+            channels[key]["parameters"] = {"service": {"description": "a service that consumes events"}}
+        channels[f"{key}.reply"] = {"address": None, "messages": {
+            "reply": {"$ref": f"#/components/messages/{key}.reply"}}}
+        operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
+                           "summary": f"operators: {summary} (NATS request/reply)",
+                           "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}}}
 
 
 def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
@@ -105,6 +141,7 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
             operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
                                "summary": f"{service} query {name} (NATS request/reply)",
                                "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}}}
+    _system(channels, operations, messages)
     for (type_name, schema_version), cls in events:
         key = f"{cls.service}.{type_name}.v{schema_version}"
         envelope_schema = {"allOf": [{"$ref": REF.format(name="Envelope")}, {"properties": {

@@ -29,3 +29,26 @@ def test_every_query_is_documented():
     for query in ("community", "rollup", "timeline", "audit", "checkpoint.shifts", "quarantine.cases",
                   "logistics.requests"):
         assert f"cordon.qry.{query}" in addresses
+
+
+def test_the_operators_subjects_are_documented_and_every_reference_resolves():
+    doc = json.loads(asyncapi_text())
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert {"cordon.sys.health", "cordon.sys.{service}.replay"} <= addresses
+    for ref in set(_refs(doc)):
+        node = doc
+        for part in ref.removeprefix("#/").split("/"):
+            assert part in node, f"{ref} does not resolve (at {part})"
+            node = node[part]
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
