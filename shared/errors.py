@@ -13,6 +13,9 @@ CODES = {
     "rejected": "valid, but the domain rules refuse it now; see `reason`",
     "unknown_command": "no such command on this service",
     "too_large": "the payload is larger than the service accepts",
+    "unauthenticated": "no identity the service can trust came with the request; connect with Cordon credentials",
+    "forbidden": "the identity may not do this here (another community, a command or query not granted, "
+                 "an actor not its own); nothing was written",
     "unavailable": "a dependency (PostgreSQL) is down; retry with the same command_id",
     "internal": "a bug; the command was not applied; report it with the correlation id",
 }
