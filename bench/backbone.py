@@ -218,7 +218,7 @@ class Bench(common.BenchBase):
         r["raw_pg_executemany_rows_per_s"], r["raw_pg_autocommit_rows_per_s"] = many, single
 
         self.registry = self.service("registry")
-        nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
+        nc = await common.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
         consumed: dict[str, float] = {}
         consumer = reader = None
         try:
@@ -303,7 +303,7 @@ class Bench(common.BenchBase):
 async def consumer_child(url: str, dsn: str) -> None:
     """The downstream consumer: a durable ``shared.consumer.Consumer``; prints what it handles."""
     logging.setup(level="warning")  # stdout carries what it handles: logs go to stderr
-    nc = await nats.connect(url, name="bench.consumer")
+    nc = await common.connect(url, name="bench.consumer")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     async with pool.acquire() as conn:
         await store.migrate(conn, "bench")

@@ -86,7 +86,7 @@ async def publish_world(url: str, households: int) -> list[tuple[str, str]]:
                                   opened_by=by), "quarantine"))
     events.append((AreaSealed(community=COMMUNITY, compound=COMPOUND, building="b10", sealed_at=at, sealed_by=by),
                    "quarantine"))
-    nc = await nats.connect(url)
+    nc = await common.connect(url)
     js = nc.jetstream()
     await bus.ensure_stream(js)
     acks = []
@@ -182,7 +182,7 @@ class Load:
 
 async def echo_main(url: str) -> None:
     """The raw responder: replies to every request at once, nothing else."""
-    nc = await nats.connect(url, pending_size=8 << 20)
+    nc = await common.connect(url, pending_size=8 << 20)
     reply = b'{"ok":true}'
 
     async def on(msg):
@@ -228,7 +228,7 @@ class Bench(common.BenchBase):
         r: dict = {"bench": "checkpoint", "duration_s": a.duration, "concurrency": a.concurrency,
                    "households": a.households, "load_average_at_start": os.getloadavg()[0]}
         db = await asyncpg.connect(dsn)
-        nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
+        nc = await common.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
         try:
             print(f"servers up in {self.tmp}; loading {a.households} households ...", file=sys.stderr)
             t0 = now()

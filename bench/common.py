@@ -3,6 +3,9 @@
 dir, embedded NATS and PostgreSQL, child processes) and the raw JetStream and PostgreSQL limits
 (:func:`raw_js`, :func:`raw_pg`).
 
+NATS runs with authentication on, as ``cordon up`` runs it: every process of a run connects with
+``CORDON_NATS_CREDS`` (:func:`connect`), the operators' credentials, and each service with its own.
+
 Scripts put the repository root on ``sys.path`` before ``from bench import common``.
 """
 from __future__ import annotations
@@ -24,6 +27,8 @@ import msgspec
 import nats
 from nats.js.api import StorageType, StreamConfig
 
+from shared import bus
+from shared.auth import Authority
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database, pdeathsig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +96,10 @@ class BenchBase:
 
     def __init__(self, prefix: str):
         self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
-        self.nats = EmbeddedNats(self.tmp / "nats")
+        self.authority = Authority.open(self.tmp / "auth")
+        self.nats = EmbeddedNats(self.tmp / "nats", authority=self.authority)
+        # This process and every child connect as an operator unless told otherwise (services are).
+        os.environ["CORDON_NATS_CREDS"] = str(self.authority.admin_creds())
         self.pg = EmbeddedPostgres(self.tmp / "pg")
         self.children: list[subprocess.Popen] = []
         self.dsn: str | None = None
@@ -120,7 +128,9 @@ class BenchBase:
         return proc
 
     def service(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        """``cordon service NAME`` as ``cordon up`` runs it (``python -m services.cli service NAME``)."""
+        """``cordon service NAME`` as ``cordon up`` runs it (``python -m services.cli service NAME``),
+        with its own credentials."""
+        env = {"CORDON_NATS_CREDS": str(self.authority.service_creds(name)), **(env or {})}
         return self.spawn(name, [sys.executable, "-m", "services.cli", "service", name], env)
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
@@ -168,13 +178,18 @@ class BenchBase:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+async def connect(url: str, **options) -> nats.aio.client.Client:
+    """``nats.connect`` with this process's credentials (``CORDON_NATS_CREDS``)."""
+    return await nats.connect(url, **bus.credentials(os.environ.get("CORDON_NATS_CREDS")), **options)
+
+
 # -- raw limits ------------------------------------------------------------------------------------
 
 
 async def raw_js(url: str, seconds: float) -> float:
     """Messages/s of nats-py ``publish_async``, 200-byte messages to a scratch file stream
     ``BENCHRAW`` (R1) for ``seconds``, every ack awaited."""
-    nc = await nats.connect(url)
+    nc = await connect(url)
     js = nc.jetstream()
     try:
         await js.add_stream(StreamConfig(name="BENCHRAW", subjects=["bench.raw"], storage=StorageType.FILE))

@@ -34,10 +34,10 @@ from services.demo.tables import table  # noqa: E402
 P99_LIMIT_MS = 250.0
 
 
-async def raw(url: str, duration: float, seed: int, in_flight: int = 256) -> dict:
+async def raw(url: str, creds: str | None, duration: float, seed: int, in_flight: int = 256) -> dict:
     """Closed loop, ``in_flight`` outstanding, as fast as it goes: request/reply to an echo
     responder with the load generator's passage payloads, nothing behind it."""
-    api = await Api.connect(url)
+    api = await Api.connect(url, creds)
 
     async def respond(msg) -> None:
         await msg.respond(b'{"ok": true}')
@@ -77,12 +77,13 @@ def sustained(runs: list[dict]) -> float:
 async def main(args) -> dict:
     rates = [float(r) for r in args.rates.split(",")]
     say = lambda line: print(f"bench/load: {line}", file=sys.stderr, flush=True)  # noqa: E731
-    async with system.cordon(os.environ.get("CORDON_NATS_URL"), os.environ.get("CORDON_PG_DSN"), None, say) as url:
-        base = await raw(url, args.duration, args.seed)
+    async with system.cordon(os.environ.get("CORDON_NATS_URL"), os.environ.get("CORDON_PG_DSN"), None, say,
+                             os.environ.get("CORDON_NATS_CREDS")) as (url, creds):
+        base = await raw(url, creds, args.duration, args.seed)
         say(f"raw request/reply, 256 in flight: {base['rate_achieved']:g}/s, p99 {base['p99_ms']} ms")
         runs = []
         for rate in rates:
-            summary = await load.run_load(url, rate=rate, duration=args.duration, seed=args.seed, say=say)
+            summary = await load.run_load(url, creds, rate=rate, duration=args.duration, seed=args.seed, say=say)
             say(f"{rate:g}/s: achieved {summary['rate_achieved']:g}/s, p50 {summary['p50_ms']} ms, "
                 f"p99 {summary['p99_ms']} ms, errors {sum(summary['errors'].values())}")
             runs.append(summary)

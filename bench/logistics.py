@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
-import nats  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench.common import decode_reply, pct, raw_js, raw_pg  # noqa: E402
@@ -68,7 +67,7 @@ async def serve() -> int:
 
 async def publish_directory(url: str, households: int) -> list[str]:
     """Households (one resident each, a quarter of them vulnerable) as the registry publishes them."""
-    nc = await nats.connect(url)
+    nc = await common.connect(url)
     js = nc.jetstream()
     await bus.ensure_stream(js)
     at, ids, futures = datetime.now(timezone.utc), [], []
@@ -224,7 +223,7 @@ class Bench(common.BenchBase):
         households = await publish_directory(self.nats.url, a.households)
         self.start_service()
         r["directory_catch_up_s"] = await self.wait_directory(dsn, a.households)
-        nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
+        nc = await common.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
         try:
             load = Load(nc, households, a.timeout)
             await load.closed("request_supplies", 2.0, a.concurrency)  # warm-up

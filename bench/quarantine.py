@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
-import nats  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench.common import decode_reply, pct  # noqa: E402
@@ -106,7 +105,7 @@ async def outbox_drained(dsn: str, timeout: float = 120.0) -> float:
 
 
 async def raw_request_reply(url: str, seconds: float, concurrency: int) -> float:
-    nc = await nats.connect(url)
+    nc = await common.connect(url)
     try:
         body, done, stop = b"x" * 150, [0], now() + seconds
 
@@ -216,7 +215,8 @@ async def late_checkins(host, on: date, cases: int, rate: float, stop: asyncio.E
 
 async def sweep_phase(r: dict, a, nats_url: str, dsn: str) -> None:
     clock_now = [datetime.combine(date.today(), datetime.min.time(), POLICY.zone) + timedelta(hours=10)]
-    host = ServiceHost(spec(POLICY), Config(nats_url=nats_url, pg_dsn=dsn),
+    host = ServiceHost(spec(POLICY), Config(nats_url=nats_url, pg_dsn=dsn,
+                                            nats_creds=os.environ.get("CORDON_NATS_CREDS")),
                        clock=lambda: clock_now[0])
     await host.start()
     try:
@@ -310,7 +310,7 @@ class Bench(common.BenchBase):
         service = self.service("quarantine", {"CORDON_SCHEDULER_INTERVAL_S": "3600"})
         await wait_schema(dsn)
         await seed_directory(dsn, "c-", a.checkin_cases)
-        nc = await nats.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
+        nc = await common.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
         try:
             today = POLICY.day(datetime.now(POLICY.zone))
             load = Load(nc, a.checkin_cases, POLICY.quarantine_days, today)
@@ -399,7 +399,7 @@ def table(r: dict) -> str:
 
 async def echo() -> None:
     """--echo: a trivial NATS responder (the raw request/reply limit)."""
-    nc = await nats.connect(os.environ["CORDON_NATS_URL"])
+    nc = await common.connect(os.environ["CORDON_NATS_URL"])
 
     async def reply(msg):
         await msg.respond(msg.data)

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import bisect
 import json
+import os
 import random
 import subprocess
 import sys
@@ -36,7 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
-import nats  # noqa: E402
 from nats.js.api import ConsumerConfig, DeliverPolicy  # noqa: E402
 
 from bench import common  # noqa: E402
@@ -265,7 +265,7 @@ async def child_rebuild(url: str, dsn: str, batch: int) -> None:
     from services.views.rebuild import rebuild
 
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    nc = await bus.connect(url, "bench.rebuild")
+    nc = await bus.connect(url, "bench.rebuild", os.environ.get("CORDON_NATS_CREDS"))
     last = [0.0]
 
     def progress(done: int, head: int, elapsed: float) -> None:
@@ -293,7 +293,7 @@ class Bench(common.BenchBase):
         dsn = await self.start_servers()
         url = self.nats.url
         r: dict = {"bench": "views", "events_target": a.events}
-        nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
+        nc = await common.connect(url, pending_size=64 * 1024 * 1024)
         js = nc.jetstream(timeout=30)
         await bus.ensure_stream(js)
         print(f"servers up in {self.tmp}; publishing {a.events:,} events ...", file=sys.stderr)

@@ -4,6 +4,9 @@
     cordon service NAME                                       one service (containers)
     cordon health                                             ask every running service
     cordon request SUBJECT JSON                               send a command or query, print the reply
+
+Every command that connects to NATS takes --creds (default CORDON_NATS_CREDS, else the
+<data dir>/auth/admin.creds that `cordon up` writes).
     cordon demo [--scale S] [--seed K]                        play a day in a street, print the boards
     cordon load --rate N --duration S                         open-loop load, latency percentiles
     cordon report --scope S [--on D] [--format csv|json]      the daily report of a scope
@@ -17,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import sys
 from pathlib import Path
 
+from shared import bus
 from shared import log as logging
-from shared.config import Config
+from shared.config import CREDS_HELP, Config
 from shared.subjects import query_subject
 
 #: Every service that exists, in start order: name -> "module:function" returning its ServiceSpec.
@@ -55,11 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     svc.add_argument("name", choices=sorted(SERVICES))
     health = sub.add_parser("health", help="print every running service's health")
     health.add_argument("--nats-url", default=None)
+    health.add_argument("--creds", default=None, help=CREDS_HELP)
     req = sub.add_parser("request", help="send a command or query and print the reply")
     req.add_argument("subject")
     req.add_argument("payload", help="JSON, or - for standard input")
     req.add_argument("--nats-url", default=None)
     req.add_argument("--timeout", type=float, default=5.0)
+    req.add_argument("--creds", default=None, help=CREDS_HELP)
     doc = sub.add_parser("asyncapi", help="print (or --write) the AsyncAPI document of the message API")
     doc.add_argument("--write", action="store_true", help="write shared/contracts/asyncapi.json")
     from services.audit import cli as audit_cli
@@ -73,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ops_cli.add_commands(sub)
     args = parser.parse_args(argv)
     config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None)
+    if hasattr(args, "creds"):  # a command that connects to NATS as a client
+        config = dataclasses.replace(config, nats_creds=config.client_creds(args.creds))
     logging.setup(config.log_format, config.log_level)
     try:
         if getattr(args, "run", None):
@@ -86,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "service":
             return asyncio.run(run_service(args.name, config))
         if args.cmd == "health":
-            return asyncio.run(run_request(args.nats_url or config.nats_url, query_subject("health"), b"{}", 3.0))
+            return asyncio.run(run_request(args.nats_url or config.nats_url, query_subject("health"), b"{}", 3.0,
+                                           config.nats_creds))
         if args.cmd == "request":
             payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
-            return asyncio.run(run_request(args.nats_url or config.nats_url, args.subject, payload, args.timeout))
+            return asyncio.run(run_request(args.nats_url or config.nats_url, args.subject, payload, args.timeout,
+                                           config.nats_creds))
     except KeyboardInterrupt:
         return 130
     return 2
@@ -155,13 +166,14 @@ async def run_service(name: str, config: Config) -> int:
     return 0
 
 
-async def run_request(url: str | None, subject: str, payload: bytes, timeout: float) -> int:
+async def run_request(url: str | None, subject: str, payload: bytes, timeout: float,
+                      creds: str | None = None) -> int:
     import nats
 
     if not url:
         print("cordon: set CORDON_NATS_URL or pass --nats-url", file=sys.stderr)
         return 2
-    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1)
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, **bus.credentials(creds))
     try:
         reply = await nc.request(subject, payload, timeout=timeout)
     except Exception as exc:

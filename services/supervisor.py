@@ -1,5 +1,9 @@
 """`cordon up`: embedded servers (unless configured), every service as a child process, a ready
-line once every service answers health, and a clean stop on SIGINT/SIGTERM with no orphans."""
+line once every service answers health, and a clean stop on SIGINT/SIGTERM with no orphans.
+
+Secure by default: the embedded NATS runs in operator mode with the authority under
+``<data dir>/auth`` (created on first start), each service connects with its own credentials
+(``CORDON_NATS_CREDS`` in its environment) and ``<data dir>/auth/admin.creds`` is the operators'."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +13,9 @@ import sys
 
 import nats
 
+from shared import bus
 from shared import log as logging
+from shared.auth import Authority
 from shared.config import Config
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
 from shared.service import gather_health
@@ -55,8 +61,9 @@ class Child:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def wait_ready(url: str, names: list[str], timeout: float = 60.0) -> dict:
-    nc = await nats.connect(url, max_reconnect_attempts=-1)
+async def wait_ready(url: str, names: list[str], timeout: float = 60.0, creds: str | None = None) -> dict:
+    """Until every service in ``names`` answers health at ``url`` (connecting with ``creds``)."""
+    nc = await nats.connect(url, max_reconnect_attempts=-1, **bus.credentials(creds))
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -70,6 +77,14 @@ async def wait_ready(url: str, names: list[str], timeout: float = 60.0) -> dict:
         await nc.close()
 
 
+def service_env(env: dict[str, str], name: str, authority: Authority | None) -> dict[str, str]:
+    """A service's environment: its own credentials when Cordon runs its own NATS (with external
+    servers, whatever ``CORDON_NATS_CREDS`` the environment has)."""
+    if authority is None:
+        return env
+    return {**env, "CORDON_NATS_CREDS": str(authority.service_creds(name))}
+
+
 async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -79,11 +94,13 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str])
     children: list[Child] = []
     try:
         nats_url, pg_dsn = config.nats_url, config.pg_dsn
+        creds, authority = config.nats_creds, None
         if not nats_url:
-            server = EmbeddedNats(config.data_dir / "nats", port=nats_port)
+            authority = Authority.open(config.data_dir / "auth")
+            server = EmbeddedNats(config.data_dir / "nats", port=nats_port, authority=authority)
             await server.start()
             servers.append(server)
-            nats_url = server.url
+            nats_url, creds = server.url, str(authority.admin_creds())
         if not pg_dsn:
             server = EmbeddedPostgres(config.data_dir / "postgres", port=pg_port)
             await server.start()
@@ -91,12 +108,14 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str])
             pg_dsn = await ensure_database(server.dsn, DATABASE)
         print(f"cordon: NATS       {nats_url}", flush=True)
         print(f"cordon: PostgreSQL {pg_dsn}", flush=True)
+        if authority is not None:
+            print(f"cordon: operator credentials {creds} (the cordon CLI's default; keep it secret)", flush=True)
         env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn}
         for name in names:
-            child = Child(name, env)
+            child = Child(name, service_env(env, name, authority))
             child.task = asyncio.create_task(child.run())
             children.append(child)
-        ready = asyncio.create_task(wait_ready(nats_url, names))
+        ready = asyncio.create_task(wait_ready(nats_url, names, creds=creds))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if ready.done():

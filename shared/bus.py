@@ -17,8 +17,10 @@ from shared.subjects import EVENTS_ROOT, STREAM
 log = logging.get("bus")
 
 
-async def connect(url: str, name: str) -> Client:
-    """Connect with endless reconnects: every component reconnects by itself."""
+async def connect(url: str, name: str, creds: str | None = None, inbox_prefix: str | None = None) -> Client:
+    """Connect with endless reconnects: every component reconnects by itself. ``creds``: the
+    ``.creds`` file to authenticate with; ``inbox_prefix``: the reply inbox a CITY identity must
+    use (``_INBOX.<name>``, see :func:`shared.auth.inbox_prefix`)."""
 
     async def on_disconnect():
         log.warning("nats.disconnected", client=name)
@@ -40,7 +42,14 @@ async def connect(url: str, name: str) -> Client:
         reconnected_cb=on_reconnect,
         error_cb=on_error,
         pending_size=8 * 1024 * 1024,
+        **credentials(creds),
+        **({"inbox_prefix": inbox_prefix} if inbox_prefix else {}),
     )
+
+
+def credentials(creds: str | None) -> dict:
+    """``nats.connect`` keyword arguments for a ``.creds`` file (none without one)."""
+    return {"user_credentials": str(creds)} if creds else {}
 
 
 def stream_config(dedupe_window_s: float, replicas: int = 1) -> StreamConfig:

@@ -1,7 +1,8 @@
 """Configuration from the environment.
 
 ``CORDON_NATS_URL`` and ``CORDON_PG_DSN`` point at running servers (containers, clusters); when
-absent, ``cordon up`` starts embedded ones under ``CORDON_DATA_DIR``.
+absent, ``cordon up`` starts embedded ones under ``CORDON_DATA_DIR``. ``CORDON_NATS_CREDS`` is the
+path of the ``.creds`` file a process connects to NATS with (``cordon up`` gives each service its own).
 """
 from __future__ import annotations
 
@@ -23,11 +24,18 @@ def city_zone(environ: Mapping[str, str] | None = None) -> ZoneInfo:
         raise SystemExit(f"CORDON_TIMEZONE={value!r} is not a time zone (e.g. Asia/Shanghai)") from None
 
 
+#: The help of the ``--creds`` option of every ``cordon`` command that connects to NATS.
+CREDS_HELP = ("the .creds file to connect to NATS with (default: CORDON_NATS_CREDS, else "
+              "<data dir>/auth/admin.creds when it exists: the one `cordon up` writes)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """Settings shared by every service; build it with :meth:`from_env`."""
 
     nats_url: str | None = None
+    #: The .creds file (user JWT and seed) this process connects to NATS with; None: no credentials.
+    nats_creds: str | None = None
     pg_dsn: str | None = None
     data_dir: Path = Path(".cordon")
     log_format: str = "auto"  # auto | json | console
@@ -57,6 +65,8 @@ class Config:
         values: dict = {}
         if env.get("CORDON_NATS_URL"):
             values["nats_url"] = env["CORDON_NATS_URL"]
+        if env.get("CORDON_NATS_CREDS"):
+            values["nats_creds"] = env["CORDON_NATS_CREDS"]
         if env.get("CORDON_PG_DSN"):
             values["pg_dsn"] = env["CORDON_PG_DSN"]
         if env.get("CORDON_DATA_DIR"):
@@ -80,3 +90,11 @@ class Config:
                     raise SystemExit(f"{name}={env[name]!r} is not a valid {conv.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def client_creds(self, given: str | None = None) -> str | None:
+        """The credentials a ``cordon`` command connects with: ``given`` (``--creds``), else
+        ``CORDON_NATS_CREDS``, else the operators' ``<data dir>/auth/admin.creds`` when it exists."""
+        if given or self.nats_creds:
+            return given or self.nats_creds
+        admin = self.data_dir / "auth" / "admin.creds"
+        return str(admin) if admin.exists() else None

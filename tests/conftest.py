@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
+from tests.support.bus import creds_for, start_secure_nats
 
 FAST_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -41,9 +42,10 @@ async def pg_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedNats]:
-    """A fresh nats-server with JetStream per test; the test may stop/kill/start it (same port, same store)."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
-    await server.start()
+    """A fresh nats-server with JetStream per test, in operator mode with an authority of its own
+    (``nats_server.authority``): no connection without credentials. The test may stop/kill/start it
+    (same port, same store, same keys)."""
+    server = await start_secure_nats(tmp_path_factory.mktemp("nats"))
     try:
         yield server
     finally:
@@ -54,3 +56,9 @@ async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 def nats_url(nats_server: EmbeddedNats) -> str:
     """URL of the per-test `nats_server`."""
     return nats_server.url
+
+
+@pytest.fixture
+def nats_creds(nats_server: EmbeddedNats) -> str:
+    """Path of an operator identity's creds on `nats_server` (account CORDON, no limits)."""
+    return creds_for(nats_server.url)

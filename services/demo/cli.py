@@ -6,7 +6,9 @@
 Both talk to the Cordon at ``CORDON_NATS_URL`` (or ``--nats-url``) when one answers there; with
 ``CORDON_PG_DSN`` too and no services answering, they start the services on those servers; with
 neither, they start embedded NATS and PostgreSQL (in ``--data-dir``, default a temporary folder)
-and every service, and stop them at the end. Each parser gets ``run(args, config) -> exit code``.
+and every service, and stop them at the end (NATS in operator mode, as ``cordon up`` runs it).
+``--creds`` (default ``CORDON_NATS_CREDS``, else ``<data dir>/auth/admin.creds``) is what they
+connect to a running Cordon with. Each parser gets ``run(args, config) -> exit code``.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+
+from shared.config import CREDS_HELP
 
 
 def _scale(text: str) -> float:
@@ -42,6 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--in-flight", type=_positive(int), default=128, help="requests in flight (default 128)")
     demo.add_argument("--data-dir", default=None, help="where embedded servers keep data (default: temporary)")
     demo.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
+    demo.add_argument("--creds", default=None, help=CREDS_HELP)
     demo.set_defaults(run=run_demo)
 
     load = sub.add_parser("load", help="open-loop load of the demo's traffic: achieved rate and latency "
@@ -55,6 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--run-id", default=None, help="reuse a run's command ids (replays its replies)")
     load.add_argument("--data-dir", default=None, help="where embedded servers keep data (default: temporary)")
     load.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
+    load.add_argument("--creds", default=None, help=CREDS_HELP)
     load.set_defaults(run=run_load)
 
 
@@ -70,7 +76,8 @@ def run_demo(args: argparse.Namespace, config) -> int:
     try:
         return asyncio.run(main(args.nats_url or config.nats_url, config.pg_dsn,
                                 Path(args.data_dir) if args.data_dir else None,
-                                seed=args.seed, scale=args.scale, in_flight=args.in_flight))
+                                seed=args.seed, scale=args.scale, in_flight=args.in_flight,
+                                creds=config.nats_creds))
     except (ConnectionError, NoReply, RuntimeError, TimeoutError) as exc:
         return _failed("demo", exc)
 
@@ -89,8 +96,9 @@ def run_load(args: argparse.Namespace, config) -> int:
 
     async def go() -> dict:
         async with system.cordon(args.nats_url or config.nats_url, config.pg_dsn,
-                                 Path(args.data_dir) if args.data_dir else None, say) as url:
-            return await load.run_load(url, rate=args.rate, duration=args.duration, seed=args.seed, mix=mix,
+                                 Path(args.data_dir) if args.data_dir else None, say,
+                                 config.nats_creds) as (url, creds):
+            return await load.run_load(url, creds, rate=args.rate, duration=args.duration, seed=args.seed, mix=mix,
                                        households=args.households, run=args.run_id, say=say)
 
     from services.demo.client import NoReply

@@ -276,10 +276,10 @@ def render(summary: dict) -> str:
     return "\n".join(lines)
 
 
-async def run_load(url: str, *, rate: float, duration: float, seed: int = 7, mix: dict[str, int] | None = None,
+async def run_load(url: str, creds: str | None = None, *, rate: float, duration: float, seed: int = 7, mix: dict[str, int] | None = None,
                    households: int = 1000, run: str | None = None, say=lambda line: None) -> dict:
     """Set up (or reuse) the data, then measure; the summary dict (also the last JSON line)."""
-    api = await Api.connect(url, in_flight=256)
+    api = await Api.connect(url, creds, in_flight=256)
     try:
         site = site_for(seed, households)
         await setup(api, site, seed, say)

@@ -35,12 +35,13 @@ def names(street: streets.Street) -> dict[str, str]:
     return {street.community(c.slug): c.name for c in streets.PLAN}
 
 
-async def play(url: str, *, seed: int = 7, scale: float = 1.0, in_flight: int = 128, err: TextIO | None = None,
+async def play(url: str, creds: str | None = None, *, seed: int = 7, scale: float = 1.0, in_flight: int = 128, err: TextIO | None = None,
                quiet: bool = False, check_timeout: float = 60.0) -> Result:
-    """Play the day on the Cordon at ``url``; the result holds the checks and the printed tables."""
+    """Play the day on the Cordon at ``url`` (connecting with ``creds``); the result holds the
+    checks and the printed tables."""
     street = streets.build(seed, scale)
     day = planning.plan_day(street)
-    api = await Api.connect(url, in_flight=in_flight)
+    api = await Api.connect(url, creds, in_flight=in_flight)
     try:
         communities = sorted(names(street))
         base = await check.baseline(api, communities, planning.DAY)
@@ -109,12 +110,13 @@ def verdict(played: Played, checks: list[check.Checked], replayed: bool) -> list
 
 
 async def main(nats_url: str | None, pg_dsn: str | None, data_dir: Path | None, *, seed: int, scale: float,
-               in_flight: int, out: TextIO | None = None, err: TextIO | None = None) -> int:
+               in_flight: int, out: TextIO | None = None, err: TextIO | None = None,
+               creds: str | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     started = time.perf_counter()
     note = lambda line: print(f"cordon demo: {line}", file=err, flush=True)  # noqa: E731
-    async with system.cordon(nats_url, pg_dsn, data_dir, note) as url:
-        result = await play(url, seed=seed, scale=scale, in_flight=in_flight, err=err)
+    async with system.cordon(nats_url, pg_dsn, data_dir, note, creds) as (url, client_creds):
+        result = await play(url, client_creds, seed=seed, scale=scale, in_flight=in_flight, err=err)
     print(result.text, file=out, flush=True)
     note(f"done in {time.perf_counter() - started:.0f} s")
     return 0 if result.ok else 1

@@ -1,5 +1,7 @@
 """Start a whole Cordon for the demo: embedded NATS + PostgreSQL (unless configured) and every
-service as a child process, the way ``cordon up`` does, then stop it all.
+service as a child process, the way ``cordon up`` does, then stop it all. As ``cordon up`` does, the
+embedded NATS runs in operator mode (the authority in ``<data dir>/auth``), each service has its
+own credentials, and the demo talks to it as an operator (``admin.creds``).
 
 This module STARTS the system, so it may use the start-up helpers (``shared.embedded``,
 ``shared.config``, ``services.supervisor.wait_ready``); what the demo then does goes through the
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from services.demo.client import Api
-from services.supervisor import wait_ready
+from services.supervisor import service_env, wait_ready
+from shared.auth import Authority
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
 
 DATABASE = "cordon"
@@ -60,15 +63,19 @@ async def _stop(proc: asyncio.subprocess.Process, timeout: float = 15.0) -> None
 
 @contextlib.asynccontextmanager
 async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
-                   env: dict[str, str] | None = None) -> AsyncIterator[None]:
-    """Every service in ``names`` as a child process on the given servers, answering health."""
+                   env: dict[str, str] | None = None, *, creds: str | None = None,
+                   authority: Authority | None = None) -> AsyncIterator[None]:
+    """Every service in ``names`` as a child process on the given servers, answering health. With
+    ``authority`` (the NATS server's), each service connects with its own credentials, else with
+    ``creds``; ``creds`` is what this process watches them with."""
     log_dir.mkdir(parents=True, exist_ok=True)
     # The demo replays 2020-02-17: its commands are years behind the services' clock.
     child_env = {"CORDON_BACKDATE_DAYS": "0", **os.environ, **(env or {}), "CORDON_NATS_URL": nats_url,
-                 "CORDON_PG_DSN": pg_dsn, "CORDON_LOG_FORMAT": "json"}
-    procs = [await _spawn(name, child_env, log_dir) for name in names]
+                 "CORDON_PG_DSN": pg_dsn, "CORDON_LOG_FORMAT": "json",
+                 **({"CORDON_NATS_CREDS": creds} if creds else {})}
+    procs = [await _spawn(name, service_env(child_env, name, authority), log_dir) for name in names]
     try:
-        ready = asyncio.ensure_future(wait_ready(nats_url, list(names), timeout=90.0))
+        ready = asyncio.ensure_future(wait_ready(nats_url, list(names), timeout=90.0, creds=creds))
         died = [asyncio.ensure_future(p.wait()) for p in procs]
         done, _ = await asyncio.wait({ready, *died}, return_when=asyncio.FIRST_COMPLETED)
         if ready not in done:
@@ -84,19 +91,19 @@ async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
 
 
 @contextlib.asynccontextmanager
-async def embedded(data_dir: Path | None) -> AsyncIterator[tuple[str, str, Path]]:
-    """Embedded NATS and PostgreSQL under ``data_dir`` (a temporary folder if None), on free ports:
-    yields (nats_url, pg_dsn, data_dir)."""
+async def embedded(data_dir: Path | None) -> AsyncIterator[tuple[EmbeddedNats, str, Path]]:
+    """Embedded NATS (operator mode, the authority in ``data_dir/auth``) and PostgreSQL under
+    ``data_dir`` (a temporary folder if None), on free ports: yields (nats_server, pg_dsn, data_dir)."""
     tmp = None
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="cordon-demo-")
         data_dir = Path(tmp.name)
-    nats_server = EmbeddedNats(data_dir / "nats")
+    nats_server = EmbeddedNats(data_dir / "nats", authority=Authority.open(data_dir / "auth"))
     pg_server = EmbeddedPostgres(data_dir / "postgres")
     try:
         await nats_server.start()
         await pg_server.start()
-        yield nats_server.url, await ensure_database(pg_server.dsn, DATABASE), data_dir
+        yield nats_server, await ensure_database(pg_server.dsn, DATABASE), data_dir
     finally:
         await pg_server.stop()
         await nats_server.stop()
@@ -106,34 +113,36 @@ async def embedded(data_dir: Path | None) -> AsyncIterator[tuple[str, str, Path]
 
 @contextlib.asynccontextmanager
 async def cordon(nats_url: str | None, pg_dsn: str | None, data_dir: Path | None,
-                 note=lambda line: None) -> AsyncIterator[str]:
-    """A Cordon to talk to: the running one at ``nats_url``, or a whole one started here.
+                 note=lambda line: None, creds: str | None = None) -> AsyncIterator[tuple[str, str | None]]:
+    """A Cordon to talk to: the running one at ``nats_url`` (reached with ``creds``), or a whole
+    one started here; yields (its NATS URL, the credentials to talk to it with).
 
     With ``nats_url`` the services answering there are used; those of :data:`NAMES` that do not
     answer are started on ``nats_url`` and ``pg_dsn`` (an error without ``pg_dsn``). With neither,
     embedded servers are started too. Whatever was started here is stopped on exit."""
     if nats_url:
-        missing = await _missing(nats_url)
+        missing = await _missing(nats_url, creds)
         if not missing:
             note(f"using the running Cordon at {nats_url}")
-            yield nats_url
+            yield nats_url, creds
             return
         if not pg_dsn:
             raise RuntimeError(f"no {', '.join(missing)} service answers at {nats_url}: run `cordon up`, "
                                "or set CORDON_PG_DSN too and the demo starts them")
         note(f"starting {', '.join(missing)} on {nats_url}")
-        async with services(nats_url, pg_dsn, (data_dir or Path(".cordon")) / "logs", missing):
-            yield nats_url
+        async with services(nats_url, pg_dsn, (data_dir or Path(".cordon")) / "logs", missing, creds=creds):
+            yield nats_url, creds
         return
-    async with embedded(data_dir) as (url, dsn, folder):
-        note(f"embedded NATS {url}, PostgreSQL under {folder}; starting {', '.join(NAMES)}")
-        async with services(url, dsn, folder / "logs"):
-            yield url
+    async with embedded(data_dir) as (server, dsn, folder):
+        note(f"embedded NATS {server.url}, PostgreSQL under {folder}; starting {', '.join(NAMES)}")
+        admin = str(server.authority.admin_creds())
+        async with services(server.url, dsn, folder / "logs", creds=admin, authority=server.authority):
+            yield server.url, admin
 
 
-async def _missing(nats_url: str) -> tuple[str, ...]:
+async def _missing(nats_url: str, creds: str | None) -> tuple[str, ...]:
     """The services of the demo that do not answer the health fan-out at ``nats_url``."""
-    api = await Api.connect(nats_url)
+    api = await Api.connect(nats_url, creds)
     try:
         answering = {status.get("service") for status in await api.health(wait=0.5)}
         return tuple(n for n in NAMES if n not in answering)

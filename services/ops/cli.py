@@ -24,7 +24,8 @@ import time
 from datetime import datetime
 
 from services.audit.cli import when
-from shared.config import Config
+from shared import bus
+from shared.config import CREDS_HELP, Config
 
 #: Dead letters per replay request (each request's reply carries their results).
 CHUNK = 20
@@ -45,6 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--service")
     rp.add_argument("--consumer")
     rp.add_argument("--timeout", type=float, default=60.0, help=f"seconds to wait for each {CHUNK} letters")
+    rp.add_argument("--creds", default=None, help=CREDS_HELP)
     rp.set_defaults(run=run_replay)
     rb = sub.add_parser("republish", help="publish a service's recorded events to JetStream again "
                                           "(after JetStream lost some), in order, Nats-Msg-Id = event id")
@@ -53,10 +55,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rb.add_argument("--until", type=when, help="recorded before (default: now)")
     rb.add_argument("--dry-run", action="store_true", help="count the events, publish nothing")
     rb.add_argument("--batch", type=int, default=1000, help="events per round of PubAcks")
+    rb.add_argument("--creds", default=None, help=CREDS_HELP)
     rb.set_defaults(run=run_republish)
     rc = sub.add_parser("reconcile", help="compare each service's record with the stream (and the audit log "
                                           "with the stream); print every difference, exit 0 only if none")
     rc.add_argument("--service", action="append", help="only this service (repeatable)")
+    rc.add_argument("--creds", default=None, help=CREDS_HELP)
     rc.set_defaults(run=run_reconcile)
 
 
@@ -131,7 +135,7 @@ def run_replay(args: argparse.Namespace, config: Config) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     return asyncio.run(replay_letters(config.nats_url, config.pg_dsn, targets, args.service, args.consumer,
-                                      timeout=args.timeout))
+                                      timeout=args.timeout, creds=config.nats_creds))
 
 
 def parse_ids(ids: list[str], service: str | None) -> dict[str, list[int]]:
@@ -153,9 +157,10 @@ def parse_ids(ids: list[str], service: str | None) -> dict[str, list[int]]:
 
 async def replay_letters(nats_url: str, pg_dsn: str | None, targets: dict[str, list[int]] | None,
                          service: str | None = None, consumer: str | None = None, *,
-                         timeout: float = 60.0, out=None, err=None) -> int:
+                         timeout: float = 60.0, out=None, err=None, creds: str | None = None) -> int:
     """Replay ``targets`` (ids by service), or every letter of ``service``/``consumer``; print one
-    line per letter and a summary; 0 only if every letter was applied (or found applied)."""
+    line per letter and a summary; 0 only if every letter was applied (or found applied). Connects
+    to NATS with ``creds``."""
     import nats
     from nats.errors import NoRespondersError
 
@@ -179,7 +184,7 @@ async def replay_letters(nats_url: str, pg_dsn: str | None, targets: dict[str, l
     total = sum(map(len, targets.values()))
     counts = {dl.REPLAYED: 0, dl.ALREADY_APPLIED: 0, dl.FAILED: 0, dl.NOT_FOUND: 0, "not_replayed": 0}
     started, done = time.monotonic(), 0
-    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=1)
+    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=1, **bus.credentials(creds))
     try:
         for name, ids in targets.items():
             for i in range(0, len(ids), CHUNK):
@@ -253,7 +258,6 @@ async def republish_events(config: Config, service: str, since: datetime, until:
     import asyncpg
 
     from services.ops import republish as rp
-    from shared import bus
 
     out, err = out or sys.stdout, err or sys.stderr
     span = f"recorded from {_local(since)}" + (f" until {_local(until)}" if until else "")
@@ -268,7 +272,7 @@ async def republish_events(config: Config, service: str, since: datetime, until:
         import nats
 
         nc = await nats.connect(config.nats_url, name=f"{service}.republish", connect_timeout=2,
-                                max_reconnect_attempts=1)
+                                max_reconnect_attempts=1, **bus.credentials(config.nats_creds))
         try:
             await bus.ensure_stream(nc.jetstream(), config.dedupe_window_s, config.stream_replicas)
             result = await rp.republish(conn, nc, service, since, until, batch=batch, progress=_progress(err))
@@ -322,7 +326,8 @@ async def reconcile_all(config: Config, services: tuple[str, ...], out=None) -> 
     from services.ops.reconcile import reconcile
 
     out = out or sys.stdout
-    conn, nc = await asyncpg.connect(config.pg_dsn), await nats.connect(config.nats_url)
+    conn = await asyncpg.connect(config.pg_dsn)
+    nc = await nats.connect(config.nats_url, **bus.credentials(config.nats_creds))
     try:
         report = await reconcile(conn, nc, services)
     finally:

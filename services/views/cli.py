@@ -13,7 +13,8 @@ import json
 import sys
 import time
 
-from shared.config import Config
+from shared import bus
+from shared.config import CREDS_HELP, Config
 from shared.subjects import query_subject
 
 
@@ -25,6 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--format", choices=("csv", "json"), default="csv")
     report.add_argument("--nats-url", default=None)
     report.add_argument("--timeout", type=float, default=10.0)
+    report.add_argument("--creds", default=None, help=CREDS_HELP)
     report.set_defaults(run=run_report)
     views = sub.add_parser("views", help="operate the read models")
     views_sub = views.add_subparsers(dest="views_cmd", required=True)
@@ -32,6 +34,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                                    "the current ones, then swap (progress on stderr)")
     rebuild.add_argument("--batch", type=int, default=5000, help="stream messages per transaction")
     rebuild.add_argument("--keep-old", action="store_true", help="keep the old generation's schema")
+    rebuild.add_argument("--creds", default=None, help=CREDS_HELP)
     rebuild.set_defaults(run=run_rebuild)
 
 
@@ -40,16 +43,16 @@ def run_report(args: argparse.Namespace, config: Config) -> int:
     if not url:
         print("cordon: set CORDON_NATS_URL or pass --nats-url", file=sys.stderr)
         return 2
-    return asyncio.run(_report(url, args.scope, args.on, args.format, args.timeout))
+    return asyncio.run(_report(url, args.scope, args.on, args.format, args.timeout, config.nats_creds))
 
 
-async def _report(url: str, scope: str, on: str | None, fmt: str, timeout: float) -> int:
+async def _report(url: str, scope: str, on: str | None, fmt: str, timeout: float, creds: str | None = None) -> int:
     import nats
 
     from services.views import board
 
     query = {"scope": scope, "detail": True, **({"on": on} if on else {})}
-    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1)
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, **bus.credentials(creds))
     try:
         msg = await nc.request(query_subject("rollup"), json.dumps(query).encode(), timeout=timeout)
     except Exception as exc:
@@ -84,10 +87,9 @@ async def _rebuild(config: Config, batch: int, keep_old: bool) -> int:
 
     from shared.config import city_zone
     from services.views.rebuild import rebuild
-    from shared import bus
 
     pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=4)
-    nc = await bus.connect(config.nats_url, "views.rebuild")
+    nc = await bus.connect(config.nats_url, "views.rebuild", config.nats_creds)
     try:
         result = await rebuild(pool, nc, city_zone(), batch_max=batch, progress=ProgressBar(),
                                keep_old=keep_old)

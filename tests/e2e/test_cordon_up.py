@@ -1,4 +1,6 @@
-"""`cordon up` as an operator runs it: ready line, health, data kept across restarts, clean stop."""
+"""`cordon up` as an operator runs it: ready line, health, data kept across restarts, clean stop;
+secure by default (operator-mode NATS, the services' own credentials, the operators' admin.creds
+that the CLI uses by default)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +13,9 @@ import nats
 import psutil
 import pytest
 
+from shared.auth import Authority
 from shared.embedded import free_port
+from tests.support.bus import connect, remember
 from tests.support.cordon import COMMUNITY
 
 pytestmark = pytest.mark.integration
@@ -52,11 +56,20 @@ async def stop(proc, sig=signal.SIGINT) -> list[str]:
 
 
 async def request(url: str, subject: str, body: dict) -> dict:
-    nc = await nats.connect(url)
+    nc = await connect(url)
     try:
         return json.loads((await nc.request(subject, json.dumps(body).encode(), timeout=5)).data)
     finally:
         await nc.close()
+
+
+async def cli(*argv: str, data_dir) -> tuple[int, str]:
+    """A `cordon` command as an operator types it: no CORDON_* variable but the data dir."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}, "CORDON_DATA_DIR": str(data_dir)}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *argv, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, out.decode()
 
 
 async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
@@ -65,6 +78,19 @@ async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
     proc, lines = await start_up(tmp_path / "data", nats_port, pg_port)
     assert any(url in line for line in lines)
     assert any(f"127.0.0.1:{pg_port}" in line for line in lines)
+    # Secure by default: the operators' credentials are written (0600) and said where
+    auth = tmp_path / "data" / "auth"
+    admin = auth / "admin.creds"
+    assert any(str(admin) in line for line in lines)
+    assert admin.stat().st_mode & 0o777 == 0o600 and auth.stat().st_mode & 0o777 == 0o700
+    assert {p.name for p in (auth / "services").iterdir()} == {
+        f"{name}.creds" for name in ("registry", "checkpoint", "quarantine", "logistics", "views", "audit")}
+    remember(url, Authority.open(auth))
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):  # no credentials, no connection
+        await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+    # The CLI connects with admin.creds by default
+    code, out = await cli("health", "--nats-url", url, data_dir=tmp_path / "data")
+    assert code == 0 and '"registry"' in out, out
 
     compound = {"command_id": "c-1", "actor": "staff:li-wei", "community": COMMUNITY,
                 "compound": "nangong-1", "name": "南宫小区", "buildings": ["b1"], "gates": ["g1"]}

@@ -17,7 +17,8 @@ from services.demo import cli, run, system
 from services.demo.client import Api, qry
 from services.demo.street import STREET
 from shared.config import Config
-from shared.embedded import EmbeddedNats, ensure_database
+from shared.embedded import ensure_database
+from tests.support.bus import creds_for, start_secure_nats
 
 pytestmark = pytest.mark.integration
 SCALE = 0.02
@@ -25,20 +26,21 @@ SCALE = 0.02
 
 @pytest.fixture(scope="module")
 async def cordon(pg_server, tmp_path_factory):
-    """A fresh Cordon: its own NATS and database, the demo's five services as processes."""
+    """A fresh Cordon: its own NATS (operator mode) and database, the demo's five services as
+    processes, each with its own credentials."""
     folder = tmp_path_factory.mktemp("demo")
-    nats_server = EmbeddedNats(folder / "nats")
-    await nats_server.start()
+    nats_server = await start_secure_nats(folder)
     dsn = await ensure_database(pg_server.dsn, f"demo_{uuid.uuid4().hex[:12]}")
     try:
-        async with system.services(nats_server.url, dsn, folder / "logs"):
+        async with system.services(nats_server.url, dsn, folder / "logs", creds=creds_for(nats_server.url),
+                                   authority=nats_server.authority):
             yield nats_server.url
     finally:
         await nats_server.stop()
 
 
 async def figures(url: str, community: str) -> dict:
-    api = await Api.connect(url)
+    api = await Api.connect(url, creds_for(url))
     try:
         return (await api.send(qry("community", community=community, on="2020-02-17")))["figures"]
     finally:
@@ -47,7 +49,7 @@ async def figures(url: str, community: str) -> dict:
 
 @pytest.mark.timeout(240)
 async def test_a_shortened_day_shows_on_every_board_exactly_as_played(cordon):
-    result = await run.play(cordon, seed=11, scale=SCALE, quiet=True)
+    result = await run.play(cordon, creds_for(cordon), seed=11, scale=SCALE, quiet=True)
 
     assert not result.replayed
     assert [(c.community, c.diffs) for c in result.checks] == [(c.community, {}) for c in result.checks]
@@ -66,7 +68,7 @@ async def test_a_shortened_day_shows_on_every_board_exactly_as_played(cordon):
     assert "the committee's board for 2020-02-17" in result.text
     assert "the street's daily report for 2020-02-17 (3 committees)" in result.text
 
-    again = await run.play(cordon, seed=11, scale=SCALE, quiet=True)  # the same ids: stored replies
+    again = await run.play(cordon, creds_for(cordon), seed=11, scale=SCALE, quiet=True)  # the same ids: stored replies
     assert again.replayed and all(c.ok for c in again.checks)
     assert [c.board["figures"] for c in again.checks] == street
 
@@ -79,7 +81,7 @@ async def test_cordon_demo_with_another_seed_adds_to_the_boards_and_exits_0(cord
     args = parser.parse_args(["demo", "--seed", "12", "--scale", str(SCALE), "--nats-url", cordon])
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = await asyncio.to_thread(args.run, args, Config())
+        code = await asyncio.to_thread(args.run, args, Config(nats_creds=creds_for(cordon)))
     assert code == 0, out.getvalue()
     assert out.getvalue().count("show exactly what the scenario did") == 3
     after = await figures(cordon, f"{STREET}.xinjing")
@@ -94,7 +96,7 @@ async def test_cordon_load_reports_rate_latency_and_a_json_line_last(cordon):
                               "--nats-url", cordon, "--mix", "passage=6,arrival=1,masks=1,request=1,household=1"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = await asyncio.to_thread(args.run, args, Config())
+        code = await asyncio.to_thread(args.run, args, Config(nats_creds=creds_for(cordon)))
     lines = out.getvalue().strip().splitlines()
     summary = json.loads(lines[-1])
     assert code == 0, out.getvalue()
@@ -108,5 +110,5 @@ async def test_cordon_load_reports_rate_latency_and_a_json_line_last(cordon):
     # The set-up is reused: a second run replays it and measures again.
     args = parser.parse_args(["load", "--rate", "50", "--duration", "1", "--households", "40", "--nats-url", cordon])
     with contextlib.redirect_stdout(out2 := io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert await asyncio.to_thread(args.run, args, Config()) == 0
+        assert await asyncio.to_thread(args.run, args, Config(nats_creds=creds_for(cordon))) == 0
     assert json.loads(out2.getvalue().strip().splitlines()[-1])["completed"] == 50

@@ -6,7 +6,6 @@ import json
 from datetime import datetime, timezone
 
 import asyncpg
-import nats
 import pytest
 
 from services.registry.app import spec
@@ -15,6 +14,7 @@ from shared import envelope as env
 from shared.consumer import Consumer
 from shared.contracts.registry import HouseholdRegistered
 from shared.relay import Relay
+from tests.support.bus import connect
 from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY, Client, community, read_stream, running
 
@@ -54,7 +54,7 @@ async def outbox_empty(pg_dsn: str) -> bool:
 
 async def test_nats_killed_mid_run_every_committed_event_arrives_once_in_order(nats_server, pg_dsn):
     async with running(spec(), nats_server.url, pg_dsn):
-        nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        nc = await connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
         client = Client(nc)
         await community(client)
         accepted = 0
@@ -87,7 +87,7 @@ class CrashBeforeDelete(Relay):
 async def test_relay_killed_between_publish_and_delete_sends_no_duplicate(nats_url, pg_dsn):
     async with running(spec(), nats_url, pg_dsn) as host:
         await host.relay.stop()  # this instance's relay is "down": events stay in the outbox
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         client = Client(nc)
         await community(client)
         for i in range(20):
@@ -111,7 +111,7 @@ async def test_relay_killed_between_publish_and_delete_sends_no_duplicate(nats_u
 async def test_without_the_event_stream_the_relay_keeps_every_row_and_says_why(nats_url, pg_dsn):
     async with running(spec(), nats_url, pg_dsn) as host:
         await host.relay.stop()
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         js = nc.jetstream()
         await js.delete_stream("CORDON")
         await community(Client(nc))
@@ -239,7 +239,7 @@ def recording(gate: asyncio.Event | None = None, block_at: int | None = None, po
 async def test_a_consumer_killed_mid_batch_applies_no_event_twice(nats_url, pg_dsn):
     ids = await publish_households(nats_url, 300)
     pool = await effects_schema(pg_dsn)
-    nc1 = await nats.connect(nats_url)
+    nc1 = await connect(nats_url)
     stuck = asyncio.Event()
     dying = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc1,
                      handle=recording(asyncio.Event(), block_at=150, reached=stuck), batch=100, ack_wait=1.0)
@@ -250,7 +250,7 @@ async def test_a_consumer_killed_mid_batch_applies_no_event_twice(nats_url, pg_d
     committed = len(await count_effects(pool))
     assert 0 < committed < 150  # the stuck batch's first effects were rolled back
 
-    nc2 = await nats.connect(nats_url)
+    nc2 = await connect(nats_url)
     survivor = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc2,
                         handle=recording(), batch=100, ack_wait=1.0)
     await survivor.start()
@@ -271,14 +271,14 @@ class CrashBeforeAck(Consumer):
 async def test_a_consumer_killed_after_commit_before_ack_applies_no_event_twice(nats_url, pg_dsn):
     await publish_households(nats_url, 120)
     pool = await effects_schema(pg_dsn)
-    nc1 = await nats.connect(nats_url)
+    nc1 = await connect(nats_url)
     dying = CrashBeforeAck(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool,
                            nc=nc1, handle=recording(), batch=50, ack_wait=1.0)
     await dying.start()
     await wait_until(lambda: _count(pool, 1))  # a batch committed; its acks never go out
     await dying.stop()
     await nc1.close()
-    nc2 = await nats.connect(nats_url)
+    nc2 = await connect(nats_url)
     survivor = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc2,
                         handle=recording(), batch=50, ack_wait=1.0)
     await survivor.start()
@@ -293,7 +293,7 @@ async def test_a_consumer_killed_after_commit_before_ack_applies_no_event_twice(
 
 async def test_a_poison_message_is_parked_and_the_stream_goes_on(nats_url, pg_dsn):
     ids = await publish_households(nats_url, 30)
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     await nc.jetstream().publish(f"cordon.evt.{COMMUNITY}.registry.HouseholdRegistered", b"not json",
                                  headers={"Nats-Msg-Id": "garbage-1"})
     later = await publish_households(nats_url, 5)

@@ -17,13 +17,13 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
-import nats
 import pytest
 
 from services.checkpoint.app import spec as checkpoint_spec
 from services.registry.app import spec as registry_spec
-from shared.embedded import EmbeddedNats, ensure_database
+from shared.embedded import ensure_database
 from shared.subjects import STREAM
+from tests.support.bus import connect, start_secure_nats
 from tests.support.cordon import COMMUNITY, Client, running
 
 pytestmark = pytest.mark.integration
@@ -125,13 +125,12 @@ async def settle(db, sql: str, timeout: float = 10.0) -> None:
 
 @pytest.fixture(scope="module")
 async def world(pg_server, tmp_path_factory):
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats-checkpoint-bad"))
-    await server.start()
+    server = await start_secure_nats(tmp_path_factory.mktemp("nats-checkpoint-bad"))
     name = f"test_cpbad_{uuid.uuid4().hex[:12]}"
     dsn = await ensure_database(pg_server.dsn, name)
     try:
         async with running(registry_spec(), server.url, dsn), running(checkpoint_spec(), server.url, dsn):
-            nc = await nats.connect(server.url)
+            nc = await connect(server.url)
             db = await asyncpg.connect(dsn)
             reg = Client(nc)
             for compound in ("nangong-1", "nangong-2"):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import asyncpg
-import nats
 import pytest
 
 from services.checkpoint.app import spec as checkpoint_spec
@@ -25,6 +24,7 @@ from shared.contracts.quarantine import AreaSealed, CaseClosed, CaseOpened, Case
 from shared.contracts.registry import CompoundRegistered, HouseholdRegistered
 from shared.service import ServiceHost
 from shared.subjects import event_subject
+from tests.support.bus import connect
 from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY, Client, community, household, read_stream, resident, running
 from tests.support.cordon import eventually
@@ -77,7 +77,7 @@ async def directory_has(db, resident_id: str):
 async def world(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn), \
             running(checkpoint_spec(), nats_url, pg_dsn) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         db = await asyncpg.connect(pg_dsn)
         reg = Client(nc)
         await community(reg, buildings=("b1", "b2"), gates=("g1", "g2"))
@@ -177,7 +177,7 @@ async def test_quarantine_and_seal_events_on_the_bus_change_the_next_decision(wo
 
 async def test_a_restarted_checkpoint_answers_from_its_local_view_without_a_replay(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         db = await asyncpg.connect(pg_dsn)
         reg, chk = Client(nc), Client(nc, service="checkpoint")
         await community(reg)
@@ -205,7 +205,7 @@ async def test_a_restarted_checkpoint_answers_from_its_local_view_without_a_repl
 
 async def publish_compound(nats_url: str, households: int) -> list[str]:
     """A compound of ``households`` households, published in the registry's contract shape."""
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     js = nc.jetstream()
     await bus.ensure_stream(js)
     events = [CompoundRegistered(community=COMMUNITY, compound="big-1", name="大华小区", buildings=["b1", "b2"],
@@ -228,7 +228,7 @@ async def publish_compound(nats_url: str, households: int) -> list[str]:
 async def test_one_issue_passes_call_makes_5400_unique_passes(nats_url, pg_dsn):
     ids = await publish_compound(nats_url, 5400)
     async with running(checkpoint_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         db = await asyncpg.connect(pg_dsn)
         chk = Client(nc, service="checkpoint")
         await eventually(lambda: db.fetchval("SELECT count(*) = 5400 FROM checkpoint.dir_households"), 30)
@@ -254,7 +254,7 @@ async def test_one_issue_passes_call_makes_5400_unique_passes(nats_url, pg_dsn):
 
 async def test_shifts_and_the_volunteer_figures_of_a_day(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn), running(checkpoint_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         db = await asyncpg.connect(pg_dsn)
         reg, chk = Client(nc), Client(nc, service="checkpoint")
         await community(reg, gates=("g1", "g2"))
@@ -314,7 +314,7 @@ async def test_a_repeated_passage_command_is_answered_once_and_recorded_once(wor
 async def test_the_fever_threshold_is_a_policy_value(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn), \
             running(checkpoint_spec(Config(fever_c=37.5)), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         db = await asyncpg.connect(pg_dsn)
         reg, chk = Client(nc), Client(nc, service="checkpoint")
         await community(reg)

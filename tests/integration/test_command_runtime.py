@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import msgspec
-import nats
 import pytest
 
 from shared import store
@@ -16,6 +15,7 @@ from shared.envelope import Event, encode, event_type, utcnow, wrap
 from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 from shared.wire import BaseCommand
+from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY, running
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ async def send(nc, **fields):
 
 async def test_one_command_that_breaks_the_batch_fails_alone(nats_url, pg_dsn):
     async with running(probe_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         replies = await asyncio.gather(*[send(nc, command_id=f"n-{i}", stream=f"s{i}", note=i)
                                          for i in range(40)])
         await nc.close()
@@ -119,7 +119,7 @@ def lane_spec(inside: dict) -> ServiceSpec:
 async def test_lane_commands_run_beside_the_main_writer_and_a_lost_race_is_decided_again(nats_url, pg_dsn):
     inside = {"now": 0, "most": 0}
     async with running(lane_spec(inside), nats_url, pg_dsn) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         bulk = [host.execute("bulk_note", BulkNote(command_id=f"b-{i}", actor="system:test", note=100 + i,
                                                     streams=[f"s{i}-{j}" for j in range(5)])) for i in range(6)]
         # The main writer appends to the same streams meanwhile: every stream takes both, in some order.
@@ -214,7 +214,7 @@ async def test_a_command_on_a_stream_a_lane_is_writing_waits_its_turn_outside_th
 
 async def test_a_command_id_repeats_only_the_same_command(nats_url, pg_dsn):
     async with running(probe_spec(), nats_url, pg_dsn) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         first = await send(nc, command_id="c-1", stream="s1", note=1)
         again = await send(nc, command_id="c-1", stream="s1", note=1)
         other_payload = await send(nc, command_id="c-1", stream="s1", note=2)
@@ -233,7 +233,7 @@ async def test_a_command_id_repeats_only_the_same_command(nats_url, pg_dsn):
 
 async def test_the_services_own_command_ids_are_out_of_callers_reach(nats_url, pg_dsn):
     async with running(probe_spec(), nats_url, pg_dsn) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         # A caller takes the id a scheduler will use (they are predictable: daily:<household>:<day>)
         taken = await send(nc, command_id="daily:h-1:2020-02-17", stream="s1", note=1)
         reserved = await send(nc, command_id="system:daily:h-1:2020-02-17", stream="s1", note=1)
@@ -254,7 +254,7 @@ async def test_the_services_own_command_ids_are_out_of_callers_reach(nats_url, p
 async def test_a_caller_cannot_date_a_command_ahead_of_the_services_clock(nats_url, pg_dsn):
     now = datetime(2020, 2, 2, 9, 0, tzinfo=timezone.utc)
     async with running(probe_spec(), nats_url, pg_dsn, clock=lambda: now, backdate_days=30) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         ahead = await send(nc, command_id="c-1", stream="s1", note=1,
                            occurred_at=(now + timedelta(days=13)).isoformat())
         skewed = await send(nc, command_id="c-2", stream="s2", note=2,

@@ -7,12 +7,12 @@ import random
 from datetime import datetime, timezone
 
 import asyncpg
-import nats
 import pytest
 
 from shared import bus, store
 from shared.consumer import Consumer
 from shared.contracts.registry import HouseholdRegistered, ResidentMovedOut
+from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY, eventually, publish_events
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ async def applied(pool) -> list[str]:
 async def test_after_a_database_blip_a_streams_events_still_take_effect_in_order(nats_url, pg_dsn):
     # Given a consumer whose database drops the connection while it applies the first event
     pool, failed = await probe_pool(pg_dsn), asyncio.Event()
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     await bus.ensure_stream(nc.jetstream())
     consumer = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc,
                         handle=failing(1, ConnectionResetError("connection reset by peer"), failed),
@@ -95,7 +95,7 @@ async def test_after_a_database_blip_a_streams_events_still_take_effect_in_order
 async def test_a_database_that_is_not_ready_parks_nothing(nats_url, pg_dsn, error):
     # Given a consumer that may park an event after 3 attempts, and a database that refuses 6 times
     pool, failed = await probe_pool(pg_dsn), asyncio.Event()
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     await bus.ensure_stream(nc.jetstream())
     consumer = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc,
                         handle=failing(6, error, failed), park_after=3, retry_delay=0.01)
@@ -144,7 +144,7 @@ async def test_two_replicas_of_a_consumer_apply_every_streams_events_in_order_on
     count = 600
     streams = [f"household:h-{i % 4}" for i in range(count)]
     versions = [i // 4 + 1 for i in range(count)]
-    ncs = [await nats.connect(nats_url) for _ in range(2)]
+    ncs = [await connect(nats_url) for _ in range(2)]
     await bus.ensure_stream(ncs[0].jetstream())
     replicas = [Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc, handle=handle,
                          batch=5) for nc in ncs]
@@ -187,7 +187,7 @@ async def test_when_the_active_replica_dies_the_other_takes_over_in_order(nats_u
     events = [registered() for _ in range(60)]
     streams = [f"household:h-{i % 3}" for i in range(60)]
     versions = [i // 3 + 1 for i in range(60)]
-    ncs = [await nats.connect(nats_url) for _ in range(2)]
+    ncs = [await connect(nats_url) for _ in range(2)]
     await bus.ensure_stream(ncs[0].jetstream())
     await publish_events(nats_url, events, occurred_at=AT, actor="staff:li-wei", stream_ids=streams, versions=versions)
     dying = DiesBeforeAck(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=ncs[0],

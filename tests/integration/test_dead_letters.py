@@ -6,13 +6,13 @@ import io
 from datetime import datetime, timezone
 
 import asyncpg
-import nats
 import pytest
 
 from services.ops.cli import list_letters, parse_ids, replay_letters
 from shared import store
 from shared.contracts.registry import HouseholdRegistered
 from shared.service import ConsumerSpec, ServiceSpec
+from tests.support.bus import connect, creds_for
 from tests.support.cordon import COMMUNITY, eventually, publish_events, running
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,8 @@ async def test_a_parked_message_is_replayed_once_after_its_handler_is_fixed(nats
 
         # When it is replayed before the fix: it fails again, is kept, one attempt more, exit 1
         out = io.StringIO()
-        code = await replay_letters(nats_url, pg_dsn, parse_ids([f"probe:{letter['id']}"], None), out=out)
+        code = await replay_letters(nats_url, pg_dsn, parse_ids([f"probe:{letter['id']}"], None), out=out,
+                                    creds=creds_for(nats_url))
         assert code == 1 and "failed again" in out.getvalue() and "kept" in out.getvalue()
         [kept] = await letters(pg_dsn)
         assert kept["id"] == letter["id"] and kept["attempts"] == 3 and "cannot apply h-2" in kept["error"]
@@ -91,7 +92,8 @@ async def test_a_parked_message_is_replayed_once_after_its_handler_is_fixed(nats
         # When the handler is fixed and every dead letter of the service is replayed
         broken.clear()
         out = io.StringIO()
-        assert await replay_letters(nats_url, pg_dsn, None, service="probe", out=out) == 0
+        assert await replay_letters(nats_url, pg_dsn, None, service="probe", out=out,
+                                    creds=creds_for(nats_url)) == 0
         assert "replayed" in out.getvalue() and "1 replayed" in out.getvalue()
 
         # Then it took effect once, the dead letter is gone, and the inbox says applied
@@ -102,7 +104,8 @@ async def test_a_parked_message_is_replayed_once_after_its_handler_is_fixed(nats
 
         # And the same id again is no longer there (exit 1); nothing is applied twice
         out = io.StringIO()
-        assert await replay_letters(nats_url, pg_dsn, {"probe": [letter["id"]]}, out=out) == 1
+        assert await replay_letters(nats_url, pg_dsn, {"probe": [letter["id"]]}, out=out,
+                                    creds=creds_for(nats_url)) == 1
         assert "not found" in out.getvalue()
         assert await effects(pg_dsn) == {"h-1": 1, "h-2": 1, "h-3": 1}
         empty = io.StringIO()
@@ -118,14 +121,15 @@ async def test_a_dead_letter_whose_event_the_inbox_says_applied_is_dropped_witho
         await rows(pg_dsn, "UPDATE probe.inbox SET parked = false WHERE event_id = $1", event_id)
         broken.clear()
         out = io.StringIO()
-        assert await replay_letters(nats_url, pg_dsn, {"probe": [letter["id"]]}, out=out) == 0
+        assert await replay_letters(nats_url, pg_dsn, {"probe": [letter["id"]]}, out=out,
+                                    creds=creds_for(nats_url)) == 0
         assert "already applied" in out.getvalue()
         assert await letters(pg_dsn) == [] and await effects(pg_dsn) == {}
 
 
 async def test_replay_needs_the_service_running(nats_url, pg_dsn):
     out = io.StringIO()
-    assert await replay_letters(nats_url, pg_dsn, {"probe": [1]}, out=out) == 1
+    assert await replay_letters(nats_url, pg_dsn, {"probe": [1]}, out=out, creds=creds_for(nats_url)) == 1
     assert "no probe service answers" in out.getvalue()
 
 
@@ -152,7 +156,7 @@ async def test_a_parked_reaction_is_replayed_through_its_services_runtime(nats_u
             return {"ok": False, "error": {"code": "internal", "message": "a bug in open_case"}}
 
         host.execute = broken_runtime
-        async with await nats.connect(nats_url) as nc:
+        async with await connect(nats_url) as nc:
             registry = Client(nc)
             await community(registry)
             r = await resident(registry, await household(registry, building="b2"))
@@ -168,7 +172,8 @@ async def test_a_parked_reaction_is_replayed_through_its_services_runtime(nats_u
         # When the fix is deployed and the consumer's letters are replayed
         del host.execute
         out = io.StringIO()
-        assert await replay_letters(nats_url, pg_dsn, None, "quarantine", "quarantine-arrivals", out=out) == 0
+        assert await replay_letters(nats_url, pg_dsn, None, "quarantine", "quarantine-arrivals", out=out,
+                                    creds=creds_for(nats_url)) == 0
 
         # Then the case is opened, once, and the letter is gone
         assert "replayed (quarantine-arrivals, ArrivalVerified" in out.getvalue()

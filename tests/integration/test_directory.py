@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 
-import nats
 import pytest
 
 from services.registry.app import spec as registry_spec
 from shared import directory
 from shared.service import ServiceSpec
+from tests.support.bus import connect
 from tests.support.cordon import Client, community, household, resident, running
 from tests.support.cordon import eventually
 
@@ -21,7 +21,7 @@ def probe_spec() -> ServiceSpec:
 
 async def test_the_directory_knows_where_a_resident_lives_and_when_they_move_out(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         client = Client(nc)
         await community(client, buildings=("b1", "b2"))
         h = await household(client, building="b2")

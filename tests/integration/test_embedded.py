@@ -11,10 +11,10 @@ import textwrap
 from pathlib import Path
 
 import asyncpg
-import nats
 import pytest
 
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database, free_port
+from tests.support.bus import connect
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ async def wait_gone(text: str, timeout: float = 5.0) -> list[int]:
 
 
 async def publish_and_count(url: str, n: int) -> int:
-    nc = await nats.connect(url)
+    nc = await connect(url)
     try:
         js = nc.jetstream(timeout=5)
         await js.add_stream(name="T", subjects=["t.>"])
@@ -56,7 +56,7 @@ async def publish_and_count(url: str, n: int) -> int:
 
 
 async def stream_messages(url: str) -> list[bytes]:
-    nc = await nats.connect(url)
+    nc = await connect(url)
     try:
         js = nc.jetstream(timeout=5)
         info = await js.stream_info("T")
@@ -70,7 +70,7 @@ async def stream_messages(url: str) -> list[bytes]:
 async def test_nats_jetstream_roundtrip(nats_server: EmbeddedNats, nats_url: str) -> None:
     assert nats_server.running and nats_url == f"nats://127.0.0.1:{nats_server.port}"
     assert await publish_and_count(nats_url, 5) == 5
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         sub = await nc.jetstream().pull_subscribe("t.>", durable="d", stream="T")
         msgs = await sub.fetch(5, timeout=5)

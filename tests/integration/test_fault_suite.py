@@ -17,7 +17,7 @@ import pytest
 from services.demo import system
 from services.ops.cli import reconcile_all
 from services.supervisor import wait_ready
-from shared.config import Config
+from tests.support.bus import connect, creds_for, operator_config
 from tests.support.cordon import COMMUNITY, eventually
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ NAMES = ["registry", "checkpoint", "audit"]
 
 def environment(nats_url: str, pg_dsn: str) -> dict[str, str]:
     return {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn, "CORDON_LOG_FORMAT": "json",
-            "CORDON_LOG_LEVEL": "warning"}
+            "CORDON_LOG_LEVEL": "warning", "CORDON_NATS_CREDS": creds_for(nats_url)}
 
 
 async def request(nc, command: str, body: dict) -> dict | None:
@@ -71,9 +71,9 @@ async def test_under_load_a_fault_loses_nothing_and_everything_reconciles(nats_s
     nats_url = nats_server.url
     env = environment(nats_url, pg_dsn)
     procs = {name: await system._spawn(name, env, tmp_path) for name in NAMES}
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    nc = await connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
-        await wait_ready(nats_url, NAMES)
+        await wait_ready(nats_url, NAMES, creds=creds_for(nats_url))
         compound = {"command_id": "c-1", "actor": "staff:li-wei", "community": COMMUNITY, "compound": "nangong-1",
                     "name": "南宫小区", "buildings": ["b1"], "gates": ["g1"]}
         assert (await request(nc, "register_compound", compound))["ok"]
@@ -94,7 +94,7 @@ async def test_under_load_a_fault_loses_nothing_and_everything_reconciles(nats_s
         await asyncio.sleep(1.0)
         await fault(procs, env, tmp_path, nats_server)
         await loading
-        await wait_ready(nats_url, ["registry"])
+        await wait_ready(nats_url, ["registry"], creds=creds_for(nats_url))
         unanswered = [b for b in bodies if replies[b["command_id"]] is None]
         assert unanswered, "the kill interrupted nothing: the test proves nothing"
         # Then a command whose reply was lost is answered by sending it again with its command_id
@@ -115,7 +115,7 @@ async def test_under_load_a_fault_loses_nothing_and_everything_reconciles(nats_s
         assert accepted <= recorded and count == len(recorded) == 601
         # And the stream, the consumers and the audit log agree with the record
         out = io.StringIO()
-        assert await reconcile_all(Config(nats_url=nats_url, pg_dsn=pg_dsn), ("registry",), out=out) == 0, \
+        assert await reconcile_all(operator_config(nats_url, pg_dsn=pg_dsn), ("registry",), out=out) == 0, \
             out.getvalue()
         assert "consumer checkpoint-directory: 601 events checked" in out.getvalue()
     finally:

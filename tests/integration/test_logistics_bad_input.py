@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import uuid
 
-import nats
 import pytest
 
-from shared.embedded import EmbeddedNats, ensure_database
+from shared.embedded import ensure_database
 from shared.subjects import STREAM
+from tests.support.bus import connect, start_secure_nats
 from tests.support.logistics import compound, counts, household, known, logistics, publish
 from tests.support.cordon import COMMUNITY, Client
 
@@ -31,14 +31,13 @@ VEG = [{"item": "vegetable-pack", "qty": 1}]
 
 @pytest.fixture(scope="module")
 async def world(pg_server, tmp_path_factory):
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats-logistics-bad"))
-    await server.start()
+    server = await start_secure_nats(tmp_path_factory.mktemp("nats-logistics-bad"))
     dsn = await ensure_database(pg_server.dsn, f"test_lbad_{uuid.uuid4().hex[:12]}")
     await publish(server.url, [compound(), *household("h-1"), *household("h-2", vulnerabilities=["elderly_alone"])])
     try:
         async with logistics(server.url, dsn, daily_interval_s=3600) as host:
             await known(host, ["h-1", "h-2"])
-            nc = await nats.connect(server.url)
+            nc = await connect(server.url)
             client = Client(nc, service="logistics")
             await client.ok("receive_stock", community=COMMUNITY, items=[{"item": "masks", "qty": 5}],
                             source="donation")

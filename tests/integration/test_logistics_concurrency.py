@@ -7,10 +7,10 @@ import asyncio
 import collections
 import json
 
-import nats
 import pytest
 
 from services.logistics.commands import RedeemVoucher
+from tests.support.bus import connect
 from tests.support.logistics import compound, household, known, logistics, publish, rows
 from tests.support.cordon import COMMUNITY, Client
 
@@ -56,7 +56,7 @@ async def on_hand(pg_dsn: str) -> int:
 async def test_two_redemptions_of_one_voucher_at_the_same_moment_one_wins(nats_url, pg_dsn):
     await seed(nats_url)
     async with logistics(nats_url, pg_dsn, daily_interval_s=3600) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         client = Client(nc, service="logistics")
         [voucher, *_] = await setup(nats_url, host, client, 1, masks=5)
         replies = await asyncio.gather(*[client.send("redeem_voucher", voucher=voucher) for _ in range(2)])
@@ -71,7 +71,7 @@ async def test_two_redemptions_of_one_voucher_at_the_same_moment_one_wins(nats_u
 async def test_200_concurrent_redemptions_never_take_stock_below_zero(nats_url, pg_dsn):
     await seed(nats_url)
     async with logistics(nats_url, pg_dsn, daily_interval_s=3600) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         client = Client(nc, service="logistics")
         vouchers = await setup(nats_url, host, client, 10, masks=150)
         assert len(vouchers) == 200
@@ -95,7 +95,7 @@ async def test_across_two_replicas_a_voucher_is_redeemed_once(nats_url, pg_dsn):
     await seed(nats_url)
     async with logistics(nats_url, pg_dsn, daily_interval_s=3600) as one, \
             logistics(nats_url, pg_dsn, daily_interval_s=3600) as two:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         vouchers = await setup(nats_url, one, Client(nc, service="logistics"), 5, masks=60)
         await nc.close()
         # Every voucher redeemed by both replicas at the same moment, each with its own command id.
@@ -113,7 +113,7 @@ async def test_across_two_replicas_each_redemption_decides_on_the_one_before(nat
     await seed(nats_url)
     async with logistics(nats_url, pg_dsn, daily_interval_s=3600) as one, \
             logistics(nats_url, pg_dsn, daily_interval_s=3600) as two:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         vouchers = await setup(nats_url, one, Client(nc, service="logistics"), 5, masks=100)
         await nc.close()
         # Disjoint vouchers (different households, so different streams): only the stock is shared,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from datetime import date
 
-import nats
 import pytest
 
 from services.logistics.domain import daily_request_id
@@ -29,6 +28,7 @@ from tests.support.logistics import (
     sealed,
     today,
 )
+from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ async def test_a_case_opened_delivered_twice_and_replayed_gives_one_daily_reques
         await republish(nats_url, opened, "quarantine", event_id)  # delivered a second time
         await eventually(lambda: _acked(host, "logistics-cases", 2), what="the second delivery")
     # Replay from scratch: the consumer and its inbox forgotten, every event delivered again.
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     await nc.jetstream().delete_consumer(STREAM, "logistics-cases")
     await nc.close()
     await rows(pg_dsn, "DELETE FROM logistics.inbox WHERE consumer = 'logistics-cases'")
@@ -85,7 +85,7 @@ async def test_a_seal_feeds_every_household_of_the_building_the_vulnerable_first
         await known(host, ["h-plain", "h-chronic", "h-alone", "h-device", "h-other-building"])
         await publish(nats_url, [(sealed("b1"), "quarantine", "seal:nangong-1:b1")])
         await eventually(lambda: _count(pg_dsn, 4), what="four daily requests")
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         reply = json.loads((await nc.request("cordon.qry.logistics.requests",
                                              json.dumps({"community": COMMUNITY}).encode())).data)
         await nc.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-import nats
 import pytest
 
+from tests.support.bus import connect
 from tests.support.logistics import compound, counts, household, known, logistics, publish
 from tests.support.cordon import COMMUNITY, Client, read_stream
 
@@ -27,7 +27,7 @@ async def world(nats_url, pg_dsn):
     ])
     async with logistics(nats_url, pg_dsn, daily_interval_s=3600) as host:
         await known(host, ["h-plain", "h-alone", "h-device", "h-chronic", "h-mobility"])
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         yield host, Client(nc, service="logistics"), nc
         await nc.close()
 

@@ -17,7 +17,8 @@ import uuid
 import asyncpg
 import pytest
 
-from shared.embedded import EmbeddedNats, ensure_database
+from shared.embedded import ensure_database
+from tests.support.bus import start_secure_nats
 from tests.support.quarantine import (
     Clock,
     at,
@@ -35,8 +36,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def world(pg_server, tmp_path_factory):
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats-quarantine-bad"))
-    await server.start()
+    server = await start_secure_nats(tmp_path_factory.mktemp("nats-quarantine-bad"))
     name = f"test_qbad_{uuid.uuid4().hex[:12]}"
     dsn = await ensure_database(pg_server.dsn, name)
     clock = Clock(at(1))

@@ -2,7 +2,6 @@
 however often it is delivered; a FeverDetected at a gate opens a monitoring case, once."""
 from __future__ import annotations
 
-import nats
 import pytest
 
 from services.quarantine.reactions import case_for
@@ -20,6 +19,7 @@ from tests.support.quarantine import (
     quarantine,
     registry_facts,
 )
+from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY, Client, community, household, resident, running
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ async def caught_up(host, name: str, applied: int) -> bool:
 
 async def test_an_arrival_verified_delivered_three_times_opens_exactly_one_case(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn), quarantine(nats_url, pg_dsn) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         registry = Client(nc)
         await community(registry)
         r = await resident(registry, await household(registry, building="b2"))

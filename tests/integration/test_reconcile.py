@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import io
 import asyncpg
-import nats
 import pytest
 
 from services.audit.app import spec as audit_spec
@@ -15,6 +14,7 @@ from services.ops.cli import reconcile_all, republish_events
 from services.registry.app import spec as registry_spec
 from shared.config import Config
 from shared.subjects import STREAM
+from tests.support.bus import connect, operator_config
 from tests.support.cordon import Client, community, eventually, household, running
 
 pytestmark = pytest.mark.integration
@@ -39,9 +39,9 @@ async def reconciled(config: Config) -> tuple[int, str]:
 
 
 async def test_reconcile_finds_what_the_stream_lost_and_is_clean_once_it_is_republished(nats_url, pg_dsn):
-    config = Config(nats_url=nats_url, pg_dsn=pg_dsn)
+    config = operator_config(nats_url, pg_dsn=pg_dsn)
     async with running(registry_spec(), nats_url, pg_dsn), running(audit_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         client = Client(nc)
         await community(client)
         for _ in range(3):
@@ -73,9 +73,9 @@ async def test_reconcile_finds_what_the_stream_lost_and_is_clean_once_it_is_repu
 
 
 async def test_reconcile_finds_an_event_a_consumer_acknowledged_without_its_effect(nats_url, pg_dsn):
-    config = Config(nats_url=nats_url, pg_dsn=pg_dsn)
+    config = operator_config(nats_url, pg_dsn=pg_dsn)
     async with running(registry_spec(), nats_url, pg_dsn), running(checkpoint_spec(), nats_url, pg_dsn) as host:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         client = Client(nc)
         await community(client)
         h = await household(client)

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import nats
 import pytest
 
 from services.registry.app import spec
-from shared.embedded import EmbeddedNats, ensure_database
+from shared.embedded import ensure_database
 from shared.errors import CODES
 from shared.subjects import STREAM
+from tests.support.bus import connect, start_secure_nats
 from tests.support.cordon import COMMUNITY, Client, prc_id, running
 
 pytestmark = pytest.mark.integration
@@ -207,13 +207,12 @@ class World:
 @pytest.fixture(scope="module")
 async def world(pg_server, tmp_path_factory):
     """One registry, its own NATS and database, with the SETUP story already in the record."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats-bad-input"))
-    await server.start()
+    server = await start_secure_nats(tmp_path_factory.mktemp("nats-bad-input"))
     name = f"test_bad_{uuid.uuid4().hex[:12]}"
     dsn = await ensure_database(pg_server.dsn, name)
     try:
         async with running(spec(), server.url, dsn):
-            nc = await nats.connect(server.url)
+            nc = await connect(server.url)
             db = await asyncpg.connect(dsn)
             world = World(Client(nc), nc, db)
             try:

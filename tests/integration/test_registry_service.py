@@ -5,10 +5,10 @@ import asyncio
 import json
 
 import asyncpg
-import nats
 import pytest
 
 from services.registry.app import spec
+from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY, Client, community, household, prc_id, read_stream, resident, running
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ ENVELOPE_FIELDS = {"event_id", "type", "schema", "stream_id", "stream_version", 
 @pytest.fixture
 async def client(nats_url, pg_dsn):
     async with running(spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         yield Client(nc)
         await nc.close()
 

@@ -22,9 +22,9 @@ from services.ops.cli import republish_events
 from services.registry.app import spec as registry_spec
 from services.views.app import spec as views_spec
 from shared import store
-from shared.config import Config
 from shared.consumer import Consumer
 from shared.subjects import STREAM
+from tests.support.bus import connect, operator_config
 from tests.support.cordon import COMMUNITY, Client, community, eventually, household, read_stream, running
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ async def outbox_empty(pg_dsn: str) -> bool:
 
 async def in_stream(nats_url: str) -> list[str]:
     """The event ids in the stream, in stream order (a copy stored twice shows twice)."""
-    async with await nats.connect(nats_url) as nc:
+    async with await connect(nats_url) as nc:
         expect = (await nc.jetstream().stream_info(STREAM)).state.messages
     return [json.loads(m.data)["event_id"] for m in await read_stream(nats_url, expect)]
 
@@ -83,7 +83,7 @@ async def test_events_the_stream_lost_come_back_in_order_and_take_effect_once(na
     # Given a registry whose stream keeps duplicates for 1 s, the audit log, and a durable consumer
     async with running(registry_spec(), url, pg_dsn, dedupe_window_s=1.0), \
             running(audit_spec(), url, pg_dsn):
-        nc = await nats.connect(url)
+        nc = await connect(url)
         consumer, pool = await probe_consumer(pg_dsn, nc)
         await consumer.start()
         try:
@@ -111,7 +111,7 @@ async def test_events_the_stream_lost_come_back_in_order_and_take_effect_once(na
             await asyncio.sleep(2.5)
 
             # Then republishing what was recorded since the cut restores them, in order
-            config = Config(nats_url=url, pg_dsn=pg_dsn, dedupe_window_s=1.0)
+            config = operator_config(url, pg_dsn=pg_dsn, dedupe_window_s=1.0)
             out = io.StringIO()
             assert await republish_events(config, "registry", cut, None, out=out, err=io.StringIO()) == 0
             assert "republished 5 of 5 registry events" in out.getvalue()
@@ -141,7 +141,7 @@ async def test_events_the_stream_lost_come_back_in_order_and_take_effect_once(na
 
 async def test_republishing_events_still_in_the_duplicate_window_adds_nothing(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn):
-        async with await nats.connect(nats_url) as nc:
+        async with await connect(nats_url) as nc:
             client = Client(nc)
             await community(client)
             for _ in range(3):
@@ -150,7 +150,7 @@ async def test_republishing_events_still_in_the_duplicate_window_adds_nothing(na
         events = await recorded(pg_dsn)
         assert await in_stream(nats_url) == events
 
-        config = Config(nats_url=nats_url, pg_dsn=pg_dsn)
+        config = operator_config(nats_url, pg_dsn=pg_dsn)
         out = io.StringIO()
         assert await republish_events(config, "registry", LONG_AGO, None, dry_run=True, out=out) == 0
         assert "dry run: 4 registry events" in out.getvalue()
@@ -169,7 +169,7 @@ async def test_republishing_events_still_in_the_duplicate_window_adds_nothing(na
 
 async def test_a_refused_publish_stops_the_republish_and_says_where(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn, dedupe_window_s=1.0):
-        async with await nats.connect(nats_url) as nc:
+        async with await connect(nats_url) as nc:
             await community(Client(nc))
             await household(Client(nc))
             await eventually(lambda: outbox_empty(pg_dsn), what="the outbox published")
@@ -180,7 +180,7 @@ async def test_a_refused_publish_stops_the_republish_and_says_where(nats_url, pg
             await js.update_stream(dataclasses.replace(info.config, max_msgs=info.state.messages,
                                                        discard=DiscardPolicy.NEW))
             events = await recorded(pg_dsn)
-            config = Config(nats_url=nats_url, pg_dsn=pg_dsn, dedupe_window_s=1.0)
+            config = operator_config(nats_url, pg_dsn=pg_dsn, dedupe_window_s=1.0)
             out, err = io.StringIO(), io.StringIO()
             assert await republish_events(config, "registry", LONG_AGO, None, out=out, err=err) == 1
             assert "republished 0 of 2" in out.getvalue()
@@ -195,7 +195,7 @@ def stream_dir(nats_server) -> Path:
 
 async def followers_at(pg_dsn: str, url: str) -> tuple[int, int, int]:
     """(stream's last sequence, audit's mark, the current views' mark)."""
-    async with await nats.connect(url) as nc:
+    async with await connect(url) as nc:
         last = (await nc.jetstream().stream_info(STREAM)).state.last_seq
     [[audit]] = await fetch(pg_dsn, "SELECT hwm FROM audit.head")
     [[generation]] = await fetch(pg_dsn, "SELECT generation FROM views.current")
@@ -207,7 +207,7 @@ async def test_after_the_stream_lost_its_tail_views_and_audit_follow_its_next_ev
     url = nats_server.url
     async with running(registry_spec(), url, pg_dsn), running(audit_spec(), url, pg_dsn), \
             running(views_spec(), url, pg_dsn):
-        async with await nats.connect(url) as nc:
+        async with await connect(url) as nc:
             client = Client(nc)
             await community(client)
             await household(client)
@@ -230,7 +230,7 @@ async def test_after_the_stream_lost_its_tail_views_and_audit_follow_its_next_ev
         await eventually(lambda: _stream_is(url, events[:2]), what="the stream recovered")
 
         # When the next event comes, under sequence 3 again (the audit and views had seen up to 4)
-        async with await nats.connect(url) as nc:
+        async with await connect(url) as nc:
             await eventually(lambda: _registered_after_restart(Client(nc)), what="the registry answering")
         await eventually(lambda: outbox_empty(pg_dsn), what="the outbox published")
         events = await recorded(pg_dsn)
@@ -241,7 +241,7 @@ async def test_after_the_stream_lost_its_tail_views_and_audit_follow_its_next_ev
         assert [r[0] for r in await fetch(pg_dsn, "SELECT event_id::text FROM audit.log ORDER BY n")] == events
 
         # And republishing restores the lost two in order; the audit and views count them as seen
-        config = Config(nats_url=url, pg_dsn=pg_dsn)
+        config = operator_config(url, pg_dsn=pg_dsn)
         out = io.StringIO()
         assert await republish_events(config, "registry", LONG_AGO, None, out=out, err=io.StringIO()) == 0
         assert "2 stored in the stream, 3 dropped" in out.getvalue()

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-import nats
 import pytest
 
 from services.registry.app import spec
 from shared.config import Config
 from shared.service import ServiceHost
 from shared.subjects import HEALTH_FANOUT
+from tests.support.bus import connect, creds_for
 from tests.support.cordon import COMMUNITY
 from tests.support.proxy import delayed
 
@@ -33,10 +33,11 @@ def compound(n: int) -> bytes:
 
 @pytest.mark.timeout(60)
 async def test_a_command_sent_the_moment_start_returns_is_answered(nats_url, pg_dsn):
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         async with delayed(nats_url, SLOW) as slow_url:
-            host = ServiceHost(spec(), Config(nats_url=slow_url, pg_dsn=pg_dsn, backdate_days=0))
+            host = ServiceHost(spec(), Config(nats_url=slow_url, nats_creds=creds_for(nats_url), pg_dsn=pg_dsn,
+                                                 backdate_days=0))
             # Given the registry has just said it started, over a slow link
             await host.start()
             try:
@@ -72,10 +73,11 @@ async def first_health_reply(nc, within: float = 30.0) -> None:
 
 @pytest.mark.timeout(60)
 async def test_a_command_sent_the_moment_health_answers_is_answered(nats_url, pg_dsn):
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         async with delayed(nats_url, SLOW) as slow_url:
-            host = ServiceHost(spec(), Config(nats_url=slow_url, pg_dsn=pg_dsn, backdate_days=0))
+            host = ServiceHost(spec(), Config(nats_url=slow_url, nats_creds=creds_for(nats_url), pg_dsn=pg_dsn,
+                                                 backdate_days=0))
             starting = asyncio.create_task(host.start())
             try:
                 # Given the registry starting over a slow link, watched as `cordon up` watches it

@@ -14,8 +14,8 @@ from services.views.app import spec
 from shared.config import city_zone
 from services.views.rebuild import rebuild
 from shared import bus
-from shared.config import Config
 from shared.contracts.checkpoint import PassageAllowed
+from tests.support.bus import creds_for, operator_config
 from tests.support.views import C, C2, D, Stream, at, ev, query, scripted_day, wait_position
 from tests.support.cordon import running
 
@@ -52,7 +52,7 @@ async def test_a_rebuild_gives_the_same_figures_as_the_live_models_and_the_live_
     async with running(spec(), nats_url, pg_dsn) as host:
         await wait_position(s.nc, day.last_seq)
         live = await snapshot(s.nc)
-        nc = await bus.connect(nats_url, "test.rebuild")
+        nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
         calls = []
         result = await rebuild(host.pool, nc, city_zone(), batch_max=7,
                                progress=lambda *a: calls.append(a), tick=0.01)
@@ -76,7 +76,7 @@ async def test_the_old_models_answer_until_the_new_ones_have_caught_up(nats_url,
     async with running(spec(), nats_url, pg_dsn) as host:
         await wait_position(s.nc, day.last_seq)
         live = await snapshot(s.nc)
-        nc = await bus.connect(nats_url, "test.rebuild")
+        nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
         try:  # closed whatever happens: a client left reconnecting logs into the next tests' output
             building = asyncio.Event()
             task = asyncio.create_task(rebuild(host.pool, nc, city_zone(), batch_max=1, tick=0.01,
@@ -103,7 +103,7 @@ async def test_an_abandoned_rebuild_leaves_the_current_models_alone(nats_url, pg
     async with running(spec(), nats_url, pg_dsn) as host:
         await wait_position(s.nc, day.last_seq)
         live = await snapshot(s.nc)
-        nc = await bus.connect(nats_url, "test.rebuild")
+        nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
         seen = asyncio.Event()
         task = asyncio.create_task(rebuild(host.pool, nc, city_zone(), batch_max=1, tick=0.01,
                                            progress=lambda done, *_: done > 10 and seen.set()))
@@ -126,20 +126,20 @@ async def test_the_rebuild_command_shows_progress_and_rate_and_swaps(nats_url, p
         parser = argparse.ArgumentParser(prog="cordon")
         views_cli.add_commands(parser.add_subparsers(dest="cmd"))
         args = parser.parse_args(["views", "rebuild", "--batch", "10", "--keep-old"])
-        assert await asyncio.to_thread(args.run, args, Config(nats_url=nats_url, pg_dsn=pg_dsn)) == 0
+        assert await asyncio.to_thread(args.run, args, operator_config(nats_url, pg_dsn=pg_dsn)) == 0
         err = capsys.readouterr().err
         assert "rebuild [" in err and f"{day.last_seq}/{day.last_seq}" in err and "ev/s" in err
         assert f"rebuilt generation 2 to stream sequence {day.last_seq}" in err and "generation 1 kept" in err
         assert await generations(pg_dsn) == [(1, "retired"), (2, "current")]
         assert await snapshot(s.nc) == live
         args = parser.parse_args(["views", "rebuild"])
-        assert await asyncio.to_thread(args.run, args, Config(nats_url=nats_url)) == 2
+        assert await asyncio.to_thread(args.run, args, operator_config(nats_url)) == 2
     await s.close()
 
 
 async def test_rebuilding_an_empty_stream_swaps_in_empty_models(nats_url, pg_dsn):
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
-    nc = await bus.connect(nats_url, "test.rebuild")
+    nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
     await bus.ensure_stream(nc.jetstream())
     result = await rebuild(pool, nc, city_zone(), tick=0.01)
     assert (result.generation, result.retired, result.position) == (2, 1, 0)

@@ -14,11 +14,11 @@ import pytest
 from services.views import cli as views_cli
 from services.views.app import spec
 from shared import bus
-from shared.config import Config
 from shared.contracts.checkpoint import PassageAllowed
 from tests.support.views import (
     C, C2, C3, D, Stream, at, ev, query, scripted_day, shown, wait_position,
 )
+from tests.support.bus import operator_config
 from tests.support.cordon import eventually, running
 
 pytestmark = pytest.mark.integration
@@ -205,7 +205,7 @@ async def test_health_reports_the_views_lag_behind_the_stream_head(nats_url, pg_
 async def test_the_report_command_prints_the_daily_report_as_csv_and_json(nats_url, pg_dsn, capsys):
     s = await Stream.connect(nats_url)
     day = await scripted_day(s)
-    config = Config(nats_url=nats_url)
+    config = operator_config(nats_url)
     async with running(spec(), nats_url, pg_dsn):
         await wait_position(s.nc, day.last_seq)
         parser = argparse.ArgumentParser(prog="cordon")

@@ -7,13 +7,13 @@ import itertools
 import json
 import uuid
 
-import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from shared.config import Config
 from shared.service import ServiceHost, ServiceSpec
 from shared.idcard import with_check_digit
 from shared.subjects import STREAM
+from tests.support.bus import connect, service_creds
 
 COMMUNITY = "changning.chengjiaqiao.nangong"
 _ids = itertools.count()
@@ -30,6 +30,7 @@ async def running(spec: ServiceSpec, nats_url: str, pg_dsn: str, clock=None, **c
     test drive time."""
     extra = {"clock": clock} if clock is not None else {}
     config.setdefault("backdate_days", 0)  # the stories replay days of 2020 and 2022
+    config.setdefault("nats_creds", service_creds(nats_url, spec.name))  # its own identity
     host = ServiceHost(spec, Config(nats_url=nats_url, pg_dsn=pg_dsn, **config), **extra)
     await host.start()
     try:
@@ -80,7 +81,7 @@ async def resident(client: Client, household_id: str, **extra) -> str:
 
 async def read_stream(nats_url: str, expect: int, timeout: float = 10.0, subjects: str = "cordon.evt.>") -> list:
     """Every message in CORDON (waits until ``expect`` are there), in stream order."""
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         deadline = asyncio.get_running_loop().time() + timeout
@@ -111,7 +112,7 @@ async def publish_events(nats_url: str, events, *, occurred_at, actor: str = "st
     from shared import bus, envelope
     from shared.subjects import event_subject
 
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         await bus.ensure_stream(js)

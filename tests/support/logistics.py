@@ -8,7 +8,6 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import asyncpg
-import nats
 
 from services.logistics.app import spec as logistics_spec
 from services.logistics.config import Config as LogisticsConfig
@@ -19,6 +18,7 @@ from shared.contracts.registry import CompoundRegistered, HouseholdRegistered, R
 from shared.envelope import Event
 from shared.service import ServiceHost
 from shared.subjects import event_subject
+from tests.support.bus import connect, service_creds
 from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY
 from tests.support.cordon import eventually
@@ -47,7 +47,8 @@ async def logistics(nats_url: str, pg_dsn: str, clock=None, config: LogisticsCon
     """The logistics service, like ``tests.support.cordon.running`` plus a clock; with ``config``,
     or the default settings changed by ``settings`` (e.g. ``daily_interval_s=3600``)."""
     host = ServiceHost(logistics_spec(config or LogisticsConfig(**settings)),
-                       Config(nats_url=nats_url, pg_dsn=pg_dsn), clock=clock or Clock())
+                       Config(nats_url=nats_url, nats_creds=service_creds(nats_url, "logistics"), pg_dsn=pg_dsn),
+                       clock=clock or Clock())
     await host.start()
     try:
         yield host
@@ -78,7 +79,7 @@ async def publish(nats_url: str, items: list[tuple[Event, str, str]], at: dateti
 
 async def republish(nats_url: str, event: Event, service: str, event_id: str, at: datetime = MORNING) -> None:
     """The same event again under a new message id: a replay or a second delivery of one event."""
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     env = envelope.wrap(event, stream_id="x", stream_version=1, occurred_at=at, actor=STAFF,
                         correlation_id=str(uuid.uuid4()), event_id=event_id)
     await nc.jetstream().publish(event_subject(event.community, service, type(event).__name__),

@@ -19,6 +19,7 @@ from shared.config import Config
 from shared.contracts.registry import CompoundRegistered, HouseholdRegistered, ResidentRegistered
 from shared.envelope import Event
 from shared.service import ServiceHost
+from tests.support.bus import connect, service_creds
 from tests.support.cordon import publish_events  # noqa: E402
 from tests.support.cordon import COMMUNITY, Client
 from tests.support.cordon import eventually
@@ -51,6 +52,7 @@ class Clock:
 async def quarantine(nats_url: str, pg_dsn: str, clock=None, settings: QuarantineConfig | None = None,
                      interval: float = 0.02, **config):
     settings = dataclasses.replace(settings or QuarantineConfig(), scheduler_interval_s=interval)
+    config.setdefault("nats_creds", service_creds(nats_url, "quarantine"))
     host = ServiceHost(spec(settings), Config(nats_url=nats_url, pg_dsn=pg_dsn, **config),
                        clock=clock or Clock(at(1)))
     await host.start()
@@ -62,7 +64,7 @@ async def quarantine(nats_url: str, pg_dsn: str, clock=None, settings: Quarantin
 
 @contextlib.asynccontextmanager
 async def client(nats_url: str):
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         yield Client(nc, service="quarantine")
     finally:
@@ -126,7 +128,7 @@ async def published(nats_url: str, subjects: str, idle: float = 0.3) -> list:
     """Every message on the CORDON stream matching ``subjects``, in order (read until idle)."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         sub = await nc.jetstream().subscribe(subjects, ordered_consumer=True,
                                              config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))

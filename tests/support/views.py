@@ -16,6 +16,7 @@ from shared.contracts import logistics as lg
 from shared.contracts import quarantine as qa
 from shared.contracts import registry as rg
 from shared.subjects import event_subject
+from tests.support.bus import connect
 
 C = "changning.chengjiaqiao.nangong"
 C2 = "changning.chengjiaqiao.wanli"
@@ -40,7 +41,7 @@ class Stream:
 
     @classmethod
     async def connect(cls, url: str) -> "Stream":
-        nc = await nats.connect(url)
+        nc = await connect(url)
         await bus.ensure_stream(nc.jetstream())
         return cls(nc)
 

@@ -159,8 +159,8 @@ def test_the_report_has_a_column_per_committee_and_the_street():
 # -- the public API only -----------------------------------------------------------------------------
 
 # shared.idcard: the ID check digit is public knowledge (GB 11643), not a service internal.
-ALLOWED = ("services.demo", "shared.embedded", "shared.config", "shared.idcard", "services.supervisor", "services.cli",
-           "nats")
+ALLOWED = ("services.demo", "shared.embedded", "shared.auth", "shared.config", "shared.idcard", "services.supervisor",
+           "services.cli", "nats")
 
 
 def imports(path: Path) -> set[str]:
@@ -179,5 +179,5 @@ def test_the_demo_imports_no_service_internals_and_no_contracts():
             if name.startswith(("services", "shared", "nats")):
                 assert name.startswith(ALLOWED), f"{path.name} imports {name}"
             # Only the module that starts a Cordon touches the start-up helpers.
-            if name.startswith(("shared.embedded", "services.supervisor", "services.cli")):
+            if name.startswith(("shared.embedded", "shared.auth", "services.supervisor", "services.cli")):
                 assert path.name == "system.py", f"{path.name} imports {name}"
