@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
+import nats  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench.common import decode_reply, pct  # noqa: E402
@@ -102,6 +103,23 @@ async def outbox_drained(dsn: str, timeout: float = 120.0) -> float:
 
 
 # -- raw limits ------------------------------------------------------------------------------
+
+
+async def echo_answers(url: str, timeout: float = 30.0) -> None:
+    """Until the --echo child answers (its start, imports included, takes over a second here)."""
+    nc = await common.connect(url)
+    try:
+        deadline = now() + timeout
+        while True:
+            try:
+                await nc.request("bench.echo", b"", timeout=1)
+                return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                if now() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
 
 
 async def raw_request_reply(url: str, seconds: float, concurrency: int) -> float:
@@ -300,7 +318,7 @@ class Bench(common.BenchBase):
         r: dict = {"bench": "quarantine", "duration_s": a.duration, "concurrency": a.concurrency, "cases": a.cases}
         print(f"servers up in {self.tmp}; raw limits ...", file=sys.stderr)
         echo = self.spawn("echo", [sys.executable, __file__, "--echo"])
-        await asyncio.sleep(1.0)
+        await echo_answers(self.nats.url)
         r["raw_request_reply_per_s"] = await raw_request_reply(self.nats.url, a.raw_duration, a.concurrency)
         await self.stop_children(echo)
         # autocommit first, then executemany into the rows it left (the order this bench always had)
