@@ -17,6 +17,7 @@ time of each build's own work) and ``seen`` (the inbox: its effect is what the o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import tzinfo
 
 import asyncpg
@@ -40,8 +41,10 @@ TABLES = (
     rows.Table("timeline"),
 )
 
-#: Stream messages per transaction of the shadow (a rebuild's batch).
-BATCH = 5000
+#: Stream messages per transaction of the shadow: smaller than a rebuild's 5,000, since each
+#: transaction holds back every service's relay while it writes (tens of milliseconds, not a
+#: hundred or more); a reconcile is in less of a hurry than a rebuild.
+BATCH = 1000
 
 
 async def check_views(conn: asyncpg.Connection, pool: asyncpg.Pool, nc: Client, zone: tzinfo,
@@ -68,7 +71,8 @@ async def check_views(conn: asyncpg.Connection, pool: asyncpg.Pool, nc: Client, 
         return Outcome(f"views: generation {live} not compared", notes=[
             "views moved during the check; run it again when quiet"])
     finally:
-        await scratch.drop_shadow(conn, shadow)
+        with contextlib.suppress(Exception):  # else the next reconcile drops it, and says so
+            await scratch.drop_shadow(conn, shadow)
 
 
 async def _mark(conn) -> tuple[int, int]:
