@@ -145,6 +145,8 @@ class _Replay:
             await self._start_over()
             return  # the next snapshot names every event applied
         total, first = len(ids), self.start
+        if self.progress:
+            self.progress(f"copy {self.consumer.name}", 0, total)
         async for chunk in _messages(self.nc, self.consumer.subjects, self.start):
             picked = []
             for seq, data in chunk:
@@ -238,8 +240,8 @@ class Rate:
     def __call__(self, what: str, done: int, total: int) -> None:
         now = time.monotonic()
         started = self.started.setdefault(what, now)
-        if now - self.shown < self.every and done < total:
-            return
+        if not done or (now - self.shown < self.every and done < total):
+            return  # (0: the start, timed from here)
         self.shown = now
         rate = done / (now - started) if now > started else 0.0
         print(f"reconcile: {what}: {done:,} of {total:,} events ({rate:,.0f}/s)", file=self.err)

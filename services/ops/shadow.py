@@ -87,6 +87,8 @@ async def _head(nc: Client) -> int:
 async def _build(nc: Client, projection: Projection, shadow: int, until: int, progress: Progress | None) -> None:
     tail = Tail(nc, name=f"reconcile-g{shadow}", position=projection.position, prepare=projection.prepare,
                 apply=projection.apply, rewind=projection.rewind, batch_max=BATCH, until=until)
+    if progress:
+        progress("views (shadow generation)", 0, until)
     task = asyncio.create_task(tail.run(), name=f"reconcile.views.g{shadow}")
     try:
         while True:
