@@ -15,6 +15,10 @@ own (one long writing transaction would hold back every service's relay, see
 its inbox holds exactly the events replayed. If the consumer applied more meanwhile, those are
 replayed too and a new snapshot taken, a few rounds at most; a consumer that never stops for
 that long is noted, not reported as different.
+
+Every column is compared: a copy's values all come from the events and their envelopes (times are
+the events' own, never ``now()``; no sequence or serial), so a replay of the same events in the
+same order writes the same rows.
 """
 from __future__ import annotations
 

@@ -13,6 +13,10 @@ Compared: ``figures``, ``members``, ``communities``, ``ignored`` and the ``timel
 event about a resident: the largest table, but the shadow writes it anyway, and comparing it costs
 a sort of each side, about what building it cost). Not compared: ``meta`` (the mark, counters and
 time of each build's own work) and ``seen`` (the inbox: its effect is what the other tables hold).
+Stream sequences (``communities.first_seq``, ``timeline.seq``) are compared too: a replay of the
+same stream gives the same ones. After the stream lost its tail or was created anew, the live
+generation keeps the sequences it saw first, which now name other messages: that shows as a
+difference, and ``cordon views rebuild`` is the repair.
 """
 from __future__ import annotations
 
