@@ -200,11 +200,20 @@ class Consumer:
                 held = msgs
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("consumer.retry", consumer=self.name, error=self.last_error, held=len(held))
-                if self._conn is None or self._conn.is_closed() or isinstance(exc, store.TRANSIENT):
+                if self._lost() or isinstance(exc, store.TRANSIENT):
                     await self._step_down()  # the lock may be gone with the connection: lead again
                 await asyncio.sleep(backoff)
                 await self._still_working(held)
                 backoff = min(backoff * 2, 5.0)
+
+    def _lost(self) -> bool:
+        """True if the lead connection is gone. When the server ends a pooled connection (a
+        restart), asyncpg hands it back to the pool at once and every call on our handle to it
+        raises, ``is_closed()`` too: raised here, that ended the consumer's task for good."""
+        try:
+            return self._conn is None or self._conn.is_closed()
+        except asyncpg.InterfaceError:  # released back to the pool: closed under us
+            return True
 
     async def _still_working(self, msgs: list[Msg]) -> None:
         """Reset the ack timer of a held batch, so JetStream does not redeliver it meanwhile."""

@@ -113,6 +113,34 @@ async def test_a_database_that_is_not_ready_parks_nothing(nats_url, pg_dsn, erro
     await pool.close()
 
 
+async def test_a_lead_connection_the_server_ended_while_idle_is_replaced_and_the_next_event_applied(nats_url, pg_dsn):
+    # Given a consumer that leads (its advisory lock on a pooled connection) and has applied an event
+    pool, failed = await probe_pool(pg_dsn), asyncio.Event()
+    nc = await nats.connect(nats_url)
+    await bus.ensure_stream(nc.jetstream())
+    consumer = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc,
+                        handle=failing(0, RuntimeError("unused"), failed))
+    await consumer.start()
+    try:
+        await publish(nats_url, registered())
+        await eventually(lambda: _has(pool, 1), what="the first event applied")
+        # When the server ends that connection while the consumer waits for messages (as a
+        # PostgreSQL restart does): asyncpg then hands the pooled connection back, and every call
+        # on the consumer's handle to it fails, is_closed() included
+        ended = await pool.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'")
+        assert ended == 1
+        await asyncio.sleep(0.3)
+        # And the stream's next event arrives
+        await publish(nats_url, moved_out(), version=2)
+        # Then the consumer leads again on another connection and applies it
+        await eventually(lambda: _has(pool, 2), timeout=10, what="the second event applied")
+    finally:
+        await consumer.stop()
+        await nc.close()
+    assert await applied(pool) == ["HouseholdRegistered", "ResidentMovedOut"]
+    await pool.close()
+
+
 async def _has(pool, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM probe.applied") >= n
 
