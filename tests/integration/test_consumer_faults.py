@@ -141,6 +141,40 @@ async def test_a_lead_connection_the_server_ended_while_idle_is_replaced_and_the
     await pool.close()
 
 
+async def test_after_nats_restarts_an_event_lost_on_its_way_takes_effect_before_the_streams_next(nats_server, pg_dsn):
+    # Given a consumer that never saw the first event of a stream, though JetStream delivered it
+    # (it was on its way when NATS went down: JetStream holds it unacknowledged until ack_wait)
+    pool, lost = await probe_pool(pg_dsn), asyncio.Event()
+
+    class LosesTheFirstBatch(Consumer):
+        async def _process(self, msgs):
+            if not lost.is_set():
+                lost.set()
+                return  # neither applied nor acknowledged
+            await super()._process(msgs)
+
+    nc = await bus.connect(nats_server.url, "test.consumer")
+    await bus.ensure_stream(nc.jetstream())
+    consumer = LosesTheFirstBatch(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc,
+                                  handle=failing(0, RuntimeError("unused"), asyncio.Event()))
+    await consumer.start()
+    try:
+        await publish(nats_server.url, registered())
+        await asyncio.wait_for(lost.wait(), 10)
+        # When NATS restarts, and the stream's next event arrives
+        await nats_server.stop()
+        await nats_server.start()
+        await publish(nats_server.url, moved_out(), version=2)
+        # Then the lost event takes effect first (it would come back only after ack_wait, 30 s,
+        # behind the next one, were the consumer to go on pulling as before)
+        await eventually(lambda: _has(pool, 2), timeout=45, what="both events applied")
+    finally:
+        await consumer.stop()
+        await nc.close()
+    assert await applied(pool) == ["HouseholdRegistered", "ResidentMovedOut"]
+    await pool.close()
+
+
 async def _has(pool, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM probe.applied") >= n
 
