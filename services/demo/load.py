@@ -17,8 +17,11 @@ arrival, cleared on registration), ``request`` (a food request), ``masks`` (a ma
 one per household and week up to the limit), ``household`` (a new household registered). Off by
 default, the quarantine service's: ``case`` (home quarantine opened for a resident, refused
 ``case_open`` when one is open), ``checkin`` (a check-in of a case the set-up opened), ``sample``
-(a sample taken in the set-up's screening round, refused ``already_sampled`` the second time);
-with any of them the set-up schedules a screening round for the day and opens a few cases.
+(a sample taken in the set-up's screening round, refused ``already_sampled`` the second time),
+``seal`` (the compound or its first building sealed or the seal lifted, at random: refused
+``already_sealed`` or ``not_sealed`` when it is so already; each change starts or stops every
+household's daily food there); with any of them the set-up schedules a screening round for the
+day and opens a few cases.
 
 A caller that needs each command and its reply (the fault suite re-sends those whose reply was
 lost) gives :func:`drive` an ``on_reply``.
@@ -42,7 +45,7 @@ COMMUNITY = "changning.chengjiaqiao.load"
 CST = timezone(timedelta(hours=8))
 DEFAULT_MIX = {"passage": 80, "resident": 5, "visitor": 2, "arrival": 5, "request": 4, "masks": 3, "household": 1}
 #: The quarantine service's kinds: not in the default mix (whose figures the benchmarks compare).
-QUARANTINE_KINDS = ("case", "checkin", "sample")
+QUARANTINE_KINDS = ("case", "checkin", "sample", "seal")
 KINDS = (*DEFAULT_MIX, *QUARANTINE_KINDS)
 #: Cases the set-up opens (check-ins go to them) when the mix has a quarantine kind.
 SETUP_CASES = 10
@@ -234,6 +237,11 @@ class Generator:
         day = datetime.fromisoformat(common["occurred_at"]).date()
         return cmd("quarantine", "record_checkin", **common, case=self.rng.choice(self.site.cases),
                    on=day.isoformat(), temperature_c=round(self.rng.uniform(36.0, 37.0), 1))
+
+    def _seal(self, common: dict) -> Call:
+        where = self.rng.choice(({}, {"building": "b01"}))  # one stream: the compound's seals
+        return cmd("quarantine", self.rng.choice(("seal", "lift_seal")), **common, community=COMMUNITY,
+                   compound=self.site.compound, **where)
 
     def _sample(self, common: dict) -> Call:
         return cmd("quarantine", "record_sample", **common, screening=self.site.screening,

@@ -84,6 +84,9 @@ def test_the_quarantine_kinds_are_off_by_default_and_target_the_set_up_round_and
         if kind == "case":  # a fresh case id each time: a second case is refused case_open, never conflict
             assert call.subject == "cordon.cmd.quarantine.open_case" and body["resident"] in s.residents
             assert body["starts_on"] == NOW.date().isoformat() and body["case"].startswith("lc-r-")
+        elif kind == "seal":
+            assert call.subject in ("cordon.cmd.quarantine.seal", "cordon.cmd.quarantine.lift_seal")
+            assert body["compound"] == s.compound and body.get("building", "b01") == "b01"
         elif kind == "checkin":
             assert call.subject == "cordon.cmd.quarantine.record_checkin" and body["case"] in s.cases
             assert body["on"] == NOW.date().isoformat()
