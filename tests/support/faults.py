@@ -19,11 +19,11 @@ What the checks hold a run to:
   is not kept, is decided again and, if accepted now, records its events once.
 - settled, then reconciled: every outbox empty, every durable consumer with nothing pending or
   unacknowledged, the views and the audit log at the stream's last sequence; then
-  ``cordon reconcile`` (record = stream, each stream's versions in order, every consumer's inbox,
-  the audit log) finds no difference.
+  ``cordon reconcile`` of everything finds no difference (record = stream, each stream's versions
+  in order, every consumer's inbox and local copies against a replay, the audit log, the views
+  against a shadow built from the stream).
 - in order everywhere: each durable consumer applied each stream's events in stream order (its
-  inbox rows, by the time their batch committed), the audit log holds the stream in its order, and
-  the views' figures equal a recount of the stream from its start (a rebuild beside them).
+  inbox rows, by the time their batch committed), and the audit log holds the stream in its order.
 """
 from __future__ import annotations
 
@@ -42,11 +42,10 @@ import nats
 from services.demo import load, system
 from services.demo.client import Api, Call
 from services.ops.cli import reconcile_all
+from services.ops.reconcile import CHECKED
 from services.supervisor import wait_ready
 from services.views import schema as views_schema
-from services.views.rebuild import rebuild
-from shared import bus
-from shared.config import Config, city_zone
+from shared.config import Config
 from shared.service import gather_health
 from shared.subjects import STREAM
 
@@ -305,8 +304,10 @@ def once(sent: list[Sent], recorded: dict[str, list[str]]) -> list[str]:
 
 
 async def reconciled(nats_url: str, pg_dsn: str) -> tuple[int, str]:
+    """`cordon reconcile` of everything it checks (the record, the stream, every consumer's inbox
+    and local copies, the audit log, the views): its exit code and report."""
     out = io.StringIO()
-    code = await reconcile_all(Config(nats_url=nats_url, pg_dsn=pg_dsn), COMMAND_SERVICES, out=out)
+    code = await reconcile_all(Config(nats_url=nats_url, pg_dsn=pg_dsn), CHECKED, out=out, err=io.StringIO())
     return code, out.getvalue()
 
 
@@ -346,30 +347,3 @@ async def audit_out_of_order(pg_dsn: str) -> list[str]:
         return [f"audit: row {r['n']} holds sequence {r['stream_seq']} after {r['prev']}" for r in rows]
     finally:
         await conn.close()
-
-
-async def views_against_a_recount(nats_url: str, pg_dsn: str) -> list[str]:
-    """The live views' figures, sets and timelines against a rebuild from the stream's start (the
-    rebuild swaps in; the live one is kept to compare, then dropped)."""
-    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
-    nc = await bus.connect(nats_url, "test.faults.recount")
-    try:
-        result = await rebuild(pool, nc, city_zone(), keep_old=True)
-        live, recount = views_schema.name(result.retired), views_schema.name(result.generation)
-        out = []
-        async with pool.acquire() as conn:
-            # A figure's row at 0 is the same as none: the live path keeps one whose deltas came back
-            # to 0 across batches, a rebuild's larger batches net them out before writing.
-            for table, columns, rows_of in (("figures", "community, metric, day, n", "{}.figures WHERE n <> 0"),
-                                            ("members", "set, key, community, metric, value", "{}.members"),
-                                            ("timeline", "resident, seq, event_id, type", "{}.timeline"),
-                                            ("seen", "event_id", "{}.seen")):
-                for a, b, where in ((live, recount, "live, not in the recount"), (recount, live, "recounted, not live")):
-                    rows = await conn.fetch(f"SELECT {columns} FROM {rows_of.format(a)} EXCEPT ALL "
-                                            f"SELECT {columns} FROM {rows_of.format(b)} LIMIT 5")
-                    out += [f"views {table} {where}: {dict(r)}" for r in rows]
-            await views_schema.drop(conn, result.retired)
-        return out
-    finally:
-        await nc.close()
-        await pool.close()
