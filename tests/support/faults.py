@@ -144,9 +144,8 @@ class Sent:
 
     kind: str
     call: Call
-    first: dict | None
-    reply: dict | None = None
-    again: int = 0  # times sent again because the reply was lost
+    reply: dict | None
+    again: int = 0  # times sent again (a lost reply; a refusal, once the load is over)
 
     @property
     def command_id(self) -> str:
@@ -185,7 +184,7 @@ class Load:
     async def drive(self, rate: float, duration: float) -> None:
         """Open loop: ``rate`` commands a second; a reply not there within 2 s is counted lost."""
         def keep(kind: str, call: Call, reply: dict | None) -> None:
-            self.sent.append(Sent(kind, call, reply, reply))
+            self.sent.append(Sent(kind, call, reply))
 
         gen = load.Generator(self.site, MIX, SEED, self.run)
         await load.drive(self.api, gen, rate, duration, timeout=2.0, on_reply=keep)
@@ -222,9 +221,9 @@ class Load:
 
     def summary(self) -> str:
         ok = sum(1 for s in self.sent if s.reply and s.reply.get("ok"))
-        first_lost = sum(1 for s in self.sent if s.again)
+        lost = sum(1 for s in self.sent if s.again)
         kinds = {s.kind for s in self.sent}
-        return (f"{len(self.sent)} commands of {len(kinds)} kinds, {first_lost} sent again after a lost reply, "
+        return (f"{len(self.sent)} commands of {len(kinds)} kinds, {lost} sent again after a lost reply, "
                 f"{ok} accepted, {len(self.sent) - ok} refused")
 
     async def close(self) -> None:
