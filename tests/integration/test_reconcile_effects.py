@@ -317,7 +317,7 @@ async def test_the_shadow_stops_at_the_views_mark_not_at_the_streams_head(nats_u
             await community(client)
             await household(client)
             await eventually(lambda: settled_views(nc, pg_dsn), what="views at the head")
-        mark = (await nc.jetstream().stream_info(STREAM)).state.last_seq
+        mark = await views_mark(pg_dsn)  # not the stream's head: the relay may have published since
         # When more events come after it
         for _ in range(3):
             await household(client)
@@ -336,6 +336,14 @@ async def settled_views(nc, dsn: str) -> bool:
             return False
         head = (await nc.jetstream().stream_info(STREAM)).state.last_seq
         return head > 0 and await views_schema.hwm(conn, await views_schema.current(conn)) == head
+    finally:
+        await conn.close()
+
+
+async def views_mark(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await views_schema.hwm(conn, await views_schema.current(conn))
     finally:
         await conn.close()
 
