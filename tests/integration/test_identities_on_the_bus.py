@@ -28,7 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import APIError
 
 from services.registry.app import spec as registry_spec
-from shared.auth import JS_PREFIX, Authority, feed_name, inbox_prefix
+from shared.auth import JS_PREFIX, Authority, AuthorityError, feed_name, inbox_prefix
 from shared.embedded import ensure_database
 from shared.identity import Identity
 from shared.subjects import STREAM
@@ -433,3 +433,15 @@ async def test_a_revocation_survives_a_restart_even_of_a_server_that_lost_its_ac
     _, fresh = authority.user_creds(identity)
     nc = await nats.connect(url, user_credentials=RawCredentials(fresh), inbox_prefix=inbox_prefix(identity))
     await nc.close()
+
+
+async def test_an_account_jwt_the_server_refuses_raises_with_the_servers_reason(nats_server, monkeypatch):
+    authority = nats_server.authority
+    kept = authority.account_jwt("CITY")
+    # Given an account JWT damaged on its way (its signature lost)
+    mint = authority.mint_account
+    monkeypatch.setattr(authority, "mint_account", lambda *a: mint(*a).rsplit(".", 1)[0])
+    # When it is pushed, the server's refusal reaches the caller, and the authority keeps its last JWT
+    with pytest.raises(AuthorityError, match="refused account CITY's JWT: jwt update resulted in error"):
+        await authority.push_account(nats_server.url, "CITY", {})
+    assert authority.account_jwt("CITY") == kept
