@@ -13,6 +13,7 @@ import msgspec
 
 from shared import envelope as env
 from shared import store
+from shared.access import Caller
 from shared.errors import CommandError, Conflict
 from shared.subjects import event_subject
 
@@ -58,9 +59,12 @@ class Context:
     """What a command handler sees: stream loads through the batch cache, appends, extra writes,
     the service's settings (``config``) and the batch's typed scratch (``scratch``)."""
 
-    def __init__(self, batch: Batch, cmd: Any):
+    def __init__(self, batch: Batch, cmd: Any, caller: Caller | None = None):
         self._batch = batch
         self._cmd = cmd
+        #: Who sent the command (None: one of the service's own, trusted): every event is checked
+        #: against it as it is appended, before anything of the command is kept.
+        self._caller = caller
         #: What this command has added so far; the runtime commits it if the handler returns.
         self.pending = Pending()
         self.conn: asyncpg.Connection = batch.conn
@@ -116,6 +120,9 @@ class Context:
                 f"{stream_id} is at version {version}, not {expected}: reload and decide again",
                 field="expected_version",
             )
+        if self._caller is not None:
+            for event in events:
+                self._caller.check_event(event.community, type(event).__name__)
         state = self.pending.states.get(stream_id, (None, None))[0]
         if stream_id not in self.pending.states:
             state = self._batch.cached_state(stream_id)
@@ -153,6 +160,13 @@ class Context:
             self.pending.last_version = version
         elif stream_id == self.pending.first_stream:
             self.pending.last_version = version
+
+    def check_caller(self) -> None:
+        """Check every event the command decided against its caller once more, after the handler
+        returned: a handler that caught the refusal of :meth:`append` does not get its events in."""
+        if self._caller is not None:
+            for event in self.pending.events:
+                self._caller.check_event(event.community, event.type)
 
     def write(self, sql: str, *args: Any) -> None:
         """Run ``sql`` in the command's transaction, only if the command is accepted.
