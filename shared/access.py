@@ -18,9 +18,14 @@ The rules, in the order a command meets them:
    (``cordon.cmd.<service>.<command>.<community>``: their permissions allow nothing else);
 3. the payload's ``actor`` is the identity's own (so ``system:*`` only from inside);
    its ``community``, when it has one, is the scoped subject's; a gate's ``compound`` its own;
-4. every event the handler decides is in the scoped subject's community and in one the identity
-   acts in (:meth:`Caller.check_event`, run by :meth:`shared.context.Context.append`): otherwise
-   the command is refused and none of its events or rows are written.
+4. every record the handler loads that belongs to a community (a case, a household, a request:
+   any state with a ``community``) is one the identity acts in (:meth:`Caller.check_state`, run by
+   :meth:`shared.context.Context.load`), so that another community's records are refused before
+   the rules look at them: a domain refusal ("case c-1 is closed") would tell what is there;
+5. every event the handler decides is in the scoped subject's community and in one the identity
+   acts in (:meth:`Caller.check_event`, run by :meth:`shared.context.Context.append` and once more
+   when the handler returns): otherwise the command is refused and none of its events or rows are
+   written, nor its reply stored.
 """
 from __future__ import annotations
 
@@ -60,6 +65,14 @@ class Caller:
     identity: Identity | None
     #: The community of a scoped subject, else None.
     community: str | None = None
+
+    def check_state(self, stream_id: str, state: Any) -> None:
+        """Raise Forbidden if the identity may not act on a record of another community."""
+        community = getattr(state, "community", None)
+        identity = self.identity
+        if identity is not None and isinstance(community, str) and not identity.acts_in(community):
+            raise Forbidden(f"{identity.actor} may not act on {stream_id}: it belongs to {community}; "
+                            f"{_jurisdiction(identity)}")
 
     def check_event(self, community: str, event_type: str) -> None:
         """Raise Forbidden if the command may not record an event in ``community``."""

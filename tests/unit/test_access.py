@@ -173,3 +173,13 @@ def test_an_answer_about_another_community_is_refused():
     forbid_unreadable(STAFF, {NANGONG}, "the timeline of r-1")
     forbid_unreadable(None, {BEIXIN}, "the timeline of r-1")
     assert BEIXIN in refused(forbid_unreadable, STAFF, {NANGONG, BEIXIN}, "the cases of r-1").message
+
+
+def test_a_record_of_another_community_is_refused_as_soon_as_it_is_loaded():
+    case_in_beixin = SimpleNamespace(community=BEIXIN, status="closed")
+    message = refused(Caller(STAFF, NANGONG).check_state, "case:c-1", case_in_beixin).message
+    assert "case:c-1" in message and BEIXIN in message and "closed" not in message
+    Caller(STAFF, NANGONG).check_state("case:c-2", SimpleNamespace(community=NANGONG))
+    Caller(STAFF, NANGONG).check_state("passage:p-1", None)  # nothing there yet, or no community
+    Caller(ARRIVALS_APP, None).check_state("resident:r-1", SimpleNamespace(community=BEIXIN))
+    Caller(None, NANGONG).check_state("case:c-1", case_in_beixin)  # from inside: its events are checked
