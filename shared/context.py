@@ -100,6 +100,14 @@ class Context:
             self._check(self._caller.check_state, stream_id, held[0])
         return held
 
+    def vet(self, what: str, state: Any) -> Any:
+        """``state``, read by the handler from a table of its own rather than through :meth:`load`
+        (a directory's household, a snapshot's case), checked against the caller as ``load`` checks
+        what it loads: another community's record is refused before the rules look at it."""
+        if self._caller is not None and state is not None:
+            self._check(self._caller.check_state, what, state)
+        return state
+
     async def load_many(self, stream_ids: list[str]) -> list[tuple[Any, int]]:
         """Like :meth:`load` for many streams, with one query for those not loaded yet."""
         await self._batch.prefetch([s for s in stream_ids if s not in self.pending.states])

@@ -104,6 +104,25 @@ async def test_staff_of_one_community_cannot_touch_a_case_of_another(city):
     assert moved["events"][0]["actor"] == "staff:zhao-lei"
 
 
+async def test_staff_cannot_put_another_communitys_resident_under_quarantine(city):
+    # Given a resident of Beixin with no case yet, known to the quarantine's directory
+    reply = await city.operator.ok("registry", "register_resident", household=city.h_b, name="赵六",
+                                   id_number=prc_id(950), birth_year=1970)
+    r_b2 = reply["events"][0]["data"]["resident"]
+    await eventually(lambda: city.db.fetchval("SELECT 1 FROM quarantine.dir_residents WHERE resident = $1", r_b2))
+    before = await city.record()
+    # When Nangong's staff name that resident in a case of their own community: the directory says
+    # where the resident lives, and that is refused before any rule is applied
+    forbidden(await city.as_(LI_WEI).command("quarantine", "open_case", NANGONG, community=NANGONG,
+                                             resident=r_b2, kind="home", reason="close_contact",
+                                             starts_on=str(day(1))), f"resident:{r_b2}", BEIXIN)
+    # ... and Beixin's resident who has a case already: refused on that case, whatever its state
+    forbidden(await city.as_(LI_WEI).command("quarantine", "open_case", NANGONG, community=NANGONG,
+                                             resident=city.r_b, kind="home", reason="close_contact",
+                                             starts_on=str(day(1))), "case:case-b", BEIXIN)
+    assert await city.record() == before
+
+
 async def test_staff_cannot_register_anyone_in_another_communitys_compound_or_household(city):
     before = await city.record()
     li_wei = city.as_(LI_WEI)

@@ -61,8 +61,12 @@ def test_no_header_is_inside_cordon_and_an_unreadable_one_is_unauthenticated():
     assert identity_of({"Nats-Request-Info": json.dumps(info)}) == STAFF
     with pytest.raises(Unauthenticated):
         identity_of({"Nats-Request-Info": "{not json"})
-    with pytest.raises(Unauthenticated):
-        identity_of({"Nats-Request-Info": json.dumps({"name_tag": "li-wei", "tags": ["role:mayor"]})})
+    for _ in range(2):  # an identity is built once per name and tags; a refusal every time
+        with pytest.raises(Unauthenticated):
+            identity_of({"Nats-Request-Info": json.dumps({"name_tag": "li-wei", "tags": ["role:mayor"]})})
+    for unreadable in ({"name_tag": 7}, {"acc": "ACITY"}, {"name_tag": "li-wei", "tags": [1]}):
+        with pytest.raises(Unauthenticated):
+            identity_of({"Nats-Request-Info": json.dumps(unreadable)})
 
 
 # -- commands: before the payload ------------------------------------------------------------
