@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-import nats
 import pytest
 
 from shared.envelope import Event, event_type
@@ -19,7 +18,7 @@ from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 from shared.wire import BaseCommand
 from tests.support.cordon import running
-from tests.support.identities import BEIXIN, NANGONG, As, forbidden
+from tests.support.identities import As, BEIXIN, NANGONG, connect, forbidden
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +72,7 @@ async def counts(pg_dsn: str) -> tuple[int, int, int]:
 
 async def test_a_command_acting_in_another_community_is_refused_alone_in_its_batch(nats_url, pg_dsn):
     async with running(probe_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         staff = As(nc, LI_WEI)
         # Given 40 commands of Nangong's staff arriving together, every fifth acting in Beixin
         replies = await asyncio.gather(*[
@@ -98,7 +97,7 @@ async def test_a_command_acting_in_another_community_is_refused_alone_in_its_bat
 
 async def test_a_handler_that_swallows_the_refusal_still_gets_nothing_in(nats_url, pg_dsn):
     async with running(probe_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         reply = await As(nc, LI_WEI).command("probe", "place_anyway", NANGONG, stream="s1", where=BEIXIN, note=1)
         forbidden(reply, BEIXIN)
         assert await counts(pg_dsn) == (0, 0, 0)
@@ -109,7 +108,7 @@ async def test_a_handler_that_swallows_the_refusal_still_gets_nothing_in(nats_ur
 
 async def test_from_inside_cordon_a_scoped_subject_still_binds_the_events_to_its_community(nats_url, pg_dsn):
     async with running(probe_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         operator = As(nc, None)
         forbidden(await operator.command("probe", "place", NANGONG, stream="s1", where=BEIXIN, note=1), "subject")
         assert (await operator.command("probe", "place", None, stream="s1", where=BEIXIN, note=1))["ok"]

@@ -14,7 +14,6 @@ import contextlib
 from dataclasses import dataclass
 
 import asyncpg
-import nats
 import pytest
 
 from services.checkpoint.app import spec as checkpoint_spec
@@ -23,7 +22,7 @@ from services.registry.app import spec as registry_spec
 from shared.identity import Identity
 from shared.subjects import STREAM
 from tests.support.cordon import eventually, prc_id, running
-from tests.support.identities import BEIXIN, NANGONG, As, forbidden
+from tests.support.identities import As, BEIXIN, NANGONG, connect, forbidden
 from tests.support.quarantine import Clock, at, day
 
 pytestmark = pytest.mark.integration
@@ -65,7 +64,7 @@ async def city(nats_url, pg_dsn):
     async with contextlib.AsyncExitStack() as stack:
         for spec in (registry_spec, quarantine_spec, checkpoint_spec):
             await stack.enter_async_context(running(spec(), nats_url, pg_dsn, clock=clock))
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         stack.push_async_callback(nc.close)
         db = await asyncpg.connect(pg_dsn)
         stack.push_async_callback(db.close)

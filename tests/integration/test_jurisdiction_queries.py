@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
-import nats
 import pytest
 
 from services.audit.app import spec as audit_spec
@@ -23,12 +22,12 @@ from services.quarantine.app import spec as quarantine_spec
 from services.registry.app import spec as registry_spec
 from services.views.app import spec as views_spec
 from shared.config import Config
-from shared.embedded import EmbeddedNats, ensure_database
+from shared.embedded import ensure_database
 from shared.identity import Identity
 from shared.service import ServiceHost
 from shared.subjects import STREAM
 from tests.support.cordon import eventually, prc_id
-from tests.support.identities import BEIXIN, JINXIU, NANGONG, As, forbidden
+from tests.support.identities import As, BEIXIN, JINXIU, NANGONG, connect, forbidden, start_nats
 from tests.support.logistics import stop
 from tests.support.quarantine import Clock, at, day
 
@@ -55,8 +54,7 @@ class City:
 async def city(pg_server, tmp_path_factory):
     """Three communities (two of one street, one of the next), each with a compound, a household,
     a resident, an open case and a supply request, seen by the views and the audit log."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
-    await server.start()
+    server = await start_nats(tmp_path_factory.mktemp("nats"))
     dsn = await ensure_database(pg_server.dsn, f"test_{uuid.uuid4().hex[:16]}")
     config = Config(nats_url=server.url, pg_dsn=dsn, backdate_days=0)
     clock = Clock(at(1, "09:00"))
@@ -66,7 +64,7 @@ async def city(pg_server, tmp_path_factory):
             host = ServiceHost(spec(), config, clock=clock)
             await host.start()
             stack.push_async_callback(stop, host)
-        nc = await nats.connect(server.url)
+        nc = await connect(server.url)
         stack.push_async_callback(nc.close)
         db = await asyncpg.connect(dsn)
         stack.push_async_callback(db.close)

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
+import nats
+
+from shared.embedded import EmbeddedNats
 from shared.identity import Identity
 from shared.subjects import command_subject, query_subject
 
@@ -19,6 +23,20 @@ NANGONG = "changning.chengjiaqiao.nangong"
 BEIXIN = "changning.chengjiaqiao.beixin"
 #: A community of the next street.
 JINXIU = "changning.xinjing.jinxiu"
+
+
+async def connect(url: str):
+    """A test's connection from inside CORDON, where a client's ``Nats-Request-Info`` reaches the
+    services as it was sent (across the CITY import the server overwrites it). On a server with
+    authentication, connect with the operator's credentials here."""
+    return await nats.connect(url)
+
+
+async def start_nats(folder: Path) -> EmbeddedNats:
+    """A NATS of a test module's own (for a city built once per module)."""
+    server = EmbeddedNats(folder)
+    await server.start()
+    return server
 
 
 def request_info(identity: Identity) -> dict[str, str]:

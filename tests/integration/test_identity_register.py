@@ -11,7 +11,6 @@ import binascii
 import contextlib
 
 import asyncpg
-import nats
 import pytest
 
 from services.audit.app import spec as audit_spec
@@ -21,7 +20,7 @@ from shared.contracts.registry import ACCESS_COMMUNITY
 from shared.identity import Identity
 from shared.subjects import STREAM
 from tests.support.cordon import eventually, running
-from tests.support.identities import NANGONG, As, forbidden
+from tests.support.identities import As, NANGONG, connect, forbidden
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +41,7 @@ async def cordon(nats_url, pg_dsn):
     async with contextlib.AsyncExitStack() as stack:
         for spec in (registry_spec, views_spec, audit_spec):
             await stack.enter_async_context(running(spec(), nats_url, pg_dsn))
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         stack.push_async_callback(nc.close)
         db = await asyncpg.connect(pg_dsn)
         stack.push_async_callback(db.close)
