@@ -16,6 +16,10 @@ so if that connection dies (and the lock with it) nothing more of its can commit
 on the lock. Whoever takes the lead first rewinds the durable consumer to its ack floor, so what
 the previous holder left unacknowledged comes again first, in stream order, rather than after
 ``ack_wait`` behind newer messages (the inbox drops what had been applied).
+
+The leader rewinds the same way after its NATS connection came back: a message on its way when
+the connection (or NATS) went down is unacknowledged on the server and would come back only after
+``ack_wait``, behind the stream's next ones; and the pull requests the server held are gone.
 """
 from __future__ import annotations
 
@@ -82,6 +86,7 @@ class Consumer:
         self.retry_delay = retry_delay
         self._task: asyncio.Task | None = None
         self._puller: Puller | None = None
+        self._reconnects = 0
         #: The connection that holds the lead (an advisory lock) and commits every batch.
         self._conn: asyncpg.Connection | None = None
         #: Waiting for the lead while another instance pulls (health shows it).
@@ -121,9 +126,25 @@ class Consumer:
             await asyncio.sleep(self.standby_poll)
         self.standby = False
         await self._rewind()
+        await self._pull()
+        log.info("consumer.leading", consumer=self.name)
+
+    async def _pull(self) -> None:
+        """Start pulling, noting the NATS connection it was asked on."""
+        self._reconnects = self.nc.stats["reconnects"]
         self._puller = Puller(self.nc, self.name, batch=self.batch)
         await self._puller.start()
-        log.info("consumer.leading", consumer=self.name)
+
+    def _reconnected(self) -> bool:
+        """True if the NATS connection came back since the puller started."""
+        return self._puller is not None and self.nc.stats["reconnects"] != self._reconnects
+
+    async def _follow_again(self) -> None:
+        """After a reconnection: what is unacknowledged comes again first, on a new pull."""
+        await self._drop_puller()
+        await self._rewind()
+        await self._pull()
+        log.info("consumer.resumed", consumer=self.name)
 
     async def _drop_puller(self) -> None:
         if self._puller is not None:
@@ -184,6 +205,9 @@ class Consumer:
                 if self._conn is None:
                     held = msgs = []  # a new lead rewinds to the ack floor: they come again
                     await self._lead()
+                elif self._reconnected() or self._puller is None:
+                    held = msgs = []  # so does a leader whose NATS connection came back
+                    await self._follow_again()
                 if not msgs:
                     msgs = await self._puller.next_batch(timeout=1.0)
                 if msgs:
@@ -200,11 +224,20 @@ class Consumer:
                 held = msgs
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("consumer.retry", consumer=self.name, error=self.last_error, held=len(held))
-                if self._conn is None or self._conn.is_closed() or isinstance(exc, store.TRANSIENT):
+                if self._lost() or isinstance(exc, store.TRANSIENT):
                     await self._step_down()  # the lock may be gone with the connection: lead again
                 await asyncio.sleep(backoff)
                 await self._still_working(held)
                 backoff = min(backoff * 2, 5.0)
+
+    def _lost(self) -> bool:
+        """True if the lead connection is gone. When the server ends a pooled connection (a
+        restart), asyncpg hands it back to the pool at once and every call on our handle to it
+        raises, ``is_closed()`` too: raised here, that ended the consumer's task for good."""
+        try:
+            return self._conn is None or self._conn.is_closed()
+        except asyncpg.InterfaceError:  # released back to the pool: closed under us
+            return True
 
     async def _still_working(self, msgs: list[Msg]) -> None:
         """Reset the ack timer of a held batch, so JetStream does not redeliver it meanwhile."""
@@ -218,8 +251,7 @@ class Consumer:
         await asyncio.sleep(delay)
         try:
             await self._ensure_consumer()
-            self._puller = Puller(self.nc, self.name, batch=self.batch)
-            await self._puller.start()
+            await self._pull()
         except Exception as exc:
             log.warning("consumer.recreate_failed", consumer=self.name, error=str(exc))
             await self._step_down()

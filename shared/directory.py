@@ -17,7 +17,7 @@ from shared.contracts.registry import (
     ResidentRegistered,
 )
 from shared.envelope import Event, RawEnvelope
-from shared.service import ConsumerSpec
+from shared.service import ConsumerSpec, LocalCopy
 from shared.subjects import event_filters
 
 EVENTS = ("CompoundRegistered", "HouseholdRegistered", "ResidentRegistered", "ResidentMovedOut")
@@ -54,6 +54,7 @@ def consumer(schema: str) -> ConsumerSpec:
         name=f"{schema}-directory",
         subjects=event_filters("registry", *EVENTS),
         handle=build,
+        copy=COPY,
     )
 
 
@@ -80,6 +81,14 @@ async def apply(conn: asyncpg.Connection, schema: str, event: Event) -> None:
         case ResidentMovedOut():
             await conn.execute(
                 f"UPDATE {schema}.dir_residents SET moved_out = true WHERE resident = $1", event.resident)
+
+
+async def _apply_envelope(conn: asyncpg.Connection, schema: str, raw: RawEnvelope, event: Event) -> None:
+    await apply(conn, schema, event)
+
+
+#: The directory as ``cordon reconcile`` checks it (see :class:`shared.service.LocalCopy`).
+COPY = LocalCopy(tables=("dir_compounds", "dir_households", "dir_residents"), ddl=ddl, apply=_apply_envelope)
 
 
 # -- reads: every service reads its copy through these, inside its own transactions ----------

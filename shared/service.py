@@ -34,11 +34,32 @@ log = logging.get("service")
 
 
 
+#: apply(conn, schema, envelope, event): one event's effect on the copy's tables in ``schema``.
+CopyApply = Callable[[asyncpg.Connection, str, env.RawEnvelope, env.Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class LocalCopy:
+    """What a durable consumer keeps as a copy of another service's facts, declared so that
+    ``cordon reconcile`` can check it: it creates ``tables`` with ``ddl(schema)`` in a scratch
+    schema, replays there, through the same ``apply``, exactly the events the consumer's inbox says
+    it applied, and compares the tables with the live ones row for row (see
+    :mod:`services.ops.effects`). The consumer's handler must write these tables only through
+    ``apply`` (with its service's schema), and nothing else may write them.
+    """
+
+    tables: tuple[str, ...]
+    ddl: Callable[[str], str]
+    apply: CopyApply
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     name: str
     subjects: list[str]
     handle: Callable[["ServiceHost"], Handle]
+    #: the local copy this consumer keeps, when it keeps one (checked by ``cordon reconcile``)
+    copy: LocalCopy | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,7 @@ class ServiceSpec:
     #: ``identity`` is who asks (None: from inside CORDON), already allowed the query and the
     #: community or scope its payload names (shared.access.check_query); a query that names no
     #: place (a resident, a volunteer) narrows its answer to what the identity reads
-    queries: dict[str, Callable[["ServiceHost", bytes], Awaitable[dict]]] = field(default_factory=dict)
+    queries: dict[str, Callable[["ServiceHost", bytes, Any], Awaitable[dict]]] = field(default_factory=dict)
     #: long-running tasks (e.g. a scheduler): async (host) -> None, cancelled at stop
     background: list[Callable[["ServiceHost"], Awaitable[None]]] = field(default_factory=list)
     #: (host) -> a follower of the stream, run by the host and shown on health with the consumers

@@ -21,6 +21,11 @@ single node's power loss: JetStream then gives the next messages the lost sequen
 created anew. Followed from the stored position, those next messages would be skipped. So before
 following, the tail lowers the stored position to the stream's last sequence (``rewind(seen, to)``);
 what it then meets again is dropped by the follower's own inbox (by event id).
+
+A tail given ``until`` applies nothing beyond that stream sequence and returns from ``run`` once it
+has applied everything up to it (or up to the stream's end, if that comes first): a copy built to
+exactly the position another one holds (``cordon reconcile``'s shadow of the views). Such a tail
+does not retry: its first error is raised to the caller.
 """
 from __future__ import annotations
 
@@ -109,7 +114,8 @@ class _Flow:
 
 class Tail:
     def __init__(self, nc: Client, *, name: str, position: Callable[[], Awaitable[int]], prepare: Prepare,
-                 apply: Apply, rewind: Rewind, batch_max: int = 2000, subject: str = f"{EVENTS_ROOT}.>"):
+                 apply: Apply, rewind: Rewind, batch_max: int = 2000, subject: str = f"{EVENTS_ROOT}.>",
+                 until: int | None = None):
         self.nc = nc
         self.js = nc.jetstream()
         self.name = name
@@ -119,6 +125,8 @@ class Tail:
         self.rewind = rewind
         self.batch_max = batch_max
         self.subject = subject
+        #: Stop after this stream sequence (None: follow forever).
+        self.until = until
         #: The last stream sequence applied, as far as this tail knows (None before the first read).
         self.hwm: int | None = None
         #: Messages left in the stream after the last one received (0: caught up, as of then).
@@ -131,19 +139,25 @@ class Tail:
         self._stream_created = None
 
     async def run(self) -> None:
-        """Follow forever (cancel to stop); errors are logged and the tail resumes from PostgreSQL."""
+        """Follow forever (cancel to stop), or up to ``until``; errors are logged and the tail
+        resumes from PostgreSQL (with ``until``, raised)."""
         backoff = 0.1
         while True:
             batches = self.batches
             try:
                 self.hwm = await self._start()
+                if self.until is not None and (self.hwm >= self.until or await self.head() <= self.hwm):
+                    return  # nothing to apply up to ``until``
                 await self._follow(self.hwm)
+                return  # only a tail with ``until`` gets here, at it
             except asyncio.CancelledError:
                 raise
             except Reposition as r:
                 log.info("tail.reposition", tail=self.name, position=r.position)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                if self.until is not None:
+                    raise
                 log.warning("tail.retry", tail=self.name, error=self.last_error)
                 backoff = 0.1 if self.batches > batches else min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
@@ -211,11 +225,22 @@ class Tail:
                     waiting.cancel()
                 batch = buffer[:self.batch_max]
                 del buffer[:self.batch_max]
-                prepared = self.prepare(batch)  # while the previous batch commits
-                if committing is not None:
-                    await committing  # batches commit in stream order, one at a time
-                behind = batch[-1][1] + len(buffer)
-                committing = asyncio.create_task(self._commit(prepared, behind))
+                # At ``until``, or at the end of the stream (nothing up to it can come any more)
+                reached = self.until is not None and (batch[-1][0] >= self.until or
+                                                      (batch[-1][1] == 0 and not buffer))
+                if self.until is not None:
+                    batch = [m for m in batch if m[0] <= self.until]
+                if batch:
+                    prepared = self.prepare(batch)  # while the previous batch commits
+                    if committing is not None:
+                        await committing  # batches commit in stream order, one at a time
+                    behind = batch[-1][1] + len(buffer)
+                    committing = asyncio.create_task(self._commit(prepared, behind))
+                if reached:
+                    if committing is not None:
+                        committing, last = None, committing
+                        await last
+                    return
                 while flow.credit + len(buffer) < 2 * self.batch_max:  # keep the server streaming
                     await self.nc.publish(request, pull, reply=inbox)
                     flow.credit += self.batch_max

@@ -27,14 +27,19 @@ from shared.contracts.quarantine import (
     SealLifted,
 )
 from shared.envelope import Event, RawEnvelope
-from shared.service import ConsumerSpec
+from shared.service import ConsumerSpec, LocalCopy
 from shared.subjects import event_filters
 
 EVENTS = ("CaseOpened", "CaseTransferred", "CaseReleased", "CaseClosed", "AreaSealed", "SealLifted")
 COMPOUND = ""  # the building key of a whole-compound seal
+SCHEMA = "checkpoint"
 
-DDL = """
-CREATE TABLE IF NOT EXISTS checkpoint.q_cases (
+
+def ddl(schema: str) -> str:
+    """The copy's tables in ``schema`` (the checkpoint's own; ``cordon reconcile`` replays into a
+    scratch schema)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {schema}.q_cases (
     case_id    text PRIMARY KEY,
     resident   text NOT NULL,
     household  text,
@@ -43,16 +48,19 @@ CREATE TABLE IF NOT EXISTS checkpoint.q_cases (
     status     text NOT NULL CHECK (status IN ('quarantine', 'monitoring', 'closed')),
     at_home    boolean NOT NULL,
     updated_at timestamptz NOT NULL);
-CREATE INDEX IF NOT EXISTS q_cases_resident ON checkpoint.q_cases (resident) WHERE status = 'quarantine';
-CREATE INDEX IF NOT EXISTS q_cases_household ON checkpoint.q_cases (household)
+CREATE INDEX IF NOT EXISTS q_cases_resident ON {schema}.q_cases (resident) WHERE status = 'quarantine';
+CREATE INDEX IF NOT EXISTS q_cases_household ON {schema}.q_cases (household)
     WHERE status = 'quarantine' AND at_home;
-CREATE TABLE IF NOT EXISTS checkpoint.sealed_areas (
+CREATE TABLE IF NOT EXISTS {schema}.sealed_areas (
     community text NOT NULL,
     compound  text NOT NULL,
     building  text NOT NULL,
     sealed_at timestamptz NOT NULL,
     PRIMARY KEY (community, compound, building));
 """
+
+
+DDL = ddl(SCHEMA)
 
 
 def consumer() -> ConsumerSpec:
@@ -66,44 +74,54 @@ def consumer() -> ConsumerSpec:
         return handle
 
     return ConsumerSpec(name="checkpoint-quarantine",
-                        subjects=event_filters("quarantine", *EVENTS), handle=build)
+                        subjects=event_filters("quarantine", *EVENTS), handle=build, copy=COPY)
 
 
 _UPSERT = """
-INSERT INTO checkpoint.q_cases (case_id, resident, household, community, kind, status, at_home, updated_at)
+INSERT INTO {schema}.q_cases (case_id, resident, household, community, kind, status, at_home, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (case_id) DO UPDATE SET status = EXCLUDED.status, at_home = EXCLUDED.at_home,
     household = coalesce(EXCLUDED.household, q_cases.household), updated_at = EXCLUDED.updated_at
 """
 
 
-async def apply(conn: asyncpg.Connection, event: Event) -> None:
-    """Apply one quarantine event (idempotent; the consumer's inbox makes it exactly-once)."""
+async def apply(conn: asyncpg.Connection, event: Event, schema: str = SCHEMA) -> None:
+    """Apply one quarantine event to the copy in ``schema`` (idempotent; the consumer's inbox
+    makes it exactly-once)."""
+    upsert = _UPSERT.format(schema=schema)
     match event:
         case CaseOpened():
             status = "monitoring" if event.kind == "monitoring" else "quarantine"
-            await conn.execute(_UPSERT, event.case, event.resident, event.household, event.community,
+            await conn.execute(upsert, event.case, event.resident, event.household, event.community,
                                event.kind, status, event.kind == "home", event.opened_at)
         case CaseTransferred():
-            await conn.execute(_UPSERT, event.case, event.resident, event.household, event.community,
+            await conn.execute(upsert, event.case, event.resident, event.household, event.community,
                                "transferred", "quarantine", False, event.transferred_at)
         case CaseReleased():
-            await _end(conn, event, "monitoring", event.released_at)
+            await _end(conn, schema, event, "monitoring", event.released_at)
         case CaseClosed():
-            await _end(conn, event, "closed", event.closed_at)
+            await _end(conn, schema, event, "closed", event.closed_at)
         case AreaSealed():
             await conn.execute(
-                "INSERT INTO checkpoint.sealed_areas VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                f"INSERT INTO {schema}.sealed_areas VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 event.community, event.compound, event.building or COMPOUND, event.sealed_at)
         case SealLifted():
             await conn.execute(
-                "DELETE FROM checkpoint.sealed_areas WHERE community = $1 AND compound = $2 AND building = $3",
+                f"DELETE FROM {schema}.sealed_areas WHERE community = $1 AND compound = $2 AND building = $3",
                 event.community, event.compound, event.building or COMPOUND)
 
 
-async def _end(conn, event: CaseReleased | CaseClosed, status: str, at) -> None:
+async def _end(conn, schema: str, event: CaseReleased | CaseClosed, status: str, at) -> None:
     # An update keeps the kind; a case we never saw opened is recorded anyway, not blocking.
     await conn.execute(
-        """INSERT INTO checkpoint.q_cases VALUES ($1, $2, $3, $4, 'unknown', $5, false, $6)
-           ON CONFLICT (case_id) DO UPDATE SET status = $5, at_home = false, updated_at = $6""",
+        f"""INSERT INTO {schema}.q_cases VALUES ($1, $2, $3, $4, 'unknown', $5, false, $6)
+            ON CONFLICT (case_id) DO UPDATE SET status = $5, at_home = false, updated_at = $6""",
         event.case, event.resident, event.household, event.community, status, at)
+
+
+async def _apply_envelope(conn: asyncpg.Connection, schema: str, raw: RawEnvelope, event: Event) -> None:
+    await apply(conn, event, schema)
+
+
+#: The copy as ``cordon reconcile`` checks it (see :class:`shared.service.LocalCopy`).
+COPY = LocalCopy(tables=("q_cases", "sealed_areas"), ddl=ddl, apply=_apply_envelope)

@@ -50,7 +50,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--duration", type=_positive(float), required=True, help="seconds")
     load.add_argument("--seed", type=int, default=7)
     load.add_argument("--mix", default=None, help="kind=weight,... of passage, resident, visitor, arrival, "
-                                                  "request, masks, household (default passage=80,...)")
+                                                  "request, masks, household; case, checkin, sample (quarantine) "
+                                                  "(default passage=80,...)")
     load.add_argument("--households", type=_positive(int), default=1000, help="households of the set-up compound")
     load.add_argument("--run-id", default=None, help="reuse a run's command ids (replays its replies)")
     load.add_argument("--data-dir", default=None, help="where embedded servers keep data (default: temporary)")

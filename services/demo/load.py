@@ -14,7 +14,17 @@ used (:mod:`services.demo.client`).
 Kinds (``--mix kind=weight,...``): ``passage`` (a resident shows a pass at a gate), ``resident``
 (named resident and pass), ``visitor`` (refused under closed management), ``arrival`` (a class-B
 arrival, cleared on registration), ``request`` (a food request), ``masks`` (a mask reservation,
-one per household and week up to the limit), ``household`` (a new household registered).
+one per household and week up to the limit), ``household`` (a new household registered). Off by
+default, the quarantine service's: ``case`` (home quarantine opened for a resident, refused
+``case_open`` when one is open), ``checkin`` (a check-in of a case the set-up opened), ``sample``
+(a sample taken in the set-up's screening round, refused ``already_sampled`` the second time),
+``seal`` (the compound or its first building sealed or the seal lifted, at random: refused
+``already_sealed`` or ``not_sealed`` when it is so already; each change starts or stops every
+household's daily food there); with any of them the set-up schedules a screening round for the
+day and opens a few cases.
+
+A caller that needs each command and its reply (the fault suite re-sends those whose reply was
+lost) gives :func:`drive` an ``on_reply``.
 """
 from __future__ import annotations
 
@@ -25,6 +35,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 from datetime import datetime, timedelta, timezone
 
 from services.demo.client import Api, Call, cmd
@@ -33,6 +44,11 @@ from services.demo.street import People, seed_tag
 COMMUNITY = "changning.chengjiaqiao.load"
 CST = timezone(timedelta(hours=8))
 DEFAULT_MIX = {"passage": 80, "resident": 5, "visitor": 2, "arrival": 5, "request": 4, "masks": 3, "household": 1}
+#: The quarantine service's kinds: not in the default mix (whose figures the benchmarks compare).
+QUARANTINE_KINDS = ("case", "checkin", "sample", "seal")
+KINDS = (*DEFAULT_MIX, *QUARANTINE_KINDS)
+#: Cases the set-up opens (check-ins go to them) when the mix has a quarantine kind.
+SETUP_CASES = 10
 MAX_IN_FLIGHT = 20_000  # beyond this the generator counts a command as dropped instead of sending it
 
 
@@ -43,8 +59,8 @@ def parse_mix(text: str | None) -> dict[str, int]:
     mix: dict[str, int] = {}
     for part in text.split(","):
         kind, _, weight = part.strip().partition("=")
-        if kind not in DEFAULT_MIX:
-            raise ValueError(f"unknown kind {kind!r} in --mix; kinds: {', '.join(DEFAULT_MIX)}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r} in --mix; kinds: {', '.join(KINDS)}")
         try:
             mix[kind] = int(weight or "1")
         except ValueError:
@@ -73,6 +89,8 @@ class Site:
     households: list[str]
     residents: dict[str, str]  # resident -> household
     passes: dict[str, str] = field(default_factory=dict)  # household -> printed number
+    screening: str | None = None  # the day's screening round (quarantine kinds only)
+    cases: list[str] = field(default_factory=list)  # cases open for check-ins (quarantine kinds only)
 
 
 def site_for(seed: int, households: int) -> Site:
@@ -81,8 +99,9 @@ def site_for(seed: int, households: int) -> Site:
     return Site(compound, ["g1", "g2"], hs, {f"{h}-r{j}": h for h in hs for j in (1, 2)})
 
 
-async def setup(api: Api, site: Site, seed: int, say=lambda line: None) -> None:
-    """Create (or replay) the set-up data; fills ``site.passes``."""
+async def setup(api: Api, site: Site, seed: int, say=lambda line: None, quarantine: bool = False) -> None:
+    """Create (or replay) the set-up data; fills ``site.passes`` (and, with ``quarantine``, the
+    day's screening round and a few open cases: ``site.screening``, ``site.cases``)."""
     people = People(random.Random(seed * 7919 + len(site.households)))  # ID numbers of its own per set-up
     eve = datetime(2020, 2, 16, 20, 0, tzinfo=CST).isoformat()
     office = "staff:load-office"
@@ -119,8 +138,36 @@ async def setup(api: Api, site: Site, seed: int, say=lambda line: None) -> None:
     if not issued.get("ok"):
         raise RuntimeError(f"set-up issue_passes: {issued.get('error')}")
     site.passes = {p["household"]: p["number"] for p in issued["passes"]}
+    if quarantine:
+        await _setup_quarantine(api, site, office)
     say(f"set-up: {len(site.households):,} households, {len(site.residents):,} residents, "
         f"{len(site.passes):,} passes in {COMMUNITY}")
+
+
+async def _setup_quarantine(api: Api, site: Site, office: str) -> None:
+    """Today's screening round and ``SETUP_CASES`` home-quarantine cases. They are about today, so
+    their ids carry the day: a set-up replayed tomorrow creates tomorrow's (the same id with
+    another body would be refused ``conflict``)."""
+    now = datetime.now(CST)
+    day = now.date().isoformat()
+    tag = f"{site.compound}-{now:%Y%m%d}"
+    site.screening = f"{tag}-screening"
+    residents = [f"{h}-r1" for h in site.households[:SETUP_CASES]]
+    site.cases = [f"{tag}-case-{i + 1}" for i in range(len(residents))]
+
+    def c(command: str, key: str, /, **body) -> Call:
+        return cmd("quarantine", command, command_id=f"load-setup:{command}:{key}", actor=office,
+                   occurred_at=now.isoformat(), **body)
+
+    replies = await api.many([
+        c("schedule_screening", site.screening, community=COMMUNITY, compound=site.compound, on=day,
+          screening=site.screening, slots=[{"label": "all day", "from": "00:00", "to": "23:59"}]),
+        *(c("open_case", case, community=COMMUNITY, resident=r, kind="home", reason="close_contact",
+            starts_on=day, case=case) for case, r in zip(site.cases, residents)),
+    ])
+    bad = [r for r in replies if not r.get("ok")]
+    if bad:
+        raise RuntimeError(f"set-up of quarantine: {len(bad)} refused, e.g. {bad[0]}")
 
 
 class Generator:
@@ -181,6 +228,25 @@ class Generator:
         return cmd("registry", "register_household", **common, community=COMMUNITY, compound=self.site.compound,
                    building="b01", address=f"加建 {self.n}")
 
+    def _case(self, common: dict) -> Call:
+        day = datetime.fromisoformat(common["occurred_at"]).date()
+        return cmd("quarantine", "open_case", **common, community=COMMUNITY, resident=self.rng.choice(self.residents),
+                   kind="home", reason="close_contact", starts_on=day.isoformat(), case=f"lc-{self.run}-{self.n}")
+
+    def _checkin(self, common: dict) -> Call:
+        day = datetime.fromisoformat(common["occurred_at"]).date()
+        return cmd("quarantine", "record_checkin", **common, case=self.rng.choice(self.site.cases),
+                   on=day.isoformat(), temperature_c=round(self.rng.uniform(36.0, 37.0), 1))
+
+    def _seal(self, common: dict) -> Call:
+        where = self.rng.choice(({}, {"building": "b01"}))  # one stream: the compound's seals
+        return cmd("quarantine", self.rng.choice(("seal", "lift_seal")), **common, community=COMMUNITY,
+                   compound=self.site.compound, **where)
+
+    def _sample(self, common: dict) -> Call:
+        return cmd("quarantine", "record_sample", **common, screening=self.site.screening,
+                   resident=self.rng.choice(self.residents))
+
 
 @dataclass
 class Stats:
@@ -223,9 +289,15 @@ class Stats:
         }
 
 
+#: on_reply(kind, call, reply): each command as its reply comes; ``reply`` None when none came (a
+#: timeout, no responders, NATS away).
+OnReply = Callable[[str, Call, "dict | None"], None]
+
+
 async def drive(api: Api, gen: Generator, rate: float, duration: float, timeout: float = 10.0,
-                tick: float = 0.005) -> Stats:
-    """Send ``rate`` commands a second for ``duration`` seconds, open loop; wait for the replies."""
+                tick: float = 0.005, on_reply: OnReply | None = None) -> Stats:
+    """Send ``rate`` commands a second for ``duration`` seconds, open loop; wait for the replies.
+    Each is sent once: a lost reply is only counted (and handed to ``on_reply``)."""
     stats = Stats()
     pending: set[asyncio.Task] = set()
     loop = asyncio.get_running_loop()
@@ -237,9 +309,13 @@ async def drive(api: Api, gen: Generator, rate: float, duration: float, timeout:
         payload = json.dumps(call.body, ensure_ascii=False).encode()
         try:
             msg = await api.nc.request(call.subject, payload, timeout=timeout)
-            stats.record(kind, loop.time() - due, json.loads(msg.data))
+            reply = json.loads(msg.data)
+            stats.record(kind, loop.time() - due, reply)
         except Exception as exc:  # a timeout or no responders: an error of this kind
+            reply = None
             stats.record(kind, loop.time() - due, None, type(exc).__name__)
+        if on_reply is not None:
+            on_reply(kind, call, reply)
 
     for i in range(total):
         due = start + i / rate
@@ -281,10 +357,11 @@ async def run_load(url: str, *, rate: float, duration: float, seed: int = 7, mix
     """Set up (or reuse) the data, then measure; the summary dict (also the last JSON line)."""
     api = await Api.connect(url, in_flight=256)
     try:
+        mix = mix or dict(DEFAULT_MIX)
         site = site_for(seed, households)
-        await setup(api, site, seed, say)
+        await setup(api, site, seed, say, quarantine=any(mix.get(k) for k in QUARANTINE_KINDS))
         run = run or format(int(time.time() * 1000) % 0xFFFFFFFF, "x")
-        gen = Generator(site, mix or dict(DEFAULT_MIX), seed, run)
+        gen = Generator(site, mix, seed, run)
         stats = await drive(api, gen, rate, duration)
         return stats.summary(rate, duration, seed, run)
     finally:

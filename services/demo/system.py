@@ -37,8 +37,9 @@ def service_argv(name: str) -> list[str]:
     return [sys.executable, "-c", _BOOT, name]
 
 
-async def _spawn(name: str, env: dict[str, str], log_dir: Path) -> asyncio.subprocess.Process:
-    out = open(log_dir / f"{name}.log", "ab")
+async def _spawn(name: str, env: dict[str, str], log_dir: Path,
+                 log_name: str | None = None) -> asyncio.subprocess.Process:
+    out = open(log_dir / f"{log_name or name}.log", "ab")
     try:
         return await asyncio.create_subprocess_exec(
             *service_argv(name), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,

@@ -33,7 +33,7 @@ from shared.contracts.quarantine import (
     CaseTransferred,
     SealLifted,
 )
-from shared.service import ConsumerSpec, ReactionSpec
+from shared.service import ConsumerSpec, LocalCopy, ReactionSpec
 from shared.subjects import event_filters
 
 log = logging.get("logistics.reactions")
@@ -128,13 +128,23 @@ def seal_consumer() -> ConsumerSpec:
                          event_id=raw.event_id, error=reply["error"]["message"])
             # The area's row last: until this transaction writes, it holds back no relay (they
             # publish below the oldest open transaction) while the commands above are decided.
-            if isinstance(event, AreaSealed):
-                await conn.execute(tables.SEAL_AREA, event.community, seal_cause(event), event.compound,
-                                   event.building, raw.event_id, raw.occurred_at, raw.correlation_id)
-            else:
-                await conn.execute(tables.LIFT_AREA, event.community, seal_cause(event))
+            await record_area(conn, tables.SCHEMA, raw, event)
 
         return handle
 
-    return ConsumerSpec(name="logistics-seals",
-                        subjects=event_filters("quarantine", *SEAL_EVENTS), handle=build)
+    return ConsumerSpec(name="logistics-seals", subjects=event_filters("quarantine", *SEAL_EVENTS),
+                        handle=build, copy=SEALED_AREAS)
+
+
+async def record_area(conn: asyncpg.Connection, schema: str, raw: env.RawEnvelope, event: env.Event) -> None:
+    """The seal consumer's copy: the area under seal now (``{schema}.sealed_areas``), or no longer."""
+    if isinstance(event, AreaSealed):
+        await conn.execute(tables.SEAL_AREA.format(schema=schema), event.community, seal_cause(event),
+                           event.compound, event.building, raw.event_id, raw.occurred_at, raw.correlation_id)
+    elif isinstance(event, SealLifted):
+        await conn.execute(tables.LIFT_AREA.format(schema=schema), event.community, seal_cause(event))
+
+
+#: The seal consumer's copy as ``cordon reconcile`` checks it (its commands are the service's own
+#: record, checked there; see :class:`shared.service.LocalCopy`).
+SEALED_AREAS = LocalCopy(tables=("sealed_areas",), ddl=tables.sealed_areas_ddl, apply=record_area)

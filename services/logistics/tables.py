@@ -15,6 +15,23 @@ from shared import directory
 
 SCHEMA = "logistics"
 
+
+
+def sealed_areas_ddl(schema: str) -> str:
+    """The seal consumer's copy of the areas under seal, in ``schema`` (``cordon reconcile``
+    replays it into a scratch schema)."""
+    return f"""-- Areas under seal now: a household the directory learns of only after the seal still gets fed.
+CREATE TABLE IF NOT EXISTS {schema}.sealed_areas (
+    community       text NOT NULL,
+    cause           text NOT NULL,
+    compound        text NOT NULL,
+    building        text,
+    event_id        text NOT NULL,
+    occurred_at     timestamptz NOT NULL,
+    correlation_id  text NOT NULL,
+    PRIMARY KEY (community, cause));"""
+
+
 DDL = directory.ddl(SCHEMA) + """
 CREATE TABLE IF NOT EXISTS logistics.stock (
     community   text NOT NULL,
@@ -56,16 +73,7 @@ CREATE TABLE IF NOT EXISTS logistics.plans (
     priority           integer NOT NULL,
     last_requested_on  date);
 CREATE INDEX IF NOT EXISTS plans_active ON logistics.plans (priority DESC, household) WHERE active;
--- Areas under seal now: a household the directory learns of only after the seal still gets fed.
-CREATE TABLE IF NOT EXISTS logistics.sealed_areas (
-    community       text NOT NULL,
-    cause           text NOT NULL,
-    compound        text NOT NULL,
-    building        text,
-    event_id        text NOT NULL,
-    occurred_at     timestamptz NOT NULL,
-    correlation_id  text NOT NULL,
-    PRIMARY KEY (community, cause));
+""" + sealed_areas_ddl(SCHEMA) + """
 CREATE TABLE IF NOT EXISTS logistics.welfare_checks (
     household        text PRIMARY KEY,
     community        text NOT NULL,
@@ -116,10 +124,11 @@ SELECT household FROM logistics.plans
 WHERE active AND (last_requested_on IS NULL OR last_requested_on < $1)
 ORDER BY priority DESC, household"""
 
+#: The seal consumer's two writes of ``{schema}.sealed_areas`` (format the schema in).
 SEAL_AREA = """
-INSERT INTO logistics.sealed_areas VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO {schema}.sealed_areas VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (community, cause) DO NOTHING"""
-LIFT_AREA = "DELETE FROM logistics.sealed_areas WHERE community = $1 AND cause = $2"
+LIFT_AREA = "DELETE FROM {schema}.sealed_areas WHERE community = $1 AND cause = $2"
 
 #: Households of sealed areas that have no daily supply for that seal yet.
 UNFED_IN_SEALED = """

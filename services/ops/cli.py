@@ -4,7 +4,7 @@ by ``add_commands``.
     cordon dead-letters list [--service S] [--consumer C] [--json]
     cordon dead-letters replay ID... | --all [--service S] [--consumer C] [--timeout SECONDS]
     cordon republish --service S --since WHEN [--until WHEN] [--dry-run] [--batch N]
-    cordon reconcile [--service S]...
+    cordon reconcile [--service S | --service views]...
 
 ``list`` reads PostgreSQL (``CORDON_PG_DSN``). ``replay`` asks the running service that owns the
 consumer (``cordon.sys.<service>.replay``, over ``CORDON_NATS_URL``): its handlers and runtime apply
@@ -54,9 +54,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rb.add_argument("--dry-run", action="store_true", help="count the events, publish nothing")
     rb.add_argument("--batch", type=int, default=1000, help="events per round of PubAcks")
     rb.set_defaults(run=run_republish)
-    rc = sub.add_parser("reconcile", help="compare each service's record with the stream (and the audit log "
-                                          "with the stream); print every difference, exit 0 only if none")
-    rc.add_argument("--service", action="append", help="only this service (repeatable)")
+    rc = sub.add_parser("reconcile", help="compare each service's record with the stream, the audit log with "
+                                          "the stream, and each consumer's effects (local copies, the views) "
+                                          "with a replay; print every difference, exit 0 only if none")
+    rc.add_argument("--service", action="append", help="only this service, or views (repeatable)")
     rc.set_defaults(run=run_reconcile)
 
 
@@ -305,33 +306,42 @@ def _progress(err):
 
 
 def run_reconcile(args: argparse.Namespace, config: Config) -> int:
-    from services.ops.reconcile import RECORDING
+    from services.ops.reconcile import CHECKED
 
     if not config.pg_dsn or not config.nats_url:
         return _fail("reconcile needs CORDON_PG_DSN and CORDON_NATS_URL")
-    unknown = set(args.service or ()) - set(RECORDING)
+    unknown = set(args.service or ()) - set(CHECKED)
     if unknown:
-        return _fail(f"--service must be one of {', '.join(RECORDING)}")
-    return asyncio.run(reconcile_all(config, tuple(args.service or RECORDING)))
+        return _fail(f"--service must be one of {', '.join(CHECKED)}")
+    return asyncio.run(reconcile_all(config, tuple(args.service or CHECKED)))
 
 
-async def reconcile_all(config: Config, services: tuple[str, ...], out=None) -> int:
+async def reconcile_all(config: Config, services: tuple[str, ...], out=None, err=None, progress=None) -> int:
+    """Reconcile ``services`` (see :mod:`services.ops.reconcile`), print the report on ``out`` and
+    progress on ``err``; 0 only if there is no difference."""
     import asyncpg
     import nats
 
+    from services.ops.effects import Rate
     from services.ops.reconcile import reconcile
 
-    out = out or sys.stdout
+    out, err = out or sys.stdout, err or sys.stderr
     conn, nc = await asyncpg.connect(config.pg_dsn), await nats.connect(config.nats_url)
+    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
     try:
-        report = await reconcile(conn, nc, services)
+        report = await reconcile(conn, nc, services, pool=pool, progress=progress or Rate(err))
     finally:
+        await pool.close()
         await nc.close()
         await conn.close()
     for name, n in report.checked.items():
         pending = f", {report.pending[name]} still in the outbox" if report.pending.get(name) else ""
         print(f"{name}: {n:,} events checked{pending}", file=out)
+    for line in report.effects:
+        print(line, file=out)
     for difference in report.differences:
         print(f"DIFFERENT {difference}", file=out)
+    for note in report.notes:
+        print(f"note: {note}", file=out)
     print(f"{len(report.differences)} difference{'s' if len(report.differences) != 1 else ''}", file=out)
     return 1 if report.differences else 0

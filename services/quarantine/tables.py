@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS quarantine.cases (
     missed          integer NOT NULL DEFAULT 0,
     last_missed_on  date
 );
+-- The day a case was taken to hospital, while it is there (added after the first release).
+ALTER TABLE quarantine.cases ADD COLUMN IF NOT EXISTS admitted_on date;
 -- Room on each page, so the daily counter updates stay HOT (no index churn).
 ALTER TABLE quarantine.cases SET (fillfactor = 70);
 CREATE UNIQUE INDEX IF NOT EXISTS cases_one_open_per_resident ON quarantine.cases (resident) WHERE open;
@@ -57,10 +59,10 @@ CREATE TABLE IF NOT EXISTS quarantine.sweeps (
 UPSERT_CASE = """
 INSERT INTO quarantine.cases (case_id, resident, community, household, compound, building, kind, reason,
     stage, open, starts_on, ends_on, due_from, opened_at, closed_on,
-    checkins, last_checkin_on, missed, last_missed_on)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    checkins, last_checkin_on, missed, last_missed_on, admitted_on)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
 ON CONFLICT (case_id) DO UPDATE SET
-    stage = EXCLUDED.stage, open = EXCLUDED.open, ends_on = EXCLUDED.ends_on,
+    stage = EXCLUDED.stage, admitted_on = EXCLUDED.admitted_on, open = EXCLUDED.open, ends_on = EXCLUDED.ends_on,
     due_from = EXCLUDED.due_from, closed_on = EXCLUDED.closed_on,
     checkins = quarantine.cases.checkins + EXCLUDED.checkins,
     last_checkin_on = GREATEST(quarantine.cases.last_checkin_on, EXCLUDED.last_checkin_on),
@@ -75,6 +77,7 @@ def case_row(case: Case, *, checkin_on: date | None = None, missed_on: date | No
         case.case, case.resident, case.community, case.household, case.compound, case.building,
         case.kind, case.reason, case.stage, not case.closed, case.starts_on, case.ends_on, case.due_from,
         case.opened_at, case.closed_on, 1 if checkin_on else 0, checkin_on, 1 if missed_on else 0, missed_on,
+        case.admitted_on,
     )
 
 
@@ -83,7 +86,7 @@ def case_row(case: Case, *, checkin_on: date | None = None, missed_on: date | No
 # their replay gives — a snapshot that costs one index look-up instead of a decode per event.
 CASES_BY_ID = """
 SELECT case_id, resident, community, household, compound, building, kind, reason, stage,
-       starts_on, ends_on, due_from, opened_at, closed_on
+       starts_on, ends_on, due_from, opened_at, closed_on, admitted_on
 FROM quarantine.cases WHERE case_id = ANY($1::text[])
 """
 
@@ -92,7 +95,7 @@ def case_of_row(row) -> Case:
     """The :class:`Case` a :data:`CASES_BY_ID` row stands for."""
     return Case(case=row[0], resident=row[1], community=row[2], household=row[3], compound=row[4],
                 building=row[5], kind=row[6], reason=row[7], stage=row[8], starts_on=row[9], ends_on=row[10],
-                due_from=row[11], opened_at=row[12], closed_on=row[13])
+                due_from=row[11], opened_at=row[12], closed_on=row[13], admitted_on=row[14])
 
 
 # The scheduler's bulk mark: counters only, so it commutes with UPSERT_CASE; every case in it

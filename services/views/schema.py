@@ -17,7 +17,7 @@ LOCK_CLASS = 0x56494557  # "VIEW": advisory lock namespace; the object id is the
 POINTER_DDL = """
 CREATE TABLE IF NOT EXISTS views.generations (
     generation  integer PRIMARY KEY,
-    state       text NOT NULL,           -- building | current | retired | dropped
+    state       text NOT NULL,           -- building | current | retired | dropped | shadow
     created_at  timestamptz NOT NULL DEFAULT now(),
     swapped_at  timestamptz
 );
@@ -93,11 +93,12 @@ async def current(conn: asyncpg.Connection) -> int:
     return await conn.fetchval("SELECT generation FROM views.current")
 
 
-async def create(conn: asyncpg.Connection) -> int:
-    """A new, empty generation to build beside the current one."""
+async def create(conn: asyncpg.Connection, state: str = "building") -> int:
+    """A new, empty generation to build beside the current one (``shadow``: built by `cordon
+    reconcile` to compare with the current one, never swapped in, always dropped)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", LOCK_CLASS)
-        return await _create(conn, "building")
+        return await _create(conn, state)
 
 
 async def _create(conn: asyncpg.Connection, state: str) -> int:

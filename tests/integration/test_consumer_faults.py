@@ -113,6 +113,68 @@ async def test_a_database_that_is_not_ready_parks_nothing(nats_url, pg_dsn, erro
     await pool.close()
 
 
+async def test_a_lead_connection_the_server_ended_while_idle_is_replaced_and_the_next_event_applied(nats_url, pg_dsn):
+    # Given a consumer that leads (its advisory lock on a pooled connection) and has applied an event
+    pool, failed = await probe_pool(pg_dsn), asyncio.Event()
+    nc = await nats.connect(nats_url)
+    await bus.ensure_stream(nc.jetstream())
+    consumer = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc,
+                        handle=failing(0, RuntimeError("unused"), failed))
+    await consumer.start()
+    try:
+        await publish(nats_url, registered())
+        await eventually(lambda: _has(pool, 1), what="the first event applied")
+        # When the server ends that connection while the consumer waits for messages (as a
+        # PostgreSQL restart does): asyncpg then hands the pooled connection back, and every call
+        # on the consumer's handle to it fails, is_closed() included
+        ended = await pool.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'")
+        assert ended == 1
+        await asyncio.sleep(0.3)
+        # And the stream's next event arrives
+        await publish(nats_url, moved_out(), version=2)
+        # Then the consumer leads again on another connection and applies it
+        await eventually(lambda: _has(pool, 2), timeout=10, what="the second event applied")
+    finally:
+        await consumer.stop()
+        await nc.close()
+    assert await applied(pool) == ["HouseholdRegistered", "ResidentMovedOut"]
+    await pool.close()
+
+
+async def test_after_nats_restarts_an_event_lost_on_its_way_takes_effect_before_the_streams_next(nats_server, pg_dsn):
+    # Given a consumer that never saw the first event of a stream, though JetStream delivered it
+    # (it was on its way when NATS went down: JetStream holds it unacknowledged until ack_wait)
+    pool, lost = await probe_pool(pg_dsn), asyncio.Event()
+
+    class LosesTheFirstBatch(Consumer):
+        async def _process(self, msgs):
+            if not lost.is_set():
+                lost.set()
+                return  # neither applied nor acknowledged
+            await super()._process(msgs)
+
+    nc = await bus.connect(nats_server.url, "test.consumer")
+    await bus.ensure_stream(nc.jetstream())
+    consumer = LosesTheFirstBatch(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc,
+                                  handle=failing(0, RuntimeError("unused"), asyncio.Event()))
+    await consumer.start()
+    try:
+        await publish(nats_server.url, registered())
+        await asyncio.wait_for(lost.wait(), 10)
+        # When NATS restarts, and the stream's next event arrives
+        await nats_server.stop()
+        await nats_server.start()
+        await publish(nats_server.url, moved_out(), version=2)
+        # Then the lost event takes effect first (it would come back only after ack_wait, 30 s,
+        # behind the next one, were the consumer to go on pulling as before)
+        await eventually(lambda: _has(pool, 2), timeout=45, what="both events applied")
+    finally:
+        await consumer.stop()
+        await nc.close()
+    assert await applied(pool) == ["HouseholdRegistered", "ResidentMovedOut"]
+    await pool.close()
+
+
 async def _has(pool, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM probe.applied") >= n
 

@@ -71,6 +71,31 @@ def test_the_generator_follows_the_mix_and_targets_the_set_up_data():
     assert seen == set(load.DEFAULT_MIX)
 
 
+def test_the_quarantine_kinds_are_off_by_default_and_target_the_set_up_round_and_cases():
+    assert not set(load.QUARANTINE_KINDS) & set(load.DEFAULT_MIX)
+    assert load.parse_mix("checkin=2,sample") == {"checkin": 2, "sample": 1}
+    s = site()
+    s.screening, s.cases = "round-1", ["case-1", "case-2"]
+    gen = load.Generator(s, {k: 1 for k in load.QUARANTINE_KINDS}, 3, "r")
+    drawn = [gen.next(NOW) for _ in range(300)]
+    assert {kind for kind, _ in drawn} == set(load.QUARANTINE_KINDS)
+    for kind, call in drawn:
+        body = call.body
+        if kind == "case":  # a fresh case id each time: a second case is refused case_open, never conflict
+            assert call.subject == "cordon.cmd.quarantine.open_case" and body["resident"] in s.residents
+            assert body["starts_on"] == NOW.date().isoformat() and body["case"].startswith("lc-r-")
+        elif kind == "seal":
+            assert call.subject in ("cordon.cmd.quarantine.seal", "cordon.cmd.quarantine.lift_seal")
+            assert body["compound"] == s.compound and body.get("building", "b01") == "b01"
+        elif kind == "checkin":
+            assert call.subject == "cordon.cmd.quarantine.record_checkin" and body["case"] in s.cases
+            assert body["on"] == NOW.date().isoformat()
+        else:
+            assert call.subject == "cordon.cmd.quarantine.record_sample"
+            assert body["screening"] == "round-1" and body["resident"] in s.residents
+    assert len({c.body["case"] for k, c in drawn if k == "case"}) == sum(k == "case" for k, _ in drawn)
+
+
 def test_stats_keep_domain_refusals_apart_from_failures():
     stats = load.Stats()
     stats.record("passage", 0.002, {"ok": True})

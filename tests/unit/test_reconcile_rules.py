@@ -30,3 +30,14 @@ def test_a_missing_event_a_foreign_one_a_copy_and_a_reordered_stream_are_each_na
     assert any("e1 is on the stream 2 times" in d for d in found)
     assert any("case:c-1 v1 (sequence 2) comes after v2" in d for d in found)
     assert len(found) == 4
+
+
+def test_an_event_on_the_stream_after_the_record_was_read_is_not_foreign():
+    # Given the record read when the stream ended at sequence 3, then a new event recorded and published
+    found: list[str] = []
+    mine = [(1, head("e1")), (2, head("e3", "case:c-2")), (3, head("e2", version=2)), (4, head("e4", "case:c-3"))]
+    _compare("quarantine", RECORDED, set(), mine, found, known=3)
+    # Then it is no difference; one the stream held before the record was read would be
+    assert found == []
+    _compare("quarantine", RECORDED, set(), mine, found, known=4)
+    assert found == ["quarantine: stream sequence 4 (e4) is not in the record"]
