@@ -17,8 +17,22 @@ from shared.subjects import EVENTS_ROOT, STREAM
 log = logging.get("bus")
 
 
+def servers(url: str) -> list[str]:
+    """The server URLs in ``url``: one (``nats://host:4222``) or a cluster's, comma-separated
+    (``nats://n1:4222,nats://n2:4222,nats://n3:4222``). nats-py takes a list, not that string.
+
+    Every node in the list is a place to connect first and to reconnect to when the node in use
+    dies (nats-py also learns the cluster's other nodes from the one it reaches).
+    """
+    found = [part.strip() for part in url.split(",") if part.strip()]
+    if not found:
+        raise ValueError(f"no NATS server URL in {url!r}")
+    return found
+
+
 async def connect(url: str, name: str) -> Client:
-    """Connect with endless reconnects: every component reconnects by itself."""
+    """Connect to ``url`` (one server or a comma-separated list, see :func:`servers`) with endless
+    reconnects: every component reconnects by itself, to another node of a cluster if its own died."""
 
     async def on_disconnect():
         log.warning("nats.disconnected", client=name)
@@ -30,7 +44,7 @@ async def connect(url: str, name: str) -> Client:
         log.warning("nats.error", client=name, error=str(exc))
 
     return await nats.connect(
-        url,
+        servers(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
