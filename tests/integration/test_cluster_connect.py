@@ -1,0 +1,66 @@
+"""A service given a 3-node cluster's comma-separated URL list connects, makes CORDON a 3-replica
+stream, and when the node its connections use is killed carries on through another node: commands
+answered, events published."""
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import nats
+import pytest
+
+from services.registry.app import spec
+from shared.bus import servers
+from shared.embedded_cluster import EmbeddedNatsCluster
+from shared.service import gather_health
+from shared.subjects import STREAM
+from tests.support.cordon import COMMUNITY, eventually, running
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+async def register(nc, i: int) -> dict | None:
+    body = {"command_id": f"c-{i}", "actor": "staff:li-wei", "community": COMMUNITY, "compound": f"nangong-{i}",
+            "name": "南宫小区", "buildings": ["b1"], "gates": ["g1"]}
+    try:
+        msg = await nc.request("cordon.cmd.registry.register_compound", json.dumps(body).encode(), timeout=1)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        return None
+    return json.loads(msg.data)
+
+
+async def test_a_service_on_the_cluster_url_list_carries_on_when_its_node_dies(
+        nats_cluster: EmbeddedNatsCluster, pg_dsn: str) -> None:
+    # Given the registry started with the cluster's URL list and 3 stream replicas
+    async with running(spec(), nats_cluster.urls, pg_dsn, stream_replicas=3) as host:
+        nc = await nats.connect(servers(nats_cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        try:
+            js = nc.jetstream(timeout=5)
+            assert (await js.stream_info(STREAM)).config.num_replicas == 3
+            assert (await register(nc, 1))["ok"]
+            # When the node its command connection is on is killed (-9)
+            port = host.cmd_nc.connected_url.port
+            down = next(i for i, node in enumerate(nats_cluster.nodes) if node.port == port)
+            nats_cluster.kill(down)
+            # Then it answers again through another node (the same command_id until a reply comes)
+            reply = await eventually(lambda: register(nc, 2), timeout=30, what="a reply after the node died")
+            assert reply["ok"], reply
+            assert host.cmd_nc.connected_url.port != port and host.nc.connected_url.port != port
+            await eventually(lambda: answers_health(nc), timeout=30, what="health through another node")
+            # And both events reach the stream (the relay published through another node too)
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                await eventually(lambda: outbox_empty(conn), timeout=30, what="the outbox to drain")
+            finally:
+                await conn.close()
+            assert (await js.stream_info(STREAM)).state.messages == 2
+        finally:
+            await nc.close()
+
+
+async def outbox_empty(conn) -> bool:
+    return await conn.fetchval("SELECT count(*) FROM registry.outbox") == 0
+
+
+async def answers_health(nc) -> bool:
+    return bool((await gather_health(nc)).get("services", {}).get("registry"))
