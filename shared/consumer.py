@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
+from shared import bus
 from shared import envelope as env
 from shared import store
 from shared import log as logging
@@ -93,8 +94,8 @@ class Consumer:
 
     async def start(self) -> None:
         # The durable consumer exists once the service has started (as it always did), even on a
-        # standby replica; only the leader rewinds it.
-        await self._ensure_consumer()
+        # standby replica; only the leader rewinds it. A cluster electing its leaders is waited for.
+        await bus.patiently(self._ensure_consumer, f"consumer {self.name}")
         self._task = asyncio.create_task(self._run(), name=f"consumer.{self.name}")
 
     async def stop(self) -> None:

@@ -1,18 +1,22 @@
 """A service given a 3-node cluster's comma-separated URL list connects, makes CORDON a 3-replica
 stream, and when the node its connections use is killed carries on through another node: commands
-answered, events published."""
+answered, events published. A service started while the cluster has lost its quorum waits for it."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import asyncpg
 import nats
 import pytest
 
+from services.checkpoint.app import spec as checkpoint_spec
 from services.registry.app import spec
-from shared.bus import servers
+from shared.bus import ensure_stream, servers
+from shared.config import Config
+from shared.consumer import Consumer
 from shared.embedded_cluster import EmbeddedNatsCluster
-from shared.service import gather_health
+from shared.service import ServiceHost, gather_health
 from shared.subjects import STREAM
 from tests.support.cordon import COMMUNITY, eventually, running
 
@@ -64,3 +68,66 @@ async def outbox_empty(conn) -> bool:
 
 async def answers_health(nc) -> bool:
     return bool((await gather_health(nc)).get("services", {}).get("registry"))
+
+
+async def test_a_service_started_while_the_cluster_has_no_quorum_comes_up_once_it_is_back(
+        nats_cluster: EmbeddedNatsCluster, pg_dsn: str) -> None:
+    nc = await nats.connect(servers(nats_cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    try:
+        await ensure_stream(nc.jetstream(timeout=5), replicas=3)
+    finally:
+        await nc.close()
+    # Given two of the three nodes down: no quorum, no leader, JetStream answers nothing
+    nats_cluster.kill(1)
+    nats_cluster.kill(2)
+    # When a service with durable consumers starts (checkpoint: its directory and its quarantine copies)
+    host = ServiceHost(checkpoint_spec(), Config(nats_url=nats_cluster.urls, pg_dsn=pg_dsn, stream_replicas=3))
+    starting = asyncio.create_task(host.start())
+    try:
+        await asyncio.sleep(6.0)  # longer than a JetStream request waits for its answer (5 s)
+        # Then it waits rather than dying
+        assert not starting.done() or starting.exception() is None, starting.exception()
+        # And once a second node is back it finishes starting and answers
+        await nats_cluster.start_node(1)
+        await asyncio.wait_for(asyncio.shield(starting), 60)
+        nc = await nats.connect(servers(nats_cluster.urls))
+        try:
+            assert (await gather_health(nc))["services"]["checkpoint"]
+            names = {info.name for info in await nc.jetstream(timeout=5).consumers_info(STREAM)}
+            assert {"checkpoint-directory", "checkpoint-quarantine"} <= names
+        finally:
+            await nc.close()
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await host.stop()
+
+
+async def test_a_durable_consumer_started_while_the_cluster_has_no_quorum_waits_for_it(
+        nats_cluster: EmbeddedNatsCluster, pg_dsn: str) -> None:
+    nc = await nats.connect(servers(nats_cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    consumer = Consumer(name="test-directory", schema="public", subjects=["cordon.evt.>"], handle=None,
+                        pool=pool, nc=nc)
+    starting = None
+    try:
+        await ensure_stream(nc.jetstream(timeout=5), replicas=3)
+        # Given two of the three nodes down: JetStream cannot place or create anything
+        nats_cluster.kill(1)
+        nats_cluster.kill(2)
+        # When a durable consumer is created (as a service's start does)
+        starting = asyncio.create_task(consumer.start())
+        await asyncio.sleep(6.0)  # longer than a JetStream request waits for its answer (5 s)
+        # Then it waits rather than failing, and exists once a second node is back
+        assert not starting.done() or starting.exception() is None, starting.exception()
+        await nats_cluster.start_node(1)
+        await asyncio.wait_for(asyncio.shield(starting), 60)
+        assert (await nc.jetstream(timeout=5).consumer_info(STREAM, "test-directory")).config.num_replicas in (0, 3)
+    finally:
+        if starting is not None and not starting.done():
+            starting.cancel()
+        await asyncio.gather(*([starting] if starting else []), return_exceptions=True)
+        await consumer.stop()
+        await pool.close()
+        await nc.close()
