@@ -34,7 +34,7 @@ from shared import envelope as env
 from shared import store
 from shared import log as logging
 from shared.tasks import cancel
-from shared.pull import ConsumerGone, Puller
+from shared.pull import ConsumerGone, Interrupted, Puller
 from shared.subjects import STREAM
 
 log = logging.get("consumer")
@@ -88,6 +88,11 @@ class Consumer:
         #: Waiting for the lead while another instance pulls (health shows it).
         self.standby = False
         self.standby_poll = 1.0
+        #: Idle this long with nothing of ours unacknowledged, the server should agree; if it still
+        #: counts messages awaiting an ack, the acks were lost on their way (a node of the cluster
+        #: died with them): rewind now rather than wait ``ack_wait`` for them to come again.
+        self.ack_check_after = 3.0
+        self._acked_at = self._checked_at = 0.0
         self.applied = 0
         self.parked = 0
         self.last_error: str | None = None
@@ -121,10 +126,15 @@ class Consumer:
             self.standby = True
             await asyncio.sleep(self.standby_poll)
         self.standby = False
-        await self._rewind()
-        self._puller = Puller(self.nc, self.name, batch=self.batch)
-        await self._puller.start()
+        await self._restart()
         log.info("consumer.leading", consumer=self.name)
+
+    async def _restart(self) -> None:
+        """Rewind to the ack floor (if anything is unacknowledged) and pull from there, deliveries
+        checked for gaps from the consumer's last delivery number on."""
+        delivered = await self._rewind()
+        self._puller = Puller(self.nc, self.name, batch=self.batch, delivered=delivered)
+        await self._puller.start()
 
     async def _drop_puller(self) -> None:
         if self._puller is not None:
@@ -158,19 +168,22 @@ class Consumer:
         except APIError:
             await self.js.consumer_info(STREAM, self.name)  # exists already: keep its position
 
-    async def _rewind(self) -> None:
-        """Make what is unacknowledged come first: recreate the consumer at its ack floor."""
+    async def _rewind(self) -> int | None:
+        """Make what is unacknowledged come first: reset the consumer to its ack floor (JetStream's
+        consumer reset, nats-server 2.14+). The consumer stays what it is (on a cluster, its
+        replicas stay where they are: deleting and creating it again would need every node up to
+        place it). Returns the consumer's last delivery number (0 after a reset; None if unknown)."""
         try:
             info = await self.js.consumer_info(STREAM, self.name)
         except NotFoundError:
             await self._ensure_consumer()
-            return
+            return None
         if not info.num_ack_pending:
-            return  # nothing outstanding: the next message is the next in order
+            return info.delivered.consumer_seq if info.delivered else None  # the next is the next in order
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        await self.js.delete_consumer(STREAM, self.name)
-        await self.js.add_consumer(STREAM, self._config(start_seq=floor + 1))
+        reset = await self.js.reset_consumer(STREAM, self.name)
         log.info("consumer.rewound", consumer=self.name, to=floor + 1, unacknowledged=info.num_ack_pending)
+        return reset.info.delivered.consumer_seq if reset.info.delivered else 0
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -185,13 +198,22 @@ class Consumer:
                 if self._conn is None:
                     held = msgs = []  # a new lead rewinds to the ack floor: they come again
                     await self._lead()
+                elif self._puller is None:
+                    held = msgs = []
+                    await self._restart()
                 if not msgs:
                     msgs = await self._puller.next_batch(timeout=1.0)
                 if msgs:
                     await self._process(msgs)
+                else:
+                    await self._check_acks()
                 held, backoff = [], 0.1
             except asyncio.CancelledError:
                 raise
+            except Interrupted as exc:
+                held = []  # what was received after the gap comes again, in order, after the rewind
+                log.warning("consumer.interrupted", consumer=self.name, why=str(exc))
+                await self._drop_puller()
             except (ConsumerGone, NotFoundError):
                 held = []  # the consumer starts again from its new position; the inbox dedupes
                 await self._drop_puller()
@@ -262,6 +284,19 @@ class Consumer:
     async def _ack(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             await msg.ack()
+        self._acked_at = asyncio.get_running_loop().time()
+
+    async def _check_acks(self) -> None:
+        """Idle, with everything received acknowledged: :class:`Interrupted` if the server still
+        awaits acks (see ``ack_check_after``). Once after each spell of work: only acks sent since
+        the last look can have been lost."""
+        now = asyncio.get_running_loop().time()
+        if self._acked_at <= self._checked_at or now - self._acked_at < self.ack_check_after:
+            return
+        self._checked_at = now
+        info = await self.js.consumer_info(STREAM, self.name)
+        if info.num_ack_pending:
+            raise Interrupted(f"the server awaits {info.num_ack_pending} acknowledgements already sent")
 
     async def _fresh(self, conn, items) -> set[str]:
         """The event ids of ``items`` not applied yet (one puller at a time: no race)."""
@@ -303,6 +338,7 @@ class Consumer:
                         await self._claim(conn, [(msg, raw)])
                         self.applied += 1
                 await msg.ack()
+                self._acked_at = asyncio.get_running_loop().time()
                 return
             except store.TRANSIENT:
                 raise  # not this message's fault: the batch goes again, nothing is parked
@@ -316,6 +352,7 @@ class Consumer:
                         await self._claim(conn, [(msg, raw)], parked=True)
                     await self._park(conn, msg, raw, exc, attempts)
                 await msg.ack()
+                self._acked_at = asyncio.get_running_loop().time()
                 return
 
     async def _park(self, conn, msg: Msg, raw, error: Exception, attempts: int) -> None:

@@ -14,7 +14,6 @@ from services.checkpoint.app import spec as checkpoint_spec
 from services.registry.app import spec
 from shared.bus import ensure_stream, servers
 from shared.config import Config
-from shared.consumer import Consumer
 from shared.embedded_cluster import EmbeddedNatsCluster
 from shared.service import ServiceHost, gather_health
 from shared.subjects import STREAM
@@ -103,31 +102,3 @@ async def test_a_service_started_while_the_cluster_has_no_quorum_comes_up_once_i
         await asyncio.gather(starting, return_exceptions=True)
         await host.stop()
 
-
-async def test_a_durable_consumer_started_while_the_cluster_has_no_quorum_waits_for_it(
-        nats_cluster: EmbeddedNatsCluster, pg_dsn: str) -> None:
-    nc = await nats.connect(servers(nats_cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
-    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
-    consumer = Consumer(name="test-directory", schema="public", subjects=["cordon.evt.>"], handle=None,
-                        pool=pool, nc=nc)
-    starting = None
-    try:
-        await ensure_stream(nc.jetstream(timeout=5), replicas=3)
-        # Given two of the three nodes down: JetStream cannot place or create anything
-        nats_cluster.kill(1)
-        nats_cluster.kill(2)
-        # When a durable consumer is created (as a service's start does)
-        starting = asyncio.create_task(consumer.start())
-        await asyncio.sleep(6.0)  # longer than a JetStream request waits for its answer (5 s)
-        # Then it waits rather than failing, and exists once a second node is back
-        assert not starting.done() or starting.exception() is None, starting.exception()
-        await nats_cluster.start_node(1)
-        await asyncio.wait_for(asyncio.shield(starting), 60)
-        assert (await nc.jetstream(timeout=5).consumer_info(STREAM, "test-directory")).config.num_replicas in (0, 3)
-    finally:
-        if starting is not None and not starting.done():
-            starting.cancel()
-        await asyncio.gather(*([starting] if starting else []), return_exceptions=True)
-        await consumer.stop()
-        await pool.close()
-        await nc.close()
