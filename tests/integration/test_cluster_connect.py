@@ -49,7 +49,7 @@ async def test_a_service_on_the_cluster_url_list_carries_on_when_its_node_dies(
             reply = await eventually(lambda: register(nc, 2), timeout=30, what="a reply after the node died")
             assert reply["ok"], reply
             assert host.cmd_nc.connected_url.port != port and host.nc.connected_url.port != port
-            await eventually(lambda: answers_health(nc), timeout=30, what="health through another node")
+            await eventually(lambda: answers_health(nc, "registry"), timeout=30, what="health through another node")
             # And both events reach the stream (the relay published through another node too)
             conn = await asyncpg.connect(pg_dsn)
             try:
@@ -65,8 +65,8 @@ async def outbox_empty(conn) -> bool:
     return await conn.fetchval("SELECT count(*) FROM registry.outbox") == 0
 
 
-async def answers_health(nc) -> bool:
-    return bool((await gather_health(nc)).get("services", {}).get("registry"))
+async def answers_health(nc, service: str) -> bool:
+    return bool((await gather_health(nc)).get("services", {}).get(service))
 
 
 async def test_a_service_started_while_the_cluster_has_no_quorum_comes_up_once_it_is_back(
@@ -91,7 +91,7 @@ async def test_a_service_started_while_the_cluster_has_no_quorum_comes_up_once_i
         await asyncio.wait_for(asyncio.shield(starting), 60)
         nc = await nats.connect(servers(nats_cluster.urls))
         try:
-            assert (await gather_health(nc))["services"]["checkpoint"]
+            await eventually(lambda: answers_health(nc, "checkpoint"), timeout=30, what="checkpoint on health")
             names = {info.name for info in await nc.jetstream(timeout=5).consumers_info(STREAM)}
             assert {"checkpoint-directory", "checkpoint-quarantine"} <= names
         finally:
