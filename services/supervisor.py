@@ -9,6 +9,7 @@ import sys
 
 import nats
 
+from shared import bus
 from shared import log as logging
 from shared.config import Config
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
@@ -56,7 +57,7 @@ class Child:
 
 
 async def wait_ready(url: str, names: list[str], timeout: float = 60.0) -> dict:
-    nc = await nats.connect(url, max_reconnect_attempts=-1)
+    nc = await nats.connect(bus.servers(url), max_reconnect_attempts=-1)
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:

@@ -226,7 +226,7 @@ class ServiceHost:
 
     def _build_broker(self) -> NatsBroker:
         broker = NatsBroker(
-            self.config.nats_url,
+            bus.servers(self.config.nats_url),
             apply_types=False,
             logger=None,
             max_reconnect_attempts=-1,

@@ -160,6 +160,7 @@ async def replay_letters(nats_url: str, pg_dsn: str | None, targets: dict[str, l
     import nats
     from nats.errors import NoRespondersError
 
+    from shared import bus
     from shared import dead_letters as dl
 
     out, err = out or sys.stdout, err or sys.stderr
@@ -180,7 +181,7 @@ async def replay_letters(nats_url: str, pg_dsn: str | None, targets: dict[str, l
     total = sum(map(len, targets.values()))
     counts = {dl.REPLAYED: 0, dl.ALREADY_APPLIED: 0, dl.FAILED: 0, dl.NOT_FOUND: 0, "not_replayed": 0}
     started, done = time.monotonic(), 0
-    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=1)
+    nc = await nats.connect(bus.servers(nats_url), connect_timeout=2, max_reconnect_attempts=1)
     try:
         for name, ids in targets.items():
             for i in range(0, len(ids), CHUNK):
@@ -268,7 +269,7 @@ async def republish_events(config: Config, service: str, since: datetime, until:
             return 0
         import nats
 
-        nc = await nats.connect(config.nats_url, name=f"{service}.republish", connect_timeout=2,
+        nc = await nats.connect(bus.servers(config.nats_url), name=f"{service}.republish", connect_timeout=2,
                                 max_reconnect_attempts=1)
         try:
             await bus.ensure_stream(nc.jetstream(), config.dedupe_window_s, config.stream_replicas)
@@ -324,9 +325,10 @@ async def reconcile_all(config: Config, services: tuple[str, ...], out=None, err
 
     from services.ops.effects import Rate
     from services.ops.reconcile import reconcile
+    from shared import bus
 
     out, err = out or sys.stdout, err or sys.stderr
-    conn, nc = await asyncpg.connect(config.pg_dsn), await nats.connect(config.nats_url)
+    conn, nc = await asyncpg.connect(config.pg_dsn), await nats.connect(bus.servers(config.nats_url))
     pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
     try:
         report = await reconcile(conn, nc, services, pool=pool, progress=progress or Rate(err))
