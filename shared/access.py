@@ -65,8 +65,8 @@ def identity_of(headers: Mapping[str, str] | None) -> Identity | None:
     :class:`~shared.identity.Unauthenticated` when the header is there but cannot be read.
 
     On the hot path (every gate check of a gate device): the header is read for its two fields
-    only, and the identity they make is built once per name and tags (about 2 µs a request instead
-    of about 40)."""
+    only, and the identity they make is built once per name and tags (about 3 µs a request, against
+    40 or more to parse the whole header and check the identity every time)."""
     header = headers.get(REQUEST_INFO) if headers else None
     if not header:
         return None
