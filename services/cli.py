@@ -170,10 +170,12 @@ async def run_request(url: str | None, subject: str, payload: bytes, timeout: fl
                       creds: str | None = None) -> int:
     import nats
 
+    from shared.bus import servers
+
     if not url:
         print("cordon: set CORDON_NATS_URL or pass --nats-url", file=sys.stderr)
         return 2
-    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, **bus.credentials(creds))
+    nc = await nats.connect(servers(url), connect_timeout=2, max_reconnect_attempts=1, **bus.credentials(creds))
     try:
         reply = await nc.request(subject, payload, timeout=timeout)
     except Exception as exc:

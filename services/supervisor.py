@@ -63,7 +63,7 @@ class Child:
 
 async def wait_ready(url: str, names: list[str], timeout: float = 60.0, creds: str | None = None) -> dict:
     """Until every service in ``names`` answers health at ``url`` (connecting with ``creds``)."""
-    nc = await nats.connect(url, max_reconnect_attempts=-1, **bus.credentials(creds))
+    nc = await nats.connect(bus.servers(url), max_reconnect_attempts=-1, **bus.credentials(creds))
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:

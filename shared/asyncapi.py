@@ -13,8 +13,9 @@ from pathlib import Path
 import msgspec
 
 from shared import envelope as env
+from shared.access import CORDON_ONLY
 from shared.errors import CODES
-from shared.subjects import HEALTH_FANOUT, command_subject, query_subject
+from shared.subjects import COMMANDS_ROOT, HEALTH_FANOUT, command_subject, query_subject
 
 PATH = Path(__file__).parent / "contracts" / "asyncapi.json"
 REF = "#/components/schemas/{name}"
@@ -51,6 +52,39 @@ def _reply_schemas() -> dict:
             },
         },
     }
+
+
+#: How a client proves who it is: NATS decentralized JWT authentication (see README "Who may do what").
+SECURITY_SCHEMES = {
+    "natsUserCredentials": {
+        "type": "asymmetricEncryption",
+        "description": "NATS decentralized JWT authentication: a .creds file issued by `cordon identity add` "
+                       "(a user JWT signed by the account, and the user's nkey seed, which signs the server's "
+                       "challenge). The JWT's permissions and tags say what the identity may do: staff of a "
+                       "community, an officer of a street or district, a city system with grants, a gate device "
+                       "(account CITY), or an operator (account CORDON). The services read the verified identity "
+                       "from the Nats-Request-Info header the server stamps on requests from CITY and refuse "
+                       "the rest with `forbidden`; an unreadable identity is `unauthenticated`.",
+    },
+}
+SECURITY = [{"$ref": "#/components/securitySchemes/natsUserCredentials"}]
+SERVERS = {
+    "nats": {
+        "host": "localhost:4222",
+        "protocol": "nats",
+        "description": "Cordon's NATS (JetStream stream CORDON), in operator mode: every connection "
+                       "presents user credentials; `cordon up` writes an operator's at <data>/auth/admin.creds",
+        "security": SECURITY,
+    },
+}
+COMMUNITY_PARAMETERS = {p: {"description": f"the community's {p} slug"} for p in ("district", "street", "committee")}
+
+
+def _who(service: str, name: str) -> str:
+    if (service, name) in CORDON_ONLY:
+        return "accepted only from inside Cordon (an operator's credentials)"
+    return ("staff, officers given a community and gate devices send it on the scoped subject of their "
+            "community; city systems granted cmd:%s.%s and operators on either" % (service, name))
 
 
 def _system(channels: dict, operations: dict, messages: dict) -> None:
@@ -116,16 +150,26 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
                 "address": command_subject(service, name),
                 "messages": {"request": {"$ref": f"#/components/messages/{key}.request"}},
             }
+            # The same command scoped to a community: what the permissions of a community's
+            # identities allow; every event it records must be in that community.
+            channels[f"{key}.scoped"] = {
+                "address": f"{COMMANDS_ROOT}.{service}.{name}.{{district}}.{{street}}.{{committee}}",
+                "parameters": COMMUNITY_PARAMETERS,
+                "messages": {"request": {"$ref": f"#/components/messages/{key}.request"}},
+            }
             channels[f"{key}.reply"] = {
                 "address": None,
                 "messages": {"reply": {"$ref": f"#/components/messages/{key}.reply"}},
             }
-            operations[key] = {
-                "action": "receive",
-                "channel": {"$ref": f"#/channels/{key}"},
-                "summary": f"{service} command {name} (NATS request/reply)",
-                "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}},
-            }
+            for suffix, how in (("", "unscoped"), (".scoped", "scoped to a community")):
+                operations[key + suffix] = {
+                    "action": "receive",
+                    "channel": {"$ref": f"#/channels/{key}{suffix}"},
+                    "summary": f"{service} command {name}, {how} (NATS request/reply)",
+                    "description": _who(service, name),
+                    "security": SECURITY,
+                    "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}},
+                }
     for service in sorted(queries or {}):
         for name, doc in sorted(queries[service].items()):
             key = f"query.{name}"
@@ -140,6 +184,7 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
                 "reply": {"$ref": f"#/components/messages/{key}.reply"}}}
             operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
                                "summary": f"{service} query {name} (NATS request/reply)",
+                               "security": SECURITY,
                                "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}}}
     _system(channels, operations, messages)
     for (type_name, schema_version), cls in events:
@@ -151,8 +196,7 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
             "Nats-Msg-Id": {"type": "string", "description": "the event id"}}}, "payload": envelope_schema}
         channels[key] = {
             "address": f"cordon.evt.{{district}}.{{street}}.{{committee}}.{cls.service}.{type_name}",
-            "parameters": {p: {"description": f"the community's {p} slug"}
-                           for p in ("district", "street", "committee")},
+            "parameters": COMMUNITY_PARAMETERS,
             "messages": {"event": {"$ref": f"#/components/messages/{key}"}},
         }
         operations[f"{key}.publish"] = {
@@ -165,14 +209,18 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
         "info": {
             "title": "Cordon message API",
             "version": version,
-            "description": "Commands on cordon.cmd.<service>.<command> (request/reply, JSON); events "
-                           "on JetStream stream CORDON at cordon.evt.<district>.<street>.<committee>."
-                           "<service>.<EventType>. Generated from the code; see README.md.",
+            "description": "Commands on cordon.cmd.<service>.<command>, or scoped to a community on "
+                           "cordon.cmd.<service>.<command>.<district>.<street>.<committee> (request/reply, "
+                           "JSON); events on JetStream stream CORDON at cordon.evt.<district>.<street>."
+                           "<committee>.<service>.<EventType>. Every connection authenticates (servers, "
+                           "security); what an identity may not do is refused `forbidden`. Generated from "
+                           "the code; see README.md.",
         },
         "defaultContentType": "application/json",
+        "servers": SERVERS,
         "channels": channels,
         "operations": operations,
-        "components": {"schemas": schemas, "messages": messages},
+        "components": {"schemas": schemas, "messages": messages, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -16,10 +16,6 @@ so if that connection dies (and the lock with it) nothing more of its can commit
 on the lock. Whoever takes the lead first rewinds the durable consumer to its ack floor, so what
 the previous holder left unacknowledged comes again first, in stream order, rather than after
 ``ack_wait`` behind newer messages (the inbox drops what had been applied).
-
-The leader rewinds the same way after its NATS connection came back: a message on its way when
-the connection (or NATS) went down is unacknowledged on the server and would come back only after
-``ack_wait``, behind the stream's next ones; and the pull requests the server held are gone.
 """
 from __future__ import annotations
 
@@ -33,11 +29,12 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
+from shared import bus
 from shared import envelope as env
 from shared import store
 from shared import log as logging
 from shared.tasks import cancel
-from shared.pull import ConsumerGone, Puller
+from shared.pull import ConsumerGone, Interrupted, Puller
 from shared.subjects import STREAM
 
 log = logging.get("consumer")
@@ -86,20 +83,24 @@ class Consumer:
         self.retry_delay = retry_delay
         self._task: asyncio.Task | None = None
         self._puller: Puller | None = None
-        self._reconnects = 0
         #: The connection that holds the lead (an advisory lock) and commits every batch.
         self._conn: asyncpg.Connection | None = None
         #: Waiting for the lead while another instance pulls (health shows it).
         self.standby = False
         self.standby_poll = 1.0
+        #: Idle this long with nothing of ours unacknowledged, the server should agree; if it still
+        #: counts messages awaiting an ack, the acks were lost on their way (a node of the cluster
+        #: died with them): rewind now rather than wait ``ack_wait`` for them to come again.
+        self.ack_check_after = 3.0
+        self._acked_at = self._checked_at = 0.0
         self.applied = 0
         self.parked = 0
         self.last_error: str | None = None
 
     async def start(self) -> None:
         # The durable consumer exists once the service has started (as it always did), even on a
-        # standby replica; only the leader rewinds it.
-        await self._ensure_consumer()
+        # standby replica; only the leader rewinds it. A cluster electing its leaders is waited for.
+        await bus.patiently(self._ensure_consumer, f"consumer {self.name}")
         self._task = asyncio.create_task(self._run(), name=f"consumer.{self.name}")
 
     async def stop(self) -> None:
@@ -125,26 +126,15 @@ class Consumer:
             self.standby = True
             await asyncio.sleep(self.standby_poll)
         self.standby = False
-        await self._rewind()
-        await self._pull()
+        await self._restart()
         log.info("consumer.leading", consumer=self.name)
 
-    async def _pull(self) -> None:
-        """Start pulling, noting the NATS connection it was asked on."""
-        self._reconnects = self.nc.stats["reconnects"]
-        self._puller = Puller(self.nc, self.name, batch=self.batch)
+    async def _restart(self) -> None:
+        """Rewind to the ack floor (if anything is unacknowledged) and pull from there, deliveries
+        checked for gaps from the consumer's last delivery number on."""
+        delivered = await self._rewind()
+        self._puller = Puller(self.nc, self.name, batch=self.batch, delivered=delivered)
         await self._puller.start()
-
-    def _reconnected(self) -> bool:
-        """True if the NATS connection came back since the puller started."""
-        return self._puller is not None and self.nc.stats["reconnects"] != self._reconnects
-
-    async def _follow_again(self) -> None:
-        """After a reconnection: what is unacknowledged comes again first, on a new pull."""
-        await self._drop_puller()
-        await self._rewind()
-        await self._pull()
-        log.info("consumer.resumed", consumer=self.name)
 
     async def _drop_puller(self) -> None:
         if self._puller is not None:
@@ -178,19 +168,22 @@ class Consumer:
         except APIError:
             await self.js.consumer_info(STREAM, self.name)  # exists already: keep its position
 
-    async def _rewind(self) -> None:
-        """Make what is unacknowledged come first: recreate the consumer at its ack floor."""
+    async def _rewind(self) -> int | None:
+        """Make what is unacknowledged come first: reset the consumer to its ack floor (JetStream's
+        consumer reset, nats-server 2.14+). The consumer stays what it is (on a cluster, its
+        replicas stay where they are: deleting and creating it again would need every node up to
+        place it). Returns the consumer's last delivery number (0 after a reset; None if unknown)."""
         try:
             info = await self.js.consumer_info(STREAM, self.name)
         except NotFoundError:
             await self._ensure_consumer()
-            return
+            return None
         if not info.num_ack_pending:
-            return  # nothing outstanding: the next message is the next in order
+            return info.delivered.consumer_seq if info.delivered else None  # the next is the next in order
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        await self.js.delete_consumer(STREAM, self.name)
-        await self.js.add_consumer(STREAM, self._config(start_seq=floor + 1))
+        reset = await self.js.reset_consumer(STREAM, self.name)
         log.info("consumer.rewound", consumer=self.name, to=floor + 1, unacknowledged=info.num_ack_pending)
+        return reset.info.delivered.consumer_seq if reset.info.delivered else 0
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -205,16 +198,22 @@ class Consumer:
                 if self._conn is None:
                     held = msgs = []  # a new lead rewinds to the ack floor: they come again
                     await self._lead()
-                elif self._reconnected() or self._puller is None:
-                    held = msgs = []  # so does a leader whose NATS connection came back
-                    await self._follow_again()
+                elif self._puller is None:
+                    held = msgs = []
+                    await self._restart()
                 if not msgs:
                     msgs = await self._puller.next_batch(timeout=1.0)
                 if msgs:
                     await self._process(msgs)
+                else:
+                    await self._check_acks()
                 held, backoff = [], 0.1
             except asyncio.CancelledError:
                 raise
+            except Interrupted as exc:
+                held = []  # what was received after the gap comes again, in order, after the rewind
+                log.warning("consumer.interrupted", consumer=self.name, why=str(exc))
+                await self._drop_puller()
             except (ConsumerGone, NotFoundError):
                 held = []  # the consumer starts again from its new position; the inbox dedupes
                 await self._drop_puller()
@@ -251,7 +250,8 @@ class Consumer:
         await asyncio.sleep(delay)
         try:
             await self._ensure_consumer()
-            await self._pull()
+            self._puller = Puller(self.nc, self.name, batch=self.batch)
+            await self._puller.start()
         except Exception as exc:
             log.warning("consumer.recreate_failed", consumer=self.name, error=str(exc))
             await self._step_down()
@@ -293,6 +293,19 @@ class Consumer:
     async def _ack(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             await msg.ack()
+        self._acked_at = asyncio.get_running_loop().time()
+
+    async def _check_acks(self) -> None:
+        """Idle, with everything received acknowledged: :class:`Interrupted` if the server still
+        awaits acks (see ``ack_check_after``). Once after each spell of work: only acks sent since
+        the last look can have been lost."""
+        now = asyncio.get_running_loop().time()
+        if self._acked_at <= self._checked_at or now - self._acked_at < self.ack_check_after:
+            return
+        self._checked_at = now
+        info = await self.js.consumer_info(STREAM, self.name)
+        if info.num_ack_pending:
+            raise Interrupted(f"the server awaits {info.num_ack_pending} acknowledgements already sent")
 
     async def _fresh(self, conn, items) -> set[str]:
         """The event ids of ``items`` not applied yet (one puller at a time: no race)."""
@@ -334,6 +347,7 @@ class Consumer:
                         await self._claim(conn, [(msg, raw)])
                         self.applied += 1
                 await msg.ack()
+                self._acked_at = asyncio.get_running_loop().time()
                 return
             except store.TRANSIENT:
                 raise  # not this message's fault: the batch goes again, nothing is parked
@@ -347,6 +361,7 @@ class Consumer:
                         await self._claim(conn, [(msg, raw)], parked=True)
                     await self._park(conn, msg, raw, exc, attempts)
                 await msg.ack()
+                self._acked_at = asyncio.get_running_loop().time()
                 return
 
     async def _park(self, conn, msg: Msg, raw, error: Exception, attempts: int) -> None:

@@ -13,6 +13,7 @@ import msgspec
 
 from shared import envelope as env
 from shared import store
+from shared.access import Caller
 from shared.errors import CommandError, Conflict
 from shared.subjects import event_subject
 
@@ -58,9 +59,14 @@ class Context:
     """What a command handler sees: stream loads through the batch cache, appends, extra writes,
     the service's settings (``config``) and the batch's typed scratch (``scratch``)."""
 
-    def __init__(self, batch: Batch, cmd: Any):
+    def __init__(self, batch: Batch, cmd: Any, caller: Caller | None = None):
         self._batch = batch
         self._cmd = cmd
+        #: Who sent the command (None: one of the service's own, trusted): every record loaded and
+        #: every event appended is checked against it, before anything of the command is kept.
+        self._caller = caller
+        #: The first refusal of those checks: it stands even if the handler catches it.
+        self._refusal: CommandError | None = None
         #: What this command has added so far; the runtime commits it if the handler returns.
         self.pending = Pending()
         self.conn: asyncpg.Connection = batch.conn
@@ -74,7 +80,10 @@ class Context:
         """The state and version of a stream, including what earlier commands of the batch did."""
         if stream_id in self.pending.states:
             return self.pending.states[stream_id]
-        return await self._batch.load(stream_id)
+        loaded = await self._batch.load(stream_id)
+        if self._caller is not None:
+            self._check(self._caller.check_state, stream_id, loaded[0])
+        return loaded
 
     async def state(self, stream_id: str) -> Any:
         """The state of a stream, as :meth:`load` gives it, without its version."""
@@ -86,7 +95,18 @@ class Context:
         from a snapshot of their own when the batch has not loaded it."""
         if stream_id in self.pending.states:
             return self.pending.states[stream_id]
-        return self._batch.cache.get(stream_id)
+        held = self._batch.cache.get(stream_id)
+        if held is not None and self._caller is not None:
+            self._check(self._caller.check_state, stream_id, held[0])
+        return held
+
+    def vet(self, what: str, state: Any) -> Any:
+        """``state``, read by the handler from a table of its own rather than through :meth:`load`
+        (a directory's household, a snapshot's case), checked against the caller as ``load`` checks
+        what it loads: another community's record is refused before the rules look at it."""
+        if self._caller is not None and state is not None:
+            self._check(self._caller.check_state, what, state)
+        return state
 
     async def load_many(self, stream_ids: list[str]) -> list[tuple[Any, int]]:
         """Like :meth:`load` for many streams, with one query for those not loaded yet."""
@@ -116,6 +136,9 @@ class Context:
                 f"{stream_id} is at version {version}, not {expected}: reload and decide again",
                 field="expected_version",
             )
+        if self._caller is not None:
+            for event in events:
+                self._check(self._caller.check_event, event.community, type(event).__name__)
         state = self.pending.states.get(stream_id, (None, None))[0]
         if stream_id not in self.pending.states:
             state = self._batch.cached_state(stream_id)
@@ -153,6 +176,23 @@ class Context:
             self.pending.last_version = version
         elif stream_id == self.pending.first_stream:
             self.pending.last_version = version
+
+    def _check(self, check: Callable[..., None], *args: Any) -> None:
+        try:
+            check(*args)
+        except CommandError as err:
+            self._refusal = self._refusal or err
+            raise
+
+    def check_caller(self) -> None:
+        """After the handler returned: raise the caller's refusal if any check refused (a handler
+        that caught it does not get the command through), and check every event it decided once
+        more."""
+        if self._refusal is not None:
+            raise self._refusal
+        if self._caller is not None:
+            for event in self.pending.events:
+                self._caller.check_event(event.community, event.type)
 
     def write(self, sql: str, *args: Any) -> None:
         """Run ``sql`` in the command's transaction, only if the command is accepted.

@@ -6,6 +6,16 @@ request expires: at 1,000 events/s and batches of 256 that holds every event for
 second. Here, as in nats.go's ``Consume``, pull requests only grant credit; the server pushes
 messages the moment they are stored, and :meth:`Puller.next_batch` hands over the first one at
 once together with everything else already received.
+
+The server numbers each delivery of a consumer (1, 2, 3, …, redeliveries included) and one puller
+takes all of them, so a number skipped means a message lost on its way: the node leading the
+consumer died with it in its buffers, or an earlier puller's request took it. Handing on what
+came after would apply a stream's later event first (the lost one returns after ``ack_wait``),
+so the puller stops with :class:`Interrupted` instead, as it does when the server stops
+answering its requests (no heartbeat: they died with the node that held them) and when the
+connection was lost and made again (deliveries and acknowledgements on their way through the node
+that died are gone; without this, what was applied but whose acknowledgement was lost waits
+``ack_wait`` to come again). The consumer then starts again from its ack floor.
 """
 from __future__ import annotations
 
@@ -23,9 +33,16 @@ class ConsumerGone(Exception):
     """The durable consumer was deleted on the server: create it again."""
 
 
+class Interrupted(Exception):
+    """Deliveries can no longer be trusted to be complete (a delivery number skipped, or no
+    heartbeat): what is unacknowledged must come again, first, in order."""
+
+
 class Puller:
     def __init__(self, nc: Client, consumer: str, batch: int = 256, expires: float = 30.0,
-                 heartbeat: float = 5.0, stream: str = STREAM):
+                 heartbeat: float = 5.0, stream: str = STREAM, delivered: int | None = None):
+        """``delivered``: the consumer's last delivery number when this puller starts (its info's
+        ``delivered.consumer_seq``), so that even the first message shows a gap; None: unknown."""
         self.nc = nc
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.batch = batch
@@ -36,6 +53,8 @@ class Puller:
         self._sub = None
         self._credit = 0
         self._last_heard = 0.0
+        self._delivered = delivered
+        self._reconnects = nc.stats["reconnects"]
 
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
@@ -64,7 +83,8 @@ class Puller:
             self._last_heard = time.monotonic()
 
     async def next_batch(self, timeout: float = 1.0) -> list[Msg]:
-        """The next messages (at least one, at most ``batch``), or [] after ``timeout``."""
+        """The next messages (at least one, at most ``batch``), or [] after ``timeout``;
+        :class:`Interrupted` (dropping what this call received) if a delivery went missing."""
         msgs: list[Msg] = []
         deadline = time.monotonic() + timeout
         while not msgs:
@@ -79,8 +99,12 @@ class Puller:
             self._take(first, msgs)
             while len(msgs) < self.batch and not self._queue.empty():
                 self._take(self._queue.get_nowait(), msgs)
+        if self.nc.stats["reconnects"] != self._reconnects:
+            raise Interrupted("reconnected to NATS")
         if time.monotonic() - self._last_heard > 2 * self.heartbeat + 1:
-            self._credit = 0  # no heartbeat: our requests are gone (e.g. a reconnect); ask again
+            # Our requests are gone (the consumer's leader moved to another node, or NATS restarted),
+            # maybe with deliveries and acknowledgements on their way: start again from the floor.
+            raise Interrupted(f"no message and no heartbeat for {time.monotonic() - self._last_heard:.1f} s")
         await self._top_up()
         return msgs
 
@@ -88,6 +112,11 @@ class Puller:
         self._last_heard = time.monotonic()
         status = msg.headers.get("Status") if msg.headers else None
         if status is None and msg.reply:
+            delivery = msg.metadata.sequence.consumer
+            if self._delivered is not None and delivery != self._delivered + 1:
+                raise Interrupted(f"delivery {delivery} came after {self._delivered}: "
+                                  f"{'some went missing' if delivery > self._delivered else 'numbered again'}")
+            self._delivered = delivery
             self._credit -= 1
             into.append(msg)
         elif status == "100":

@@ -26,6 +26,7 @@ from shared import log as logging
 from shared.tasks import cancel
 from shared import store
 from shared import wire
+from shared.access import Caller
 from shared.context import Batch, Context, Evolve, Pending, Reply, encode_error, encode_ok
 from shared.errors import CommandError, Conflict, Invalid, Unavailable
 
@@ -100,6 +101,9 @@ class _Item:
     #: What the command said (name and payload as received, before completion): the same
     #: command_id with another command, payload or actor is refused. None for Cordon's own.
     fingerprint: bytes | None = None
+    #: Who sent it (identity and scoped subject); None for Cordon's own commands and for callers
+    #: from inside the CORDON account with nothing to check.
+    caller: Caller | None = None
 
 
 #: Command ids of Cordon's own commands are stored under this prefix; callers may not use it.
@@ -214,10 +218,12 @@ class CommandRuntime:
                 got = queue.get_nowait()
                 _answer(got if isinstance(got, list) else [got], encode_error(Unavailable("the service is stopping; retry")))
 
-    async def execute(self, name: str, cmd: Any, *, internal: bool = False) -> bytes:
+    async def execute(self, name: str, cmd: Any, *, internal: bool = False, caller: Caller | None = None) -> bytes:
         """Complete a decoded command (:meth:`complete`) and queue it; returns the encoded reply
         once committed (or refused). ``internal``: one of the service's own commands (a
-        reaction's, a scheduler's), whose command_id lives apart from every caller's."""
+        reaction's, a scheduler's), whose command_id lives apart from every caller's. ``caller``:
+        who sent it (:class:`shared.access.Caller`); an event it may not record makes the command
+        ``forbidden`` and nothing of it is written (nor its reply: the command_id stays free)."""
         if not self._tasks:
             raise RuntimeError("CommandRuntime.start() first")
         if not internal and getattr(cmd, "command_id", "").startswith(SYSTEM_PREFIX):
@@ -233,7 +239,8 @@ class CommandRuntime:
             return encode_error(err)
         future = asyncio.get_running_loop().create_future()
         key = SYSTEM_PREFIX + cmd.command_id if internal else cmd.command_id
-        (self._lane_queue if name in self.lanes else self._queue).put_nowait(_Item(name, cmd, future, key, said))
+        item = _Item(name, cmd, future, key, said, None if internal else caller)
+        (self._lane_queue if name in self.lanes else self._queue).put_nowait(item)
         return await future
 
     def complete(self, cmd: Any, *, internal: bool = False) -> Any:
@@ -442,9 +449,10 @@ class CommandRuntime:
             if item.key in seen:
                 replies[id(item)] = _stored_reply(item, seen[item.key])
                 continue
-            ctx = Context(batch, item.cmd)
+            ctx = Context(batch, item.cmd, item.caller)
             try:
                 await self.handlers[item.name](item.cmd, ctx)
+                ctx.check_caller()
             except CommandError as err:
                 replies[id(item)] = encode_error(err)
                 continue

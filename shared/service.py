@@ -18,7 +18,7 @@ import structlog
 from faststream.nats import NatsBroker, NatsCredentials
 
 import shared.contracts  # noqa: F401  (registers every public event type)
-from shared import bus, dead_letters, store
+from shared import access, bus, dead_letters, store
 from shared import envelope as env
 from shared import log as logging
 from shared.runtime import CommandRuntime, CommandSpec, encode_error
@@ -108,8 +108,11 @@ class ServiceSpec:
     extra_ddl: str = ""
     consumers: list[ConsumerSpec] = field(default_factory=list)
     reactions: list[ReactionSpec] = field(default_factory=list)
-    #: query name -> async (host, payload) -> reply dict, answered on cordon.qry.<name>
-    queries: dict[str, Callable[["ServiceHost", bytes], Awaitable[dict]]] = field(default_factory=dict)
+    #: query name -> async (host, payload, identity) -> reply dict, answered on cordon.qry.<name>;
+    #: ``identity`` is who asks (None: from inside CORDON), already allowed the query and the
+    #: community or scope its payload names (shared.access.check_query); a query that names no
+    #: place (a resident, a volunteer) narrows its answer to what the identity reads
+    queries: dict[str, Callable[["ServiceHost", bytes, Any], Awaitable[dict]]] = field(default_factory=dict)
     #: long-running tasks (e.g. a scheduler): async (host) -> None, cancelled at stop
     background: list[Callable[["ServiceHost"], Awaitable[None]]] = field(default_factory=list)
     #: (host) -> a follower of the stream, run by the host and shown on health with the consumers
@@ -223,7 +226,7 @@ class ServiceHost:
 
     def _build_broker(self) -> NatsBroker:
         broker = NatsBroker(
-            self.config.nats_url,
+            bus.servers(self.config.nats_url),
             apply_types=False,
             logger=None,
             max_reconnect_attempts=-1,
@@ -247,10 +250,11 @@ class ServiceHost:
         return broker
 
     async def on_command(self, raw) -> bytes:
-        name = command_name(self.spec.name, raw.subject)
+        name, community = command_name(self.spec.name, raw.subject)
         structlog.contextvars.bind_contextvars(service=self.spec.name, command=name)
         commands = self.spec.commands
         try:
+            identity = access.identity_of(raw.headers)
             if name not in commands.handlers:
                 raise UnknownCommand(
                     f"{self.spec.name} has no command {name!r}; it accepts: "
@@ -258,13 +262,17 @@ class ServiceHost:
             if len(raw.data) > self.config.max_payload:
                 raise TooLarge(f"the payload is {len(raw.data)} bytes; the limit is "
                                f"{self.config.max_payload}")
+            community = access.scoped_community(community)
+            access.check_command(identity, self.spec.name, name, community)
             cmd = self._decode(name, raw.data)
+            access.check_payload(identity, community, cmd)
         except CommandError as err:
             log.info("command.refused", code=err.code, error=err.message)
             return encode_error(err)
         structlog.contextvars.bind_contextvars(
             command_id=cmd.command_id, correlation_id=cmd.correlation_id or cmd.command_id)
-        return await self.runtime.execute(name, cmd)
+        caller = access.Caller(identity, community) if identity is not None or community is not None else None
+        return await self.runtime.execute(name, cmd, caller=caller)
 
     def _decode(self, name: str, payload: bytes) -> Any:
         commands = self.spec.commands
@@ -322,9 +330,11 @@ class ServiceHost:
 
         async def on_query(raw) -> bytes:
             try:
+                identity = access.identity_of(raw.headers)
                 if len(raw.data) > self.config.max_payload:
                     raise TooLarge("the query payload is too large")
-                return env.encode(await handler(self, raw.data))
+                access.check_query(identity, query, raw.data)
+                return env.encode(await handler(self, raw.data, identity))
             except CommandError as err:
                 return encode_error(err)
 

@@ -2,7 +2,9 @@
 
 A community is ``<district>.<street>.<committee>``, each token a slug (``a-z``, ``0-9``, ``-``).
 Events go to ``cordon.evt.<community>.<service>.<EventType>``, commands to
-``cordon.cmd.<service>.<command>``, queries to ``cordon.qry.<view>``.
+``cordon.cmd.<service>.<command>`` or, scoped to a community (what NATS permissions of a
+community's identities allow), ``cordon.cmd.<service>.<command>.<district>.<street>.<committee>``;
+queries to ``cordon.qry.<view>``.
 """
 from __future__ import annotations
 
@@ -101,19 +103,29 @@ def event_filters(service: str, *event_types: str) -> list[str]:
     return [f"{EVENTS_ROOT}.*.*.*.{service}.{t}" for t in event_types]
 
 
-def command_subject(service: str, command: str) -> str:
-    """``cordon.cmd.<service>.<command>``: where a command is sent."""
-    return f"{COMMANDS_ROOT}.{service}.{command}"
+def command_subject(service: str, command: str, community: str | None = None) -> str:
+    """``cordon.cmd.<service>.<command>``, or with ``community`` the scoped form
+    ``cordon.cmd.<service>.<command>.<district>.<street>.<committee>``: where a command is sent."""
+    if community is None:
+        return f"{COMMANDS_ROOT}.{service}.{command}"
+    return f"{COMMANDS_ROOT}.{service}.{command}.{check_community(community, 'subject')}"
 
 
 def command_filter(service: str) -> str:
-    """Every command of a service: what its instances subscribe to (one queue group)."""
+    """Every command of a service, scoped or not: what its instances subscribe to (one queue group)."""
     return f"{COMMANDS_ROOT}.{service}.>"
 
 
-def command_name(service: str, subject: str) -> str:
-    """The command a subject of :func:`command_filter` names."""
-    return subject[len(COMMANDS_ROOT) + len(service) + 2:]
+def command_name(service: str, subject: str) -> tuple[str, str | None]:
+    """The command a subject of :func:`command_filter` names, and the community of a scoped
+    subject (None when unscoped). Not validated: a name the service does not know is its
+    ``unknown_command``, a community that is no path its ``invalid``. Anything but one token or
+    four (command + district.street.committee) is returned whole as the name (unknown)."""
+    rest = subject[len(COMMANDS_ROOT) + len(service) + 2:]
+    tokens = rest.split(".")
+    if len(tokens) == 4:
+        return tokens[0], ".".join(tokens[1:])
+    return rest, None
 
 
 def query_subject(view: str) -> str:

@@ -1,4 +1,4 @@
-"""Shared fixtures: embedded PostgreSQL (one per session) and NATS (one per test), real servers."""
+"""Shared fixtures: embedded PostgreSQL (one per session), NATS and a 3-node NATS cluster (one per test), real servers."""
 from __future__ import annotations
 
 import uuid
@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
+from shared.embedded_cluster import EmbeddedNatsCluster
 from tests.support.bus import creds_for, start_secure_nats
 
 FAST_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -62,3 +63,15 @@ def nats_url(nats_server: EmbeddedNats) -> str:
 def nats_creds(nats_server: EmbeddedNats) -> str:
     """Path of an operator identity's creds on `nats_server` (account CORDON, no limits)."""
     return creds_for(nats_server.url)
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedNatsCluster]:
+    """A fresh 3-node NATS cluster with JetStream per test, meta leader elected; the test may kill and
+    bring back nodes (same ports, same stores)."""
+    cluster = EmbeddedNatsCluster(tmp_path_factory.mktemp("nats-cluster"))
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.stop()

@@ -11,7 +11,8 @@ import msgspec
 
 from services.audit import log
 from shared.tail import Tail, TailFollower
-from shared import wire
+from shared import access, wire
+from shared.identity import Identity
 from shared.service import ServiceSpec
 
 
@@ -29,8 +30,12 @@ def filters(query: AuditQuery) -> log.Filters:
     return log.Filters(**msgspec.structs.asdict(query))
 
 
-async def audit_query(host, payload: bytes) -> dict:
+async def audit_query(host, payload: bytes, identity: Identity | None) -> dict:
+    """The log's rows matching the query; an identity that does not read the whole city sees its
+    own scope's rows only (the host has checked a ``community`` the query names)."""
     query = wire.decode("audit", {"audit": AuditQuery}, "audit", payload)
+    if query.community is None and not access.reads(identity, None):
+        query = msgspec.structs.replace(query, community=identity.scope)
     async with host.pool.acquire() as conn:
         rows = await log.show(conn, filters(query))
     for row in rows:

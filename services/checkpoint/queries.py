@@ -17,6 +17,7 @@ import msgspec
 from services.checkpoint.tables import SHIFT_FIGURES
 from shared import wire
 from shared.errors import Invalid
+from shared.identity import Identity
 from shared.subjects import check_community
 
 MAX_DAYS = 93
@@ -52,8 +53,9 @@ def parse_shifts(payload: bytes, today: date) -> tuple[str, date, date]:
     return q.community, first, last
 
 
-async def shifts(host, payload: bytes, *, zone: ZoneInfo) -> dict:
-    """The query ``checkpoint.shifts`` (``app.py`` binds the city's ``zone``)."""
+async def shifts(host, payload: bytes, identity: Identity | None, *, zone: ZoneInfo) -> dict:
+    """The query ``checkpoint.shifts`` (``app.py`` binds the city's ``zone``; the host has checked
+    that ``identity`` reads the community)."""
     today = host.clock().astimezone(zone).date()
     community, first, last = parse_shifts(payload, today)
     start = datetime.combine(first, time(0), zone)

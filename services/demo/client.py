@@ -86,15 +86,20 @@ class Api:
 
     @classmethod
     async def connect(cls, url: str, creds: str | None = None, **kw) -> "Api":
-        """Connect to NATS at ``url`` with the ``.creds`` file ``creds``; ConnectionError at once if
-        nothing listens there (nats-py would retry its first connection as long as it retries a lost one)."""
-        parts = urlsplit(url)
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or 4222), 3)
-            writer.close()
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise ConnectionError(f"cannot reach NATS at {url}: {exc}") from None
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=120, reconnect_time_wait=0.5,
+        """Connect to NATS at ``url`` (one server, or a cluster's comma-separated) with the ``.creds``
+        file ``creds``; ConnectionError at once if nothing listens there (nats-py would retry its
+        first connection as long as it retries a lost one)."""
+        servers = [part.strip() for part in url.split(",") if part.strip()]
+        for i, server in enumerate(servers):
+            parts = urlsplit(server)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or 4222), 3)
+                writer.close()
+                break
+            except (OSError, asyncio.TimeoutError) as exc:
+                if i == len(servers) - 1:
+                    raise ConnectionError(f"cannot reach NATS at {url}: {exc}") from None
+        nc = await nats.connect(servers, connect_timeout=3, max_reconnect_attempts=120, reconnect_time_wait=0.5,
                                 error_cb=_quiet, name="cordon-demo",
                                 **({"user_credentials": creds} if creds else {}))
         return cls(nc, **kw)

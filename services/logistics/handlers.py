@@ -60,8 +60,9 @@ async def household(ctx: Context, household_id: str) -> Household | None:
     row = await directory.household(ctx.conn, tables.SCHEMA, household_id, vulnerabilities=True)
     if row is None:
         return None
-    return Household(household=row["household"], community=row["community"], compound=row["compound"],
-                     building=row["building"], vulnerabilities=frozenset(row["vulnerabilities"]))
+    return ctx.vet(f"household:{household_id}", Household(
+        household=row["household"], community=row["community"], compound=row["compound"],
+        building=row["building"], vulnerabilities=frozenset(row["vulnerabilities"])))
 
 
 async def lock_stock(ctx: Context, community: str, items: Iterable[str]) -> dict[str, int]:

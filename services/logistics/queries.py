@@ -17,9 +17,10 @@ import msgspec
 from services.logistics import commands
 from services.logistics.domain import allocate
 from services.logistics.config import Config
-from shared import wire
+from shared import access, wire
 from shared.contracts.logistics import ItemLine
 from shared.errors import Invalid
+from shared.identity import Identity
 from shared.subjects import check_community
 
 MAX_LIMIT = 1000
@@ -65,8 +66,9 @@ async def _on_hand(conn, community: str) -> dict[str, int]:
     return {r["item"]: r["on_hand"] for r in rows}
 
 
-async def open_requests(host, payload: bytes, config: Config) -> dict:
-    """What each open request misses depends on the catalogue (``config``, bound by app.py)."""
+async def open_requests(host, payload: bytes, identity: Identity | None, config: Config) -> dict:
+    """What each open request misses depends on the catalogue (``config``, bound by app.py); the
+    host has checked that ``identity`` reads the community."""
     q = _parse("logistics.requests", RequestsQuery, payload)
     check_community(q.community)
     if not 1 <= q.limit <= MAX_LIMIT:
@@ -88,7 +90,9 @@ async def open_requests(host, payload: bytes, config: Config) -> dict:
             "requests": requests}
 
 
-async def assignments(host, payload: bytes) -> dict:
+async def assignments(host, payload: bytes, identity: Identity | None) -> dict:
+    """A volunteer's deliveries, those in communities ``identity`` reads (a volunteer may carry
+    some in another committee's)."""
     q = _parse("logistics.assignments", AssignmentsQuery, payload)
     commands.person(q.volunteer, "volunteer")
     async with host.pool.acquire() as conn:
@@ -97,17 +101,18 @@ async def assignments(host, payload: bytes) -> dict:
                 LEFT JOIN logistics.dir_households h USING (household)
                 WHERE r.volunteer = $1 AND r.status = 'assigned'
                 ORDER BY r.priority DESC, r.requested_at, r.request""", q.volunteer)
+    rows = [r for r in rows if access.reads(identity, r["community"])]
     return {"ok": True, "volunteer": q.volunteer, "count": len(rows), "assignments": [_request(r) for r in rows]}
 
 
-async def stock(host, payload: bytes) -> dict:
+async def stock(host, payload: bytes, identity: Identity | None) -> dict:
     q = _parse("logistics.stock", CommunityQuery, payload)
     check_community(q.community)
     async with host.pool.acquire() as conn:
         return {"ok": True, "community": q.community, "on_hand": await _on_hand(conn, q.community)}
 
 
-async def welfare(host, payload: bytes) -> dict:
+async def welfare(host, payload: bytes, identity: Identity | None) -> dict:
     q = _parse("logistics.welfare", CommunityQuery, payload)
     check_community(q.community)
     async with host.pool.acquire() as conn:

@@ -165,6 +165,7 @@ async def replay_letters(nats_url: str, pg_dsn: str | None, targets: dict[str, l
     import nats
     from nats.errors import NoRespondersError
 
+    from shared import bus
     from shared import dead_letters as dl
 
     out, err = out or sys.stdout, err or sys.stderr
@@ -185,7 +186,8 @@ async def replay_letters(nats_url: str, pg_dsn: str | None, targets: dict[str, l
     total = sum(map(len, targets.values()))
     counts = {dl.REPLAYED: 0, dl.ALREADY_APPLIED: 0, dl.FAILED: 0, dl.NOT_FOUND: 0, "not_replayed": 0}
     started, done = time.monotonic(), 0
-    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=1, **bus.credentials(creds))
+    nc = await nats.connect(bus.servers(nats_url), connect_timeout=2, max_reconnect_attempts=1,
+                            **bus.credentials(creds))
     try:
         for name, ids in targets.items():
             for i in range(0, len(ids), CHUNK):
@@ -272,7 +274,7 @@ async def republish_events(config: Config, service: str, since: datetime, until:
             return 0
         import nats
 
-        nc = await nats.connect(config.nats_url, name=f"{service}.republish", connect_timeout=2,
+        nc = await nats.connect(bus.servers(config.nats_url), name=f"{service}.republish", connect_timeout=2,
                                 max_reconnect_attempts=1, **bus.credentials(config.nats_creds))
         try:
             await bus.ensure_stream(nc.jetstream(), config.dedupe_window_s, config.stream_replicas)
@@ -328,10 +330,11 @@ async def reconcile_all(config: Config, services: tuple[str, ...], out=None, err
 
     from services.ops.effects import Rate
     from services.ops.reconcile import reconcile
+    from shared import bus
 
     out, err = out or sys.stdout, err or sys.stderr
     conn = await asyncpg.connect(config.pg_dsn)
-    nc = await nats.connect(config.nats_url, **bus.credentials(config.nats_creds))
+    nc = await nats.connect(bus.servers(config.nats_url), **bus.credentials(config.nats_creds))
     pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
     try:
         report = await reconcile(conn, nc, services, pool=pool, progress=progress or Rate(err))

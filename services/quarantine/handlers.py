@@ -74,7 +74,7 @@ async def _case_for_reading(ctx: Context, case_id: str) -> domain.Case | None:
     if held is not None:
         return held[0]
     rows = ctx.scratch.case_rows
-    return rows[case_id] if case_id in rows else await ctx.state(stream)
+    return ctx.vet(stream, rows[case_id]) if case_id in rows else await ctx.state(stream)
 
 
 async def _open_case_of(ctx: Context, resident: str) -> domain.Case | None:
@@ -91,8 +91,9 @@ async def _resident(ctx: Context, resident: str) -> Resident | None:
     row = await directory.resident(ctx.conn, SCHEMA, resident)
     if row is None:
         return None
-    return Resident(resident=resident, community=row["community"], household=row["household"],
-                    compound=row["compound"], building=row["building"], moved_out=row["moved_out"])
+    return ctx.vet(f"resident:{resident}", Resident(
+        resident=resident, community=row["community"], household=row["household"], compound=row["compound"],
+        building=row["building"], moved_out=row["moved_out"]))
 
 
 async def _where(ctx: Context, cmd: commands.OpenCase) -> Resident | None:

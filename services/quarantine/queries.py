@@ -7,7 +7,9 @@ from datetime import timedelta
 import msgspec
 
 from services.quarantine import domain
+from shared import access
 from shared.errors import Invalid
+from shared.identity import Identity
 from shared.service import parse_json_object
 from shared.subjects import check_community, check_slug
 
@@ -29,9 +31,10 @@ def _fields(query: dict, name: str, allowed: set[str]) -> None:
                       field=unknown[0])
 
 
-async def cases(host, payload: bytes) -> dict:
+async def cases(host, payload: bytes, identity: Identity | None) -> dict:
     """``quarantine.cases`` {community, status? open|closed|all (open), limit? (1000), after? case}:
-    the committee's cases in case-id order; ``next`` is the ``after`` of the following page."""
+    the committee's cases in case-id order; ``next`` is the ``after`` of the following page (the host
+    has checked that ``identity`` reads the community)."""
     query = parse_json_object(payload)
     _fields(query, "quarantine.cases", {"community", "status", "limit", "after"})
     community = check_community(query.get("community"))
@@ -54,15 +57,17 @@ async def cases(host, payload: bytes) -> dict:
             "next": page[-1]["case"] if len(rows) > limit else None}
 
 
-async def history(host, payload: bytes) -> dict:
+async def history(host, payload: bytes, identity: Identity | None) -> dict:
     """``quarantine.history`` {resident}: every case of the resident (oldest first) and every event
-    of those cases — opened, check-ins, symptoms, missed days, transfers, release, close — in order."""
+    of those cases — opened, check-ins, symptoms, missed days, transfers, release, close — in order;
+    only for an identity that reads the communities of those cases."""
     query = parse_json_object(payload)
     _fields(query, "quarantine.history", {"resident"})
     resident = check_slug(query.get("resident"), "resident")
     async with host.pool.acquire() as conn:
-        rows = await conn.fetch(f"SELECT {CASE_COLUMNS} FROM {FROM} WHERE c.resident = $1 "
+        rows = await conn.fetch(f"SELECT {CASE_COLUMNS}, c.community FROM {FROM} WHERE c.resident = $1 "
                                 "ORDER BY c.opened_at, c.case_id", resident)
+        access.forbid_unreadable(identity, {r["community"] for r in rows}, f"the cases of resident {resident}")
         streams = [s for row in rows for s in _streams(row)]
         events = await conn.fetch("SELECT envelope FROM quarantine.events WHERE stream_id = ANY($1::text[]) "
                                   "ORDER BY position", streams)

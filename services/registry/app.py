@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.registry import commands, domain, handlers, tables
+from services.registry import commands, domain, handlers, queries, tables
 from services.registry.config import Config, from_env
 from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
@@ -19,4 +19,5 @@ def spec(config: Config | None = None) -> ServiceSpec:
             validate=partial(commands.validate, config=config),
         ),
         extra_ddl=tables.DDL,
+        queries=queries.QUERIES,
     )

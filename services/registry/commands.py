@@ -9,10 +9,14 @@ decoder cannot. Every failure is an :class:`~shared.errors.Invalid` naming the f
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from datetime import date, datetime
 from typing import Union, assert_never, get_args
 
-from shared.contracts.registry import CityClass, Outcome, Transport, Visit, Vulnerability
+from shared.contracts.registry import RESERVED_DISTRICT, CityClass, Outcome, Transport, Visit, Vulnerability
+from shared.identity import Identity
 from shared import wire
 from shared.errors import Invalid
 from services.registry.config import Config
@@ -74,7 +78,26 @@ class MoveOut(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True
     reason: str | None = None
 
 
-Command = Union[RegisterCompound, RegisterHousehold, RegisterResident, RegisterArrival, VerifyArrival, MoveOut]
+class GrantIdentity(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Record an identity (``shared.identity``) and the NATS user key its credentials hold;
+    accepted only from inside Cordon (``shared.access.CORDON_ONLY``)."""
+
+    identity: str
+    role: str
+    scope: str = "city"
+    community: str | None = None
+    compound: str | None = None
+    grants: list[str] = []
+    public_key: str
+
+
+class RevokeIdentity(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    identity: str
+    reason: str | None = None
+
+
+Command = Union[RegisterCompound, RegisterHousehold, RegisterResident, RegisterArrival, VerifyArrival, MoveOut,
+                GrantIdentity, RevokeIdentity]
 
 COMMANDS: dict[str, type] = {
     "register_compound": RegisterCompound,
@@ -83,6 +106,8 @@ COMMANDS: dict[str, type] = {
     "register_arrival": RegisterArrival,
     "verify_arrival": VerifyArrival,
     "move_out": MoveOut,
+    "grant_identity": GrantIdentity,
+    "revoke_identity": RevokeIdentity,
 }
 
 #: The id field a creating command may leave out; the runtime fills it (``shared.wire.complete``).
@@ -115,13 +140,13 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
     wire.check_common(cmd)
     match cmd:
         case RegisterCompound():
-            check_community(cmd.community)
+            _real_community(cmd.community)
             check_slug(cmd.compound, "compound")
             wire.text(cmd.name, "name")
             wire.ids(cmd.buildings, "buildings")
             wire.ids(cmd.gates, "gates")
         case RegisterHousehold():
-            check_community(cmd.community)
+            _real_community(cmd.community)
             check_slug(cmd.compound, "compound")
             check_slug(cmd.building, "building")
             wire.text(cmd.address, "address")
@@ -142,6 +167,13 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
                 wire.text(cmd.note, "note", MAX_NOTE)
         case MoveOut():
             check_slug(cmd.resident, "resident")
+            if cmd.reason is not None:
+                wire.text(cmd.reason, "reason", MAX_NOTE)
+        case GrantIdentity():
+            granted(cmd)
+            check_user_key(cmd.public_key)
+        case RevokeIdentity():
+            check_slug(cmd.identity, "identity")
             if cmd.reason is not None:
                 wire.text(cmd.reason, "reason", MAX_NOTE)
         case _:
@@ -170,6 +202,47 @@ def _arrival(cmd: RegisterArrival, config: Config) -> None:
             raise Invalid(
                 f"visited[{i}]: from {visit.from_} is after to {visit.to}", field=f"visited[{i}].from"
             )
+
+
+def _real_community(community: str) -> None:
+    check_community(community)
+    if community.split(".")[0] == RESERVED_DISTRICT:
+        raise Invalid(f"district {RESERVED_DISTRICT!r} is reserved for Cordon's own records (identities); "
+                      "use the city's district", field="community")
+
+
+def granted(cmd: GrantIdentity) -> Identity:
+    """The identity a grant describes, checked as :class:`shared.identity.Identity` checks it
+    (a staff's scope is a community, a gate has a compound, an officer's community is under its
+    scope, grants are cmd:/qry:/evt), never under the reserved district."""
+    try:
+        identity = Identity(name=cmd.identity, role=cmd.role, scope=cmd.scope, community=cmd.community,
+                            compound=cmd.compound, grants=tuple(cmd.grants))
+    except Invalid as err:
+        field = "identity" if err.field == "name" else err.field
+        raise Invalid(err.message.replace("name ", "identity ", 1) if field == "identity" else err.message,
+                      field=field) from None
+    if identity.compound is not None:
+        check_slug(identity.compound, "compound")
+    if identity.scope.split(".")[0] == RESERVED_DISTRICT:
+        raise Invalid(f"district {RESERVED_DISTRICT!r} is reserved for Cordon's own records", field="scope")
+    wire.no_duplicates(cmd.grants, "grants")
+    return identity
+
+
+_USER_KEY = re.compile(r"^U[A-Z2-7]{55}$")
+
+
+def check_user_key(key: str, field: str = "public_key") -> str:
+    """A NATS user public key as ``nkeys`` encodes it: ``U`` + base32 of (prefix, 32-byte ed25519
+    key, CRC-16/XMODEM little-endian); a typo fails the checksum."""
+    if not _USER_KEY.match(key):
+        raise Invalid(f"{field} must be a NATS user public key: 56 characters, U then A-Z and 2-7", field=field)
+    raw = base64.b32decode(key + "=" * (-len(key) % 8))
+    body, crc = raw[:-2], int.from_bytes(raw[-2:], "little")
+    if binascii.crc_hqx(body, 0) != crc:
+        raise Invalid(f"{field} {key[:8]}... fails its checksum: copy the key again", field=field)
+    return key
 
 
 def _birth_year(value: int, occurred_at: datetime | None) -> None:

@@ -13,19 +13,25 @@ from typing import assert_never
 
 from services.registry.commands import (
     Command,
+    GrantIdentity,
     MoveOut,
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
     RegisterResident,
+    RevokeIdentity,
     VerifyArrival,
+    granted,
 )
-from services.registry.domain import Arrival, Compound, Household, RegistryEvent, Resident, created_id
+from services.registry.domain import Arrival, Compound, Grant, Household, RegistryEvent, Resident, created_id
 from shared.contracts.registry import (
+    ACCESS_COMMUNITY,
     ArrivalRegistered,
     ArrivalVerified,
     CompoundRegistered,
     HouseholdRegistered,
+    IdentityGranted,
+    IdentityRevoked,
     ResidentMovedOut,
     ResidentRegistered,
 )
@@ -39,13 +45,17 @@ class Facts:
 
     register_household: compound, household · register_resident: household, resident ·
     register_arrival: resident, arrival · verify_arrival: arrival, resident (of the arrival) ·
-    move_out: resident · register_compound: compound.
+    move_out: resident · register_compound: compound · grant_identity: grant (of the name),
+    key_holder · revoke_identity: grant.
     """
 
     compound: Compound | None = None
     household: Household | None = None
     resident: Resident | None = None
     arrival: Arrival | None = None
+    grant: Grant | None = None
+    #: The identity that holds (or held) the key a grant names, if any other grant has it.
+    key_holder: str | None = None
 
 
 def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
@@ -63,6 +73,10 @@ def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
             return _verify_arrival(facts, cmd)
         case MoveOut():
             return _move_out(facts, cmd)
+        case GrantIdentity():
+            return _grant_identity(facts, cmd)
+        case RevokeIdentity():
+            return _revoke_identity(facts, cmd)
         case _:
             assert_never(cmd)
 
@@ -182,6 +196,40 @@ def _move_out(facts: Facts, cmd: MoveOut) -> list[RegistryEvent]:
         compound=resident.compound, building=resident.building,
         reason=cmd.reason.strip() if cmd.reason is not None else None,
         moved_out_at=_at(cmd), moved_out_by=cmd.actor,
+    )]
+
+
+def _grant_identity(facts: Facts, cmd: GrantIdentity) -> list[RegistryEvent]:
+    grant, key = facts.grant, cmd.public_key
+    if grant is not None and not grant.revoked:
+        if grant.public_key == key:
+            raise Rejected(f"identity {cmd.identity} is already granted with this key", reason="already_granted")
+        raise Rejected(
+            f"identity {cmd.identity} is held by another key; revoke it first (revoke_identity) or choose "
+            "another name", reason="identity_taken")
+    if (grant is not None and key in grant.keys) or facts.key_holder is not None:
+        holder = cmd.identity if facts.key_holder is None else facts.key_holder
+        raise Rejected(
+            f"this key was granted before (to {holder}); a key is never granted twice, so that a revoked "
+            "one stays revoked: mint a new key", reason="key_taken")
+    identity = granted(cmd)
+    return [IdentityGranted(
+        community=identity.community or ACCESS_COMMUNITY, identity=identity.name, role=identity.role,
+        scope=identity.scope, acts_in=identity.community, compound=identity.compound,
+        grants=list(identity.grants), public_key=key, granted_at=_at(cmd), granted_by=cmd.actor,
+    )]
+
+
+def _revoke_identity(facts: Facts, cmd: RevokeIdentity) -> list[RegistryEvent]:
+    grant = facts.grant
+    if grant is None:
+        raise NotFound(f"identity {cmd.identity} was never granted", field="identity")
+    if grant.revoked:
+        raise Rejected(f"identity {cmd.identity} is already revoked", reason="already_revoked")
+    return [IdentityRevoked(
+        community=grant.community, identity=grant.identity, public_key=grant.public_key,
+        reason=cmd.reason.strip() if cmd.reason is not None else None,
+        revoked_at=_at(cmd), revoked_by=cmd.actor,
     )]
 
 

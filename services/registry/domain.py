@@ -7,6 +7,7 @@ stream holds one aggregate:
     household:<household>            HouseholdRegistered
     resident:<resident>              ResidentRegistered, ResidentMovedOut
     arrival:<arrival>                ArrivalRegistered, ArrivalVerified
+    identity:<name>                  IdentityGranted, IdentityRevoked (granted again after a revocation)
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Iterable, Union, assert_never
 
 from services.registry.commands import (
     Command,
+    GrantIdentity,
     MoveOut,
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
     RegisterResident,
+    RevokeIdentity,
     VerifyArrival,
 )
 from shared.contracts.registry import (
@@ -27,12 +30,15 @@ from shared.contracts.registry import (
     ArrivalVerified,
     CompoundRegistered,
     HouseholdRegistered,
+    IdentityGranted,
+    IdentityRevoked,
     ResidentMovedOut,
     ResidentRegistered,
 )
 
 RegistryEvent = Union[
-    CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified
+    CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified,
+    IdentityGranted, IdentityRevoked,
 ]
 
 
@@ -93,7 +99,24 @@ class Arrival:
         return self.city_class == "A" and not self.risk_area_visited
 
 
-State = Union[Compound, Household, Resident, Arrival]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """An identity's current grant (the last IdentityGranted of its name) and every key the name
+    ever held: a key is never granted again, so a revoked one stays revoked."""
+
+    community: str
+    identity: str
+    role: str
+    scope: str
+    acts_in: str | None
+    compound: str | None
+    grants: tuple[str, ...]
+    public_key: str
+    revoked: bool = False
+    keys: tuple[str, ...] = ()
+
+
+State = Union[Compound, Household, Resident, Arrival, Grant]
 
 
 def compound_stream(community: str, compound: str) -> str:
@@ -112,6 +135,10 @@ def arrival_stream(arrival: str) -> str:
     return f"arrival:{arrival}"
 
 
+def identity_stream(name: str) -> str:
+    return f"identity:{name}"
+
+
 def target_stream(cmd: Command) -> str:
     """The stream a command appends to (its created id is filled in already: see :func:`created_id`)."""
     match cmd:
@@ -127,6 +154,8 @@ def target_stream(cmd: Command) -> str:
             return arrival_stream(cmd.arrival)
         case MoveOut():
             return resident_stream(cmd.resident)
+        case GrantIdentity() | RevokeIdentity():
+            return identity_stream(cmd.identity)
         case _:
             assert_never(cmd)
 
@@ -172,6 +201,15 @@ def evolve(state: State | None, event: RegistryEvent) -> State:
             )
         case ArrivalVerified():
             return replace(_expect(state, Arrival, event), outcome=event.outcome)
+        case IdentityGranted():
+            before = state.keys if isinstance(state, Grant) else ()
+            return Grant(
+                community=event.community, identity=event.identity, role=event.role, scope=event.scope,
+                acts_in=event.acts_in, compound=event.compound, grants=tuple(event.grants),
+                public_key=event.public_key, keys=(*before, event.public_key),
+            )
+        case IdentityRevoked():
+            return replace(_expect(state, Grant, event), revoked=True)
         case _:
             assert_never(event)
 

@@ -19,6 +19,8 @@ class Scratch:
 
     #: ID numbers registered already or claimed by an earlier register_resident of the batch
     id_numbers_taken: set[str] = field(default_factory=set)
+    #: NATS user keys granted by an earlier grant_identity of the batch -> the identity
+    keys_granted: dict[str, str] = field(default_factory=dict)
 
 
 def prefetch(cmd: commands.Command) -> list[str]:
@@ -37,6 +39,8 @@ def prefetch(cmd: commands.Command) -> list[str]:
             return [domain.resident_stream(cmd.resident)]
         case commands.VerifyArrival():
             return [domain.arrival_stream(cmd.arrival)]
+        case commands.GrantIdentity() | commands.RevokeIdentity():
+            return [domain.identity_stream(cmd.identity)]
     return []
 
 
@@ -81,8 +85,8 @@ async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> Non
     taken = ctx.scratch.id_numbers_taken
     if cmd.id_number in taken:
         raise Conflict("a resident with this ID number is already registered", field="id_number")
+    ctx.append(target, version, events)  # may refuse (forbidden): then the number stays free
     taken.add(cmd.id_number)  # later commands of the batch see it taken
-    ctx.append(target, version, events)
     ctx.write(tables.INSERT_PII, cmd.resident, cmd.household, events[0].community, cmd.name.strip(),
               cmd.id_number, cmd.phone, cmd.occurred_at)
 
@@ -106,6 +110,22 @@ async def move_out(cmd: commands.MoveOut, ctx: Context) -> None:
     await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
 
 
+async def grant_identity(cmd: commands.GrantIdentity, ctx: Context) -> None:
+    holder = ctx.scratch.keys_granted.get(cmd.public_key) or await ctx.conn.fetchval(
+        tables.KEY_HOLDER, cmd.public_key)
+    grant = await ctx.state(domain.identity_stream(cmd.identity))
+    [event] = await _decide_and_append(ctx, cmd, decide.Facts(grant=grant, key_holder=holder))
+    ctx.scratch.keys_granted[event.public_key] = event.identity
+    ctx.write(tables.INSERT_GRANT, event.public_key, event.identity, event.role, event.scope, event.acts_in,
+              event.compound, event.grants, event.granted_at, event.granted_by)
+
+
+async def revoke_identity(cmd: commands.RevokeIdentity, ctx: Context) -> None:
+    grant = await ctx.state(domain.identity_stream(cmd.identity))
+    [event] = await _decide_and_append(ctx, cmd, decide.Facts(grant=grant))
+    ctx.write(tables.REVOKE_GRANT, event.public_key, event.revoked_at, event.revoked_by, event.reason)
+
+
 HANDLERS: dict[str, Handler] = {
     "register_compound": register_compound,
     "register_household": register_household,
@@ -113,4 +133,6 @@ HANDLERS: dict[str, Handler] = {
     "register_arrival": register_arrival,
     "verify_arrival": verify_arrival,
     "move_out": move_out,
+    "grant_identity": grant_identity,
+    "revoke_identity": revoke_identity,
 }

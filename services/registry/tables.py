@@ -1,8 +1,12 @@
-"""The registry's own table: residents' personal data, and the SQL that writes and reads it.
+"""The registry's own tables and the SQL that writes and reads them.
 
-Name, ID-card number and phone never go into events (they are published to every service); they
-are written here, in the same transaction as the ResidentRegistered event that carries the
-opaque id and a masked name.
+``registry.residents``: residents' personal data. Name, ID-card number and phone never go into
+events (they are published to every service); they are written here, in the same transaction as
+the ResidentRegistered event that carries the opaque id and a masked name.
+
+``registry.identities``: one row per key ever granted (IdentityGranted, IdentityRevoked), so the
+revoked keys stay listed after their name is granted again: what NATS's revocation list is built
+from (``cordon.qry.registry.identities``).
 """
 from __future__ import annotations
 
@@ -16,11 +20,39 @@ CREATE TABLE IF NOT EXISTS registry.residents (
     phone         text,
     registered_at timestamptz NOT NULL
 );
+CREATE TABLE IF NOT EXISTS registry.identities (
+    public_key     text PRIMARY KEY,
+    identity       text NOT NULL,
+    role           text NOT NULL,
+    scope          text NOT NULL,
+    community      text,
+    compound       text,
+    grants         text[] NOT NULL,
+    granted_at     timestamptz NOT NULL,
+    granted_by     text NOT NULL,
+    revoked_at     timestamptz,
+    revoked_by     text,
+    revoked_reason text
+);
+-- one live grant per name
+CREATE UNIQUE INDEX IF NOT EXISTS identities_live ON registry.identities (identity) WHERE revoked_at IS NULL;
 """
 
 INSERT_PII = (
     "INSERT INTO registry.residents (resident, household, community, name, id_number, phone, registered_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+
+INSERT_GRANT = (
+    "INSERT INTO registry.identities (public_key, identity, role, scope, community, compound, grants, "
+    "granted_at, granted_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+REVOKE_GRANT = "UPDATE registry.identities SET revoked_at = $2, revoked_by = $3, revoked_reason = $4 WHERE public_key = $1"
+#: Who holds (or held) a key ($1: the public key).
+KEY_HOLDER = "SELECT identity FROM registry.identities WHERE public_key = $1"
+IDENTITIES = (
+    "SELECT identity AS name, role, scope, community, compound, grants, public_key, granted_at, granted_by, "
+    "revoked_at, revoked_by, revoked_reason AS reason FROM registry.identities ORDER BY granted_at, identity"
 )
 
 #: Which of the given ID numbers are registered already ($1: text[]).

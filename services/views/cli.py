@@ -50,9 +50,10 @@ async def _report(url: str, scope: str, on: str | None, fmt: str, timeout: float
     import nats
 
     from services.views import board
+    from shared.bus import servers
 
     query = {"scope": scope, "detail": True, **({"on": on} if on else {})}
-    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, **bus.credentials(creds))
+    nc = await nats.connect(servers(url), connect_timeout=2, max_reconnect_attempts=1, **bus.credentials(creds))
     try:
         msg = await nc.request(query_subject("rollup"), json.dumps(query).encode(), timeout=timeout)
     except Exception as exc:

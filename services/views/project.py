@@ -69,6 +69,9 @@ class Item(NamedTuple):
     actor: str = ""
     data: bytes = b""
     registered: bool = True
+    #: False for an event about Cordon itself (rules.NOT_VIEWED): applied (its id, its sequence)
+    #: but its community is not listed among the communities.
+    viewed: bool = True
 
 
 def decode(payload: bytes, seq: int, zone: tzinfo) -> Item:
@@ -84,6 +87,8 @@ def decode(payload: bytes, seq: int, zone: tzinfo) -> Item:
     except env.UnknownEventType:
         return Item(seq, event_id, raw.type, raw.community, day, (), _resident(raw.data), raw.occurred_at,
                     raw.actor, bytes(raw.data), False)
+    if cls in rules.NOT_VIEWED:
+        return Item(seq, event_id, raw.type, raw.community, day, viewed=False)
     try:
         event = msgspec.json.decode(raw.data, type=cls)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -229,7 +234,8 @@ async def _write(conn, s: str, items: list[Item]) -> None:
         await conn.copy_records_to_table("timeline", schema_name=s, records=timeline)
     first_seen: dict[str, int] = {}
     for i in items:
-        first_seen.setdefault(i.community, i.seq)
+        if i.viewed:
+            first_seen.setdefault(i.community, i.seq)
     await conn.execute(
         f"INSERT INTO {s}.communities SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
         list(first_seen), list(first_seen.values()))

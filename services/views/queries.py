@@ -15,7 +15,9 @@ import msgspec
 
 from services.views import board, schema
 from services.views.rules import WINDOW_DAYS
+from shared import access
 from shared.errors import NotFound
+from shared.identity import Identity
 
 SCOPE = """(community = $1 OR (community >= ($1 || '.') COLLATE "C" AND community < ($1 || '/') COLLATE "C"))"""
 CITY = "($1::text IS NOT NULL)"
@@ -48,7 +50,8 @@ async def read(pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection, str], Await
     return await read(pool, fn)
 
 
-async def community(host, payload: bytes, *, zone: tzinfo) -> dict:
+async def community(host, payload: bytes, identity: Identity | None, *, zone: tzinfo) -> dict:
+    """The committee's board (the host has checked that ``identity`` reads the community)."""
     q = board.parse("community", payload)
     on = q.on or today(host, zone)
 
@@ -64,7 +67,8 @@ async def community(host, payload: bytes, *, zone: tzinfo) -> dict:
     return await read(host.pool, fn)
 
 
-async def rollup(host, payload: bytes, *, zone: tzinfo) -> dict:
+async def rollup(host, payload: bytes, identity: Identity | None, *, zone: tzinfo) -> dict:
+    """A scope's figures (the host has checked that ``identity`` reads the scope)."""
     q = board.parse("rollup", payload)
     on = q.on or today(host, zone)
 
@@ -90,7 +94,8 @@ async def rollup(host, payload: bytes, *, zone: tzinfo) -> dict:
     return await read(host.pool, fn)
 
 
-async def timeline(host, payload: bytes) -> dict:
+async def timeline(host, payload: bytes, identity: Identity | None) -> dict:
+    """A resident's events, for an identity that reads the community the resident lives in."""
     q = board.parse("timeline", payload)
 
     async def fn(conn, s: str) -> dict:
@@ -99,6 +104,11 @@ async def timeline(host, payload: bytes) -> dict:
             "WHERE resident = $1 ORDER BY occurred_at, seq LIMIT $2", q.resident, q.limit + 1)
         if not rows:
             raise NotFound(f"no event names resident {q.resident}", field="resident")
+        if identity is not None:
+            home = await conn.fetchval(
+                f"SELECT community FROM {s}.timeline WHERE resident = $1 AND type = 'ResidentRegistered' "
+                "ORDER BY seq DESC LIMIT 1", q.resident)
+            access.forbid_unreadable(identity, {home or rows[0][5]}, f"the timeline of resident {q.resident}")
         events = [{"seq": r[0], "event_id": r[1], "type": r[2], "occurred_at": r[3], "actor": r[4],
                    "community": r[5], "data": msgspec.Raw(r[6])} for r in rows[:q.limit]]
         return {"ok": True, "resident": q.resident, "position": await _position(conn, s),

@@ -52,6 +52,8 @@ from shared.contracts.registry import (
     ArrivalRegistered,
     ArrivalVerified,
     HouseholdRegistered,
+    IdentityGranted,
+    IdentityRevoked,
     ResidentMovedOut,
     ResidentRegistered,
 )
@@ -155,6 +157,11 @@ RULES = {
     DailySupplyStarted: lambda e, c, d: (Put("daily_supply", e.household, "daily_supply_households"),),
     DailySupplyStopped: lambda e, c, d: () if e.active else (Drop("daily_supply", e.household),),
 }
+
+
+#: Events about who may use Cordon, not about a community's work: no figure, no timeline, and
+#: their community (``cordon.access.city`` for the city-wide identities) is not listed as one.
+NOT_VIEWED = frozenset({IdentityGranted, IdentityRevoked})
 
 
 def _seal(event: AreaSealed | SealLifted, community: str) -> Op:

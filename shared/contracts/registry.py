@@ -104,3 +104,45 @@ class ResidentMovedOut(Event, frozen=True, kw_only=True):
     reason: str | None = None
     moved_out_at: datetime
     moved_out_by: str
+
+
+# -- identities: who may use Cordon (shared.identity), granted and revoked by the operators -------
+
+#: The community of identity events whose identity acts in no community (operators, city systems,
+#: officers of a street or district given none): a reserved path outside every real district.
+#: ``cordon`` names the system, not a district of the city, and the registry refuses to register
+#: anything under it, so no community's feed, board or staff ever sees these; the city-wide
+#: readers (operators, a city system granted ``evt``, the audit log) do, and ``cordon.qry.audit``
+#: {community: "cordon"} finds them.
+ACCESS_COMMUNITY = "cordon.access.city"
+#: The district no community may be registered under.
+RESERVED_DISTRICT = ACCESS_COMMUNITY.split(".")[0]
+
+
+@event_type(SERVICE)
+class IdentityGranted(Event, frozen=True, kw_only=True):
+    """An identity was issued: its NATS user key and what it may do (``shared.identity``). The
+    event's ``community`` is ``acts_in`` when it has one, else :data:`ACCESS_COMMUNITY`."""
+
+    identity: str
+    role: str
+    scope: str
+    #: The community the identity acts in (staff, a gate, an officer given one); None otherwise.
+    acts_in: str | None = None
+    compound: str | None = None
+    grants: list[str] = []
+    #: The NATS user public key (U...) its credentials hold; never granted twice.
+    public_key: str
+    granted_at: datetime
+    granted_by: str
+
+
+@event_type(SERVICE)
+class IdentityRevoked(Event, frozen=True, kw_only=True):
+    """An identity's key was revoked: NATS refuses its credentials from now on."""
+
+    identity: str
+    public_key: str
+    reason: str | None = None
+    revoked_at: datetime
+    revoked_by: str

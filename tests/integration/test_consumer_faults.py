@@ -11,6 +11,7 @@ import pytest
 
 from shared import bus, store
 from shared.consumer import Consumer
+from shared.pull import Puller
 from shared.contracts.registry import HouseholdRegistered, ResidentMovedOut
 from tests.support.bus import connect, creds_for
 from tests.support.cordon import COMMUNITY, eventually, publish_events
@@ -177,6 +178,94 @@ async def test_after_nats_restarts_an_event_lost_on_its_way_takes_effect_before_
 
 async def _has(pool, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM probe.applied") >= n
+
+
+class LosesTheThird(Puller):
+    """A puller whose third delivery never reaches it, as when the node leading a consumer dies with
+    a delivery in its buffers: the consumer counts it delivered and unacknowledged, and goes on."""
+
+    lost: list[int] = []
+
+    async def _received(self, msg) -> None:
+        if msg.reply and not (msg.headers and msg.headers.get("Status")):
+            if msg.metadata.sequence.consumer == 3 and not self.lost:
+                self.lost.append(msg.metadata.sequence.stream)
+                return
+        await super()._received(msg)
+
+
+async def test_a_delivery_lost_on_its_way_is_not_skipped(nats_url, pg_dsn, monkeypatch):
+    # Given a consumer whose third delivery is lost on its way to it
+    monkeypatch.setattr("shared.consumer.Puller", LosesTheThird)
+    LosesTheThird.lost = []
+    pool = await probe_pool(pg_dsn)
+    nc = await connect(nats_url)
+    await bus.ensure_stream(nc.jetstream())
+
+    async def handle(conn, raw, event):
+        await conn.execute("INSERT INTO probe.applied (event_id, type) VALUES ($1, $2)", raw.event_id,
+                           f"v{raw.stream_version}")
+
+    consumer = Consumer(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc, handle=handle,
+                        ack_wait=2.0)
+    await consumer.start()
+    try:
+        # When a stream's four events arrive
+        await publish_events(nats_url, [registered() for _ in range(4)], occurred_at=AT, actor="staff:li-wei",
+                             stream_ids=["household:h-1"] * 4, versions=[1, 2, 3, 4])
+        await eventually(lambda: _has(pool, 4), timeout=20, what="every event applied")
+        await asyncio.sleep(2.5)  # past ack_wait: a late redelivery would show up now
+    finally:
+        await consumer.stop()
+        await nc.close()
+    # Then the lost one was not skipped: the consumer went back for it before applying the fourth
+    assert LosesTheThird.lost == [3]
+    assert await applied(pool) == ["v1", "v2", "v3", "v4"]
+    await pool.close()
+
+
+async def test_acknowledgements_lost_on_their_way_do_not_wait_for_ack_wait(nats_url, pg_dsn):
+    # Given a consumer whose first acknowledgements are lost on their way (a node of the cluster
+    # died with them), and an ack_wait far longer than the test
+    class LosesItsFirstAcks(Consumer):
+        lost = False
+
+        async def _ack(self, msgs):
+            if not self.lost:
+                self.lost = True
+                for msg in msgs:
+                    msg.reply = "nowhere." + msg.reply  # sent, and received by no one
+            await super()._ack(msgs)
+
+    pool = await probe_pool(pg_dsn)
+    nc = await connect(nats_url)
+    await bus.ensure_stream(nc.jetstream())
+
+    async def handle(conn, raw, event):
+        await conn.execute("INSERT INTO probe.applied (event_id, type) VALUES ($1, $2)", raw.event_id, raw.type)
+
+    consumer = LosesItsFirstAcks(name="probe", schema="probe", subjects=["cordon.evt.>"], pool=pool, nc=nc,
+                                 handle=handle, ack_wait=120.0)
+    await consumer.start()
+    try:
+        # When a stream's events are applied and the consumer falls idle
+        await publish_events(nats_url, [registered() for _ in range(3)], occurred_at=AT, actor="staff:li-wei",
+                             stream_ids=["household:h-1"] * 3, versions=[1, 2, 3])
+        await eventually(lambda: _has(pool, 3), timeout=20, what="every event applied")
+        # Then the server sees them acknowledged long before ack_wait, and none was applied twice
+        await eventually(lambda: _acknowledged(nc), timeout=20, what="the server to count every event acknowledged")
+        assert consumer.lost
+    finally:
+        await consumer.stop()
+        await nc.close()
+    assert await pool.fetchval("SELECT count(DISTINCT event_id) FROM probe.applied") == 3
+    assert await pool.fetchval("SELECT count(*) FROM probe.applied") == 3
+    await pool.close()
+
+
+async def _acknowledged(nc) -> bool:
+    info = await nc.jetstream().consumer_info("CORDON", "probe")
+    return info.num_ack_pending == 0 and info.num_pending == 0
 
 
 # -- replicas -------------------------------------------------------------------------------------

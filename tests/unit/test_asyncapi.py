@@ -52,3 +52,22 @@ def _refs(node):
     elif isinstance(node, list):
         for value in node:
             yield from _refs(value)
+
+
+def test_commands_scoped_to_a_community_servers_and_security_are_documented():
+    doc = json.loads(asyncapi_text())
+    channels = {c["address"]: c for c in doc["channels"].values()}
+    scoped = channels["cordon.cmd.quarantine.release_case.{district}.{street}.{committee}"]
+    assert set(scoped["parameters"]) == {"district", "street", "committee"}
+    assert "cordon.cmd.registry.grant_identity" in channels
+    assert "cordon.qry.registry.identities" in channels
+    assert {"IdentityGranted", "IdentityRevoked"} <= set(doc["components"]["schemas"])
+    [server] = doc["servers"].values()
+    assert server["protocol"] == "nats" and server["security"]
+    scheme = doc["components"]["securitySchemes"]["natsUserCredentials"]
+    assert "JWT" in scheme["description"]
+    codes = doc["components"]["schemas"]["CommandRefused"]["properties"]["error"]["properties"]["code"]["enum"]
+    assert {"forbidden", "unauthenticated"} <= set(codes)
+    grant = next(o for o in doc["operations"].values()
+                 if o["channel"]["$ref"] == "#/channels/registry.grant_identity")
+    assert "inside Cordon" in grant["description"] and grant["security"]

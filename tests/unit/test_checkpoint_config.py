@@ -69,7 +69,7 @@ class Host:
 async def shifts_today(config: Config | None = None) -> tuple[dict, tuple]:
     host = Host()
     query = spec(config).queries["checkpoint.shifts"]
-    reply = await query(host, json.dumps({"community": COMMUNITY}).encode())
+    reply = await query(host, json.dumps({"community": COMMUNITY}).encode(), None)
     [args] = host.conn.calls
     return reply, args
 
