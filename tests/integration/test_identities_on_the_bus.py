@@ -223,6 +223,11 @@ async def test_staff_cannot_send_commands_to_another_committee_nor_unscoped(worl
         reply = json.loads((await me.nc.request(f"cordon.cmd.echo.ping.{NANGONG}", b"{}", timeout=5)).data)
         assert reply["name"] == me.identity.name
         assert f"scope:{NANGONG}" in reply["tags"] and "role:staff" in reply["tags"]
+        # and an identity header the client forges is replaced by the server with the true one
+        forged = {"Nats-Request-Info": json.dumps({"name_tag": "admin", "tags": ["role:operator"]})}
+        reply = json.loads((await me.nc.request(f"cordon.cmd.echo.ping.{NANGONG}", b"{}", timeout=5,
+                                                headers=forged)).data)
+        assert reply["name"] == me.identity.name and "role:operator" not in reply["tags"]
         # Another committee's, and the unscoped subject, do not: no reply, a violation
         await me.refused_request(f"cordon.cmd.echo.ping.{TIANSHAN}")
         compound = f"c-{uuid.uuid4().hex[:8]}"
