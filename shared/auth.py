@@ -35,6 +35,7 @@ import nats
 import nkeys
 from nats.aio.client import RawCredentials
 
+from shared.bus import servers
 from shared.identity import Identity
 
 OPERATOR_NAME = "cordon"
@@ -254,18 +255,29 @@ class Authority:
 
     def server_config(self, store_dir: str | Path, jwt_dir: str | Path, host: str = "127.0.0.1",
                       port: int = 4222) -> str:
-        """The nats-server configuration of operator mode: the operator, the system account, the
-        full resolver keeping account JWTs in ``jwt_dir`` (updates pushed at run time survive a
-        restart) and preloaded with the three accounts, JetStream storing in ``store_dir``."""
+        """A whole nats-server configuration in operator mode: listening on ``host:port``,
+        JetStream storing in ``store_dir``, and :meth:`operator_config`."""
+        return "\n".join([f"listen: {json.dumps(f'{host}:{port}')}",
+                          f"jetstream: {{ store_dir: {json.dumps(str(store_dir))} }}",
+                          self.operator_config(jwt_dir)])
+
+    def operator_config(self, jwt_dir: str | Path) -> str:
+        """The operator-mode part of a nats-server configuration (each node of a cluster has it
+        too): the operator, the system account, the full resolver keeping account JWTs in
+        ``jwt_dir`` (updates pushed at run time survive a restart; a cluster's nodes pass them on)
+        and preloaded with the latest JWT of each account."""
         preload = "\n".join(f"  {self.public_key(which)}: {self.account_jwt(which)}" for which in ACCOUNTS)
         return "\n".join([
-            f"listen: {json.dumps(f'{host}:{port}')}",
-            f"jetstream: {{ store_dir: {json.dumps(str(store_dir))} }}",
             f"operator: {self.operator_jwt()}",
             f"system_account: {self.public_key(SYS)}",
             f'resolver: {{ type: full, dir: {json.dumps(str(jwt_dir))}, allow_delete: true, interval: "2m", '
             'timeout: "1.9s" }',
             "resolver_preload: {", preload, "}", ""])
+
+    def probe_creds(self) -> RawCredentials:
+        """A fresh operator identity's creds, in memory: what an embedded server's readiness probe
+        connects with."""
+        return RawCredentials(self.user_creds(Identity(name="embedded-probe", role="operator"))[1])
 
     def user_jwt(self, identity: Identity, public_key: str) -> str:
         """The user JWT of ``identity`` for ``public_key``: name, tags and permissions, signed by
@@ -306,11 +318,11 @@ class Authority:
     async def push_account(self, url: str, which: str = CITY, revoked: dict[str, int] | None = None,
                            timeout: float = 5.0) -> str:
         """Re-sign account ``which`` with ``revoked`` (every revoked key, {public key: unix time})
-        and push it to the server at ``url`` as a SYS user (``$SYS.REQ.CLAIMS.UPDATE``): the
+        and push it to the server at ``url`` (or a cluster's comma-separated URLs) as a SYS user (``$SYS.REQ.CLAIMS.UPDATE``): the
         server closes the revoked users' connections at once. Keeps it as the account's latest
         JWT and returns it; :class:`AuthorityError` with the server's message if refused."""
         token = self.mint_account(which, revoked)
-        nc = await nats.connect(url, user_credentials=self.system_creds(), connect_timeout=2,
+        nc = await nats.connect(servers(url), user_credentials=self.system_creds(), connect_timeout=2,
                                 allow_reconnect=False, max_reconnect_attempts=0, error_cb=_ignore)
         try:
             msg = await nc.request("$SYS.REQ.CLAIMS.UPDATE", token.encode(), timeout=timeout)

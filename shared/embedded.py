@@ -24,10 +24,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import nats
 import structlog
-from nats.aio.client import RawCredentials
 
 from shared.auth import Authority
-from shared.identity import Identity
 
 log = structlog.get_logger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -210,9 +208,7 @@ class EmbeddedNats(_Child):
         self.port = self.port or free_port(self.host)
         log_path = self.data_dir / "nats.log"
         self._spawn(self._argv(), log_path)
-        creds = None
-        if self.authority is not None:
-            creds = RawCredentials(self.authority.user_creds(Identity(name="embedded-probe", role="operator"))[1])
+        creds = self.authority.probe_creds() if self.authority is not None else None
 
         async def probe() -> None:  # port first: nats.connect waits 2 s between refused attempts
             _, writer = await asyncio.open_connection(self.host, self.port)

@@ -7,6 +7,10 @@ made R3 on it by ``CORDON_STREAM_REPLICAS=3``; clients connect with :attr:`Embed
 
 Ready means what a JetStream client needs: a meta leader is elected and every running node is a
 current peer of the meta group, so a 3-replica stream can be placed.
+
+Given an :class:`~shared.auth.Authority`, every node runs in operator mode (the authority's
+operator, system account and full resolver, each node with its own account store in
+``<node dir>/jwt``): a connection needs credentials, as on a single :class:`EmbeddedNats`.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import nats
 
+from shared.auth import Authority
 from shared.embedded import EmbeddedNats, _Child, _ignore, free_port
 
 CLUSTER_NAME = "cordon"
@@ -36,9 +41,10 @@ class ClusterNode(_Child):
     """One nats-server of the cluster: a config file written before each start, a log in its dir."""
     _name = "nats-node"
 
-    def __init__(self, name: str, data_dir: Path, host: str) -> None:
+    def __init__(self, name: str, data_dir: Path, host: str, authority: Authority | None = None) -> None:
         super().__init__(data_dir, None, host)
         self.name = name
+        self.authority = authority
         self.route_port: int | None = None
         self.http_port: int | None = None
 
@@ -57,8 +63,12 @@ class ClusterNode(_Child):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats.conf"
-        conf.write_text(_config(self.name, self.host, self.port, self.route_port, self.http_port,
-                                self.data_dir / "jetstream", peers))
+        text = _config(self.name, self.host, self.port, self.route_port, self.http_port,
+                       self.data_dir / "jetstream", peers)
+        if self.authority is not None:
+            text += self.authority.operator_config(self.data_dir / "jwt")
+        conf.write_text(text)
+        conf.chmod(0o600)
         log_path = self.data_dir / "nats.log"
         self._spawn([EmbeddedNats.binary(), "-c", str(conf)], log_path)
 
@@ -83,9 +93,11 @@ class ClusterNode(_Child):
 class EmbeddedNatsCluster:
     """Three nats-server nodes, routes between every pair, JetStream on each (see module doc)."""
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", size: int = 3) -> None:
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", size: int = 3, *,
+                 authority: Authority | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
-        self.nodes = [ClusterNode(f"n{i + 1}", self.data_dir / f"n{i + 1}", host) for i in range(size)]
+        self.authority = authority
+        self.nodes = [ClusterNode(f"n{i + 1}", self.data_dir / f"n{i + 1}", host, authority) for i in range(size)]
 
     @property
     def urls(self) -> str:
@@ -151,9 +163,10 @@ class EmbeddedNatsCluster:
         behind = [n.name for n in running if n is not leader and n.name not in current]
         if behind:
             return f"meta peers not current: {behind}"
+        creds = {"user_credentials": self.authority.probe_creds()} if self.authority else {}
         for node in running:  # $JS.API.INFO through each node: JetStream answers there
             nc = await nats.connect(node.url, connect_timeout=1, allow_reconnect=False,
-                                    max_reconnect_attempts=0, error_cb=_ignore)
+                                    max_reconnect_attempts=0, error_cb=_ignore, **creds)
             try:
                 await nc.jetstream(timeout=2).account_info()
             finally:

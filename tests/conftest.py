@@ -9,7 +9,7 @@ import pytest
 
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
 from shared.embedded_cluster import EmbeddedNatsCluster
-from tests.support.bus import creds_for, start_secure_nats
+from tests.support.bus import creds_for, start_secure_cluster, start_secure_nats
 
 FAST_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -67,11 +67,11 @@ def nats_creds(nats_server: EmbeddedNats) -> str:
 
 @pytest.fixture
 async def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedNatsCluster]:
-    """A fresh 3-node NATS cluster with JetStream per test, meta leader elected; the test may kill and
-    bring back nodes (same ports, same stores)."""
-    cluster = EmbeddedNatsCluster(tmp_path_factory.mktemp("nats-cluster"))
+    """A fresh 3-node NATS cluster with JetStream per test, meta leader elected, in operator mode with
+    an authority of its own (``nats_cluster.authority``); the test may kill and bring back nodes
+    (same ports, same stores, same keys)."""
+    cluster = await start_secure_cluster(tmp_path_factory.mktemp("nats-cluster"))
     try:
-        await cluster.start()
         yield cluster
     finally:
         await cluster.stop()

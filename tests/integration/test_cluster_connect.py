@@ -12,11 +12,11 @@ import pytest
 
 from services.checkpoint.app import spec as checkpoint_spec
 from services.registry.app import spec
-from shared.bus import ensure_stream, servers
-from shared.config import Config
+from shared.bus import ensure_stream
 from shared.embedded_cluster import EmbeddedNatsCluster
 from shared.service import ServiceHost, gather_health
 from shared.subjects import STREAM
+from tests.support.bus import connect, operator_config
 from tests.support.cordon import COMMUNITY, eventually, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -36,7 +36,7 @@ async def test_a_service_on_the_cluster_url_list_carries_on_when_its_node_dies(
         nats_cluster: EmbeddedNatsCluster, pg_dsn: str) -> None:
     # Given the registry started with the cluster's URL list and 3 stream replicas
     async with running(spec(), nats_cluster.urls, pg_dsn, stream_replicas=3) as host:
-        nc = await nats.connect(servers(nats_cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        nc = await connect(nats_cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
         try:
             js = nc.jetstream(timeout=5)
             assert (await js.stream_info(STREAM)).config.num_replicas == 3
@@ -71,7 +71,7 @@ async def answers_health(nc, service: str) -> bool:
 
 async def test_a_service_started_while_the_cluster_has_no_quorum_comes_up_once_it_is_back(
         nats_cluster: EmbeddedNatsCluster, pg_dsn: str) -> None:
-    nc = await nats.connect(servers(nats_cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    nc = await connect(nats_cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
         await ensure_stream(nc.jetstream(timeout=5), replicas=3)
     finally:
@@ -80,7 +80,8 @@ async def test_a_service_started_while_the_cluster_has_no_quorum_comes_up_once_i
     nats_cluster.kill(1)
     nats_cluster.kill(2)
     # When a service with durable consumers starts (checkpoint: its directory and its quarantine copies)
-    host = ServiceHost(checkpoint_spec(), Config(nats_url=nats_cluster.urls, pg_dsn=pg_dsn, stream_replicas=3))
+    host = ServiceHost(checkpoint_spec(), operator_config(nats_cluster.urls, pg_dsn=pg_dsn,
+                                                                  stream_replicas=3))
     starting = asyncio.create_task(host.start())
     try:
         await asyncio.sleep(6.0)  # longer than a JetStream request waits for its answer (5 s)
@@ -89,7 +90,7 @@ async def test_a_service_started_while_the_cluster_has_no_quorum_comes_up_once_i
         # And once a second node is back it finishes starting and answers
         await nats_cluster.start_node(1)
         await asyncio.wait_for(asyncio.shield(starting), 60)
-        nc = await nats.connect(servers(nats_cluster.urls))
+        nc = await connect(nats_cluster.urls)
         try:
             await eventually(lambda: answers_health(nc, "checkpoint"), timeout=30, what="checkpoint on health")
             names = {info.name for info in await nc.jetstream(timeout=5).consumers_info(STREAM)}

@@ -12,11 +12,12 @@ import nats
 import pytest
 
 from shared import store
-from shared.bus import ensure_stream, servers
+from shared.bus import ensure_stream
 from shared.consumer import Consumer
 from shared.contracts.registry import HouseholdRegistered
 from shared.embedded_cluster import EmbeddedNatsCluster
 from shared.subjects import STREAM
+from tests.support import bus
 from tests.support.cordon import COMMUNITY, eventually, publish_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -37,7 +38,7 @@ async def record(conn, raw, event) -> None:
 
 
 async def connect(cluster: EmbeddedNatsCluster):
-    return await nats.connect(servers(cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    return await bus.connect(cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
 
 
 async def test_a_durable_consumer_started_while_the_cluster_has_no_quorum_waits_for_it(

@@ -11,6 +11,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from shared.bus import servers
 from shared.embedded_cluster import EmbeddedNatsCluster
+from tests.support.bus import connect
 from tests.support.cordon import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -34,7 +35,7 @@ async def publish(js, n: int, start: int = 0) -> list[int]:
 
 
 async def read_all(url: str) -> list[bytes]:
-    nc = await nats.connect(servers(url))
+    nc = await connect(url)
     try:
         js = nc.jetstream(timeout=5)
         info = await js.stream_info("T")
@@ -53,7 +54,7 @@ async def test_three_nodes_hold_a_three_replica_stream(nats_cluster: EmbeddedNat
     # Given three nodes, one client URL each, comma-separated
     assert servers(nats_cluster.urls) == [node.url for node in nats_cluster.nodes]
     assert len({node.port for node in nats_cluster.nodes}) == 3
-    nc = await nats.connect(servers(nats_cluster.urls))
+    nc = await connect(nats_cluster.urls)
     try:
         js = nc.jetstream(timeout=5)
         # When a stream with 3 replicas is created and written to
@@ -71,7 +72,7 @@ async def test_three_nodes_hold_a_three_replica_stream(nats_cluster: EmbeddedNat
 
 async def test_a_message_published_while_a_node_is_down_reaches_it_when_it_is_back(
         nats_cluster: EmbeddedNatsCluster) -> None:
-    nc = await nats.connect(servers(nats_cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    nc = await connect(nats_cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
         js = nc.jetstream(timeout=5)
         await js.add_stream(name="T", subjects=["t.>"], num_replicas=3)
@@ -93,7 +94,7 @@ async def test_a_message_published_while_a_node_is_down_reaches_it_when_it_is_ba
 
 async def test_an_acknowledged_message_survives_losing_a_node_with_its_disk(
         nats_cluster: EmbeddedNatsCluster) -> None:
-    nc = await nats.connect(servers(nats_cluster.urls), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    nc = await connect(nats_cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
         js = nc.jetstream(timeout=5)
         await js.add_stream(name="T", subjects=["t.>"], num_replicas=3)

@@ -13,8 +13,10 @@ import nats
 from nats.aio.client import Client
 
 from shared.auth import Authority
+from shared.bus import servers
 from shared.config import Config
 from shared.embedded import EmbeddedNats
+from shared.embedded_cluster import EmbeddedNatsCluster
 
 _AUTHORITIES: dict[str, Authority] = {}
 
@@ -51,9 +53,23 @@ async def start_secure_nats(folder: Path, port: int | None = None) -> EmbeddedNa
     return server
 
 
+async def start_secure_cluster(folder: Path) -> EmbeddedNatsCluster:
+    """A 3-node embedded cluster in operator mode (the authority in ``folder/auth``), started, and
+    registered under its URL list and each node's URL."""
+    cluster = EmbeddedNatsCluster(folder / "nodes", authority=Authority.open(folder / "auth"))
+    try:
+        await cluster.start()
+    except BaseException:
+        await cluster.stop()  # the nodes that did start
+        raise
+    for url in (cluster.urls, *(node.url for node in cluster.nodes)):
+        remember(url, cluster.authority)
+    return cluster
+
+
 async def connect(url: str, **options) -> Client:
-    """``nats.connect`` as the operator identity of the server at ``url``."""
-    return await nats.connect(url, user_credentials=creds_for(url), **options)
+    """``nats.connect`` as the operator identity of the server at ``url`` (or a cluster's list)."""
+    return await nats.connect(servers(url), user_credentials=creds_for(url), **options)
 
 
 def operator_config(url: str, **settings) -> Config:
