@@ -138,7 +138,7 @@ class Context:
             )
         if self._caller is not None:
             for event in events:
-                self._check(self._caller.check_event, event.community, type(event).type_name)
+                self._check(self._caller.check_event, event.community, type(event).__name__)
         state = self.pending.states.get(stream_id, (None, None))[0]
         if stream_id not in self.pending.states:
             state = self._batch.cached_state(stream_id)

@@ -1,7 +1,8 @@
 """The checkpoint's rules: ``decide(facts, command) -> events``, pure. No I/O, no clock, no
 randomness: time and the actor arrive on the command, new pass ids on the facts (made by the
-handler, with their printed numbers, which it keeps). The passage decision, the hot path, has a module and facts of its own
-(:mod:`services.checkpoint.passage`); :func:`decide` is the one entry point for every command.
+handler, with their printed numbers, which it keeps). The passage decision, the hot path, has a
+module and facts of its own (:mod:`services.checkpoint.passage`); :func:`decide` is the one entry
+point for every command.
 
 Rules:
 - set_gate / set_control_level refuse a change that changes nothing (``gate_already_open``,
