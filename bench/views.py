@@ -125,7 +125,7 @@ class Generator:
                     p, pc = self.recent["pass"].pop(rng.randrange(len(self.recent["pass"])))
                     return self._wrap(cp.PassRevoked, pc, pass_=p, compound="x1", household=household, reason="lost")
                 p = self._remember("pass", (uuid.uuid4().hex, c))[0]
-                return self._wrap(cp.PassIssued, c, pass_=p, number=p[:8], compound="x1", household=household)
+                return self._wrap(cp.PassIssued, c, pass_=p, compound="x1", household=household)
             case "checkin":
                 return self._wrap(qa.CheckinRecorded, c, case=uuid.uuid4().hex, resident=resident,
                                   on=self._day(), temperature_c=36.6)

@@ -17,9 +17,16 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every public event. ``community`` is the path the event belongs to."""
 
     community: str
-    #: Set by :func:`event_type`: the service that owns the event and its schema version.
+    #: Set by :func:`event_type`: the service that owns the event, its type name (the envelope's
+    #: ``type``) and its schema version.
     service: ClassVar[str] = ""
+    type_name: ClassVar[str] = ""
     schema: ClassVar[int] = 1
+
+    def upcast(self) -> Event:
+        """This event in its type's current schema. A current event is itself; the class of an
+        earlier schema, kept to decode what was recorded before a change, overrides this."""
+        return self
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,14 +70,20 @@ class UnknownEventType(Exception):
 _TYPES: dict[tuple[str, int], type[Event]] = {}
 
 
-def event_type(service: str, schema: int = 1):
-    """Class decorator: register an Event under its class name and schema for ``service``."""
+def event_type(service: str, schema: int = 1, name: str | None = None):
+    """Class decorator: register an Event under its type name and schema for ``service``.
+
+    The type name is the class name, unless ``name`` says otherwise: an earlier schema's class
+    (``PassIssuedV1``, registered as ``PassIssued`` schema 1) keeps old events decodable beside
+    the current class, which carries the type's own name and the new schema.
+    """
 
     def register(cls: type[Event]) -> type[Event]:
-        key = (cls.__name__, schema)
+        key = (name or cls.__name__, schema)
         if key in _TYPES and _TYPES[key] is not cls:
             raise ValueError(f"event type {key} registered twice")
         cls.service = service
+        cls.type_name = key[0]
         cls.schema = schema
         _TYPES[key] = cls
         return cls
@@ -127,7 +140,7 @@ def wrap(
     """Put an event into its envelope."""
     return Envelope(
         event_id=event_id or new_id(),
-        type=type(event).__name__,
+        type=type(event).type_name,
         schema=type(event).schema,
         stream_id=stream_id,
         stream_version=stream_version,

@@ -1,7 +1,8 @@
 """The checkpoint's rules: ``decide(facts, command) -> events``, pure. No I/O, no clock, no
-randomness: time and the actor arrive on the command, new pass ids and their printed numbers on the
-facts (made by the handler). The passage decision, the hot path, has a module and facts of its own
-(:mod:`services.checkpoint.passage`); :func:`decide` is the one entry point for every command.
+randomness: time and the actor arrive on the command, new pass ids on the facts (made by the
+handler, with their printed numbers, which it keeps). The passage decision, the hot path, has a
+module and facts of its own (:mod:`services.checkpoint.passage`); :func:`decide` is the one entry
+point for every command.
 
 Rules:
 - set_gate / set_control_level refuse a change that changes nothing (``gate_already_open``,
@@ -10,6 +11,8 @@ Rules:
   whole compound reaches only the households still short (new ones, revoked passes); when every
   household is full it is refused (``already_issued``).
 - revoke_pass refuses a revoked pass (``already_revoked``); replace_pass revokes and issues in one.
+- a printed number never goes into an event (it is a credential): decide never sees one. The
+  handler keeps the numbers it made, writes them to the passes table and replies them to the caller.
 - a staff member is on at most one shift at a time (``already_on_shift``); end_shift needs their
   open shift at that gate (``not_on_shift``), and ends no earlier than it started
   (``ends_before_start``). ShiftEnded carries the hours, for the volunteer reports.
@@ -74,8 +77,9 @@ class Facts:
     #: household id -> where it lives (issue_passes: the named ones, or all, in issue order)
     households: Mapping[str, Household] = field(default_factory=dict)
     passes: Mapping[str, Passes | None] = field(default_factory=dict)
-    #: Fresh (pass id, printed number) pairs made by the handler; decide takes what it needs.
-    new_passes: tuple[tuple[str, str], ...] = ()
+    #: Fresh pass ids made by the handler; decide takes what it needs (their printed numbers stay
+    #: with the handler: off the bus).
+    new_passes: tuple[str, ...] = ()
     open_shift: Shift | None = None
     shift: Shift | None = None
 
@@ -168,7 +172,7 @@ def _revoke(facts: Facts, cmd: RevokePass) -> list[CheckpointEvent]:
 def _replace(facts: Facts, cmd: ReplacePass) -> list[CheckpointEvent]:
     passes = _pass_of(facts, cmd.pass_)
     new = _next(iter(facts.new_passes))
-    return [_revoked(cmd, passes, cmd.pass_, replaced_by=new[0]),
+    return [_revoked(cmd, passes, cmd.pass_, replaced_by=new),
             _issued(cmd, passes.community, passes.compound, passes.household, new, replaces=cmd.pass_)]
 
 
@@ -183,20 +187,19 @@ def _pass_of(facts: Facts, pass_id: str) -> Passes:
     raise NotFound(f"pass {pass_id} was never issued", field="pass")
 
 
-def _issued(cmd, community: str, compound: str, household: str, new: tuple[str, str],
+def _issued(cmd, community: str, compound: str, household: str, new: str,
             replaces: str | None = None) -> PassIssued:
-    return PassIssued(community=community, pass_=new[0], number=new[1], compound=compound,
-                      household=household, replaces=replaces, issued_at=_at(cmd), issued_by=cmd.actor)
+    return PassIssued(community=community, pass_=new, compound=compound, household=household,
+                      replaces=replaces, issued_at=_at(cmd), issued_by=cmd.actor)
 
 
 def _revoked(cmd, passes: Passes, pass_id: str, replaced_by: str | None = None) -> PassRevoked:
     return PassRevoked(community=passes.community, pass_=pass_id, compound=passes.compound,
-                       household=passes.household, reason=cmd.reason.strip(),
-                       number=passes.active[pass_id], replaced_by=replaced_by,
+                       household=passes.household, reason=cmd.reason.strip(), replaced_by=replaced_by,
                        revoked_at=_at(cmd), revoked_by=cmd.actor)
 
 
-def _next(fresh: Iterator[tuple[str, str]]) -> tuple[str, str]:
+def _next(fresh: Iterator[str]) -> str:
     try:
         return next(fresh)
     except StopIteration:

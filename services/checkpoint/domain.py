@@ -10,12 +10,17 @@ Streams, each small, so nothing contends:
 
 A compound starts ``open`` with every gate open. Gates and buildings are the registry's (the
 directory); the checkpoint only opens and closes them.
+
+A pass is known here by its id: its printed number is a credential and lives only in the
+``checkpoint.passes`` table (the gate looks numbers up there), never in an event or a state. Streams
+recorded before pass numbers left the bus hold schema-1 events with numbers; :func:`evolve` reads
+them as their schema-2 selves (``upcast``), so either gives the same state.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Iterable, Mapping, Union, assert_never
+from typing import Iterable, Union, assert_never
 
 from shared.contracts.checkpoint import (
     ControlLevelSet,
@@ -23,9 +28,13 @@ from shared.contracts.checkpoint import (
     GateClosed,
     GateOpened,
     PassageAllowed,
+    PassageAllowedV1,
     PassageDenied,
+    PassageDeniedV1,
     PassIssued,
+    PassIssuedV1,
     PassRevoked,
+    PassRevokedV1,
     ShiftEnded,
     ShiftStarted,
 )
@@ -33,6 +42,8 @@ from shared.errors import NotFound
 
 CheckpointEvent = Union[GateOpened, GateClosed, ControlLevelSet, PassIssued, PassRevoked, PassageAllowed,
                         PassageDenied, FeverDetected, ShiftStarted, ShiftEnded]
+#: Events of an earlier schema, found in streams recorded before a change (decoded, never decided).
+OldCheckpointEvent = Union[PassIssuedV1, PassRevokedV1, PassageAllowedV1, PassageDeniedV1]
 
 
 # -- facts owned by others (the registry, through the directory) -------------------------------
@@ -87,8 +98,8 @@ class Passes:
     community: str
     compound: str
     household: str
-    #: pass id -> printed number, in issue order
-    active: Mapping[str, str] = field(default_factory=dict)
+    #: the active passes' ids, in issue order (their numbers are in the passes table only)
+    active: tuple[str, ...] = ()
     revoked: frozenset[str] = frozenset()
 
 
@@ -139,7 +150,7 @@ def opened(community: str, compound: str) -> Control:
 # -- evolve ------------------------------------------------------------------------------------
 
 
-def evolve(state: State | None, event: CheckpointEvent) -> State:
+def evolve(state: State | None, event: CheckpointEvent | OldCheckpointEvent) -> State:
     """Apply one event of a stream to its state (None before the first event)."""
     match event:
         case GateOpened():
@@ -153,10 +164,10 @@ def evolve(state: State | None, event: CheckpointEvent) -> State:
         case PassIssued():
             p = state if isinstance(state, Passes) else Passes(
                 community=event.community, compound=event.compound, household=event.household)
-            return replace(p, active={**p.active, event.pass_: event.number})
+            return replace(p, active=(*p.active, event.pass_))
         case PassRevoked():
             p = _expect(state, Passes, event)
-            return replace(p, active={k: v for k, v in p.active.items() if k != event.pass_},
+            return replace(p, active=tuple(k for k in p.active if k != event.pass_),
                            revoked=p.revoked | {event.pass_})
         case PassageAllowed():
             return Passage(passage=event.passage, allowed=True)
@@ -169,11 +180,13 @@ def evolve(state: State | None, event: CheckpointEvent) -> State:
                          gate=event.gate, staff=event.staff, started_at=event.started_at)
         case ShiftEnded():
             return replace(_expect(state, Shift, event), ended=True, hours=event.hours)
+        case PassIssuedV1() | PassRevokedV1() | PassageAllowedV1() | PassageDeniedV1():
+            return evolve(state, event.upcast())
         case _:
             assert_never(event)
 
 
-def replay(events: Iterable[CheckpointEvent], state: State | None = None) -> State | None:
+def replay(events: Iterable[CheckpointEvent | OldCheckpointEvent], state: State | None = None) -> State | None:
     for event in events:
         state = evolve(state, event)
     return state

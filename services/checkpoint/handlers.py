@@ -6,8 +6,9 @@ transaction. Other services' facts come from the local copies (``dir_*`` from th
 :mod:`services.checkpoint.copies`).
 
 A handler sees a completed command: the runtime filled ``occurred_at`` and the passage and shift
-ids (``commands.CREATES``). Pass ids and printed numbers are made here (impure) and handed to the
-decision on its facts.
+ids (``commands.CREATES``). Pass ids and printed numbers are made here (impure); the decision gets
+the ids on its facts. The numbers are credentials: they go to the passes table and to the caller's
+reply (issue_passes, replace_pass), never into an event.
 """
 from __future__ import annotations
 
@@ -108,8 +109,8 @@ async def issue_passes(cmd: commands.IssuePasses, ctx: Context) -> None:
     wanted = [h for h in (cmd.households or households) if h in households]
     states = dict(zip(wanted, [s for s, _ in await ctx.load_many([passes_stream(h) for h in wanted])]))
     short = sum(max(0, cmd.per_household - (len(s.active) if s else 0)) for s in states.values())
-    facts = Facts(compound=compound, households=households, passes=states,
-                  new_passes=_new_passes(ctx, short))
+    fresh = _new_passes(ctx, short)
+    facts = Facts(compound=compound, households=households, passes=states, new_passes=tuple(fresh))
     events = decide(facts, cmd)
     by_household: dict[str, list] = defaultdict(list)
     for event in events:
@@ -118,8 +119,8 @@ async def issue_passes(cmd: commands.IssuePasses, ctx: Context) -> None:
         _, version = await ctx.load(passes_stream(household))
         ctx.append(passes_stream(household), version, issued)
         for e in issued:
-            _record_issued(ctx, e)
-    compact = [{"pass": e.pass_, "number": e.number, "household": e.household} for e in events]
+            _record_issued(ctx, e, fresh[e.pass_])
+    compact = [{"pass": e.pass_, "number": fresh[e.pass_], "household": e.household} for e in events]
     extra: dict = {"issued": len(events), "skipped": len(wanted) - len(by_household), "passes": compact}
     if len(events) > EVENTS_IN_REPLY:
         extra.update(events=[], events_omitted=len(events))
@@ -142,32 +143,35 @@ async def _pass_change(cmd: commands.RevokePass | commands.ReplacePass, ctx: Con
     cmd = msgspec.structs.replace(cmd, pass_=pass_id)
     target = passes_stream(household)
     state, version = await ctx.expect(target)
-    fresh = _new_passes(ctx, 1) if isinstance(cmd, commands.ReplacePass) else ()
-    events = decide(Facts(passes={household: state}, new_passes=fresh), cmd)
+    fresh = _new_passes(ctx, 1) if isinstance(cmd, commands.ReplacePass) else {}
+    events = decide(Facts(passes={household: state}, new_passes=tuple(fresh)), cmd)
     ctx.append(target, version, events)
     ctx.write(REVOKE_PASS, pass_id, cmd.occurred_at, cmd.reason.strip())
     ctx.scratch.revoked.add(pass_id)
     for event in events[1:]:
-        _record_issued(ctx, event)
-        ctx.reply_with(replacement={"pass": event.pass_, "number": event.number})
+        number = fresh[event.pass_]
+        _record_issued(ctx, event, number)
+        ctx.reply_with(replacement={"pass": event.pass_, "number": number})
 
 
-def _new_passes(ctx: Context, count: int) -> tuple[tuple[str, str], ...]:
+def _new_passes(ctx: Context, count: int) -> dict[str, str]:
+    """``count`` fresh pass ids, each with its printed number, in order."""
     taken = ctx.scratch.numbers
-    fresh = []
+    fresh: dict[str, str] = {}
     while len(fresh) < count:
         number = numbers.new_number()
         if number not in taken:  # the unique index guards across batches
             taken.add(number)
-            fresh.append((new_id(), number))
-    return tuple(fresh)
+            fresh[new_id()] = number
+    return fresh
 
 
-def _record_issued(ctx: Context, e) -> None:
-    ctx.write(INSERT_PASS, e.pass_, e.number, e.community, e.compound, e.household, e.issued_at)
+def _record_issued(ctx: Context, e, number: str) -> None:
+    """The issued pass in the passes table, where its number lives (and in the batch's scratch)."""
+    ctx.write(INSERT_PASS, e.pass_, number, e.community, e.compound, e.household, e.issued_at)
     issued = ctx.scratch.issued
-    issued[e.pass_] = issued[e.number] = passage.Pass(
-        pass_=e.pass_, number=e.number, community=e.community, compound=e.compound, household=e.household)
+    issued[e.pass_] = issued[number] = passage.Pass(
+        pass_=e.pass_, number=number, community=e.community, compound=e.compound, household=e.household)
 
 
 # -- passages: the hot path ----------------------------------------------------------------------

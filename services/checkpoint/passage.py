@@ -1,7 +1,9 @@
 """The passage decision: may this person go through this gate, now? Pure: no I/O, no clock.
 
 Who is at the gate:
-- a resident, named by a pass (its id or printed number) and/or a resident id;
+- a resident, named by a pass (its id or printed number) and/or a resident id. The events name the
+  pass by its id and say a pass was shown; a number never goes into them (it is a credential), nor
+  does one that matched no pass;
 - a visitor: masked name, host household (must live in this compound; else ``not_found``).
 
 The reasons, in the order in which they win when several apply (the first one that applies is
@@ -117,7 +119,7 @@ def decide(facts: Facts, cmd: CheckPassage) -> list[PassageAllowed | PassageDeni
         resident=cmd.resident, household=home.household if home else None,
         pass_=facts.pass_.pass_ if facts.pass_ else None,
         visitor=mask_name(cmd.visitor.name) if cmd.visitor else None,
-        building=home.building if home else None, number=_number(facts, cmd),
+        pass_shown=cmd.pass_ is not None, building=home.building if home else None,
         checked_at=at, checked_by=cmd.actor,
     )
     events: list = [PassageAllowed(**who) if why is None else PassageDenied(reason=why, **who)]
@@ -195,15 +197,6 @@ def _host_here(facts: Facts, cmd: CheckPassage) -> None:
     if (host.community, host.compound) != (cmd.community, cmd.compound):
         raise NotFound(f"host household {wanted} does not live in compound {cmd.compound}",
                        field="visitor.host_household")
-
-
-def _number(facts: Facts, cmd: CheckPassage) -> str | None:
-    """The printed number of the pass shown: recorded even when it matched nothing (forgeries)."""
-    if facts.pass_ is not None:
-        return facts.pass_.number
-    if cmd.pass_ is not None and "-" not in cmd.pass_:  # pass ids are UUIDs; numbers have no dash
-        return cmd.pass_
-    return None
 
 
 def _passage(cmd: CheckPassage) -> str:

@@ -90,12 +90,16 @@ def decode(payload: bytes, seq: int, zone: tzinfo) -> Item:
     if cls in rules.NOT_VIEWED:
         return Item(seq, event_id, raw.type, raw.community, day, viewed=False)
     try:
-        event = msgspec.json.decode(raw.data, type=cls)
+        recorded = msgspec.json.decode(raw.data, type=cls)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return Item(seq, None)
+    # An event of an earlier schema is read, and shown on the timeline, as its type's current
+    # schema: what a change took out of the events (a pass's printed number) stays out of the views.
+    event = recorded.upcast()
+    data = bytes(raw.data) if event is recorded else env.encode(event)
     resident = getattr(event, "resident", None)
     return Item(seq, event_id, raw.type, raw.community, day, rules.ops(event, raw.community, day),
-                resident if isinstance(resident, str) else None, raw.occurred_at, raw.actor, bytes(raw.data))
+                resident if isinstance(resident, str) else None, raw.occurred_at, raw.actor, data)
 
 
 def _resident(data: msgspec.Raw) -> str | None:

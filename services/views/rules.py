@@ -105,7 +105,9 @@ def local_day(instant: datetime, zone: tzinfo) -> date:
 
 
 def ops(event: Event, community: str, day: date) -> tuple[Op, ...]:
-    """The ops of one event that happened on ``day`` (local) in ``community``."""
+    """The ops of one event that happened on ``day`` (local) in ``community``; an event of an
+    earlier schema has the ops of its current schema (``upcast``)."""
+    event = event.upcast()
     rule = RULES.get(type(event))
     return rule(event, community, day) if rule else ()
 

@@ -1,7 +1,8 @@
 """Public events of the checkpoint service: gates, control levels, passes, passages, shifts.
 
 A visitor's name and phone stay in the checkpoint's own tables; events carry a masked name only.
-On the wire the pass id field is ``pass`` (``pass_`` in Python, a keyword there).
+A pass's printed number stays there too (see the passes' events below). On the wire the pass id
+field is ``pass`` (``pass_`` in Python, a keyword there).
 """
 from __future__ import annotations
 
@@ -45,11 +46,19 @@ class ControlLevelSet(Event, frozen=True, kw_only=True):
     set_by: str
 
 
-@event_type(SERVICE)
+# Passes and passages are in their second schema: a printed pass number is a credential (whoever
+# reads it walks through the gate), so it stays in the checkpoint's own table and goes only to the
+# caller of issue_passes / replace_pass; events name a pass by its id. Schema 1 carried the number:
+# its classes (``*V1``, below) decode what was recorded before, and ``upcast`` gives the event in
+# schema 2 without it.
+
+
+@event_type(SERVICE, schema=2)
 class PassIssued(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
+    """A pass issued to a household (schema 2: the pass by its id; its printed number went to the
+    caller of issue_passes / replace_pass only)."""
+
     pass_: str
-    #: Printable, unique and hard to guess.
-    number: str
     compound: str
     household: str
     #: The pass this one replaces (replace_pass: a lost or damaged pass), if any.
@@ -58,22 +67,24 @@ class PassIssued(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
     issued_by: str
 
 
-@event_type(SERVICE)
+@event_type(SERVICE, schema=2)
 class PassRevoked(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
+    """A pass no longer valid (schema 2: the pass by its id, without its printed number)."""
+
     pass_: str
     compound: str
     household: str
     reason: str
-    #: The printed number of the revoked pass, for the guards' lists.
-    number: str | None = None
     #: The pass issued in its place (replace_pass), if any.
     replaced_by: str | None = None
     revoked_at: datetime
     revoked_by: str
 
 
-@event_type(SERVICE)
+@event_type(SERVICE, schema=2)
 class PassageAllowed(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
+    """Someone let through a gate (schema 2: a pass shown by its id, never its printed number)."""
+
     passage: str
     compound: str
     gate: str
@@ -82,18 +93,23 @@ class PassageAllowed(Event, frozen=True, kw_only=True, rename={"pass_": "pass"})
     #: Who passed: a resident (by pass or id) or a visitor (masked name, host household).
     resident: str | None = None
     household: str | None = None
+    #: The id of the pass shown, when it is a pass the checkpoint issued (valid or not).
     pass_: str | None = None
+    #: A pass (number or id) was shown. With no ``pass``: it matched no pass ever issued (a
+    #: mistyped or forged number), which is not recorded.
+    pass_shown: bool = False
     visitor: str | None = None
     #: The building of the resident or of the visitor's host household, when known.
     building: str | None = None
-    #: The printed number of the pass shown (normalized), also when it matched no valid pass.
-    number: str | None = None
     checked_at: datetime
     checked_by: str
 
 
-@event_type(SERVICE)
+@event_type(SERVICE, schema=2)
 class PassageDenied(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
+    """Someone turned back at a gate, and why (schema 2: a pass shown by its id, never its printed
+    number)."""
+
     passage: str
     compound: str
     gate: str
@@ -102,12 +118,14 @@ class PassageDenied(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
     reason: DenyReason
     resident: str | None = None
     household: str | None = None
+    #: The id of the pass shown, when it is a pass the checkpoint issued (valid or not).
     pass_: str | None = None
+    #: A pass (number or id) was shown. With no ``pass``: it matched no pass ever issued (a
+    #: mistyped or forged number), which is not recorded.
+    pass_shown: bool = False
     visitor: str | None = None
     #: The building of the resident or of the visitor's host household, when known.
     building: str | None = None
-    #: The printed number of the pass shown (normalized), also when it matched no valid pass.
-    number: str | None = None
     checked_at: datetime
     checked_by: str
 
@@ -150,3 +168,94 @@ class ShiftEnded(Event, frozen=True, kw_only=True):
     hours: float
     ended_at: datetime
     ended_by: str
+
+
+# -- schema 1: recorded before pass numbers left the bus; decoded, never recorded now ----------------
+
+
+def _without_number(event: Event, current: type[Event], **extra) -> Event:
+    fields = {f: getattr(event, f) for f in current.__struct_fields__ if hasattr(event, f)}
+    return current(**fields, **extra)
+
+
+@event_type(SERVICE, schema=1, name="PassIssued")
+class PassIssuedV1(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
+    """PassIssued schema 1: it carried the pass's printed number."""
+
+    pass_: str
+    #: Printable, unique and hard to guess.
+    number: str
+    compound: str
+    household: str
+    replaces: str | None = None
+    issued_at: datetime
+    issued_by: str
+
+    def upcast(self) -> PassIssued:
+        return _without_number(self, PassIssued)
+
+
+@event_type(SERVICE, schema=1, name="PassRevoked")
+class PassRevokedV1(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
+    """PassRevoked schema 1: it carried the revoked pass's printed number."""
+
+    pass_: str
+    compound: str
+    household: str
+    reason: str
+    #: The printed number of the revoked pass, for the guards' lists.
+    number: str | None = None
+    replaced_by: str | None = None
+    revoked_at: datetime
+    revoked_by: str
+
+    def upcast(self) -> PassRevoked:
+        return _without_number(self, PassRevoked)
+
+
+@event_type(SERVICE, schema=1, name="PassageAllowed")
+class PassageAllowedV1(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
+    """PassageAllowed schema 1: it carried the printed number of the pass shown."""
+
+    passage: str
+    compound: str
+    gate: str
+    direction: Direction
+    temperature_c: float
+    resident: str | None = None
+    household: str | None = None
+    pass_: str | None = None
+    visitor: str | None = None
+    building: str | None = None
+    #: The printed number of the pass shown (normalized), also when it matched no valid pass.
+    number: str | None = None
+    checked_at: datetime
+    checked_by: str
+
+    def upcast(self) -> PassageAllowed:
+        # An unknown pass shown by its id (not its number) left no trace in schema 1.
+        return _without_number(self, PassageAllowed, pass_shown=self.pass_ is not None or self.number is not None)
+
+
+@event_type(SERVICE, schema=1, name="PassageDenied")
+class PassageDeniedV1(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
+    """PassageDenied schema 1: it carried the printed number of the pass shown."""
+
+    passage: str
+    compound: str
+    gate: str
+    direction: Direction
+    temperature_c: float
+    reason: DenyReason
+    resident: str | None = None
+    household: str | None = None
+    pass_: str | None = None
+    visitor: str | None = None
+    building: str | None = None
+    #: The printed number of the pass shown (normalized), also when it matched no valid pass.
+    number: str | None = None
+    checked_at: datetime
+    checked_by: str
+
+    def upcast(self) -> PassageDenied:
+        return _without_number(self, PassageDenied, pass_shown=self.pass_ is not None or self.number is not None)

@@ -51,11 +51,11 @@ class Stream:
     async def publish(self, event, actor: str = "staff:li-wei", event_id: str | None = None) -> bytes:
         """Publish ``event``, occurred at its own ``*_at`` time."""
         when = next(getattr(event, f) for f in event.__struct_fields__ if f.endswith("_at"))
-        env = envelope.wrap(event, stream_id=f"{type(event).__name__.lower()}:{uuid.uuid4().hex[:8]}",
+        env = envelope.wrap(event, stream_id=f"{type(event).type_name.lower()}:{uuid.uuid4().hex[:8]}",
                             stream_version=1, occurred_at=when, actor=actor, correlation_id=str(uuid.uuid4()),
                             event_id=event_id, recorded_at=when)
         payload = envelope.encode(env)
-        await self.raw(event_subject(event.community, type(event).service, type(event).__name__), payload,
+        await self.raw(event_subject(event.community, type(event).service, type(event).type_name), payload,
                        env.event_id)
         return payload
 
@@ -125,8 +125,10 @@ async def scripted_day(s: Stream) -> Day:
                city_class="A", risk_area_visited=True, requires_verification=True, **arrival))
     await p(ev(rg.ArrivalVerified, at(D, 11), arrival="a3", resident="r3", household="h2", compound="nangong-1",
                building="b1", outcome="home_quarantine", documents_checked=True), actor="staff:zhao")
+    # Issued the day before in schema 1 (the printed number in the event), revoked today in schema 2:
+    # the views read both.
     for i, h in enumerate(("h1", "h2", "h3")):
-        await p(ev(cp.PassIssued, at(y, 12), pass_=f"pass-{i}", number=f"N{i}", compound="nangong-1", household=h))
+        await p(ev(cp.PassIssuedV1, at(y, 12), pass_=f"pass-{i}", number=f"N{i}", compound="nangong-1", household=h))
     await p(ev(cp.PassRevoked, at(D, 12), pass_="pass-2", compound="nangong-1", household="h3", reason="lost"))
     passage = dict(compound="nangong-1", gate="g1", temperature_c=36.5, resident="r1", household="h1")
     for _ in range(5):

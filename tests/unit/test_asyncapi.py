@@ -71,3 +71,16 @@ def test_commands_scoped_to_a_community_servers_and_security_are_documented():
     grant = next(o for o in doc["operations"].values()
                  if o["channel"]["$ref"] == "#/channels/registry.grant_identity")
     assert "inside Cordon" in grant["description"] and grant["security"]
+
+
+def test_the_pass_events_are_documented_in_both_schemas_and_only_schema_1_has_a_number():
+    doc = json.loads(asyncapi_text())
+    messages, schemas = doc["components"]["messages"], doc["components"]["schemas"]
+    for name in ("PassIssued", "PassRevoked", "PassageAllowed", "PassageDenied"):
+        old, new = (messages[f"checkpoint.{name}.v{v}"]["payload"]["allOf"][1]["properties"] for v in (1, 2))
+        assert (old["type"]["const"], old["schema"]["const"], new["type"]["const"], new["schema"]["const"]) == (
+            name, 1, name, 2)
+        assert "number" in schemas[old["data"]["$ref"].rsplit("/", 1)[1]]["properties"]
+        assert "number" not in schemas[new["data"]["$ref"].rsplit("/", 1)[1]]["properties"]
+        channels = {doc["channels"][f"checkpoint.{name}.v{v}"]["address"] for v in (1, 2)}
+        assert channels == {f"cordon.evt.{{district}}.{{street}}.{{committee}}.checkpoint.{name}"}  # one subject

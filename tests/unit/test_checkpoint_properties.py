@@ -18,7 +18,11 @@ then
   keeps the count, and a revoked pass never becomes active again;
 - a gate is opened only when closed and closed only when open, and a level changes only to another;
 - a staff member is on at most one shift at a time, and a shift ends once, never before it began;
-- replaying every stream gives exactly the state the decisions were made against.
+- replaying every stream gives exactly the state the decisions were made against, and so does
+  replaying it as schema-1 events (printed numbers in them), as streams recorded before pass numbers
+  left the bus hold them;
+- no recorded event holds a printed pass number: not of a pass issued, nor one shown that matched
+  no pass.
 
 The commands go through the service's path: ``validate`` (as the runtime does), facts built as
 ``handlers.py`` and ``lookups.py`` build them (the passes table, the local copies of the
@@ -69,9 +73,13 @@ from shared.contracts.checkpoint import (
     GateClosed,
     GateOpened,
     PassageAllowed,
+    PassageAllowedV1,
     PassageDenied,
+    PassageDeniedV1,
     PassIssued,
+    PassIssuedV1,
     PassRevoked,
+    PassRevokedV1,
     ShiftEnded,
     ShiftStarted,
 )
@@ -101,6 +109,10 @@ compounds = mostly(list(COMPOUNDS), ["c-9"], one_in=12)
 picks = st.integers(0, 40)
 
 
+#: A printed number no pass has: a forgery, or a number mistyped.
+UNKNOWN_NUMBER = numbers.encode(12345)
+
+
 def pass_id(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012x}"
 
@@ -114,6 +126,8 @@ class Checkpoint(RuleBasedStateMachine):
         #: The checkpoint's passes table: pass id and printed number -> the pass.
         self.passes: dict[str, passage.Pass] = {}
         self.issued = 0
+        #: pass id -> printed number, as the handler keeps them (decide sees the ids alone)
+        self.numbers: dict[str, str] = {}
         #: The local copy of the quarantine service's facts: (compound, building or None) sealed,
         #: resident -> the kind of their quarantine case (home, centralized) while in quarantine.
         self.sealed: set[tuple[str, str | None]] = set()
@@ -154,11 +168,13 @@ class Checkpoint(RuleBasedStateMachine):
         for e in events:
             match e:
                 case PassIssued():
-                    self.passes[e.pass_] = self.passes[e.number] = passage.Pass(
-                        pass_=e.pass_, number=e.number, community=e.community, compound=e.compound,
+                    number = self.numbers[e.pass_]
+                    self.passes[e.pass_] = self.passes[number] = passage.Pass(
+                        pass_=e.pass_, number=number, community=e.community, compound=e.compound,
                         household=e.household)
                 case PassRevoked():
-                    self.passes[e.pass_] = self.passes[e.number] = replace(self.passes[e.pass_], revoked=True)
+                    number = self.numbers[e.pass_]
+                    self.passes[e.pass_] = self.passes[number] = replace(self.passes[e.pass_], revoked=True)
                 case ShiftStarted():
                     self.on_shift[e.staff] = e.shift
                     self.shifts.append(e.shift)
@@ -180,7 +196,8 @@ class Checkpoint(RuleBasedStateMachine):
                 was = (before or opened(NANGONG, event.compound)).level
                 assert event.previous == was != event.level, f"level {was} set to {event.level}"
             case PassIssued():
-                assert event.pass_ not in self.passes and event.number not in self.passes, "a pass issued twice"
+                assert event.pass_ not in self.passes and self.numbers[event.pass_] not in self.passes, (
+                    "a pass issued twice")
             case PassRevoked():
                 assert isinstance(before, Passes) and event.pass_ in before.active, (
                     f"pass {event.pass_} revoked, and it was not active: {before}")
@@ -279,19 +296,21 @@ class Checkpoint(RuleBasedStateMachine):
                 f"household {household} held {before[household]} passes, was topped up to {cmd.per_household} "
                 f"and holds {now}")
 
-    def new_passes(self, count: int) -> tuple[tuple[str, str], ...]:
-        """Fresh pass ids and printed numbers, as the handler makes them (here: deterministic)."""
+    def new_passes(self, count: int) -> tuple[str, ...]:
+        """Fresh pass ids, as the handler makes them (here: deterministic), with printed numbers the
+        handler keeps."""
         fresh = []
         for _ in range(count):
             self.issued += 1
-            fresh.append((pass_id(self.issued), numbers.encode(self.issued * 7_919_000_003)))
+            fresh.append(pass_id(self.issued))
+            self.numbers[fresh[-1]] = numbers.encode(self.issued * 7_919_000_003)
         return tuple(fresh)
 
     def pass_key(self, pick: int, by_number: bool) -> str:
         """An issued pass, by id or printed number: an active one (if any); from 30, a revoked one (if
         any); 39 and 40: a number and an id never issued."""
         if pick in (39, 40) or not self.passes:
-            return numbers.encode(12345) if pick == 39 else pass_id(999_999)
+            return UNKNOWN_NUMBER if pick == 39 else pass_id(999_999)
         issued = sorted({p.pass_: p for p in self.passes.values()}.values(), key=lambda p: p.pass_)
         active = [p for p in issued if p.revoked == (pick >= 30)] or issued
         p = active[pick % len(active)]
@@ -500,8 +519,31 @@ class Checkpoint(RuleBasedStateMachine):
                 open_shifts.setdefault(s.staff, []).append(shift)
         assert all(len(v) == 1 for v in open_shifts.values()), f"on several shifts at once: {open_shifts}"
 
+    @invariant()
+    def no_recorded_event_holds_a_printed_number(self):
+        shown = {*self.numbers.values(), UNKNOWN_NUMBER}
+        for stream, rows in self.record.rows.items():
+            for row in rows:
+                leaked = [n for n in shown if n.encode() in row]
+                assert not leaked, f"{stream}: a recorded event holds printed numbers {leaked}: {row!r}"
+
+    def schema_1(self, event):
+        """The event as it was recorded before pass numbers left the bus (schema 1, with the number)."""
+        old = {PassIssued: PassIssuedV1, PassRevoked: PassRevokedV1, PassageAllowed: PassageAllowedV1,
+               PassageDenied: PassageDeniedV1}.get(type(event))
+        if old is None:
+            return event
+        fields = {f: getattr(event, f) for f in type(event).__struct_fields__ if f != "pass_shown"}
+        return old(**fields, number=self.numbers.get(event.pass_))
+
     def teardown(self):
         self.record.check_replay()
+        for stream in self.record.rows:
+            old = [self.schema_1(e) for e in self.record.events(stream)]
+            replayed = None
+            for event in old:
+                replayed = evolve(replayed, event)
+            assert replayed == self.state(stream), f"{stream}: its schema-1 events replay to {replayed!r}"
 
 
 TestCheckpointProperties = Checkpoint.TestCase

@@ -3,6 +3,7 @@ import uuid
 from datetime import datetime, timezone
 
 from shared import envelope as env
+from shared.contracts.checkpoint import PassIssued, PassIssuedV1
 from shared.contracts.quarantine import CheckinMissed
 
 
@@ -27,3 +28,17 @@ def test_an_envelope_round_trips_with_its_typed_event():
     raw, decoded = env.decode(env.encode(wrapped))
     assert decoded == event
     assert (raw.type, raw.schema, raw.stream_version, raw.event_id) == ("CheckinMissed", 1, 1, wrapped.event_id)
+
+
+def test_each_schema_of_a_type_decodes_to_its_own_class_and_an_old_one_upcasts_to_the_current():
+    at = datetime(2026, 11, 2, 20, 30, tzinfo=timezone.utc)
+    old = PassIssuedV1(community="c-1", pass_="p-1", number="7K3QDX9M2A", compound="x", household="h-1",
+                       issued_at=at, issued_by="staff:li")
+    payloads = [env.encode(env.wrap(e, stream_id="passes:h-1", stream_version=1, occurred_at=at, actor="staff:li",
+                                    correlation_id="c")) for e in (old, old.upcast())]
+    (raw_old, decoded_old), (raw_new, decoded_new) = (env.decode(p) for p in payloads)
+    assert (raw_old.type, raw_old.schema, type(decoded_old)) == ("PassIssued", 1, PassIssuedV1)
+    assert (raw_new.type, raw_new.schema, type(decoded_new)) == ("PassIssued", 2, PassIssued)
+    assert decoded_old == old and decoded_old.upcast() == decoded_new
+    assert b"7K3QDX9M2A" in payloads[0] and b"7K3QDX9M2A" not in payloads[1]
+    assert env.lookup("PassIssued", 1) is PassIssuedV1 and env.lookup("PassIssued", 2) is PassIssued

@@ -14,7 +14,7 @@ from services.views import board, project
 from shared.config import city_zone
 from services.views.cli import ProgressBar
 from shared import envelope
-from shared.contracts.checkpoint import PassageAllowed
+from shared.contracts.checkpoint import PassageAllowed, PassageAllowedV1
 from shared.errors import Invalid
 
 C = "changning.chengjiaqiao.nangong"
@@ -152,6 +152,22 @@ def test_a_message_decodes_to_its_ops_its_local_day_and_its_timeline_entry():
     assert item.resident == "r1" and item.actor == "staff:wang" and item.registered
     assert [op.metric for op in item.ops] == ["passages_out"]
     assert json.loads(item.data)["passage"] == "p1"
+
+
+def test_a_schema_1_passage_decodes_as_schema_2_and_its_pass_number_stays_off_the_timeline():
+    at = datetime(2020, 2, 17, 1, 0, tzinfo=timezone.utc)
+    old = PassageAllowedV1(community=C, passage="p1", compound="c1", gate="g1", direction="out", temperature_c=36.5,
+                           resident="r1", pass_="pass-1", number="7K3QDX9M2A", checked_at=at, checked_by="staff:wang")
+    payload = envelope.encode(envelope.wrap(old, stream_id="passage:p1", stream_version=1, occurred_at=at,
+                                            actor="staff:wang", correlation_id="c"))
+    assert b"7K3QDX9M2A" in payload and b'"schema":1' in payload  # as recorded before the change
+    item = project.decode(payload, 7, SHANGHAI)
+    assert [op.metric for op in item.ops] == ["passages_out"] and item.type == "PassageAllowed"
+    data = json.loads(item.data)
+    assert "number" not in data and b"7K3QDX9M2A" not in item.data
+    assert (data["pass"], data["pass_shown"], data["resident"]) == ("pass-1", True, "r1")
+    current = project.decode(passage_envelope(at), 8, SHANGHAI)
+    assert current.data == envelope.encode(envelope.decode(passage_envelope(at))[1])  # schema 2: as it came
 
 
 def test_an_unknown_event_type_is_kept_for_the_timeline_but_changes_no_figure():

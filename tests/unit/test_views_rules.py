@@ -129,9 +129,19 @@ def test_verifying_twice_takes_the_arrival_off_pending_once():
 
 
 def test_passes_count_while_not_revoked():
-    issued = [ev(cp.PassIssued, pass_=f"p{i}", number=f"N{i}") for i in range(3)]
+    issued = [ev(cp.PassIssued, pass_=f"p{i}") for i in range(3)]
     revoked = ev(cp.PassRevoked, pass_="p1", reason="lost")
     assert figures(*issued, revoked) == {(C, "passes_active", DAY): 2}
+
+
+def test_passes_and_passages_recorded_in_schema_1_count_as_in_schema_2():
+    issued = [ev(cp.PassIssuedV1, pass_=f"p{i}", number=f"N{i}") for i in range(3)]
+    revoked = ev(cp.PassRevokedV1, pass_="p1", reason="lost", number="N1")
+    assert figures(*issued, revoked) == figures(*(e.upcast() for e in (*issued, revoked))) == {
+        (C, "passes_active", DAY): 2}
+    old = [passage(cp.PassageAllowedV1, number="N0"), passage(cp.PassageAllowedV1, direction="out"),
+           ev(cp.PassageDeniedV1, passage="p2", gate="g1", direction="in", temperature_c=36.6, reason="fever")]
+    assert figures(*old) == {(C, "passages_in", DAY): 1, (C, "passages_out", DAY): 1, (C, "passages_denied", DAY): 1}
 
 
 def test_revoking_an_unknown_pass_changes_nothing():
