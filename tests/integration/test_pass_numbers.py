@@ -14,7 +14,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
-import nats
 import pytest
 
 from services.checkpoint import numbers
@@ -24,6 +23,7 @@ from shared import envelope as env
 from shared import store
 from shared.contracts.checkpoint import PassIssuedV1
 from shared.subjects import event_subject
+from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY, Client, community, eventually, household, read_stream, resident, running
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def _recorded(db) -> dict[str, list[bytes]]:
 
 async def test_pass_numbers_go_to_the_caller_and_the_passes_table_never_onto_the_bus(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn), running(checkpoint_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         db = await asyncpg.connect(pg_dsn)
         chk, homes, holder = await _setup(nc, db)
 
@@ -135,7 +135,7 @@ def _versions(events) -> list[int]:
 
 async def test_a_record_of_schema_1_pass_events_counts_revokes_replaces_and_lets_through(nats_url, pg_dsn):
     async with running(registry_spec(), nats_url, pg_dsn), running(checkpoint_spec(), nats_url, pg_dsn):
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         db = await asyncpg.connect(pg_dsn)
         chk, homes, holder = await _setup(nc, db)
         # given two passes of the first household and one of the second, recorded in schema 1
