@@ -26,6 +26,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from services.ops.cli import _fail
 from shared import bus
 from shared.config import CREDS_HELP, Config
 from shared.errors import CommandError
@@ -64,11 +65,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rv.add_argument("--data-dir", default=None, help="the Cordon whose authority (<data dir>/auth) "
                           "issues identities (default CORDON_DATA_DIR, else .cordon)")
     rv.set_defaults(run=run_revoke)
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"cordon identity: {message}", file=sys.stderr)
-    return code
 
 
 def _identity(args: argparse.Namespace) -> Identity:
@@ -172,10 +168,14 @@ async def revoke(config: Config, authority, name: str, reason: str | None = None
     stdout = stdout or sys.stdout
     body = {"command_id": f"revoke-{name}-{uuid.uuid4()}", "actor": "operator:admin", "identity": name,
             "reason": reason}
-    reply = await _request(config, "cordon.cmd.registry.revoke_identity", body)
+    nc = await bus.connect(config.nats_url, "cordon.identity", config.nats_creds)
+    try:
+        reply = await _ask(nc, "cordon.cmd.registry.revoke_identity", body)
+        listed = await _ask(nc, "cordon.qry.registry.identities", {}) if reply.get("ok") else {}
+    finally:
+        await nc.close()
     if not reply.get("ok"):
         return _refused(reply)
-    listed = await _request(config, "cordon.qry.registry.identities", {})
     if not listed.get("ok"):
         return _refused(listed)
     for account in (CITY, CORDON):
@@ -195,10 +195,14 @@ def _unix(value) -> int:
 async def _request(config: Config, subject: str, body: dict) -> dict:
     nc = await bus.connect(config.nats_url, "cordon.identity", config.nats_creds)
     try:
-        msg = await nc.request(subject, json.dumps(body, ensure_ascii=False).encode(), timeout=10)
-        return json.loads(msg.data)
+        return await _ask(nc, subject, body)
     finally:
         await nc.close()
+
+
+async def _ask(nc, subject: str, body: dict) -> dict:
+    msg = await nc.request(subject, json.dumps(body, ensure_ascii=False).encode(), timeout=10)
+    return json.loads(msg.data)
 
 
 def _refused(reply: dict) -> int:

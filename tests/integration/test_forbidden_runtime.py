@@ -18,7 +18,8 @@ from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 from shared.wire import BaseCommand
 from tests.support.cordon import running
-from tests.support.identities import As, BEIXIN, NANGONG, connect, forbidden
+from tests.support.bus import connect
+from tests.support.identities import As, BEIXIN, NANGONG, forbidden
 
 pytestmark = pytest.mark.integration
 

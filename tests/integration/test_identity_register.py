@@ -20,7 +20,8 @@ from shared.contracts.registry import ACCESS_COMMUNITY
 from shared.identity import Identity
 from shared.subjects import STREAM
 from tests.support.cordon import eventually, running
-from tests.support.identities import As, NANGONG, connect, forbidden
+from tests.support.bus import connect
+from tests.support.identities import As, NANGONG, forbidden
 
 pytestmark = pytest.mark.integration
 

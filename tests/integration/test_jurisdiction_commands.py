@@ -22,7 +22,8 @@ from services.registry.app import spec as registry_spec
 from shared.identity import Identity
 from shared.subjects import STREAM
 from tests.support.cordon import eventually, prc_id, running
-from tests.support.identities import As, BEIXIN, NANGONG, connect, forbidden
+from tests.support.bus import connect
+from tests.support.identities import As, BEIXIN, NANGONG, forbidden
 from tests.support.quarantine import Clock, at, day
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,8 @@ from shared.service import ServiceHost
 from shared.subjects import STREAM
 from tests.support.cordon import eventually, prc_id
 from tests.support.bus import operator_config
-from tests.support.identities import As, BEIXIN, JINXIU, NANGONG, connect, forbidden, start_nats
+from tests.support.bus import connect, start_secure_nats
+from tests.support.identities import As, BEIXIN, JINXIU, NANGONG, forbidden
 from tests.support.logistics import stop
 from tests.support.quarantine import Clock, at, day
 
@@ -54,7 +55,7 @@ class City:
 async def city(pg_server, tmp_path_factory):
     """Three communities (two of one street, one of the next), each with a compound, a household,
     a resident, an open case and a supply request, seen by the views and the audit log."""
-    server = await start_nats(tmp_path_factory.mktemp("nats"))
+    server = await start_secure_nats(tmp_path_factory.mktemp("nats"))
     dsn = await ensure_database(pg_server.dsn, f"test_{uuid.uuid4().hex[:16]}")
     config = operator_config(server.url, pg_dsn=dsn, backdate_days=0)
     clock = Clock(at(1, "09:00"))

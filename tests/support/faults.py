@@ -34,7 +34,6 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import asyncpg
 
@@ -47,6 +46,7 @@ from services.views import schema as views_schema
 from shared.service import gather_health
 from shared.subjects import STREAM
 from tests.support.bus import authority_for, connect, creds_for, operator_config
+from tests.support.cordon import eventually
 
 SERVICES = ("registry", "checkpoint", "quarantine", "logistics", "views", "audit")
 COMMAND_SERVICES = ("registry", "checkpoint", "quarantine", "logistics")
@@ -114,7 +114,7 @@ class Cordon:
             async def all_there() -> bool:
                 health = await self.health()
                 return all(len(health.get(n, ())) >= replicas for n in names)
-            await until(all_there, timeout, f"{replicas} instances of {', '.join(names)}")
+            await eventually(all_there, timeout, f"{replicas} instances of {', '.join(names)}")
 
     async def health(self, wait: float = 0.3) -> dict[str, list[dict]]:
         """Each running instance's status, by service (those that answered within ``wait``)."""
@@ -127,16 +127,6 @@ class Cordon:
     async def stop(self) -> None:
         await asyncio.gather(*(system._stop(p) for procs in self.procs.values() for p in procs),
                              return_exceptions=True)
-
-
-async def until(check: Callable[[], Awaitable], timeout: float, what: str):
-    """Poll ``check()`` until it returns something true; AssertionError naming ``what`` after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (result := await check()):
-        assert loop.time() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        await asyncio.sleep(0.1)
-    return result
 
 
 @dataclass

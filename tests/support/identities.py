@@ -12,29 +12,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
-from shared.embedded import EmbeddedNats
 from shared.identity import Identity
 from shared.subjects import command_subject, query_subject
-from tests.support import bus
 
 NANGONG = "changning.chengjiaqiao.nangong"
 BEIXIN = "changning.chengjiaqiao.beixin"
 #: A community of the next street.
 JINXIU = "changning.xinjing.jinxiu"
-
-
-async def connect(url: str):
-    """A test's connection from inside CORDON (the operator's credentials), where a client's
-    ``Nats-Request-Info`` reaches the services as it was sent (across the CITY import the server
-    overwrites it)."""
-    return await bus.connect(url)
-
-
-async def start_nats(folder: Path) -> EmbeddedNats:
-    """A NATS of a test module's own (for a city built once per module), in operator mode."""
-    return await bus.start_secure_nats(folder)
 
 
 def request_info(identity: Identity) -> dict[str, str]:
