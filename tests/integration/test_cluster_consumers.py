@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from shared import store
-from shared.bus import ensure_stream
+from shared.bus import ensure_stream, patiently
 from shared.consumer import Consumer
 from shared.contracts.registry import HouseholdRegistered
 from shared.embedded_cluster import EmbeddedNatsCluster
@@ -60,7 +60,9 @@ async def test_a_durable_consumer_started_while_the_cluster_has_no_quorum_waits_
         assert not starting.done() or starting.exception() is None, starting.exception()
         await nats_cluster.start_node(1)
         await asyncio.wait_for(asyncio.shield(starting), 60)
-        assert (await nc.jetstream(timeout=5).consumer_info(STREAM, "test-directory")).config.num_replicas in (0, 3)
+        # (its info may time out while the consumer, just placed, elects its leader: asked patiently)
+        info = await patiently(lambda: nc.jetstream(timeout=5).consumer_info(STREAM, "test-directory"), "info")
+        assert info.config.num_replicas in (0, 3)
     finally:
         if starting is not None and not starting.done():
             starting.cancel()
