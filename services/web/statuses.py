@@ -26,8 +26,9 @@ HTTP_STATUS: dict[str, int] = {
 #: codes only the gateway itself answers (not a service)
 GATEWAY_CODES = {
     "unsupported_media_type": (415, "the body is not application/json (commands) or a creds file (tokens)"),
-    "unknown_path": (404, "no such path: see /v1/openapi.json"),
+    "unknown_path": (404, "no such path, command or query: see /v1/openapi.json"),
     "method_not_allowed": (405, "this path does not take that method"),
+    "timeout": (408, "the request's body did not arrive in time"),
 }
 
 assert set(HTTP_STATUS) == set(CODES), "every stable code has a status"
@@ -37,4 +38,5 @@ def status_of(reply: dict) -> int:
     """200 for an accepted command or an answered query, else the status of its error code."""
     if reply.get("ok", True):
         return 200
-    return HTTP_STATUS.get(reply.get("error", {}).get("code", "internal"), 500)
+    code = reply.get("error", {}).get("code", "internal")
+    return HTTP_STATUS.get(code) or GATEWAY_CODES.get(code, (500, ""))[0]

@@ -1,0 +1,39 @@
+"""The gateway's settings: ``from_env`` is the only place that reads them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from shared.config import Config as Shared
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    shared: Shared
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: How long a token lives, seconds.
+    token_ttl_s: float = 12 * 3600
+    #: How long the gateway waits for a service's reply, seconds.
+    reply_timeout_s: float = 5.0
+    #: How long a client may take to send its body, seconds (a slow client is cut off with 408).
+    body_timeout_s: float = 10.0
+
+    @property
+    def max_body(self) -> int:
+        return self.shared.max_payload
+
+    @classmethod
+    def from_env(cls, shared: Shared, env: dict[str, str] | None = None, **overrides) -> "Config":
+        env = dict(os.environ if env is None else env)
+        values: dict = {}
+        for key, name, conv in (("host", "CORDON_WEB_HOST", str), ("port", "CORDON_WEB_PORT", int),
+                                ("token_ttl_s", "CORDON_WEB_TOKEN_TTL_S", float),
+                                ("reply_timeout_s", "CORDON_WEB_REPLY_TIMEOUT_S", float)):
+            if env.get(name):
+                try:
+                    values[key] = conv(env[name])
+                except ValueError:
+                    raise SystemExit(f"{name}={env[name]!r} is not a {conv.__name__}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(shared=shared, **values)
