@@ -1,7 +1,8 @@
 """The AsyncAPI 3 document of Cordon's message API, generated from the code.
 
 Command payloads come from each service's command structs, event payloads from the registered
-event types in ``shared.contracts``. The generated document is committed at
+event types in ``shared.contracts``, queries' requests and replies from
+``shared.contracts.queries.QUERIES``. The generated document is committed at
 ``shared/contracts/asyncapi.json`` and a test fails when it differs from what the code generates,
 so integrators never read stale docs. Regenerate with ``cordon asyncapi --write``.
 """
@@ -14,6 +15,7 @@ import msgspec
 
 from shared import envelope as env
 from shared.access import CORDON_ONLY
+from shared.contracts.queries import Query
 from shared.errors import CODES
 from shared.subjects import COMMANDS_ROOT, HEALTH_FANOUT, command_subject, query_subject
 
@@ -124,9 +126,10 @@ def _system(channels: dict, operations: dict, messages: dict) -> None:
 
 
 def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
-             queries: dict[str, dict[str, str]] | None = None) -> dict:
+             queries: dict[str, Query] | None = None) -> dict:
     """Build the document. ``commands`` maps service -> command name -> command struct;
-    ``queries`` maps service -> query name -> its description (answered on cordon.qry.<name>)."""
+    ``queries`` maps query name -> its :class:`~shared.contracts.queries.Query` (answered on
+    cordon.qry.<name>, request and reply typed by its structs)."""
     events = sorted(((k, cls) for k, cls in env.registered_types().items()
                      if cls.__module__.startswith("shared.contracts.")),  # not test probes
                     key=lambda kv: (kv[1].service, kv[0]))
@@ -134,6 +137,8 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
     for service in sorted(commands):
         types += [commands[service][name] for name in sorted(commands[service])]
     types += [cls for _, cls in events]
+    for name in sorted(queries or {}):
+        types += [queries[name].request, queries[name].reply]
     _, schemas = msgspec.json.schema_components(types, ref_template=REF)
     schemas.update(_reply_schemas())
     channels: dict = {}
@@ -170,22 +175,21 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
                     "security": SECURITY,
                     "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}},
                 }
-    for service in sorted(queries or {}):
-        for name, doc in sorted(queries[service].items()):
-            key = f"query.{name}"
-            messages[key] = {"name": name, "summary": doc,
-                             "payload": {"type": "object", "description": "the query's fields, JSON"}}
-            messages[f"{key}.reply"] = {"name": f"{name}.reply", "payload": {"oneOf": [
-                {"type": "object", "description": "the view's answer"},
-                {"$ref": REF.format(name="CommandRefused")}]}}
-            channels[key] = {"address": query_subject(name),
-                             "messages": {"request": {"$ref": f"#/components/messages/{key}"}}}
-            channels[f"{key}.reply"] = {"address": None, "messages": {
-                "reply": {"$ref": f"#/components/messages/{key}.reply"}}}
-            operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
-                               "summary": f"{service} query {name} (NATS request/reply)",
-                               "security": SECURITY,
-                               "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}}}
+    for name, query in sorted((queries or {}).items()):
+        key = f"query.{name}"
+        messages[key] = {"name": name, "summary": query.summary,
+                         "payload": {"$ref": REF.format(name=query.request.__name__)}}
+        messages[f"{key}.reply"] = {"name": f"{name}.reply", "payload": {"oneOf": [
+            {"$ref": REF.format(name=query.reply.__name__)}, {"$ref": REF.format(name="CommandRefused")}]}}
+        channels[key] = {"address": query_subject(name),
+                         "messages": {"request": {"$ref": f"#/components/messages/{key}"}}}
+        channels[f"{key}.reply"] = {"address": None, "messages": {
+            "reply": {"$ref": f"#/components/messages/{key}.reply"}}}
+        answered = "every service's host" if query.service == "any" else query.service
+        operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
+                           "summary": f"{answered} query {name} (NATS request/reply): {query.summary}",
+                           "security": SECURITY,
+                           "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}}}
     _system(channels, operations, messages)
     for (type_name, schema_version), cls in events:
         key = f"{cls.service}.{type_name}.v{schema_version}"
@@ -224,5 +228,5 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
     }
 
 
-def render(commands: dict[str, dict[str, type]], queries: dict[str, dict[str, str]] | None = None) -> str:
+def render(commands: dict[str, dict[str, type]], queries: dict[str, Query] | None = None) -> str:
     return json.dumps(document(commands, queries=queries), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
