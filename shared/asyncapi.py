@@ -23,7 +23,9 @@ PATH = Path(__file__).parent / "contracts" / "asyncapi.json"
 REF = "#/components/schemas/{name}"
 
 
-def _reply_schemas() -> dict:
+def reply_schemas(codes: dict[str, str] = CODES) -> dict:
+    """``CommandAccepted`` and ``CommandRefused``, the replies of every command (a query's refusal
+    is ``CommandRefused`` too); ``codes`` are the error codes a refusal may carry, with their meaning."""
     return {
         "CommandAccepted": {
             "type": "object",
@@ -44,8 +46,8 @@ def _reply_schemas() -> dict:
                     "type": "object",
                     "required": ["code", "message"],
                     "properties": {
-                        "code": {"enum": sorted(CODES), "description": "; ".join(
-                            f"{k}: {v}" for k, v in sorted(CODES.items()))},
+                        "code": {"enum": sorted(codes), "description": "; ".join(
+                            f"{k}: {v}" for k, v in sorted(codes.items()))},
                         "message": {"type": "string"},
                         "field": {"type": "string"},
                         "reason": {"type": "string", "description": "with code rejected: the rule"},
@@ -82,7 +84,8 @@ SERVERS = {
 COMMUNITY_PARAMETERS = {p: {"description": f"the community's {p} slug"} for p in ("district", "street", "committee")}
 
 
-def _who(service: str, name: str) -> str:
+def who(service: str, name: str) -> str:
+    """Who may send the command (shown in both API documents)."""
     if (service, name) in CORDON_ONLY:
         return "accepted only from inside Cordon (an operator's credentials)"
     return ("staff, officers given a community and gate devices send it on the scoped subject of their "
@@ -140,7 +143,7 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
     for name in sorted(queries or {}):
         types += [queries[name].request, queries[name].reply]
     _, schemas = msgspec.json.schema_components(types, ref_template=REF)
-    schemas.update(_reply_schemas())
+    schemas.update(reply_schemas())
     channels: dict = {}
     operations: dict = {}
     messages: dict = {}
@@ -171,7 +174,7 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
                     "action": "receive",
                     "channel": {"$ref": f"#/channels/{key}{suffix}"},
                     "summary": f"{service} command {name}, {how} (NATS request/reply)",
-                    "description": _who(service, name),
+                    "description": who(service, name),
                     "security": SECURITY,
                     "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}},
                 }
