@@ -12,6 +12,7 @@ A refusal is not a reply of the view: it is the commands' ``CommandRefused`` bod
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -483,6 +484,7 @@ def decode(name: str, payload: bytes) -> Any:
     return wire.decode(query.service, {name: query.request}, name, payload, _choices(query.request))
 
 
+@functools.cache
 def _choices(cls: type) -> dict[str, tuple]:
     """Field name -> the values of its Literal type: the hint of an ``invalid`` enum value."""
     info = msgspec.inspect.type_info(cls)

@@ -11,6 +11,7 @@ from services.cli import SERVICES, load_spec
 from shared.contracts import queries
 from shared.contracts.queries import QUERIES
 from shared.errors import Invalid
+from shared.identity import ROLES
 
 C = "changning.chengjiaqiao.nangong"
 
@@ -26,6 +27,11 @@ def test_every_query_has_a_summary_and_strict_structs():
         assert query.name == view and query.summary
         for cls in (query.request, query.reply):
             assert cls.__struct_config__.forbid_unknown_fields and cls.__struct_config__.frozen, cls
+
+
+def test_the_roles_an_identity_row_may_hold_are_the_roles():
+    role = next(f for f in msgspec.inspect.type_info(queries.IdentityRow).fields if f.name == "role")
+    assert set(role.type.values) == set(ROLES)
 
 
 def test_the_gateways_query_string_text_converts_to_the_typed_request():
