@@ -1,7 +1,7 @@
 """The queries' contract (shared.contracts.queries) is the one source: every query a service
 answers is in it, under that service, and its request decodes as the handlers and the gateway
 need (strict on the bus, from query-string text through the gateway). What each live reply holds is
-checked against the services in tests/integration/test_query_contracts.py."""
+checked against the services in tests/integration/test_query_contracts.py (this file: the registry itself)."""
 from datetime import date
 
 import msgspec
