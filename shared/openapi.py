@@ -10,10 +10,11 @@ Regenerate with ``cordon openapi --write``.
 """
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -33,23 +34,31 @@ class TokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     creds: Annotated[str, msgspec.Meta(description="the text of the identity's .creds file")]
 
 
-class TokenIdentity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class TokenIdentity(msgspec.Struct, frozen=True, kw_only=True):
     """Who the session acts as (shared.identity.Identity)."""
 
     name: str
-    role: str
-    scope: str
-    community: str | None = None
-    compound: str | None = None
-    grants: list[str] = []
+    role: Annotated[str, msgspec.Meta(description="staff, officer, city-system, gate or operator")]
+    scope: Annotated[str, msgspec.Meta(description="what it reads: city, a district, district.street or a "
+                                                   "community")]
+    community: Annotated[str | None, msgspec.Meta(description="where it acts (staff, gate, an officer given one)")]
+    compound: Annotated[str | None, msgspec.Meta(description="a gate device's compound")]
+    grants: Annotated[list[str], msgspec.Meta(description="a city system's grants (cmd:..., qry:..., evt)")]
 
 
 class TokenIssued(msgspec.Struct, frozen=True, kw_only=True):
     """A session: send the token as ``Authorization: Bearer <token>`` (or the cookie cordon_session)."""
 
+    ok: Literal[True]
     token: str
     identity: TokenIdentity
     expires_at: datetime
+
+
+class Done(msgspec.Struct, frozen=True, kw_only=True):
+    """Done; nothing more to say."""
+
+    ok: Literal[True]
 
 
 #: The statuses a query can be refused with (a query has no command, no state to conflict with).
@@ -125,11 +134,20 @@ def document(commands: dict[str, dict[str, type]] | None = None,
 
 
 def render(commands: dict[str, dict[str, type]] | None = None) -> str:
+    """The document as committed (sorted keys). Without ``commands``, the document of this code,
+    built once per process (about 0.2 s: GET /v1/openapi.json serves it)."""
+    if commands is None:
+        return _rendered()
     return json.dumps(document(commands), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
+@functools.cache
+def _rendered() -> str:
+    return json.dumps(document(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
 def _schemas(commands: dict[str, dict[str, type]], codes: dict[str, str]) -> dict:
-    types: list = [Envelope, TokenRequest, TokenIssued]
+    types: list = [Envelope, TokenRequest, TokenIssued, Done]
     for service in sorted(commands):
         types += [commands[service][name] for name in sorted(commands[service])]
     for view in sorted(QUERIES):
@@ -229,14 +247,17 @@ def _gateway_paths(statuses_of: dict[str, int], codes: dict[str, str]) -> dict:
                            "revoked or foreign key fails) and keeps the connection for the session.",
             "requestBody": {"required": True, "content": {
                 "text/plain": {"schema": {"type": "string", "description": "the identity's .creds file"}},
+                "application/octet-stream": {"schema": {"type": "string", "description": "the .creds file"}},
                 JSON: {"schema": _ref("TokenRequest")}}},
             "responses": {"201": {"description": "the session", "content": {JSON: {"schema": _ref("TokenIssued")}}},
-                          **refused(statuses_of, codes, ("unauthenticated", "invalid", "too_large",
-                                                         "unsupported_media_type"))},
+                          **refused(statuses_of, codes, ("unauthenticated", "invalid", "too_large", "timeout",
+                                                         "unsupported_media_type", "unavailable"))},
         }},
         "/v1/tokens/current": {"delete": {
             "operationId": "tokens.delete", "tags": ["gateway"], "summary": "end this session",
-            "responses": {"204": {"description": "ended"}, **refused(statuses_of, codes, ("unauthenticated",))},
+            "responses": {"200": {"description": "ended (the cookie cordon_session cleared)",
+                                  "content": {JSON: {"schema": _ref("Done")}}},
+                          **refused(statuses_of, codes, ("unauthenticated",))},
         }},
         "/v1/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["gateway"], "security": public, "summary": "this document",
@@ -262,9 +283,14 @@ def _gateway_paths(statuses_of: dict[str, int], codes: dict[str, str]) -> dict:
                                                          "unavailable"))},
         }},
         "/healthz": {"get": {"operationId": "healthz", "tags": ["gateway"], "security": public,
-                             "summary": "the gateway is alive", "responses": {"200": {"description": "alive"}}}},
+                             "summary": "the gateway is alive",
+                             "responses": {"200": {"description": "alive", "content": {JSON: {"schema": {
+                                 "type": "object", "properties": {"ok": {"const": True}}}}}}}}},
         "/readyz": {"get": {"operationId": "readyz", "tags": ["gateway"], "security": public,
                             "summary": "the gateway is connected to NATS",
-                            "responses": {"200": {"description": "ready"},
-                                          "503": {"description": "not connected to NATS"}}}},
+                            "responses": {status: {"description": what, "content": {JSON: {"schema": {
+                                "type": "object", "properties": {
+                                    "ok": {"type": "boolean"}, "nats": {"enum": ["connected", "not connected"]},
+                                    "sessions": {"type": "integer", "description": "sessions held"}}}}}}
+                                for status, what in (("200", "ready"), ("503", "not connected to NATS"))}}},
     }

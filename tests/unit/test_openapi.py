@@ -19,6 +19,7 @@ def doc() -> dict:
 def test_the_committed_openapi_document_matches_the_code():
     committed = openapi.PATH.read_text(encoding="utf-8")
     assert committed == openapi_text(), "stale: run `cordon openapi --write` and commit the result"
+    assert openapi.render() == committed  # what GET /v1/openapi.json serves
 
 
 def test_the_document_is_valid_openapi_3_1(doc):
@@ -81,6 +82,8 @@ def test_the_gateways_own_paths_and_security_are_documented(doc):
     assert {"text/plain", "application/json"} == set(paths["/v1/tokens"]["post"]["requestBody"]["content"])
     assert paths["/v1/tokens"]["post"]["responses"]["201"]["content"]["application/json"]["schema"][
         "$ref"].endswith("/TokenIssued")
+    issued = doc["components"]["schemas"]["TokenIssued"]
+    assert {"ok", "token", "identity", "expires_at"} == set(issued["required"])
     assert "delete" in paths["/v1/tokens/current"]
     assert "get" in paths["/v1/openapi.json"]
     feed = paths["/v1/feed"]["get"]
