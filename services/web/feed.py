@@ -45,6 +45,7 @@ from shared.errors import CommandError, Conflict, Invalid, Unavailable
 from shared.identity import Forbidden
 from shared.pull import ConsumerGone, Interrupted, Puller
 from shared.subjects import STREAM, check_scope, community_filter
+from shared.tasks import cancel
 
 log = logging.get("web.feed")
 
@@ -206,7 +207,7 @@ class Devices:
         previous = self._open.get(name)
         if previous is not None:
             task, done = previous
-            task.cancel()
+            await cancel(task, grace=0.05)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 5.0)
         mine = (asyncio.current_task(), asyncio.Event())

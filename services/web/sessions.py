@@ -131,6 +131,10 @@ class Sessions:
         session_box: list[Session] = []
 
         async def on_error(exc: Exception) -> None:
+            if not session_box:
+                # The first connection failed (a revoked or foreign key): stop there. With reconnects
+                # on and no limit, nats-py would try again forever and the login would never answer.
+                raise exc
             text = str(exc).lower()
             if session_box and "permissions violation" in text:
                 session_box[0].violations = [*session_box[0].violations[-9:], text]

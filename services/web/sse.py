@@ -12,11 +12,15 @@ The generator is resumed only after ``send`` returned for the frame it yielded: 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import AsyncIterator
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from shared import log as logging
+from shared.tasks import cancel
+
+log = logging.get("web.sse")
 
 HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
@@ -44,25 +48,27 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        stream = asyncio.ensure_future(self._pump(send))
         gone = asyncio.ensure_future(self._watch(receive))
+        stream = asyncio.ensure_future(self._pump(send, gone))
         try:
             await asyncio.wait({stream, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (stream, gone):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await stream
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
+            # Cancelled again until they end: a cancellation can be swallowed (asyncio.wait_for in
+            # a NATS request whose reply arrives at that moment), and a stream left running would
+            # go on taking events for a client that is gone.
+            await cancel(gone, grace=0.05)
+            await cancel(stream, grace=0.05)
             await self.frames.aclose()
-        if not gone.cancelled() and gone.done():
+        if not stream.cancelled() and stream.exception() is not None:
+            log.warning("sse.failed", error=repr(stream.exception()))
+        if not gone.cancelled():
             return  # the client left: nothing more to send
-        with contextlib.suppress(OSError):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _pump(self, send: Send) -> None:
+    async def _pump(self, send: Send, gone: asyncio.Future) -> None:
         async for chunk in self.frames:
+            if gone.done():
+                return  # the server would drop it silently: the frame was never written
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     @staticmethod
