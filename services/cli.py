@@ -1,6 +1,6 @@
 """`cordon`: run Cordon and talk to it.
 
-    cordon up [--data-dir D] [--nats-port P] [--pg-port P]   embedded servers + every service
+    cordon up [--data-dir D] [--nats-port P] [--pg-port P]   embedded servers + every service + web
     cordon service NAME                                       one service (containers)
     cordon health                                             ask every running service
     cordon request SUBJECT JSON                               send a command or query, print the reply
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--nats-port", type=int, default=4222)
     up.add_argument("--pg-port", type=int, default=55432)
     up.add_argument("--services", default=",".join(SERVICES), help="comma-separated subset to run")
+    up.add_argument("--web-port", type=int, default=8080,
+                    help="port of the web gateway (the board, the HTTP API); 0: no gateway")
     svc = sub.add_parser("service", help="run one service in the foreground")
     svc.add_argument("name", choices=sorted(SERVICES))
     health = sub.add_parser("health", help="print every running service's health")
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "up":
             from services.supervisor import run_up
 
-            return asyncio.run(run_up(config, args.nats_port, args.pg_port, args.services.split(",")))
+            return asyncio.run(run_up(config, args.nats_port, args.pg_port, args.services.split(","),
+                                      web_port=args.web_port))
         if args.cmd == "service":
             return asyncio.run(run_service(args.name, config))
         if args.cmd == "health":

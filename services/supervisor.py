@@ -27,9 +27,11 @@ DATABASE = "cordon"
 class Child:
     """One service process, restarted with backoff if it dies."""
 
-    def __init__(self, name: str, env: dict[str, str]):
+    def __init__(self, name: str, env: dict[str, str], argv: list[str] | None = None):
         self.name = name
         self.env = env
+        #: what ``cordon`` runs: ``service NAME`` unless given (the web gateway: ``web --port P``)
+        self.argv = argv or ["service", name]
         self.proc: asyncio.subprocess.Process | None = None
         self.stopping = False
         self.task: asyncio.Task | None = None
@@ -38,7 +40,7 @@ class Child:
         backoff = 0.5
         while not self.stopping:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.cli", "service", self.name, env=self.env,
+                sys.executable, "-m", "services.cli", *self.argv, env=self.env,
                 start_new_session=True,  # Ctrl-C reaches us; we decide when children stop
             )
             code = await self.proc.wait()
@@ -85,7 +87,24 @@ def service_env(env: dict[str, str], name: str, authority: Authority | None) -> 
     return {**env, "CORDON_NATS_CREDS": str(authority.service_creds(name))}
 
 
-async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str]) -> int:
+async def wait_web(port: int, timeout: float = 60.0) -> None:
+    """Until the web gateway answers ``/readyz`` (its NATS connection up)."""
+    import httpx
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(timeout=2) as http:
+        while True:
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"the web gateway did not answer on port {port} after {timeout}s")
+            await asyncio.sleep(0.2)
+
+
+async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str], web_port: int = 8080) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -115,12 +134,26 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str])
             child = Child(name, service_env(env, name, authority))
             child.task = asyncio.create_task(child.run())
             children.append(child)
-        ready = asyncio.create_task(wait_ready(nats_url, names, creds=creds))
+        if web_port:
+            print(f"cordon: web        http://127.0.0.1:{web_port}/ (the committee's live board; "
+                  f"the HTTP API under /v1, described at /v1/openapi.json)", flush=True)
+            web = Child("web", {**service_env(env, "web", authority), "CORDON_WEB_PORT": str(web_port)},
+                        argv=["web"])
+            web.task = asyncio.create_task(web.run())
+            children.append(web)
+
+        async def all_ready() -> None:
+            await wait_ready(nats_url, names, creds=creds)
+            if web_port:
+                await wait_web(web_port)
+
+        ready = asyncio.create_task(all_ready())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if ready.done():
             ready.result()
-            print(f"cordon: ready — {', '.join(names)} answering; Ctrl-C stops", flush=True)
+            print(f"cordon: ready — {', '.join(names + (['web'] if web_port else []))} answering; Ctrl-C stops",
+                  flush=True)
         else:
             ready.cancel()
         await stop.wait()

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+import httpx
 import nats
 import psutil
 import pytest
@@ -21,11 +22,11 @@ from tests.support.cordon import COMMUNITY
 pytestmark = pytest.mark.integration
 
 
-async def start_up(data_dir, nats_port, pg_port):
+async def start_up(data_dir, nats_port, pg_port, web_port=0):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir),
-        "--nats-port", str(nats_port), "--pg-port", str(pg_port),
+        "--nats-port", str(nats_port), "--pg-port", str(pg_port), "--web-port", str(web_port),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
     )
     lines = []
@@ -63,9 +64,10 @@ async def request(url: str, subject: str, body: dict) -> dict:
         await nc.close()
 
 
-async def cli(*argv: str, data_dir) -> tuple[int, str]:
-    """A `cordon` command as an operator types it: no CORDON_* variable but the data dir."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}, "CORDON_DATA_DIR": str(data_dir)}
+async def cli(*argv: str, data_dir, **more: str) -> tuple[int, str]:
+    """A `cordon` command as an operator types it: no CORDON_* variable but the data dir (and ``more``)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}, "CORDON_DATA_DIR": str(data_dir),
+           **more}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *argv, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
@@ -73,10 +75,12 @@ async def cli(*argv: str, data_dir) -> tuple[int, str]:
 
 
 async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
-    nats_port, pg_port = free_port(), free_port()
+    nats_port, pg_port, web_port = free_port(), free_port(), free_port()
     url = f"nats://127.0.0.1:{nats_port}"
-    proc, lines = await start_up(tmp_path / "data", nats_port, pg_port)
+    proc, lines = await start_up(tmp_path / "data", nats_port, pg_port, web_port)
     assert any(url in line for line in lines)
+    assert any(f"http://127.0.0.1:{web_port}/" in line for line in lines)
+    assert "web" in lines[-1]  # ready waits for the gateway too
     assert any(f"127.0.0.1:{pg_port}" in line for line in lines)
     # Secure by default: the operators' credentials are written (0600) and said where
     auth = tmp_path / "data" / "auth"
@@ -84,7 +88,7 @@ async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
     assert any(str(admin) in line for line in lines)
     assert admin.stat().st_mode & 0o777 == 0o600 and auth.stat().st_mode & 0o777 == 0o700
     assert {p.name for p in (auth / "services").iterdir()} == {
-        f"{name}.creds" for name in ("registry", "checkpoint", "quarantine", "logistics", "views", "audit")}
+        f"{name}.creds" for name in ("registry", "checkpoint", "quarantine", "logistics", "views", "audit", "web")}
     remember(url, Authority.open(auth))
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):  # no credentials, no connection
         await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
@@ -99,6 +103,19 @@ async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
     health = await request(url, "cordon.qry.health", {})
     [registry] = health["services"]["registry"]
     assert health["ok"] and "outbox_depth" in registry
+    # A committee's staff, issued creds by the operators, send a command over HTTP
+    code, out = await cli("identity", "add", "--role", "staff", "--community", COMMUNITY, "--name", "li-wei",
+                          "--out", str(tmp_path / "li-wei.creds"), data_dir=tmp_path / "data", CORDON_NATS_URL=url)
+    assert code == 0, out
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}", timeout=10) as http:
+        token = await http.post("/v1/tokens", content=(tmp_path / "li-wei.creds").read_text(),
+                                headers={"content-type": "text/plain"})
+        assert token.status_code == 201, token.text
+        household = await http.post("/v1/commands/registry/register_household", json={
+            "community": COMMUNITY, "compound": "nangong-1", "building": "b1", "address": "b1-101"},
+            headers={"authorization": f"Bearer {token.json()['token']}", "idempotency-key": "h-1"})
+        assert household.status_code == 200, household.text
+        assert household.json()["events"][0]["actor"] == "staff:li-wei"
     assert "cordon: stopped" in await stop(proc)
 
     proc, _ = await start_up(tmp_path / "data", nats_port, pg_port)
