@@ -134,10 +134,6 @@ class Sessions:
         refused: asyncio.Future[str] = loop.create_future()
 
         async def on_error(exc: Exception) -> None:
-            if not session_box:
-                # The first connection failed (a revoked or foreign key): stop there. With reconnects
-                # on and no limit, nats-py would try again forever and the login would never answer.
-                raise exc
             text = str(exc).lower()
             auth_failure = any(word in text for word in _AUTH_FAILURES)
             if not session_box:  # still logging in: nats-py would retry a refused login for ever
