@@ -252,7 +252,8 @@ async def test_a_client_gone_stops_its_pull_at_once(nats_url, pg_dsn, tmp_path):
         # Given the tablet's stream is open, its pull waiting at the server
         async with http.stream("GET", "/v1/feed", params={"community": NANGONG, "durable": "tablet"},
                                headers=headers) as reply:
-            await reply.aiter_lines().__anext__()
+            lines = reply.aiter_lines()  # kept: an abandoned line iterator closes the connection
+            await lines.__anext__()
             await eventually(pulling, what="the pull")
         # When the tablet goes away, and households are registered
         ids = await world.households_registered(2)
