@@ -79,10 +79,10 @@ class Cordon:
 
 
 @contextlib.asynccontextmanager
-async def cordon(nats_url: str, pg_dsn: str, tmp_path: Path):
+async def cordon(nats_url: str, pg_dsn: str, tmp_path: Path, **settings):
     nc = await connect(nats_url)
     try:
-        async with running(registry_spec(), nats_url, pg_dsn), gateway(nats_url) as base:
+        async with running(registry_spec(), nats_url, pg_dsn), gateway(nats_url, **settings) as base:
             world = Cordon(nc, nats_url, base, tmp_path)
             await world.compound()
             await world.on_stream()
@@ -241,8 +241,8 @@ async def test_events_sent_to_a_client_that_died_before_handling_them_come_again
             assert json.loads(only[0]["data"])["data"]["household"] == newest[0]
 
 
-async def test_a_client_gone_stops_its_pull_at_once(nats_url, pg_dsn, tmp_path):
-    async with cordon(nats_url, pg_dsn, tmp_path) as world, \
+async def test_an_idle_stream_keeps_alive_and_a_client_gone_stops_its_pull_at_once(nats_url, pg_dsn, tmp_path):
+    async with cordon(nats_url, pg_dsn, tmp_path, feed_keepalive_s=0.2) as world, \
             httpx.AsyncClient(base_url=world.base, timeout=10) as http:
         headers = await login(http, creds(nats_url, LI_WEI)[1])
 
@@ -253,8 +253,10 @@ async def test_a_client_gone_stops_its_pull_at_once(nats_url, pg_dsn, tmp_path):
         async with http.stream("GET", "/v1/feed", params={"community": NANGONG, "durable": "tablet"},
                                headers=headers) as reply:
             lines = reply.aiter_lines()  # kept: an abandoned line iterator closes the connection
-            await lines.__anext__()
+            assert await lines.__anext__() == ": feed webfeed-li-wei-tablet"
             await eventually(pulling, what="the pull")
+            # (with nothing to send, a comment now and then keeps proxies from closing it)
+            assert [await lines.__anext__() for _ in range(3)] == ["", ": keep-alive", ""]
         # When the tablet goes away, and households are registered
         ids = await world.households_registered(2)
 
