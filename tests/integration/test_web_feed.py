@@ -268,8 +268,9 @@ async def test_an_idle_stream_keeps_alive_and_a_client_gone_stops_its_pull_at_on
 
 
 async def test_another_committees_community_is_forbidden_and_nothing_is_created(nats_url, pg_dsn, tmp_path):
+    # (refusals come at once: a read that waits is a stream opened where it should not be)
     async with cordon(nats_url, pg_dsn, tmp_path) as world, \
-            httpx.AsyncClient(base_url=world.base, timeout=10) as http:
+            httpx.AsyncClient(base_url=world.base, timeout=httpx.Timeout(10, read=3)) as http:
         before = await world.consumers()
         # When li-wei asks for Beixin's feed, over HTTP and with the CLI
         headers = await login(http, creds(nats_url, LI_WEI)[1])
@@ -301,6 +302,11 @@ async def test_another_committees_community_is_forbidden_and_nothing_is_created(
                                   headers=officer_headers)
         assert conflict.status_code == 409 and conflict.json()["error"]["field"] == "durable"
         assert NANGONG in conflict.json()["error"]["message"]
+        # Nor taken by another identity whose name and durable join into the same consumer name
+        li = Identity(name="li", role="staff", scope=NANGONG)
+        taken = await http.get("/v1/feed", params={"community": NANGONG, "durable": "wei-d1"},
+                               headers=await login(http, creds(nats_url, li)[1]))
+        assert taken.status_code == 409 and "taken" in taken.json()["error"]["message"], taken.text
 
 
 async def test_since_yields_earlier_events(nats_url, pg_dsn, tmp_path):
