@@ -135,11 +135,12 @@ async def ensure_consumer(nc: Client, name: str, identity: str, request: FeedReq
         info = await js.consumer_info(STREAM, name)
     except NotFoundError:
         info = await _create(nc, name, identity, request)
-    config = info.config
-    if config.filter_subject != request.filter or (config.metadata or {}).get(OWNER) != identity:
-        followed = (config.metadata or {}).get("cordon.scope") or config.filter_subject
-        raise Conflict(f"the durable {request.durable!r} follows {followed}: give another --durable "
-                       f"for {request.scope}", field="durable")
+    metadata = info.config.metadata or {}
+    if metadata.get(OWNER) != identity:  # "a-b" + "c" and "a" + "b-c" make one name
+        raise Conflict(f"the durable name {request.durable!r} is taken: give another", field="durable")
+    if info.config.filter_subject != request.filter:
+        raise Conflict(f"the durable {request.durable!r} follows {metadata.get('cordon.scope')}: give another "
+                       f"durable for {request.scope}", field="durable")
     return info
 
 
@@ -167,10 +168,9 @@ async def first_sequence(nc: Client, request: FeedRequest) -> int:
     """Where a new consumer starts: after Last-Event-ID when the client gives one (its consumer
     expired, or another gateway held it), else the first event of the filter stored at or after
     ``since``, else the stream's next sequence ("deliver new", as a sequence so it can be reset)."""
+    last_stored = (await nc.jetstream().stream_info(STREAM)).state.last_seq
     if request.last is not None:
-        return request.last + 1
-    js = nc.jetstream()
-    last_stored = (await js.stream_info(STREAM)).state.last_seq
+        return min(request.last + 1, last_stored + 1)  # a position past the stream's end is not one of it
     if request.since is None:
         return last_stored + 1
     ask = {"start_time": request.since.astimezone(timezone.utc).isoformat(), "next_by_subj": request.filter}
@@ -302,7 +302,7 @@ class Stream:
 
 
 async def get_feed(request: Request) -> Response:
-    from services.web.app import refused, session_of, state
+    from services.web.app import refused, session_of, state  # app.py imports this module for its routes
 
     try:
         session = session_of(request)
