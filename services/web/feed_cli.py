@@ -119,6 +119,8 @@ class Follower:
         self.token = ""
         self.state: Position | None = None
         self.connected = False
+        #: The token was just given: a 401 now is no forgotten token but a refusal.
+        self.fresh = True
 
     async def run(self) -> None:
         try:
@@ -173,14 +175,15 @@ class Follower:
         if self.state.last is not None:
             headers["last-event-id"] = str(self.state.last)
         async with self.http.stream("GET", "/v1/feed", params=params, headers=headers) as reply:
-            if reply.status_code == 401:
+            if reply.status_code == 401 and not self.fresh:
                 await reply.aread()
                 await self.login()  # the gateway forgot the token; refused credentials exit there
+                self.fresh = True
                 return None
             if reply.status_code != 200:
                 await reply.aread()
-                refuse(reply, "the feed")
-            self.connected = True
+                refuse(reply, "the feed")  # a fresh token refused too: 401 exits
+            self.connected, self.fresh = True, False
             async for event in events(reply.aiter_lines()):
                 self.show(event)
         return "the gateway ended the stream"
@@ -191,9 +194,11 @@ class Follower:
             text = event.data
         else:
             try:
-                text = lines.line(json.loads(event.data), self.zone)
+                envelope = json.loads(event.data)
             except ValueError:
-                text = f"{event.event} {event.data[:200]}"
+                envelope = None
+            text = (lines.line(envelope, self.zone) if isinstance(envelope, dict)
+                    else f"{event.event} {event.data[:200]}")
         self.out.write(text + "\n")
         self.out.flush()
         if event.id.isdigit():
