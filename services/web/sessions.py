@@ -169,9 +169,8 @@ class Sessions:
             log.info("login.failed", identity=identity.name, error=str(exc))
             raise Unauthenticated(f"NATS refused the credentials of {identity.name!r} "
                                   f"({str(exc) or type(exc).__name__})") from None
-        allow = read["claims"]["nats"].get("pub", {}).get("allow")
         session = Session(token=secrets.token_urlsafe(32), identity=identity, nc=nc,
-                          expires_at=time.time() + self.ttl_s, publish=tuple(allow) if allow else None,
+                          expires_at=time.time() + self.ttl_s, publish=_allowed(read["claims"]["nats"], "pub", identity),
                           subscribe=_allowed(read["claims"]["nats"], "sub", identity))
         session_box.append(session)
         self._by_token[session.token] = session
