@@ -24,6 +24,8 @@ class AuditQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     since: wire.AwareDatetime | None = None
     until: wire.AwareDatetime | None = None
     limit: int = 100
+    #: The newest ``limit`` rows, newest first (default: the oldest, oldest first).
+    newest_first: bool = False
 
 
 def filters(query: AuditQuery) -> log.Filters:

@@ -192,13 +192,15 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    #: The newest rows first (the last ``limit`` of those matching), as a live board lists them.
+    newest_first: bool = False
 
 
 MAX_SHOW = 10000
 
 
 async def show(conn: asyncpg.Connection, f: Filters) -> list[dict]:
-    """Rows matching every given filter, oldest first (by ``n``)."""
+    """Rows matching every given filter, oldest first (by ``n``), or newest first."""
     where, args = [], []
 
     def arg(value) -> str:
@@ -225,5 +227,6 @@ async def show(conn: asyncpg.Connection, f: Filters) -> list[dict]:
         raise Invalid(f"limit must be 1 to {MAX_SHOW}", field="limit")
     sql = (f"SELECT n, stream_seq, event_id::text, type, occurred_at, actor, community, resident, "
            f"stream_id, subject, encode(hash, 'hex') AS hash, envelope FROM audit.log "
-           f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY n LIMIT {arg(f.limit)}")
+           f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY n {'DESC' if f.newest_first else ''} "
+           f"LIMIT {arg(f.limit)}")
     return [dict(r) for r in await conn.fetch(sql, *args)]
