@@ -141,7 +141,7 @@ async def _stream(request: Request, session: Session) -> AsyncIterator[str]:
     try:
         told = Told()
         while session.alive:
-            fragment, position = await render(request, session, told)
+            fragment, position = await _render_or_say(request, session, told)
             last = time.monotonic()
             yield sse.message(fragment, event="board", id=max(told.seq, position))
             while not page.wake.is_set():
@@ -160,6 +160,16 @@ async def _stream(request: Request, session: Session) -> AsyncIterator[str]:
         yield sse.message("", event="end")  # the session is over (logged out, revoked): to the form
     finally:
         hub.leave(page)
+
+
+async def _render_or_say(request: Request, session: Session, told: Told) -> tuple[str, int]:
+    """A bug in rendering shows on the page and in the log, and the stream lives on (a stream that
+    died would be opened again by the browser every few seconds, failing the same way)."""
+    try:
+        return await render(request, session, told)
+    except Exception:  # noqa: BLE001
+        log.exception("board.render_failed", identity=session.identity.name)
+        return board_html.refused({"error": {"code": "internal", "message": "a bug in the gateway; report it"}}), 0
 
 
 ROUTES = [

@@ -88,7 +88,8 @@ def community_fragment(community: str, data: dict[str, dict], zone: tzinfo) -> s
     board = data["board"]
     if not board.get("ok"):
         return f'<section class="figures">{refused(board)}</section>'
-    lists = "".join(_list(name, data[name], zone) for name in LISTS)
+    addresses = {r["household"]: r["address"] for r in data["requests"].get("requests", []) if r.get("address")}
+    lists = "".join(_list(name, data[name], zone, addresses) for name in LISTS)
     return (f'<p class="day">{both("日期", "day")} <time>{esc(board["on"])}</time></p>'
             f'<section class="figures">{"".join(_figure(k, board) for k in FIGURES)}</section>'
             f'<div class="lists">{lists}</div>')
@@ -117,9 +118,9 @@ def _value(key: str, b: dict) -> tuple[str, str]:
         p = b["passages_today"]
         return num(p["in"] + p["out"] + p["denied"]), _parts(("进", "in", p["in"]), ("出", "out", p["out"]),
                                                              ("拒", "denied", p["denied"]))
-    if key == "stock":
-        items = b["stock"]
-        return num(sum(items.values())), " · ".join(f"{esc(item)} {num(n)}" for item, n in items.items())
+    if key == "stock":  # items do not add up: each is its own figure
+        items = " · ".join(f"{esc(item)} <b>{num(n)}</b>" for item, n in b["stock"].items())
+        return "", items or esc("none")
     return num(b[key]), ""
 
 
@@ -127,12 +128,13 @@ def _parts(*parts: tuple[str, str, int]) -> str:
     return " · ".join(f'{both(zh, en)} <b>{num(n)}</b>' for zh, en, n in parts)
 
 
-def _list(name: str, reply: dict, zone: tzinfo) -> str:
+def _list(name: str, reply: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
     zh, en, empty = LISTS[name]
     if not reply.get("ok"):
         body = refused(reply)
     else:
-        rows = [ROW[name](item, zone) for item in reply.get("rows", reply.get("checks", reply.get("requests", [])))]
+        items = reply.get("rows", reply.get("checks", reply.get("requests", [])))
+        rows = [ROW[name](item, zone, addresses) for item in items]
         body = f'<ul>{"".join(rows)}</ul>' if rows else f'<p class="empty">{esc(empty)}</p>'
     return f'<section class="list" id="{name}"><h2>{both(zh, en)}</h2>{body}</section>'
 
@@ -144,7 +146,13 @@ def _clock(value: object, zone: tzinfo) -> str:
         return esc(value)
 
 
-def _passage(row: dict, zone: tzinfo) -> str:
+def short(id_: object) -> str:
+    """An opaque id, shortened for the eye (the full id is in the element's title)."""
+    text = str(id_ or "")
+    return f'<abbr title="{esc(text)}">{esc(text[:8])}</abbr>' if len(text) > 10 else esc(text)
+
+
+def _passage(row: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
     d = row["envelope"]["data"]
     reason = d.get("reason")
     why = f' <span class="reason" data-reason="{esc(reason)}">{both(REASONS.get(reason, reason), reason)}</span>' \
@@ -154,24 +162,26 @@ def _passage(row: dict, zone: tzinfo) -> str:
             f'{why} <span class="temp">{esc(d["temperature_c"])} °C</span></li>')
 
 
-def _missed(row: dict, zone: tzinfo) -> str:
+def _missed(row: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
     d = row["envelope"]["data"]
     return (f'<li data-seq="{esc(row["stream_seq"])}"><time>{_clock(row["occurred_at"], zone)}</time> '
-            f'{esc(d.get("household") or d["resident"])} {both("应报日期", "due")} {esc(d["on"])}</li>')
+            f'{both("居民", "resident")} {short(d["resident"])} · {both("应报", "due")} {esc(d["on"])}</li>')
 
 
-def _welfare(check: dict, zone: tzinfo) -> str:
-    needs = ", ".join(NEEDS.get(v, v) for v in check.get("vulnerabilities") or [])
-    return (f'<li><time>{_clock(check["raised_at"], zone)}</time> {esc(check["compound"])} · '
-            f'{esc(check.get("building") or "")} {esc(check["household"])} <span class="needs">{esc(needs)}</span></li>')
+def _welfare(check: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
+    needs = " ".join(f'{both(NEEDS.get(v, v), v)}' for v in check.get("vulnerabilities") or [])
+    where = esc(addresses[check["household"]]) if check["household"] in addresses else short(check["household"])
+    return (f'<li><time>{_clock(check["raised_at"], zone)}</time> {esc(check["compound"])} · {where} '
+            f'<span class="needs">{needs}</span></li>')
 
 
-def _request(r: dict, zone: tzinfo) -> str:
+def _request(r: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
     items = ", ".join(f'{i["item"]} ×{i["qty"]}' for i in r["items"])
-    missing = " · 缺 missing " + ", ".join(f'{m["item"]} {m["missing"]}' for m in r["missing"]) if r.get("missing") else ""
-    return (f'<li><span class="kind">{esc(KINDS.get(r["kind"], r["kind"]))} {esc(r["kind"])}</span> '
-            f'{esc(r.get("address") or r["household"])}: {esc(items)} '
-            f'<span class="status">{esc(STATUSES.get(r["status"], r["status"]))}</span>{esc(missing)}</li>')
+    missing = ", ".join(f'{m["item"]} {m["missing"]}' for m in r.get("missing") or [])
+    short_of = f' · <span class="missing">{both("缺", "missing")} {esc(missing)}</span>' if missing else ""
+    return (f'<li><span class="kind">{both(KINDS.get(r["kind"], r["kind"]), r["kind"])}</span> '
+            f'{esc(r.get("address")) if r.get("address") else short(r["household"])}: {esc(items)} '
+            f'<span class="status">{both(STATUSES.get(r["status"], r["status"]), r["status"])}</span>{short_of}</li>')
 
 
 ROW = {"denied": _passage, "passed": _passage, "missed": _missed, "welfare": _welfare, "requests": _request}

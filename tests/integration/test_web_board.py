@@ -11,6 +11,11 @@ import uuid
 
 import httpx
 import pytest
+from nats.js.api import AckPolicy, DeliverPolicy
+
+from shared import bus
+from shared.subjects import STREAM
+from tests.support.bus import connect
 
 from tests.support.board import LI_WEI, NANGONG_GATE, WANG_FANG, ZHAO_LEI, street
 from tests.support.cordon import eventually
@@ -83,7 +88,7 @@ async def test_the_stream_sends_the_board_at_once_then_after_each_event_of_its_c
                 # message is a keep-alive saying so, not a board
                 while (msg := await next_message(b, "keep-alive")).comment is None or \
                         int(msg.comment.split()[1]) < int(moved.id):
-                    assert msg.event is None, f"Beixin's page was sent a board for Nangong's event: {msg}"
+                    assert msg.event is None, f"Beixin's page was sent a board (id {msg.id}) for Nangong's event"
 
                 # when a Beixin resident goes through their own gate: their page moves, not Nangong's
                 mine = next(iter(s.beixin.passes))
@@ -121,7 +126,7 @@ async def test_the_login_form_sets_a_strict_cookie_and_the_board_follows_it(nats
             assert '<span class="zh">今日发热</span> <span class="en">fevers today</span>' in page.text
             assert figure(page.text, "welfare_checks_open") == "1" and len(rows(page.text, "welfare")) == 1
             assert len(rows(page.text, "passed")) == 1 and len(rows(page.text, "missed")) == 1
-            assert "b1-101 &lt;i&gt;east&lt;/i&gt; &amp; co" in page.text and "<i>east" not in page.text
+            assert "b1-101 &lt;east wing&gt; &amp; store" in page.text and "<east wing>" not in page.text
             assert '<meta name="viewport"' in page.text and '<script src="/static/board.js"' in page.text
             assert (await http.get("/static/board.js")).status_code == 200
             # when they log out, the session is over
@@ -146,3 +151,32 @@ async def test_a_street_officer_sees_the_streets_report_with_a_column_per_commit
             households = re.search(r'<tr data-figure="households">(.*?)</tr>', page.text)[1]
             assert re.findall(r"<td[^>]*>([^<]*)</td>", households) == ["1", "3", "4"]
             assert '<span class="zh">户数</span> <span class="en">households</span>' in households
+
+
+async def test_each_gateway_pulls_one_live_consumer_of_its_own_which_goes_when_it_stops(nats_url):
+    nc = await connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await bus.ensure_stream(js)
+
+        async def live() -> list:
+            return [c for c in await js.consumers_info(STREAM) if c.name.startswith("web-live-")]
+
+        # given two gateways on one NATS
+        async with gateway(nats_url), gateway(nats_url):
+            consumers = await eventually(lambda: _two(live), what="two live consumers")
+            # then each has its own: every event, from now on, unacknowledged, in memory, and the
+            # server drops it an hour after its gateway stopped pulling
+            for c in consumers:
+                assert c.config.durable_name == c.name and c.config.filter_subject == "cordon.evt.>"
+                assert (c.config.deliver_policy, c.config.ack_policy) == (DeliverPolicy.NEW, AckPolicy.NONE)
+                assert c.config.inactive_threshold == 3600 and c.config.mem_storage
+        # when they stop, they take their consumers with them
+        assert await live() == []
+    finally:
+        await nc.close()
+
+
+async def _two(live):
+    consumers = await live()
+    return consumers if len(consumers) == 2 else None

@@ -28,7 +28,7 @@ ZHAO_LEI = Identity(name="zhao-lei", role="staff", scope=BEIXIN)
 NANGONG_GATE = Identity(name="nangong-east", role="gate", scope=NANGONG, compound="nangong-1")
 WANG_FANG = Identity(name="wang-fang", role="officer", scope=STREET)
 #: The first household's address has markup in it: the board must show it as text.
-ADDRESSES = ("b1-101 <i>east</i> & co",)
+ADDRESSES = ("b1-101 <east wing> & store",)
 SPECS = (registry_spec, checkpoint_spec, quarantine_spec, logistics_spec, views_spec, audit_spec)
 
 
