@@ -130,6 +130,7 @@ class Hub:
                 puller = Puller(self.nc, self.name, heartbeat=5.0)
                 await puller.start()
                 backoff = 0.25
+                self.refresh_all()  # what went by while it was not pulling
                 while True:
                     msgs = await puller.next_batch(timeout=5.0)
                     self.fan_out([(m.metadata.sequence.stream, m.subject) for m in msgs])
@@ -144,7 +145,6 @@ class Hub:
             finally:
                 if puller is not None:
                     await puller.stop()
-            self.refresh_all()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 
 import httpx
@@ -15,7 +16,7 @@ from nats.js.api import AckPolicy, DeliverPolicy
 
 from shared import bus
 from shared.subjects import STREAM
-from tests.support.bus import connect
+from tests.support.bus import authority_for, connect
 
 from tests.support.board import LI_WEI, NANGONG_GATE, WANG_FANG, ZHAO_LEI, street
 from tests.support.cordon import eventually
@@ -180,3 +181,24 @@ async def test_each_gateway_pulls_one_live_consumer_of_its_own_which_goes_when_i
 async def _two(live):
     consumers = await live()
     return consumers if len(consumers) == 2 else None
+
+
+async def test_a_revoked_identitys_open_board_is_told_its_session_ended_and_gets_nothing_more(nats_url):
+    nc = await connect(nats_url)
+    await bus.ensure_stream(nc.jetstream())
+    await nc.close()
+    async with gateway(nats_url, keepalive_s=0.3) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+        key, text = creds(nats_url, LI_WEI)
+        headers = await login(http, text)
+        async with http.stream("GET", "/board/events", headers=headers) as reply:
+            stream = sse(reply)
+            assert (await next_message(stream, "first board", timeout=3)).event == "board"
+            await asyncio.sleep(1.1)  # a revocation covers the JWTs issued up to its second
+            # when the operators revoke the identity (the account pushed with its key revoked)
+            await authority_for(nats_url).push_account(nats_url, "CITY", {key: int(time.time())})
+            # then its page is told the session is over (within a keep-alive), and the stream ends there
+            async with asyncio.timeout(5):
+                while (msg := await anext(stream)).event != "end":
+                    assert msg.event is None, f"a revoked identity was sent {msg.event}"
+            assert [m async for m in stream] == []
+        assert await _pages(http, 0)
