@@ -25,7 +25,7 @@ from services.web.app import COOKIE, refused, session_of, state
 from services.web.board_queries import Told, community_board, street_report
 from services.web.sessions import Session
 from shared.errors import CommandError
-from shared.identity import Identity
+from shared.identity import Forbidden, Identity
 from shared import log as logging
 
 log = logging.get("web.board")
@@ -130,6 +130,8 @@ async def events(request: Request) -> Response:
     identity reads (at most every ``refresh_s``), comments while idle."""
     try:
         session = session_of(request)
+        if kind_of(session.identity) is None:
+            raise Forbidden(f"a {session.identity.role} identity has no board: use the HTTP API (/v1)")
     except CommandError as exc:
         return refused(exc)
     return sse.EventStream(_stream(request, session))

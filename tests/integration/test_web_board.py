@@ -62,6 +62,7 @@ async def test_the_stream_sends_the_board_at_once_then_after_each_event_of_its_c
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             nangong, beixin, gate = [await login(http, creds(nats_url, who)[1])
                                      for who in (LI_WEI, ZHAO_LEI, NANGONG_GATE)]
+            assert (await http.get("/board/events", headers=gate)).status_code == 403  # a gate has no board
             async with http.stream("GET", "/board/events", headers=nangong) as n_reply, \
                     http.stream("GET", "/board/events", headers=beixin) as b_reply:
                 assert n_reply.headers["content-type"].startswith("text/event-stream")
