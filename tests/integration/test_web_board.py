@@ -46,6 +46,18 @@ async def next_message(stream, what: str = "a message", timeout: float = 10.0):
         raise AssertionError(f"no {what} within {timeout} s") from None
 
 
+async def next_board(stream, what: str, timeout: float = 10.0):
+    """The next ``board`` message, past keep-alive comments (one may come before an event's board:
+    the event reaches the stream a moment after the command's reply)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while (msg := await anext(stream)).event is None:
+                pass
+    except TimeoutError:
+        raise AssertionError(f"no {what} within {timeout} s") from None
+    return msg
+
+
 async def passage(http, headers, committee, resident: str, temperature: float) -> dict:
     reply = await http.post("/v1/commands/checkpoint/check_passage", headers={
         **headers, "idempotency-key": f"gate-{uuid.uuid4()}"}, json={
@@ -79,7 +91,7 @@ async def test_the_stream_sends_the_board_at_once_then_after_each_event_of_its_c
                 decided = await passage(http, gate, s.nangong, resident, 38.5)
                 assert decided["decision"] == {"allowed": False, "reason": "fever"}
                 # then Nangong's page gets its board again, with the fever and the denial
-                moved = await next_message(n, "board after the fever")
+                moved = await next_board(n, "board after the fever")
                 assert moved.event == "board" and figure(moved.data, "fevers_today") == "1"
                 [denial] = rows(moved.data, "denied")
                 assert 'data-reason="fever"' in denial and "38.5" in denial
@@ -95,7 +107,7 @@ async def test_the_stream_sends_the_board_at_once_then_after_each_event_of_its_c
                 # when a Beixin resident goes through their own gate: their page moves, not Nangong's
                 mine = next(iter(s.beixin.passes))
                 await passage(http, beixin, s.beixin, mine, 36.6)
-                theirs = await next_message(b, "Beixin's board after its passage")
+                theirs = await next_board(b, "Beixin's board after its passage")
                 assert theirs.event == "board" and len(rows(theirs.data, "passed")) == 1
                 assert rows(theirs.data, "denied") == [] and figure(theirs.data, "fevers_today") == "0"
 
