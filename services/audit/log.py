@@ -44,6 +44,8 @@ CREATE INDEX IF NOT EXISTS log_actor ON audit.log (actor, n);
 CREATE INDEX IF NOT EXISTS log_resident ON audit.log (resident, n) WHERE resident IS NOT NULL;
 CREATE INDEX IF NOT EXISTS log_community ON audit.log (community, n);
 CREATE INDEX IF NOT EXISTS log_occurred ON audit.log (occurred_at);
+-- a committee's latest events of one type (the live board's lists: denials, missed check-ins)
+CREATE INDEX IF NOT EXISTS log_community_type ON audit.log (community, type, n);
 CREATE TABLE IF NOT EXISTS audit.head (
     one          boolean PRIMARY KEY DEFAULT true CHECK (one),
     n            bigint NOT NULL,
@@ -192,13 +194,15 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    #: The newest rows first (the last ``limit`` of those matching), as a live board lists them.
+    newest_first: bool = False
 
 
 MAX_SHOW = 10000
 
 
 async def show(conn: asyncpg.Connection, f: Filters) -> list[dict]:
-    """Rows matching every given filter, oldest first (by ``n``)."""
+    """Rows matching every given filter, oldest first (by ``n``), or newest first."""
     where, args = [], []
 
     def arg(value) -> str:
@@ -212,8 +216,11 @@ async def show(conn: asyncpg.Connection, f: Filters) -> list[dict]:
     if f.community:
         check_scope(f.community, "community")
         p = arg(f.community)
-        where.append(f"(community = {p} OR (community >= ({p} || '.') COLLATE \"C\" "
-                     f"AND community < ({p} || '/') COLLATE \"C\"))")
+        if f.community.count(".") == 2:  # a committee: nothing lies under it (an index serves it)
+            where.append(f"community = {p}")
+        else:
+            where.append(f"(community = {p} OR (community >= ({p} || '.') COLLATE \"C\" "
+                         f"AND community < ({p} || '/') COLLATE \"C\"))")
     if f.type:
         where.append(f"type = {arg(f.type)}")
     for bound, op in ((f.since, ">="), (f.until, "<")):
@@ -225,5 +232,6 @@ async def show(conn: asyncpg.Connection, f: Filters) -> list[dict]:
         raise Invalid(f"limit must be 1 to {MAX_SHOW}", field="limit")
     sql = (f"SELECT n, stream_seq, event_id::text, type, occurred_at, actor, community, resident, "
            f"stream_id, subject, encode(hash, 'hex') AS hash, envelope FROM audit.log "
-           f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY n LIMIT {arg(f.limit)}")
+           f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY n {'DESC' if f.newest_first else ''} "
+           f"LIMIT {arg(f.limit)}")
     return [dict(r) for r in await conn.fetch(sql, *args)]

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from services.web import feed, gateway
 from services.web.config import Config
+from services.web.live import Hub
 from services.web.sessions import Session, Sessions
 from services.web.statuses import GATEWAY_CODES
 from shared import bus
@@ -41,6 +42,8 @@ class State:
     config: Config
     sessions: Sessions
     nc: object  # the gateway's own connection (nats Client)
+    #: The live board's consumer and open pages (services/web/live.py).
+    live: Hub | None = None
 
 
 def error(code: str, message: str, status: int | None = None, **extra) -> JSONResponse:
@@ -163,8 +166,10 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     nc = state(request).nc
     ready = bool(nc.is_connected)
+    live = state(request).live
     return JSONResponse({"ok": ready, "nats": "connected" if ready else "not connected",
-                         "sessions": len(state(request).sessions)}, status_code=200 if ready else 503)
+                         "sessions": len(state(request).sessions), "live_pages": len(live.pages) if live else 0},
+                        status_code=200 if ready else 503)
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -204,17 +209,22 @@ def create(config: Config) -> Starlette:
             raise SystemExit("cordon web needs CORDON_NATS_URL (cordon up sets it)")
         nc = await bus.connect(shared.nats_url, "web", shared.nats_creds)
         sessions = Sessions(shared.nats_url, ttl_s=config.token_ttl_s)
-        app.state.cordon = State(config=config, sessions=sessions, nc=nc)
+        live = Hub(nc)
+        await live.start()
+        app.state.cordon = State(config=config, sessions=sessions, nc=nc, live=live)
         sweeper = asyncio.create_task(_sweep(sessions))
-        log.info("web.started", host=config.host, port=config.port)
+        log.info("web.started", host=config.host, port=config.port, live=live.name)
         try:
             yield
         finally:
             sweeper.cancel()
+            await live.stop()
             await sessions.close()
             await nc.close()
 
-    return Starlette(routes=API_ROUTES, lifespan=lifespan,
+    from services.web import board  # it builds on this module's helpers
+
+    return Starlette(routes=[*API_ROUTES, *board.ROUTES], lifespan=lifespan,
                      exception_handlers={HTTPException: http_error, Exception: unexpected})
 
 

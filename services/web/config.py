@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import tzinfo
 
-from shared.config import Config as Shared
+from shared.config import Config as Shared, city_zone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +21,12 @@ class Config:
     body_timeout_s: float = 10.0
     #: A feed with nothing to send writes a comment this often, seconds (proxies close idle streams).
     feed_keepalive_s: float = 15.0
+    #: The city's day (``CORDON_TIMEZONE``): what "today" means on the board.
+    zone: tzinfo = field(default_factory=city_zone)
+    #: A live page is refreshed at most this often, seconds (events in between are coalesced).
+    refresh_s: float = 0.15
+    #: A comment on every idle live stream this often, seconds (proxies close silent connections).
+    keepalive_s: float = 15.0
 
     @property
     def max_body(self) -> int:
@@ -37,5 +44,6 @@ class Config:
                     values[key] = conv(env[name])
                 except ValueError:
                     raise SystemExit(f"{name}={env[name]!r} is not a {conv.__name__}") from None
+        values["zone"] = city_zone(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(shared=shared, **values)

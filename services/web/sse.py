@@ -1,17 +1,21 @@
-"""Server-sent events: a response that streams frames and stops the moment the client is gone.
+"""Server-sent events: the message format, and a response that stops the moment the client is gone.
 
 Starlette's ``StreamingResponse`` notices a client that left only on its next write when the
 server speaks ASGI 2.4 (it then stops listening for ``http.disconnect``); an idle feed writes only
-a keep-alive every 15 s, and would hold its JetStream pull that long for nobody. Here a watcher
-waits on ``receive()`` for the disconnect and cancels the stream at once, whatever the server's
-ASGI version, so the frames' generator runs its ``finally`` (its pull stops) right away.
+a keep-alive every 15 s, and would hold its JetStream pull that long for nobody, and a live page
+must leave its hub at once. Here a watcher waits on ``receive()`` for the disconnect and cancels
+the stream at once, whatever the server's ASGI version, so the generator runs its ``finally``
+right away.
 
-The generator is resumed only after ``send`` returned for the frame it yielded: code after a
-``yield`` runs once that frame was handed to the connection (what the feed acknowledges on).
+The generator is resumed only after ``send`` returned for the message it yielded: code after a
+``yield`` runs once that message was handed to the connection (what the feed acknowledges on).
+Every line of a message's data gets its own ``data:`` field, so no text in it (a carriage return
+included: SSE ends a line there too) can start a field of its own.
 """
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import AsyncIterator
 
 from starlette.responses import Response
@@ -25,22 +29,30 @@ log = logging.get("web.sse")
 HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
 
+_LINES = re.compile(r"\r\n|\r|\n")
+
+
+def message(data: str, event: str | None = None, id: int | str | None = None) -> str:
+    """One SSE message: ``id:``, ``event:`` and a ``data:`` field per line of ``data``."""
+    head = "".join(f"{name}: {_LINES.sub(' ', str(value))}\n"
+                   for name, value in (("id", id), ("event", event)) if value is not None)
+    return head + "".join(f"data: {line}\n" for line in _LINES.split(data)) + "\n"
+
+
 def frame(data: str | bytes, *, event: str | None = None, id: int | str | None = None) -> bytes:
-    """One message: ``id:``, ``event:`` and a ``data:`` line per line of ``data``."""
-    text = data.decode() if isinstance(data, bytes) else data
-    head = (f"id: {id}\n" if id is not None else "") + (f"event: {event}\n" if event else "")
-    return (head + "".join(f"data: {line}\n" for line in text.split("\n")) + "\n").encode()
+    """:func:`message`, encoded (an event's envelope as it came from the stream)."""
+    return message(data.decode() if isinstance(data, bytes) else data, event=event, id=id).encode()
 
 
-def comment(text: str = "") -> bytes:
+def comment(text: str = "") -> str:
     """A comment line: clients ignore it; it keeps proxies and idle timers from closing the stream."""
-    return f": {text}\n\n".encode()
+    return f": {_LINES.sub(' ', text)}\n\n"
 
 
 class EventStream(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+    def __init__(self, frames: AsyncIterator[bytes | str], headers: dict[str, str] | None = None) -> None:
         self.frames = frames
         self.status_code = 200
         self.background = None
@@ -69,7 +81,8 @@ class EventStream(Response):
         async for chunk in self.frames:
             if gone.done():
                 return  # the server would drop it silently: the frame was never written
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            body = chunk.encode() if isinstance(chunk, str) else chunk
+            await send({"type": "http.response.body", "body": body, "more_body": True})
 
     @staticmethod
     async def _watch(receive: Receive) -> None:

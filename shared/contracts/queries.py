@@ -182,6 +182,8 @@ class AuditQuery(Request):
     since: Annotated[wire.AwareDatetime | None, _meta("occurred at or after (RFC 3339 with a zone)")] = None
     until: Annotated[wire.AwareDatetime | None, _meta("occurred before (RFC 3339 with a zone)")] = None
     limit: Annotated[int, _meta("at most this many rows, oldest first", ge=1, le=MAX_AUDIT)] = 100
+    newest_first: Annotated[bool, _meta("the newest `limit` rows, newest first (default: the oldest, "
+                                        "oldest first)")] = False
 
 
 class AuditRow(Row):

@@ -161,6 +161,9 @@ async def test_show_filters_by_actor_resident_community_type_and_time(nats_url, 
         assert len(street) == len(city) - 1  # all but the one Jing'an event
         evening = await log.show(conn, log.Filters(community=C, since=at(D, 17), until=at(D, 20)))
         assert [r["type"] for r in evening] == ["PassageAllowed"] * 3 + ["PassageDenied"]
+        latest = await log.show(conn, log.Filters(community=C, since=at(D, 17), until=at(D, 20), limit=2,
+                                                  newest_first=True))  # as the live board lists them
+        assert [r["n"] for r in latest] == [r["n"] for r in evening[:-3:-1]]
     finally:
         await conn.close()
     capsys.readouterr()

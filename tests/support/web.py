@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from dataclasses import dataclass
 
 import httpx
 import uvicorn
@@ -55,3 +56,38 @@ async def login(http: httpx.AsyncClient, creds_text: str) -> dict[str, str]:
     reply = await http.post("/v1/tokens", content=creds_text, headers={"content-type": "text/plain"})
     assert reply.status_code == 201, reply.text
     return {"authorization": f"Bearer {reply.json()['token']}"}
+
+
+@dataclass
+class Sse:
+    """One server-sent message (``event`` None and ``comment`` set: a comment line)."""
+
+    event: str | None = None
+    id: str | None = None
+    data: str = ""
+    comment: str | None = None
+
+
+async def sse(response: httpx.Response):
+    """The messages of a ``text/event-stream`` response as they come."""
+    message, lines = Sse(), []
+    async for line in response.aiter_lines():
+        if line.startswith(":"):
+            yield Sse(comment=line[1:].strip())
+        elif not line:
+            if message.event is not None or lines:
+                message.data = "\n".join(lines)
+                yield message
+            message, lines = Sse(), []
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                lines.append(value)
+            elif name in ("event", "id"):
+                setattr(message, name, value)
+
+
+async def login_form(http: httpx.AsyncClient, creds_text: str) -> httpx.Response:
+    """Log in as a browser does: the form with the creds file."""
+    return await http.post("/login", files={"creds": ("me.creds", creds_text.encode(), "application/octet-stream")})
