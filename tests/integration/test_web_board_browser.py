@@ -74,6 +74,7 @@ async def passage(http: httpx.AsyncClient, headers: dict, c: Committee, resident
 
 async def test_staff_see_a_fever_at_their_gate_live_and_the_next_committee_sees_none_of_it(
         nats_url, pg_dsn, tmp_path):
+    assert os.path.exists(CHROMIUM), f"no browser at {CHROMIUM}: apt-get install chromium (what .ci/run does)"
     async with street(nats_url, pg_dsn) as s, gateway(nats_url) as base, async_playwright() as pw, \
             httpx.AsyncClient(base_url=base, timeout=10) as http:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
