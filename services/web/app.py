@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.web import gateway
+from services.web import gateway, metrics
 from services.web.config import Config
 from services.web.sessions import Session, Sessions
 from services.web.statuses import GATEWAY_CODES
@@ -190,6 +190,7 @@ API_ROUTES = [
     Route("/v1/openapi.json", openapi, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics.endpoint, methods=["GET"]),
 ]
 
 
@@ -213,8 +214,8 @@ def create(config: Config) -> Starlette:
             await sessions.close()
             await nc.close()
 
-    return Starlette(routes=API_ROUTES, lifespan=lifespan,
-                     exception_handlers={HTTPException: http_error, Exception: unexpected})
+    return metrics.install(Starlette(routes=API_ROUTES, lifespan=lifespan,
+                                     exception_handlers={HTTPException: http_error, Exception: unexpected}))
 
 
 async def _sweep(sessions: Sessions) -> None:
