@@ -4,6 +4,8 @@ gateway counts its own requests."""
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from tests.support.identities import NANGONG
 from tests.support.web import creds, gateway, login
 
 pytestmark = pytest.mark.integration
+README = Path(__file__).parents[2] / "README.md"
 
 
 def metrics_on(port: int) -> dict:
@@ -39,6 +42,13 @@ async def scrape(base: str) -> dict[tuple, float]:
 
 def figure(figures: dict[tuple, float], name: str, **labels) -> float | None:
     return figures.get((name, tuple(sorted(labels.items()))))
+
+
+def undocumented(figures: dict[tuple, float]) -> set[str]:
+    """Cordon's figures that README.md does not name."""
+    names = {re.sub(r"_(bucket|count|sum)$", "", name) for name, _ in figures if name.startswith("cordon_")}
+    text = README.read_text(encoding="utf-8")
+    return {name for name in names if f"`{name}`" not in text}
 
 
 def moved(before: dict, after: dict, name: str, **labels) -> float:
@@ -96,6 +106,8 @@ async def test_a_running_service_figures_move_with_the_commands_it_answers(nats_
     assert figure(checkpoint_after, "cordon_consumer_lag_events", **directory) == 0
     assert figure(checkpoint_after, "cordon_consumer_attached", **directory) == 1
     assert figure(checkpoint_after, "cordon_consumer_parked_events_total", **directory) == 0
+    # And README.md explains every one of them
+    assert not undocumented(registry_after) | undocumented(checkpoint_after)
 
 
 async def applied(base: str, at_least: int) -> bool:
@@ -180,3 +192,4 @@ async def test_the_gateway_counts_its_requests_by_route_and_status(nats_url):
     assert figure(figures, "cordon_web_requests_total", route="unmatched", status="404") == 1
     assert figure(figures, "cordon_web_request_duration_seconds_count", route="/v1/tokens") == 1
     assert figure(figures, "cordon_web_sessions") == 1
+    assert not undocumented(figures)
