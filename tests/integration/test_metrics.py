@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.checkpoint.app import spec as checkpoint_spec
 from services.registry.app import spec as registry_spec
+from services.views.app import spec as views_spec
 from shared.embedded import EmbeddedPostgres, ensure_database, free_port
 from shared.identity import Identity
 from tests.conftest import FAST_PG_SETTINGS
@@ -56,18 +57,21 @@ def moved(before: dict, after: dict, name: str, **labels) -> float:
 
 
 async def test_a_running_service_figures_move_with_the_commands_it_answers(nats_url, pg_dsn):
-    # Given the registry and the checkpoint (whose directory consumer follows the registry's
-    # events) running, each with a metrics port
-    ports = {"registry": free_port(), "checkpoint": free_port()}
-    registry_url, checkpoint_url = (f"http://127.0.0.1:{ports[n]}" for n in ("registry", "checkpoint"))
+    # Given the registry, the checkpoint (whose directory consumer follows the registry's events)
+    # and the views (a follower of the whole stream) running, each with a metrics port
+    ports = {"registry": free_port(), "checkpoint": free_port(), "views": free_port()}
+    registry_url, checkpoint_url, views_url = (f"http://127.0.0.1:{port}" for port in ports.values())
     async with (running(registry_spec(), nats_url, pg_dsn, **metrics_on(ports["registry"])),
-                running(checkpoint_spec(), nats_url, pg_dsn, **metrics_on(ports["checkpoint"]))):
+                running(checkpoint_spec(), nats_url, pg_dsn, **metrics_on(ports["checkpoint"])),
+                running(views_spec(), nats_url, pg_dsn, **metrics_on(ports["views"]))):
         nc = await connect(nats_url)
         try:
             client = Client(nc, "registry")
             await community(client)  # one event before the first scrape: the figures exist
-            await eventually(lambda: applied(checkpoint_url, 1), what="the directory's first event")
-            registry_before, checkpoint_before = await scrape(registry_url), await scrape(checkpoint_url)
+            await eventually(lambda: applied(checkpoint_url, DIRECTORY, 1), what="the directory's first event")
+            await eventually(lambda: applied(views_url, VIEWS, 1), what="the views' first event")
+            registry_before, checkpoint_before, views_before = [await scrape(url) for url in (
+                registry_url, checkpoint_url, views_url)]
             # When three households are registered, a compound is registered again (refused:
             # conflict), one household names no compound (invalid) and a command does not exist
             for _ in range(3):
@@ -78,8 +82,12 @@ async def test_a_running_service_figures_move_with_the_commands_it_answers(nats_
             assert (await client.send("register_household", community=COMMUNITY))["error"]["code"] == "invalid"
             assert (await client.send("no_such_thing"))["error"]["code"] == "unknown_command"
             await eventually(lambda: drained(registry_url), what="the outbox drained")
-            await eventually(lambda: applied(checkpoint_url, 4), what="the directory applied the households")
-            registry_after, checkpoint_after = await scrape(registry_url), await scrape(checkpoint_url)
+            await eventually(lambda: applied(checkpoint_url, DIRECTORY, 4), what="the directory applied the households")
+            await eventually(lambda: applied(views_url, VIEWS, 4), what="the views applied the households")
+            for url, consumer in ((checkpoint_url, DIRECTORY), (views_url, VIEWS)):  # sampled: a second late
+                await eventually(lambda: caught_up(url, consumer), what=f"{consumer} at lag 0")
+            registry_after, checkpoint_after, views_after = [await scrape(url) for url in (
+                registry_url, checkpoint_url, views_url)]
         finally:
             await nc.close()
     # Then the registry counted each command under its outcome and timed it
@@ -100,20 +108,26 @@ async def test_a_running_service_figures_move_with_the_commands_it_answers(nats_
     assert figure(registry_after, "cordon_outbox_depth", **service) == 0
     assert figure(registry_after, "cordon_pg_pool_connections", **service) >= 1
     assert figure(registry_after, "cordon_process_start_time_seconds", **service) > 0
-    # And the checkpoint's directory consumer applied them, attached, nothing left
-    directory = {"service": "checkpoint", "consumer": "checkpoint-directory"}
-    assert moved(checkpoint_before, checkpoint_after, "cordon_consumer_applied_events_total", **directory) == 3
-    assert figure(checkpoint_after, "cordon_consumer_lag_events", **directory) == 0
-    assert figure(checkpoint_after, "cordon_consumer_attached", **directory) == 1
-    assert figure(checkpoint_after, "cordon_consumer_parked_events_total", **directory) == 0
+    # And the checkpoint's directory consumer and the views applied them, attached, nothing left
+    for before, after, consumer in ((checkpoint_before, checkpoint_after, DIRECTORY),
+                                    (views_before, views_after, VIEWS)):
+        assert moved(before, after, "cordon_consumer_applied_events_total", **consumer) == 3, consumer
+        assert figure(after, "cordon_consumer_attached", **consumer) == 1, consumer
+        assert figure(after, "cordon_consumer_parked_events_total", **consumer) == 0, consumer
     # And README.md explains every one of them
-    assert not undocumented(registry_after) | undocumented(checkpoint_after)
+    assert not undocumented(registry_after) | undocumented(checkpoint_after) | undocumented(views_after)
 
 
-async def applied(base: str, at_least: int) -> bool:
-    value = figure(await scrape(base), "cordon_consumer_applied_events_total",
-                   service="checkpoint", consumer="checkpoint-directory")
-    return (value or 0) >= at_least
+DIRECTORY = {"service": "checkpoint", "consumer": "checkpoint-directory"}
+VIEWS = {"service": "views", "consumer": "views"}
+
+
+async def applied(base: str, consumer: dict, at_least: int) -> bool:
+    return (figure(await scrape(base), "cordon_consumer_applied_events_total", **consumer) or 0) >= at_least
+
+
+async def caught_up(base: str, consumer: dict) -> bool:
+    return figure(await scrape(base), "cordon_consumer_lag_events", **consumer) == 0
 
 
 async def drained(base: str) -> bool:
