@@ -174,9 +174,8 @@ def write_asyncapi(write: bool) -> int:
 async def run_service(name: str, config: Config) -> int:
     import signal
 
-    from shared.service import ServiceHost
-
     from shared.probes import PortTaken
+    from shared.service import ServiceHost
 
     host = ServiceHost(load_spec(name), config)
     stop = asyncio.Event()
