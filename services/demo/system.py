@@ -42,10 +42,12 @@ def service_argv(name: str) -> list[str]:
 
 async def _spawn(name: str, env: dict[str, str], log_dir: Path,
                  log_name: str | None = None) -> asyncio.subprocess.Process:
+    """``cordon service NAME`` with ``env``; no metrics port unless ``env`` names one (several
+    services on one machine would each claim the default)."""
     out = open(log_dir / f"{log_name or name}.log", "ab")
     try:
         return await asyncio.create_subprocess_exec(
-            *service_argv(name), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            *service_argv(name), env={"CORDON_METRICS_PORT": "0", **env}, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True)  # a terminal's Ctrl-C reaches the demo, which stops them
     finally:
         out.close()
