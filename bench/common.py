@@ -130,7 +130,10 @@ class BenchBase:
     def service(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """``cordon service NAME`` as ``cordon up`` runs it (``python -m services.cli service NAME``),
         with its own credentials."""
-        env = {"CORDON_NATS_CREDS": str(self.authority.service_creds(name)), **(env or {})}
+        # No metrics port: a bench may run several services, and nothing scrapes them (the figures
+        # are still counted per command, as in production).
+        env = {"CORDON_NATS_CREDS": str(self.authority.service_creds(name)), "CORDON_METRICS_PORT": "0",
+               **(env or {})}
         return self.spawn(name, [sys.executable, "-m", "services.cli", "service", name], env)
 
     def log_tail(self, name: str, chars: int = 3000) -> str:

@@ -1,7 +1,7 @@
 """`cordon`: run Cordon and talk to it.
 
     cordon up [--data-dir D] [--nats-port P] [--pg-port P]   embedded servers + every service + web
-    cordon service NAME                                       one service (containers)
+    cordon service NAME [--metrics-port P]                    one service (containers)
     cordon health                                             ask every running service
     cordon request SUBJECT JSON                               send a command or query, print the reply
 
@@ -62,8 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--services", default=",".join(SERVICES), help="comma-separated subset to run")
     up.add_argument("--web-port", type=int, default=8080,
                     help="port of the web gateway (the board, the HTTP API); 0: no gateway")
+    up.add_argument("--metrics-port", type=int, default=None,
+                    help="first of the services' metrics ports (/metrics, /livez, /readyz), one each in "
+                         "start order (CORDON_METRICS_PORT, default 9300); 0: none")
     svc = sub.add_parser("service", help="run one service in the foreground")
     svc.add_argument("name", choices=sorted(SERVICES))
+    svc.add_argument("--metrics-port", type=int, default=None,
+                     help="port of /metrics, /livez and /readyz (CORDON_METRICS_PORT, default 9300); 0: none")
     health = sub.add_parser("health", help="print every running service's health")
     health.add_argument("--nats-url", default=None)
     health.add_argument("--creds", default=None, help=CREDS_HELP)
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     web_cli.add_commands(sub)
     feed_cli.add_commands(sub)
     args = parser.parse_args(argv)
-    config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None)
+    config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+                             metrics_port=getattr(args, "metrics_port", None))
     if hasattr(args, "creds"):  # a command that connects to NATS as a client
         config = dataclasses.replace(config, nats_creds=config.client_creds(args.creds))
     logging.setup(config.log_format, config.log_level)
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             from services.supervisor import run_up
 
             return asyncio.run(run_up(config, args.nats_port, args.pg_port, args.services.split(","),
-                                      web_port=args.web_port))
+                                      web_port=args.web_port, metrics_ports=metrics_ports(config.metrics_port)))
         if args.cmd == "service":
             return asyncio.run(run_service(args.name, config))
         if args.cmd == "health":
@@ -121,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def metrics_ports(base: int) -> dict[str, int]:
+    """Each service's metrics port under `cordon up`: ``base`` + its place in :data:`SERVICES`, so
+    a service keeps its port whichever subset runs (none when ``base`` is 0)."""
+    return {name: base + i for i, name in enumerate(SERVICES)} if base else {}
 
 
 def asyncapi_text() -> str:
@@ -168,6 +180,7 @@ def write_asyncapi(write: bool) -> int:
 async def run_service(name: str, config: Config) -> int:
     import signal
 
+    from shared.probes import PortTaken
     from shared.service import ServiceHost
 
     host = ServiceHost(load_spec(name), config)
@@ -175,7 +188,11 @@ async def run_service(name: str, config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await host.start()
+    try:
+        await host.start()
+    except PortTaken as exc:
+        print(f"cordon: {exc}", file=sys.stderr, flush=True)
+        return 1
     await stop.wait()
     await host.stop()
     return 0

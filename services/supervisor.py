@@ -1,6 +1,9 @@
 """`cordon up`: embedded servers (unless configured), every service as a child process, a ready
 line once every service answers health, and a clean stop on SIGINT/SIGTERM with no orphans.
 
+Each service serves /metrics, /livez and /readyz on a port of its own (``metrics_ports``), on
+127.0.0.1 unless ``CORDON_METRICS_HOST`` says otherwise.
+
 Secure by default: the embedded NATS runs in operator mode with the authority under
 ``<data dir>/auth`` (created on first start), each service connects with its own credentials
 (``CORDON_NATS_CREDS`` in its environment) and ``<data dir>/auth/admin.creds`` is the operators'."""
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 
 import nats
@@ -104,7 +108,49 @@ async def wait_web(port: int, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)
 
 
-async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str], web_port: int = 8080) -> int:
+def metrics_env(env: dict[str, str], port: int | None) -> dict[str, str]:
+    """A service's environment with its metrics port (0: none) and address (loopback unless set)."""
+    return {**env, "CORDON_METRICS_PORT": str(port or 0),
+            "CORDON_METRICS_HOST": env.get("CORDON_METRICS_HOST") or "127.0.0.1"}
+
+
+def taken(address: str, ports: list[int]) -> list[int]:
+    """Those of ``ports`` another process listens on (checked before anything starts, so that
+    `cordon up` says so once instead of a service failing to start again and again)."""
+    busy = []
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def metrics_line(address: str, ports: dict[str, int]) -> str:
+    """``cordon: metrics    http://127.0.0.1:9300/metrics (registry) … 9305 (audit); /livez, /readyz``."""
+    address = "127.0.0.1" if address in ("0.0.0.0", "") else address
+    (first, port), *rest = ports.items()
+    where = f"http://{address}:{port}/metrics ({first})"
+    numbers = list(ports.values())
+    if len(rest) > 1 and numbers == list(range(port, port + len(numbers))):
+        where += f" … {numbers[-1]} ({rest[-1][0]})"
+    else:
+        where += "".join(f", {p} ({name})" for name, p in rest)
+    return f"cordon: metrics    {where}; /livez, /readyz"
+
+
+async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str], web_port: int = 8080,
+                 metrics_ports: dict[str, int] | None = None) -> int:
+    """``metrics_ports``: each service's metrics port (services missing from it serve none)."""
+    ports = {name: metrics_ports[name] for name in names if metrics_ports and name in metrics_ports}
+    address = os.environ.get("CORDON_METRICS_HOST") or "127.0.0.1"
+    if busy := taken(address, list(ports.values())):
+        print(f"cordon: the metrics port{'s' if len(busy) > 1 else ''} {', '.join(map(str, busy))} on {address} "
+              "in use by another process: choose other ports with --metrics-port BASE (or 0: none)",
+              file=sys.stderr, flush=True)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -130,8 +176,10 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str],
         if authority is not None:
             print(f"cordon: operator credentials {creds} (the cordon CLI's default; keep it secret)", flush=True)
         env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn}
+        if ports:
+            print(metrics_line(address, ports), flush=True)
         for name in names:
-            child = Child(name, service_env(env, name, authority))
+            child = Child(name, metrics_env(service_env(env, name, authority), ports.get(name)))
             child.task = asyncio.create_task(child.run())
             children.append(child)
         if web_port:

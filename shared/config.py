@@ -13,6 +13,8 @@ from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_ZONE = "Asia/Shanghai"
+#: Where ``cordon service`` serves /metrics, /livez and /readyz unless told (``CORDON_METRICS_PORT``).
+DEFAULT_METRICS_PORT = 9300
 
 
 def city_zone(environ: Mapping[str, str] | None = None) -> ZoneInfo:
@@ -57,12 +59,20 @@ class Config:
     clock_skew_s: float = 300.0
     #: How many days a caller's occurred_at may lie behind the service's clock (0: any).
     backdate_days: float = 30.0
+    #: HTTP port of /metrics, /livez and /readyz (0: none). 0 here, so that services a test starts
+    #: in one process do not contend for a port; ``from_env`` (``cordon service``) makes it 9300.
+    metrics_port: int = 0
+    #: Address the metrics port listens on: every interface, for Prometheus and the kubelet in a
+    #: container; ``cordon up`` makes it 127.0.0.1.
+    metrics_host: str = "0.0.0.0"
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Config":
         env = dict(os.environ if env is None else env)
-        values: dict = {}
+        values: dict = {"metrics_port": DEFAULT_METRICS_PORT}
+        if env.get("CORDON_METRICS_HOST"):
+            values["metrics_host"] = env["CORDON_METRICS_HOST"]
         if env.get("CORDON_NATS_URL"):
             values["nats_url"] = env["CORDON_NATS_URL"]
         if env.get("CORDON_NATS_CREDS"):
@@ -82,6 +92,7 @@ class Config:
             ("stream_replicas", "CORDON_STREAM_REPLICAS", int),
             ("clock_skew_s", "CORDON_CLOCK_SKEW_S", float),
             ("backdate_days", "CORDON_BACKDATE_DAYS", float),
+            ("metrics_port", "CORDON_METRICS_PORT", int),
         ):
             if env.get(name) not in (None, ""):
                 try:

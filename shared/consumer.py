@@ -95,7 +95,16 @@ class Consumer:
         self._acked_at = self._checked_at = 0.0
         self.applied = 0
         self.parked = 0
+        #: Messages the server had delivered before (num_delivered > 1): its ack_wait ran out, or a
+        #: rewind sent them again.
+        self.redelivered = 0
         self.last_error: str | None = None
+
+    @property
+    def attached(self) -> bool:
+        """Pulling as the leader, or waiting on standby for the lead: the consumer is running."""
+        return (self._task is not None and not self._task.done()
+                and (self.standby or (self._conn is not None and self._puller is not None)))
 
     async def start(self) -> None:
         # The durable consumer exists once the service has started (as it always did), even on a
@@ -259,6 +268,8 @@ class Consumer:
     async def _process(self, msgs: list[Msg]) -> None:
         decoded = []
         for msg in msgs:
+            if msg.metadata.num_delivered > 1:
+                self.redelivered += 1
             try:
                 decoded.append((msg, *_decode(msg)))
             except Undecodable as exc:

@@ -94,6 +94,8 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.published = 0
+        #: Batches of rows published (each one round of PubAcks awaited).
+        self.batches = 0
         #: Rows JetStream acknowledged as duplicates (it had their Nats-Msg-Id in its window).
         self.duplicates = 0
         #: (txid, position) of the last row published and deleted: every row below it is gone.
@@ -251,6 +253,7 @@ class Relay:
     async def _delete(self, conn: asyncpg.Connection, positions: list[int]) -> None:
         await conn.execute(f"DELETE FROM {self.service}.outbox WHERE position = ANY($1)", positions)
         self.published += len(positions)
+        self.batches += 1
 
     async def depth(self) -> int:
         async with self.pool.acquire() as conn:

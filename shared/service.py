@@ -8,6 +8,7 @@ import asyncio
 import gc
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, Protocol
@@ -26,6 +27,8 @@ from shared.consumer import Consumer, Handle
 from shared.contracts import queries  # importing shared.contracts registers every public event type
 from shared.errors import CommandError, Invalid, TooLarge, UnknownCommand
 from shared import wire
+from shared.metrics import ServiceMetrics
+from shared.probes import ProbeServer
 from shared.relay import Relay
 from shared.subjects import HEALTH_FANOUT, command_filter, command_name, query_subject
 from shared.tasks import cancel
@@ -88,6 +91,8 @@ class Follower(Protocol):
     applied: int
     parked: int
     last_error: str | None
+    #: following the stream now (readiness, ``cordon_consumer_attached``)
+    attached: bool
 
     async def lag(self) -> int | None: ...
 
@@ -147,13 +152,31 @@ class ServiceHost:
         self._slots = asyncio.Semaphore(2048)
         #: The service's time: commands without occurred_at, schedulers, "today"; tests inject one.
         self.clock = clock
+        #: Prometheus figures (shared.metrics), served with /livez and /readyz on the metrics port.
+        self.metrics = ServiceMetrics(spec.name, frozenset(spec.commands.handlers) if spec.commands else frozenset())
+        self.metrics.watch(self)
+        self.probes: ProbeServer | None = None
+        #: start() completed; stop() begun (readiness says so)
+        self.started = False
+        self.stopping = False
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            if self.probes:  # a process that could not start must not keep its port
+                await self.probes.stop()
+            raise
+
+    async def _start(self) -> None:
         spec, config = self.spec, self.config
         # A batch keeps thousands of small objects alive until it commits; with the default
         # threshold (700) the collector walked them again and again: ~0.5 s of a 100,000-case sweep.
         # Cycles are rare here (reference counting frees the rest), so collect less often.
         gc.set_threshold(GC_THRESHOLD, 20, 20)
+        if config.metrics_port:  # first: /livez answers while the rest starts (it may wait for servers)
+            self.probes = ProbeServer(self)
+            await self.probes.start(config.metrics_host, config.metrics_port)
         self.pool = await asyncpg.create_pool(config.pg_dsn, min_size=2, max_size=config.pg_pool_max)
         async with self.pool.acquire() as conn:
             await store.migrate(conn, spec.name, spec.extra_ddl, record=spec.commands is not None,
@@ -199,9 +222,11 @@ class ServiceHost:
         self.broker = self._build_broker()
         await self.broker.start()
         await self.broker._connection.flush()  # subscriptions reach the server before we say started
+        self.started = True
         log.info("service.started", service=spec.name, instance=self.instance)
 
     async def stop(self) -> None:
+        self.stopping = True  # not ready from now on; alive until the end
         if self.cmd_sub is not None:
             await self.cmd_sub.unsubscribe()  # take no more; finish what was taken
         if self._inflight:
@@ -222,7 +247,16 @@ class ServiceHost:
             await self.nc.drain()
         if self.pool:
             await self.pool.close()
+        if self.probes:
+            await self.probes.stop()
         log.info("service.stopped", service=self.spec.name)
+
+    def nats_connections(self) -> dict:
+        """This instance's NATS connections by what they carry (None: not made yet)."""
+        connections = {"events": self.nc, "queries": self.broker._connection if self.broker else None}
+        if self.spec.commands is not None:
+            connections["commands"] = self.cmd_nc
+        return connections
 
     def _build_broker(self) -> NatsBroker:
         broker = NatsBroker(
@@ -249,8 +283,8 @@ class ServiceHost:
                               decoder=raw)(self.on_replay)
         return broker
 
-    async def on_command(self, raw) -> bytes:
-        name, community = command_name(self.spec.name, raw.subject)
+    async def on_command(self, raw, name: str, community: str | None) -> bytes:
+        """The reply to a command from the bus; ``name`` and ``community`` as its subject says."""
         structlog.contextvars.bind_contextvars(service=self.spec.name, command=name)
         commands = self.spec.commands
         try:
@@ -284,8 +318,9 @@ class ServiceHost:
         # nats-py awaits one callback at a time: each command gets its own task so that commands
         # arriving together reach the runtime together (and commit together). The semaphore
         # bounds the work in flight; past it, messages wait in the subscription's queue.
+        received = time.perf_counter()
         await self._slots.acquire()
-        task = asyncio.create_task(self._serve(msg))
+        task = asyncio.create_task(self._serve(msg, received))
         self._inflight.add(task)
         task.add_done_callback(self._served)
 
@@ -293,9 +328,10 @@ class ServiceHost:
         self._inflight.discard(task)
         self._slots.release()
 
-    async def _serve(self, msg) -> None:
+    async def _serve(self, msg, received: float) -> None:
+        name, community = command_name(self.spec.name, msg.subject)
         try:
-            reply = await self.on_command(msg)
+            reply = await self.on_command(msg, name, community)
         except Exception:  # a bug must still get the caller a reply
             log.exception("command.crashed", subject=msg.subject)
             reply = encode_error(CommandError("internal error; the command was not applied"))
@@ -304,6 +340,7 @@ class ServiceHost:
                 await self.cmd_nc.publish(msg.reply, reply)
             except Exception as exc:  # NATS down: the caller times out; the record is intact
                 log.warning("reply.lost", subject=msg.subject, error=str(exc))
+        self.metrics.command(name, reply, received)
 
     def _reaction_handle(self, reaction: ReactionSpec) -> Handle:
         async def handle(conn, raw: env.RawEnvelope, event: env.Event) -> None:

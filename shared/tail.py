@@ -132,6 +132,8 @@ class Tail:
         #: Messages left in the stream after the last one received (0: caught up, as of then).
         self.behind: int | None = None
         self.batches = 0
+        #: Its pull consumer is in place and delivering (False while it starts again after an error).
+        self.following = False
         self.last_error: str | None = None
         #: What happened when the stream restarted its sequences under this tail (recreated or
         #: truncated), for health: the tail rewound and follows on; lost events need a republish.
@@ -208,6 +210,7 @@ class Tail:
         committing: asyncio.Task | None = None
         try:
             consumer = await self._consumer(after)
+            self.following = True
             request = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer}"
             while True:
                 while not buffer:  # idle: still surface a failed commit at once (we restart)
@@ -245,6 +248,7 @@ class Tail:
                     await self.nc.publish(request, pull, reply=inbox)
                     flow.credit += self.batch_max
         finally:
+            self.following = False
             if committing is not None:
                 committing.cancel()
                 with contextlib.suppress(BaseException):
@@ -286,6 +290,10 @@ class TailFollower:
     @property
     def stream_reset(self) -> str | None:
         return self.tail.stream_reset
+
+    @property
+    def attached(self) -> bool:
+        return self.tail.following
 
     async def lag(self) -> int | None:
         try:

@@ -42,10 +42,12 @@ def service_argv(name: str) -> list[str]:
 
 async def _spawn(name: str, env: dict[str, str], log_dir: Path,
                  log_name: str | None = None) -> asyncio.subprocess.Process:
+    """``cordon service NAME`` with ``env``; no metrics port unless ``env`` names one (several
+    services on one machine would each claim the default)."""
     out = open(log_dir / f"{log_name or name}.log", "ab")
     try:
         return await asyncio.create_subprocess_exec(
-            *service_argv(name), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            *service_argv(name), env={"CORDON_METRICS_PORT": "0", **env}, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True)  # a terminal's Ctrl-C reaches the demo, which stops them
     finally:
         out.close()
@@ -70,8 +72,10 @@ async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
     ``authority`` (the NATS server's), each service connects with its own credentials, else with
     ``creds``; ``creds`` is what this process watches them with."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    # The demo replays 2020-02-17: its commands are years behind the services' clock.
-    child_env = {"CORDON_BACKDATE_DAYS": "0", **os.environ, **(env or {}), "CORDON_NATS_URL": nats_url,
+    # The demo replays 2020-02-17: its commands are years behind the services' clock. No metrics
+    # ports: nothing scrapes the demo's services, and a `cordon up` may hold the default ones.
+    child_env = {"CORDON_BACKDATE_DAYS": "0", **os.environ, "CORDON_METRICS_PORT": "0", **(env or {}),
+                 "CORDON_NATS_URL": nats_url,
                  "CORDON_PG_DSN": pg_dsn, "CORDON_LOG_FORMAT": "json",
                  **({"CORDON_NATS_CREDS": creds} if creds else {})}
     procs = [await _spawn(name, service_env(child_env, name, authority), log_dir) for name in names]

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.web import feed, gateway
+from services.web import feed, gateway, metrics
 from services.web.config import Config
 from services.web.live import Hub
 from services.web.sessions import Session, Sessions
@@ -196,6 +196,7 @@ API_ROUTES = [
     *feed.ROUTES,
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics.endpoint, methods=["GET"]),
 ]
 
 
@@ -224,8 +225,8 @@ def create(config: Config) -> Starlette:
 
     from services.web import board  # it builds on this module's helpers
 
-    return Starlette(routes=[*API_ROUTES, *board.ROUTES], lifespan=lifespan,
-                     exception_handlers={HTTPException: http_error, Exception: unexpected})
+    return metrics.install(Starlette(routes=[*API_ROUTES, *board.ROUTES], lifespan=lifespan,
+                                     exception_handlers={HTTPException: http_error, Exception: unexpected}))
 
 
 async def _sweep(sessions: Sessions) -> None:

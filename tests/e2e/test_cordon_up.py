@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 
 import httpx
@@ -22,11 +23,12 @@ from tests.support.cordon import COMMUNITY
 pytestmark = pytest.mark.integration
 
 
-async def start_up(data_dir, nats_port, pg_port, web_port=0):
+async def start_up(data_dir, nats_port, pg_port, web_port=0, metrics_port=0):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir),
         "--nats-port", str(nats_port), "--pg-port", str(pg_port), "--web-port", str(web_port),
+        "--metrics-port", str(metrics_port),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
     )
     lines = []
@@ -34,8 +36,26 @@ async def start_up(data_dir, nats_port, pg_port, web_port=0):
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         assert line, f"cordon up exited early: {lines}"
         lines.append(line)
-        if "ready" in line:
+        if line.startswith("cordon: ready"):
             return proc, lines
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports free on the loopback now."""
+    for _ in range(100):
+        base = free_port()
+        if base + count <= 65535 and all(_free(base + i) for i in range(1, count)):
+            return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -75,10 +95,18 @@ async def cli(*argv: str, data_dir, **more: str) -> tuple[int, str]:
 
 
 async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
-    nats_port, pg_port, web_port = free_port(), free_port(), free_port()
+    nats_port, pg_port, web_port, metrics_port = free_port(), free_port(), free_port(), free_ports(6)
     url = f"nats://127.0.0.1:{nats_port}"
-    proc, lines = await start_up(tmp_path / "data", nats_port, pg_port, web_port)
+    proc, lines = await start_up(tmp_path / "data", nats_port, pg_port, web_port, metrics_port)
     assert any(url in line for line in lines)
+    # Each service's metrics and probes on a port of its own, said where
+    assert f"cordon: metrics    http://127.0.0.1:{metrics_port}/metrics (registry) … {metrics_port + 5} (audit); " \
+           "/livez, /readyz\n" in lines
+    async with httpx.AsyncClient(timeout=10) as http:
+        figures = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert figures.status_code == 200 and 'cordon_commands_total{' in figures.text
+        audit = await http.get(f"http://127.0.0.1:{metrics_port + 5}/readyz")
+        assert audit.status_code == 200 and audit.json()["service"] == "audit", audit.text
     assert any(f"http://127.0.0.1:{web_port}/" in line for line in lines)
     assert "web" in lines[-1]  # ready waits for the gateway too
     assert any(f"127.0.0.1:{pg_port}" in line for line in lines)

@@ -65,7 +65,8 @@ SEED = 7
 def environment(nats_url: str, pg_dsn: str) -> dict[str, str]:
     # The load's set-up is dated the evening of 16 February 2020: no bound on backdating.
     return {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn, "CORDON_LOG_FORMAT": "json",
-            "CORDON_LOG_LEVEL": "warning", "CORDON_BACKDATE_DAYS": "0"}
+            "CORDON_LOG_LEVEL": "warning", "CORDON_BACKDATE_DAYS": "0",
+            "CORDON_METRICS_PORT": "0"}  # several instances of each service on one machine
 
 
 
