@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None)
     if hasattr(args, "creds"):  # a command that connects to NATS as a client
         config = dataclasses.replace(config, nats_creds=config.client_creds(args.creds))
-    logging.setup(config.log_format, config.log_level)
+    quiet = getattr(args, "quiet_logs", False) and not args.verbose  # a user-facing command
+    logging.setup("json" if quiet else config.log_format, config.log_level, logging.SINK if quiet else None)
     try:
         if getattr(args, "run", None):
             return args.run(args, config)
