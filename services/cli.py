@@ -16,6 +16,8 @@ Every command that connects to NATS takes --creds (default CORDON_NATS_CREDS, el
     cordon identity add | list | revoke                       issue, list and revoke identities
     cordon web [--host H] [--port P]                          the HTTP gateway: API, live board, feeds
     cordon republish --service S --since T [--until T]        publish recorded events to JetStream again
+    cordon backup --out DIR                                   pg_dump + the stream's state + the keys
+    cordon restore --from DIR [--data-dir D]                  a backup into an empty data dir
     cordon asyncapi [--write]                                 the message API document
 """
 from __future__ import annotations
