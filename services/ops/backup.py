@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import json
 import os
+import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -107,7 +108,14 @@ async def stream_state(nc: Client, out: Path, say: Say) -> dict:
     info = await js.stream_info(STREAM)
     consumers = [c for c in await js.consumers_info(STREAM) if c.config.durable_name]
     say(f"reading the order of the stream's {info.state.messages:,} messages")
-    order = [(seq, head.event_id) for seq, _, head in await stream_events(nc)]
+    shown = [time.monotonic()]
+
+    def progress(read: int, last: int) -> None:
+        if time.monotonic() - shown[0] >= pgtools.TICK:
+            shown[0] = time.monotonic()
+            say(f"read {read:,} messages of {last:,}")
+
+    order = [(seq, head.event_id) for seq, _, head in await stream_events(nc, progress=progress)]
     with gzip.open(out / ORDER, "wt", encoding="ascii") as f:
         f.writelines(f"{seq} {event_id or '-'}\n" for seq, event_id in order)
     state = {
