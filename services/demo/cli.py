@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from shared import log as logging
+from shared.log import user_facing
 from shared.config import CREDS_HELP
 
 
@@ -51,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
     demo.add_argument("--creds", default=None, help=CREDS_HELP)
     demo.set_defaults(run=run_demo)
-    logging.user_facing(demo)
+    user_facing(demo)
 
     load = sub.add_parser("load", help="open-loop load of the demo's traffic: achieved rate and latency "
                                        "percentiles per command kind, one JSON line last")
@@ -67,7 +67,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
     load.add_argument("--creds", default=None, help=CREDS_HELP)
     load.set_defaults(run=run_load)
-    logging.user_facing(load)
+    user_facing(load)
 
 
 def _failed(name: str, exc: Exception) -> int:

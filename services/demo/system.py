@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from services.demo.client import Api
-from shared import log as logging
+from shared.log import to_file
 from services.supervisor import service_env, wait_ready
 from shared.auth import Authority
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
@@ -101,7 +101,7 @@ async def embedded(data_dir: Path | None, log_name: str = "demo") -> AsyncIterat
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="cordon-demo-")
         data_dir = Path(tmp.name)
-    logging.to_file(data_dir / "logs" / f"{log_name}.log")  # before the servers log that they started
+    to_file(data_dir / "logs" / f"{log_name}.log")  # before the servers log that they started
     nats_server = EmbeddedNats(data_dir / "nats", authority=Authority.open(data_dir / "auth"))
     pg_server = EmbeddedPostgres(data_dir / "postgres")
     try:
@@ -137,7 +137,7 @@ async def cordon(nats_url: str | None, pg_dsn: str | None, data_dir: Path | None
             raise RuntimeError(f"no {', '.join(missing)} service answers at {nats_url}: run `cordon up`, "
                                "or set CORDON_PG_DSN too and the demo starts them")
         note(f"starting {', '.join(missing)} on {nats_url}")
-        logging.to_file((data_dir or Path(".cordon")) / "logs" / f"{log_name}.log")
+        to_file((data_dir or Path(".cordon")) / "logs" / f"{log_name}.log")
         async with services(nats_url, pg_dsn, (data_dir or Path(".cordon")) / "logs", missing, creds=creds):
             yield nats_url, creds
         return
