@@ -17,6 +17,8 @@ Every command that connects to NATS takes --creds (default CORDON_NATS_CREDS, el
     cordon web [--host H] [--port P]                          the HTTP gateway: API, live board, feeds
     cordon feed --community C [--since D] [--durable N] [--json]   a community's events, one line each, resumed
     cordon republish --service S --since T [--until T]        publish recorded events to JetStream again
+    cordon backup --out DIR                                   pg_dump + the stream's state + the keys
+    cordon restore --from DIR [--data-dir D]                  a backup into an empty data dir
     cordon asyncapi [--write]                                 the message API document
     cordon openapi [--write]                                  the web gateway's HTTP API document
 """
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                              metrics_port=getattr(args, "metrics_port", None))
     if hasattr(args, "creds"):  # a command that connects to NATS as a client
         config = dataclasses.replace(config, nats_creds=config.client_creds(args.creds))
-    logging.setup(config.log_format, config.log_level)
+    quiet = getattr(args, "quiet_logs", False) and not args.verbose  # a user-facing command
+    logging.setup("json" if quiet else config.log_format, config.log_level, logging.SINK if quiet else None)
     try:
         if getattr(args, "run", None):
             return args.run(args, config)

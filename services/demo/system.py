@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from services.demo.client import Api
+from shared.log import to_file
 from services.supervisor import service_env, wait_ready
 from shared.auth import Authority
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
@@ -96,13 +97,15 @@ async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
 
 
 @contextlib.asynccontextmanager
-async def embedded(data_dir: Path | None) -> AsyncIterator[tuple[EmbeddedNats, str, Path]]:
+async def embedded(data_dir: Path | None, log_name: str = "demo") -> AsyncIterator[tuple[EmbeddedNats, str, Path]]:
     """Embedded NATS (operator mode, the authority in ``data_dir/auth``) and PostgreSQL under
-    ``data_dir`` (a temporary folder if None), on free ports: yields (nats_server, pg_dsn, data_dir)."""
+    ``data_dir`` (a temporary folder if None), on free ports: yields (nats_server, pg_dsn, data_dir).
+    This process's log goes to ``data_dir/logs/<log_name>.log`` (see :func:`cordon`)."""
     tmp = None
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="cordon-demo-")
         data_dir = Path(tmp.name)
+    to_file(data_dir / "logs" / f"{log_name}.log")  # before the servers log that they started
     nats_server = EmbeddedNats(data_dir / "nats", authority=Authority.open(data_dir / "auth"))
     pg_server = EmbeddedPostgres(data_dir / "postgres")
     try:
@@ -118,13 +121,16 @@ async def embedded(data_dir: Path | None) -> AsyncIterator[tuple[EmbeddedNats, s
 
 @contextlib.asynccontextmanager
 async def cordon(nats_url: str | None, pg_dsn: str | None, data_dir: Path | None,
-                 note=lambda line: None, creds: str | None = None) -> AsyncIterator[tuple[str, str | None]]:
+                 note=lambda line: None, creds: str | None = None,
+                 log_name: str = "demo") -> AsyncIterator[tuple[str, str | None]]:
     """A Cordon to talk to: the running one at ``nats_url`` (reached with ``creds``), or a whole
     one started here; yields (its NATS URL, the credentials to talk to it with).
 
     With ``nats_url`` the services answering there are used; those of :data:`NAMES` that do not
     answer are started on ``nats_url`` and ``pg_dsn`` (an error without ``pg_dsn``). With neither,
-    embedded servers are started too. Whatever was started here is stopped on exit."""
+    embedded servers are started too. Whatever was started here is stopped on exit. When it starts
+    anything, this process's own log goes to ``<log_name>.log`` beside the services' logs (where a
+    user-facing command logs rather than on the terminal, see :mod:`shared.log`)."""
     if nats_url:
         missing = await _missing(nats_url, creds)
         if not missing:
@@ -135,10 +141,11 @@ async def cordon(nats_url: str | None, pg_dsn: str | None, data_dir: Path | None
             raise RuntimeError(f"no {', '.join(missing)} service answers at {nats_url}: run `cordon up`, "
                                "or set CORDON_PG_DSN too and the demo starts them")
         note(f"starting {', '.join(missing)} on {nats_url}")
+        to_file((data_dir or Path(".cordon")) / "logs" / f"{log_name}.log")
         async with services(nats_url, pg_dsn, (data_dir or Path(".cordon")) / "logs", missing, creds=creds):
             yield nats_url, creds
         return
-    async with embedded(data_dir) as (server, dsn, folder):
+    async with embedded(data_dir, log_name) as (server, dsn, folder):
         note(f"embedded NATS {server.url}, PostgreSQL under {folder}; starting {', '.join(NAMES)}")
         admin = str(server.authority.admin_creds())
         async with services(server.url, dsn, folder / "logs", creds=admin, authority=server.authority):

@@ -5,6 +5,7 @@ by ``add_commands``.
     cordon dead-letters replay ID... | --all [--service S] [--consumer C] [--timeout SECONDS]
     cordon republish --service S --since WHEN [--until WHEN] [--dry-run] [--batch N]
     cordon reconcile [--service S | --service views]...
+    cordon backup --out DIR | cordon restore --from DIR [--data-dir D]   (services.ops.backup_cli)
 
 ``list`` reads PostgreSQL (``CORDON_PG_DSN``). ``replay`` asks the running service that owns the
 consumer (``cordon.sys.<service>.replay``, over ``CORDON_NATS_URL``): its handlers and runtime apply
@@ -63,6 +64,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--service", action="append", help="only this service, or views (repeatable)")
     rc.add_argument("--creds", default=None, help=CREDS_HELP)
     rc.set_defaults(run=run_reconcile)
+    from services.ops import backup_cli
+
+    backup_cli.add_commands(sub)
 
 
 def _fail(message: str, code: int = 2) -> int:

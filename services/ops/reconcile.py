@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from functools import partial
+from typing import Callable
 
 import asyncpg
 import msgspec
@@ -53,8 +54,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-async def stream_events(nc: Client, subject: str = f"{EVENTS_ROOT}.>", batch: int = 1000) -> list[tuple[int, str, _Head]]:
-    """Every message of the stream on ``subject``: (sequence, subject, envelope head), in order."""
+async def stream_events(nc: Client, subject: str = f"{EVENTS_ROOT}.>", batch: int = 1000,
+                        progress: Callable[[int, int], None] | None = None) -> list[tuple[int, str, _Head]]:
+    """Every message of the stream on ``subject``: (sequence, subject, envelope head), in order;
+    ``progress(read, last sequence)`` after each batch."""
     js = nc.jetstream()
     info = await js.stream_info(STREAM)
     last = info.state.last_seq
@@ -75,6 +78,8 @@ async def stream_events(nc: Client, subject: str = f"{EVENTS_ROOT}.>", batch: in
                     out.append((seq, msg.subject, _head.decode(msg.data)))
                 except msgspec.DecodeError:
                     out.append((seq, msg.subject, _Head(event_id="", stream_id="", stream_version=0)))
+            if progress:
+                progress(len(out), last)
     finally:
         await sub.unsubscribe()
     return out

