@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client, RawCredentials
+from nats.errors import NoServersError, TimeoutError as NatsTimeout
 
 from shared import bus
 from shared import log as logging
 from shared.auth import decode_jwt
-from shared.errors import Invalid
+from shared.errors import Invalid, Unavailable
 from shared.identity import Identity, Unauthenticated
 
 log = logging.get("web.sessions")
@@ -32,6 +33,8 @@ log = logging.get("web.sessions")
 #: What nats-py reports (lowercased) when the server refuses or drops a connection's credentials.
 _AUTH_FAILURES = ("authorization violation", "authentication revoked", "authentication expired",
                   "user authentication")
+#: What a login meets when no server answers (not a refusal of its creds).
+_UNREACHABLE = (NoServersError, OSError, asyncio.TimeoutError, NatsTimeout)
 JWT_BEGIN, JWT_END = "-----BEGIN NATS USER JWT-----", "------END NATS USER JWT------"
 
 
@@ -65,6 +68,8 @@ class Session:
     #: Set when the server refused or dropped the credentials: the session is over.
     ended: str | None = None
     violations: list[str] = field(default_factory=list)
+    #: Done when the session ends: what a request waiting for its reply also waits on.
+    over: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
     def alive(self) -> bool:
@@ -113,14 +118,23 @@ class Sessions:
                 self._end(session_box[0], "connection closed")
 
         try:
+            # nats-py retries a refused *first* connection for as long as it may retry a lost one:
+            # with reconnects on, a revoked or foreign key would be tried forever and the login
+            # never answered. So the first connection is not retried once a server refused it (a
+            # server that does not answer is tried twice); reconnects (NATS restarting, a node of
+            # a cluster lost) are allowed once the server has taken the creds.
             nc = await nats.connect(
                 bus.servers(self.nats_url), name=f"web:{identity.name}", user_credentials=RawCredentials(creds),
-                inbox_prefix=f"_INBOX.{identity.name}", connect_timeout=3, allow_reconnect=True,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.25, error_cb=on_error, closed_cb=on_closed)
+                inbox_prefix=f"_INBOX.{identity.name}", connect_timeout=3, allow_reconnect=False,
+                max_reconnect_attempts=1, reconnect_time_wait=0.25, error_cb=on_error, closed_cb=on_closed)
+        except _UNREACHABLE as exc:
+            log.warning("login.unreachable", identity=identity.name, error=repr(exc))
+            raise Unavailable("NATS cannot be reached now: log in again in a moment") from None
         except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds for a refused login
             log.info("login.refused", identity=identity.name, error=str(exc))
             raise Unauthenticated(f"NATS refused the credentials of {identity.name!r} "
                                   f"({str(exc) or type(exc).__name__}): revoked, or not issued by this Cordon") from None
+        nc.options.update(allow_reconnect=True, max_reconnect_attempts=-1)
         allow = read["claims"]["nats"].get("pub", {}).get("allow")
         session = Session(token=secrets.token_urlsafe(32), identity=identity, nc=nc,
                           expires_at=time.time() + self.ttl_s, publish=tuple(allow) if allow else None)
@@ -144,6 +158,7 @@ class Sessions:
     def _end(self, session: Session, why: str) -> None:
         if session.ended is None:
             session.ended = why
+            session.over.set_result(why)
             log.info("session.ended", identity=session.identity.name, why=why)
             if not session.nc.is_closed:
                 asyncio.get_running_loop().create_task(session.nc.close())
