@@ -189,6 +189,32 @@ def refused(reply: httpx.Response, status: int, code: str, field: str | None = N
     return error
 
 
+@contextlib.asynccontextmanager
+async def raw_connection(city: City):
+    """A TCP connection to the gateway, for what an HTTP client library would not send."""
+    reader, writer = await asyncio.open_connection(city.http.base_url.host, city.http.base_url.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+def request_head(city: City, key: str, length: int) -> bytes:
+    """The head of Nangong's staff's POST of a household with ``Content-Length: length``."""
+    return "\r\n".join([
+        "POST /v1/commands/registry/register_household HTTP/1.1", f"host: {city.http.base_url.netloc.decode()}",
+        f"authorization: {city.sessions[LI_WEI.name]['authorization']}", "content-type: application/json",
+        f"idempotency-key: {key}", f"content-length: {length}", "", ""]).encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict]:
+    """The status and JSON body of the response coming on ``reader``."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode().split("\r\n")
+    length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:"))
+    return int(lines[0].split()[1]), json.loads(await reader.readexactly(length))
+
+
 # -- every command and query reachable ------------------------------------------------------------
 
 def first_required(cls: type) -> str:
@@ -379,6 +405,11 @@ async def test_a_body_over_the_limit_is_too_large_and_not_read(city):
     reply = await city.http.post("/v1/commands/registry/register_household", content=chunks(),
                                  headers={**JSON, **city.sessions[LI_WEI.name], "idempotency-key": "big-1"})
     refused(reply, 413, "too_large", says="the body is over 65536 bytes")
+    # and one that says it is 10 MB is refused on its headers: its body is not waited for
+    async with raw_connection(city) as (reader, writer):
+        writer.write(request_head(city, "big-2", 10 * 1024 * 1024))
+        status, reply = await read_response(reader)
+        assert status == 413 and reply["error"]["code"] == "too_large", (status, reply)
     assert await city.record() == before
     await city.still_serving()
 
@@ -524,15 +555,10 @@ async def test_a_slow_client_is_cut_off_while_others_are_served(city):
     before = await city.record()
     body = json.dumps({"community": NANGONG, "compound": "nangong-1", "building": "b1",
                        "address": "b1 room 1801 (sent one byte at a time)"}).encode()
-    host, port = city.http.base_url.host, city.http.base_url.port
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
+    async with raw_connection(city) as (reader, writer):
         # Given a client that sends its headers, then its body a byte every 0.1 s (far slower than
         # the gateway waits for a body)
-        writer.write("\r\n".join([
-            "POST /v1/commands/registry/register_household HTTP/1.1", f"host: {host}:{port}",
-            f"authorization: {city.sessions[LI_WEI.name]['authorization']}", "content-type: application/json",
-            "idempotency-key: slow-1", f"content-length: {len(body)}", "", ""]).encode())
+        writer.write(request_head(city, "slow-1", len(body)))
         await writer.drain()
 
         async def trickle() -> None:
@@ -546,16 +572,12 @@ async def test_a_slow_client_is_cut_off_while_others_are_served(city):
         await city.still_serving()
         assert not sending.done()
         # Then the slow one gets 408 before its body is complete
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status, reply = await read_response(reader)
         assert not sending.done()
-        assert head.startswith(b"HTTP/1.1 408 "), head
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:")))
-        error = json.loads(await reader.readexactly(length))["error"]
+        assert status == 408, (status, reply)
+        error = reply["error"]
         assert error["code"] == "timeout" and f"{BODY_TIMEOUT_S:g} s" in error["message"], error
         sending.cancel()
-    finally:
-        writer.close()
     # Nothing of it is written: the record grew by the other client's household only
     one_more = ("registry.events", "registry.commands", "stream")
     assert await city.record() == {k: n + (k in one_more) for k, n in before.items()}
