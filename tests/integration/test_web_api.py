@@ -439,16 +439,30 @@ async def test_a_revoked_identity_is_logged_out_and_cannot_log_in_again(city):
     key, text = creds(city.url, victim)
     # Given staff logged in over HTTP and working
     city.sessions[victim.name] = await login(city.http, text)
-    await city.household(victim)
+    h = await city.household(victim)
+    await city.record()  # logistics knows the household
     await asyncio.sleep(1.1)  # a revocation covers user JWTs issued up to its second
-    before = await city.record()
-    # When the key is revoked (the CITY account's JWT re-signed with it and pushed to the server)
-    await city.authority.push_account(city.url, "CITY", revoked={key: int(time.time())})
-    # Then what the token sends is refused as unauthenticated, and nothing of it is written
+    async with city.stopped("logistics"):
+        # and a request of theirs waiting for its reply (logistics busy: the request taken, no reply yet)
+        taken = asyncio.Event()
+
+        async def take(msg) -> None:
+            taken.set()
+
+        busy = await city.nc.subscribe("cordon.cmd.logistics.>", cb=take)
+        before = await city.record()
+        waiting = asyncio.create_task(city.command(victim, "logistics", "reserve_masks", {
+            "community": NANGONG, "household": h, "qty": 1}))
+        await asyncio.wait_for(taken.wait(), 10)
+        # When the key is revoked (the CITY account's JWT re-signed with it and pushed to the server)
+        await city.authority.push_account(city.url, "CITY", revoked={key: int(time.time())})
+        # Then the waiting request is answered: the session is over (not "no reply, retry" later)
+        refused(await waiting, 401, "unauthenticated", says=f"the session of '{victim.name}' is over")
+        await busy.unsubscribe()
+    # and what the token sends next is refused as unauthenticated, and nothing of it is written
     body = {"community": NANGONG, "compound": "nangong-1", "building": "b1", "address": "b1 room 1601"}
     refused(await city.command(victim, "registry", "register_household", body), 401, "unauthenticated",
             says=victim.name)
-    refused(await city.command(victim, "registry", "register_household", body), 401, "unauthenticated")
     assert await city.record() == before
     # and the creds log in no more, while a colleague's session goes on
     refused(await city.http.post("/v1/tokens", content=text, headers={"content-type": "text/plain"}),
