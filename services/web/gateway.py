@@ -95,7 +95,7 @@ async def send(session: Session, subject: str, payload: bytes, timeout: float) -
         if not request.done():
             request.cancel()
     try:
-        if request.cancelled():
+        if not request.done() or request.cancelled():  # the session ended first
             raise ConnectionClosedError
         msg = request.result()
     except NoRespondersError:
