@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client, RawCredentials
-from nats.errors import NoServersError, TimeoutError as NatsTimeout
 
 from shared import bus
 from shared import log as logging
@@ -33,8 +32,6 @@ log = logging.get("web.sessions")
 #: What nats-py reports (lowercased) when the server refuses or drops a connection's credentials.
 _AUTH_FAILURES = ("authorization violation", "authentication revoked", "authentication expired",
                   "user authentication")
-#: What a login meets when no server answers (not a refusal of its creds).
-_UNREACHABLE = (NoServersError, OSError, asyncio.TimeoutError, NatsTimeout)
 JWT_BEGIN, JWT_END = "-----BEGIN NATS USER JWT-----", "------END NATS USER JWT------"
 
 
@@ -94,9 +91,10 @@ def matches(pattern: str, subject: str) -> bool:
 class Sessions:
     """The tokens of this gateway process and their connections."""
 
-    def __init__(self, nats_url: str, ttl_s: float = 12 * 3600) -> None:
+    def __init__(self, nats_url: str, ttl_s: float = 12 * 3600, login_timeout_s: float = 5.0) -> None:
         self.nats_url = nats_url
         self.ttl_s = ttl_s
+        self.login_timeout_s = login_timeout_s
         self._by_token: dict[str, Session] = {}
 
     async def login(self, creds: str) -> Session:
@@ -105,36 +103,45 @@ class Sessions:
         token_jwt, read = read_creds(creds)
         identity: Identity = read["identity"]
         session_box: list[Session] = []
+        loop = asyncio.get_running_loop()
+        refused: asyncio.Future[str] = loop.create_future()
 
         async def on_error(exc: Exception) -> None:
             text = str(exc).lower()
-            if session_box and "permissions violation" in text:
+            auth_failure = any(word in text for word in _AUTH_FAILURES)
+            if not session_box:  # still logging in: nats-py would retry a refused login for ever
+                if auth_failure and not refused.done():
+                    refused.set_result(text)
+                return
+            if "permissions violation" in text:
                 session_box[0].violations = [*session_box[0].violations[-9:], text]
-            if session_box and any(word in text for word in _AUTH_FAILURES):
+            if auth_failure:
                 self._end(session_box[0], text)
 
         async def on_closed() -> None:
             if session_box:
                 self._end(session_box[0], "connection closed")
 
+        connecting = asyncio.ensure_future(nats.connect(
+            bus.servers(self.nats_url), name=f"web:{identity.name}", user_credentials=RawCredentials(creds),
+            inbox_prefix=f"_INBOX.{identity.name}", connect_timeout=3, allow_reconnect=True,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.25, error_cb=on_error, closed_cb=on_closed))
+        done, _ = await asyncio.wait({connecting, refused}, timeout=self.login_timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if connecting not in done:
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            if refused.done():
+                log.info("login.refused", identity=identity.name, error=refused.result())
+                raise Unauthenticated(f"NATS refused the credentials of {identity.name!r} ({refused.result()}): "
+                                      "revoked, or not issued by this Cordon")
+            raise Unavailable(f"NATS did not answer within {self.login_timeout_s:g} s: try again")
         try:
-            # nats-py retries a refused *first* connection for as long as it may retry a lost one:
-            # with reconnects on, a revoked or foreign key would be tried forever and the login
-            # never answered. So the first connection is not retried once a server refused it (a
-            # server that does not answer is tried twice); reconnects (NATS restarting, a node of
-            # a cluster lost) are allowed once the server has taken the creds.
-            nc = await nats.connect(
-                bus.servers(self.nats_url), name=f"web:{identity.name}", user_credentials=RawCredentials(creds),
-                inbox_prefix=f"_INBOX.{identity.name}", connect_timeout=3, allow_reconnect=False,
-                max_reconnect_attempts=1, reconnect_time_wait=0.25, error_cb=on_error, closed_cb=on_closed)
-        except _UNREACHABLE as exc:
-            log.warning("login.unreachable", identity=identity.name, error=repr(exc))
-            raise Unavailable("NATS cannot be reached now: log in again in a moment") from None
-        except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds for a refused login
-            log.info("login.refused", identity=identity.name, error=str(exc))
+            nc = connecting.result()
+        except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds for a failed login
+            log.info("login.failed", identity=identity.name, error=str(exc))
             raise Unauthenticated(f"NATS refused the credentials of {identity.name!r} "
-                                  f"({str(exc) or type(exc).__name__}): revoked, or not issued by this Cordon") from None
-        nc.options.update(allow_reconnect=True, max_reconnect_attempts=-1)
+                                  f"({str(exc) or type(exc).__name__})") from None
         allow = read["claims"]["nats"].get("pub", {}).get("allow")
         session = Session(token=secrets.token_urlsafe(32), identity=identity, nc=nc,
                           expires_at=time.time() + self.ttl_s, publish=tuple(allow) if allow else None)

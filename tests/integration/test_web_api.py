@@ -606,7 +606,7 @@ async def test_logging_in_while_nats_is_down_is_unavailable_not_unauthenticated(
         await nats_server.stop()
         # When staff log in: the creds are not refused, the server is away, and they are told to retry
         reply = await http.post("/v1/tokens", content=text, headers={"content-type": "text/plain"})
-        refused(reply, 503, "unavailable", says="again in a moment")
+        refused(reply, 503, "unavailable", says="try again")
         # Then, NATS back, the same creds log in
         await nats_server.start()
         await login(http, text)
