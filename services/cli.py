@@ -17,6 +17,7 @@ Every command that connects to NATS takes --creds (default CORDON_NATS_CREDS, el
     cordon web [--host H] [--port P]                          the HTTP gateway: API, live board, feeds
     cordon republish --service S --since T [--until T]        publish recorded events to JetStream again
     cordon asyncapi [--write]                                 the message API document
+    cordon openapi [--write]                                  the web gateway's HTTP API document
 """
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     req.add_argument("--creds", default=None, help=CREDS_HELP)
     doc = sub.add_parser("asyncapi", help="print (or --write) the AsyncAPI document of the message API")
     doc.add_argument("--write", action="store_true", help="write shared/contracts/asyncapi.json")
+    http = sub.add_parser("openapi", help="print (or --write) the OpenAPI document of the web gateway")
+    http.add_argument("--write", action="store_true", help="write shared/contracts/openapi.json")
     from services.audit import cli as audit_cli
     from services.demo import cli as demo_cli
     from services.ops import cli as ops_cli
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args, config)
         if args.cmd == "asyncapi":
             return write_asyncapi(args.write)
+        if args.cmd == "openapi":
+            return write_openapi(args.write)
         if args.cmd == "up":
             from services.supervisor import run_up
 
@@ -115,36 +120,34 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-#: The fields of the queries whose handlers do not say (README.md has the full story).
-QUERY_FIELDS = {
-    "community": "{community, on? YYYY-MM-DD}: the committee's board, every figure of CONTRACT.md",
-    "rollup": "{scope: city | district | district.street | community, on?, detail?}: the board's "
-              "figures summed over the scope, the daily report sent upward",
-    "timeline": "{resident, limit?}: every event naming the resident, in order, with actors",
-    "audit": "{actor?, resident?, community?, type?, since?, until?, limit?}: rows of the audit log",
-    "checkpoint.shifts": "{community, on | from, to}: person-times, people, hours and open shifts per day",
-    "logistics.requests": "{community, limit?}: open requests, highest priority first, with what is missing",
-    "logistics.assignments": "{volunteer}: the volunteer's open assignments",
-    "logistics.stock": "{community}: stock on hand by item",
-    "logistics.welfare": "{community}: open welfare checks",
-}
-
-
 def asyncapi_text() -> str:
-    import shared.contracts  # noqa: F401  (registers every event type)
-    from shared import asyncapi
+    from shared import asyncapi  # imports shared.contracts, which registers every event type
+    from shared.contracts.queries import QUERIES
 
-    specs = {name: load_spec(name) for name in SERVICES}
+    return asyncapi.render(command_types(), QUERIES)
 
-    def summary(query: str, handler) -> str:
-        if query in QUERY_FIELDS:
-            return QUERY_FIELDS[query]
-        handler = getattr(handler, "func", handler)  # functools.partial
-        return " ".join((handler.__doc__ or "see README.md").strip().split("\n\n")[0].split())
 
-    return asyncapi.render({name: spec.command_types for name, spec in specs.items()},
-                           {name: {q: summary(q, h) for q, h in spec.queries.items()}
-                            for name, spec in specs.items()})
+def command_types() -> dict[str, dict[str, type]]:
+    """Service -> command name -> its struct, for every service: what both API documents describe."""
+    return {name: load_spec(name).command_types for name in SERVICES}
+
+
+def openapi_text() -> str:
+    from shared import openapi
+
+    return openapi.render(command_types())
+
+
+def write_openapi(write: bool) -> int:
+    from shared import openapi
+
+    text = openapi_text()
+    if write:
+        openapi.PATH.write_text(text, encoding="utf-8")
+        print(f"wrote {openapi.PATH}")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def write_asyncapi(write: bool) -> int:

@@ -1,7 +1,8 @@
 """The AsyncAPI 3 document of Cordon's message API, generated from the code.
 
 Command payloads come from each service's command structs, event payloads from the registered
-event types in ``shared.contracts``. The generated document is committed at
+event types in ``shared.contracts``, queries' requests and replies from
+``shared.contracts.queries.QUERIES``. The generated document is committed at
 ``shared/contracts/asyncapi.json`` and a test fails when it differs from what the code generates,
 so integrators never read stale docs. Regenerate with ``cordon asyncapi --write``.
 """
@@ -14,6 +15,7 @@ import msgspec
 
 from shared import envelope as env
 from shared.access import CORDON_ONLY
+from shared.contracts.queries import Query
 from shared.errors import CODES
 from shared.subjects import COMMANDS_ROOT, HEALTH_FANOUT, command_subject, query_subject
 
@@ -21,7 +23,9 @@ PATH = Path(__file__).parent / "contracts" / "asyncapi.json"
 REF = "#/components/schemas/{name}"
 
 
-def _reply_schemas() -> dict:
+def reply_schemas(codes: dict[str, str] = CODES) -> dict:
+    """``CommandAccepted`` and ``CommandRefused``, the replies of every command (a query's refusal
+    is ``CommandRefused`` too); ``codes`` are the error codes a refusal may carry, with their meaning."""
     return {
         "CommandAccepted": {
             "type": "object",
@@ -42,8 +46,8 @@ def _reply_schemas() -> dict:
                     "type": "object",
                     "required": ["code", "message"],
                     "properties": {
-                        "code": {"enum": sorted(CODES), "description": "; ".join(
-                            f"{k}: {v}" for k, v in sorted(CODES.items()))},
+                        "code": {"enum": sorted(codes), "description": "; ".join(
+                            f"{k}: {v}" for k, v in sorted(codes.items()))},
                         "message": {"type": "string"},
                         "field": {"type": "string"},
                         "reason": {"type": "string", "description": "with code rejected: the rule"},
@@ -80,7 +84,8 @@ SERVERS = {
 COMMUNITY_PARAMETERS = {p: {"description": f"the community's {p} slug"} for p in ("district", "street", "committee")}
 
 
-def _who(service: str, name: str) -> str:
+def who(service: str, name: str) -> str:
+    """Who may send the command (shown in both API documents)."""
     if (service, name) in CORDON_ONLY:
         return "accepted only from inside Cordon (an operator's credentials)"
     return ("staff, officers given a community and gate devices send it on the scoped subject of their "
@@ -124,9 +129,10 @@ def _system(channels: dict, operations: dict, messages: dict) -> None:
 
 
 def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
-             queries: dict[str, dict[str, str]] | None = None) -> dict:
+             queries: dict[str, Query] | None = None) -> dict:
     """Build the document. ``commands`` maps service -> command name -> command struct;
-    ``queries`` maps service -> query name -> its description (answered on cordon.qry.<name>)."""
+    ``queries`` maps query name -> its :class:`~shared.contracts.queries.Query` (answered on
+    cordon.qry.<name>, request and reply typed by its structs)."""
     events = sorted(((k, cls) for k, cls in env.registered_types().items()
                      if cls.__module__.startswith("shared.contracts.")),  # not test probes
                     key=lambda kv: (kv[1].service, kv[0]))
@@ -134,8 +140,10 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
     for service in sorted(commands):
         types += [commands[service][name] for name in sorted(commands[service])]
     types += [cls for _, cls in events]
+    for name in sorted(queries or {}):
+        types += [queries[name].request, queries[name].reply]
     _, schemas = msgspec.json.schema_components(types, ref_template=REF)
-    schemas.update(_reply_schemas())
+    schemas.update(reply_schemas())
     channels: dict = {}
     operations: dict = {}
     messages: dict = {}
@@ -166,26 +174,25 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
                     "action": "receive",
                     "channel": {"$ref": f"#/channels/{key}{suffix}"},
                     "summary": f"{service} command {name}, {how} (NATS request/reply)",
-                    "description": _who(service, name),
+                    "description": who(service, name),
                     "security": SECURITY,
                     "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}},
                 }
-    for service in sorted(queries or {}):
-        for name, doc in sorted(queries[service].items()):
-            key = f"query.{name}"
-            messages[key] = {"name": name, "summary": doc,
-                             "payload": {"type": "object", "description": "the query's fields, JSON"}}
-            messages[f"{key}.reply"] = {"name": f"{name}.reply", "payload": {"oneOf": [
-                {"type": "object", "description": "the view's answer"},
-                {"$ref": REF.format(name="CommandRefused")}]}}
-            channels[key] = {"address": query_subject(name),
-                             "messages": {"request": {"$ref": f"#/components/messages/{key}"}}}
-            channels[f"{key}.reply"] = {"address": None, "messages": {
-                "reply": {"$ref": f"#/components/messages/{key}.reply"}}}
-            operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
-                               "summary": f"{service} query {name} (NATS request/reply)",
-                               "security": SECURITY,
-                               "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}}}
+    for name, query in sorted((queries or {}).items()):
+        key = f"query.{name}"
+        messages[key] = {"name": name, "summary": query.summary,
+                         "payload": {"$ref": REF.format(name=query.request.__name__)}}
+        messages[f"{key}.reply"] = {"name": f"{name}.reply", "payload": {"oneOf": [
+            {"$ref": REF.format(name=query.reply.__name__)}, {"$ref": REF.format(name="CommandRefused")}]}}
+        channels[key] = {"address": query_subject(name),
+                         "messages": {"request": {"$ref": f"#/components/messages/{key}"}}}
+        channels[f"{key}.reply"] = {"address": None, "messages": {
+            "reply": {"$ref": f"#/components/messages/{key}.reply"}}}
+        answered = "every service's host" if query.service == "any" else query.service
+        operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"},
+                           "summary": f"{answered} query {name} (NATS request/reply): {query.summary}",
+                           "security": SECURITY,
+                           "reply": {"channel": {"$ref": f"#/channels/{key}.reply"}}}
     _system(channels, operations, messages)
     for (type_name, schema_version), cls in events:
         key = f"{cls.service}.{type_name}.v{schema_version}"
@@ -224,5 +231,5 @@ def document(commands: dict[str, dict[str, type]], version: str = "0.1.0",
     }
 
 
-def render(commands: dict[str, dict[str, type]], queries: dict[str, dict[str, str]] | None = None) -> str:
+def render(commands: dict[str, dict[str, type]], queries: dict[str, Query] | None = None) -> str:
     return json.dumps(document(commands, queries=queries), indent=2, ensure_ascii=False, sort_keys=True) + "\n"

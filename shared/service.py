@@ -17,13 +17,13 @@ import msgspec
 import structlog
 from faststream.nats import NatsBroker, NatsCredentials
 
-import shared.contracts  # noqa: F401  (registers every public event type)
 from shared import access, bus, dead_letters, store
 from shared import envelope as env
 from shared import log as logging
 from shared.runtime import CommandRuntime, CommandSpec, encode_error
 from shared.config import Config
 from shared.consumer import Consumer, Handle
+from shared.contracts import queries  # importing shared.contracts registers every public event type
 from shared.errors import CommandError, Invalid, TooLarge, UnknownCommand
 from shared import wire
 from shared.relay import Relay
@@ -384,6 +384,11 @@ class ServiceHost:
                                "error": f"{type(exc).__name__}: {exc}"})
 
     async def on_health_query(self, raw) -> bytes:
+        """``cordon.qry.health`` {}: every running instance's status (``HealthReply``)."""
+        try:
+            queries.decode("health", raw.data)
+        except CommandError as err:
+            return encode_error(err)
         return env.encode(await gather_health(self.broker._connection))
 
 

@@ -2,7 +2,8 @@
 
 No commands. A follower of the stream (run by the host) appends the stream to ``audit.log`` (see :mod:`services.audit.log`)
 and reports like a consumer in the host's status (lag on ``cordon.qry.health``). ``cordon.qry.audit``
-searches the log by actor, resident, community (or any prefix of the tree), type and time.
+searches the log by actor, resident, community (or any prefix of the tree), type and time
+(request and reply: :class:`shared.contracts.queries.AuditQuery`, ``AuditReply``).
 """
 from __future__ import annotations
 
@@ -11,19 +12,11 @@ import msgspec
 
 from services.audit import log
 from shared.tail import Tail, TailFollower
-from shared import access, wire
+from shared import access
+from shared.contracts import queries
+from shared.contracts.queries import AuditQuery
 from shared.identity import Identity
 from shared.service import ServiceSpec
-
-
-class AuditQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    actor: str | None = None
-    resident: str | None = None
-    community: str | None = None
-    type: str | None = None
-    since: wire.AwareDatetime | None = None
-    until: wire.AwareDatetime | None = None
-    limit: int = 100
 
 
 def filters(query: AuditQuery) -> log.Filters:
@@ -33,7 +26,7 @@ def filters(query: AuditQuery) -> log.Filters:
 async def audit_query(host, payload: bytes, identity: Identity | None) -> dict:
     """The log's rows matching the query; an identity that does not read the whole city sees its
     own scope's rows only (the host has checked a ``community`` the query names)."""
-    query = wire.decode("audit", {"audit": AuditQuery}, "audit", payload)
+    query = queries.decode("audit", payload)
     if query.community is None and not access.reads(identity, None):
         query = msgspec.structs.replace(query, community=identity.scope)
     async with host.pool.acquire() as conn:

@@ -5,17 +5,16 @@ them ("130 person-times, 895 hours"): payload ``{"community": path}`` with ``"on
 today) or ``"from"``/``"to"`` (inclusive, at most 93 days). A shift counts on the local day it
 started in the city's time zone (``Config.zone``: ``CORDON_TIMEZONE``, default Asia/Shanghai);
 ``person_times`` counts shifts, ``people`` distinct staff, ``hours`` the hours of ended shifts,
-``open_shifts`` those still running.
+``open_shifts`` those still running. Request and reply: :class:`shared.contracts.queries.ShiftsQuery`,
+``ShiftsReply``.
 """
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import msgspec
-
 from services.checkpoint.tables import SHIFT_FIGURES
-from shared import wire
+from shared.contracts import queries
 from shared.errors import Invalid
 from shared.identity import Identity
 from shared.subjects import check_community
@@ -23,24 +22,8 @@ from shared.subjects import check_community
 MAX_DAYS = 93
 
 
-class ShiftsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
-                  rename={"from_": "from"}):
-    community: str
-    on: date | None = None
-    from_: date | None = None
-    to: date | None = None
-
-
-_decoder = msgspec.json.Decoder(ShiftsQuery)
-
-
 def parse_shifts(payload: bytes, today: date) -> tuple[str, date, date]:
-    try:
-        q = _decoder.decode(payload or b"null")
-    except msgspec.ValidationError as e:
-        raise wire.invalid("checkpoint.shifts", str(e), {}) from None
-    except msgspec.DecodeError:
-        raise Invalid("the payload of checkpoint.shifts is not JSON; send {\"community\": ...}") from None
+    q = queries.decode("checkpoint.shifts", payload)
     check_community(q.community)
     if q.on is not None and (q.from_ is not None or q.to is not None):
         raise Invalid("give on, or from and to, not both", field="on")

@@ -6,49 +6,22 @@ with the events: a reply never lags behind an accepted command.
 - ``logistics.assignments`` {volunteer}: the deliveries a volunteer carries now, with addresses.
 - ``logistics.stock`` {community}: on hand by item.
 - ``logistics.welfare`` {community}: the open welfare checks, oldest first.
+
+Requests and replies are the structs of :mod:`shared.contracts.queries`.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import msgspec
-
 from services.logistics import commands
 from services.logistics.domain import allocate
 from services.logistics.config import Config
-from shared import access, wire
+from shared import access
+from shared.contracts import queries
 from shared.contracts.logistics import ItemLine
-from shared.errors import Invalid
 from shared.identity import Identity
 from shared.subjects import check_community
-
-MAX_LIMIT = 1000
-
-
-class RequestsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    community: str
-    limit: int = 200
-
-
-class AssignmentsQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    volunteer: str
-
-
-class CommunityQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    community: str
-
-
-def _parse(name: str, cls: type, payload: bytes):
-    if not payload.strip():
-        raise Invalid(f"empty payload: send a JSON object with the fields of {name}")
-    try:
-        return msgspec.json.decode(payload, type=cls)
-    except msgspec.ValidationError as e:
-        raise wire.invalid(name, str(e), {}) from None
-    except msgspec.DecodeError as e:
-        raise Invalid(f"the payload of {name} is not valid JSON ({e}); send a JSON object") from None
-
 
 _REQUEST_COLUMNS = """r.request, r.community, r.household, r.compound, r.building, h.address, r.kind, r.items,
     r.note, r.priority, r.priority_reasons, r.status, r.volunteer, r.attempts, r.daily_on, r.requested_at"""
@@ -69,10 +42,8 @@ async def _on_hand(conn, community: str) -> dict[str, int]:
 async def open_requests(host, payload: bytes, identity: Identity | None, config: Config) -> dict:
     """What each open request misses depends on the catalogue (``config``, bound by app.py); the
     host has checked that ``identity`` reads the community."""
-    q = _parse("logistics.requests", RequestsQuery, payload)
+    q = queries.decode("logistics.requests", payload)
     check_community(q.community)
-    if not 1 <= q.limit <= MAX_LIMIT:
-        raise Invalid(f"limit must be from 1 to {MAX_LIMIT}", field="limit")
     async with host.pool.acquire() as conn:
         rows = await conn.fetch(
             f"""SELECT {_REQUEST_COLUMNS} FROM logistics.requests r
@@ -93,7 +64,7 @@ async def open_requests(host, payload: bytes, identity: Identity | None, config:
 async def assignments(host, payload: bytes, identity: Identity | None) -> dict:
     """A volunteer's deliveries, those in communities ``identity`` reads (a volunteer may carry
     some in another committee's)."""
-    q = _parse("logistics.assignments", AssignmentsQuery, payload)
+    q = queries.decode("logistics.assignments", payload)
     commands.person(q.volunteer, "volunteer")
     async with host.pool.acquire() as conn:
         rows = await conn.fetch(
@@ -106,14 +77,14 @@ async def assignments(host, payload: bytes, identity: Identity | None) -> dict:
 
 
 async def stock(host, payload: bytes, identity: Identity | None) -> dict:
-    q = _parse("logistics.stock", CommunityQuery, payload)
+    q = queries.decode("logistics.stock", payload)
     check_community(q.community)
     async with host.pool.acquire() as conn:
         return {"ok": True, "community": q.community, "on_hand": await _on_hand(conn, q.community)}
 
 
 async def welfare(host, payload: bytes, identity: Identity | None) -> dict:
-    q = _parse("logistics.welfare", CommunityQuery, payload)
+    q = queries.decode("logistics.welfare", payload)
     check_community(q.community)
     async with host.pool.acquire() as conn:
         rows = await conn.fetch(

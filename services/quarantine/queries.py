@@ -1,5 +1,6 @@
 """Queries answered on ``cordon.qry.<name>``: the case list of a committee and the case history
-of a resident. Read from ``quarantine.cases`` and the event record; nothing is written."""
+of a resident. Read from ``quarantine.cases`` and the event record; nothing is written. Requests
+and replies are the structs of :mod:`shared.contracts.queries`."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -8,13 +9,10 @@ import msgspec
 
 from services.quarantine import domain
 from shared import access
-from shared.errors import Invalid
+from shared.contracts import queries
 from shared.identity import Identity
-from shared.service import parse_json_object
 from shared.subjects import check_community, check_slug
 
-STATUSES = ("open", "closed", "all")
-MAX_LIMIT = 5000
 MAX_DAYS = 400
 
 CASE_COLUMNS = """c.case_id AS "case", c.resident, d.display_name, c.household, c.compound, c.building,
@@ -24,46 +22,29 @@ CASE_COLUMNS = """c.case_id AS "case", c.resident, d.display_name, c.household, 
 FROM = "quarantine.cases c LEFT JOIN quarantine.dir_residents d ON d.resident = c.resident"
 
 
-def _fields(query: dict, name: str, allowed: set[str]) -> None:
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        raise Invalid(f"unknown field {unknown[0]!r}: {name} accepts {', '.join(sorted(allowed))}",
-                      field=unknown[0])
-
-
 async def cases(host, payload: bytes, identity: Identity | None) -> dict:
     """``quarantine.cases`` {community, status? open|closed|all (open), limit? (1000), after? case}:
     the committee's cases in case-id order; ``next`` is the ``after`` of the following page (the host
     has checked that ``identity`` reads the community)."""
-    query = parse_json_object(payload)
-    _fields(query, "quarantine.cases", {"community", "status", "limit", "after"})
-    community = check_community(query.get("community"))
-    status = query.get("status", "open")
-    if status not in STATUSES:
-        raise Invalid(f"status must be one of {', '.join(STATUSES)}, got {status!r}", field="status")
-    limit = query.get("limit", 1000)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise Invalid(f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
-    after = query.get("after", "")
-    if after != "":
-        check_slug(after, "after")
+    q = queries.decode("quarantine.cases", payload)
+    check_community(q.community)
+    if q.after != "":
+        check_slug(q.after, "after")
     async with host.pool.acquire() as conn:
         rows = await conn.fetch(
             f"SELECT {CASE_COLUMNS} FROM {FROM} WHERE c.community = $1 "
             "AND ($2::boolean IS NULL OR c.open = $2) AND c.case_id > $3 ORDER BY c.case_id LIMIT $4",
-            community, {"open": True, "closed": False, "all": None}[status], after, limit + 1)
-    page = [dict(r) for r in rows[:limit]]
-    return {"ok": True, "community": community, "status": status, "cases": page,
-            "next": page[-1]["case"] if len(rows) > limit else None}
+            q.community, {"open": True, "closed": False, "all": None}[q.status], q.after, q.limit + 1)
+    page = [dict(r) for r in rows[:q.limit]]
+    return {"ok": True, "community": q.community, "status": q.status, "cases": page,
+            "next": page[-1]["case"] if len(rows) > q.limit else None}
 
 
 async def history(host, payload: bytes, identity: Identity | None) -> dict:
     """``quarantine.history`` {resident}: every case of the resident (oldest first) and every event
     of those cases — opened, check-ins, symptoms, missed days, transfers, release, close — in order;
     only for an identity that reads the communities of those cases."""
-    query = parse_json_object(payload)
-    _fields(query, "quarantine.history", {"resident"})
-    resident = check_slug(query.get("resident"), "resident")
+    resident = check_slug(queries.decode("quarantine.history", payload).resident, "resident")
     async with host.pool.acquire() as conn:
         rows = await conn.fetch(f"SELECT {CASE_COLUMNS}, c.community FROM {FROM} WHERE c.resident = $1 "
                                 "ORDER BY c.opened_at, c.case_id", resident)

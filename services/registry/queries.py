@@ -7,18 +7,15 @@ a name granted again after a revocation appears once per grant.
 from __future__ import annotations
 
 from services.registry import tables
-from shared.errors import Invalid
+from shared.contracts import queries
 from shared.identity import Identity
-from shared.service import parse_json_object
 
 
 async def identities(host, payload: bytes, identity: Identity | None) -> dict:
     """``registry.identities`` {}: name, role, scope, community, compound, grants, public_key,
-    granted_at, granted_by, revoked_at (null while live), revoked_by, reason; oldest grant first."""
-    query = parse_json_object(payload or b"{}")
-    if query:
-        field = sorted(query)[0]
-        raise Invalid(f"unknown field {field!r}: registry.identities takes no fields ({{}})", field=field)
+    granted_at, granted_by, revoked_at (null while live), revoked_by, reason; oldest grant first
+    (:class:`shared.contracts.queries.IdentitiesReply`)."""
+    queries.decode("registry.identities", payload)  # takes no fields: any is invalid
     async with host.pool.acquire() as conn:
         rows = await conn.fetch(tables.IDENTITIES)
     return {"ok": True, "identities": [dict(r) for r in rows]}

@@ -11,36 +11,11 @@ import io
 from datetime import date, timedelta
 from typing import Iterable
 
-import msgspec
-
 from services.views.rules import FLOWS, LEVELS, STOCK, WINDOW_DAYS
-from shared import wire
+from shared.contracts import queries
+from shared.contracts.queries import CommunityQuery, RollupQuery, TimelineQuery
 from shared.errors import Invalid
 from shared.subjects import check_community, check_scope, check_slug
-
-MAX_TIMELINE = 5000
-
-
-class CommunityQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    community: str
-    #: The day whose board to show (YYYY-MM-DD, the city's calendar); default today.
-    on: date | None = None
-
-
-class RollupQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    #: ``city``, a district, ``district.street`` or a whole community path.
-    scope: str
-    on: date | None = None
-    #: Also return one row per community (columns + rows), as the CSV report does.
-    detail: bool = False
-
-
-class TimelineQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    resident: str
-    limit: int = 1000
-
-
-QUERIES = {"community": CommunityQuery, "rollup": RollupQuery, "timeline": TimelineQuery}
 
 #: The report's columns, in order; ``stock.<item>`` columns follow, sorted by item.
 COLUMNS = (
@@ -54,8 +29,9 @@ _EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
 
 
 def parse(name: str, payload: bytes):
-    """Decode a query strictly; every failure is Invalid naming the field."""
-    query = wire.decode("views", QUERIES, name, payload)
+    """Decode a query strictly (its struct in :mod:`shared.contracts.queries`); every failure is
+    Invalid naming the field."""
+    query = queries.decode(name, payload)
     match query:
         case CommunityQuery():
             check_community(query.community)
@@ -68,8 +44,6 @@ def parse(name: str, payload: bytes):
                               field="scope") from None
         case TimelineQuery():
             check_slug(query.resident, "resident")
-            if not 1 <= query.limit <= MAX_TIMELINE:
-                raise Invalid(f"limit must be 1 to {MAX_TIMELINE}, got {query.limit}", field="limit")
     if getattr(query, "on", None) is not None and query.on < _EARLIEST:
         raise Invalid("on is too early a date", field="on")
     return query

@@ -3,12 +3,19 @@
 Each reads the current generation in one read-only snapshot, so the figures and the stream
 position (``position``: the last stream sequence they include) agree. Unknown community, scope or
 resident is ``not_found`` (a typo in a path must not look like a quiet day); malformed input is
-``invalid`` with the field named.
+``invalid`` with the field named. Requests and replies are the structs of
+:mod:`shared.contracts.queries`.
+
+A board or report asked ``at_least`` a stream sequence (the web board asks with the sequence of the
+event it just showed) waits until the views have applied the stream that far, polling their
+position, at most ``AT_LEAST_WAIT_S``; then it answers anyway, with ``behind`` true: a client never
+gets, unknowingly, a board older than an event it has seen.
 """
 from __future__ import annotations
 
+import asyncio
 from datetime import date, tzinfo
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import asyncpg
 import msgspec
@@ -16,11 +23,14 @@ import msgspec
 from services.views import board, schema
 from services.views.rules import WINDOW_DAYS
 from shared import access
+from shared.contracts.queries import AT_LEAST_WAIT_S
 from shared.errors import NotFound
 from shared.identity import Identity
 
 SCOPE = """(community = $1 OR (community >= ($1 || '.') COLLATE "C" AND community < ($1 || '/') COLLATE "C"))"""
 CITY = "($1::text IS NOT NULL)"
+#: How often a query waiting for ``at_least`` reads the views' position again.
+POLL_S = 0.01
 
 
 def _where(scope: str) -> str:
@@ -31,7 +41,7 @@ def today(host, zone: tzinfo) -> date:
     return host.clock().astimezone(zone).date()
 
 
-async def read(pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection, str], Awaitable[dict]]) -> dict:
+async def read(pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection, str], Awaitable[Any]]) -> Any:
     """Run ``fn(conn, schema)`` on the current generation in a read-only snapshot. A rebuild may
     drop the generation between reading the pointer and the tables: then read the new one."""
     for attempt in range(3):
@@ -50,10 +60,27 @@ async def read(pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection, str], Await
     return await read(pool, fn)
 
 
+async def caught_up(pool: asyncpg.Pool, at_least: int | None, wait: float = AT_LEAST_WAIT_S) -> None:
+    """Return once the views have applied the stream up to ``at_least`` (None: at once), or after
+    ``wait`` seconds: the caller then answers with the position it has and says it is behind."""
+    if at_least is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while await read(pool, _position) < at_least and loop.time() < deadline:
+        await asyncio.sleep(POLL_S)
+
+
+def _where_now(q, position: int) -> dict:
+    """The ``position`` and ``behind`` every board and report carries."""
+    return {"position": position, "behind": q.at_least is not None and position < q.at_least}
+
+
 async def community(host, payload: bytes, identity: Identity | None, *, zone: tzinfo) -> dict:
     """The committee's board (the host has checked that ``identity`` reads the community)."""
     q = board.parse("community", payload)
     on = q.on or today(host, zone)
+    await caught_up(host.pool, q.at_least)
 
     async def fn(conn, s: str) -> dict:
         if not await conn.fetchval(f"SELECT 1 FROM {s}.communities WHERE community = $1", q.community):
@@ -62,7 +89,7 @@ async def community(host, payload: bytes, identity: Identity | None, *, zone: tz
         sums = await _sums(conn, s, q.community, on)
         figures = board.flat(sums.get(q.community, {}))
         return {"ok": True, "community": q.community, "on": on.isoformat(),
-                "position": await _position(conn, s), **board.nest(figures), "figures": figures}
+                **_where_now(q, await _position(conn, s)), **board.nest(figures), "figures": figures}
 
     return await read(host.pool, fn)
 
@@ -71,6 +98,7 @@ async def rollup(host, payload: bytes, identity: Identity | None, *, zone: tzinf
     """A scope's figures (the host has checked that ``identity`` reads the scope)."""
     q = board.parse("rollup", payload)
     on = q.on or today(host, zone)
+    await caught_up(host.pool, q.at_least)
 
     async def fn(conn, s: str) -> dict:
         names = [r[0] for r in await conn.fetch(
@@ -84,7 +112,7 @@ async def rollup(host, payload: bytes, identity: Identity | None, *, zone: tzinf
         for figures in per.values():
             board.add(total, figures)
         reply = {"ok": True, "scope": q.scope, "on": on.isoformat(), "communities": len(names),
-                 "position": await _position(conn, s), **board.nest(total), "figures": total}
+                 **_where_now(q, await _position(conn, s)), **board.nest(total), "figures": total}
         if q.detail:
             cols = board.columns(per.values())
             reply["detail"] = {"columns": cols,

@@ -6,8 +6,6 @@ stamps on its requests (tests/support/identities.py); minting keys and pushing r
 are tested where the NATS side is."""
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 
 import asyncpg
@@ -21,17 +19,11 @@ from shared.identity import Identity
 from shared.subjects import STREAM
 from tests.support.cordon import eventually, running
 from tests.support.bus import connect
-from tests.support.identities import As, NANGONG, forbidden
+from tests.support.identities import As, NANGONG, forbidden, user_key
 
 pytestmark = pytest.mark.integration
 
 LI_WEI = Identity(name="li-wei", role="staff", scope=NANGONG)
-
-
-def user_key(n: int) -> str:
-    """A NATS user public key as nkeys encodes it."""
-    body = bytes([20 << 3]) + n.to_bytes(32, "big")
-    return base64.b32encode(body + binascii.crc_hqx(body, 0).to_bytes(2, "little")).decode().rstrip("=")
 
 
 K1, K2, K3 = user_key(1), user_key(2), user_key(3)

@@ -159,6 +159,7 @@ async def test_a_residents_timeline_lists_every_event_naming_them_in_order_with_
     ("community", {"community": "changning.chengjiaqiao"}, "invalid", "community"),
     ("community", {"community": C, "on": "2020-02-30"}, "invalid", "on"),
     ("community", {"community": C, "on": "yesterday"}, "invalid", "on"),
+    ("community", {"community": C, "at_least": -1}, "invalid", "at_least"),
     ("rollup", {"scope": "changning..x"}, "invalid", "scope"),
     ("rollup", {"scope": "pudong"}, "not_found", "scope"),
     ("rollup", {"scope": "changning", "on": "17.02.2020"}, "invalid", "on"),
@@ -179,6 +180,41 @@ async def test_queries_with_bad_input_get_clear_errors_and_the_service_keeps_ser
         garbage = json.loads((await s.nc.request(f"cordon.qry.{view}", b"[1,2", timeout=5)).data)
         assert garbage["error"]["code"] == "invalid"
         assert (await query(s.nc, "community", community=C, on=D.isoformat()))["passages_today"]["in"] == 1
+    await s.close()
+
+
+async def test_a_board_asked_at_least_a_sequence_shows_that_event_or_says_it_is_behind(nats_url, pg_dsn):
+    s = await Stream.connect(nats_url)
+    passage = dict(direction="in", compound="nangong-1", gate="g1", temperature_c=36.5, resident="r1")
+    await s.publish(ev(PassageAllowed, at(D, 9), passage="p1", **passage))
+    on = D.isoformat()
+    async with running(spec(), nats_url, pg_dsn):
+        await wait_position(s.nc, s.last_seq)
+        async with _conn(pg_dsn) as conn:
+            # Given the projector held back (its generation's lock taken) and a passage published
+            tx = conn.transaction()
+            await tx.start()
+            generation = await conn.fetchval("SELECT generation FROM views.current")
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", 0x56494557, generation)
+            await s.publish(ev(PassageAllowed, at(D, 10), passage="p2", **passage))
+            seen = s.last_seq
+            # a board asked without at_least answers at once, without it, and does not know
+            plain = await query(s.nc, "community", community=C, on=on)
+            assert (plain["passages_today"]["in"], plain["position"], plain["behind"]) == (1, seen - 1, False)
+            # asked at least its sequence while the views cannot get there: after 2 s, the board it
+            # has, saying it is behind
+            late = await query(s.nc, "community", community=C, on=on, at_least=seen)
+            assert (late["passages_today"]["in"], late["position"], late["behind"]) == (1, seen - 1, True)
+            # When asked again, and the projector goes on while the query waits
+            board = asyncio.create_task(query(s.nc, "community", community=C, on=on, at_least=seen))
+            report = asyncio.create_task(query(s.nc, "rollup", scope="city", on=on, at_least=seen))
+            await asyncio.sleep(0.3)
+            assert not board.done() and not report.done()  # they wait for the views
+            await tx.commit()
+        # Then both answer with the passage counted
+        for reply in (await board, await report):
+            assert reply["ok"] and reply["passages_today"]["in"] == 2, reply
+            assert reply["position"] >= seen and reply["behind"] is False
     await s.close()
 
 

@@ -10,6 +10,8 @@ allow (and overwrites a forged header) is tested with real credentials minted by
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 
@@ -20,6 +22,13 @@ NANGONG = "changning.chengjiaqiao.nangong"
 BEIXIN = "changning.chengjiaqiao.beixin"
 #: A community of the next street.
 JINXIU = "changning.xinjing.jinxiu"
+
+
+def user_key(n: int) -> str:
+    """A NATS user public key as nkeys encodes it (prefix byte, 32 key bytes, CRC-16 little-endian)."""
+    body = bytes([20 << 3]) + n.to_bytes(32, "big")
+    raw = body + binascii.crc_hqx(body, 0).to_bytes(2, "little")
+    return base64.b32encode(raw).decode().rstrip("=")
 
 
 def request_info(identity: Identity) -> dict[str, str]:

@@ -3,6 +3,7 @@ import json
 
 from services.cli import SERVICES, asyncapi_text, load_spec
 from shared import asyncapi
+from shared.contracts.queries import QUERIES
 
 
 def test_the_committed_asyncapi_document_matches_the_code():
@@ -29,6 +30,20 @@ def test_every_query_is_documented():
     for query in ("community", "rollup", "timeline", "audit", "checkpoint.shifts", "quarantine.cases",
                   "logistics.requests"):
         assert f"cordon.qry.{query}" in addresses
+
+
+def test_every_query_has_its_typed_request_and_reply():
+    doc = json.loads(asyncapi_text())
+    messages, schemas = doc["components"]["messages"], doc["components"]["schemas"]
+    for name, query in QUERIES.items():
+        assert messages[f"query.{name}"]["payload"] == {"$ref": f"#/components/schemas/{query.request.__name__}"}
+        answer, refused = messages[f"query.{name}.reply"]["payload"]["oneOf"]
+        assert answer == {"$ref": f"#/components/schemas/{query.reply.__name__}"}
+        assert refused["$ref"].endswith("/CommandRefused")
+        assert schemas[query.reply.__name__]["properties"]["ok"]  # the reply's own fields, not `object`
+    board = schemas["CommunityQuery"]["properties"]
+    assert "at_least" in board and "at_least" not in schemas["CommunityQuery"]["required"]
+    assert {"position", "behind"} <= set(schemas["CommunityReply"]["required"])
 
 
 def test_the_operators_subjects_are_documented_and_every_reference_resolves():

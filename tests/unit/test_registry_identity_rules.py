@@ -2,8 +2,6 @@
 revoke_identity -> then events or a refusal naming its rule; and the commands on the wire."""
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -16,17 +14,11 @@ from services.registry.domain import Grant, identity_stream, replay, target_stre
 from shared.contracts.registry import ACCESS_COMMUNITY, IdentityGranted, IdentityRevoked
 from shared.errors import Invalid, NotFound, Rejected
 from shared.subjects import check_community
+from tests.support.identities import user_key
 
 AT = datetime(2026, 11, 23, 9, 30, tzinfo=timezone(timedelta(hours=8)))
 NANGONG = "changning.chengjiaqiao.nangong"
 OPERATOR = "operator:admin"
-
-
-def user_key(n: int) -> str:
-    """A NATS user public key as nkeys encodes it (prefix byte, 32 key bytes, CRC-16 little-endian)."""
-    body = bytes([20 << 3]) + n.to_bytes(32, "big")
-    raw = body + binascii.crc_hqx(body, 0).to_bytes(2, "little")
-    return base64.b32encode(raw).decode().rstrip("=")
 
 
 KEY, OTHER_KEY = user_key(1), user_key(2)

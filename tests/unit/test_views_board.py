@@ -15,6 +15,7 @@ from shared.config import city_zone
 from services.views.cli import ProgressBar
 from shared import envelope
 from shared.contracts.checkpoint import PassageAllowed, PassageAllowedV1
+from shared.contracts.queries import CommunityQuery
 from shared.errors import Invalid
 
 C = "changning.chengjiaqiao.nangong"
@@ -29,7 +30,7 @@ def q(name: str, **fields):
 
 
 def test_a_board_query_takes_a_community_and_an_optional_day():
-    assert q("community", community=C) == board.CommunityQuery(community=C)
+    assert q("community", community=C) == CommunityQuery(community=C)
     assert q("community", community=C, on="2020-02-17").on == date(2020, 2, 17)
 
 

@@ -1,0 +1,492 @@
+"""Every query of the message API as wire types: what each ``cordon.qry.<view>`` takes and answers.
+
+The request structs are what the handlers decode (strictly: an unknown field is ``invalid``); the
+reply structs describe, field for field, the JSON each handler answers with, and are as strict
+(``forbid_unknown_fields``): a test converts every live reply to its struct
+(tests/integration/test_query_contracts.py), so a field renamed or dropped in a handler fails it.
+:data:`QUERIES` is the one registry both documents read (the AsyncAPI document of the bus,
+``shared/asyncapi.py``, and the OpenAPI document of the web gateway, ``shared/openapi.py``).
+
+A refusal is not a reply of the view: it is the commands' ``CommandRefused`` body
+(``{"ok": false, "error": {...}}``).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from shared import wire
+from shared.envelope import Envelope
+from shared.contracts.logistics import ItemLine, PriorityReason, RequestKind
+from shared.contracts.quarantine import CaseKind, CaseReason
+from shared.contracts.registry import Vulnerability
+
+MAX_TIMELINE = 5000
+MAX_AUDIT = 10000
+MAX_CASES = 5000
+MAX_REQUESTS = 1000
+#: The longest a board or report waits for the views to reach ``at_least`` before answering anyway.
+AT_LEAST_WAIT_S = 2.0
+
+
+def _meta(description: str, **constraints) -> msgspec.Meta:
+    return msgspec.Meta(description=description, **constraints)
+
+
+Community = Annotated[str, _meta("a community path: district.street.committee (changning.chengjiaqiao.nangong)")]
+Day = Annotated[date, _meta("a day of the city's calendar (CORDON_TIMEZONE), YYYY-MM-DD")]
+Position = Annotated[int, _meta("the sequence of stream CORDON's last event this answer includes")]
+AtLeast = Annotated[int, _meta(
+    "answer only once the views have applied stream CORDON up to this sequence (e.g. the sequence of an "
+    f"event just seen), waiting at most {AT_LEAST_WAIT_S:g} s; then answer anyway with behind true", ge=0)]
+Behind = Annotated[bool, _meta("true when at_least was asked and the views had not reached it in time: "
+                               "the answer reflects position, which is below at_least")]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Stock = Annotated[dict[str, int], _meta("on hand by catalogue item (rice, masks, ...)")]
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every query's request: strict, keyword-only."""
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every query's answer (``ok`` true: a refusal is ``CommandRefused``)."""
+
+    ok: Literal[True]
+
+
+class Row(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of the rows and nested objects of the replies."""
+
+
+# -- views: community, rollup, timeline -----------------------------------------------------------
+
+
+class CommunityQuery(Request):
+    community: Community
+    on: Annotated[date | None, _meta("the day whose board to show (YYYY-MM-DD, the city's calendar); "
+                                     "default today")] = None
+    at_least: AtLeast | None = None
+
+
+class RollupQuery(Request):
+    scope: Annotated[str, _meta("city, a district, district.street or a whole community path")]
+    on: Annotated[date | None, _meta("the day of the report (YYYY-MM-DD); default today")] = None
+    detail: Annotated[bool, _meta("also return one row per community (columns + rows), as the CSV "
+                                  "report does")] = False
+    at_least: AtLeast | None = None
+
+
+class TimelineQuery(Request):
+    resident: Annotated[str, _meta("the resident's opaque id")]
+    limit: Annotated[int, _meta("at most this many events, oldest first", ge=1, le=MAX_TIMELINE)] = 1000
+
+
+class Arrivals(Row):
+    last_14_days: Count
+    pending_verification: Count
+
+
+class InQuarantine(Row):
+    home: Count
+    centralized: Count
+    monitoring: Count
+    hospital: Count
+    total: Count
+
+
+class SealedAreas(Row):
+    compounds: Count
+    buildings: Count
+
+
+class PassagesToday(Row, rename={"in_": "in"}):
+    in_: Count
+    out: Count
+    denied: Count
+
+
+class Board(Reply):
+    """The board's figures as staff read them (CONTRACT.md), shared by the community's board and
+    the rollup of a scope (summed over its communities)."""
+
+    residents: Count
+    households: Count
+    arrivals: Arrivals
+    in_quarantine: InQuarantine
+    sealed_areas: SealedAreas
+    active_passes: Count
+    passages_today: PassagesToday
+    fevers_today: Count
+    checkins_missed_today: Count
+    positive_results_today: Count
+    open_requests: Count
+    deliveries_today: Count
+    welfare_checks_open: Count
+    households_on_daily_supply: Count
+    stock: Stock
+    figures: Annotated[dict[str, int], _meta(
+        "the same figures flat, as the report's columns (residents, households, arrivals_14d, ..., "
+        "stock.<item>)")]
+    on: Day
+    position: Position
+    behind: Behind
+
+
+class CommunityReply(Board):
+    community: Community
+
+
+class RollupDetail(Row):
+    columns: Annotated[list[str], _meta("the report's columns, stock.<item> columns last")]
+    rows: Annotated[list[list[str | int]], _meta("one row per community: its path, then one figure "
+                                                 "per column")]
+
+
+class RollupReply(Board):
+    scope: str
+    communities: Annotated[int, _meta("how many communities the scope holds", ge=0)]
+    detail: Annotated[RollupDetail | None, _meta("only when detail was asked")] = None
+
+
+class TimelineEvent(Row):
+    seq: Annotated[int, _meta("the event's stream sequence")]
+    event_id: str
+    type: str
+    occurred_at: datetime
+    actor: str
+    community: Community
+    data: Annotated[dict[str, Any], _meta("the event's data (schema by type, see the events)")]
+
+
+class TimelineReply(Reply):
+    resident: str
+    position: Position
+    events: list[TimelineEvent]
+    truncated: Annotated[bool, _meta("more events than limit: the first limit are given")]
+
+
+# -- audit ----------------------------------------------------------------------------------------
+
+
+class AuditQuery(Request):
+    actor: Annotated[str | None, _meta("who recorded it: staff:li-wei, system:..., city:...")] = None
+    resident: Annotated[str | None, _meta("events naming this resident")] = None
+    community: Annotated[str | None, _meta("a community or any prefix of the tree (a district, "
+                                           "district.street); default: everything the caller reads")] = None
+    type: Annotated[str | None, _meta("an event type (ArrivalVerified)")] = None
+    since: Annotated[wire.AwareDatetime | None, _meta("occurred at or after (RFC 3339 with a zone)")] = None
+    until: Annotated[wire.AwareDatetime | None, _meta("occurred before (RFC 3339 with a zone)")] = None
+    limit: Annotated[int, _meta("at most this many rows, oldest first", ge=1, le=MAX_AUDIT)] = 100
+
+
+class AuditRow(Row):
+    n: Annotated[int, _meta("the row's place in the hash chain")]
+    stream_seq: int
+    subject: str
+    event_id: str | None
+    type: str | None
+    community: str | None
+    actor: str | None
+    resident: str | None
+    stream_id: str | None
+    occurred_at: datetime | None
+    hash: Annotated[str, _meta("sha256 of the previous row's hash and this row, hex")]
+    envelope: Annotated[Envelope, _meta("the message as it was on the stream")]
+
+
+class AuditReply(Reply):
+    rows: list[AuditRow]
+
+
+# -- health ---------------------------------------------------------------------------------------
+
+
+class HealthQuery(Request):
+    """No fields."""
+
+
+class ConsumerStatus(Row):
+    lag: Annotated[int | None, _meta("stream messages behind (null: not known yet)")]
+    applied: int
+    parked: Annotated[int, _meta("messages parked in dead_letters (or undecodable, for a follower)")]
+    last_error: str | None
+    standby: Annotated[bool, _meta("another instance leads this consumer")]
+
+
+class InstanceStatus(Row):
+    ok: Annotated[bool, _meta("false while the instance has a problem or an error")]
+    service: str
+    instance: Annotated[str, _meta("host:pid")]
+    outbox_depth: Annotated[int | None, _meta("command services: events not yet on the stream")] = None
+    committed: int | None = None
+    published: int | None = None
+    relay_error: str | None = None
+    consumers: Annotated[dict[str, ConsumerStatus], _meta("per durable consumer and stream follower")] = {}
+    problems: Annotated[list[str], _meta("what health found wrong (the stream created anew, ...)")] = []
+    error: Annotated[str | None, _meta("why the status could not be read (PostgreSQL away, ...)")] = None
+
+
+class HealthReply(Reply):
+    ok: Annotated[bool, _meta("every instance that answered is ok")]
+    services: Annotated[dict[str, list[InstanceStatus]], _meta("service -> its running instances")]
+
+
+# -- registry -------------------------------------------------------------------------------------
+
+
+class IdentitiesQuery(Request):
+    """No fields."""
+
+
+class IdentityRow(Row):
+    name: str
+    role: Literal["staff", "officer", "city-system", "gate", "operator", "service"]
+    scope: str
+    community: str | None
+    compound: str | None
+    grants: list[str]
+    public_key: Annotated[str, _meta("the user's nkey (U...)")]
+    granted_at: datetime
+    granted_by: str
+    revoked_at: Annotated[datetime | None, _meta("null while the identity is live")]
+    revoked_by: str | None
+    reason: Annotated[str | None, _meta("why it was revoked")]
+
+
+class IdentitiesReply(Reply):
+    identities: Annotated[list[IdentityRow], _meta("one row per key ever granted, oldest grant first")]
+
+
+# -- checkpoint -----------------------------------------------------------------------------------
+
+
+class ShiftsQuery(Request, rename={"from_": "from"}):
+    community: Community
+    on: Annotated[date | None, _meta("one day (default today); not with from/to")] = None
+    from_: Annotated[date | None, _meta("first day of a range (inclusive, at most 93 days)")] = None
+    to: Annotated[date | None, _meta("last day of a range (inclusive; default today)")] = None
+
+
+class ShiftFigures(Row):
+    person_times: Annotated[int, _meta("shifts started", ge=0)]
+    people: Annotated[int, _meta("distinct staff on duty", ge=0)]
+    hours: Annotated[float, _meta("hours of the shifts that ended", ge=0)]
+    open_shifts: Annotated[int, _meta("shifts still running", ge=0)]
+
+
+class ShiftDay(ShiftFigures):
+    on: Day
+
+
+class ShiftsReply(Reply, rename={"from_": "from"}):
+    community: Community
+    from_: Day
+    to: Day
+    time_zone: Annotated[str, _meta("the city's time zone the days are counted in")]
+    person_times: Annotated[int, _meta("over the days: shifts started", ge=0)]
+    people: Annotated[int, _meta("over the days: distinct staff on duty", ge=0)]
+    hours: Annotated[float, _meta("over the days: hours of the shifts that ended", ge=0)]
+    open_shifts: Annotated[int, _meta("over the days: shifts still running", ge=0)]
+    days: Annotated[list[ShiftDay], _meta("the days with shifts, in order")]
+
+
+# -- quarantine -----------------------------------------------------------------------------------
+
+
+class CasesQuery(Request):
+    community: Community
+    status: Literal["open", "closed", "all"] = "open"
+    limit: Annotated[int, _meta("cases per page", ge=1, le=MAX_CASES)] = 1000
+    after: Annotated[str, _meta("the next of the previous page: cases after this case id")] = ""
+
+
+class CaseHistoryQuery(Request):
+    resident: Annotated[str, _meta("the resident's opaque id")]
+
+
+class CaseRow(Row):
+    case: str
+    resident: str
+    display_name: Annotated[str | None, _meta("masked (王*伟)")]
+    household: str | None
+    compound: str | None
+    building: str | None
+    kind: CaseKind
+    reason: CaseReason
+    stage: Annotated[Literal["home", "centralized", "monitoring", "hospital"],
+                     _meta("where the resident is now in the case")]
+    open: bool
+    starts_on: date
+    ends_on: Annotated[date, _meta("the planned last day of the current stage")]
+    closed_on: date | None
+    checkins: Count
+    last_checkin_on: date | None
+    missed: Annotated[int, _meta("check-ins missed", ge=0)]
+    last_missed_on: date | None
+
+
+class HistoryCase(CaseRow):
+    community: Community
+
+
+class CasesReply(Reply):
+    community: Community
+    status: Literal["open", "closed", "all"]
+    cases: Annotated[list[CaseRow], _meta("in case id order")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
+class CaseHistoryReply(Reply):
+    resident: str
+    cases: Annotated[list[HistoryCase], _meta("oldest first")]
+    events: Annotated[list[Envelope], _meta("every event of those cases, in order")]
+
+
+# -- logistics ------------------------------------------------------------------------------------
+
+
+class OpenRequestsQuery(Request):
+    community: Community
+    limit: Annotated[int, _meta("at most this many requests", ge=1, le=MAX_REQUESTS)] = 200
+
+
+class AssignmentsQuery(Request):
+    volunteer: Annotated[str, _meta("the volunteer's actor id (staff:zhang-wei)")]
+
+
+class StockQuery(Request):
+    community: Community
+
+
+class WelfareQuery(Request):
+    community: Community
+
+
+class SupplyRequest(Row):
+    request: str
+    community: Community
+    household: str
+    compound: str
+    building: str
+    address: str | None
+    kind: RequestKind
+    items: list[ItemLine]
+    note: str | None
+    priority: Annotated[int, _meta("higher first")]
+    priority_reasons: list[PriorityReason]
+    status: Literal["open", "assigned"]
+    volunteer: Annotated[str | None, _meta("who carries it, once assigned")]
+    attempts: Annotated[int, _meta("deliveries tried", ge=0)]
+    daily_on: Annotated[date | None, _meta("the day of a daily food request")]
+    requested_at: datetime
+
+
+class Shortfall(Row):
+    item: str
+    need: int
+    missing: Annotated[int, _meta("what the store lacks once the requests above are met")]
+
+
+class OpenRequest(SupplyRequest):
+    missing: Annotated[list[Shortfall], _meta("empty when the store can meet it")]
+
+
+class OpenRequestsReply(Reply):
+    community: Community
+    count: Count
+    on_hand: Stock
+    requests: Annotated[list[OpenRequest], _meta("highest priority first")]
+
+
+class AssignmentsReply(Reply):
+    volunteer: str
+    count: Count
+    assignments: Annotated[list[SupplyRequest], _meta("those in communities the caller reads")]
+
+
+class StockReply(Reply):
+    community: Community
+    on_hand: Stock
+
+
+class WelfareCheck(Row):
+    check: str | None
+    household: str
+    compound: str
+    building: str
+    request: Annotated[str | None, _meta("the delivery that found no answer")]
+    vulnerabilities: list[Vulnerability]
+    raised_at: datetime | None
+
+
+class WelfareReply(Reply):
+    community: Community
+    count: Count
+    checks: Annotated[list[WelfareCheck], _meta("open checks, oldest first")]
+
+
+# -- the registry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query: ``cordon.qry.<name>``, answered by ``service`` (``any``: every service's host)."""
+
+    name: str
+    service: str
+    request: type[Request]
+    reply: type[Reply]
+    summary: str
+
+
+QUERIES: dict[str, Query] = {q.name: q for q in (
+    Query("community", "views", CommunityQuery, CommunityReply,
+          "the committee's board on a day: every figure of CONTRACT.md"),
+    Query("rollup", "views", RollupQuery, RollupReply,
+          "the board's figures summed over a scope (city, district, street or community): the daily "
+          "report sent upward"),
+    Query("timeline", "views", TimelineQuery, TimelineReply,
+          "every event naming a resident, in order, with its actor"),
+    Query("audit", "audit", AuditQuery, AuditReply,
+          "rows of the hash-chained audit log, by actor, resident, community, type and time"),
+    Query("health", "any", HealthQuery, HealthReply,
+          "every running service instance, its outbox depth and its consumers' lag"),
+    Query("registry.identities", "registry", IdentitiesQuery, IdentitiesReply,
+          "every identity ever granted (operators only)"),
+    Query("checkpoint.shifts", "checkpoint", ShiftsQuery, ShiftsReply,
+          "volunteer person-times, people, hours and open shifts at the gates, per day"),
+    Query("quarantine.cases", "quarantine", CasesQuery, CasesReply,
+          "a committee's quarantine cases, a page at a time"),
+    Query("quarantine.history", "quarantine", CaseHistoryQuery, CaseHistoryReply,
+          "every case of a resident and every event of those cases"),
+    Query("logistics.requests", "logistics", OpenRequestsQuery, OpenRequestsReply,
+          "a committee's open supply requests, highest priority first, with what the store misses"),
+    Query("logistics.assignments", "logistics", AssignmentsQuery, AssignmentsReply,
+          "the deliveries a volunteer carries now, with addresses"),
+    Query("logistics.stock", "logistics", StockQuery, StockReply, "a committee's stock on hand by item"),
+    Query("logistics.welfare", "logistics", WelfareQuery, WelfareReply,
+          "a committee's open welfare checks, oldest first"),
+)}
+
+
+def decode(name: str, payload: bytes) -> Any:
+    """Decode ``payload`` strictly as the request of query ``name``: every failure is
+    :class:`~shared.errors.Invalid` naming the field. An empty payload is ``{}`` for a query that
+    takes no fields, and ``invalid`` for the others."""
+    query = QUERIES[name]
+    if not payload.strip() and not query.request.__struct_fields__:
+        payload = b"{}"
+    return wire.decode(query.service, {name: query.request}, name, payload, _choices(query.request))
+
+
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple]:
+    """Field name -> the values of its Literal type: the hint of an ``invalid`` enum value."""
+    info = msgspec.inspect.type_info(cls)
+    return {f.encode_name: f.type.values for f in info.fields if isinstance(f.type, msgspec.inspect.LiteralType)}
+

@@ -1,0 +1,189 @@
+"""Every query answers what its contract says: for each query of ``shared.contracts.queries.QUERIES``,
+the real service that answers it, on real NATS and PostgreSQL with a small committee recorded
+through the commands, gets the query's request struct (encoded whole, every field given) and
+answers JSON that ``msgspec.convert`` turns into the query's reply struct. The reply structs forbid
+unknown fields and require theirs, so a field a handler renames, adds or drops fails here; each
+answer also holds rows, so the nested row structs are checked too. A query given a field it does
+not take answers ``invalid`` naming it.
+
+The committee is built once for the module: queries write nothing."""
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import asyncpg
+import msgspec
+import pytest
+
+from services.audit.app import spec as audit_spec
+from services.checkpoint.app import spec as checkpoint_spec
+from services.logistics.app import spec as logistics_spec
+from services.quarantine.app import spec as quarantine_spec
+from services.registry.app import spec as registry_spec
+from services.views.app import spec as views_spec
+from shared.contracts import queries as q
+from shared.contracts.queries import QUERIES
+from shared.embedded import ensure_database
+from shared.service import ServiceHost
+from shared.subjects import STREAM
+from tests.support.bus import connect, operator_config, start_secure_nats
+from tests.support.cordon import eventually, prc_id
+from tests.support.identities import NANGONG, As, user_key
+from tests.support.logistics import stop
+from tests.support.quarantine import Clock, at, day
+
+pytestmark = pytest.mark.integration
+
+VOLUNTEER = "vol-1"
+SERVICES = (registry_spec, checkpoint_spec, quarantine_spec, logistics_spec, views_spec, audit_spec)
+
+
+@dataclass
+class Committee:
+    nc: Any
+    resident: str
+
+
+@pytest.fixture(scope="module")
+async def committee(pg_server, tmp_path_factory):
+    """Nangong with a compound, a household of an elderly resident living alone, two identities
+    (one revoked), gate shifts (one ended, one running), a home quarantine case with a check-in,
+    stock, a request the store can meet (out with a volunteer after a door no one answered: a
+    welfare check) and one it cannot; every service running, the views and the audit log caught up."""
+    server = await start_secure_nats(tmp_path_factory.mktemp("nats"))
+    dsn = await ensure_database(pg_server.dsn, f"test_{uuid.uuid4().hex[:16]}")
+    config = operator_config(server.url, pg_dsn=dsn, backdate_days=0)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(server.stop)
+        for spec in SERVICES:
+            host = ServiceHost(spec(), config, clock=Clock(at(1, "20:00")))
+            await host.start()
+            stack.push_async_callback(stop, host)
+        nc = await connect(server.url)
+        stack.push_async_callback(nc.close)
+        db = await asyncpg.connect(dsn)
+        stack.push_async_callback(db.close)
+        resident = await _record(As(nc, None), db)
+        await _caught_up(nc, db)
+        yield Committee(nc, resident)
+
+
+async def _record(operator: As, db) -> str:
+    place = dict(community=NANGONG, compound="nangong-1")
+    await operator.ok("registry", "register_compound", **place, name="南宫小区", buildings=["b1"], gates=["g1"])
+    reply = await operator.ok("registry", "register_household", **place, building="b1", address="b1 room 1")
+    household = reply["events"][0]["data"]["household"]
+    reply = await operator.ok("registry", "register_resident", household=household, name="王小伟",
+                              id_number=prc_id(901), birth_year=1940, vulnerabilities=["elderly_alone"])
+    resident = reply["events"][0]["data"]["resident"]
+    await operator.ok("registry", "grant_identity", identity="li-wei", role="staff", scope=NANGONG,
+                      public_key=user_key(1))
+    await operator.ok("registry", "grant_identity", identity="arrivals-app", role="city-system",
+                      grants=["qry:rollup"], public_key=user_key(2))
+    await operator.ok("registry", "revoke_identity", identity="arrivals-app", reason="replaced")
+    for table in ("checkpoint.dir_compounds", "quarantine.dir_residents", "logistics.dir_households"):
+        await eventually(lambda: db.fetchval(f"SELECT count(*) FROM {table}"), what=table)
+    for staff, start, end in (("staff:chen", "08:00", "14:30"), ("staff:wu", "14:30", None)):
+        await operator.ok("checkpoint", "start_shift", community=NANGONG, gate="g1", staff=staff,
+                          occurred_at=at(1, start).isoformat())
+        if end:
+            await operator.ok("checkpoint", "end_shift", community=NANGONG, gate="g1", staff=staff,
+                              occurred_at=at(1, end).isoformat())
+    await operator.ok("quarantine", "open_case", community=NANGONG, resident=resident, kind="home",
+                      reason="close_contact", starts_on=str(day(1)), case="case-1")
+    await operator.ok("quarantine", "record_checkin", case="case-1", on=str(day(1)), temperature_c=36.6)
+    await operator.ok("logistics", "receive_stock", community=NANGONG, items=[{"item": "rice", "qty": 5}],
+                      source="allocation")
+    food = (await operator.ok("logistics", "request_supplies", community=NANGONG, household=household,
+                              kind="food", items=[{"item": "rice", "qty": 1}]))["request"]
+    await operator.ok("logistics", "request_supplies", community=NANGONG, household=household, kind="food",
+                      items=[{"item": "rice", "qty": 50}], note="for the whole building")
+    await operator.ok("logistics", "assign_delivery", request=food, volunteer=VOLUNTEER)
+    await operator.ok("logistics", "record_delivery", request=food, outcome="no_answer")
+    await operator.ok("logistics", "assign_delivery", request=food, volunteer=VOLUNTEER)
+    return resident
+
+
+async def _caught_up(nc, db) -> None:
+    outboxes = " + ".join(f"(SELECT count(*) FROM {s}.outbox)"
+                          for s in ("registry", "checkpoint", "quarantine", "logistics"))
+    await eventually(lambda: db.fetchval(f"SELECT {outboxes} = 0"), what="outboxes empty")
+    last = (await nc.jetstream().stream_info(STREAM)).state.last_seq
+    generation = await eventually(lambda: db.fetchval("SELECT generation FROM views.current"))
+    await eventually(lambda: db.fetchval(f"SELECT hwm >= $1 FROM views_g{generation}.meta", last), what="views")
+    await eventually(lambda: db.fetchval("SELECT hwm >= $1 FROM audit.head", last), what="audit")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A query asked with ``request(committee)``; ``held(reply)`` says the reply holds rows to check."""
+
+    view: str
+    request: Callable[[Committee], q.Request]
+    held: Callable[[Any], object]
+
+
+CASES = {
+    "community": Case("community", lambda c: q.CommunityQuery(community=NANGONG, on=day(1)),
+                      lambda r: r.residents and r.in_quarantine.home and r.stock),
+    "rollup": Case("rollup", lambda c: q.RollupQuery(scope="changning", on=day(1)),
+                   lambda r: r.communities == 1 and r.detail is None),
+    "rollup with detail": Case("rollup", lambda c: q.RollupQuery(scope="city", on=day(1), detail=True),
+                               lambda r: r.detail.rows),
+    "timeline": Case("timeline", lambda c: q.TimelineQuery(resident=c.resident), lambda r: r.events),
+    "audit": Case("audit", lambda c: q.AuditQuery(community=NANGONG, limit=1000), lambda r: r.rows),
+    "health": Case("health", lambda c: q.HealthQuery(),
+                   lambda r: set(r.services) == {"registry", "checkpoint", "quarantine", "logistics", "views",
+                                                 "audit"}),
+    "registry.identities": Case("registry.identities", lambda c: q.IdentitiesQuery(),
+                                lambda r: {i.name: i.revoked_at is None for i in r.identities} == {
+                                    "li-wei": True, "arrivals-app": False}),
+    "checkpoint.shifts": Case("checkpoint.shifts", lambda c: q.ShiftsQuery(community=NANGONG, on=day(1)),
+                              lambda r: r.days and r.person_times == 2 and r.open_shifts == 1),
+    "quarantine.cases": Case("quarantine.cases", lambda c: q.CasesQuery(community=NANGONG, status="all"),
+                             lambda r: r.cases and r.cases[0].checkins == 1),
+    "quarantine.history": Case("quarantine.history", lambda c: q.CaseHistoryQuery(resident=c.resident),
+                               lambda r: r.cases and r.events),
+    "logistics.requests": Case("logistics.requests", lambda c: q.OpenRequestsQuery(community=NANGONG),
+                               lambda r: r.on_hand and any(x.missing for x in r.requests)),
+    "logistics.assignments": Case("logistics.assignments", lambda c: q.AssignmentsQuery(volunteer=VOLUNTEER),
+                                  lambda r: r.assignments),
+    "logistics.stock": Case("logistics.stock", lambda c: q.StockQuery(community=NANGONG), lambda r: r.on_hand),
+    "logistics.welfare": Case("logistics.welfare", lambda c: q.WelfareQuery(community=NANGONG),
+                              lambda r: r.checks),
+}
+
+
+def test_every_query_of_the_contract_is_asked_here():
+    assert {case.view for case in CASES.values()} == set(QUERIES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_the_reply_of_every_query_is_its_contracts_reply(committee, name):
+    case = CASES[name]
+    contract = QUERIES[case.view]
+    # Given the query's request struct, every field given (defaults included)
+    request = case.request(committee)
+    assert type(request) is contract.request
+    # When the real service answers it
+    reply = await As(committee.nc, None).query(case.view, **msgspec.to_builtins(request))
+    # Then the JSON is the reply struct, rows included
+    assert reply["ok"] is True, reply
+    answer = msgspec.convert(reply, contract.reply)
+    assert case.held(answer), answer
+    # and the struct is strict: a field more, or one missing, is not that reply
+    with pytest.raises(msgspec.ValidationError, match="unknown field `renamed`"):
+        msgspec.convert({**reply, "renamed": 1}, contract.reply)
+    required = next(f for f in msgspec.structs.fields(contract.reply) if f.required and f.encode_name != "ok")
+    with pytest.raises(msgspec.ValidationError, match=f"missing required field `{required.encode_name}`"):
+        msgspec.convert({k: v for k, v in reply.items() if k != required.encode_name}, contract.reply)
+
+
+@pytest.mark.parametrize("view", sorted(QUERIES))
+async def test_every_query_given_a_field_it_does_not_take_answers_invalid_naming_it(committee, view):
+    request = msgspec.to_builtins(next(c for c in CASES.values() if c.view == view).request(committee))
+    reply = await As(committee.nc, None).query(view, **request, colour="red")
+    assert (reply["ok"], reply["error"]["code"], reply["error"]["field"]) == (False, "invalid", "colour"), reply
