@@ -15,6 +15,7 @@ Every command that connects to NATS takes --creds (default CORDON_NATS_CREDS, el
     cordon dead-letters list | replay                         parked messages: list, apply again
     cordon identity add | list | revoke                       issue, list and revoke identities
     cordon web [--host H] [--port P]                          the HTTP gateway: API, live board, feeds
+    cordon feed --community C [--since D] [--durable N] [--json]   a community's events, one line each, resumed
     cordon republish --service S --since T [--until T]        publish recorded events to JetStream again
     cordon asyncapi [--write]                                 the message API document
     cordon openapi [--write]                                  the web gateway's HTTP API document
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from services.ops import cli as ops_cli
     from services.ops import identity as identity_cli
     from services.views import cli as views_cli
+    from services.web import feed_cli
     from services.web import server as web_cli
 
     views_cli.add_commands(sub)
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ops_cli.add_commands(sub)
     identity_cli.add_commands(sub)
     web_cli.add_commands(sub)
+    feed_cli.add_commands(sub)
     args = parser.parse_args(argv)
     config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None)
     if hasattr(args, "creds"):  # a command that connects to NATS as a client

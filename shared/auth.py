@@ -161,7 +161,9 @@ def permissions(identity: Identity) -> dict:
                 sub.append("cordon.evt.>")
     elif identity.role == "gate":
         pub.append(f"cordon.cmd.checkpoint.check_passage.{identity.community}")
-    return {"pub": {"allow": pub}, "sub": {"allow": sub}}
+    # An empty allow list is no limit at all to nats-server: a city system granted nothing would
+    # publish anywhere its account reaches (a consumer of every event through the feed import).
+    return {"pub": {"allow": pub} if pub else {"deny": [">"]}, "sub": {"allow": sub}}
 
 
 def account_of(identity: Identity) -> str:

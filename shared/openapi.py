@@ -269,17 +269,26 @@ def _gateway_paths(statuses_of: dict[str, int], codes: dict[str, str]) -> dict:
             "summary": "a community's events as server-sent events (what cordon feed reads)",
             "parameters": [
                 {"name": "community", "in": "query", "required": True, "schema": {"type": "string"},
-                 "description": "a community path (district.street.committee) the identity reads"},
-                {"name": "durable", "in": "query", "required": True, "schema": {"type": "string"},
-                 "description": "the name of the feed: reading again under the same name goes on where it "
-                                "stopped"},
-                {"name": "since", "in": "query", "required": False, "schema": {"type": "string", "format": "date"},
-                 "description": "a new feed starts with the events of this day (YYYY-MM-DD)"},
+                 "description": "the path to follow, one the identity reads and its credentials may subscribe "
+                                "to: a community (district.street.committee); an officer's street or district"},
+                {"name": "durable", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[a-z0-9-]{1,40}$", "default": "default"},
+                 "description": "the device's feed: reading again under the same name goes on where it "
+                                "stopped (one community per name)"},
+                {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "where a new feed starts: a day (YYYY-MM-DD, from midnight in the city's "
+                                "time zone) or an RFC 3339 time with its offset; default: from now on. "
+                                "Ignored once the feed exists"},
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "schema": {"type": "integer", "minimum": 0},
+                 "description": "the stream sequence of the last event the client handled: the stream "
+                                "starts right after it (events sent but not handled come again)"},
             ],
-            "responses": {"200": {"description": "one server-sent event per event, its data the envelope "
-                                                 "(components/schemas/Envelope)",
+            "responses": {"200": {"description": "one server-sent event per event: `id` its stream sequence, "
+                                                 "`event` its type, `data` the envelope "
+                                                 "(components/schemas/Envelope); a comment every 15 s when idle",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                          **refused(statuses_of, codes, ("invalid", "unauthenticated", "forbidden",
+                          **refused(statuses_of, codes, ("invalid", "unauthenticated", "forbidden", "conflict",
                                                          "unavailable"))},
         }},
         "/healthz": {"get": {"operationId": "healthz", "tags": ["gateway"], "security": public,

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.web import gateway
+from services.web import feed, gateway
 from services.web.config import Config
 from services.web.sessions import Session, Sessions
 from services.web.statuses import GATEWAY_CODES
@@ -192,6 +192,7 @@ API_ROUTES = [
     Route("/v1/commands/{service}/{command}", post_command, methods=["POST"]),
     Route("/v1/queries/{view}", get_query, methods=["GET"]),
     Route("/v1/openapi.json", openapi, methods=["GET"]),
+    *feed.ROUTES,
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
 ]

@@ -18,6 +18,8 @@ class Config:
     reply_timeout_s: float = 5.0
     #: How long a client may take to send its body, seconds (a slow client is cut off with 408).
     body_timeout_s: float = 10.0
+    #: A feed with nothing to send writes a comment this often, seconds (proxies close idle streams).
+    feed_keepalive_s: float = 15.0
 
     @property
     def max_body(self) -> int:

@@ -62,6 +62,8 @@ class Session:
     expires_at: float
     #: The subjects the user JWT allows publishing on (None: no limit, the CORDON account's).
     publish: tuple[str, ...] | None = None
+    #: The subjects it allows subscribing to (None: no limit, the CORDON account's).
+    subscribe: tuple[str, ...] | None = None
     #: Set when the server refused or dropped the credentials: the session is over.
     ended: str | None = None
     violations: list[str] = field(default_factory=list)
@@ -76,6 +78,11 @@ class Session:
         """What the server would allow this connection to publish (its JWT's ``pub.allow``)."""
         return self.publish is None or any(matches(pattern, subject) for pattern in self.publish)
 
+    def may_subscribe(self, filter_subject: str) -> bool:
+        """Whether the JWT's ``sub.allow`` lets this identity receive everything ``filter_subject``
+        (a wildcard subject) matches: what the gateway checks before reading a feed for it."""
+        return self.subscribe is None or any(covers(pattern, filter_subject) for pattern in self.subscribe)
+
 
 def matches(pattern: str, subject: str) -> bool:
     """NATS subject matching: ``*`` one token, ``>`` one or more at the end."""
@@ -86,6 +93,28 @@ def matches(pattern: str, subject: str) -> bool:
         if i >= len(have) or (token != "*" and token != have[i]):
             return False
     return len(want) == len(have)
+
+
+def covers(pattern: str, filter_subject: str) -> bool:
+    """Whether every subject ``filter_subject`` matches also matches ``pattern`` (both may hold
+    wildcards): ``cordon.evt.a.>`` covers ``cordon.evt.a.b.>``, not ``cordon.evt.>``; ``*``
+    covers one token, literal or ``*``, never a ``>``."""
+    want, have = pattern.split("."), filter_subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or have[i] == ">" or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _allowed(claims: dict, kind: str, identity: Identity) -> tuple[str, ...] | None:
+    """The JWT's ``<kind>.allow`` list. None (no limit) only for the CORDON account's identities,
+    whose JWTs carry no permissions; a CITY identity's missing or empty list allows nothing here."""
+    allow = (claims.get(kind) or {}).get("allow")
+    if identity.trusted and not allow:
+        return None
+    return tuple(allow or ())
 
 
 class Sessions:
@@ -142,9 +171,9 @@ class Sessions:
             log.info("login.failed", identity=identity.name, error=str(exc))
             raise Unauthenticated(f"NATS refused the credentials of {identity.name!r} "
                                   f"({str(exc) or type(exc).__name__})") from None
-        allow = read["claims"]["nats"].get("pub", {}).get("allow")
         session = Session(token=secrets.token_urlsafe(32), identity=identity, nc=nc,
-                          expires_at=time.time() + self.ttl_s, publish=tuple(allow) if allow else None)
+                          expires_at=time.time() + self.ttl_s, publish=_allowed(read["claims"]["nats"], "pub", identity),
+                          subscribe=_allowed(read["claims"]["nats"], "sub", identity))
         session_box.append(session)
         self._by_token[session.token] = session
         log.info("login", identity=identity.name, role=identity.role, scope=identity.scope)

@@ -35,8 +35,9 @@ assert set(HTTP_STATUS) == set(CODES), "every stable code has a status"
 
 
 def status_of(reply: dict) -> int:
-    """200 for an accepted command or an answered query, else the status of its error code."""
-    if reply.get("ok", True):
+    """200 for an accepted command or an answered query, else the status of its error code (a
+    health reply with ``ok`` false is an answer, not an error: it says which service is unwell)."""
+    if reply.get("ok", True) or "error" not in reply:
         return 200
     code = reply.get("error", {}).get("code", "internal")
     return HTTP_STATUS.get(code) or GATEWAY_CODES.get(code, (500, ""))[0]

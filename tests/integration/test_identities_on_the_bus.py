@@ -386,6 +386,25 @@ async def test_a_gate_may_only_check_passage_at_its_own_committee(world):
     await world.still_serving()
 
 
+async def test_a_city_system_granted_nothing_may_publish_nothing(world):
+    # An empty allow list would be no limit to nats-server: such an identity could make a consumer
+    # of every event through the feed import, under any name, and pull it.
+    system = Identity(name=f"idle-app-{uuid.uuid4().hex[:6]}", role="city-system")
+    me = await session(world.url, world.authority, system)
+    name = "anything"
+    try:
+        await me.refused_js(me.feed().add_consumer(STREAM, ConsumerConfig(
+            name=name, durable_name=name, filter_subject="cordon.evt.>", ack_policy=AckPolicy.EXPLICIT)),
+            f"{JS_PREFIX}.CONSUMER.CREATE.{STREAM}.{name}.cordon.evt.>")
+        await me.refused_request("cordon.qry.community")
+        await me.refused_request("cordon.cmd.echo.anything")
+    finally:
+        await me.nc.close()
+    with pytest.raises(APIError):
+        await world.admin.jetstream().consumer_info(STREAM, name)
+    await world.still_serving()
+
+
 # -- revocation ------------------------------------------------------------------------------------
 
 async def test_a_revoked_identity_is_cut_off_within_seconds_and_cannot_come_back(world):

@@ -88,7 +88,7 @@ def test_the_gateways_own_paths_and_security_are_documented(doc):
     assert "get" in paths["/v1/openapi.json"]
     feed = paths["/v1/feed"]["get"]
     assert "text/event-stream" in feed["responses"]["200"]["content"]
-    assert {p["name"] for p in feed["parameters"]} == {"community", "durable", "since"}
+    assert {p["name"] for p in feed["parameters"]} == {"community", "durable", "since", "Last-Event-ID"}
     schemes = doc["components"]["securitySchemes"]
     assert schemes["bearer"] == {**schemes["bearer"], "type": "http", "scheme": "bearer"}
     assert (schemes["cookie"]["type"], schemes["cookie"]["in"], schemes["cookie"]["name"]) == (

@@ -1,0 +1,207 @@
+"""`cordon feed`'s lines: given a recorded event (built from the contract's own classes, so a
+renamed field shows here), then one line with the city's local time, the type, a masked subject
+and a summary that says what happened; never a name, ID number or pass number."""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.web import lines
+from shared import envelope as env
+from shared.contracts import checkpoint as cp
+from shared.contracts import logistics as lg
+from shared.contracts import quarantine as qa
+from shared.contracts import registry as rg
+
+C = "changning.chengjiaqiao.nangong"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+AT = datetime(2026, 11, 30, 1, 14, 2, tzinfo=timezone.utc)  # 09:14:02 in Shanghai
+BY = "staff:li-wei"
+RESIDENT = "4f1c2a9e-5b7d-4c3e-9a1b-2c3d4e5f6a7b"
+
+
+def recorded(cls, **fields) -> dict:
+    """The envelope of an event of ``cls`` as a feed client receives it (decoded JSON); every
+    ``*_at`` and ``*_by`` field filled."""
+    values = {f: AT for f in cls.__struct_fields__ if f.endswith("_at")}
+    values.update({f: BY for f in cls.__struct_fields__ if f.endswith("_by")})
+    event = cls(community=C, **{**values, **fields})
+    wrapped = env.wrap(event, stream_id="s-1", stream_version=1, occurred_at=AT, actor=BY, correlation_id="c-1")
+    return json.loads(env.encode(wrapped))
+
+
+def line(cls, **fields) -> str:
+    return lines.line(recorded(cls, **fields), SHANGHAI)
+
+
+def test_a_line_has_the_local_time_the_type_the_subject_and_what_happened():
+    text = line(cp.PassageDenied, passage="p-1", compound="nangong-1", gate="g1", direction="in",
+                temperature_c=38.5, reason="fever", resident=RESIDENT, household="h-1")
+    assert text.startswith("2026-11-30 09:14:02  PassageDenied ")
+    assert text.split()[3] == "4f1c2a9e"  # a UUID shown by its first 8 digits
+    assert text.endswith("denied in at nangong-1/g1, 38.5°C: fever")
+
+
+def test_the_time_is_the_city_zones():
+    assert line(qa.CheckinMissed, case="k1", resident="r1", on=date(2026, 11, 29)).startswith("2026-11-30 09:14:02")
+    utc = lines.line(recorded(qa.CheckinMissed, case="k1", resident="r1", on=date(2026, 11, 29)), ZoneInfo("UTC"))
+    assert utc.startswith("2026-11-30 01:14:02")
+
+
+def test_the_subject_is_a_masked_name_before_any_id():
+    text = line(rg.ResidentRegistered, compound="nangong-1", building="b1", household="h-101", resident=RESIDENT,
+                display_name="王*伟", birth_year=1941, vulnerabilities=["elderly_alone"])
+    assert "王*伟" in text and RESIDENT[:8] not in text
+    assert text.endswith("registered in h-101 at nangong-1/b1, born 1941; elderly_alone")
+    visitor = line(cp.PassageAllowed, passage="p-2", compound="nangong-1", gate="g1", direction="in",
+                   temperature_c=36.4, visitor="张*", household="h-101")
+    assert visitor.split()[3] == "张*" and visitor.endswith("allowed visitor in at nangong-1/g1, 36.4°C")
+
+
+def test_columns_line_up_with_chinese_names():
+    # 王*伟 is 3 characters but 5 terminal columns; J*** S**** 10 of each.
+    a = line(rg.ResidentRegistered, compound="n", building="b", household="h", resident="r", display_name="王*伟",
+             birth_year=1950)
+    b = line(rg.ResidentRegistered, compound="n", building="b", household="h", resident="r", display_name="J*** S****",
+             birth_year=1950)
+    assert columns(a[:a.index("registered in")]) == columns(b[:b.index("registered in")])
+
+
+def columns(text: str) -> int:
+    return len(lines.pad(text, 0)) + sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+
+
+REGISTRY = [
+    (rg.CompoundRegistered, dict(compound="nangong-1", name="南宫小区", buildings=["b1", "b2"], gates=["g1"]),
+     "nangong-1", "南宫小区 (nangong-1): 2 buildings, 1 gates"),
+    (rg.HouseholdRegistered, dict(compound="nangong-1", building="b1", household="h-101", address="1-101"),
+     "h-101", "household registered at nangong-1/b1"),
+    (rg.ArrivalRegistered, dict(arrival="a-1", resident="r-1", household="h-101", compound="nangong-1", building="b1",
+                                origin="Wuhan", arrived_on=date(2026, 11, 29),
+                                transport=rg.Transport(kind="train", number="G1722"), city_class="A",
+                                risk_area_visited=True, requires_verification=True),
+     "r-1", "arrived 2026-11-29 from Wuhan by train G1722, class A, visited a risk area; to verify at the door"),
+    (rg.ArrivalVerified, dict(arrival="a-1", resident="r-1", household="h-101", compound="nangong-1", building="b1",
+                              outcome="home_quarantine", documents_checked=True),
+     "r-1", "verified: home_quarantine"),
+    (rg.ResidentMovedOut, dict(resident="r-1", household="h-101", compound="nangong-1", building="b1",
+                               reason="left the city"), "r-1", "moved out of h-101: left the city"),
+    (rg.IdentityGranted, dict(identity="nangong-east", role="gate", scope=C, acts_in=C, compound="nangong-1",
+                              public_key="UABCDEF"), "nangong-east",
+     f"identity granted: gate of {C} at nangong-1"),
+    (rg.IdentityRevoked, dict(identity="li-wei", public_key="UABCDEF", reason="left the committee"), "li-wei",
+     "identity revoked: left the committee"),
+]
+CHECKPOINT = [
+    (cp.GateClosed, dict(compound="nangong-1", gate="g1"), "nangong-1", "gate g1 of nangong-1 closed"),
+    (cp.ControlLevelSet, dict(compound="nangong-1", level="sealed", previous="closed"), "nangong-1",
+     "nangong-1: closed → sealed"),
+    (cp.PassIssued, dict(pass_="pass-1", compound="nangong-1", household="h-101"), "h-101",
+     "pass issued to h-101"),
+    (cp.PassRevoked, dict(pass_="pass-1", compound="nangong-1", household="h-101", reason="lost",
+                          replaced_by="pass-2"), "h-101", "pass revoked: lost, replaced by pass-2"),
+    (cp.PassageAllowed, dict(passage="p-1", compound="nangong-1", gate="g1", direction="out", temperature_c=36.5,
+                             resident="r-1", pass_="pass-1", pass_shown=True), "r-1",
+     "allowed out at nangong-1/g1, 36.5°C"),
+    (cp.FeverDetected, dict(passage="p-1", compound="nangong-1", gate="g1", temperature_c=38.5, resident="r-1",
+                            threshold_c=37.3), "r-1", "fever 38.5°C at nangong-1/g1 (threshold 37.3°C)"),
+    (cp.ShiftEnded, dict(shift="s-1", compound="nangong-1", gate="g1", staff="li-wei", hours=8.0), "nangong-1",
+     "li-wei off shift at nangong-1/g1 after 8.0 h"),
+]
+QUARANTINE = [
+    (qa.CaseOpened, dict(case="k-1", resident="r-1", household="h-101", kind="home", reason="arrival",
+                         starts_on=date(2026, 11, 30), ends_on=date(2026, 12, 13)), "r-1",
+     "home case opened (arrival), 2026-11-30 to 2026-12-13"),
+    (qa.CheckinRecorded, dict(case="k-1", resident="r-1", on=date(2026, 11, 30), temperature_c=36.6,
+                              symptoms=["cough"]), "r-1", "check-in 2026-11-30: 36.6°C, cough"),
+    (qa.CheckinMissed, dict(case="k-1", resident="r-1", household="h-101", on=date(2026, 11, 30)), "r-1",
+     "check-in of 2026-11-30 missed"),
+    (qa.CaseTransferred, dict(case="k-1", resident="r-1", to="hospital"), "r-1", "transferred to hospital"),
+    (qa.CaseReleased, dict(case="k-1", resident="r-1", on=date(2026, 12, 13), monitoring_until=date(2026, 12, 20)),
+     "r-1", "released 2026-12-13, monitoring until 2026-12-20"),
+    (qa.CaseClosed, dict(case="k-1", resident="r-1", on=date(2026, 12, 20)), "r-1", "case closed 2026-12-20"),
+    (qa.AreaSealed, dict(compound="nangong-1"), "nangong-1", "nangong-1 (whole compound) sealed"),
+    (qa.SealLifted, dict(compound="nangong-1", building="b2"), "nangong-1", "seal of nangong-1/b2 lifted"),
+    (qa.ScreeningScheduled, dict(screening="sc-1", compound="nangong-1", on=date(2026, 12, 1),
+                                 slots=[qa.Slot(label="students", from_=time(7), to=time(8))]), "nangong-1",
+     "screening 2026-12-01 at nangong-1, students 07:00-08:00"),
+    (qa.SampleTaken, dict(screening="sc-1", resident="r-1", code="SECRET-CODE", slot="students"), "r-1",
+     "sample taken (students)"),
+    (qa.ResultRecorded, dict(screening="sc-1", resident="r-1", result="positive", case="k-2"), "r-1",
+     "result positive, case opened"),
+]
+LOGISTICS = [
+    (lg.SupplyRequested, dict(request="q-1", household="h-101", compound="nangong-1", building="b1", kind="food",
+                              items=[lg.ItemLine(item="vegetable-pack", qty=2)], priority=48,
+                              priority_reasons=["quarantined", "elderly_alone"]), "h-101",
+     "food requested: vegetable-pack×2, priority 48 (quarantined, elderly_alone)"),
+    (lg.DeliveryAssigned, dict(request="q-1", household="h-101", volunteer="v-7",
+                               items=[lg.ItemLine(item="rice", qty=1)], attempt=1), "h-101",
+     "assigned to v-7, attempt 1: rice×1"),
+    (lg.DeliveryCompleted, dict(request="q-1", household="h-101", volunteer="v-7",
+                                items=[lg.ItemLine(item="rice", qty=1)], attempt=1), "h-101",
+     "delivered by v-7: rice×1"),
+    (lg.DeliveryFailed, dict(request="q-1", household="h-101", volunteer="v-7", outcome="no_answer", attempt=1,
+                             welfare_check="w-1"), "h-101", "delivery failed (no answer), attempt 1, welfare check"),
+    (lg.WelfareCheckRaised, dict(check="w-1", household="h-101", compound="nangong-1", building="b1", request="q-1",
+                                 vulnerabilities=["elderly_alone"]), "h-101",
+     "welfare check needed at nangong-1/b1: elderly_alone"),
+    (lg.WelfareCheckResolved, dict(check="w-1", household="h-101", outcome="safe"), "h-101", "welfare check: safe"),
+    (lg.StockReceived, dict(receipt="rc-1", items=[lg.StockLine(item="masks", qty=500, on_hand=800)],
+                            source="donation", from_="Red Cross"), "-",
+     "stock in (donation, Red Cross): masks×500 (on hand 800)"),
+    (lg.MasksReserved, dict(household="h-101", voucher="vo-1", number="123456789", qty=5,
+                            period_start=date(2026, 11, 30), period_end=date(2026, 12, 6), reserved_in_period=5,
+                            limit=10), "h-101", "5 masks reserved (5/10 2026-11-30 to 2026-12-06)"),
+    (lg.VoucherRedeemed, dict(household="h-101", voucher="vo-1", number="123456789", qty=5), "h-101",
+     "mask voucher redeemed: 5 masks"),
+    (lg.DailySupplyStopped, dict(household="h-101", cause="case:k-1", causes=["seal:nangong-1"], active=True),
+     "h-101", "daily food: case:k-1 over, still seal:nangong-1"),
+]
+
+
+@pytest.mark.parametrize("cls, fields, subject, says", REGISTRY + CHECKPOINT + QUARANTINE + LOGISTICS,
+                         ids=lambda v: v.__name__ if isinstance(v, type) else "")
+def test_each_services_main_events_say_what_happened(cls, fields, subject, says):
+    text = line(cls, **fields)
+    assert text.split()[2] == cls.type_name
+    assert text.split()[3] == subject
+    assert text.endswith(says), text
+
+
+def test_no_secret_is_printed_even_from_an_event_that_carries_it():
+    # A schema-1 pass event (recorded before pass numbers left the bus) and a mask voucher carry a
+    # printed number: whoever reads it uses the pass or the voucher.
+    old = line(cp.PassageDeniedV1, passage="p-1", compound="nangong-1", gate="g1", direction="in",
+               temperature_c=36.5, reason="no_valid_pass", number="7KQ2M9XW4C")
+    assert "7KQ2M9XW4C" not in old and old.endswith("no_valid_pass")
+    voucher = line(lg.VoucherRedeemed, household="h-101", voucher="vo-1", number="123456789", qty=5)
+    assert "123456789" not in voucher
+    sample = line(qa.SampleTaken, screening="sc-1", resident="r-1", code="SECRET-CODE")
+    assert "SECRET-CODE" not in sample
+
+
+def test_a_type_not_known_here_still_prints_its_plain_fields():
+    envelope = recorded(qa.CheckinMissed, case="k-1", resident="r-1", on=date(2026, 11, 30))
+    envelope.update(type="CurfewAnnounced", data={"compound": "nangong-1", "from": "22:00", "number": "X1",
+                                                  "announced_at": "2026-11-30T01:00:00Z", "announced_by": BY,
+                                                  "community": C, "notes": None})
+    text = lines.line(envelope, SHANGHAI)
+    assert text.split()[2:4] == ["CurfewAnnounced", "nangong-1"]
+    assert text.endswith("compound=nangong-1 from=22:00")
+
+
+def test_a_known_type_with_a_field_gone_falls_back_to_its_plain_fields():
+    envelope = recorded(qa.CheckinMissed, case="k-1", resident="r-1", on=date(2026, 11, 30))
+    del envelope["data"]["on"]
+    assert lines.line(envelope, SHANGHAI).endswith("case=k-1 resident=r-1")
+
+
+def test_an_envelope_without_data_or_time_still_prints():
+    text = lines.line({"type": "Something", "occurred_at": "not a time"}, SHANGHAI)
+    assert text.split()[:3] == ["not", "a", "time"] and "Something" in text
+    assert lines.line({"type": "X", "occurred_at": (AT - timedelta(hours=1)).isoformat(), "data": None},
+                      SHANGHAI).startswith("2026-11-30 08:14:02  X")
