@@ -40,7 +40,7 @@ import asyncpg  # noqa: E402
 import nats  # noqa: E402
 
 from bench import common  # noqa: E402
-from bench.common import decode_reply, pct  # noqa: E402
+from bench.common import cpu_s, decode_reply, pct  # noqa: E402
 from shared import bus, envelope  # noqa: E402
 from shared import log as logging  # noqa: E402
 from shared.contracts.quarantine import AreaSealed, CaseOpened  # noqa: E402
@@ -53,12 +53,6 @@ BUILDINGS = [f"b{i}" for i in range(1, 11)]
 TARGET_RATE, TARGET_P99_MS, TARGET_BULK_S = 3000, 10, 2.0
 ECHO = "bench.echo"
 now = time.perf_counter
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc): robust to a busy machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the world: registry and quarantine facts, published in the contracts' shape ------------------

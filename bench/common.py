@@ -65,6 +65,12 @@ def run(bench, table: Callable[[dict], str], extra: dict | None = None, digits: 
     return 1 if r.get("errors") else 0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc): robust to a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float | None:
     """The ``p``-th percentile of ``values`` (seconds), in milliseconds, by nearest rank; None if empty.
 

@@ -67,9 +67,15 @@ def session_of(request: Request) -> Session:
     return state(request).sessions.get(token)
 
 
+def media_type(request: Request) -> str:
+    """The request's content type without its parameters, lowercased (``Application/JSON;
+    charset=utf-8`` is ``application/json``)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def body(request: Request, *types: str) -> bytes:
     """The request's body, checked: a content type of ``types``, at most the payload limit, in time."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = media_type(request)
     if kind not in types:
         raise MediaType(f"send the body as {' or '.join(types)} (got {kind or 'no content type'})")
     limit = state(request).config.max_body
@@ -103,9 +109,7 @@ def refused(exc: CommandError) -> Response:
 async def post_token(request: Request) -> Response:
     try:
         raw = await body(request, "text/plain", JSON, "application/octet-stream")
-        creds = raw.decode("utf-8", "replace")
-        if request.headers.get("content-type", "").startswith(JSON):
-            creds = gateway.creds_field(raw)
+        creds = gateway.creds_field(raw) if media_type(request) == JSON else raw.decode("utf-8", "replace")
         session = await state(request).sessions.login(creds)
     except CommandError as exc:
         return refused(exc)

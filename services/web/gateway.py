@@ -10,17 +10,18 @@ JWT's subjects gets no reply: the caller would wait for a timeout instead of an 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import msgspec
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError as NatsTimeout
 
 from services.web.sessions import Session
 from services.web.statuses import status_of
-from shared import access
-from shared.errors import CommandError, Invalid, Unavailable
-from shared.identity import Forbidden
-from shared.subjects import command_subject, query_subject
+from shared import access, wire
+from shared.errors import CommandError, Invalid, Unavailable, UnknownCommand
+from shared.identity import Forbidden, Unauthenticated
+from shared.subjects import SERVICES, command_subject, query_subject
 
 _decode = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
@@ -51,6 +52,20 @@ def command_body(session: Session, body: bytes, idempotency_key: str | None) -> 
     return cmd, community or session.identity.community
 
 
+#: What a command's name looks like: one subject token (no ``.``, wildcard or space).
+COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def check_command_path(service: str, command: str) -> None:
+    """``unknown_command`` for a path no service could answer: a service that takes no commands
+    (no one would answer its subject, and "retry later" would be wrong), or a command name that is
+    not one subject token (``a.b`` would reach another subject, ``*`` or a space no valid one)."""
+    if service not in SERVICES:
+        raise UnknownCommand(f"no service {service!r} takes commands; the services are: {', '.join(SERVICES)}")
+    if not COMMAND_NAME.match(command):
+        raise UnknownCommand(f"the {service} has no command {command!r}: a command is named in a-z, 0-9 and _")
+
+
 def command_target(session: Session, service: str, command: str, community: str | None) -> str:
     """The subject the identity may send ``service.command`` on."""
     if session.identity.role in access.SCOPED_ROLES:
@@ -68,9 +83,21 @@ def command_target(session: Session, service: str, command: str, community: str 
 
 
 async def send(session: Session, subject: str, payload: bytes, timeout: float) -> tuple[int, bytes]:
-    """Request/reply as the session's identity; the reply unchanged, with its status."""
+    """Request/reply as the session's identity; the reply unchanged, with its status.
+
+    A session that ends while its request waits (its identity revoked: the server closed the
+    connection) is answered ``unauthenticated`` at once: nats-py would leave the request waiting
+    for its timeout, and "retry" would be the wrong advice."""
+    request = asyncio.ensure_future(session.nc.request(subject, payload, timeout=timeout))
     try:
-        msg = await session.nc.request(subject, payload, timeout=timeout)
+        await asyncio.wait((request, session.over), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not request.done():
+            request.cancel()
+    try:
+        if not request.done() or request.cancelled():  # the session ended first
+            raise ConnectionClosedError
+        msg = request.result()
     except NoRespondersError:
         return refusal(Unavailable(f"no service answers {subject} now: retry (a command with the same "
                                    "Idempotency-Key)"))
@@ -79,6 +106,9 @@ async def send(session: Session, subject: str, payload: bytes, timeout: float) -
             return refusal(Forbidden(f"the server refused {subject} to {session.identity.name!r}"))
         return refusal(Unavailable(f"no reply within {timeout:g} s: retry (a command with the same "
                                    "Idempotency-Key: it is applied once)"))
+    except ConnectionClosedError:  # closed before the request went out, or while it waited
+        return refusal(Unauthenticated(f"the session of {session.identity.name!r} is over "
+                                       f"({session.ended or 'its connection closed'}): log in again"))
     try:
         reply: Any = _decode.decode(msg.data)
     except msgspec.DecodeError:
@@ -89,6 +119,7 @@ async def send(session: Session, subject: str, payload: bytes, timeout: float) -
 async def command(session: Session, service: str, name: str, body: bytes, idempotency_key: str | None,
                   timeout: float) -> tuple[int, bytes]:
     try:
+        check_command_path(service, name)
         cmd, community = command_body(session, body, idempotency_key)
         subject = command_target(session, service, name, community)
     except CommandError as exc:
@@ -97,7 +128,7 @@ async def command(session: Session, service: str, name: str, body: bytes, idempo
 
 
 def query_payload(view: str, params: dict[str, str]) -> bytes:
-    """The query-string fields as the view's typed request (``"200"`` -> 200)."""
+    """The query-string fields as the view's typed request (``"200"`` -> 200), checked against it."""
     from shared.contracts.queries import QUERIES
 
     query = QUERIES.get(view)
@@ -106,9 +137,21 @@ def query_payload(view: str, params: dict[str, str]) -> bytes:
     try:
         request = msgspec.convert(params, query.request, strict=False)
     except msgspec.ValidationError as exc:
-        field = str(exc).rpartition("at `$.")[2].rstrip("`") or None
-        raise Invalid(f"query {view}: {exc}", field=field) from None
-    return _encode.encode(request)
+        raise query_invalid(view, params, str(exc)) from None
+    # Only the fields given, typed: the view's own defaults stay the service's to apply (a service
+    # older than this gateway is not sent a field it does not know yet).
+    typed = msgspec.to_builtins(request)
+    return _encode.encode({name: value for name, value in typed.items() if name in params})
+
+
+def query_invalid(view: str, params: dict[str, str], text: str) -> Invalid:
+    """``invalid`` naming the query-string field msgspec's message ``text`` is about: a value that
+    does not fit (``limit='abc': Expected `int```), a field missing or one the view does not take."""
+    message, _, path = text.partition(" - at `$.")
+    if path:
+        field = path.rstrip("`")
+        return Invalid(f"query {view}: {field}={params.get(field)!r}: {message}", field=field)
+    return wire.invalid(f"query {view}", text, {})
 
 
 class UnknownView(CommandError):
@@ -121,9 +164,13 @@ class UnknownView(CommandError):
 async def query(session: Session, view: str, params: dict[str, str], timeout: float) -> tuple[int, bytes]:
     try:
         payload = query_payload(view, params)
+        subject = query_subject(view)
+        if not session.may_publish(subject):
+            raise Forbidden(f"{session.identity.name!r} may not query {view}: its credentials do not allow "
+                            "that subject; ask the operators for the grant")
     except CommandError as exc:
         return refusal(exc)
-    return await send(session, query_subject(view), payload, timeout)
+    return await send(session, subject, payload, timeout)
 
 
 def creds_field(body: bytes) -> str:

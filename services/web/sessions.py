@@ -67,6 +67,8 @@ class Session:
     #: Set when the server refused or dropped the credentials: the session is over.
     ended: str | None = None
     violations: list[str] = field(default_factory=list)
+    #: Done when the session ends: what a request waiting for its reply also waits on.
+    over: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
     def alive(self) -> bool:
@@ -192,6 +194,7 @@ class Sessions:
     def _end(self, session: Session, why: str) -> None:
         if session.ended is None:
             session.ended = why
+            session.over.set_result(why)
             log.info("session.ended", identity=session.identity.name, why=why)
             if not session.nc.is_closed:
                 asyncio.get_running_loop().create_task(session.nc.close())
