@@ -53,10 +53,10 @@ class Up:
     async def start(cls, data_dir: Path, timeout: float = 90.0, **variables: str) -> "Up":
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir), "--nats-port", str(free_port()),
-            "--pg-port", str(free_port()), "--web-port", "0", env=environment(**variables),
+            "--pg-port", str(free_port()), "--web-port", "0", "--metrics-port", "0", env=environment(**variables),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         lines: list[str] = []
-        while not lines or "ready" not in lines[-1]:
+        while not lines or not lines[-1].startswith("cordon: ready"):
             line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
             assert line, f"cordon up exited early: {lines}"
             lines.append(line)

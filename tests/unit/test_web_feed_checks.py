@@ -41,7 +41,7 @@ def session(identity: Identity) -> Session:
     return Session(token="t", identity=identity, nc=None, expires_at=0, subscribe=_allowed(claims, "sub", identity))
 
 
-def test_staff_read_their_community_and_nothing_else():
+async def test_staff_read_their_community_and_nothing_else():
     li = session(Identity(name="li-wei", role="staff", scope=NANGONG))
     authorize(li, FeedRequest(scope=NANGONG, durable="default"))
     for elsewhere in ("changning.chengjiaqiao.beixin", "changning.chengjiaqiao", "city"):
@@ -49,7 +49,7 @@ def test_staff_read_their_community_and_nothing_else():
             authorize(li, FeedRequest(scope=elsewhere, durable="default"))
 
 
-def test_an_officer_reads_its_street_and_each_committee_in_it():
+async def test_an_officer_reads_its_street_and_each_committee_in_it():
     wang = session(Identity(name="wang-fang", role="officer", scope="changning.chengjiaqiao"))
     authorize(wang, FeedRequest(scope="changning.chengjiaqiao", durable="default"))
     authorize(wang, FeedRequest(scope=NANGONG, durable="default"))
@@ -57,13 +57,13 @@ def test_an_officer_reads_its_street_and_each_committee_in_it():
         authorize(wang, FeedRequest(scope="changning", durable="default"))
 
 
-def test_a_gate_device_has_no_feed():
+async def test_a_gate_device_has_no_feed():
     gate = session(Identity(name="nangong-east", role="gate", scope=NANGONG, compound="nangong-1"))
     with pytest.raises(Forbidden, match="gate device has no feed"):
         authorize(gate, FeedRequest(scope=NANGONG, durable="default"))
 
 
-def test_a_city_system_reads_events_only_with_its_evt_grant():
+async def test_a_city_system_reads_events_only_with_its_evt_grant():
     # Identity.reads lets every city system read the city: its JWT decides (what the bus would).
     with_evt = session(Identity(name="stats", role="city-system", grants=("evt",)))
     authorize(with_evt, FeedRequest(scope=NANGONG, durable="default"))
@@ -72,7 +72,7 @@ def test_a_city_system_reads_events_only_with_its_evt_grant():
         authorize(without, FeedRequest(scope=NANGONG, durable="default"))
 
 
-def test_an_operator_has_no_limits():
+async def test_an_operator_has_no_limits():
     zhou = session(Identity(name="zhou", role="operator"))
     assert zhou.subscribe is None
     authorize(zhou, FeedRequest(scope="city", durable="default"))
