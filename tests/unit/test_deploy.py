@@ -204,10 +204,15 @@ def test_every_service_and_the_gateway_is_deployed_with_probes_resources_and_a_b
     budget = docs[("PodDisruptionBudget", f"cordon-{name}")]["spec"]
     assert budget["selector"] == deployment["spec"]["selector"]
     assert budget.get("minAvailable") == 1 if replicas == 2 else budget.get("maxUnavailable") == 1
-    # Its own NATS creds and PostgreSQL's password, from Secrets, where cordon-config says
+    # Its own NATS creds and PostgreSQL's password, from Secrets, where cordon-config says; the
+    # gateway uses NATS only: no DSN (so no password file is looked for), no password
     secrets = mounted_secrets(deployment["spec"]["template"]["spec"])
-    assert secrets == {f"cordon-nats-creds-{name}": str(Path(config["CORDON_NATS_CREDS"]).parent),
-                       "cordon-pg": str(Path(config["CORDON_PG_PASSWORD_FILE"]).parent)}
+    expected = {f"cordon-nats-creds-{name}": str(Path(config["CORDON_NATS_CREDS"]).parent),
+                "cordon-pg": str(Path(config["CORDON_PG_PASSWORD_FILE"]).parent)}
+    if name == "web":
+        del expected["cordon-pg"]
+        assert {"name": "CORDON_PG_DSN", "value": ""} in c["env"]
+    assert secrets == expected
     # and it runs as the image's user, never root
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
 
@@ -332,10 +337,11 @@ def test_each_cordon_container_starts_after_auth_init_with_its_own_creds_on_the_
     env = service["environment"]
     assert service["command"][:2] == (["web", "--port"] if name == "web" else ["service", name])
     assert service["depends_on"]["auth-init"] == {"condition": "service_completed_successfully"}
-    assert {node: service["depends_on"][node]["condition"] for node in (*NATS_NODES, "postgres")} == dict.fromkeys(
-        (*NATS_NODES, "postgres"), "service_healthy")
+    servers = (*NATS_NODES,) if name == "web" else (*NATS_NODES, "postgres")  # the gateway: NATS only
+    assert {server: service["depends_on"][server]["condition"] for server in servers} == dict.fromkeys(
+        servers, "service_healthy")
     assert env["CORDON_NATS_URL"] == ",".join(f"nats://{node}:4222" for node in NATS_NODES)
-    assert env["CORDON_STREAM_REPLICAS"] == "3"
+    assert env.get("CORDON_STREAM_REPLICAS") == (None if name == "web" else "3")  # the services make the stream
     assert service.get("deploy", {}).get("replicas", 1) == (2 if name in TWO_REPLICAS else 1)
     # its creds: the file auth init writes for it, in the auth volume's folder mounted read-only
     written = auth_init.init(tmp_path / "authority", jwt_dir=str(tmp_path / "jwt"))
@@ -343,9 +349,12 @@ def test_each_cordon_container_starts_after_auth_init_with_its_own_creds_on_the_
     mount = next(m for m in named_volumes(service).values() if m["source"] == "cordon-auth")
     assert mount["read_only"] and Path(mount["volume"]["subpath"]) == inside.parent
     assert env["CORDON_NATS_CREDS"] == f"{mount['target']}/{inside.name}"
-    # PostgreSQL: a DSN without a password, the password from the secret
-    assert urlsplit(env["CORDON_PG_DSN"]).password is None
-    assert env["CORDON_PG_PASSWORD_FILE"] == "/run/secrets/pg_password" and "pg_password" in service["secrets"]
+    # PostgreSQL: a DSN without a password, the password from the secret; none for the gateway
+    if name == "web":
+        assert not [key for key in env if key.startswith("CORDON_PG")] and not service["secrets"]
+    else:
+        assert urlsplit(env["CORDON_PG_DSN"]).password is None
+        assert env["CORDON_PG_PASSWORD_FILE"] == "/run/secrets/pg_password" and "pg_password" in service["secrets"]
     # healthy while its HTTP endpoint answers: /livez on the metrics port, the gateway's /healthz
     check = " ".join(service["healthcheck"]["test"])
     if name == "web":
