@@ -14,6 +14,7 @@ Every command that connects to NATS takes --creds (default CORDON_NATS_CREDS, el
     cordon audit verify | show                                check or search the audit log
     cordon dead-letters list | replay                         parked messages: list, apply again
     cordon identity add | list | revoke                       issue, list and revoke identities
+    cordon auth init --dir D [--nats-conf-out F]              a deployment's NATS keys, include and creds
     cordon web [--host H] [--port P]                          the HTTP gateway: API, live board, feeds
     cordon feed --community C [--since D] [--durable N] [--json]   a community's events, one line each, resumed
     cordon republish --service S --since T [--until T]        publish recorded events to JetStream again
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     http.add_argument("--write", action="store_true", help="write shared/contracts/openapi.json")
     from services.audit import cli as audit_cli
     from services.demo import cli as demo_cli
+    from services.ops import auth_init as auth_cli
     from services.ops import cli as ops_cli
     from services.ops import identity as identity_cli
     from services.views import cli as views_cli
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_cli.add_commands(sub)
     ops_cli.add_commands(sub)
     identity_cli.add_commands(sub)
+    auth_cli.add_commands(sub)
     web_cli.add_commands(sub)
     feed_cli.add_commands(sub)
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ import nats
 from shared import bus
 from shared import log as logging
 from shared.auth import Authority
-from shared.config import Config
+from shared.config import Config, shown_dsn
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
 from shared.service import gather_health
 
@@ -172,7 +172,7 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str],
             servers.append(server)
             pg_dsn = await ensure_database(server.dsn, DATABASE)
         print(f"cordon: NATS       {nats_url}", flush=True)
-        print(f"cordon: PostgreSQL {pg_dsn}", flush=True)
+        print(f"cordon: PostgreSQL {shown_dsn(pg_dsn)}", flush=True)
         if authority is not None:
             print(f"cordon: operator credentials {creds} (the cordon CLI's default; keep it secret)", flush=True)
         env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn}

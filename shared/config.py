@@ -3,6 +3,8 @@
 ``CORDON_NATS_URL`` and ``CORDON_PG_DSN`` point at running servers (containers, clusters); when
 absent, ``cordon up`` starts embedded ones under ``CORDON_DATA_DIR``. ``CORDON_NATS_CREDS`` is the
 path of the ``.creds`` file a process connects to NATS with (``cordon up`` gives each service its own).
+``CORDON_PG_PASSWORD_FILE`` holds the password of a ``CORDON_PG_DSN`` written without one, so that
+deployments keep the DSN in plain configuration and the password in a secret file.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_ZONE = "Asia/Shanghai"
@@ -24,6 +27,38 @@ def city_zone(environ: Mapping[str, str] | None = None) -> ZoneInfo:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise SystemExit(f"CORDON_TIMEZONE={value!r} is not a time zone (e.g. Asia/Shanghai)") from None
+
+
+def with_password_file(dsn: str, password_file: str | None) -> str:
+    """``dsn`` with the password read from ``password_file`` (``CORDON_PG_PASSWORD_FILE``).
+
+    The file is the one PostgreSQL's own image reads as ``POSTGRES_PASSWORD_FILE`` (one secret for
+    both; trailing newlines dropped, as that image does), so the DSN holds no secret and can sit in
+    a compose file or a ConfigMap. A DSN that already has a password keeps it: ``cordon up`` hands
+    its children the whole DSN. SystemExit if the file cannot be read, is empty, or the DSN names
+    no user.
+    """
+    parts = urlsplit(dsn)
+    if not password_file or parts.password is not None:
+        return dsn
+    try:
+        password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise SystemExit(f"CORDON_PG_PASSWORD_FILE={password_file!r} cannot be read: {exc.strerror}") from None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not password or not at or not userinfo:
+        raise SystemExit(f"CORDON_PG_PASSWORD_FILE needs a non-empty file and a CORDON_PG_DSN with a user "
+                         f"(postgresql://cordon@host:5432/cordon); got {'an empty file' if not password else dsn}")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:{quote(password, safe='')}@{hostport}"))
+
+
+def shown_dsn(dsn: str) -> str:
+    """``dsn`` fit to print: its password, if any, replaced by ``***``."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
 
 
 #: The help of the ``--creds`` option of every ``cordon`` command that connects to NATS.
@@ -78,7 +113,7 @@ class Config:
         if env.get("CORDON_NATS_CREDS"):
             values["nats_creds"] = env["CORDON_NATS_CREDS"]
         if env.get("CORDON_PG_DSN"):
-            values["pg_dsn"] = env["CORDON_PG_DSN"]
+            values["pg_dsn"] = with_password_file(env["CORDON_PG_DSN"], env.get("CORDON_PG_PASSWORD_FILE"))
         if env.get("CORDON_DATA_DIR"):
             values["data_dir"] = Path(env["CORDON_DATA_DIR"])
         for key, name, conv in (
