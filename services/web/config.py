@@ -38,7 +38,8 @@ class Config:
         values: dict = {}
         for key, name, conv in (("host", "CORDON_WEB_HOST", str), ("port", "CORDON_WEB_PORT", int),
                                 ("token_ttl_s", "CORDON_WEB_TOKEN_TTL_S", float),
-                                ("reply_timeout_s", "CORDON_WEB_REPLY_TIMEOUT_S", float)):
+                                ("reply_timeout_s", "CORDON_WEB_REPLY_TIMEOUT_S", float),
+                                ("body_timeout_s", "CORDON_WEB_BODY_TIMEOUT_S", float)):
             if env.get(name):
                 try:
                     values[key] = conv(env[name])

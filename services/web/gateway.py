@@ -42,8 +42,8 @@ def command_body(session: Session, body: bytes, idempotency_key: str | None) -> 
     if not isinstance(cmd, dict):
         raise Invalid("the body must be a JSON object with the command's fields")
     if idempotency_key is not None:
-        if not idempotency_key.strip() or len(idempotency_key) > 200:
-            raise Invalid("Idempotency-Key must be 1 to 200 characters", field="command_id")
+        if not idempotency_key.strip() or len(idempotency_key) > 128:  # a command_id's limit (shared/wire.py)
+            raise Invalid("Idempotency-Key must be 1 to 128 characters", field="command_id")
         if cmd.setdefault("command_id", idempotency_key) != idempotency_key:
             raise Invalid("the body's command_id and the Idempotency-Key header differ: send one of them",
                           field="command_id")

@@ -58,3 +58,21 @@ def test_a_query_string_that_does_not_fit_names_its_field(params, field, says):
         msgspec.convert(params, Cases, strict=False)
     error = query_invalid("cases", params, str(caught.value))
     assert error.code == "invalid" and error.field == field and says in error.message, error.to_reply()
+
+
+def test_the_idempotency_key_is_the_command_id_within_a_command_ids_limit():
+    from services.web.gateway import command_body
+    from services.web.sessions import Session
+    from shared.errors import Invalid
+    from shared.identity import Identity
+
+    staff = Session(token="t", identity=Identity(name="li-wei", role="staff", scope="a.b.c"), nc=None,
+                    expires_at=0, over=None)
+    cmd, community = command_body(staff, b'{"compound": "c-1"}', "k" * 128)
+    assert (cmd["command_id"], cmd["actor"], community) == ("k" * 128, "staff:li-wei", "a.b.c")
+    for key in ("k" * 129, " "):  # longer than a command_id may be, or blank: refused before it is sent
+        with pytest.raises(Invalid) as refused:
+            command_body(staff, b"{}", key)
+        assert refused.value.field == "command_id"
+    with pytest.raises(Invalid):  # the body's own id and the header differ
+        command_body(staff, b'{"command_id": "a"}', "b")
