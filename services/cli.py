@@ -162,22 +162,20 @@ def openapi_text() -> str:
 def write_openapi(write: bool) -> int:
     from shared import openapi
 
-    text = openapi_text()
-    if write:
-        openapi.PATH.write_text(text, encoding="utf-8")
-        print(f"wrote {openapi.PATH}")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_document(openapi.PATH, openapi_text(), write)
 
 
 def write_asyncapi(write: bool) -> int:
     from shared import asyncapi
 
-    text = asyncapi_text()
+    return write_document(asyncapi.PATH, asyncapi_text(), write)
+
+
+def write_document(path: Path, text: str, write: bool) -> int:
+    """Write a generated API document to its committed place, or print it."""
     if write:
-        asyncapi.PATH.write_text(text, encoding="utf-8")
-        print(f"wrote {asyncapi.PATH}")
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
     else:
         sys.stdout.write(text)
     return 0

@@ -4,6 +4,7 @@ import json
 from services.cli import SERVICES, asyncapi_text, load_spec
 from shared import asyncapi
 from shared.contracts.queries import QUERIES
+from tests.support.documents import assert_refs_resolve
 
 
 def test_the_committed_asyncapi_document_matches_the_code():
@@ -50,23 +51,7 @@ def test_the_operators_subjects_are_documented_and_every_reference_resolves():
     doc = json.loads(asyncapi_text())
     addresses = {c["address"] for c in doc["channels"].values()}
     assert {"cordon.sys.health", "cordon.sys.{service}.replay"} <= addresses
-    for ref in set(_refs(doc)):
-        node = doc
-        for part in ref.removeprefix("#/").split("/"):
-            assert part in node, f"{ref} does not resolve (at {part})"
-            node = node[part]
-
-
-def _refs(node):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref":
-                yield value
-            else:
-                yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
+    assert_refs_resolve(doc)
 
 
 def test_commands_scoped_to_a_community_servers_and_security_are_documented():

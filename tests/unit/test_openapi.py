@@ -9,6 +9,7 @@ from services.cli import SERVICES, load_spec, openapi_text
 from services.web.statuses import GATEWAY_CODES, HTTP_STATUS
 from shared import openapi
 from shared.contracts.queries import QUERIES
+from tests.support.documents import assert_refs_resolve
 
 
 @pytest.fixture(scope="module")
@@ -97,20 +98,4 @@ def test_the_gateways_own_paths_and_security_are_documented(doc):
 
 
 def test_every_reference_resolves(doc):
-    for ref in set(_refs(doc)):
-        node = doc
-        for part in ref.removeprefix("#/").split("/"):
-            assert part in node, f"{ref} does not resolve (at {part})"
-            node = node[part]
-
-
-def _refs(node):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref":
-                yield value
-            else:
-                yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
+    assert_refs_resolve(doc)
