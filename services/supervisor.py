@@ -96,7 +96,7 @@ def service_env(env: dict[str, str], name: str, authority: Authority | None) -> 
     return {**env, "CORDON_NATS_CREDS": str(authority.service_creds(name))}
 
 
-async def pg_env(env: dict[str, str], name: str, roles: dict[str, Path] | None) -> dict[str, str]:
+def pg_env(env: dict[str, str], name: str, roles: dict[str, Path] | None) -> dict[str, str]:
     """A child's PostgreSQL settings: its own role's DSN and password file when roles are on; the
     web gateway (no PostgreSQL) gets none; without roles, the one DSN as before."""
     if name not in pgroles.SERVICES:
