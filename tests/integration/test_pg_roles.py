@@ -18,8 +18,11 @@ from services.logistics.app import spec as logistics
 from services.quarantine.app import spec as quarantine
 from services.registry.app import spec as registry
 from services.views.app import spec as views
+from services.cli import main
 from services.views import cli as views_cli
 from shared import pgroles
+from shared.config import Config
+from shared.embedded import EmbeddedPostgres
 from tests.support.bus import connect, operator_config
 from tests.support.views import Stream, scripted_day, wait_position
 from tests.support.cordon import Client, as_role, community, household, resident, running
@@ -138,3 +141,44 @@ async def test_an_operators_rebuild_leaves_the_views_writable_by_the_views_role(
             await wait_position(s.nc, more.last_seq)
     finally:
         await s.close()
+
+
+@pytest.mark.timeout(90)
+async def test_a_deployment_s_roles_log_in_with_the_passwords_auth_init_wrote(tmp_path, nats_url, monkeypatch):
+    # Given a PostgreSQL asking every role but the superuser for its password, as deployments run it
+    server = EmbeddedPostgres(tmp_path / "pg", extra_settings={"fsync": "off"})
+    await server.start()
+    try:
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            await conn.execute("CREATE DATABASE cordon")
+            (server.data_dir / "pg_hba.conf").write_text("host all postgres 127.0.0.1/32 trust\n"
+                                                         "host all all 127.0.0.1/32 scram-sha-256\n")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+        admin = f"postgresql://postgres@{server.host}:{server.port}/cordon"
+        # When the operators run `cordon auth init`, then `cordon db roles` with the administrator's DSN
+        auth = tmp_path / "auth"
+        assert await asyncio.to_thread(main, ["auth", "init", "--dir", str(auth)]) == 0
+        monkeypatch.setenv("CORDON_PG_DSN", admin)
+        assert await asyncio.to_thread(main, ["db", "roles", "--passwords", str(auth)]) == 0
+        # Then each service logs in as its own role with its DSN and its password file, as deployed
+        def deployed(service: str, password_of: str) -> str:
+            return Config.from_env({"CORDON_PG_DSN": pgroles.role_dsn(admin, service),
+                                    "CORDON_PG_PASSWORD_FILE": str(auth / "pg" / f"{password_of}.password")}).pg_dsn
+        for service in pgroles.SERVICES:
+            assert await fetchval(deployed(service, service), "SELECT current_user") == f"cordon_{service}"
+        # And one service's password opens no other's role
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await fetchval(deployed("registry", "checkpoint"), "SELECT 1")
+        # And the registry runs as its role there
+        nc = await connect(nats_url)
+        try:
+            async with running(registry(), nats_url, deployed("registry", "registry")):
+                await community(Client(nc))
+        finally:
+            await nc.close()
+        assert await owners(admin, "registry") == {"cordon_registry"}
+    finally:
+        await server.stop()
