@@ -13,8 +13,10 @@ republish, dead letters, views rebuild) keep the admin DSN: they read every sche
 write into several; a rebuild works as the views role (:func:`act_as`) so that what it builds
 stays the service's.
 
-:func:`provision` runs as an administrator (a superuser, or a role with CREATEROLE owning the
-database): ``cordon up`` at every start, ``cordon db roles`` in a deployment. It is idempotent and
+:func:`provision` runs as an administrator: ``cordon up`` at every start, ``cordon db roles`` in a
+deployment. A superuser is what has been tried; a role with CREATEROLE owning the database should
+do if it may ``SET ROLE`` to the roles it creates (``createrole_self_grant = 'set'`` on PostgreSQL
+16 and later: giving a schema to a role needs it) — untested. It is idempotent and
 safe to run concurrently, and adopts a record from before roles (or restored by an administrator):
 schemas and their objects owned by someone else are given to the service's role.
 """

@@ -49,8 +49,7 @@ def read_passwords(folder: Path) -> dict[str, str]:
 
 def run_roles(args: argparse.Namespace, config: Config) -> int:
     if not config.pg_dsn:
-        return _fail("db roles needs CORDON_PG_DSN (the administrator's: a superuser, or a role with "
-                     "CREATEROLE owning the database)")
+        return _fail("db roles needs CORDON_PG_DSN (the administrator's: a superuser)")
     passwords = read_passwords(Path(args.passwords) if args.passwords else config.data_dir / "auth")
     try:
         asyncio.run(pgroles.provision(config.pg_dsn, passwords))
