@@ -159,7 +159,7 @@ async def test_cordon_demo_prints_its_tables_and_progress_and_no_log_line_unless
     assert {"nats-server.started", "postgres.started"} <= {json.loads(line)["event"] for line in logged}
     # its services ran as their own PostgreSQL roles, as under `cordon up` (a password each, kept)
     assert sorted(p.name for p in (tmp_path / "demo" / "auth" / "pg").iterdir()) == sorted(
-        f"{name}.password" for name in ("registry", "checkpoint", "quarantine", "logistics", "views", "audit"))
+        f"{name}.password" for name in system.NAMES)
 
     # When it is played again with -v (the same day: replayed), the log is on stderr too
     code, out, err = await cordon_cli("demo", "-v", "--scale", "0.01", "--data-dir", str(tmp_path / "demo"))
