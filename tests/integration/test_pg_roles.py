@@ -19,6 +19,7 @@ from services.quarantine.app import spec as quarantine
 from services.registry.app import spec as registry
 from services.views.app import spec as views
 from services.cli import main
+from services.supervisor import service_roles
 from services.views import cli as views_cli
 from shared import pgroles
 from shared.config import Config
@@ -182,3 +183,22 @@ async def test_a_deployment_s_roles_log_in_with_the_passwords_auth_init_wrote(tm
         assert await owners(admin, "registry") == {"cordon_registry"}
     finally:
         await server.stop()
+
+
+async def test_cordon_up_on_a_server_whose_user_may_not_create_roles_says_so_and_keeps_the_one_dsn(
+        pg_dsn, tmp_path, capsys):
+    # Given a configured PostgreSQL whose user owns the database but may not create roles
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("DO $$ BEGIN CREATE ROLE plain_owner LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        database = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'ALTER DATABASE "{database}" OWNER TO plain_owner')
+    finally:
+        await conn.close()
+    dsn = pgroles.role_dsn(pg_dsn, "registry").replace("cordon_registry@", "plain_owner@")
+    # When cordon up sets up the roles with it: it says why not, and every service gets that DSN
+    assert await service_roles(dsn, tmp_path / "auth", ["registry", "web"], embedded=False) is None
+    assert "PostgreSQL roles not created" in capsys.readouterr().err
+    # And with a server of its own, where it must work, the failure stops it
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await service_roles(dsn, tmp_path / "auth", ["registry"], embedded=True)
