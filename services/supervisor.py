@@ -209,6 +209,9 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str],
         roles = await service_roles(pg_dsn, config.data_dir / "auth", names, embedded_pg)
         print(f"cordon: NATS       {nats_url}", flush=True)
         print(f"cordon: PostgreSQL {shown_dsn(pg_dsn)}", flush=True)
+        if roles is not None:
+            print(f"cordon: each service connects as its own role, cordon_<service> (passwords in "
+                  f"{config.data_dir / 'auth' / 'pg'}); the DSN above is the administrator's", flush=True)
         if authority is not None:
             print(f"cordon: operator credentials {creds} (the cordon CLI's default; keep it secret)", flush=True)
         env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn}

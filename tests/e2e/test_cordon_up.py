@@ -165,6 +165,7 @@ async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
         assert household.status_code == 200, household.text
         assert household.json()["events"][0]["actor"] == "staff:li-wei"
     await each_service_is_its_own_role(f"postgresql://postgres@127.0.0.1:{pg_port}/cordon", auth)
+    assert any("each service connects as its own role" in line and str(auth / "pg") in line for line in lines)
     assert "cordon: stopped" in await stop(proc)
 
     proc, _ = await start_up(tmp_path / "data", nats_port, pg_port)
