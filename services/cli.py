@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from services.demo import cli as demo_cli
     from services.ops import auth_init as auth_cli
     from services.ops import cli as ops_cli
+    from services.ops import db_roles as db_cli
     from services.ops import identity as identity_cli
     from services.views import cli as views_cli
     from services.web import feed_cli
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ops_cli.add_commands(sub)
     identity_cli.add_commands(sub)
     auth_cli.add_commands(sub)
+    db_cli.add_commands(sub)
     web_cli.add_commands(sub)
     feed_cli.add_commands(sub)
     args = parser.parse_args(argv)

@@ -6,7 +6,10 @@ Each service serves /metrics, /livez and /readyz on a port of its own (``metrics
 
 Secure by default: the embedded NATS runs in operator mode with the authority under
 ``<data dir>/auth`` (created on first start), each service connects with its own credentials
-(``CORDON_NATS_CREDS`` in its environment) and ``<data dir>/auth/admin.creds`` is the operators'."""
+(``CORDON_NATS_CREDS`` in its environment) and ``<data dir>/auth/admin.creds`` is the operators'.
+Likewise in PostgreSQL: each service connects as its own role, owning its schema alone
+(:mod:`shared.pgroles`), with its password in ``<data dir>/auth/pg/<service>.password`` (0600,
+made on first start); the DSN ``cordon up`` prints and uses itself is the administrator's."""
 from __future__ import annotations
 
 import asyncio
@@ -14,10 +17,12 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
+import asyncpg
 import nats
 
-from shared import bus
+from shared import bus, pgroles
 from shared import log as logging
 from shared.auth import Authority
 from shared.config import Config, shown_dsn
@@ -89,6 +94,35 @@ def service_env(env: dict[str, str], name: str, authority: Authority | None) -> 
     if authority is None:
         return env
     return {**env, "CORDON_NATS_CREDS": str(authority.service_creds(name))}
+
+
+def pg_env(env: dict[str, str], name: str, roles: dict[str, Path] | None) -> dict[str, str]:
+    """A child's PostgreSQL settings: its own role's DSN and password file when roles are on; the
+    web gateway (no PostgreSQL) gets none; without roles, the one DSN as before."""
+    if name not in pgroles.SERVICES:
+        return {k: v for k, v in env.items() if k not in ("CORDON_PG_DSN", "CORDON_PG_PASSWORD_FILE")}
+    if roles is None:
+        return env
+    return {**env, "CORDON_PG_DSN": pgroles.role_dsn(env["CORDON_PG_DSN"], name),
+            "CORDON_PG_PASSWORD_FILE": str(roles[name])}
+
+
+async def service_roles(pg_dsn: str, auth_dir: Path, names: list[str], embedded: bool) -> dict[str, Path] | None:
+    """Provision every service's role (passwords kept in ``auth_dir/pg``); {service: password file}.
+    With a server of its own it must work; with a configured one whose user may not create roles,
+    `cordon up` says so and keeps the one DSN (None)."""
+    services = [n for n in names if n in pgroles.SERVICES]
+    passwords = pgroles.ensure_passwords(auth_dir, services)
+    try:
+        await pgroles.provision(pg_dsn, passwords, services)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        if embedded:
+            raise
+        print(f"cordon: PostgreSQL roles not created ({exc}): every service connects with "
+              f"CORDON_PG_DSN's user; give it CREATEROLE (or run `cordon db roles` as an "
+              f"administrator) for a role per service", file=sys.stderr, flush=True)
+        return None
+    return {name: pgroles.password_file(auth_dir, name) for name in services}
 
 
 async def wait_web(port: int, timeout: float = 60.0) -> None:
@@ -166,26 +200,32 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str],
             await server.start()
             servers.append(server)
             nats_url, creds = server.url, str(authority.admin_creds())
-        if not pg_dsn:
+        embedded_pg = not pg_dsn
+        if embedded_pg:
             server = EmbeddedPostgres(config.data_dir / "postgres", port=pg_port)
             await server.start()
             servers.append(server)
             pg_dsn = await ensure_database(server.dsn, DATABASE)
+        roles = await service_roles(pg_dsn, config.data_dir / "auth", names, embedded_pg)
         print(f"cordon: NATS       {nats_url}", flush=True)
         print(f"cordon: PostgreSQL {shown_dsn(pg_dsn)}", flush=True)
+        if roles is not None:
+            print(f"cordon: each service connects as its own role, cordon_<service> (passwords in "
+                  f"{config.data_dir / 'auth' / 'pg'}); the DSN above is the administrator's", flush=True)
         if authority is not None:
             print(f"cordon: operator credentials {creds} (the cordon CLI's default; keep it secret)", flush=True)
         env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn}
         if ports:
             print(metrics_line(address, ports), flush=True)
         for name in names:
-            child = Child(name, metrics_env(service_env(env, name, authority), ports.get(name)))
+            child = Child(name, metrics_env(pg_env(service_env(env, name, authority), name, roles), ports.get(name)))
             child.task = asyncio.create_task(child.run())
             children.append(child)
         if web_port:
             print(f"cordon: web        http://127.0.0.1:{web_port}/ (the committee's live board; "
                   f"the HTTP API under /v1, described at /v1/openapi.json)", flush=True)
-            web = Child("web", {**service_env(env, "web", authority), "CORDON_WEB_PORT": str(web_port)},
+            web = Child("web", {**pg_env(service_env(env, "web", authority), "web", roles),
+                                "CORDON_WEB_PORT": str(web_port)},
                         argv=["web"])
             web.task = asyncio.create_task(web.run())
             children.append(web)

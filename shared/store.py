@@ -127,7 +127,10 @@ async def migrate(conn: asyncpg.Connection, schema: str, extra_ddl: str = "", re
     async with conn.transaction():
         # Serialize concurrent migrations of the same schema (two replicas starting together).
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_check(schema)}")
+        # Only when missing: IF NOT EXISTS still asks for CREATE on the database, which a
+        # service's own role (given its schema by shared.pgroles) does not have.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", _check(schema)):
+            await conn.execute(f"CREATE SCHEMA {schema}")
         if record:
             await conn.execute(ddl(schema))
         if consumers:

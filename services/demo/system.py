@@ -20,7 +20,7 @@ from typing import AsyncIterator
 
 from services.demo.client import Api
 from shared.log import to_file
-from services.supervisor import service_env, wait_ready
+from services.supervisor import pg_env, service_env, service_roles, wait_ready
 from shared.auth import Authority
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
 
@@ -70,8 +70,9 @@ async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
                    env: dict[str, str] | None = None, *, creds: str | None = None,
                    authority: Authority | None = None) -> AsyncIterator[None]:
     """Every service in ``names`` as a child process on the given servers, answering health. With
-    ``authority`` (the NATS server's), each service connects with its own credentials, else with
-    ``creds``; ``creds`` is what this process watches them with."""
+    ``authority`` (the NATS server's: Cordon's own servers), each service connects with its own
+    credentials and as its own PostgreSQL role (as under `cordon up`; passwords beside the
+    authority), else with ``creds`` and ``pg_dsn``; ``creds`` is what this process watches them with."""
     log_dir.mkdir(parents=True, exist_ok=True)
     # The demo replays 2020-02-17: its commands are years behind the services' clock. No metrics
     # ports: nothing scrapes the demo's services, and a `cordon up` may hold the default ones.
@@ -79,7 +80,9 @@ async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
                  "CORDON_NATS_URL": nats_url,
                  "CORDON_PG_DSN": pg_dsn, "CORDON_LOG_FORMAT": "json",
                  **({"CORDON_NATS_CREDS": creds} if creds else {})}
-    procs = [await _spawn(name, service_env(child_env, name, authority), log_dir) for name in names]
+    roles = await service_roles(pg_dsn, authority.path, list(names), True) if authority is not None else None
+    procs = [await _spawn(name, pg_env(service_env(child_env, name, authority), name, roles), log_dir)
+             for name in names]
     try:
         ready = asyncio.ensure_future(wait_ready(nats_url, list(names), timeout=90.0, creds=creds))
         died = [asyncio.ensure_future(p.wait()) for p in procs]

@@ -12,8 +12,11 @@ keeps those already there) and writes, every file mode 0600:
   beside JetStream's store in the deploy configs), preloaded with each account's latest JWT;
 - every service's and the web gateway's credentials, ``D/services/<name>.creds``, handed to each
   as ``CORDON_NATS_CREDS``; the operators' ``D/admin.creds``;
+- every service's PostgreSQL password, ``D/pg/<service>.password``, for its own role (handed to
+  it as ``CORDON_PG_PASSWORD_FILE``; ``cordon db roles`` sets them in PostgreSQL);
 - with ``--k8s-secrets FILE``: the Kubernetes Secrets the manifests in ``deploy/k8s`` reference
-  (``cordon-nats-auth``, ``cordon-nats-creds-<name>``), for ``kubectl apply -f FILE``.
+  (``cordon-nats-auth``, ``cordon-nats-creds-<name>``, ``cordon-pg-<service>``), for
+  ``kubectl apply -f FILE``.
 
 Run it again at will: keys and credentials already there are kept (a service's creds are not
 reissued), and the include is written anew from them (the same operator; the accounts' latest
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from services.cli import SERVICES
 from services.ops.cli import _fail
+from shared import pgroles
 from shared.config import Config
 
 #: Who gets credentials of the role ``service``: every service, and the web gateway.
@@ -76,18 +80,22 @@ def init(folder: Path, nats_conf: Path | None = None, jwt_dir: str = JWT_DIR,
     written = {"nats include": nats_conf, "admin": authority.admin_creds()}
     creds = {name: authority.service_creds(name) for name in IDENTITIES}
     written.update(creds)
+    passwords = pgroles.ensure_passwords(authority.path)
+    written.update({f"pg {name}": pgroles.password_file(authority.path, name) for name in passwords})
     if k8s_secrets is not None:
-        write_private(k8s_secrets, kubernetes_secrets(include, creds))
+        write_private(k8s_secrets, kubernetes_secrets(include, creds, passwords))
         written["k8s secrets"] = k8s_secrets
     return written
 
 
-def kubernetes_secrets(include: str, creds: dict[str, Path]) -> str:
+def kubernetes_secrets(include: str, creds: dict[str, Path], passwords: dict[str, str] | None = None) -> str:
     """The Secrets deploy/k8s mounts, as a YAML stream (each document JSON, which YAML reads):
-    ``cordon-nats-auth`` {auth.conf} and ``cordon-nats-creds-<name>`` {nats.creds}."""
+    ``cordon-nats-auth`` {auth.conf}, ``cordon-nats-creds-<name>`` {nats.creds} and
+    ``cordon-pg-<service>`` {password} (its PostgreSQL role's)."""
     docs = [_secret("cordon-nats-auth", {"auth.conf": include})]
     docs += [_secret(f"cordon-nats-creds-{name}", {"nats.creds": path.read_text()})
              for name, path in creds.items()]
+    docs += [_secret(f"cordon-pg-{name}", {"password": password}) for name, password in (passwords or {}).items()]
     return "".join(f"---\n{json.dumps(doc, indent=2)}\n" for doc in docs)
 
 

@@ -89,7 +89,12 @@ async def _rebuild(config: Config, batch: int, keep_old: bool) -> int:
     from shared.config import city_zone
     from services.views.rebuild import rebuild
 
-    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=4)
+    from shared import pgroles
+
+    # as the views service's role when roles are provisioned: the new generation is the service's
+    # (an administrator's DSN would leave it owned by the administrator, unwritable by the service)
+    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=4,
+                                     setup=lambda conn: pgroles.act_as(conn, "views"))
     nc = await bus.connect(config.nats_url, "views.rebuild", config.nats_creds)
     try:
         result = await rebuild(pool, nc, city_zone(), batch_max=batch, progress=ProgressBar(),

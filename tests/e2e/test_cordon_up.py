@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 
+import asyncpg
 import httpx
 import nats
 import psutil
@@ -94,6 +95,25 @@ async def cli(*argv: str, data_dir, **more: str) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
+async def each_service_is_its_own_role(admin_dsn: str, auth) -> None:
+    """Least privilege in PostgreSQL: each service connected as its own role (its password kept
+    0600 under auth/pg), the registry's schema its own, the residents unreadable by another role."""
+    assert {p.name: p.stat().st_mode & 0o777 for p in (auth / "pg").iterdir()} == {
+        f"{name}.password": 0o600 for name in ("registry", "checkpoint", "quarantine", "logistics", "views", "audit")}
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        users = {r[0] for r in await conn.fetch("SELECT usename FROM pg_stat_activity WHERE datname = 'cordon'")}
+        assert {f"cordon_{name}" for name in ("registry", "checkpoint", "quarantine", "logistics", "views",
+                                              "audit")} <= users, users
+        assert await conn.fetchval("SELECT tableowner FROM pg_tables WHERE schemaname = 'registry' "
+                                   "AND tablename = 'residents'") == "cordon_registry"
+        await conn.execute("SET ROLE cordon_checkpoint")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetchval("SELECT count(*) FROM registry.residents")
+    finally:
+        await conn.close()
+
+
 async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
     nats_port, pg_port, web_port, metrics_port = free_port(), free_port(), free_port(), free_ports(6)
     url = f"nats://127.0.0.1:{nats_port}"
@@ -144,6 +164,8 @@ async def test_cordon_up_serves_keeps_its_data_and_stops_cleanly(tmp_path):
             headers={"authorization": f"Bearer {token.json()['token']}", "idempotency-key": "h-1"})
         assert household.status_code == 200, household.text
         assert household.json()["events"][0]["actor"] == "staff:li-wei"
+    await each_service_is_its_own_role(f"postgresql://postgres@127.0.0.1:{pg_port}/cordon", auth)
+    assert any("each service connects as its own role" in line and str(auth / "pg") in line for line in lines)
     assert "cordon: stopped" in await stop(proc)
 
     proc, _ = await start_up(tmp_path / "data", nats_port, pg_port)

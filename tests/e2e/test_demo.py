@@ -157,6 +157,9 @@ async def test_cordon_demo_prints_its_tables_and_progress_and_no_log_line_unless
     logged = (tmp_path / "demo" / "logs" / "demo.log").read_text().splitlines()
     assert logged and all(is_log_line(line) for line in logged)
     assert {"nats-server.started", "postgres.started"} <= {json.loads(line)["event"] for line in logged}
+    # its services ran as their own PostgreSQL roles, as under `cordon up` (a password each, kept)
+    assert sorted(p.name for p in (tmp_path / "demo" / "auth" / "pg").iterdir()) == sorted(
+        f"{name}.password" for name in system.NAMES)
 
     # When it is played again with -v (the same day: replayed), the log is on stderr too
     code, out, err = await cordon_cli("demo", "-v", "--scale", "0.01", "--data-dir", str(tmp_path / "demo"))

@@ -5,10 +5,12 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import uuid
 
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from shared import pgroles
 from shared.config import Config
 from shared.service import ServiceHost, ServiceSpec
 from shared.idcard import with_check_digit
@@ -24,11 +26,27 @@ def prc_id(serial: int) -> str:
     return with_check_digit(f"3101051950{serial:07d}"[-17:])
 
 
+#: Databases whose roles are provisioned (once per database: the roles themselves are the server's).
+_provisioned: set[str] = set()
+
+
+async def as_role(pg_dsn: str, service: str) -> str:
+    """``service``'s own role's DSN on ``pg_dsn``'s database, provisioning the roles there first
+    (once per database). The embedded server trusts loopback: no password is needed."""
+    if pg_dsn not in _provisioned:
+        await pgroles.provision(pg_dsn)
+        _provisioned.add(pg_dsn)
+    return pgroles.role_dsn(pg_dsn, service)
+
+
 @contextlib.asynccontextmanager
 async def running(spec: ServiceSpec, nats_url: str, pg_dsn: str, clock=None, **config):
     """A service on the test's servers; ``clock`` (a callable returning an aware datetime) lets a
-    test drive time."""
+    test drive time. With ``CORDON_TEST_PG_ROLES=1`` it connects as its own PostgreSQL role (as
+    under `cordon up`): the existing tests then run with least privilege."""
     extra = {"clock": clock} if clock is not None else {}
+    if os.environ.get("CORDON_TEST_PG_ROLES") == "1" and spec.name in pgroles.SERVICES:
+        pg_dsn = await as_role(pg_dsn, spec.name)
     config.setdefault("backdate_days", 0)  # the stories replay days of 2020 and 2022
     config.setdefault("nats_creds", service_creds(nats_url, spec.name))  # its own identity
     host = ServiceHost(spec, Config(nats_url=nats_url, pg_dsn=pg_dsn, **config), **extra)

@@ -90,5 +90,22 @@ def test_the_kubernetes_secrets_hold_the_include_and_each_identitys_creds(tmp_pa
     for name in IDENTITIES:
         assert docs[f"cordon-nats-creds-{name}"]["stringData"] == {
             "nats.creds": (folder / "services" / f"{name}.creds").read_text()}
-    assert set(docs) == {"cordon-nats-auth", *(f"cordon-nats-creds-{name}" for name in IDENTITIES)}
+    # And each service's PostgreSQL role has its password, the one in <dir>/pg (the web gateway none)
+    for name in SERVICES:
+        assert docs[f"cordon-pg-{name}"]["stringData"] == {
+            "password": (folder / "pg" / f"{name}.password").read_text().strip()}
+    assert set(docs) == {"cordon-nats-auth", *(f"cordon-nats-creds-{name}" for name in IDENTITIES),
+                         *(f"cordon-pg-{name}" for name in SERVICES)}
     assert {doc["kind"] for doc in docs.values()} == {"Secret"}
+
+
+def test_each_service_gets_a_postgresql_password_of_its_own_kept_across_runs(tmp_path):
+    # Given auth init run twice on the same folder
+    folder = tmp_path / "auth"
+    assert main(["auth", "init", "--dir", str(folder)]) == 0
+    first = {name: (folder / "pg" / f"{name}.password").read_text() for name in SERVICES}
+    assert main(["auth", "init", "--dir", str(folder)]) == 0
+    # Then each service has a long password of its own, 0600, the same after the second run
+    assert len(set(first.values())) == len(SERVICES) and all(len(p.strip()) >= 40 for p in first.values())
+    assert {name: (folder / "pg" / f"{name}.password").read_text() for name in SERVICES} == first
+    assert all(stat.S_IMODE((folder / "pg" / f"{name}.password").stat().st_mode) == 0o600 for name in SERVICES)

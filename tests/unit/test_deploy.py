@@ -204,14 +204,18 @@ def test_every_service_and_the_gateway_is_deployed_with_probes_resources_and_a_b
     budget = docs[("PodDisruptionBudget", f"cordon-{name}")]["spec"]
     assert budget["selector"] == deployment["spec"]["selector"]
     assert budget.get("minAvailable") == 1 if replicas == 2 else budget.get("maxUnavailable") == 1
-    # Its own NATS creds and PostgreSQL's password, from Secrets, where cordon-config says; the
-    # gateway uses NATS only: no DSN (so no password file is looked for), no password
+    # Its own NATS creds and its own PostgreSQL role's DSN and password, from Secrets, where
+    # cordon-config says; the gateway uses NATS only: no DSN (so no password file is looked for)
     secrets = mounted_secrets(deployment["spec"]["template"]["spec"])
     expected = {f"cordon-nats-creds-{name}": str(Path(config["CORDON_NATS_CREDS"]).parent),
-                "cordon-pg": str(Path(config["CORDON_PG_PASSWORD_FILE"]).parent)}
+                f"cordon-pg-{name}": str(Path(config["CORDON_PG_PASSWORD_FILE"]).parent)}
     if name == "web":
-        del expected["cordon-pg"]
+        del expected[f"cordon-pg-{name}"]
         assert {"name": "CORDON_PG_DSN", "value": ""} in c["env"]
+    else:
+        dsn = next(e["value"] for e in c["env"] if e["name"] == "CORDON_PG_DSN")
+        assert urlsplit(dsn).username == f"cordon_{name}" and urlsplit(dsn).password is None
+        assert urlsplit(dsn)._replace(netloc="") == urlsplit(config["CORDON_PG_DSN"])._replace(netloc="")
     assert secrets == expected
     # and it runs as the image's user, never root
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
@@ -220,7 +224,7 @@ def test_every_service_and_the_gateway_is_deployed_with_probes_resources_and_a_b
 def test_no_secret_is_committed_and_every_secret_referenced_is_one_the_operators_create(tmp_path):
     docs = k8s_docs()
     assert not [key for key in {**docs, **k8s_docs(DEPLOY / "k8s" / "examples")} if key[0] == "Secret"]
-    referenced = {name for key, doc in docs.items() if key[0] in ("Deployment", "StatefulSet")
+    referenced = {name for key, doc in docs.items() if key[0] in ("Deployment", "StatefulSet", "Job")
                   for name in mounted_secrets(doc["spec"]["template"]["spec"])}
     # auth init --k8s-secrets writes the NATS ones; the operators create cordon-pg (README)
     generated = tmp_path / "secrets.yaml"
@@ -229,7 +233,7 @@ def test_no_secret_is_committed_and_every_secret_referenced_is_one_the_operators
     assert referenced == {*written, "cordon-pg"}
     # with the keys the pods read
     for key, doc in docs.items():
-        for volume in doc["spec"]["template"]["spec"].get("volumes", []) if key[0] in ("Deployment", "StatefulSet") else []:
+        for volume in doc["spec"]["template"]["spec"].get("volumes", []) if key[0] in ("Deployment", "StatefulSet", "Job") else []:
             sources = [volume] + volume.get("projected", {}).get("sources", [])
             for source in sources:
                 secret = source.get("secret", {})
@@ -286,6 +290,26 @@ def test_nats_is_a_3_node_statefulset_whose_routes_and_client_urls_name_its_pods
     assert paths == {"nats.conf", "auth/auth.conf"} and "include ./auth/auth.conf" in config
 
 
+def test_the_db_roles_job_makes_every_role_as_the_administrator_with_each_service_s_secret():
+    docs = k8s_docs()
+    job = docs[("Job", "cordon-db-roles")]["spec"]["template"]["spec"]
+    (c,) = job["containers"]
+    config = docs[("ConfigMap", "cordon-config")]["data"]
+    # the administrator's DSN and password: cordon-config's and the Secret cordon-pg, where it says
+    assert c["envFrom"] == [{"configMapRef": {"name": "cordon-config"}}] and "env" not in c
+    secrets = mounted_secrets(job)
+    assert secrets.pop("cordon-pg") == str(Path(config["CORDON_PG_PASSWORD_FILE"]).parent)
+    # every service's password, where --passwords looks for it: <folder>/pg/<service>.password
+    folder = c["args"][c["args"].index("--passwords") + 1]
+    assert c["args"][:2] == ["db", "roles"] and secrets == {f"cordon-pg-{name}": folder for name in SERVICES}
+    roles = next(v for v in job["volumes"] if "projected" in v)["projected"]["sources"]
+    assert {s["secret"]["name"]: s["secret"]["items"] for s in roles} == {
+        f"cordon-pg-{name}": [{"key": "password", "path": f"pg/{name}.password"}] for name in SERVICES}
+    # under the NetworkPolicy that lets Cordon's pods reach PostgreSQL
+    labels = docs[("Job", "cordon-db-roles")]["spec"]["template"]["metadata"]["labels"]
+    assert docs[("NetworkPolicy", "cordon")]["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+
+
 def test_postgresql_reads_the_same_password_file_as_cordon():
     docs = k8s_docs()
     pg = docs[("StatefulSet", "postgres")]["spec"]["template"]["spec"]
@@ -320,7 +344,7 @@ def named_volumes(service: dict) -> dict[str, dict]:
 def test_compose_runs_every_process_three_nats_nodes_postgresql_and_prometheus_and_its_references_hold():
     spec = compose()
     services = spec["services"]
-    assert set(services) == {*DEPLOYED, "auth-init", *NATS_NODES, "postgres", "prometheus"}
+    assert set(services) == {*DEPLOYED, "auth-init", "db-roles", *NATS_NODES, "postgres", "prometheus"}
     for name, service in services.items():
         assert set(service.get("depends_on", {})) <= set(services), name
         assert set(service.get("secrets", [])) <= set(spec.get("secrets", {})), name
@@ -346,21 +370,45 @@ def test_each_cordon_container_starts_after_auth_init_with_its_own_creds_on_the_
     # its creds: the file auth init writes for it, in the auth volume's folder mounted read-only
     written = auth_init.init(tmp_path / "authority", jwt_dir=str(tmp_path / "jwt"))
     inside = written[name].relative_to(tmp_path / "authority")
-    mount = next(m for m in named_volumes(service).values() if m["source"] == "cordon-auth")
+    mounts = {m["target"]: m for m in named_volumes(service).values() if m["source"] == "cordon-auth"}
+    mount = mounts["/var/lib/cordon/creds"]
     assert mount["read_only"] and Path(mount["volume"]["subpath"]) == inside.parent
     assert env["CORDON_NATS_CREDS"] == f"{mount['target']}/{inside.name}"
-    # PostgreSQL: a DSN without a password, the password from the secret; none for the gateway
+    # PostgreSQL: its own role's DSN without a password, the password auth init wrote for it, after
+    # db-roles made the role; not the administrator's secret; none of it for the gateway
+    assert "pg_password" not in service.get("secrets", [])
     if name == "web":
-        assert not [key for key in env if key.startswith("CORDON_PG")] and not service["secrets"]
+        assert not [key for key in env if key.startswith("CORDON_PG")] and set(mounts) == {"/var/lib/cordon/creds"}
     else:
-        assert urlsplit(env["CORDON_PG_DSN"]).password is None
-        assert env["CORDON_PG_PASSWORD_FILE"] == "/run/secrets/pg_password" and "pg_password" in service["secrets"]
+        dsn = urlsplit(env["CORDON_PG_DSN"])
+        assert dsn.password is None and dsn.username == f"cordon_{name}"
+        password = written[f"pg {name}"].relative_to(tmp_path / "authority")
+        pg = mounts["/var/lib/cordon/pg"]
+        assert pg["read_only"] and Path(pg["volume"]["subpath"]) == password.parent
+        assert env["CORDON_PG_PASSWORD_FILE"] == f"{pg['target']}/{password.name}"
+        assert service["depends_on"]["db-roles"] == {"condition": "service_completed_successfully"}
     # healthy while its HTTP endpoint answers: /livez on the metrics port, the gateway's /healthz
     check = " ".join(service["healthcheck"]["test"])
     if name == "web":
         assert "127.0.0.1:8080/healthz" in check and "8080:8080" in service["ports"]
     else:
         assert f"127.0.0.1:{env['CORDON_METRICS_PORT']}/livez" in check
+
+
+def test_compose_s_db_roles_makes_the_roles_as_the_administrator_with_the_passwords_auth_init_wrote():
+    services = compose()["services"]
+    roles = services["db-roles"]
+    # after auth init wrote the passwords into the volume it reads, once PostgreSQL answers
+    folder = roles["command"][roles["command"].index("--passwords") + 1]
+    assert roles["command"][:2] == ["db", "roles"] and named_volumes(roles)[folder]["source"] == "cordon-auth"
+    assert folder == services["auth-init"]["command"][services["auth-init"]["command"].index("--dir") + 1]
+    assert roles["depends_on"] == {"auth-init": {"condition": "service_completed_successfully"},
+                                   "postgres": {"condition": "service_healthy"}}
+    # with the administrator's DSN and secret: PostgreSQL's own user and password
+    env, postgres = roles["environment"], services["postgres"]["environment"]
+    assert urlsplit(env["CORDON_PG_DSN"]).username == postgres["POSTGRES_USER"]
+    assert env["CORDON_PG_PASSWORD_FILE"] == postgres["POSTGRES_PASSWORD_FILE"] and roles["secrets"] == ["pg_password"]
+    assert roles["restart"] == "no"
 
 
 def test_compose_s_nats_nodes_include_what_auth_init_writes(tmp_path):
