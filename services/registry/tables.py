@@ -2,7 +2,11 @@
 
 ``registry.residents``: residents' personal data. Name, ID-card number and phone never go into
 events (they are published to every service); they are written here, in the same transaction as
-the ResidentRegistered event that carries the opaque id and a masked name.
+the ResidentRegistered event that carries the opaque id and a masked name. Its birth year too
+(since ResidentRegistered schema 2): with the masked name and the building it singles a person out.
+
+``registry.households``: a household's address (building and room: the door), written with its
+HouseholdRegistered, which (since schema 2) carries the building but not the address.
 
 ``registry.identities``: one row per key ever granted (IdentityGranted, IdentityRevoked), so the
 revoked keys stay listed after their name is granted again: what NATS's revocation list is built
@@ -18,6 +22,14 @@ CREATE TABLE IF NOT EXISTS registry.residents (
     name          text NOT NULL,
     id_number     text NOT NULL UNIQUE,
     phone         text,
+    registered_at timestamptz NOT NULL
+);
+-- Null for residents registered before the birth year left the event (it is in their schema-1 event).
+ALTER TABLE registry.residents ADD COLUMN IF NOT EXISTS birth_year integer;
+CREATE TABLE IF NOT EXISTS registry.households (
+    household     text PRIMARY KEY,
+    community     text NOT NULL,
+    address       text NOT NULL,
     registered_at timestamptz NOT NULL
 );
 CREATE TABLE IF NOT EXISTS registry.identities (
@@ -39,8 +51,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS identities_live ON registry.identities (identi
 """
 
 INSERT_PII = (
-    "INSERT INTO registry.residents (resident, household, community, name, id_number, phone, registered_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    "INSERT INTO registry.residents (resident, household, community, name, id_number, phone, registered_at, "
+    "birth_year) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+INSERT_ADDRESS = (
+    "INSERT INTO registry.households (household, community, address, registered_at) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (household) DO NOTHING"
 )
 
 INSERT_GRANT = (
