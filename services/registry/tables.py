@@ -32,6 +32,26 @@ CREATE TABLE IF NOT EXISTS registry.households (
     address       text NOT NULL,
     registered_at timestamptz NOT NULL
 );
+-- Once, on the first start after schema 2: what schema-1 events carried (the address, the birth
+-- year) is copied from the registry's record into its tables, so the read path answers for the
+-- households and residents registered before. Guarded so later starts skip the scan.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM registry.households) THEN
+        INSERT INTO registry.households (household, community, address, registered_at)
+        SELECT r.env->'data'->>'household', r.community, r.env->'data'->>'address', r.recorded_at
+        FROM (SELECT community, recorded_at, convert_from(envelope, 'UTF8')::jsonb AS env
+              FROM registry.events WHERE type = 'HouseholdRegistered') r
+        WHERE (r.env->>'schema')::int = 1
+        ON CONFLICT (household) DO NOTHING;
+    END IF;
+    IF EXISTS (SELECT 1 FROM registry.residents WHERE birth_year IS NULL) THEN
+        UPDATE registry.residents p SET birth_year = (r.env->'data'->>'birth_year')::int
+        FROM (SELECT convert_from(envelope, 'UTF8')::jsonb AS env FROM registry.events
+              WHERE type = 'ResidentRegistered') r
+        WHERE p.birth_year IS NULL AND (r.env->>'schema')::int = 1
+          AND r.env->'data'->>'resident' = p.resident;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS registry.identities (
     public_key     text PRIMARY KEY,
     identity       text NOT NULL,

@@ -2,7 +2,9 @@
 without the birth year. A Cordon whose record was written before (schema-1 events, address and
 birth year in them) goes on from it, on real NATS and PostgreSQL: the registry decides on its old
 households and residents, the other services' directories and the views count and show them as
-schema 2, and the audit chain holds over old and new events alike.
+schema 2, and the audit chain holds over old and new events alike. The first start of the schema-2
+registry copies what the old events carried into its own tables (registry.households, the birth
+year in registry.residents), where the read path finds them.
 """
 from __future__ import annotations
 
@@ -50,6 +52,10 @@ async def _record_schema_1(db) -> None:
     assert all(b'"schema":1' in r.envelope for r in rows)
     async with db.transaction():
         await store.append(db, "registry", rows)
+        # the resident's personal data, as the registry kept it then: no birth year beside it
+        await db.execute("INSERT INTO registry.residents (resident, household, community, name, id_number, phone, "
+                         "registered_at) VALUES ($1, $2, $3, '王小伟', $4, NULL, $5)", OLD_RESIDENT, OLD_HOUSEHOLD,
+                         COMMUNITY, prc_id(4241), AT)
 
 
 async def _stream_head(nc) -> int:
@@ -61,15 +67,24 @@ async def _audited(db, seq: int) -> bool:
 
 
 async def test_a_record_of_schema_1_registry_events_decodes_projects_and_stays_audited(nats_url, pg_dsn):
+    db = await asyncpg.connect(pg_dsn)
+    # given a household and its resident recorded in schema 1, address and birth year in them, by a
+    # registry from before (its tables then: no registry.households, no birth year in registry.residents)
+    async with running(registry_spec(), nats_url, pg_dsn):
+        nc = await connect(nats_url)
+        await community(Client(nc), gates=("g1",))
+        await nc.close()
+        await db.execute("DROP TABLE registry.households; ALTER TABLE registry.residents DROP COLUMN birth_year")
+        await _record_schema_1(db)
     services = (registry_spec(), checkpoint_spec(), views_spec(), audit_spec())
     async with running(services[0], nats_url, pg_dsn), running(services[1], nats_url, pg_dsn), \
             running(services[2], nats_url, pg_dsn), running(services[3], nats_url, pg_dsn):
         nc = await connect(nats_url)
-        db = await asyncpg.connect(pg_dsn)
         reg = Client(nc)
-        await community(reg, gates=("g1",))
-        # given a household and its resident recorded in schema 1, address and birth year in them
-        await _record_schema_1(db)
+        # when the registry of schema 2 starts: it copies what the old events carried into its tables
+        assert await db.fetchrow("SELECT community, address FROM registry.households WHERE household = $1",
+                                 OLD_HOUSEHOLD) == (COMMUNITY, ADDRESS)
+        assert await db.fetchval("SELECT birth_year FROM registry.residents WHERE resident = $1", OLD_RESIDENT) == 1941
 
         # when the registry decides on them: a resident joins the old household, the old one moves out
         joined = await reg.ok("register_resident", household=OLD_HOUSEHOLD, name="王小丽", id_number=prc_id(4242),
