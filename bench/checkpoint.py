@@ -68,9 +68,9 @@ async def publish_world(url: str, households: int) -> list[tuple[str, str]]:
     for i, (h, r) in enumerate(people):
         b = BUILDINGS[i % len(BUILDINGS)]
         events.append((HouseholdRegistered(community=COMMUNITY, compound=COMPOUND, building=b, household=h,
-                                           address=f"{b} room {i}", registered_at=at, registered_by=by), "registry"))
+                                           registered_at=at, registered_by=by), "registry"))
         events.append((ResidentRegistered(community=COMMUNITY, compound=COMPOUND, building=b, household=h,
-                                          resident=r, display_name="王*伟", birth_year=1960, registered_at=at,
+                                          resident=r, display_name="王*伟", registered_at=at,
                                           registered_by=by), "registry"))
     for i in range(0, min(households, 5400), 54):  # 100 cases: home and centralized
         h, r = people[i]

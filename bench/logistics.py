@@ -76,10 +76,10 @@ async def publish_directory(url: str, households: int) -> list[str]:
         compound, building = f"bench-{i % 3}", f"b{i % 20}"
         events = [
             (HouseholdRegistered(community=COMMUNITY, compound=compound, building=building, household=h,
-                                 address=f"{building} room {i}", registered_at=at, registered_by="staff:bench"),
+                                 registered_at=at, registered_by="staff:bench"),
              f"household:{h}"),
             (ResidentRegistered(community=COMMUNITY, compound=compound, building=building, household=h,
-                                resident=f"{h}-r", display_name="王*伟", birth_year=1950,
+                                resident=f"{h}-r", display_name="王*伟",
                                 vulnerabilities=[VULNERABLE[i % 16]] if i % 16 < 4 else [],
                                 registered_at=at, registered_by="staff:bench"), f"resident:{h}-r"),
         ]

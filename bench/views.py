@@ -95,11 +95,11 @@ class Generator:
                              gates=["g1", "g2"])
             for h in range(200):
                 yield self._wrap(rg.HouseholdRegistered, c, compound="x1", building="b1",
-                                 household=f"{slug(c)}-h{h}", address=f"b1 {h}")
+                                 household=f"{slug(c)}-h{h}")
                 for r in range(2):
                     yield self._wrap(rg.ResidentRegistered, c, compound="x1", building="b1",
                                      household=f"{slug(c)}-h{h}", resident=f"{slug(c)}-r{h * 2 + r}",
-                                     display_name="王*伟", birth_year=1950)
+                                     display_name="王*伟")
 
     def month(self):
         while self.n < self.total:

@@ -1,6 +1,11 @@
 """A service's local copy of the registry's public facts: compounds (buildings, gates), households
 and residents (masked names, vulnerabilities, moved out), fed by a durable consumer.
 
+A household's address and a resident's birth year left the events in their schema 2 (issue 16):
+no service needs them to decide. Copies made from schema-1 events dropped them too (``upcast``);
+the columns stay, null, so a copy made before the change reads the same as one made after
+(``cordon reconcile`` compares them), and are emptied by the table changes below.
+
 Services never import each other; this is how checkpoint, quarantine and logistics know where a
 resident lives without asking the registry. The copy lives in the consuming service's own schema
 (``<schema>.dir_*``), so it survives restarts without a replay and answers inside the service's
@@ -31,13 +36,18 @@ def ddl(schema: str) -> str:
         PRIMARY KEY (community, compound));
     CREATE TABLE IF NOT EXISTS {schema}.dir_households (
         household text PRIMARY KEY, community text NOT NULL, compound text NOT NULL,
-        building text NOT NULL, address text NOT NULL);
+        building text NOT NULL, address text);
     CREATE INDEX IF NOT EXISTS dir_households_area ON {schema}.dir_households (community, compound, building);
     CREATE TABLE IF NOT EXISTS {schema}.dir_residents (
         resident text PRIMARY KEY, household text NOT NULL, community text NOT NULL,
         compound text NOT NULL, building text NOT NULL, display_name text NOT NULL,
-        birth_year integer NOT NULL, vulnerabilities text[] NOT NULL, moved_out boolean NOT NULL);
+        birth_year integer, vulnerabilities text[] NOT NULL, moved_out boolean NOT NULL);
     CREATE INDEX IF NOT EXISTS dir_residents_household ON {schema}.dir_residents (household);
+    -- a copy made before schema 2 held addresses and birth years: they go.
+    ALTER TABLE {schema}.dir_households ALTER COLUMN address DROP NOT NULL;
+    ALTER TABLE {schema}.dir_residents ALTER COLUMN birth_year DROP NOT NULL;
+    UPDATE {schema}.dir_households SET address = NULL WHERE address IS NOT NULL;
+    UPDATE {schema}.dir_residents SET birth_year = NULL WHERE birth_year IS NOT NULL;
     """
 
 
@@ -59,7 +69,9 @@ def consumer(schema: str) -> ConsumerSpec:
 
 
 async def apply(conn: asyncpg.Connection, schema: str, event: Event) -> None:
-    """Apply one registry event to the directory (idempotent upserts)."""
+    """Apply one registry event to the directory (idempotent upserts); an event of an earlier
+    schema as its current self."""
+    event = event.upcast()
     match event:
         case CompoundRegistered():
             await conn.execute(
@@ -69,15 +81,15 @@ async def apply(conn: asyncpg.Connection, schema: str, event: Event) -> None:
                 event.community, event.compound, event.name, event.buildings, event.gates)
         case HouseholdRegistered():
             await conn.execute(
-                f"""INSERT INTO {schema}.dir_households VALUES ($1, $2, $3, $4, $5)
+                f"""INSERT INTO {schema}.dir_households VALUES ($1, $2, $3, $4, NULL)
                     ON CONFLICT (household) DO NOTHING""",
-                event.household, event.community, event.compound, event.building, event.address)
+                event.household, event.community, event.compound, event.building)
         case ResidentRegistered():
             await conn.execute(
-                f"""INSERT INTO {schema}.dir_residents VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false)
+                f"""INSERT INTO {schema}.dir_residents VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, false)
                     ON CONFLICT (resident) DO NOTHING""",
                 event.resident, event.household, event.community, event.compound, event.building,
-                event.display_name, event.birth_year, list(event.vulnerabilities))
+                event.display_name, list(event.vulnerabilities))
         case ResidentMovedOut():
             await conn.execute(
                 f"UPDATE {schema}.dir_residents SET moved_out = true WHERE resident = $1", event.resident)

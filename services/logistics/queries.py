@@ -3,7 +3,9 @@ with the events: a reply never lags behind an accepted command.
 
 - ``logistics.requests`` {community, limit?}: the committee's open requests, highest priority first,
   each saying what the store misses to meet it when the ones above it are met first.
-- ``logistics.assignments`` {volunteer}: the deliveries a volunteer carries now, with addresses.
+- ``logistics.assignments`` {volunteer}: the deliveries a volunteer carries now, by household and
+  building. ``address`` is null for a household registered since HouseholdRegistered schema 2
+  (issue 16): the address stays in the registry, and the door comes from its read path.
 - ``logistics.stock`` {community}: on hand by item.
 - ``logistics.welfare`` {community}: the open welfare checks, oldest first.
 

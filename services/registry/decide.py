@@ -106,7 +106,7 @@ def _register_household(facts: Facts, cmd: RegisterHousehold) -> list[RegistryEv
         raise Conflict(f"household id {household} is taken", field="household")
     return [HouseholdRegistered(
         community=cmd.community, compound=cmd.compound, building=cmd.building, household=household,
-        address=cmd.address.strip(), registered_at=_at(cmd), registered_by=cmd.actor,
+        registered_at=_at(cmd), registered_by=cmd.actor,
     )]
 
 
@@ -120,7 +120,7 @@ def _register_resident(facts: Facts, cmd: RegisterResident) -> list[RegistryEven
     return [ResidentRegistered(
         community=household.community, compound=household.compound, building=household.building,
         household=household.household, resident=resident, display_name=mask_name(cmd.name),
-        birth_year=cmd.birth_year, vulnerabilities=list(cmd.vulnerabilities),
+        vulnerabilities=list(cmd.vulnerabilities),
         registered_at=_at(cmd), registered_by=cmd.actor,
     )]
 

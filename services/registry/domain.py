@@ -30,16 +30,20 @@ from shared.contracts.registry import (
     ArrivalVerified,
     CompoundRegistered,
     HouseholdRegistered,
+    HouseholdRegisteredV1,
     IdentityGranted,
     IdentityRevoked,
     ResidentMovedOut,
     ResidentRegistered,
+    ResidentRegisteredV1,
 )
 
 RegistryEvent = Union[
     CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified,
     IdentityGranted, IdentityRevoked,
 ]
+#: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
+OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1]
 
 
 # -- states --------------------------------------------------------------------------------
@@ -60,7 +64,6 @@ class Household:
     compound: str
     building: str
     household: str
-    address: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,7 +73,6 @@ class Resident:
     building: str
     household: str
     resident: str
-    birth_year: int
     vulnerabilities: tuple[str, ...] = ()
     moved_out: bool = False
 
@@ -171,7 +173,7 @@ def created_id(value: str | None, field: str) -> str:
 # -- evolve --------------------------------------------------------------------------------
 
 
-def evolve(state: State | None, event: RegistryEvent) -> State:
+def evolve(state: State | None, event: RegistryEvent | OldRegistryEvent) -> State:
     """Apply one event of a stream to its aggregate (None before the first event)."""
     match event:
         case CompoundRegistered():
@@ -182,12 +184,12 @@ def evolve(state: State | None, event: RegistryEvent) -> State:
         case HouseholdRegistered():
             return Household(
                 community=event.community, compound=event.compound, building=event.building,
-                household=event.household, address=event.address,
+                household=event.household,
             )
         case ResidentRegistered():
             return Resident(
                 community=event.community, compound=event.compound, building=event.building,
-                household=event.household, resident=event.resident, birth_year=event.birth_year,
+                household=event.household, resident=event.resident,
                 vulnerabilities=tuple(event.vulnerabilities),
             )
         case ResidentMovedOut():
@@ -210,11 +212,13 @@ def evolve(state: State | None, event: RegistryEvent) -> State:
             )
         case IdentityRevoked():
             return replace(_expect(state, Grant, event), revoked=True)
+        case HouseholdRegisteredV1() | ResidentRegisteredV1():
+            return evolve(state, event.upcast())
         case _:
             assert_never(event)
 
 
-def replay(events: Iterable[RegistryEvent], state: State | None = None) -> State | None:
+def replay(events: Iterable[RegistryEvent | OldRegistryEvent], state: State | None = None) -> State | None:
     """Fold a stream's events into its aggregate."""
     for event in events:
         state = evolve(state, event)

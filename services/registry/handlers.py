@@ -1,7 +1,8 @@
 """Registry command handlers: load the facts a command touches, decide (pure), append.
 
-Personal data (name, ID-card number, phone) is written to ``registry.residents`` in the same
-transaction as the events; events carry the opaque id and a masked name only.
+Personal data (name, ID-card number, phone, birth year) is written to ``registry.residents``, and a
+household's address to ``registry.households``, in the same transaction as the events; events carry
+the opaque ids, the building and a masked name only.
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ async def register_household(cmd: commands.RegisterHousehold, ctx: Context) -> N
         compound=await ctx.state(domain.compound_stream(cmd.community, cmd.compound)),
         household=await ctx.state(domain.household_stream(cmd.household)),
     )
-    await _decide_and_append(ctx, cmd, facts)
+    events = await _decide_and_append(ctx, cmd, facts)
+    ctx.write(tables.INSERT_ADDRESS, events[0].household, cmd.community, cmd.address.strip(), cmd.occurred_at)
 
 
 async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> None:
@@ -88,7 +90,7 @@ async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> Non
     ctx.append(target, version, events)  # may refuse (forbidden): then the number stays free
     taken.add(cmd.id_number)  # later commands of the batch see it taken
     ctx.write(tables.INSERT_PII, cmd.resident, cmd.household, events[0].community, cmd.name.strip(),
-              cmd.id_number, cmd.phone, cmd.occurred_at)
+              cmd.id_number, cmd.phone, cmd.occurred_at, cmd.birth_year)
 
 
 async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:

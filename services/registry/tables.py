@@ -2,7 +2,11 @@
 
 ``registry.residents``: residents' personal data. Name, ID-card number and phone never go into
 events (they are published to every service); they are written here, in the same transaction as
-the ResidentRegistered event that carries the opaque id and a masked name.
+the ResidentRegistered event that carries the opaque id and a masked name. Its birth year too
+(since ResidentRegistered schema 2): with the masked name and the building it singles a person out.
+
+``registry.households``: a household's address (building and room: the door), written with its
+HouseholdRegistered, which (since schema 2) carries the building but not the address.
 
 ``registry.identities``: one row per key ever granted (IdentityGranted, IdentityRevoked), so the
 revoked keys stay listed after their name is granted again: what NATS's revocation list is built
@@ -20,6 +24,34 @@ CREATE TABLE IF NOT EXISTS registry.residents (
     phone         text,
     registered_at timestamptz NOT NULL
 );
+-- Null for residents registered before the birth year left the event (it is in their schema-1 event).
+ALTER TABLE registry.residents ADD COLUMN IF NOT EXISTS birth_year integer;
+CREATE TABLE IF NOT EXISTS registry.households (
+    household     text PRIMARY KEY,
+    community     text NOT NULL,
+    address       text NOT NULL,
+    registered_at timestamptz NOT NULL
+);
+-- Once, on the first start after schema 2: what schema-1 events carried (the address, the birth
+-- year) is copied from the registry's record into its tables, so the read path answers for the
+-- households and residents registered before. Guarded so later starts skip the scan.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM registry.households) THEN
+        INSERT INTO registry.households (household, community, address, registered_at)
+        SELECT r.env->'data'->>'household', r.community, r.env->'data'->>'address', r.recorded_at
+        FROM (SELECT community, recorded_at, convert_from(envelope, 'UTF8')::jsonb AS env
+              FROM registry.events WHERE type = 'HouseholdRegistered') r
+        WHERE (r.env->>'schema')::int = 1
+        ON CONFLICT (household) DO NOTHING;
+    END IF;
+    IF EXISTS (SELECT 1 FROM registry.residents WHERE birth_year IS NULL) THEN
+        UPDATE registry.residents p SET birth_year = (r.env->'data'->>'birth_year')::int
+        FROM (SELECT convert_from(envelope, 'UTF8')::jsonb AS env FROM registry.events
+              WHERE type = 'ResidentRegistered') r
+        WHERE p.birth_year IS NULL AND (r.env->>'schema')::int = 1
+          AND r.env->'data'->>'resident' = p.resident;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS registry.identities (
     public_key     text PRIMARY KEY,
     identity       text NOT NULL,
@@ -39,8 +71,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS identities_live ON registry.identities (identi
 """
 
 INSERT_PII = (
-    "INSERT INTO registry.residents (resident, household, community, name, id_number, phone, registered_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    "INSERT INTO registry.residents (resident, household, community, name, id_number, phone, registered_at, "
+    "birth_year) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+INSERT_ADDRESS = (
+    "INSERT INTO registry.households (household, community, address, registered_at) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (household) DO NOTHING"
 )
 
 INSERT_GRANT = (

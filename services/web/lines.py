@@ -9,7 +9,8 @@ The subject is a masked name the event carries (a resident's ``display_name``, a
 name), else a short id of the resident, household or pass, else what the event is about (an
 identity, a compound). Summaries name every service's events; a type not named here (a new
 event) still prints, with its plain fields. Nothing secret is printed even when an event carries
-it: pass and voucher numbers (``number``) never appear.
+it: pass and voucher numbers (``number``) never appear, nor the address and birth year that
+schema-1 HouseholdRegistered and ResidentRegistered events (recorded before issue 16) carry.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from zoneinfo import ZoneInfo
 
 TYPE_WIDTH = 21
 SUBJECT_WIDTH = 14
-#: Fields a line never shows, whatever the event: credentials and what the other columns say.
-HIDDEN = {"number", "community", "public_key", "code"}
+#: Fields a line never shows, whatever the event: credentials, personal data old schemas carried,
+#: and what the other columns say.
+HIDDEN = {"number", "community", "public_key", "code", "address", "birth_year"}
 
 
 def line(envelope: dict, zone: ZoneInfo) -> str:
@@ -115,7 +117,7 @@ REGISTRY: dict[str, Describe] = {
     "CompoundRegistered": lambda d: f"{d['name']} ({d['compound']}): {len(d['buildings'])} buildings, "
                                     f"{len(d['gates'])} gates",
     "HouseholdRegistered": lambda d: f"household registered at {_where(d)}",
-    "ResidentRegistered": lambda d: f"registered in {short(d['household'])} at {_where(d)}, born {d['birth_year']}"
+    "ResidentRegistered": lambda d: f"registered in {short(d['household'])} at {_where(d)}"
                                     + _also(", ".join(d.get("vulnerabilities") or ()), "; "),
     "ArrivalRegistered": lambda d: f"arrived {d['arrived_on']} from {d['origin']} by {d['transport']['kind']}"
                                    + _also(d["transport"].get("number"), " ") + f", class {d['city_class']}"

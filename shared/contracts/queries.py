@@ -375,7 +375,7 @@ class SupplyRequest(Row):
     household: str
     compound: str
     building: str
-    address: str | None
+    address: Annotated[str | None, _meta("null since HouseholdRegistered schema 2: the address stays in the registry")]
     kind: RequestKind
     items: list[ItemLine]
     note: str | None
@@ -469,7 +469,7 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     Query("logistics.requests", "logistics", OpenRequestsQuery, OpenRequestsReply,
           "a committee's open supply requests, highest priority first, with what the store misses"),
     Query("logistics.assignments", "logistics", AssignmentsQuery, AssignmentsReply,
-          "the deliveries a volunteer carries now, with addresses"),
+          "the deliveries a volunteer carries now, by household and building"),
     Query("logistics.stock", "logistics", StockQuery, StockReply, "a committee's stock on hand by item"),
     Query("logistics.welfare", "logistics", WelfareQuery, WelfareReply,
           "a committee's open welfare checks, oldest first"),

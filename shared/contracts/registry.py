@@ -1,7 +1,10 @@
 """Public events of the registry service.
 
 Personal data stays home: names, ID-card numbers and phones never appear here; a resident is
-its opaque id and, at most, a masked display name (王*伟).
+its opaque id and, at most, a masked display name (王*伟). Since schema 2 (issue 16) neither does a
+household's address (its building and room name the door) nor a resident's birth year (with the
+masked name and the building it singles a person out): both stay in the registry's own tables
+(``registry.households``, ``registry.residents``), behind its read path.
 """
 from __future__ import annotations
 
@@ -39,24 +42,30 @@ class CompoundRegistered(Event, frozen=True, kw_only=True):
     registered_by: str
 
 
-@event_type(SERVICE)
+@event_type(SERVICE, schema=2)
 class HouseholdRegistered(Event, frozen=True, kw_only=True):
+    """A household registered in a building (schema 2: without its address, which stays in
+    ``registry.households``)."""
+
     compound: str
     building: str
     household: str
-    address: str
     registered_at: datetime
     registered_by: str
 
 
-@event_type(SERVICE)
+@event_type(SERVICE, schema=2)
 class ResidentRegistered(Event, frozen=True, kw_only=True):
+    """A resident registered in a household (schema 2: without the birth year, which stays in
+    ``registry.residents``)."""
+
     compound: str
     building: str
     household: str
     resident: str
+    #: Masked (王*伟): what the board and a case list show in place of a name.
     display_name: str
-    birth_year: int
+    #: What logistics ranks requests by and raises welfare checks for.
     vulnerabilities: list[Vulnerability] = []
     registered_at: datetime
     registered_by: str
@@ -146,3 +155,44 @@ class IdentityRevoked(Event, frozen=True, kw_only=True):
     reason: str | None = None
     revoked_at: datetime
     revoked_by: str
+
+
+# -- schema 1: recorded before the address and birth year left the bus; decoded, never recorded now --
+
+
+def _current(event: Event, current: type[Event]) -> Event:
+    """The fields ``current`` still has, taken from an event of an earlier schema."""
+    return current(**{f: getattr(event, f) for f in current.__struct_fields__ if hasattr(event, f)})
+
+
+@event_type(SERVICE, schema=1, name="HouseholdRegistered")
+class HouseholdRegisteredV1(Event, frozen=True, kw_only=True):
+    """HouseholdRegistered schema 1: it carried the household's full address."""
+
+    compound: str
+    building: str
+    household: str
+    address: str
+    registered_at: datetime
+    registered_by: str
+
+    def upcast(self) -> HouseholdRegistered:
+        return _current(self, HouseholdRegistered)
+
+
+@event_type(SERVICE, schema=1, name="ResidentRegistered")
+class ResidentRegisteredV1(Event, frozen=True, kw_only=True):
+    """ResidentRegistered schema 1: it carried the resident's birth year."""
+
+    compound: str
+    building: str
+    household: str
+    resident: str
+    display_name: str
+    birth_year: int
+    vulnerabilities: list[Vulnerability] = []
+    registered_at: datetime
+    registered_by: str
+
+    def upcast(self) -> ResidentRegistered:
+        return _current(self, ResidentRegistered)

@@ -212,7 +212,7 @@ async def publish_compound(nats_url: str, households: int) -> list[str]:
                                  gates=["g1"], registered_at=AT, registered_by="staff:li-wei")]
     ids = [f"h{i}" for i in range(households)]
     events += [HouseholdRegistered(community=COMMUNITY, compound="big-1", building=f"b{i % 2 + 1}", household=h,
-                                   address=f"room {i}", registered_at=AT, registered_by="staff:li-wei")
+                                   registered_at=AT, registered_by="staff:li-wei")
                for i, h in enumerate(ids)]
     acks = []
     for event in events:

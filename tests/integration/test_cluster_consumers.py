@@ -29,7 +29,7 @@ SEEN = ("CREATE TABLE IF NOT EXISTS probe.seen (n serial PRIMARY KEY, event_id u
 
 def registered() -> HouseholdRegistered:
     return HouseholdRegistered(community=COMMUNITY, compound="nangong-1", building="b1", household="h-1",
-                               address="room 1", registered_at=AT, registered_by="staff:li-wei")
+                               registered_at=AT, registered_by="staff:li-wei")
 
 
 async def record(conn, raw, event) -> None:

@@ -52,7 +52,7 @@ async def publish(nats_url: str, event, version: int = 1) -> str:
 
 def registered():
     return HouseholdRegistered(community=COMMUNITY, compound="nangong-1", building="b1", household="h-1",
-                               address="room 1", registered_at=AT, registered_by="staff:li-wei")
+                               registered_at=AT, registered_by="staff:li-wei")
 
 
 def moved_out():

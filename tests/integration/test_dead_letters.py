@@ -43,7 +43,7 @@ def probe_spec(broken: set[str]) -> ServiceSpec:
 
 async def publish_households(nats_url: str, names: list[str]) -> list[str]:
     events = [HouseholdRegistered(community=COMMUNITY, compound="nangong-1", building="b1", household=h,
-                                  address=f"room {h}", registered_at=AT, registered_by="staff:li-wei")
+                                  registered_at=AT, registered_by="staff:li-wei")
               for h in names]
     envs = await publish_events(nats_url, events, occurred_at=AT, actor="staff:li-wei",
                                 stream_ids=[f"household:{h}" for h in names])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 
+import asyncpg
 import pytest
 
 from services.registry.app import spec as registry_spec
@@ -51,3 +52,27 @@ async def test_the_directory_knows_where_a_resident_lives_and_when_they_move_out
             async with probe.pool.acquire() as conn:
                 assert await directory.household_vulnerabilities(conn, "probe", h) == set()
         await nc.close()
+
+
+async def test_a_directory_copied_before_schema_2_loses_its_addresses_and_birth_years_at_start(pg_dsn):
+    # Given a directory as a service kept it before issue 16: addresses and birth years, NOT NULL
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("""
+            CREATE SCHEMA old;
+            CREATE TABLE old.dir_households (household text PRIMARY KEY, community text NOT NULL,
+                compound text NOT NULL, building text NOT NULL, address text NOT NULL);
+            CREATE TABLE old.dir_residents (resident text PRIMARY KEY, household text NOT NULL,
+                community text NOT NULL, compound text NOT NULL, building text NOT NULL, display_name text NOT NULL,
+                birth_year integer NOT NULL, vulnerabilities text[] NOT NULL, moved_out boolean NOT NULL);
+            INSERT INTO old.dir_households VALUES ('h-1', 'c', 'nangong-1', 'b1', '南宫小区1号101室');
+            INSERT INTO old.dir_residents VALUES ('r-1', 'h-1', 'c', 'nangong-1', 'b1', '王*伟', 1941,
+                '{elderly_alone}', false);""")
+        # when the service starts with today's directory tables
+        await conn.execute(directory.ddl("old"))
+        # then the rows stay, without the address and the birth year
+        assert await conn.fetchrow("SELECT building, address FROM old.dir_households") == ("b1", None)
+        assert await conn.fetchrow("SELECT display_name, birth_year, vulnerabilities FROM old.dir_residents") == (
+            "王*伟", None, ["elderly_alone"])
+    finally:
+        await conn.close()

@@ -27,7 +27,8 @@ LI_WEI = Identity(name="li-wei", role="staff", scope=NANGONG)
 ZHAO_LEI = Identity(name="zhao-lei", role="staff", scope=BEIXIN)
 NANGONG_GATE = Identity(name="nangong-east", role="gate", scope=NANGONG, compound="nangong-1")
 WANG_FANG = Identity(name="wang-fang", role="officer", scope=STREET)
-#: The first household's address has markup in it: the board must show it as text.
+#: The first household's address has markup in it: were it ever shown, the board would have to
+#: escape it; since HouseholdRegistered schema 2 it stays in the registry and the board never has it.
 ADDRESSES = ("b1-101 <east wing> & store",)
 SPECS = (registry_spec, checkpoint_spec, quarantine_spec, logistics_spec, views_spec, audit_spec)
 

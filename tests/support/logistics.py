@@ -97,12 +97,12 @@ def household(h: str, building: str = "b1", compound_id: str = "nangong-1", vuln
               residents: int = 1) -> list[tuple[Event, str, str]]:
     """A household and its residents; the first resident carries ``vulnerabilities``."""
     out = [(HouseholdRegistered(community=COMMUNITY, compound=compound_id, building=building, household=h,
-                                address=f"{building} room {h}", registered_at=MORNING, registered_by=STAFF),
+                                registered_at=MORNING, registered_by=STAFF),
             "registry", f"household:{h}")]
     for i in range(residents):
         out.append((ResidentRegistered(
             community=COMMUNITY, compound=compound_id, building=building, household=h, resident=f"{h}-r{i}",
-            display_name="王*伟", birth_year=1940, vulnerabilities=list(vulnerabilities) if i == 0 else [],
+            display_name="王*伟", vulnerabilities=list(vulnerabilities) if i == 0 else [],
             registered_at=MORNING, registered_by=STAFF), "registry", f"resident:{h}-r{i}"))
     return out
 

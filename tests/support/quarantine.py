@@ -91,11 +91,10 @@ async def registry_facts(nats_url: str, residents: dict[str, str], buildings=("b
     await publish(nats_url, CompoundRegistered(**common, name="Sunny Garden", buildings=list(buildings),
                                                gates=["north"]), service="registry", occurred_at=when)
     for resident, building in residents.items():
-        await publish(nats_url, HouseholdRegistered(**common, building=building, household=f"h-{resident}",
-                                                    address=f"{building} room 1"),
+        await publish(nats_url, HouseholdRegistered(**common, building=building, household=f"h-{resident}"),
                       service="registry", occurred_at=when)
         await publish(nats_url, ResidentRegistered(**common, building=building, household=f"h-{resident}",
-                                                   resident=resident, display_name="王*伟", birth_year=1950),
+                                                   resident=resident, display_name="王*伟"),
                       service="registry", occurred_at=when)
 
 

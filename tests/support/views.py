@@ -109,11 +109,10 @@ async def scripted_day(s: Stream) -> Day:
     await p(ev(rg.CompoundRegistered, at(y, 8), compound="nangong-1", name="南宫小区", buildings=["b1", "b2"],
                gates=["g1", "g2"]))
     for h in ("h1", "h2", "h3"):
-        await p(ev(rg.HouseholdRegistered, at(y, 8, 5), compound="nangong-1", building="b1", household=h,
-                   address=f"b1 {h}"))
+        await p(ev(rg.HouseholdRegistered, at(y, 8, 5), compound="nangong-1", building="b1", household=h))
     for i, h in enumerate(("h1", "h1", "h2", "h3", "h3"), 1):
         await p(ev(rg.ResidentRegistered, at(y, 8, 10), compound="nangong-1", building="b1", household=h,
-                   resident=f"r{i}", display_name="王*伟", birth_year=1950))
+                   resident=f"r{i}", display_name="王*伟"))
     await p(ev(rg.ResidentMovedOut, at(D, 10), resident="r5", household="h3", compound="nangong-1", building="b1"),
             actor="staff:zhao")
     arrival = dict(compound="nangong-1", building="b1", origin="Wuhan", transport=rg.Transport(kind="train", number="G1"))
@@ -172,9 +171,9 @@ async def scripted_day(s: Stream) -> Day:
                request="q2"))
     # Wanli: two households, a resident, passages; Jing'an: one resident.
     for h in ("w-h1", "w-h2"):
-        await p(ev(rg.HouseholdRegistered, at(y, 8), C2, compound="wanli-1", building="b1", household=h, address=h))
+        await p(ev(rg.HouseholdRegistered, at(y, 8), C2, compound="wanli-1", building="b1", household=h))
     await p(ev(rg.ResidentRegistered, at(y, 8), C2, compound="wanli-1", building="b1", household="w-h1",
-               resident="w-r1", display_name="李*", birth_year=1980))
+               resident="w-r1", display_name="李*"))
     for direction in ("in", "in", "out"):
         await p(ev(cp.PassageAllowed, at(D, 8), C2, passage=str(uuid.uuid4()), direction=direction,
                    compound="wanli-1", gate="g1", temperature_c=36.4, resident="w-r1"), actor="staff:guard")
@@ -183,7 +182,7 @@ async def scripted_day(s: Stream) -> Day:
     await p(ev(lg.StockReceived, at(D, 9), C2, receipt="rc2", source="allocation",
                items=[lg.StockLine(item="masks", qty=40, on_hand=40)]))
     await p(ev(rg.ResidentRegistered, at(y, 8), C3, compound="wuzhou-1", building="b1", household="j-h1",
-               resident="j-r1", display_name="张*", birth_year=1990))
+               resident="j-r1", display_name="张*"))
     return Day(boards=expected_boards(), last_seq=s.last_seq)
 
 

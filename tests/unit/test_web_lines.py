@@ -53,9 +53,9 @@ def test_the_time_is_the_city_zones():
 
 def test_the_subject_is_a_masked_name_before_any_id():
     text = line(rg.ResidentRegistered, compound="nangong-1", building="b1", household="h-101", resident=RESIDENT,
-                display_name="王*伟", birth_year=1941, vulnerabilities=["elderly_alone"])
+                display_name="王*伟", vulnerabilities=["elderly_alone"])
     assert "王*伟" in text and RESIDENT[:8] not in text
-    assert text.endswith("registered in h-101 at nangong-1/b1, born 1941; elderly_alone")
+    assert text.endswith("registered in h-101 at nangong-1/b1; elderly_alone")
     visitor = line(cp.PassageAllowed, passage="p-2", compound="nangong-1", gate="g1", direction="in",
                    temperature_c=36.4, visitor="张*", household="h-101")
     assert visitor.split()[3] == "张*" and visitor.endswith("allowed visitor in at nangong-1/g1, 36.4°C")
@@ -63,10 +63,8 @@ def test_the_subject_is_a_masked_name_before_any_id():
 
 def test_columns_line_up_with_chinese_names():
     # 王*伟 is 3 characters but 5 terminal columns; J*** S**** 10 of each.
-    a = line(rg.ResidentRegistered, compound="n", building="b", household="h", resident="r", display_name="王*伟",
-             birth_year=1950)
-    b = line(rg.ResidentRegistered, compound="n", building="b", household="h", resident="r", display_name="J*** S****",
-             birth_year=1950)
+    a = line(rg.ResidentRegistered, compound="n", building="b", household="h", resident="r", display_name="王*伟")
+    b = line(rg.ResidentRegistered, compound="n", building="b", household="h", resident="r", display_name="J*** S****")
     assert columns(a[:a.index("registered in")]) == columns(b[:b.index("registered in")])
 
 
@@ -77,7 +75,7 @@ def columns(text: str) -> int:
 REGISTRY = [
     (rg.CompoundRegistered, dict(compound="nangong-1", name="南宫小区", buildings=["b1", "b2"], gates=["g1"]),
      "nangong-1", "南宫小区 (nangong-1): 2 buildings, 1 gates"),
-    (rg.HouseholdRegistered, dict(compound="nangong-1", building="b1", household="h-101", address="1-101"),
+    (rg.HouseholdRegistered, dict(compound="nangong-1", building="b1", household="h-101"),
      "h-101", "household registered at nangong-1/b1"),
     (rg.ArrivalRegistered, dict(arrival="a-1", resident="r-1", household="h-101", compound="nangong-1", building="b1",
                                 origin="Wuhan", arrived_on=date(2026, 11, 29),
@@ -182,6 +180,22 @@ def test_no_secret_is_printed_even_from_an_event_that_carries_it():
     assert "123456789" not in voucher
     sample = line(qa.SampleTaken, screening="sc-1", resident="r-1", code="SECRET-CODE")
     assert "SECRET-CODE" not in sample
+
+
+def test_an_old_registry_event_prints_without_the_address_or_birth_year_it_carries():
+    # Given schema-1 events recorded before the address and birth year left the bus (issue 16)
+    household = line(rg.HouseholdRegisteredV1, compound="nangong-1", building="b1", household="h-101",
+                     address="南宫小区1号101室")
+    resident = line(rg.ResidentRegisteredV1, compound="nangong-1", building="b1", household="h-101",
+                    resident="r-1", display_name="王*伟", birth_year=1941)
+    # then the feed says what happened, as for schema 2, and neither is printed
+    assert household.endswith("household registered at nangong-1/b1") and "101室" not in household
+    assert resident.endswith("registered in h-101 at nangong-1/b1") and "1941" not in resident
+    # nor when the summary falls back to the plain fields
+    envelope = recorded(rg.HouseholdRegisteredV1, compound="nangong-1", building="b1", household="h-101",
+                        address="南宫小区1号101室")
+    del envelope["data"]["building"]
+    assert "101室" not in lines.line(envelope, SHANGHAI)
 
 
 def test_a_type_not_known_here_still_prints_its_plain_fields():
