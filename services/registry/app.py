@@ -1,23 +1,46 @@
 """The registry's composition root: what the service is, wired explicitly."""
 from __future__ import annotations
 
+import asyncio
+import os
 from functools import partial
 
-from services.registry import commands, domain, handlers, queries, tables
+from services.registry import commands, domain, handlers, migrate, queries, tables
 from services.registry.config import Config, from_env
+from services.registry.keys import KeyStore
+from shared import pii
 from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
 
-def spec(config: Config | None = None) -> ServiceSpec:
-    """The registry service with ``config`` (None: the settings of the process environment)."""
+def spec(config: Config | None = None, keys: KeyStore | None = None) -> ServiceSpec:
+    """The registry service with ``config`` and ``keys`` (None: from the process environment:
+    ``CORDON_MASTER_KEY`` / ``CORDON_MASTER_KEY_FILE``, ``CORDON_KEYS_DSN``)."""
     config = from_env() if config is None else config
+    if keys is None:
+        keys = KeyStore(pii.from_env(os.environ), os.environ.get("CORDON_KEYS_DSN") or None)
     return ServiceSpec(
         name="registry",
         commands=CommandSpec.of(
             commands, handlers, domain, config,
             validate=partial(commands.validate, config=config),
+            scratch=partial(handlers.Scratch, keys=keys),
         ),
         extra_ddl=tables.DDL,
-        queries=queries.QUERIES,
+        queries={**queries.QUERIES, "registry.contact": queries.contact(keys)},
+        background=[_key_store(keys)],
     )
+
+
+def _key_store(keys: KeyStore):
+    async def key_store(host) -> None:
+        """Open the key store with the service, seal what an older registry left in plaintext,
+        and close it at stop."""
+        await keys.open(host.config.pg_dsn)
+        try:
+            await migrate.seal_plaintext(host.pool, keys)
+            await asyncio.Event().wait()
+        finally:
+            await keys.close()
+
+    return key_store
