@@ -14,10 +14,11 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import nats
 
-from shared import bus
+from shared import bus, pii
 from shared import log as logging
 from shared.auth import Authority
 from shared.config import Config, shown_dsn
@@ -81,6 +82,14 @@ async def wait_ready(url: str, names: list[str], timeout: float = 60.0, creds: s
                 raise RuntimeError(f"services not ready after {timeout}s: {', '.join(missing)}")
     finally:
         await nc.close()
+
+
+def master_key_env(data_dir: Path) -> dict[str, str]:
+    """The registry's master key (``shared.pii``): the environment's if it names one, else
+    ``<data dir>/auth/master.key``, made (0600, random) on first start."""
+    if os.environ.get("CORDON_MASTER_KEY") or os.environ.get("CORDON_MASTER_KEY_FILE"):
+        return {}
+    return {"CORDON_MASTER_KEY_FILE": str(pii.ensure_key_file(data_dir / "auth" / "master.key"))}
 
 
 def service_env(env: dict[str, str], name: str, authority: Authority | None) -> dict[str, str]:
@@ -175,7 +184,7 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str],
         print(f"cordon: PostgreSQL {shown_dsn(pg_dsn)}", flush=True)
         if authority is not None:
             print(f"cordon: operator credentials {creds} (the cordon CLI's default; keep it secret)", flush=True)
-        env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn}
+        env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn, **master_key_env(config.data_dir)}
         if ports:
             print(metrics_line(address, ports), flush=True)
         for name in names:

@@ -2,23 +2,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from functools import partial
 
 from services.registry import commands, domain, handlers, migrate, queries, tables
 from services.registry.config import Config, from_env
 from services.registry.keys import KeyStore
-from shared import pii
 from shared.runtime import CommandSpec
 from shared.service import ServiceSpec
 
 
 def spec(config: Config | None = None, keys: KeyStore | None = None) -> ServiceSpec:
-    """The registry service with ``config`` and ``keys`` (None: from the process environment:
-    ``CORDON_MASTER_KEY`` / ``CORDON_MASTER_KEY_FILE``, ``CORDON_KEYS_DSN``)."""
+    """The registry service with ``config`` and ``keys`` (None: from the process environment, when
+    the service starts: ``CORDON_MASTER_KEY`` / ``CORDON_MASTER_KEY_FILE``, ``CORDON_KEYS_DSN``)."""
     config = from_env() if config is None else config
-    if keys is None:
-        keys = KeyStore(pii.from_env(os.environ), os.environ.get("CORDON_KEYS_DSN") or None)
+    keys = KeyStore() if keys is None else keys  # the master key is read when the service starts
     return ServiceSpec(
         name="registry",
         commands=CommandSpec.of(

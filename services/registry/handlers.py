@@ -59,10 +59,10 @@ async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) ->
     refused opens nothing and is harmless)."""
     registering = [c for c in cmds if isinstance(c, commands.RegisterResident)]
     if registering:
+        scratch.data_keys = await scratch.keys.create([c.resident for c in registering])  # first: opens the store
         hashes = [id_hash(scratch.keys.keyring, c.id_number) for c in registering]
         rows = await conn.fetch(tables.TAKEN_ID_HASHES, hashes)
         scratch.id_numbers_taken = {r["id_hash"] for r in rows}
-        scratch.data_keys = await scratch.keys.create([c.resident for c in registering])
 
 
 def id_hash(keyring: pii.Keyring, id_number: str) -> str:

@@ -21,9 +21,14 @@ from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
+import structlog
 
+from services.registry.config import key_settings
 from shared import pii
 from shared.embedded import ensure_database
+from shared.errors import Unavailable
+
+log = structlog.get_logger()
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS registry;
@@ -58,23 +63,36 @@ class KeyStore:
     """Data keys by subject: made, read (unwrapped), deleted; opened once the service knows its
     database (:meth:`open`)."""
 
-    def __init__(self, keyring: pii.Keyring, dsn: str | None = None):
+    def __init__(self, keyring: pii.Keyring | None = None, dsn: str | None = None):
+        #: None until :meth:`open` reads it from the environment (a spec is also built by tools
+        #: that only list commands, with no master key at hand).
         self.keyring = keyring
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = None
         self._opened = asyncio.Event()
+        self._failed: Exception | None = None
 
     async def open(self, pg_dsn: str) -> None:
-        """Connect to the key database (``CORDON_KEYS_DSN``, else ``<db>_keys`` beside ``pg_dsn``,
-        created if missing) and create its tables."""
-        dsn = self._dsn
-        if dsn is None:
-            server, name = keys_dsn(pg_dsn)
-            dsn = await ensure_database(server, name)
-        self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-        async with self._pool.acquire() as conn:
-            await conn.execute(DDL)
-        self._opened.set()
+        """Read the master key (if not given), connect to the key database (``CORDON_KEYS_DSN``,
+        else ``<db>_keys`` beside ``pg_dsn``, created if missing) and create its tables. A failure
+        is kept: every command and read that needs a key is then ``unavailable``, saying why."""
+        try:
+            if self.keyring is None:
+                self.keyring, configured = key_settings()
+                self._dsn = self._dsn or configured
+            dsn = self._dsn
+            if not dsn:
+                server, name = keys_dsn(pg_dsn)
+                dsn = await ensure_database(server, name)
+            self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+            async with self._pool.acquire() as conn:
+                await conn.execute(DDL)
+        except Exception as err:
+            self._failed = err
+            log.error("registry.keys_unavailable", error=str(err))
+            raise
+        finally:
+            self._opened.set()
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -82,6 +100,9 @@ class KeyStore:
 
     async def _ready(self) -> asyncpg.Pool:
         await self._opened.wait()
+        if self._failed is not None:
+            raise Unavailable(f"the key store is not open ({self._failed}); personal data can be neither "
+                              "written nor read")
         return self._pool
 
     async def create(self, subjects: list[str]) -> dict[str, bytes]:
