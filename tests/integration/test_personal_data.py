@@ -22,7 +22,7 @@ from shared import pii
 from shared.embedded import ensure_database
 from shared.identity import Identity
 from tests.support.bus import connect
-from tests.support.cordon import COMMUNITY, prc_id, read_stream, running
+from tests.support.cordon import COMMUNITY, eventually, prc_id, read_stream, running
 from tests.support.identities import BEIXIN, As, forbidden
 
 pytestmark = pytest.mark.integration
@@ -187,3 +187,41 @@ async def test_an_erasure_holds_against_a_dump_taken_before_it(nats_url, pg_dsn,
         await admin.execute(f'DROP DATABASE IF EXISTS "{restored.rsplit("/", 1)[1]}" WITH (FORCE)')
         await admin.execute(f'DROP DATABASE IF EXISTS "{restored.rsplit("/", 1)[1]}_keys" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_registry_of_before_has_its_plaintext_sealed_when_it_starts(nats_url, pg_dsn):
+    # given a registry of before: a resident in clear in registry.residents (and their household's events)
+    async with running(spec(), nats_url, pg_dsn):
+        nc = await connect(nats_url)
+        household, wang, li = await _household_of_two(nc)
+        await nc.close()
+    conn = await asyncpg.connect(pg_dsn)
+    await conn.execute("""
+        ALTER TABLE registry.residents ADD COLUMN name text, ADD COLUMN id_number text UNIQUE, ADD COLUMN phone text;
+        UPDATE registry.residents SET personal = NULL, id_hash = NULL, name = '王小伟', id_number = $1,
+            phone = '+8613800000001' WHERE resident = $2;
+    """.replace("$1", f"'{prc_id(901)}'").replace("$2", f"'{wang}'"))
+    keys = await asyncpg.connect(pg_dsn + "_keys")
+    await keys.execute("DELETE FROM registry.data_keys WHERE subject = $1", wang)
+    await keys.close()
+    # when the registry starts
+    async with running(spec(), nats_url, pg_dsn):
+        nc = await connect(nats_url)
+        columns = await eventually(lambda: _without_plaintext(conn), what="plaintext columns dropped")
+        # then the row is sealed, the columns in clear are gone, and the read path opens it
+        assert "name" not in columns and "id_number" not in columns and "phone" not in columns
+        reply = await As(nc, LI_WEI).query("registry.contact", resident=wang, purpose=WHY)
+        assert (reply["contacts"][0]["name"], reply["contacts"][0]["phone"]) == ("王小伟", "+8613800000001")
+        # and its ID number is still known as taken
+        again = await As(nc, None).command("registry", "register_resident", household=household, name="王小伟",
+                                           id_number=prc_id(901), birth_year=1940)
+        assert again["error"]["field"] == "id_number", again
+        await nc.close()
+    await conn.close()
+
+
+async def _without_plaintext(conn) -> set[str] | None:
+    columns = {r["column_name"] for r in await conn.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'registry' "
+        "AND table_name = 'residents'")}
+    return columns if "id_number" not in columns else None
