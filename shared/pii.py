@@ -13,8 +13,8 @@ is: put the new key first, keep the old ones after it, re-wrap (:meth:`Keyring.r
 key whose id is not the current one, then drop the old lines.
 
 Equality look-ups on sealed values (is this ID number registered?) use a keyed hash
-(:meth:`Keyring.blind_index`): HMAC-SHA256 with a key derived from the current master key, so the
-hash says nothing without it. It changes with the master key: a rotation computes them again.
+(:func:`blind_index`): HMAC-SHA256 with an index key, a random key stored wrapped by the master key
+like a data key: the hash says nothing without it, and a rotation (which re-wraps it) keeps it.
 
 Pure: no I/O but :func:`from_env` reading the named file; randomness from ``os.urandom``.
 """
@@ -117,11 +117,14 @@ class Keyring:
             return wrapped
         return self.wrap(subject, self.unwrap(subject, wrapped))
 
-    def blind_index(self, kind: str, value: str) -> str:
-        """A keyed hash of ``value`` for equality look-ups (hex): equal values, equal hashes;
-        without the master key, nothing to learn or to guess against."""
-        index_key = hmac.new(self.keys[self.current], _INDEX, hashlib.sha256).digest()
-        return hmac.new(index_key, kind.encode() + b"\0" + value.encode(), hashlib.sha256).hexdigest()
+
+
+def blind_index(index_key: bytes, kind: str, value: str) -> str:
+    """A keyed hash of ``value`` for equality look-ups (hex): equal values, equal hashes; without
+    the index key, nothing to learn or to guess against. The index key is a random key kept
+    wrapped by the master key like a data key (so a rotation re-wraps it and the hashes stay)."""
+    derived = hmac.new(index_key, _INDEX, hashlib.sha256).digest()
+    return hmac.new(derived, kind.encode() + b"\0" + value.encode(), hashlib.sha256).hexdigest()
 
 
 def new_data_key() -> bytes:

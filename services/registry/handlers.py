@@ -60,14 +60,14 @@ async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) ->
     registering = [c for c in cmds if isinstance(c, commands.RegisterResident)]
     if registering:
         scratch.data_keys = await scratch.keys.create([c.resident for c in registering])  # first: opens the store
-        hashes = [id_hash(scratch.keys.keyring, c.id_number) for c in registering]
+        hashes = [id_hash(scratch.keys.index_key, c.id_number) for c in registering]
         rows = await conn.fetch(tables.TAKEN_ID_HASHES, hashes)
         scratch.id_numbers_taken = {r["id_hash"] for r in rows}
 
 
-def id_hash(keyring: pii.Keyring, id_number: str) -> str:
+def id_hash(index_key: bytes, id_number: str) -> str:
     """The keyed hash ``registry.residents.id_hash`` holds for an ID number (its X upper-cased)."""
-    return keyring.blind_index("id_number", id_number.strip().upper())
+    return pii.blind_index(index_key, "id_number", id_number.strip().upper())
 
 
 def sealed_personal(data_key: bytes, resident: str, name: str, id_number: str, phone: str | None) -> bytes:
@@ -107,7 +107,7 @@ async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> Non
     _, version = await ctx.expect(target)
     events = decide.decide(facts, cmd)  # not-found and taken ids first, then the ID number
     scratch: Scratch = ctx.scratch
-    taken, hashed = scratch.id_numbers_taken, id_hash(scratch.keys.keyring, cmd.id_number)
+    taken, hashed = scratch.id_numbers_taken, id_hash(scratch.keys.index_key, cmd.id_number)
     if hashed in taken:
         raise Conflict("a resident with this ID number is already registered", field="id_number")
     data_key = scratch.data_keys.get(cmd.resident)

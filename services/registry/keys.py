@@ -12,7 +12,10 @@ the subject in ``registry.erasures`` *in the key database*, so a key for that su
 made again. The key database is kept like the master key (replicated, not in the data backups; a
 backup of it of its own erases its copies only as those age out: keep them short).
 
-One row per subject: ``registry.data_keys`` (subject, wrapped key, key id of the master key).
+One row per subject: ``registry.data_keys`` (subject, wrapped key, key id of the master key); the
+blind index's key is kept there too, as subject :data:`INDEX_SUBJECT`. A master key rotation
+(:meth:`KeyStore.rotate`, run when the registry starts) re-wraps every row not wrapped by the
+current master key; nothing else changes (no data re-sealed, no hash recomputed).
 """
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ CREATE TABLE IF NOT EXISTS registry.erasures (
 );
 """
 
+#: The subject whose "data key" is the blind index's key (not a resident id: ids are slugs).
+INDEX_SUBJECT = "cordon:blind-index"
 _INSERT = ("INSERT INTO registry.data_keys (subject, wrapped, key_id) "
            "SELECT s, w, k FROM unnest($1::text[], $2::bytea[], $3::text[]) AS t(s, w, k) "
            "WHERE NOT EXISTS (SELECT 1 FROM registry.erasures e WHERE e.subject = t.s) "
@@ -71,6 +76,9 @@ class KeyStore:
         self._pool: asyncpg.Pool | None = None
         self._opened = asyncio.Event()
         self._failed: Exception | None = None
+        #: The blind index's key (``shared.pii.blind_index``), kept as the data key of
+        #: :data:`INDEX_SUBJECT`: random, wrapped by the master key, re-wrapped by a rotation.
+        self.index_key: bytes | None = None
 
     async def open(self, pg_dsn: str) -> None:
         """Read the master key (if not given), connect to the key database (``CORDON_KEYS_DSN``,
@@ -87,6 +95,7 @@ class KeyStore:
             self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
             async with self._pool.acquire() as conn:
                 await conn.execute(DDL)
+            self.index_key = (await self._create(self._pool, [INDEX_SUBJECT]))[INDEX_SUBJECT]
         except Exception as err:
             self._failed = err
             log.error("registry.keys_unavailable", error=str(err))
@@ -108,16 +117,20 @@ class KeyStore:
     async def create(self, subjects: list[str]) -> dict[str, bytes]:
         """A data key for each subject (made and stored if it has none; an erased subject gets
         none): subject -> data key. One round trip to write, one to read."""
-        pool = await self._ready()
+        return await self._create(await self._ready(), subjects)
+
+    async def _create(self, pool, subjects: list[str]) -> dict[str, bytes]:
         fresh = {s: pii.new_data_key() for s in subjects}
         wrapped = [self.keyring.wrap(s, k) for s, k in fresh.items()]
         async with pool.acquire() as conn:
             await conn.execute(_INSERT, list(fresh), [w.blob for w in wrapped], [w.key_id for w in wrapped])
-        return await self.get(subjects)
+        return await self._get(pool, subjects)
 
     async def get(self, subjects: list[str]) -> dict[str, bytes]:
         """The data keys the store holds for these subjects (an erased one is absent)."""
-        pool = await self._ready()
+        return await self._get(await self._ready(), subjects)
+
+    async def _get(self, pool, subjects: list[str]) -> dict[str, bytes]:
         async with pool.acquire() as conn:
             rows = await conn.fetch(_SELECT, subjects)
         return {r["subject"]: self.keyring.unwrap(r["subject"], pii.Wrapped(r["key_id"], r["wrapped"]))
@@ -143,4 +156,6 @@ class KeyStore:
                 new = self.keyring.rewrap(r["subject"], pii.Wrapped(r["key_id"], r["wrapped"]))
                 await conn.execute("UPDATE registry.data_keys SET wrapped = $2, key_id = $3 WHERE subject = $1",
                                    r["subject"], new.blob, new.key_id)
+        if rows:
+            log.info("registry.keys_rewrapped", keys=len(rows), key_id=self.keyring.current)
         return len(rows)

@@ -39,7 +39,7 @@ async def seal_plaintext(pool, keys: KeyStore) -> int:
                         personal = handlers.sealed_personal(data_keys[r["resident"]], r["resident"], r["name"],
                                                             r["id_number"], r["phone"])
                         await conn.execute(_SEAL, r["resident"], personal,
-                                           handlers.id_hash(keys.keyring, r["id_number"]))
+                                           handlers.id_hash(keys.index_key, r["id_number"]))
                 sealed += len(rows)
             await conn.execute("ALTER TABLE registry.residents DROP COLUMN IF EXISTS name, "
                                "DROP COLUMN IF EXISTS id_number, DROP COLUMN IF EXISTS phone")

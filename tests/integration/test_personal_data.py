@@ -225,3 +225,30 @@ async def _without_plaintext(conn) -> set[str] | None:
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'registry' "
         "AND table_name = 'residents'")}
     return columns if "id_number" not in columns else None
+
+
+async def test_a_master_key_rotation_rewraps_every_key_and_then_the_old_key_can_go(nats_url, pg_dsn):
+    old, new = os.urandom(32), os.urandom(32)
+    keys_dsn = pg_dsn + "_keys"
+    # given residents registered under the old master key (the key database made beside the Cordon one)
+    async with running(spec(keys=KeyStore(pii.Keyring.of(old))), nats_url, pg_dsn):
+        nc = await connect(nats_url)
+        household, wang, _ = await _household_of_two(nc)
+        await nc.close()
+    # when the registry starts with the new key first and the old one still accepted
+    kconn = await asyncpg.connect(keys_dsn)
+    async with running(spec(keys=KeyStore(pii.Keyring.of(new, old), keys_dsn)), nats_url, pg_dsn):
+        # then every key (the residents' and the blind index's) is re-wrapped by the new one
+        await eventually(lambda: kconn.fetchval("SELECT bool_and(key_id = $1) FROM registry.data_keys",
+                                                pii.key_id(new)), what="every key re-wrapped")
+    assert await kconn.fetchval("SELECT count(*) FROM registry.data_keys") == 3
+    await kconn.close()
+    # and with the old key gone, the contacts still open and a taken ID number is still taken
+    async with running(spec(keys=KeyStore(pii.Keyring.of(new), keys_dsn)), nats_url, pg_dsn):
+        nc = await connect(nats_url)
+        reply = await As(nc, LI_WEI).query("registry.contact", resident=wang, purpose=WHY)
+        assert reply["contacts"][0]["name"] == "王小伟", reply
+        again = await As(nc, None).command("registry", "register_resident", household=household, name="王小伟",
+                                           id_number=prc_id(901), birth_year=1940)
+        assert again["error"]["field"] == "id_number", again
+        await nc.close()
