@@ -32,10 +32,11 @@ def spec(config: Config | None = None, keys: KeyStore | None = None) -> ServiceS
 def _key_store(keys: KeyStore):
     async def key_store(host) -> None:
         """Open the key store with the service, seal what an older registry left in plaintext,
-        and close it at stop."""
+        re-wrap what an earlier master key wrapped (a rotation), and close it at stop."""
         await keys.open(host.config.pg_dsn)
         try:
             await migrate.seal_plaintext(host.pool, keys)
+            await keys.rotate()
             await asyncio.Event().wait()
         finally:
             await keys.close()
