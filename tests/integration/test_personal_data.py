@@ -252,3 +252,23 @@ async def test_a_master_key_rotation_rewraps_every_key_and_then_the_old_key_can_
                                            id_number=prc_id(901), birth_year=1940)
         assert again["error"]["field"] == "id_number", again
         await nc.close()
+
+
+async def test_without_its_key_database_the_registry_registers_no_one_and_says_why(nats_url, pg_dsn):
+    # given a registry whose key database cannot be reached
+    nowhere = pg_dsn.rsplit("/", 1)[0] + "/no_such_keys_database"
+    async with running(spec(keys=KeyStore(pii.Keyring.of(os.urandom(32)), nowhere)), nats_url, pg_dsn):
+        nc = await connect(nats_url)
+        operator = As(nc, None)
+        await operator.ok("registry", "register_compound", community=COMMUNITY, compound="nangong-1", name="南宫",
+                          buildings=["b1"], gates=["g1"])
+        reply = await operator.ok("registry", "register_household", community=COMMUNITY, compound="nangong-1",
+                                  building="b1", address="b1 room 301")
+        # when a resident is registered: refused as unavailable, naming the key store; nothing written
+        reply = await operator.command("registry", "register_resident", household=reply["events"][0]["data"]["household"],
+                                       name="王小伟", id_number=prc_id(903), birth_year=1940)
+        assert reply["error"]["code"] == "unavailable" and "key store" in reply["error"]["message"], reply
+        await nc.close()
+    conn = await asyncpg.connect(pg_dsn)
+    assert await conn.fetchval("SELECT count(*) FROM registry.residents") == 0
+    await conn.close()
