@@ -86,7 +86,8 @@ def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
         case RecordPersonalDataView():
             return [PersonalDataViewed(
                 community=cmd.community, viewer=cmd.viewer, subject=cmd.subject, subject_kind=cmd.subject_kind,
-                residents=list(cmd.residents), purpose=cmd.purpose.strip(), viewed_at=_at(cmd),
+                residents=list(cmd.residents), resident=cmd.subject if cmd.subject_kind == "resident" else None,
+                purpose=cmd.purpose.strip(), viewed_at=_at(cmd),
             )]
         case _:
             assert_never(cmd)

@@ -164,6 +164,9 @@ class PersonalDataViewed(Event, frozen=True, kw_only=True):
     subject_kind: Literal["resident", "household"]
     #: The residents whose data was shown (a household's: each of them).
     residents: list[str]
+    #: The subject when it is one resident (so the audit log's resident column, and
+    #: ``cordon audit show --resident``, find the reads of that resident); null for a household.
+    resident: str | None = None
     purpose: str
     viewed_at: datetime
 

@@ -82,13 +82,14 @@ async def test_staff_of_the_community_read_contacts_and_every_read_is_one_record
     [viewed] = await _views_recorded(pg_dsn)
     assert viewed["actor"] == "staff:li-wei" and viewed["community"] == COMMUNITY
     data = viewed["data"]
-    assert {k: data[k] for k in ("viewer", "subject", "subject_kind", "residents", "purpose")} == {
-        "viewer": "staff:li-wei", "subject": wang, "subject_kind": "resident", "residents": [wang], "purpose": WHY}
+    assert {k: data[k] for k in ("viewer", "subject", "subject_kind", "residents", "resident", "purpose")} == {
+        "viewer": "staff:li-wei", "subject": wang, "subject_kind": "resident", "residents": [wang],
+        "resident": wang, "purpose": WHY}
     # when they ask for the household: both residents, one more event
     reply = await staff.query("registry.contact", household=household, purpose=WHY)
     assert [(c["name"], c["phone"]) for c in reply["contacts"]] == [("王小伟", "+8613800000001"), ("李秀英", None)]
     views = await _views_recorded(pg_dsn)
-    assert len(views) == 2
+    assert len(views) == 2 and views[1]["data"]["residents"] == [wang, li] and views[1]["data"]["resident"] is None
     # and each read went out on the stream (the audit log and the feeds see it), without the data
     msgs = await read_stream(nats_url, expect=7, subjects=f"cordon.evt.{COMMUNITY}.registry.PersonalDataViewed")
     assert len(msgs) == 2
