@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from services.ops import pgtools
+from services.audit.app import spec as audit_spec
 from services.registry.app import spec
 from services.registry.keys import KeyStore
 from shared import pii
@@ -273,3 +274,27 @@ async def test_without_its_key_database_the_registry_registers_no_one_and_says_w
     conn = await asyncpg.connect(pg_dsn)
     assert await conn.fetchval("SELECT count(*) FROM registry.residents") == 0
     await conn.close()
+
+
+async def test_the_audit_log_finds_the_reads_of_a_resident(nats_url, pg_dsn):
+    # given the registry and the audit log running, and staff reading Wang, then his household
+    async with running(spec(), nats_url, pg_dsn), running(audit_spec(), nats_url, pg_dsn):
+        nc = await connect(nats_url)
+        household, wang, _ = await _household_of_two(nc)
+        staff = As(nc, LI_WEI)
+        await staff.query("registry.contact", resident=wang, purpose=WHY)
+        await staff.query("registry.contact", household=household, purpose=WHY)
+        # when the operators ask the audit log for the reads
+        reads = lambda: As(nc, None).query("audit", type="PersonalDataViewed")  # noqa: E731
+        rows = (await eventually(lambda: _when(reads(), lambda r: len(r["rows"]) == 2), what="audited"))["rows"]
+        # then both reads are there, by whom and why; the one of Wang alone is found by his id
+        assert [r["envelope"]["data"]["purpose"] for r in rows] == [WHY, WHY]
+        assert {r["actor"] for r in rows} == {"staff:li-wei"}
+        by_resident = await As(nc, None).query("audit", type="PersonalDataViewed", resident=wang)
+        assert [r["envelope"]["data"]["subject"] for r in by_resident["rows"]] == [wang]
+        await nc.close()
+
+
+async def _when(reply, holds):
+    answer = await reply
+    return answer if holds(answer) else None
