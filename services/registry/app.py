@@ -25,20 +25,32 @@ def spec(config: Config | None = None, keys: KeyStore | None = None) -> ServiceS
         ),
         extra_ddl=tables.DDL,
         queries={**queries.QUERIES, "registry.contact": queries.contact(keys)},
-        background=[_key_store(keys)],
+        on_start=[_open_key_store(keys)],
+        background=[_close_key_store(keys)],
     )
 
 
-def _key_store(keys: KeyStore):
-    async def key_store(host) -> None:
-        """Open the key store with the service, seal what an older registry left in plaintext,
-        re-wrap what an earlier master key wrapped (a rotation), and close it at stop."""
-        await keys.open(host.config.pg_dsn)
+def _open_key_store(keys: KeyStore):
+    async def open_key_store(host) -> None:
+        """Before the registry takes commands: open the key store, seal what an older registry
+        left in plaintext, re-wrap what an earlier master key wrapped (a rotation). A key store
+        that cannot open leaves the registry up, answering what needs a key ``unavailable``."""
         try:
-            await migrate.seal_plaintext(host.pool, keys)
-            await keys.rotate()
+            await keys.open(host.config.pg_dsn)
+        except Exception:  # kept by the store, logged, said in every refusal
+            return
+        await migrate.seal_plaintext(host.pool, keys)
+        await keys.rotate()
+
+    return open_key_store
+
+
+def _close_key_store(keys: KeyStore):
+    async def close_key_store(host) -> None:
+        """Close the key store's pool when the service stops."""
+        try:
             await asyncio.Event().wait()
         finally:
             await keys.close()
 
-    return key_store
+    return close_key_store

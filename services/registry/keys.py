@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS registry.erasures (
 );
 """
 
+DDL_LOCK = 0x6B6579_646462  # "keydb"
 #: The subject whose "data key" is the blind index's key (not a resident id: ids are slugs).
 INDEX_SUBJECT = "cordon:blind-index"
 _INSERT = ("INSERT INTO registry.data_keys (subject, wrapped, key_id) "
@@ -93,7 +94,9 @@ class KeyStore:
                 server, name = keys_dsn(pg_dsn)
                 dsn = await ensure_database(server, name)
             self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # replicas start together: CREATE ... IF NOT EXISTS is not safe against a concurrent twin
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK)
                 await conn.execute(DDL)
             self.index_key = (await self._create(self._pool, [INDEX_SUBJECT]))[INDEX_SUBJECT]
         except Exception as err:
