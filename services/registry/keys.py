@@ -149,16 +149,22 @@ class KeyStore:
                                "ON CONFLICT (subject) DO NOTHING", subject, legal_basis, at)
         return deleted is not None
 
-    async def rotate(self) -> int:
-        """Re-wrap every data key not wrapped by the current master key; how many were."""
-        pool = await self._ready()
-        async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch("SELECT subject, wrapped, key_id FROM registry.data_keys WHERE key_id <> $1 "
-                                    "FOR UPDATE", self.keyring.current)
-            for r in rows:
-                new = self.keyring.rewrap(r["subject"], pii.Wrapped(r["key_id"], r["wrapped"]))
-                await conn.execute("UPDATE registry.data_keys SET wrapped = $2, key_id = $3 WHERE subject = $1",
-                                   r["subject"], new.blob, new.key_id)
-        if rows:
-            log.info("registry.keys_rewrapped", keys=len(rows), key_id=self.keyring.current)
-        return len(rows)
+    async def rotate(self, batch: int = 500) -> int:
+        """Re-wrap every data key not wrapped by the current master key; how many were. In short
+        transactions of ``batch`` keys: the key database usually shares its server with Cordon's,
+        and a long transaction there would hold back every service's relay (one xid horizon)."""
+        pool, done = await self._ready(), 0
+        while True:
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch("SELECT subject, wrapped, key_id FROM registry.data_keys WHERE key_id <> $1 "
+                                        "LIMIT $2 FOR UPDATE SKIP LOCKED", self.keyring.current, batch)
+                for r in rows:
+                    new = self.keyring.rewrap(r["subject"], pii.Wrapped(r["key_id"], r["wrapped"]))
+                    await conn.execute("UPDATE registry.data_keys SET wrapped = $2, key_id = $3 WHERE subject = $1",
+                                       r["subject"], new.blob, new.key_id)
+            done += len(rows)
+            if len(rows) < batch:
+                break
+        if done:
+            log.info("registry.keys_rewrapped", keys=done, key_id=self.keyring.current)
+        return done
