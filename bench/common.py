@@ -28,6 +28,7 @@ import nats
 from nats.js.api import StorageType, StreamConfig
 
 from shared import bus
+from services.supervisor import master_key_env
 from shared.auth import Authority
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database, pdeathsig
 
@@ -139,7 +140,7 @@ class BenchBase:
         # No metrics port: a bench may run several services, and nothing scrapes them (the figures
         # are still counted per command, as in production).
         env = {"CORDON_NATS_CREDS": str(self.authority.service_creds(name)), "CORDON_METRICS_PORT": "0",
-               **(env or {})}
+               **master_key_env(self.tmp), **(env or {})}  # the registry's master key, as cordon up makes it
         return self.spawn(name, [sys.executable, "-m", "services.cli", "service", name], env)
 
     def log_tail(self, name: str, chars: int = 3000) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import nats
 
-from shared import bus, pgroles
+from shared import bus, pgroles, pii
 from shared import log as logging
 from shared.auth import Authority
 from shared.config import Config, shown_dsn
@@ -86,6 +86,14 @@ async def wait_ready(url: str, names: list[str], timeout: float = 60.0, creds: s
                 raise RuntimeError(f"services not ready after {timeout}s: {', '.join(missing)}")
     finally:
         await nc.close()
+
+
+def master_key_env(data_dir: Path) -> dict[str, str]:
+    """The registry's master key (``shared.pii``): the environment's if it names one, else
+    ``<data dir>/auth/master.key``, made (0600, random) on first start."""
+    if os.environ.get("CORDON_MASTER_KEY") or os.environ.get("CORDON_MASTER_KEY_FILE"):
+        return {}
+    return {"CORDON_MASTER_KEY_FILE": str(pii.ensure_key_file(data_dir / "auth" / "master.key"))}
 
 
 def service_env(env: dict[str, str], name: str, authority: Authority | None) -> dict[str, str]:
@@ -214,7 +222,7 @@ async def run_up(config: Config, nats_port: int, pg_port: int, names: list[str],
                   f"{config.data_dir / 'auth' / 'pg'}); the DSN above is the administrator's", flush=True)
         if authority is not None:
             print(f"cordon: operator credentials {creds} (the cordon CLI's default; keep it secret)", flush=True)
-        env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn}
+        env = {**os.environ, "CORDON_NATS_URL": nats_url, "CORDON_PG_DSN": pg_dsn, **master_key_env(config.data_dir)}
         if ports:
             print(metrics_line(address, ports), flush=True)
         for name in names:

@@ -18,7 +18,8 @@ deployment. A superuser is what has been tried; a role with CREATEROLE owning th
 do if it may ``SET ROLE`` to the roles it creates (``createrole_self_grant = 'set'`` on PostgreSQL
 16 and later: giving a schema to a role needs it) — untested. It is idempotent and
 safe to run concurrently, and adopts a record from before roles (or restored by an administrator):
-schemas and their objects owned by someone else are given to the service's role.
+schemas and their objects owned by someone else are given to the service's role. The registry's
+key database (``<database>_keys``) is made here too, the registry role's alone.
 """
 from __future__ import annotations
 
@@ -145,6 +146,28 @@ async def provision(admin_dsn: str, passwords: Mapping[str, str | None] | None =
             # one provisioner per database at a time (two `cordon up`s, two init jobs)
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cordon:roles'))")
             for sql in statements(database, passwords or {}, services):
+                await conn.execute(sql)
+    finally:
+        await conn.close()
+    if "registry" in services:
+        await _provision_keys(admin_dsn, f"{database}_keys")
+
+
+async def _provision_keys(admin_dsn: str, keys_db: str) -> None:
+    """The registry's key database (``<database>_keys``, services/registry/keys.py): made here,
+    owned by the registry's role and connectable by it alone, since the role may not create
+    databases; a key database made before roles is given to it (its ``registry`` schema too)."""
+    from shared.embedded import ensure_database
+
+    name, db = role("registry"), _ident(keys_db)
+    keys_dsn = await ensure_database(admin_dsn, keys_db)
+    conn = await asyncpg.connect(keys_dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cordon:roles'))")
+            for sql in (f"ALTER DATABASE {db} OWNER TO {name}", f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+                        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                        f"CREATE SCHEMA IF NOT EXISTS registry AUTHORIZATION {name}", _adopt("registry", name)):
                 await conn.execute(sql)
     finally:
         await conn.close()

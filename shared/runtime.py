@@ -394,6 +394,8 @@ class CommandRuntime:
                     return await self._race_reply(item, exc)
             except UNREACHABLE:
                 return encode_error(UNAVAILABLE)
+            except CommandError as err:  # from prepare_batch (e.g. the registry's key store is down): its own code
+                return encode_error(err)
             except Exception:
                 log.exception("command.failed", command=item.name, command_id=item.cmd.command_id)
                 return encode_error(CommandError("internal error; the command was not applied"))

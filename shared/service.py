@@ -118,6 +118,9 @@ class ServiceSpec:
     #: community or scope its payload names (shared.access.check_query); a query that names no
     #: place (a resident, a volunteer) narrows its answer to what the identity reads
     queries: dict[str, Callable[["ServiceHost", bytes, Any], Awaitable[dict]]] = field(default_factory=dict)
+    #: async (host) -> None, awaited at start once the service's tables exist, before it takes any
+    #: command or event (e.g. the registry opens its key store): what commands need ready
+    on_start: list[Callable[["ServiceHost"], Awaitable[None]]] = field(default_factory=list)
     #: long-running tasks (e.g. a scheduler): async (host) -> None, cancelled at stop
     background: list[Callable[["ServiceHost"], Awaitable[None]]] = field(default_factory=list)
     #: (host) -> a follower of the stream, run by the host and shown on health with the consumers
@@ -181,6 +184,8 @@ class ServiceHost:
         async with self.pool.acquire() as conn:
             await store.migrate(conn, spec.name, spec.extra_ddl, record=spec.commands is not None,
                                 consumers=bool(spec.consumers or spec.reactions))
+        for hook in spec.on_start:
+            await hook(self)
         self.nc = await bus.connect(config.nats_url, f"{spec.name}.relay", config.nats_creds)
         await bus.ensure_stream(self.nc.jetstream(), config.dedupe_window_s, config.stream_replicas)
         if spec.commands is not None:

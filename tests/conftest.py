@@ -1,6 +1,7 @@
 """Shared fixtures: embedded PostgreSQL (one per session), NATS and a 3-node NATS cluster (one per test), real servers."""
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,6 +11,10 @@ import pytest
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
 from shared.embedded_cluster import EmbeddedNatsCluster
 from tests.support.bus import creds_for, start_secure_cluster, start_secure_nats
+
+# The registry seals personal data with a master key (shared/pii.py): one fixed test key for the
+# services the tests start in process; `cordon up` makes its own under <data dir>/auth.
+os.environ.setdefault("CORDON_MASTER_KEY", "Y29yZG9uLXRlc3QtbWFzdGVyLWtleS0zMi1ieXRlcyE=")
 
 FAST_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -35,6 +40,7 @@ async def pg_dsn(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
         conn = await asyncpg.connect(pg_server.dsn)
         try:
             await conn.execute(f'drop database if exists "{name}" with (force)')
+            await conn.execute(f'drop database if exists "{name}_keys" with (force)')  # the registry's keys
         finally:
             await conn.close()
     except Exception:

@@ -20,7 +20,7 @@ from typing import AsyncIterator
 
 from services.demo.client import Api
 from shared.log import to_file
-from services.supervisor import pg_env, service_env, service_roles, wait_ready
+from services.supervisor import master_key_env, pg_env, service_env, service_roles, wait_ready
 from shared.auth import Authority
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, ensure_database
 
@@ -79,7 +79,9 @@ async def services(nats_url: str, pg_dsn: str, log_dir: Path, names=NAMES,
     child_env = {"CORDON_BACKDATE_DAYS": "0", **os.environ, "CORDON_METRICS_PORT": "0", **(env or {}),
                  "CORDON_NATS_URL": nats_url,
                  "CORDON_PG_DSN": pg_dsn, "CORDON_LOG_FORMAT": "json",
-                 **({"CORDON_NATS_CREDS": creds} if creds else {})}
+                 **({"CORDON_NATS_CREDS": creds} if creds else {}),
+                 # the registry's master key, as cordon up makes it (beside the logs' data dir)
+                 **master_key_env(log_dir.parent)}
     roles = await service_roles(pg_dsn, authority.path, list(names), True) if authority is not None else None
     procs = [await _spawn(name, pg_env(service_env(child_env, name, authority), name, roles), log_dir)
              for name in names]

@@ -13,7 +13,7 @@ import base64
 import binascii
 import re
 from datetime import date, datetime
-from typing import Union, assert_never, get_args
+from typing import Literal, Union, assert_never, get_args
 
 from shared.contracts.registry import RESERVED_DISTRICT, CityClass, Outcome, Transport, Visit, Vulnerability
 from shared.identity import Identity
@@ -78,6 +78,26 @@ class MoveOut(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True
     reason: str | None = None
 
 
+class EraseResident(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Delete a resident's data key (crypto-shredding); accepted only from inside Cordon
+    (``shared.access.CORDON_ONLY``): an operator acting on a recorded legal basis."""
+
+    resident: str
+    legal_basis: str
+
+
+class RecordPersonalDataView(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The registry's own record of a read of personal data (``registry.contact``), issued by the
+    query handler through the runtime; accepted only from inside Cordon."""
+
+    viewer: str
+    community: str
+    subject: str
+    subject_kind: Literal["resident", "household"]
+    residents: list[str]
+    purpose: str
+
+
 class GrantIdentity(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Record an identity (``shared.identity``) and the NATS user key its credentials hold;
     accepted only from inside Cordon (``shared.access.CORDON_ONLY``)."""
@@ -97,7 +117,7 @@ class RevokeIdentity(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 Command = Union[RegisterCompound, RegisterHousehold, RegisterResident, RegisterArrival, VerifyArrival, MoveOut,
-                GrantIdentity, RevokeIdentity]
+                GrantIdentity, RevokeIdentity, EraseResident, RecordPersonalDataView]
 
 COMMANDS: dict[str, type] = {
     "register_compound": RegisterCompound,
@@ -108,6 +128,8 @@ COMMANDS: dict[str, type] = {
     "move_out": MoveOut,
     "grant_identity": GrantIdentity,
     "revoke_identity": RevokeIdentity,
+    "erase_resident": EraseResident,
+    "record_personal_data_view": RecordPersonalDataView,
 }
 
 #: The id field a creating command may leave out; the runtime fills it (``shared.wire.complete``).
@@ -118,7 +140,10 @@ _CHOICES = {
     "outcome": get_args(Outcome),
     "kind": ("train", "flight", "road", "other"),
     "vulnerabilities": get_args(Vulnerability),
+    "subject_kind": ("resident", "household"),
 }
+#: The shortest purpose a read of personal data must give: a reason, not a placeholder.
+MIN_PURPOSE = 5
 
 
 def decode(name: str, payload: bytes) -> Command:
@@ -176,9 +201,26 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             check_slug(cmd.identity, "identity")
             if cmd.reason is not None:
                 wire.text(cmd.reason, "reason", MAX_NOTE)
+        case EraseResident():
+            check_slug(cmd.resident, "resident")
+            wire.text(cmd.legal_basis, "legal_basis", MAX_NOTE)
+        case RecordPersonalDataView():
+            check_purpose(cmd.purpose)
+            check_community(cmd.community)
+            for resident in cmd.residents:
+                check_slug(resident, "residents")
         case _:
             assert_never(cmd)
     return cmd
+
+
+def check_purpose(purpose: str, field: str = "purpose") -> str:
+    """Why personal data is read: required, a sentence rather than a placeholder."""
+    wire.text(purpose, field, MAX_NOTE)
+    if len(purpose.strip()) < MIN_PURPOSE:
+        raise Invalid(f"{field} must say why (at least {MIN_PURPOSE} characters): it is recorded with the read",
+                      field=field)
+    return purpose.strip()
 
 
 def _arrival(cmd: RegisterArrival, config: Config) -> None:

@@ -13,11 +13,13 @@ from typing import assert_never
 
 from services.registry.commands import (
     Command,
+    EraseResident,
     GrantIdentity,
     MoveOut,
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
+    RecordPersonalDataView,
     RegisterResident,
     RevokeIdentity,
     VerifyArrival,
@@ -32,6 +34,8 @@ from shared.contracts.registry import (
     HouseholdRegistered,
     IdentityGranted,
     IdentityRevoked,
+    PersonalDataViewed,
+    ResidentErased,
     ResidentMovedOut,
     ResidentRegistered,
 )
@@ -45,7 +49,7 @@ class Facts:
 
     register_household: compound, household · register_resident: household, resident ·
     register_arrival: resident, arrival · verify_arrival: arrival, resident (of the arrival) ·
-    move_out: resident · register_compound: compound · grant_identity: grant (of the name),
+    move_out, erase_resident: resident · record_personal_data_view: nothing · register_compound: compound · grant_identity: grant (of the name),
     key_holder · revoke_identity: grant.
     """
 
@@ -77,6 +81,14 @@ def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
             return _grant_identity(facts, cmd)
         case RevokeIdentity():
             return _revoke_identity(facts, cmd)
+        case EraseResident():
+            return _erase_resident(facts, cmd)
+        case RecordPersonalDataView():
+            return [PersonalDataViewed(
+                community=cmd.community, viewer=cmd.viewer, subject=cmd.subject, subject_kind=cmd.subject_kind,
+                residents=list(cmd.residents), resident=cmd.subject if cmd.subject_kind == "resident" else None,
+                purpose=cmd.purpose.strip(), viewed_at=_at(cmd),
+            )]
         case _:
             assert_never(cmd)
 
@@ -196,6 +208,17 @@ def _move_out(facts: Facts, cmd: MoveOut) -> list[RegistryEvent]:
         compound=resident.compound, building=resident.building,
         reason=cmd.reason.strip() if cmd.reason is not None else None,
         moved_out_at=_at(cmd), moved_out_by=cmd.actor,
+    )]
+
+
+def _erase_resident(facts: Facts, cmd: EraseResident) -> list[RegistryEvent]:
+    resident = _resident(facts, cmd.resident)
+    if resident.erased:
+        raise Rejected(f"resident {cmd.resident} is erased already", reason="erased")
+    return [ResidentErased(
+        community=resident.community, resident=resident.resident, household=resident.household,
+        compound=resident.compound, building=resident.building, legal_basis=cmd.legal_basis.strip(),
+        erased_at=_at(cmd), erased_by=cmd.actor,
     )]
 
 

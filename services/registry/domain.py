@@ -5,7 +5,8 @@ stream holds one aggregate:
 
     compound:<community>:<compound>  CompoundRegistered
     household:<household>            HouseholdRegistered
-    resident:<resident>              ResidentRegistered, ResidentMovedOut
+    resident:<resident>              ResidentRegistered, ResidentMovedOut, ResidentErased
+    read:<command id>                PersonalDataViewed (one stream per read: reads never contend)
     arrival:<arrival>                ArrivalRegistered, ArrivalVerified
     identity:<name>                  IdentityGranted, IdentityRevoked (granted again after a revocation)
 """
@@ -16,11 +17,13 @@ from typing import Iterable, Union, assert_never
 
 from services.registry.commands import (
     Command,
+    EraseResident,
     GrantIdentity,
     MoveOut,
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
+    RecordPersonalDataView,
     RegisterResident,
     RevokeIdentity,
     VerifyArrival,
@@ -33,6 +36,8 @@ from shared.contracts.registry import (
     HouseholdRegisteredV1,
     IdentityGranted,
     IdentityRevoked,
+    PersonalDataViewed,
+    ResidentErased,
     ResidentMovedOut,
     ResidentRegistered,
     ResidentRegisteredV1,
@@ -40,7 +45,7 @@ from shared.contracts.registry import (
 
 RegistryEvent = Union[
     CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified,
-    IdentityGranted, IdentityRevoked,
+    IdentityGranted, IdentityRevoked, PersonalDataViewed, ResidentErased,
 ]
 #: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
 OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1]
@@ -75,6 +80,8 @@ class Resident:
     resident: str
     vulnerabilities: tuple[str, ...] = ()
     moved_out: bool = False
+    #: Their data key deleted (erase_resident): nothing personal of them can be read any more.
+    erased: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +125,15 @@ class Grant:
     keys: tuple[str, ...] = ()
 
 
-State = Union[Compound, Household, Resident, Arrival, Grant]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Read:
+    """One recorded read of personal data (a stream of its own)."""
+
+    community: str
+    viewer: str
+
+
+State = Union[Compound, Household, Resident, Arrival, Grant, Read]
 
 
 def compound_stream(community: str, compound: str) -> str:
@@ -141,6 +156,10 @@ def identity_stream(name: str) -> str:
     return f"identity:{name}"
 
 
+def read_stream(command_id: str) -> str:
+    return f"read:{command_id}"
+
+
 def target_stream(cmd: Command) -> str:
     """The stream a command appends to (its created id is filled in already: see :func:`created_id`)."""
     match cmd:
@@ -154,8 +173,10 @@ def target_stream(cmd: Command) -> str:
             return arrival_stream(created_id(cmd.arrival, "arrival"))
         case VerifyArrival():
             return arrival_stream(cmd.arrival)
-        case MoveOut():
+        case MoveOut() | EraseResident():
             return resident_stream(cmd.resident)
+        case RecordPersonalDataView():
+            return read_stream(cmd.command_id)
         case GrantIdentity() | RevokeIdentity():
             return identity_stream(cmd.identity)
         case _:
@@ -214,6 +235,10 @@ def evolve(state: State | None, event: RegistryEvent | OldRegistryEvent) -> Stat
             return replace(_expect(state, Grant, event), revoked=True)
         case HouseholdRegisteredV1() | ResidentRegisteredV1():
             return evolve(state, event.upcast())
+        case ResidentErased():
+            return replace(_expect(state, Resident, event), erased=True)
+        case PersonalDataViewed():
+            return Read(community=event.community, viewer=event.viewer)
         case _:
             assert_never(event)
 

@@ -1,16 +1,20 @@
 """Registry command handlers: load the facts a command touches, decide (pure), append.
 
-Personal data (name, ID-card number, phone, birth year) is written to ``registry.residents``, and a
-household's address to ``registry.households``, in the same transaction as the events; events carry
-the opaque ids, the building and a masked name only.
+Personal data (name, ID-card number, phone, birth year) is written to ``registry.residents`` in the
+same transaction as the events, sealed with the resident's data key (``tables``, ``keys``), and a
+household's address to ``registry.households``; events carry the opaque ids, the building and a
+masked name only.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from services.registry import commands, decide, domain, tables
+from services.registry.keys import KeyStore
+from shared import pii
 from shared.context import Context
-from shared.errors import Conflict
+from shared.errors import CommandError, Conflict
 from shared.runtime import Handler
 
 
@@ -18,8 +22,13 @@ from shared.runtime import Handler
 class Scratch:
     """What earlier commands of a batch did that ``registry.residents`` does not show yet."""
 
-    #: ID numbers registered already or claimed by an earlier register_resident of the batch
+    #: The key store (the registry's spec binds it: ``partial(Scratch, keys=...)``).
+    keys: KeyStore | None = None
+    #: Keyed hashes of ID numbers registered already or claimed by an earlier register_resident
+    #: of the batch (``tables.TAKEN_ID_HASHES``)
     id_numbers_taken: set[str] = field(default_factory=set)
+    #: resident -> its data key, made for every register_resident of the batch in one round trip
+    data_keys: dict[str, bytes] = field(default_factory=dict)
     #: NATS user keys granted by an earlier grant_identity of the batch -> the identity
     keys_granted: dict[str, str] = field(default_factory=dict)
 
@@ -36,7 +45,7 @@ def prefetch(cmd: commands.Command) -> list[str]:
             return [domain.household_stream(cmd.household), domain.resident_stream(cmd.resident)]
         case commands.RegisterArrival():
             return [domain.resident_stream(cmd.resident), domain.arrival_stream(cmd.arrival)]
-        case commands.MoveOut():
+        case commands.MoveOut() | commands.EraseResident():
             return [domain.resident_stream(cmd.resident)]
         case commands.VerifyArrival():
             return [domain.arrival_stream(cmd.arrival)]
@@ -46,11 +55,29 @@ def prefetch(cmd: commands.Command) -> list[str]:
 
 
 async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) -> None:
-    """ID numbers already registered, for every register_resident of the batch, in one query."""
-    numbers = [c.id_number for c in cmds if isinstance(c, commands.RegisterResident)]
-    if numbers:
-        rows = await conn.fetch(tables.TAKEN_ID_NUMBERS, numbers)
-        scratch.id_numbers_taken = {r["id_number"] for r in rows}
+    """For every register_resident of the batch: the ID numbers registered already (one query) and
+    a data key each (made in the key store before the batch commits: a key whose command is then
+    refused opens nothing and is harmless)."""
+    registering = [c for c in cmds if isinstance(c, commands.RegisterResident)]
+    if registering:
+        scratch.data_keys = await scratch.keys.create([c.resident for c in registering])  # first: opens the store
+        hashes = [id_hash(scratch.keys.index_key, c.id_number) for c in registering]
+        rows = await conn.fetch(tables.TAKEN_ID_HASHES, hashes)
+        scratch.id_numbers_taken = {r["id_hash"] for r in rows}
+
+
+def id_hash(index_key: bytes, id_number: str) -> str:
+    """The keyed hash ``registry.residents.id_hash`` holds for an ID number (its X upper-cased)."""
+    return pii.blind_index(index_key, "id_number", id_number.strip().upper())
+
+
+def sealed_personal(data_key: bytes, resident: str, name: str, id_number: str, phone: str | None,
+                    birth_year: int | None) -> bytes:
+    """The personal fields of a resident as ``registry.residents.personal`` holds them (the birth
+    year is null for a resident registered before it left ResidentRegistered and not in its event)."""
+    plain = json.dumps({"name": name, "id_number": id_number, "phone": phone, "birth_year": birth_year},
+                       ensure_ascii=False)
+    return pii.seal(data_key, resident, plain.encode())
 
 
 
@@ -84,13 +111,19 @@ async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> Non
     target = domain.target_stream(cmd)
     _, version = await ctx.expect(target)
     events = decide.decide(facts, cmd)  # not-found and taken ids first, then the ID number
-    taken = ctx.scratch.id_numbers_taken
-    if cmd.id_number in taken:
+    scratch: Scratch = ctx.scratch
+    taken, hashed = scratch.id_numbers_taken, id_hash(scratch.keys.index_key, cmd.id_number)
+    if hashed in taken:
         raise Conflict("a resident with this ID number is already registered", field="id_number")
+    data_key = scratch.data_keys.get(cmd.resident)
+    if data_key is None:  # an erased subject's id never gets a key again (decide refuses it first)
+        raise CommandError(f"no data key could be made for {cmd.resident}; the command was not applied")
     ctx.append(target, version, events)  # may refuse (forbidden): then the number stays free
-    taken.add(cmd.id_number)  # later commands of the batch see it taken
-    ctx.write(tables.INSERT_PII, cmd.resident, cmd.household, events[0].community, cmd.name.strip(),
-              cmd.id_number, cmd.phone, cmd.occurred_at, cmd.birth_year)
+    taken.add(hashed)  # later commands of the batch see it taken
+    ctx.write(tables.INSERT_PII, cmd.resident, cmd.household, events[0].community,
+              sealed_personal(data_key, cmd.resident, cmd.name.strip(), cmd.id_number, cmd.phone,
+                              cmd.birth_year),
+              hashed, cmd.occurred_at)
 
 
 async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:
@@ -128,6 +161,21 @@ async def revoke_identity(cmd: commands.RevokeIdentity, ctx: Context) -> None:
     ctx.write(tables.REVOKE_GRANT, event.public_key, event.revoked_at, event.revoked_by, event.reason)
 
 
+async def erase_resident(cmd: commands.EraseResident, ctx: Context) -> None:
+    """Delete the resident's data key, then record it. The key goes first, in the key database
+    (not in this transaction): if this commit then fails, the person is erased but not yet on the
+    record, and the command sent again records it (deleting a deleted key is a no-op); the other
+    order could leave the record saying "erased" over a key that still opens."""
+    resident = await ctx.state(domain.resident_stream(cmd.resident))
+    [event] = await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
+    await ctx.scratch.keys.erase(event.resident, event.legal_basis, event.erased_at)
+    ctx.write(tables.ERASE_PII, event.resident, event.erased_at)
+
+
+async def record_personal_data_view(cmd: commands.RecordPersonalDataView, ctx: Context) -> None:
+    await _decide_and_append(ctx, cmd, decide.Facts())
+
+
 HANDLERS: dict[str, Handler] = {
     "register_compound": register_compound,
     "register_household": register_household,
@@ -137,4 +185,6 @@ HANDLERS: dict[str, Handler] = {
     "move_out": move_out,
     "grant_identity": grant_identity,
     "revoke_identity": revoke_identity,
+    "erase_resident": erase_resident,
+    "record_personal_data_view": record_personal_data_view,
 }

@@ -1,14 +1,29 @@
-"""The registry's query on ``cordon.qry.registry.identities``: every identity ever granted.
+"""The registry's queries.
 
-Answered only inside Cordon (``shared.access.CORDON_ONLY_QUERIES``): ``cordon identity list``
-prints it, and the revocation list NATS enforces is built from its revoked keys. One row per key:
-a name granted again after a revocation appears once per grant.
+``cordon.qry.registry.identities``: every identity ever granted. Answered only inside Cordon
+(``shared.access.CORDON_ONLY_QUERIES``): ``cordon identity list`` prints it, and the revocation list
+NATS enforces is built from its revoked keys. One row per key: a name granted again after a
+revocation appears once per grant.
+
+``cordon.qry.registry.contact`` {resident | household, purpose}: names and phones, the one read
+path of residents' personal data. Shown only to staff of the resident's own community
+(``shared.access.check_personal``); before anything is decrypted the read is recorded as
+``PersonalDataViewed`` {viewer, subject, residents, purpose} through the runtime (a command of the
+registry's own: on the record, the stream and the audit log); if it cannot be recorded, nothing is
+shown.
 """
 from __future__ import annotations
 
-from services.registry import tables
+import json
+
+from services.registry import commands, tables
+from services.registry.keys import KeyStore
+from shared import access, pii
 from shared.contracts import queries
+from shared.envelope import new_id
+from shared.errors import Invalid, NotFound, Unavailable
 from shared.identity import Identity
+from shared.subjects import check_slug
 
 
 async def identities(host, payload: bytes, identity: Identity | None) -> dict:
@@ -19,6 +34,58 @@ async def identities(host, payload: bytes, identity: Identity | None) -> dict:
     async with host.pool.acquire() as conn:
         rows = await conn.fetch(tables.IDENTITIES)
     return {"ok": True, "identities": [dict(r) for r in rows]}
+
+
+def contact(keys: KeyStore):
+    """The ``registry.contact`` handler, reading data keys from ``keys``."""
+
+    async def answer(host, payload: bytes, identity: Identity | None) -> dict:
+        q = queries.decode("registry.contact", payload)
+        kind, subject = _subject(q)
+        purpose = commands.check_purpose(q.purpose)
+        async with host.pool.acquire() as conn:
+            rows = await conn.fetch(tables.CONTACTS, subject if kind == "resident" else None,
+                                    subject if kind == "household" else None)
+        if not rows:
+            raise NotFound(f"{kind} {subject} is not registered", field=kind)
+        community = rows[0]["community"]
+        viewer = access.check_personal(identity, community, f"the contacts of {kind} {subject}")
+        residents = [r["resident"] for r in rows]
+        viewed = await _record(host, viewer, community, kind, subject, residents, purpose)
+        data_keys = await keys.get(residents)
+        return {"ok": True, "community": community, "purpose": purpose, "viewed": viewed,
+                "contacts": [_contact(r, data_keys.get(r["resident"])) for r in rows]}
+
+    return answer
+
+
+def _subject(q: queries.ContactQuery) -> tuple[str, str]:
+    if (q.resident is None) == (q.household is None):
+        raise Invalid("give exactly one of resident and household", field="resident")
+    kind, subject = ("resident", q.resident) if q.resident is not None else ("household", q.household)
+    return kind, check_slug(subject, kind)
+
+
+async def _record(host, viewer: Identity, community: str, kind: str, subject: str, residents: list[str],
+                  purpose: str) -> str:
+    """Record the read (PersonalDataViewed) through the runtime; its event id, or ``unavailable``."""
+    cmd = commands.RecordPersonalDataView(
+        command_id=f"read-{new_id()}", actor=viewer.actor,
+        viewer=viewer.actor, community=community, subject=subject, subject_kind=kind,
+        residents=residents, purpose=purpose)
+    reply = await host.execute("record_personal_data_view", cmd)
+    if not reply.get("ok"):
+        raise Unavailable(f"the read could not be recorded ({reply['error']['message']}); nothing is shown")
+    return reply["events"][0]["event_id"]
+
+
+def _contact(row, data_key: bytes | None) -> dict:
+    base = {"resident": row["resident"], "household": row["household"], "address": row["address"]}
+    if data_key is None or row["personal"] is None:  # erased: the key is gone
+        return {**base, "name": None, "phone": None, "birth_year": None, "erased": True}
+    personal = json.loads(pii.unseal(data_key, row["resident"], row["personal"]))
+    return {**base, "name": personal["name"], "phone": personal["phone"], "birth_year": personal.get("birth_year"),
+            "erased": False}
 
 
 QUERIES = {"registry.identities": identities}

@@ -2,8 +2,17 @@
 
 ``registry.residents``: residents' personal data. Name, ID-card number and phone never go into
 events (they are published to every service); they are written here, in the same transaction as
-the ResidentRegistered event that carries the opaque id and a masked name. Its birth year too
-(since ResidentRegistered schema 2): with the masked name and the building it singles a person out.
+the ResidentRegistered event that carries the opaque id and a masked name, *sealed* (AES-GCM,
+``shared.pii``) with the resident's own data key, which lives in the key database
+(:mod:`services.registry.keys`), not here: ``personal`` is the sealed JSON {name, id_number,
+phone}; ``id_hash`` a keyed hash of the ID number (``Keyring.blind_index``), so that "is this
+number registered?" needs no plaintext. An erased resident keeps the row (household, community)
+with ``personal`` and ``id_hash`` emptied and ``erased_at`` set.
+
+Rows of before the encryption (plaintext ``name``, ``id_number``, ``phone``) are sealed when the
+registry starts (:mod:`services.registry.migrate`), and those columns dropped. The birth year is
+sealed with them (since ResidentRegistered schema 2: with the masked name and the building it
+singles a person out); a registry of before finds it in its schema-1 events.
 
 ``registry.households``: a household's address (building and room: the door), written with its
 HouseholdRegistered, which (since schema 2) carries the building but not the address.
@@ -19,22 +28,40 @@ CREATE TABLE IF NOT EXISTS registry.residents (
     resident      text PRIMARY KEY,
     household     text NOT NULL,
     community     text NOT NULL,
-    name          text NOT NULL,
-    id_number     text NOT NULL UNIQUE,
-    phone         text,
-    registered_at timestamptz NOT NULL
+    personal      bytea,
+    id_hash       text UNIQUE,
+    registered_at timestamptz NOT NULL,
+    erased_at     timestamptz
 );
--- Null for residents registered before the birth year left the event (it is in their schema-1 event).
-ALTER TABLE registry.residents ADD COLUMN IF NOT EXISTS birth_year integer;
+-- a registry of before the encryption: its table gains the new columns; its plaintext ones are
+-- sealed and dropped by services/registry/migrate.py when the registry starts
+ALTER TABLE registry.residents ADD COLUMN IF NOT EXISTS personal bytea;
+ALTER TABLE registry.residents ADD COLUMN IF NOT EXISTS id_hash text;
+ALTER TABLE registry.residents ADD COLUMN IF NOT EXISTS erased_at timestamptz;
+CREATE UNIQUE INDEX IF NOT EXISTS residents_id_hash ON registry.residents (id_hash);
+CREATE INDEX IF NOT EXISTS residents_household ON registry.residents (household);
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'registry'
+               AND table_name = 'residents' AND column_name = 'id_number') THEN
+        ALTER TABLE registry.residents ALTER COLUMN name DROP NOT NULL, ALTER COLUMN id_number DROP NOT NULL;
+        -- its birth years are in its schema-1 events: copied beside the plaintext, sealed with it
+        ALTER TABLE registry.residents ADD COLUMN IF NOT EXISTS birth_year integer;
+        UPDATE registry.residents p SET birth_year = (r.env->'data'->>'birth_year')::int
+        FROM (SELECT convert_from(envelope, 'UTF8')::jsonb AS env FROM registry.events
+              WHERE type = 'ResidentRegistered') r
+        WHERE p.birth_year IS NULL AND (r.env->>'schema')::int = 1
+          AND r.env->'data'->>'resident' = p.resident;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS registry.households (
     household     text PRIMARY KEY,
     community     text NOT NULL,
     address       text NOT NULL,
     registered_at timestamptz NOT NULL
 );
--- Once, on the first start after schema 2: what schema-1 events carried (the address, the birth
--- year) is copied from the registry's record into its tables, so the read path answers for the
--- households and residents registered before. Guarded so later starts skip the scan.
+-- Once, on the first start after schema 2: the addresses schema-1 events carried are copied from
+-- the registry's record into its table, so the read path answers for the households registered
+-- before. Guarded so later starts skip the scan.
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM registry.households) THEN
         INSERT INTO registry.households (household, community, address, registered_at)
@@ -43,13 +70,6 @@ DO $$ BEGIN
               FROM registry.events WHERE type = 'HouseholdRegistered') r
         WHERE (r.env->>'schema')::int = 1
         ON CONFLICT (household) DO NOTHING;
-    END IF;
-    IF EXISTS (SELECT 1 FROM registry.residents WHERE birth_year IS NULL) THEN
-        UPDATE registry.residents p SET birth_year = (r.env->'data'->>'birth_year')::int
-        FROM (SELECT convert_from(envelope, 'UTF8')::jsonb AS env FROM registry.events
-              WHERE type = 'ResidentRegistered') r
-        WHERE p.birth_year IS NULL AND (r.env->>'schema')::int = 1
-          AND r.env->'data'->>'resident' = p.resident;
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS registry.identities (
@@ -71,13 +91,20 @@ CREATE UNIQUE INDEX IF NOT EXISTS identities_live ON registry.identities (identi
 """
 
 INSERT_PII = (
-    "INSERT INTO registry.residents (resident, household, community, name, id_number, phone, registered_at, "
-    "birth_year) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    "INSERT INTO registry.residents (resident, household, community, personal, id_hash, registered_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6)"
 )
 INSERT_ADDRESS = (
     "INSERT INTO registry.households (household, community, address, registered_at) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (household) DO NOTHING"
 )
+#: The sealed personal data of one resident ($1) or of every resident of a household ($2).
+CONTACTS = (
+    "SELECT r.resident, r.household, r.community, r.personal, r.erased_at, h.address "
+    "FROM registry.residents r LEFT JOIN registry.households h ON h.household = r.household "
+    "WHERE r.resident = $1 OR r.household = $2 ORDER BY r.registered_at, r.resident"
+)
+ERASE_PII = "UPDATE registry.residents SET personal = NULL, id_hash = NULL, erased_at = $2 WHERE resident = $1"
 
 INSERT_GRANT = (
     "INSERT INTO registry.identities (public_key, identity, role, scope, community, compound, grants, "
@@ -91,5 +118,5 @@ IDENTITIES = (
     "revoked_at, revoked_by, revoked_reason AS reason FROM registry.identities ORDER BY granted_at, identity"
 )
 
-#: Which of the given ID numbers are registered already ($1: text[]).
-TAKEN_ID_NUMBERS = "SELECT id_number FROM registry.residents WHERE id_number = ANY($1)"
+#: Which of the given ID numbers' keyed hashes are registered already ($1: text[]).
+TAKEN_ID_HASHES = "SELECT id_hash FROM registry.residents WHERE id_hash = ANY($1)"

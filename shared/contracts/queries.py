@@ -264,6 +264,33 @@ class IdentitiesReply(Reply):
     identities: Annotated[list[IdentityRow], _meta("one row per key ever granted, oldest grant first")]
 
 
+class ContactQuery(Request, kw_only=True):
+    """Exactly one of resident and household."""
+
+    resident: Annotated[str | None, _meta("the resident's opaque id")] = None
+    household: Annotated[str | None, _meta("a household's id: each of its residents")] = None
+    purpose: Annotated[str, _meta("why (at least 5 characters): recorded with the read, in "
+                                  "PersonalDataViewed", min_length=1, max_length=wire.MAX_NOTE)]
+
+
+class Contact(Row):
+    resident: str
+    household: str
+    name: Annotated[str | None, _meta("null once the resident is erased")]
+    phone: Annotated[str | None, _meta("null when none was given, or once erased")]
+    erased: Annotated[bool, _meta("the resident's data key is deleted: nothing personal is left")]
+    birth_year: Annotated[int | None, _meta("null once erased (or not known: registered before it was kept)")] = None
+    address: Annotated[str | None, _meta("the household's address (building and room: the door), which "
+                                         "events do not carry")] = None
+
+
+class ContactReply(Reply):
+    community: Community
+    purpose: str
+    viewed: Annotated[str, _meta("the event_id of the PersonalDataViewed that records this read")]
+    contacts: Annotated[list[Contact], _meta("oldest registration first")]
+
+
 # -- checkpoint -----------------------------------------------------------------------------------
 
 
@@ -460,6 +487,9 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
           "every running service instance, its outbox depth and its consumers' lag"),
     Query("registry.identities", "registry", IdentitiesQuery, IdentitiesReply,
           "every identity ever granted (operators only)"),
+    Query("registry.contact", "registry", ContactQuery, ContactReply,
+          "names and phones of a resident or a household, to staff of its own community only; every "
+          "read recorded first (PersonalDataViewed), or nothing is shown"),
     Query("checkpoint.shifts", "checkpoint", ShiftsQuery, ShiftsReply,
           "volunteer person-times, people, hours and open shifts at the gates, per day"),
     Query("quarantine.cases", "quarantine", CasesQuery, CasesReply,

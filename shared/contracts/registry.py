@@ -196,3 +196,38 @@ class ResidentRegisteredV1(Event, frozen=True, kw_only=True):
 
     def upcast(self) -> ResidentRegistered:
         return _current(self, ResidentRegistered)
+# -- personal data: who read it, and erasure (crypto-shredding: services/registry/keys.py) -------
+
+
+@event_type(SERVICE)
+class PersonalDataViewed(Event, frozen=True, kw_only=True):
+    """Someone was shown residents' names and phones (``cordon.qry.registry.contact``): recorded
+    before the answer leaves the registry; no record, no answer. Carries who, whose and why, never
+    what was shown."""
+
+    #: The actor who read (``staff:li-wei``).
+    viewer: str
+    #: What was asked for: a resident's id, or a household's.
+    subject: str
+    subject_kind: Literal["resident", "household"]
+    #: The residents whose data was shown (a household's: each of them).
+    residents: list[str]
+    #: The subject when it is one resident (so the audit log's resident column, and
+    #: ``cordon audit show --resident``, find the reads of that resident); null for a household.
+    resident: str | None = None
+    purpose: str
+    viewed_at: datetime
+
+
+@event_type(SERVICE)
+class ResidentErased(Event, frozen=True, kw_only=True):
+    """A resident's data key was deleted: their name, ID number and phone are unreadable wherever
+    a copy went. Their events stay (opaque id, masked name) so the record and its counts hold."""
+
+    resident: str
+    household: str
+    compound: str
+    building: str
+    legal_basis: str
+    erased_at: datetime
+    erased_by: str

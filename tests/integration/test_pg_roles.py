@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -39,6 +40,11 @@ async def fetchval(dsn: str, sql: str):
         return await conn.fetchval(sql)
     finally:
         await conn.close()
+
+
+def keys_database(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=parts.path + "_keys"))
 
 
 async def owners(dsn: str, schema: str) -> set[str]:
@@ -74,6 +80,13 @@ async def test_only_the_registrys_role_reads_the_residents(nats_url, pg_dsn):
             await fetchval(await as_role(pg_dsn, other), "CREATE TABLE registry.copy (x int)")
     # And everything in the registry's schema is its role's
     assert await owners(pg_dsn, "registry") == {"cordon_registry"}
+    # And the key database (the residents' data keys) is the registry's role's alone
+    keys = keys_database(pg_dsn)
+    assert await owners(keys, "registry") == {"cordon_registry"}
+    assert await fetchval(keys, "SELECT count(*) FROM registry.data_keys") >= 2  # the resident's, the index key
+    for other in OTHERS:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for database"):
+            await fetchval(pgroles.role_dsn(keys, other), "SELECT 1")
 
 
 @pytest.mark.timeout(120)

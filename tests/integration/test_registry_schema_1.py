@@ -4,7 +4,7 @@ birth year in them) goes on from it, on real NATS and PostgreSQL: the registry d
 households and residents, the other services' directories and the views count and show them as
 schema 2, and the audit chain holds over old and new events alike. The first start of the schema-2
 registry copies what the old events carried into its own tables (registry.households, the birth
-year in registry.residents), where the read path finds them.
+year, sealed with the resident's personal data), where the read path finds them.
 """
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from services.views.app import spec as views_spec
 from shared import envelope as env
 from shared import store
 from shared.contracts.registry import HouseholdRegisteredV1, ResidentRegisteredV1
+from shared.identity import Identity
 from shared.subjects import STREAM, event_subject
 from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY, Client, community, eventually, prc_id, running
+from tests.support.identities import As
 from tests.support.views import query, wait_position
 
 pytestmark = pytest.mark.integration
@@ -31,6 +33,8 @@ pytestmark = pytest.mark.integration
 AT = datetime(2022, 4, 2, 6, 0, tzinfo=timezone(timedelta(hours=8)))
 ADDRESS = "南宫小区1号101室"
 OLD_HOUSEHOLD, OLD_RESIDENT = "h-old", "r-old"
+LI_WEI = Identity(name="li-wei", role="staff", scope=COMMUNITY)
+WHY = "welfare check after the schema change"
 
 
 async def _record_schema_1(db) -> None:
@@ -58,6 +62,14 @@ async def _record_schema_1(db) -> None:
                          COMMUNITY, prc_id(4241), AT)
 
 
+_BEFORE = """
+    DROP TABLE registry.households;
+    DROP TABLE registry.residents;
+    CREATE TABLE registry.residents (resident text PRIMARY KEY, household text NOT NULL, community text NOT NULL,
+        name text NOT NULL, id_number text NOT NULL UNIQUE, phone text, registered_at timestamptz NOT NULL);
+"""
+
+
 async def _stream_head(nc) -> int:
     return (await nc.jetstream().stream_info(STREAM)).state.last_seq
 
@@ -69,12 +81,13 @@ async def _audited(db, seq: int) -> bool:
 async def test_a_record_of_schema_1_registry_events_decodes_projects_and_stays_audited(nats_url, pg_dsn):
     db = await asyncpg.connect(pg_dsn)
     # given a household and its resident recorded in schema 1, address and birth year in them, by a
-    # registry from before (its tables then: no registry.households, no birth year in registry.residents)
+    # registry from before (its tables then: no registry.households, names in clear and no birth year in
+    # registry.residents)
     async with running(registry_spec(), nats_url, pg_dsn):
         nc = await connect(nats_url)
         await community(Client(nc), gates=("g1",))
         await nc.close()
-        await db.execute("DROP TABLE registry.households; ALTER TABLE registry.residents DROP COLUMN birth_year")
+        await db.execute(_BEFORE)
         await _record_schema_1(db)
     services = (registry_spec(), checkpoint_spec(), views_spec(), audit_spec())
     async with running(services[0], nats_url, pg_dsn), running(services[1], nats_url, pg_dsn), \
@@ -82,9 +95,13 @@ async def test_a_record_of_schema_1_registry_events_decodes_projects_and_stays_a
         nc = await connect(nats_url)
         reg = Client(nc)
         # when the registry of schema 2 starts: it copies what the old events carried into its tables
+        # (the birth year sealed with the name), and the read path answers them
         assert await db.fetchrow("SELECT community, address FROM registry.households WHERE household = $1",
                                  OLD_HOUSEHOLD) == (COMMUNITY, ADDRESS)
-        assert await db.fetchval("SELECT birth_year FROM registry.residents WHERE resident = $1", OLD_RESIDENT) == 1941
+        [old] = (await As(nc, LI_WEI).query("registry.contact", resident=OLD_RESIDENT, purpose=WHY))["contacts"]
+        assert (old["name"], old["birth_year"], old["address"]) == ("王小伟", 1941, ADDRESS)
+        assert await db.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'registry' "
+                                 "AND table_name = 'residents' AND column_name IN ('name', 'birth_year')") == 0
 
         # when the registry decides on them: a resident joins the old household, the old one moves out
         joined = await reg.ok("register_resident", household=OLD_HOUSEHOLD, name="王小丽", id_number=prc_id(4242),
@@ -94,9 +111,10 @@ async def test_a_record_of_schema_1_registry_events_decodes_projects_and_stays_a
         assert (new["data"]["building"], new["data"]["household"]) == ("b1", OLD_HOUSEHOLD)
         moved = await reg.ok("move_out", resident=OLD_RESIDENT, reason="moved in with family")
         assert [(e["type"], e["stream_version"]) for e in moved["events"]] == [("ResidentMovedOut", 2)]
-        # and the birth year of the new resident stays in the registry, with the name
-        assert await db.fetchval("SELECT birth_year FROM registry.residents WHERE resident = $1",
-                                 new["data"]["resident"]) == 1975
+        # and the birth year of the new resident stays in the registry, sealed with the name
+        [joiner] = (await As(nc, LI_WEI).query("registry.contact", resident=new["data"]["resident"],
+                                               purpose=WHY))["contacts"]
+        assert (joiner["name"], joiner["birth_year"], joiner["address"]) == ("王小丽", 1975, ADDRESS)
 
         # then the checkpoint's directory knows the old household and residents, without address or birth year
         await eventually(lambda: db.fetchval("SELECT moved_out FROM checkpoint.dir_residents WHERE resident = $1",
@@ -114,7 +132,9 @@ async def test_a_record_of_schema_1_registry_events_decodes_projects_and_stays_a
         assert (now["households"], now["residents"]) == (1, 1)  # 王小丽 in, r-old out
         # and the old resident's timeline shows the registration without the birth year
         timeline = await query(nc, "timeline", resident=OLD_RESIDENT)
-        assert [e["type"] for e in timeline["events"]] == ["ResidentRegistered", "ResidentMovedOut"]
+        # (and the read of their contact above, which is on the record of them too)
+        assert [e["type"] for e in timeline["events"]] == ["ResidentRegistered", "PersonalDataViewed",
+                                                           "ResidentMovedOut"]
         assert "birth_year" not in timeline["events"][0]["data"]
 
         # then the audit log holds every event as recorded, old and new, and its chain verifies

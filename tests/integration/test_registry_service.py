@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import asyncpg
 import pytest
 
 from services.registry.app import spec
+from shared import pii
 from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY, Client, community, household, prc_id, read_stream, resident, running
 
@@ -66,10 +68,22 @@ async def test_personal_data_stays_in_the_registry_tables(client, nats_url, pg_d
     for msg in msgs:
         assert "王小伟" not in msg.data.decode() and prc_id(77) not in msg.data.decode()
         assert "13800000000" not in msg.data.decode()
+    # and at rest they are sealed: nothing of them in the registry's database in clear
     conn = await asyncpg.connect(pg_dsn)
-    row = await conn.fetchrow("SELECT name, id_number, phone FROM registry.residents")
+    row = await conn.fetchrow("SELECT * FROM registry.residents")
     await conn.close()
-    assert tuple(row) == ("王小伟", prc_id(77), "+8613800000000")
+    assert set(row.keys()) == {"resident", "household", "community", "personal", "id_hash", "registered_at",
+                               "erased_at"}
+    for clear in ("王小伟".encode(), prc_id(77).encode(), b"13800000000"):
+        assert clear not in row["personal"] and clear.decode() != row["id_hash"]
+    # but open with the resident's data key from the key database
+    keys = await asyncpg.connect(pg_dsn + "_keys")
+    wrapped = await keys.fetchrow("SELECT wrapped, key_id FROM registry.data_keys WHERE subject = $1", data["resident"])
+    await keys.close()
+    ring = pii.from_env(os.environ)
+    data_key = ring.unwrap(data["resident"], pii.Wrapped(wrapped["key_id"], wrapped["wrapped"]))
+    assert json.loads(pii.unseal(data_key, data["resident"], row["personal"])) == {
+        "name": "王小伟", "id_number": prc_id(77), "phone": "+8613800000000"}
 
 
 async def test_an_arrival_story_class_a_verified_into_home_quarantine(client, nats_url):
