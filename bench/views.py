@@ -128,7 +128,7 @@ class Generator:
                 return self._wrap(cp.PassIssued, c, pass_=p, compound="x1", household=household)
             case "checkin":
                 return self._wrap(qa.CheckinRecorded, c, case=uuid.uuid4().hex, resident=resident,
-                                  on=self._day(), temperature_c=36.6)
+                                  on=self._day())
             case "arrival" | "verify":
                 if kind == "verify" and self.recent["arrival"]:
                     a, ac, ar = self.recent["arrival"].pop(0)

@@ -113,8 +113,9 @@ QUARANTINE = [
     (qa.CaseOpened, dict(case="k-1", resident="r-1", household="h-101", kind="home", reason="arrival",
                          starts_on=date(2026, 11, 30), ends_on=date(2026, 12, 13)), "r-1",
      "home case opened (arrival), 2026-11-30 to 2026-12-13"),
-    (qa.CheckinRecorded, dict(case="k-1", resident="r-1", on=date(2026, 11, 30), temperature_c=36.6,
-                              symptoms=["cough"]), "r-1", "check-in 2026-11-30: 36.6°C, cough"),
+    (qa.CheckinRecorded, dict(case="k-1", resident="r-1", on=date(2026, 11, 30)), "r-1", "check-in 2026-11-30"),
+    (qa.SymptomsReported, dict(case="k-1", resident="r-1", on=date(2026, 11, 30), fever=True, symptomatic=True),
+     "r-1", "abnormal check-in 2026-11-30: fever, symptoms"),
     (qa.CheckinMissed, dict(case="k-1", resident="r-1", household="h-101", on=date(2026, 11, 30)), "r-1",
      "check-in of 2026-11-30 missed"),
     (qa.CaseTransferred, dict(case="k-1", resident="r-1", to="hospital"), "r-1", "transferred to hospital"),
@@ -219,3 +220,16 @@ def test_an_envelope_without_data_or_time_still_prints():
     assert text.split()[:3] == ["not", "a", "time"] and "Something" in text
     assert lines.line({"type": "X", "occurred_at": (AT - timedelta(hours=1)).isoformat(), "data": None},
                       SHANGHAI).startswith("2026-11-30 08:14:02  X")
+
+
+def test_an_old_check_in_prints_without_the_temperature_or_symptoms_it_carries():
+    # Given schema-1 check-ins recorded before the readings left the bus (issue 16)
+    fields = dict(case="k-1", resident="r-1", on=date(2026, 11, 30), temperature_c=38.6, symptoms=["cough"])
+    checkin, abnormal = line(qa.CheckinRecordedV1, **fields), line(qa.SymptomsReportedV1, **fields)
+    # then the feed says what happened, and neither reading is printed
+    assert checkin.endswith("check-in 2026-11-30") and abnormal.endswith("abnormal check-in 2026-11-30")
+    assert not any(x in text for x in ("38.6", "cough") for text in (checkin, abnormal))
+    # nor when the summary falls back to the plain fields
+    envelope = recorded(qa.CheckinRecordedV1, **fields)
+    del envelope["data"]["on"]
+    assert "38.6" not in lines.line(envelope, SHANGHAI)
