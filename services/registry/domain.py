@@ -30,6 +30,7 @@ from services.registry.commands import (
 )
 from shared.contracts.registry import (
     ArrivalRegistered,
+    ArrivalRegisteredV1,
     ArrivalVerified,
     CompoundRegistered,
     HouseholdRegistered,
@@ -48,7 +49,7 @@ RegistryEvent = Union[
     IdentityGranted, IdentityRevoked, PersonalDataViewed, ResidentErased,
 ]
 #: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
-OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1]
+OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1, ArrivalRegisteredV1]
 
 
 # -- states --------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def evolve(state: State | None, event: RegistryEvent | OldRegistryEvent) -> Stat
             )
         case IdentityRevoked():
             return replace(_expect(state, Grant, event), revoked=True)
-        case HouseholdRegisteredV1() | ResidentRegisteredV1():
+        case HouseholdRegisteredV1() | ResidentRegisteredV1() | ArrivalRegisteredV1():
             return evolve(state, event.upcast())
         case ResidentErased():
             return replace(_expect(state, Resident, event), erased=True)

@@ -17,6 +17,10 @@ singles a person out); a registry of before finds it in its schema-1 events.
 ``registry.households``: a household's address (building and room: the door), written with its
 HouseholdRegistered, which (since schema 2) carries the building but not the address.
 
+``registry.arrivals``: an arrival's travel history (origin, transport with a train's number, the
+places visited and when), written with its ArrivalRegistered, which (since schema 2) carries the
+day, the city's class and whether a risk area was visited, not where: kept for tracing.
+
 ``registry.identities``: one row per key ever granted (IdentityGranted, IdentityRevoked), so the
 revoked keys stay listed after their name is granted again: what NATS's revocation list is built
 from (``cordon.qry.registry.identities``).
@@ -72,6 +76,29 @@ DO $$ BEGIN
         ON CONFLICT (household) DO NOTHING;
     END IF;
 END $$;
+CREATE TABLE IF NOT EXISTS registry.arrivals (
+    arrival       text PRIMARY KEY,
+    resident      text NOT NULL,
+    community     text NOT NULL,
+    origin        text NOT NULL,
+    transport     jsonb NOT NULL,
+    visited       jsonb NOT NULL,
+    registered_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS arrivals_resident ON registry.arrivals (resident);
+-- Once, on the first start after ArrivalRegistered schema 2: the travel history of the schema-1
+-- events is copied from the registry's record, so tracing finds the arrivals of before too.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM registry.arrivals) THEN
+        INSERT INTO registry.arrivals (arrival, resident, community, origin, transport, visited, registered_at)
+        SELECT r.env->'data'->>'arrival', r.env->'data'->>'resident', r.community, r.env->'data'->>'origin',
+               r.env->'data'->'transport', coalesce(r.env->'data'->'visited', '[]'::jsonb), r.recorded_at
+        FROM (SELECT community, recorded_at, convert_from(envelope, 'UTF8')::jsonb AS env
+              FROM registry.events WHERE type = 'ArrivalRegistered') r
+        WHERE (r.env->>'schema')::int = 1
+        ON CONFLICT (arrival) DO NOTHING;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS registry.identities (
     public_key     text PRIMARY KEY,
     identity       text NOT NULL,
@@ -98,12 +125,17 @@ INSERT_ADDRESS = (
     "INSERT INTO registry.households (household, community, address, registered_at) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (household) DO NOTHING"
 )
+INSERT_TRAVEL = (
+    "INSERT INTO registry.arrivals (arrival, resident, community, origin, transport, visited, registered_at) "
+    "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)"
+)
 #: The sealed personal data of one resident ($1) or of every resident of a household ($2).
 CONTACTS = (
     "SELECT r.resident, r.household, r.community, r.personal, r.erased_at, h.address "
     "FROM registry.residents r LEFT JOIN registry.households h ON h.household = r.household "
     "WHERE r.resident = $1 OR r.household = $2 ORDER BY r.registered_at, r.resident"
 )
+ERASE_TRAVEL = "DELETE FROM registry.arrivals WHERE resident = $1"
 ERASE_PII = "UPDATE registry.residents SET personal = NULL, id_hash = NULL, erased_at = $2 WHERE resident = $1"
 
 INSERT_GRANT = (

@@ -53,6 +53,11 @@ async def _record_schema_1(db, case: str, who: str, today) -> None:
                          case, today)
 
 
+async def _head_at_least(nc, n: int) -> int:
+    last = (await nc.jetstream().stream_info(STREAM)).state.last_seq
+    return last if last >= n else 0
+
+
 async def _audited(db, seq: int) -> bool:
     return (await db.fetchval("SELECT hwm FROM audit.head") or 0) >= seq
 
@@ -91,7 +96,10 @@ async def test_a_record_of_schema_1_check_ins_decodes_projects_and_stays_audited
                                 ("CheckinRecorded", 2, 36.6, [])]
 
             # then the views show the old check-ins on the resident's timeline as schema 2: no reading
-            head = (await nc.jetstream().stream_info(STREAM)).state.last_seq
+            # (the relay publishes after the reply: the head is read once both records are on the stream)
+            recorded = await db.fetchval("SELECT (SELECT count(*) FROM registry.events) "
+                                         "+ (SELECT count(*) FROM quarantine.events)")
+            head = await eventually(lambda: _head_at_least(nc, recorded), what="the records on the stream")
             await wait_position(nc, head)
             timeline = await query(nc, "timeline", resident=who)
             shown = [e for e in timeline["events"] if e["type"] in ("CheckinRecorded", "SymptomsReported")]

@@ -78,10 +78,9 @@ REGISTRY = [
     (rg.HouseholdRegistered, dict(compound="nangong-1", building="b1", household="h-101"),
      "h-101", "household registered at nangong-1/b1"),
     (rg.ArrivalRegistered, dict(arrival="a-1", resident="r-1", household="h-101", compound="nangong-1", building="b1",
-                                origin="Wuhan", arrived_on=date(2026, 11, 29),
-                                transport=rg.Transport(kind="train", number="G1722"), city_class="A",
+                                arrived_on=date(2026, 11, 29), city_class="A",
                                 risk_area_visited=True, requires_verification=True),
-     "r-1", "arrived 2026-11-29 from Wuhan by train G1722, class A, visited a risk area; to verify at the door"),
+     "r-1", "arrived 2026-11-29, class A, visited a risk area; to verify at the door"),
     (rg.ArrivalVerified, dict(arrival="a-1", resident="r-1", household="h-101", compound="nangong-1", building="b1",
                               outcome="home_quarantine", documents_checked=True),
      "r-1", "verified: home_quarantine"),
@@ -233,3 +232,15 @@ def test_an_old_check_in_prints_without_the_temperature_or_symptoms_it_carries()
     envelope = recorded(qa.CheckinRecordedV1, **fields)
     del envelope["data"]["on"]
     assert "38.6" not in lines.line(envelope, SHANGHAI)
+
+
+def test_an_old_arrival_prints_without_its_travel_history():
+    # Given a schema-1 arrival, recorded before the origin, train and places visited left the bus
+    old = line(rg.ArrivalRegisteredV1, arrival="a-1", resident="r-1", household="h-101", compound="nangong-1",
+               building="b1", origin="Wuhan", arrived_on=date(2026, 11, 29),
+               transport=rg.Transport(kind="train", number="G1722"),
+               visited=[rg.Visit(place="Hankou", from_=date(2026, 11, 20), to=date(2026, 11, 28))],
+               city_class="A", risk_area_visited=True, requires_verification=True)
+    # then the feed says what happened, as for schema 2, and none of it is printed
+    assert old.endswith("arrived 2026-11-29, class A, visited a risk area; to verify at the door")
+    assert not any(x in old for x in ("Wuhan", "G1722", "Hankou"))
