@@ -318,7 +318,7 @@ def record_sample(facts: Facts, cmd: RecordSample) -> SampleTaken:
         raise Rejected(f"screening {screening.screening} takes place on {screening.on}, not today ({today})",
                        reason="before_screening_day")
     return SampleTaken(community=screening.community, screening=screening.screening, resident=cmd.resident,
-                       code=cmd.code.strip() if cmd.code else None, compound=screening.compound,
+                       compound=screening.compound,
                        slot=cmd.slot.strip() if cmd.slot else None, taken_at=_at(cmd), taken_by=cmd.actor)
 
 

@@ -30,6 +30,7 @@ from shared.contracts.quarantine import (
     CheckinRecordedV1,
     ResultRecorded,
     SampleTaken,
+    SampleTakenV1,
     ScreeningScheduled,
     SealLifted,
     SymptomsReported,
@@ -41,7 +42,7 @@ QuarantineEvent = Union[
     CheckinMissed, AreaSealed, SealLifted, ScreeningScheduled, SampleTaken, ResultRecorded,
 ]
 #: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
-OldQuarantineEvent = Union[CheckinRecordedV1, SymptomsReportedV1]
+OldQuarantineEvent = Union[CheckinRecordedV1, SymptomsReportedV1, SampleTakenV1]
 
 
 def case_stream(case: str) -> str:
@@ -184,7 +185,7 @@ def evolve(state: State | None, event: QuarantineEvent | OldQuarantineEvent) -> 
             return Sample(screening=event.screening, resident=event.resident)
         case ResultRecorded():
             return replace(_expect(state, Sample, event), result=event.result)
-        case CheckinRecordedV1() | SymptomsReportedV1():
+        case CheckinRecordedV1() | SymptomsReportedV1() | SampleTakenV1():
             return evolve(state, event.upcast())
         case _:
             assert_never(event)

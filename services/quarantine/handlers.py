@@ -217,7 +217,10 @@ async def record_sample(cmd: commands.RecordSample, ctx: Context) -> None:
     sample, version = await ctx.expect(stream)
     facts = Facts(config=ctx.config, screening=screening, sample=sample,
                   resident=await _resident(ctx, cmd.resident))
-    ctx.append(stream, version, decide(facts, cmd))
+    [event] = decide(facts, cmd)
+    ctx.append(stream, version, [event])
+    if cmd.code:  # printed for the resident: kept here, like a pass number, not published
+        ctx.write(tables.INSERT_SAMPLE_CODE, event.screening, event.resident, event.community, cmd.code.strip())
 
 
 async def record_result(cmd: commands.RecordResult, ctx: Context) -> None:

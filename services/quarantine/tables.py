@@ -10,6 +10,10 @@ SymptomsReported event (by its stream and version), written in the same transact
 schema 2 (issue 16) the events say that a resident checked in and whether it was abnormal, not the
 health data; the quarantine's history query merges it back for the staff of the case's community.
 
+``samples`` keeps the registration code printed for a sampled resident (for the elderly without a
+phone), which SampleTaken carried before its schema 2: a code on a slip is a credential, like a
+pass number.
+
 ``sweeps`` records each day the scheduler has finished sweeping for missed check-ins, so a
 restarted service knows where to resume.
 """
@@ -59,6 +63,13 @@ CREATE TABLE IF NOT EXISTS quarantine.checkins (
     temperature_c double precision NOT NULL,
     symptoms      text[] NOT NULL,
     PRIMARY KEY (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS quarantine.samples (
+    screening text NOT NULL,
+    resident  text NOT NULL,
+    community text NOT NULL,
+    code      text NOT NULL,
+    PRIMARY KEY (screening, resident)
 );
 CREATE TABLE IF NOT EXISTS quarantine.sweeps (
     day       date PRIMARY KEY,
@@ -123,6 +134,7 @@ INSERT_CHECKIN = """
 INSERT INTO quarantine.checkins (stream_id, version, case_id, community, temperature_c, symptoms)
 VALUES ($1, $2, $3, $4, $5, $6)
 """
+INSERT_SAMPLE_CODE = "INSERT INTO quarantine.samples (screening, resident, community, code) VALUES ($1, $2, $3, $4)"
 CHECKINS_OF = """
 SELECT stream_id, version, temperature_c, symptoms FROM quarantine.checkins WHERE stream_id = ANY($1::text[])
 """

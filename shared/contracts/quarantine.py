@@ -155,12 +155,13 @@ class ScreeningScheduled(Event, frozen=True, kw_only=True):
     scheduled_by: str
 
 
-@event_type(SERVICE)
+@event_type(SERVICE, schema=2)
 class SampleTaken(Event, frozen=True, kw_only=True):
+    """A resident's sample taken in a screening round (schema 2: without the registration code
+    printed for the resident, which stays in ``quarantine.samples``)."""
+
     screening: str
     resident: str
-    #: The registration code printed for the resident (for the elderly without a phone).
-    code: str | None = None
     taken_at: datetime
     taken_by: str
     compound: str | None = None
@@ -180,7 +181,8 @@ class ResultRecorded(Event, frozen=True, kw_only=True):
     case: str | None = None
 
 
-# -- schema 1: recorded before the check-ins' readings left the bus; decoded, never recorded now --
+# -- schema 1: recorded before the check-ins' readings and the sample codes left the bus; decoded,
+#    never recorded now --
 
 #: The fever threshold of a service on its default settings: what an upcast of a schema-1 check-in
 #: takes as fever (the service's own threshold then is not in the event).
@@ -222,3 +224,20 @@ class SymptomsReportedV1(Event, frozen=True, kw_only=True):
         return SymptomsReported(community=self.community, case=self.case, resident=self.resident, on=self.on,
                                 fever=fever, symptomatic=bool(self.symptoms), reported_at=self.reported_at,
                                 reported_by=self.reported_by)
+
+
+@event_type(SERVICE, schema=1, name="SampleTaken")
+class SampleTakenV1(Event, frozen=True, kw_only=True):
+    """SampleTaken schema 1: it carried the registration code printed for the resident."""
+
+    screening: str
+    resident: str
+    code: str | None = None
+    taken_at: datetime
+    taken_by: str
+    compound: str | None = None
+    slot: str | None = None
+
+    def upcast(self) -> SampleTaken:
+        return SampleTaken(community=self.community, screening=self.screening, resident=self.resident,
+                           taken_at=self.taken_at, taken_by=self.taken_by, compound=self.compound, slot=self.slot)

@@ -1,9 +1,11 @@
 """The quarantine's check-ins of schema 2 (issue 16): CheckinRecorded without the temperature and
 symptoms, SymptomsReported with why (fever, symptoms) only; the readings stay in
-quarantine.checkins. A record written before (schema-1 check-ins, readings in them) goes on, on
+quarantine.checkins. SampleTaken of schema 2, without the code printed for the resident
+(quarantine.samples). A record written before (schema-1 check-ins, readings in them) goes on, on
 real NATS and PostgreSQL: the quarantine decides on the old day (a second check-in appends after
 it), its history gives the readings of old and new check-ins alike, the views show them on the
-resident's timeline as schema 2, and the audit chain holds over old and new events.
+resident's timeline as schema 2, a result is recorded on an old sample, and the audit chain holds
+over old and new events.
 """
 from __future__ import annotations
 
@@ -21,13 +23,26 @@ from services.registry.app import spec as registry_spec
 from services.views.app import spec as views_spec
 from shared import envelope as env
 from shared import store
-from shared.contracts.quarantine import CheckinRecordedV1, SymptomsReportedV1
+from shared.contracts.quarantine import CheckinRecordedV1, SampleTakenV1, SymptomsReportedV1
 from shared.subjects import STREAM, event_subject
 from tests.support.bus import connect
 from tests.support.cordon import COMMUNITY, Client, community, eventually, household, resident, running
 from tests.support.views import query, wait_position
 
 pytestmark = pytest.mark.integration
+
+
+async def _record_old_sample(db, screening: str, who: str) -> None:
+    """A sample as the quarantine recorded it before issue 16: with the code printed for the resident."""
+    at = datetime.now().astimezone()
+    event = SampleTakenV1(community=COMMUNITY, screening=screening, resident=who, code="A-0017",
+                          compound="nangong-1", taken_at=at, taken_by="staff:li-wei")
+    stream = domain.sample_stream(screening, who)
+    e = env.wrap(event, stream_id=stream, stream_version=1, occurred_at=at, actor="staff:li-wei",
+                 correlation_id="before")
+    await store.append(db, "quarantine", [store.NewEvent(
+        event_id=e.event_id, stream_id=stream, version=1, type=e.type, community=COMMUNITY,
+        recorded_at=e.recorded_at, envelope=env.encode(e), subject=event_subject(COMMUNITY, "quarantine", e.type))])
 
 
 async def _record_schema_1(db, case: str, who: str, today) -> None:
@@ -69,14 +84,20 @@ async def test_a_record_of_schema_1_check_ins_decodes_projects_and_stays_audited
         nc = await connect(nats_url)
         reg, qa = Client(nc), Client(nc, "quarantine")
         await community(reg)
-        who = await resident(reg, await household(reg))
+        home = await household(reg)
+        who, neighbour = await resident(reg, home), await resident(reg, home)
         # given a home case whose check-in of today a quarantine of before recorded in schema 1
         async with running(quarantine_spec(), nats_url, pg_dsn):
             await eventually(lambda: db.fetchval("SELECT 1 FROM quarantine.dir_residents WHERE resident = $1", who),
                              what="the resident in the quarantine's directory")
             case = (await qa.ok("open_case", community=COMMUNITY, resident=who, kind="home", reason="arrival",
                                 starts_on=str(today)))["events"][0]["data"]["case"]
+            # and a screening round of today, where the neighbour's sample was recorded in schema 1 (its code in it)
+            screening = (await qa.ok("schedule_screening", community=COMMUNITY, compound="nangong-1", on=str(today),
+                                     slots=[{"label": "everyone", "from": "00:00", "to": "23:59"}])
+                         )["events"][0]["data"]["screening"]
         await _record_schema_1(db, case, who, today)
+        await _record_old_sample(db, screening, neighbour)
 
         async with running(quarantine_spec(), nats_url, pg_dsn), running(views_spec(), nats_url, pg_dsn), \
                 running(audit_spec(), nats_url, pg_dsn):
@@ -86,6 +107,13 @@ async def test_a_record_of_schema_1_check_ins_decodes_projects_and_stays_audited
             assert (new["type"], new["schema"], new["stream_version"]) == ("CheckinRecorded", 2, 3)
             assert "temperature_c" not in new["data"] and "symptoms" not in new["data"]
             assert await db.fetchval("SELECT checkins FROM quarantine.cases WHERE case_id = $1", case) == 2
+
+            # and it records the result of the old sample, and a new sample without its code on the bus
+            result = await qa.ok("record_result", screening=screening, resident=neighbour, result="negative")
+            assert [(e["type"], e["stream_version"]) for e in result["events"]] == [("ResultRecorded", 2)]
+            [taken] = (await qa.ok("record_sample", screening=screening, resident=who, code="B-0042"))["events"]
+            assert (taken["type"], taken["schema"]) == ("SampleTaken", 2) and "code" not in taken["data"]
+            assert await db.fetchval("SELECT code FROM quarantine.samples WHERE resident = $1", who) == "B-0042"
 
             # then the history gives the readings of the old check-in and of the new one alike
             history = await query(nc, "quarantine.history", resident=who)
