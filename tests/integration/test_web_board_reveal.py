@@ -112,6 +112,15 @@ async def test_other_staff_an_officer_and_a_purpose_that_says_nothing_are_refuse
             assert vague.status_code == 422 and NAME not in vague.text
             # then nothing was recorded (the registry records a read before it answers)
             assert await reads(s.db) == []
+            # and the masked names are answered for the identity's own community only: a Beixin
+            # resident asked under Nangong is left out, and Beixin's names are not Nangong's to ask
+            theirs = next(iter(s.beixin.passes))
+            names = await nangong.get("/v1/queries/registry.names",
+                                      params={"community": s.nangong.community, "residents": theirs})
+            assert names.status_code == 200 and names.json()["residents"] == []
+            names = await nangong.get("/v1/queries/registry.names",
+                                      params={"community": s.beixin.community, "residents": theirs})
+            assert names.status_code == 403
             # and without a session the form goes to the login page
             async with httpx.AsyncClient(base_url=base, timeout=10) as anonymous:
                 away = await anonymous.post("/board/reveal", data=ask)
