@@ -1,6 +1,7 @@
 """The committee's live board: ``GET /`` after logging in with the identity's .creds file
 (``GET``/``POST /login``, a plain form that works without JavaScript), ``POST /logout``, and
-``GET /board/events``, the server-sent events that keep the page current.
+``GET /board/events``, the server-sent events that keep the page current, and ``POST
+/board/reveal``, one person's names and phones for the page that asked (recorded by the registry).
 
 Staff see their community's board (the views' figures, today's passages and denials and missed
 check-ins from the audit log, open welfare checks and supply requests); an officer sees the report
