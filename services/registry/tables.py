@@ -123,6 +123,15 @@ INSERT_ADDRESS = (
     "ON CONFLICT (household) DO NOTHING"
 )
 #: The sealed personal data of one resident ($1) or of every resident of a household ($2).
+#: Masked names, from each resident's ResidentRegistered (version 1 of ``resident:<id>``, found by
+#: the events table's unique index): the registry keeps no display name of its own.
+NAMES = (
+    "SELECT r.resident, r.household, convert_from(e.envelope, 'UTF8')::jsonb->'data'->>'display_name' "
+    "AS display_name FROM registry.residents r JOIN registry.events e "
+    "ON e.stream_id = 'resident:' || r.resident AND e.version = 1 AND e.type = 'ResidentRegistered' "
+    "WHERE r.community = $1 AND (r.resident = ANY($2::text[]) OR r.household = ANY($3::text[])) "
+    "ORDER BY r.registered_at, r.resident"
+)
 CONTACTS = (
     "SELECT r.resident, r.household, r.community, r.personal, r.erased_at, h.address "
     "FROM registry.residents r LEFT JOIN registry.households h ON h.household = r.household "
