@@ -42,7 +42,8 @@ REQUEST_INFO = "Nats-Request-Info"
 CORDON_ONLY = frozenset({("registry", "grant_identity"), ("registry", "revoke_identity"),
                          # an erasure is an operator's act on a legal basis; a read's record is the
                          # registry's own (its contact query issues it), never a caller's
-                         ("registry", "erase_resident"), ("registry", "record_personal_data_view")})
+                         ("registry", "erase_resident"), ("registry", "record_personal_data_view"),
+                         ("registry", "apply_retention")})  # the registry's retention scheduler
 #: Queries answered only inside the ``CORDON`` account (the register of identities).
 CORDON_ONLY_QUERIES = frozenset({"registry.identities"})
 #: Roles whose permissions allow only scoped command subjects.

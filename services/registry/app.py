@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
-from services.registry import commands, domain, handlers, migrate, queries, tables
+from services.registry import commands, copies, domain, handlers, migrate, queries, retention, tables
 from services.registry.config import Config, from_env
 from services.registry.keys import KeyStore
 from shared.runtime import CommandSpec
@@ -23,10 +23,11 @@ def spec(config: Config | None = None, keys: KeyStore | None = None) -> ServiceS
             validate=partial(commands.validate, config=config),
             scratch=partial(handlers.Scratch, keys=keys),
         ),
-        extra_ddl=tables.DDL,
+        extra_ddl=tables.DDL + copies.DDL,
+        consumers=[copies.consumer()],  # the quarantine's cases, for the retention of residents
         queries={**queries.QUERIES, "registry.contact": queries.contact(keys)},
         on_start=[_open_key_store(keys)],
-        background=[_close_key_store(keys)],
+        background=[_close_key_store(keys), retention.background(config)],
     )
 
 

@@ -259,3 +259,20 @@ class ResidentErased(Event, frozen=True, kw_only=True):
     legal_basis: str
     erased_at: datetime
     erased_by: str
+
+
+@event_type(SERVICE)
+class RetentionApplied(Event, frozen=True, kw_only=True):
+    """The registry's retention shredded residents of this community (their data keys deleted, each
+    with its own ResidentErased): who moved out before ``before`` and has no open quarantine case
+    (``CORDON_RESIDENT_RETENTION_DAYS``). A count, never who: the ResidentErased events name the
+    opaque ids, and nothing here re-identifies anyone."""
+
+    #: What was shredded: ``residents`` (the registry's; visitors are the checkpoint's).
+    kind: Literal["residents"] = "residents"
+    #: The cut-off: residents who moved out before this instant were due.
+    before: datetime
+    #: How many were shredded by this command.
+    count: int
+    applied_at: datetime
+    applied_by: str

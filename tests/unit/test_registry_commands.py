@@ -92,7 +92,8 @@ def invalid_field(name: str, field: str, /, **fields) -> Invalid:
 def test_the_wire_names():
     assert set(COMMANDS) == {"register_compound", "register_household", "register_resident",
                              "register_arrival", "verify_arrival", "move_out", "grant_identity",
-                             "revoke_identity", "erase_resident", "record_personal_data_view"}
+                             "revoke_identity", "erase_resident", "record_personal_data_view",
+                             "apply_retention"}
 
 
 def test_register_compound_parses():
