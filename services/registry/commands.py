@@ -202,12 +202,10 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             _arrival(cmd, config)
         case VerifyArrival():
             check_slug(cmd.arrival, "arrival")
-            if cmd.note is not None:
-                wire.text(cmd.note, "note", MAX_NOTE)
+            published_text(cmd.note, "note")
         case MoveOut():
             check_slug(cmd.resident, "resident")
-            if cmd.reason is not None:
-                wire.text(cmd.reason, "reason", MAX_NOTE)
+            published_text(cmd.reason, "reason")
         case GrantIdentity():
             granted(cmd)
             check_user_key(cmd.public_key)
@@ -287,6 +285,23 @@ def granted(cmd: GrantIdentity) -> Identity:
         raise Invalid(f"district {RESERVED_DISTRICT!r} is reserved for Cordon's own records", field="scope")
     wire.no_duplicates(cmd.grants, "grants")
     return identity
+
+
+#: A run of digits a phone or an ID-card number makes (7 or more, spaces and dashes between); a
+#: date (2020-02-17) is not one.
+_NUMBER_LIKE = re.compile(r"\d[\d \-]{5,}\d")
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+
+
+def published_text(value: str | None, field: str) -> None:
+    """Free text that goes into an event (on the bus, to every service, kept for ever): bounded,
+    and refused when it looks like it holds a phone or ID-card number (issue 16)."""
+    if value is None:
+        return
+    wire.text(value, field, MAX_NOTE)
+    if _NUMBER_LIKE.search(_DATE.sub(" ", value)):
+        raise Invalid(f"{field} looks like it holds a phone or ID-card number; it is published in an event: "
+                      "personal data stays in the registry's tables", field=field)
 
 
 _USER_KEY = re.compile(r"^U[A-Z2-7]{55}$")

@@ -160,8 +160,7 @@ def _register_arrival(facts: Facts, cmd: RegisterArrival) -> list[RegistryEvent]
     return [ArrivalRegistered(
         community=resident.community, arrival=arrival, resident=resident.resident,
         household=resident.household, compound=resident.compound, building=resident.building,
-        origin=cmd.origin.strip(), arrived_on=cmd.arrived_on, transport=cmd.transport,
-        visited=list(cmd.visited), city_class=cmd.city_class, risk_area_visited=cmd.risk_area_visited,
+        arrived_on=cmd.arrived_on, city_class=cmd.city_class, risk_area_visited=cmd.risk_area_visited,
         requires_verification=requires_verification, registered_at=_at(cmd), registered_by=cmd.actor,
     )]
 

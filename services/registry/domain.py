@@ -33,6 +33,7 @@ from services.registry.commands import (
 )
 from shared.contracts.registry import (
     ArrivalRegistered,
+    ArrivalRegisteredV1,
     ArrivalVerified,
     CompoundRegistered,
     HouseholdRegistered,
@@ -52,7 +53,7 @@ RegistryEvent = Union[
     IdentityGranted, IdentityRevoked, PersonalDataViewed, ResidentErased, RetentionApplied,
 ]
 #: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
-OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1]
+OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1, ArrivalRegisteredV1]
 
 
 # -- states --------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def evolve(state: State | None, event: RegistryEvent | OldRegistryEvent) -> Stat
             )
         case IdentityRevoked():
             return replace(_expect(state, Grant, event), revoked=True)
-        case HouseholdRegisteredV1() | ResidentRegisteredV1():
+        case HouseholdRegisteredV1() | ResidentRegisteredV1() | ArrivalRegisteredV1():
             return evolve(state, event.upcast())
         case ResidentErased():
             return replace(_expect(state, Resident, event), erased=True)

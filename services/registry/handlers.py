@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import msgspec
+
 from services.registry import commands, decide, domain, tables
 from services.registry.keys import KeyStore
 from shared import pii
@@ -134,7 +136,11 @@ async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:
         resident=await ctx.state(domain.resident_stream(cmd.resident)),
         arrival=await ctx.state(domain.arrival_stream(cmd.arrival)),
     )
-    await _decide_and_append(ctx, cmd, facts)
+    [event] = await _decide_and_append(ctx, cmd, facts)
+    # Where from, how and where else: for tracing, here (the event carries the class and the day).
+    ctx.write(tables.INSERT_TRAVEL, event.arrival, event.resident, event.community, cmd.origin.strip(),
+              msgspec.json.encode(cmd.transport).decode(), msgspec.json.encode(cmd.visited).decode(),
+              cmd.occurred_at)
 
 
 async def verify_arrival(cmd: commands.VerifyArrival, ctx: Context) -> None:
@@ -176,9 +182,11 @@ async def erase_resident(cmd: commands.EraseResident, ctx: Context) -> None:
 
 
 async def _erase(ctx: Context, event: ResidentErased) -> None:
-    """An erasure's effect: the data key deleted (first, see erase_resident), the sealed columns emptied."""
+    """An erasure's effect: the data key deleted (first, see erase_resident), the sealed columns emptied,
+    the travel history deleted."""
     await ctx.scratch.keys.erase(event.resident, event.legal_basis, event.erased_at)
     ctx.write(tables.ERASE_PII, event.resident, event.erased_at)
+    ctx.write(tables.ERASE_TRAVEL, event.resident)  # not sealed: deleted here (a backup keeps it)
 
 
 async def apply_retention(cmd: commands.ApplyRetention, ctx: Context) -> None:

@@ -17,6 +17,10 @@ singles a person out); a registry of before finds it in its schema-1 events.
 ``registry.households``: a household's address (building and room: the door), written with its
 HouseholdRegistered, which (since schema 2) carries the building but not the address.
 
+``registry.arrivals``: an arrival's travel history (origin, transport with a train's number, the
+places visited and when), written with its ArrivalRegistered, which (since schema 2) carries the
+day, the city's class and whether a risk area was visited, not where: kept for tracing.
+
 ``registry.residents.moved_out_at`` (ResidentMovedOut) is what the retention scheduler
 (:mod:`services.registry.retention`) counts from; ``registry.retention_runs`` the city days it has
 run, with how many it shredded (counts, never who). Whether a resident's quarantine cases are all
@@ -96,6 +100,29 @@ DO $$ BEGIN
         ON CONFLICT (household) DO NOTHING;
     END IF;
 END $$;
+CREATE TABLE IF NOT EXISTS registry.arrivals (
+    arrival       text PRIMARY KEY,
+    resident      text NOT NULL,
+    community     text NOT NULL,
+    origin        text NOT NULL,
+    transport     jsonb NOT NULL,
+    visited       jsonb NOT NULL,
+    registered_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS arrivals_resident ON registry.arrivals (resident);
+-- Once, on the first start after ArrivalRegistered schema 2: the travel history of the schema-1
+-- events is copied from the registry's record, so tracing finds the arrivals of before too.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM registry.arrivals) THEN
+        INSERT INTO registry.arrivals (arrival, resident, community, origin, transport, visited, registered_at)
+        SELECT r.env->'data'->>'arrival', r.env->'data'->>'resident', r.community, r.env->'data'->>'origin',
+               r.env->'data'->'transport', coalesce(r.env->'data'->'visited', '[]'::jsonb), r.recorded_at
+        FROM (SELECT community, recorded_at, convert_from(envelope, 'UTF8')::jsonb AS env
+              FROM registry.events WHERE type = 'ArrivalRegistered') r
+        WHERE (r.env->>'schema')::int = 1
+        ON CONFLICT (arrival) DO NOTHING;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS registry.identities (
     public_key     text PRIMARY KEY,
     identity       text NOT NULL,
@@ -122,7 +149,10 @@ INSERT_ADDRESS = (
     "INSERT INTO registry.households (household, community, address, registered_at) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (household) DO NOTHING"
 )
-#: The sealed personal data of one resident ($1) or of every resident of a household ($2).
+INSERT_TRAVEL = (
+    "INSERT INTO registry.arrivals (arrival, resident, community, origin, transport, visited, registered_at) "
+    "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)"
+)
 #: Masked names, from each resident's ResidentRegistered (version 1 of ``resident:<id>``, found by
 #: the events table's unique index): the registry keeps no display name of its own.
 NAMES = (
@@ -132,11 +162,13 @@ NAMES = (
     "WHERE r.community = $1 AND (r.resident = ANY($2::text[]) OR r.household = ANY($3::text[])) "
     "ORDER BY r.registered_at, r.resident"
 )
+#: The sealed personal data of one resident ($1) or of every resident of a household ($2).
 CONTACTS = (
     "SELECT r.resident, r.household, r.community, r.personal, r.erased_at, h.address "
     "FROM registry.residents r LEFT JOIN registry.households h ON h.household = r.household "
     "WHERE r.resident = $1 OR r.household = $2 ORDER BY r.registered_at, r.resident"
 )
+ERASE_TRAVEL = "DELETE FROM registry.arrivals WHERE resident = $1"
 MOVED_OUT = "UPDATE registry.residents SET moved_out_at = $2 WHERE resident = $1"
 #: Residents due for retention ($1: the cut-off), after the keyset cursor ($2, $3: community, resident),
 #: $4 at most: moved out before the cut-off, not erased, no quarantine case open in the copy.
