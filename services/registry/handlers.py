@@ -30,8 +30,11 @@ class Scratch:
     #: Keyed hashes of ID numbers registered already or claimed by an earlier register_resident
     #: of the batch (``tables.TAKEN_ID_HASHES``)
     id_numbers_taken: set[str] = field(default_factory=set)
-    #: resident -> its data key, made for every register_resident of the batch in one round trip
+    #: subject -> its data key: made for every register_resident and register_household of the
+    #: batch, read for every register_arrival's resident, in one round trip each
     data_keys: dict[str, bytes] = field(default_factory=dict)
+    #: Residents erased by earlier commands of the batch (their rows are written at commit)
+    erased: set[str] = field(default_factory=set)
     #: NATS user keys granted by an earlier grant_identity of the batch -> the identity
     keys_granted: dict[str, str] = field(default_factory=dict)
 
@@ -60,15 +63,39 @@ def prefetch(cmd: commands.Command) -> list[str]:
 
 
 async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) -> None:
-    """For every register_resident of the batch: the ID numbers registered already (one query) and
-    a data key each (made in the key store before the batch commits: a key whose command is then
-    refused opens nothing and is harmless)."""
+    """The data keys the batch seals with: made for every register_resident and register_household
+    (in the key store before the batch commits: a key whose command is then refused opens nothing
+    and is harmless), read for every register_arrival's resident; and the ID numbers registered
+    already (one query)."""
     registering = [c for c in cmds if isinstance(c, commands.RegisterResident)]
+    new_subjects = [c.resident for c in registering] + [
+        household_subject(c.household) for c in cmds if isinstance(c, commands.RegisterHousehold)]
+    travellers = [c.resident for c in cmds if isinstance(c, commands.RegisterArrival)]
+    if new_subjects:
+        scratch.data_keys = await scratch.keys.create(new_subjects)  # first: opens the store
+    if travellers:
+        scratch.data_keys.update(await scratch.keys.get(travellers))
     if registering:
-        scratch.data_keys = await scratch.keys.create([c.resident for c in registering])  # first: opens the store
         hashes = [id_hash(scratch.keys.index_key, c.id_number) for c in registering]
         rows = await conn.fetch(tables.TAKEN_ID_HASHES, hashes)
         scratch.id_numbers_taken = {r["id_hash"] for r in rows}
+
+
+def household_subject(household: str) -> str:
+    """The key store's subject of a household's address (residents' subjects are their ids)."""
+    return f"household:{household}"
+
+
+def seal_json(data_key: bytes, subject: str, value) -> bytes:
+    """``value`` as JSON sealed with ``data_key`` for ``subject`` (AES-GCM, ``shared.pii``)."""
+    return pii.seal(data_key, subject, json.dumps(value, ensure_ascii=False).encode())
+
+
+def _key(ctx: Context, subject: str) -> bytes:
+    data_key = ctx.scratch.data_keys.get(subject)
+    if data_key is None:  # an erased subject never gets a key again (decide refuses most cases first)
+        raise CommandError(f"no data key for {subject}; the command was not applied")
+    return data_key
 
 
 def id_hash(index_key: bytes, id_number: str) -> str:
@@ -105,7 +132,9 @@ async def register_household(cmd: commands.RegisterHousehold, ctx: Context) -> N
         household=await ctx.state(domain.household_stream(cmd.household)),
     )
     events = await _decide_and_append(ctx, cmd, facts)
-    ctx.write(tables.INSERT_ADDRESS, events[0].household, cmd.community, cmd.address.strip(), cmd.occurred_at)
+    subject = household_subject(events[0].household)
+    ctx.write(tables.INSERT_ADDRESS, events[0].household, cmd.community,
+              seal_json(_key(ctx, subject), subject, {"address": cmd.address.strip()}), cmd.occurred_at)
 
 
 async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> None:
@@ -138,9 +167,10 @@ async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:
     )
     [event] = await _decide_and_append(ctx, cmd, facts)
     # Where from, how and where else: for tracing, here (the event carries the class and the day).
-    ctx.write(tables.INSERT_TRAVEL, event.arrival, event.resident, event.community, cmd.origin.strip(),
-              msgspec.json.encode(cmd.transport).decode(), msgspec.json.encode(cmd.visited).decode(),
-              cmd.occurred_at)
+    travel = {"origin": cmd.origin.strip(), "transport": msgspec.to_builtins(cmd.transport),
+              "visited": msgspec.to_builtins(cmd.visited)}
+    ctx.write(tables.INSERT_TRAVEL, event.arrival, event.resident, event.community,
+              seal_json(_key(ctx, event.resident), f"arrival:{event.arrival}", travel), cmd.occurred_at)
 
 
 async def verify_arrival(cmd: commands.VerifyArrival, ctx: Context) -> None:
@@ -183,10 +213,16 @@ async def erase_resident(cmd: commands.EraseResident, ctx: Context) -> None:
 
 async def _erase(ctx: Context, event: ResidentErased) -> None:
     """An erasure's effect: the data key deleted (first, see erase_resident), the sealed columns emptied,
-    the travel history deleted."""
+    the travel history (sealed with that key) deleted; and when no one of the household is left
+    unerased, its address's key too (the address would say where the erased person lived)."""
     await ctx.scratch.keys.erase(event.resident, event.legal_basis, event.erased_at)
     ctx.write(tables.ERASE_PII, event.resident, event.erased_at)
-    ctx.write(tables.ERASE_TRAVEL, event.resident)  # not sealed: deleted here (a backup keeps it)
+    ctx.write(tables.ERASE_TRAVEL, event.resident)
+    erased = ctx.scratch.erased
+    erased.add(event.resident)
+    if not {r["resident"] for r in await ctx.conn.fetch(tables.HOUSEHOLD_LEFT, event.household)} - erased:
+        await ctx.scratch.keys.erase(household_subject(event.household), event.legal_basis, event.erased_at)
+        ctx.write(tables.ERASE_ADDRESS, event.household)
 
 
 async def apply_retention(cmd: commands.ApplyRetention, ctx: Context) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 
-from services.registry import commands, tables
+from services.registry import commands, handlers, tables
 from services.registry.keys import KeyStore
 from shared import access, pii
 from shared.contracts import queries
@@ -76,9 +76,10 @@ def contact(keys: KeyStore):
         viewer = access.check_personal(identity, community, f"the contacts of {kind} {subject}")
         residents = [r["resident"] for r in rows]
         viewed = await _record(host, viewer, community, kind, subject, residents, purpose)
-        data_keys = await keys.get(residents)
+        households = sorted({handlers.household_subject(r["household"]) for r in rows})
+        data_keys = await keys.get(residents + households)
         return {"ok": True, "community": community, "purpose": purpose, "viewed": viewed,
-                "contacts": [_contact(r, data_keys.get(r["resident"])) for r in rows]}
+                "contacts": [_contact(r, data_keys) for r in rows]}
 
     return answer
 
@@ -103,13 +104,22 @@ async def _record(host, viewer: Identity, community: str, kind: str, subject: st
     return reply["events"][0]["event_id"]
 
 
-def _contact(row, data_key: bytes | None) -> dict:
-    base = {"resident": row["resident"], "household": row["household"], "address": row["address"]}
+def _contact(row, data_keys: dict[str, bytes]) -> dict:
+    base = {"resident": row["resident"], "household": row["household"], "address": _address(row, data_keys)}
+    data_key = data_keys.get(row["resident"])
     if data_key is None or row["personal"] is None:  # erased: the key is gone
         return {**base, "name": None, "phone": None, "birth_year": None, "erased": True}
     personal = json.loads(pii.unseal(data_key, row["resident"], row["personal"]))
     return {**base, "name": personal["name"], "phone": personal["phone"], "birth_year": personal.get("birth_year"),
             "erased": False}
+
+
+def _address(row, data_keys: dict[str, bytes]) -> str | None:
+    """The household's address, sealed with its own key: null once its last resident is erased."""
+    subject = handlers.household_subject(row["household"])
+    if row["address"] is None or subject not in data_keys:
+        return None
+    return json.loads(pii.unseal(data_keys[subject], subject, row["address"]))["address"]
 
 
 QUERIES = {"registry.identities": identities, "registry.names": names}

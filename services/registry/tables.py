@@ -100,6 +100,11 @@ DO $$ BEGIN
         ON CONFLICT (household) DO NOTHING;
     END IF;
 END $$;
+-- Sealed (issue 16): the address with the household's own data key (subject household:<id>), the
+-- travel history with the resident's; the plaintext columns stay for what was copied from
+-- schema-1 events, which migrate.seal_plaintext seals at start and then empties.
+ALTER TABLE registry.households ADD COLUMN IF NOT EXISTS sealed bytea;
+ALTER TABLE registry.households ALTER COLUMN address DROP NOT NULL;
 CREATE TABLE IF NOT EXISTS registry.arrivals (
     arrival       text PRIMARY KEY,
     resident      text NOT NULL,
@@ -110,6 +115,9 @@ CREATE TABLE IF NOT EXISTS registry.arrivals (
     registered_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS arrivals_resident ON registry.arrivals (resident);
+ALTER TABLE registry.arrivals ADD COLUMN IF NOT EXISTS sealed bytea;
+ALTER TABLE registry.arrivals ALTER COLUMN origin DROP NOT NULL, ALTER COLUMN transport DROP NOT NULL,
+    ALTER COLUMN visited DROP NOT NULL;
 -- Once, on the first start after ArrivalRegistered schema 2: the travel history of the schema-1
 -- events is copied from the registry's record, so tracing finds the arrivals of before too.
 DO $$ BEGIN
@@ -145,13 +153,15 @@ INSERT_PII = (
     "INSERT INTO registry.residents (resident, household, community, personal, id_hash, registered_at) "
     "VALUES ($1, $2, $3, $4, $5, $6)"
 )
+#: A household's address, sealed with the household's key (``household_subject``).
 INSERT_ADDRESS = (
-    "INSERT INTO registry.households (household, community, address, registered_at) VALUES ($1, $2, $3, $4) "
+    "INSERT INTO registry.households (household, community, sealed, registered_at) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (household) DO NOTHING"
 )
+#: An arrival's travel history (origin, transport, visited), sealed with its resident's key.
 INSERT_TRAVEL = (
-    "INSERT INTO registry.arrivals (arrival, resident, community, origin, transport, visited, registered_at) "
-    "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)"
+    "INSERT INTO registry.arrivals (arrival, resident, community, sealed, registered_at) "
+    "VALUES ($1, $2, $3, $4, $5)"
 )
 #: Masked names, from each resident's ResidentRegistered (version 1 of ``resident:<id>``, found by
 #: the events table's unique index): the registry keeps no display name of its own.
@@ -164,11 +174,14 @@ NAMES = (
 )
 #: The sealed personal data of one resident ($1) or of every resident of a household ($2).
 CONTACTS = (
-    "SELECT r.resident, r.household, r.community, r.personal, r.erased_at, h.address "
+    "SELECT r.resident, r.household, r.community, r.personal, r.erased_at, h.sealed AS address "
     "FROM registry.residents r LEFT JOIN registry.households h ON h.household = r.household "
     "WHERE r.resident = $1 OR r.household = $2 ORDER BY r.registered_at, r.resident"
 )
 ERASE_TRAVEL = "DELETE FROM registry.arrivals WHERE resident = $1"
+#: The residents of a household ($1) not erased.
+HOUSEHOLD_LEFT = "SELECT resident FROM registry.residents WHERE household = $1 AND erased_at IS NULL"
+ERASE_ADDRESS = "UPDATE registry.households SET sealed = NULL, address = NULL WHERE household = $1"
 MOVED_OUT = "UPDATE registry.residents SET moved_out_at = $2 WHERE resident = $1"
 #: Residents due for retention ($1: the cut-off), after the keyset cursor ($2, $3: community, resident),
 #: $4 at most: moved out before the cut-off, not erased, no quarantine case open in the copy.

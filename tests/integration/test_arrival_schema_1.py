@@ -7,6 +7,7 @@ arrival, the views count old and new arrivals alike, and the audit chain holds o
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, datetime, timedelta
 
 import asyncpg
@@ -17,6 +18,7 @@ from services.audit.app import spec as audit_spec
 from services.registry import domain
 from services.registry.app import spec as registry_spec
 from services.views.app import spec as views_spec
+from shared import pii
 from shared import envelope as env
 from shared import store
 from shared.config import city_zone
@@ -57,6 +59,18 @@ async def _head_at_least(nc, n: int) -> int:
     return last if last >= n else 0
 
 
+async def _travel(pg_dsn: str, arrival: str) -> dict:
+    """An arrival's travel history, opened as the registry does: with its resident's data key."""
+    db = await asyncpg.connect(pg_dsn)
+    row = await db.fetchrow("SELECT resident, sealed FROM registry.arrivals WHERE arrival = $1", arrival)
+    await db.close()
+    keys = await asyncpg.connect(pg_dsn + "_keys")
+    wrapped = await keys.fetchrow("SELECT wrapped, key_id FROM registry.data_keys WHERE subject = $1", row["resident"])
+    await keys.close()
+    data_key = pii.from_env(os.environ).unwrap(row["resident"], pii.Wrapped(wrapped["key_id"], wrapped["wrapped"]))
+    return {"resident": row["resident"], **json.loads(pii.unseal(data_key, f"arrival:{arrival}", row["sealed"]))}
+
+
 async def _audited(db, seq: int) -> bool:
     return (await db.fetchval("SELECT hwm FROM audit.head") or 0) >= seq
 
@@ -82,10 +96,12 @@ async def test_a_record_of_a_schema_1_arrival_decodes_projects_and_stays_audited
         nc = await connect(nats_url)
         reg = Client(nc)
         # when the registry of schema 2 starts: the old travel history is copied into its table
-        old = await db.fetchrow("SELECT resident, origin, transport, visited FROM registry.arrivals WHERE arrival = $1",
-                                OLD)
-        assert (old["resident"], old["origin"], json.loads(old["transport"])["number"]) == (who, "武汉", "G1722")
-        assert [v["place"] for v in json.loads(old["visited"])] == ["汉口"]
+        # (and sealed there with the resident's key: nothing of it in clear)
+        await eventually(lambda: db.fetchval("SELECT sealed IS NOT NULL AND origin IS NULL FROM registry.arrivals "
+                                             "WHERE arrival = $1", OLD), what="the old travel history sealed")
+        old = await _travel(pg_dsn, OLD)
+        assert (old["resident"], old["origin"], old["transport"]["number"]) == (who, "武汉", "G1722")
+        assert [v["place"] for v in old["visited"]] == ["汉口"]
         # and it decides on the old arrival: verified at the door
         verified = await reg.ok("verify_arrival", arrival=OLD, outcome="home_quarantine", documents_checked=True)
         assert [(e["type"], e["stream_version"]) for e in verified["events"]] == [("ArrivalVerified", 2)]
@@ -95,8 +111,7 @@ async def test_a_record_of_a_schema_1_arrival_decodes_projects_and_stays_audited
                             risk_area_visited=True))["events"][0]
         assert (new["schema"], new["data"]["city_class"], new["data"]["requires_verification"]) == (2, "B", True)
         assert not {"origin", "transport", "visited"} & set(new["data"])
-        assert await db.fetchval("SELECT origin FROM registry.arrivals WHERE arrival = $1",
-                                 new["data"]["arrival"]) == "上海虹桥"
+        assert (await _travel(pg_dsn, new["data"]["arrival"]))["origin"] == "上海虹桥"
 
         # then the board counts the old arrival and the new one alike: both arrived within 14 days,
         # the old one verified, the new one waiting

@@ -191,6 +191,30 @@ async def test_an_erasure_holds_against_a_dump_taken_before_it(nats_url, pg_dsn,
         await admin.close()
 
 
+async def test_a_households_address_is_shredded_with_its_last_resident(registry, pg_dsn):
+    # given a household of two, its address sealed with a key of its own
+    _, nc = registry
+    household, wang, li = await _household_of_two(nc)
+    staff, operator = As(nc, LI_WEI), As(nc, None)
+    conn = await asyncpg.connect(pg_dsn)
+    sealed = await conn.fetchval("SELECT sealed FROM registry.households WHERE household = $1", household)
+    assert sealed and b"room 301" not in sealed
+    # when the first of them is erased, the address stays: Li still lives there
+    await operator.ok("registry", "erase_resident", resident=wang, legal_basis="PIPL art. 47: consent withdrawn")
+    contacts = (await staff.query("registry.contact", household=household, purpose=WHY))["contacts"]
+    assert [(c["erased"], c["address"]) for c in contacts] == [(True, "b1 room 301"), (False, "b1 room 301")]
+    # when the last is erased: the household's key goes too, so the address opens nowhere any more
+    await operator.ok("registry", "erase_resident", resident=li, legal_basis="PIPL art. 47: consent withdrawn")
+    contacts = (await staff.query("registry.contact", household=household, purpose=WHY))["contacts"]
+    assert [(c["erased"], c["address"]) for c in contacts] == [(True, None), (True, None)]
+    assert await conn.fetchval("SELECT sealed FROM registry.households WHERE household = $1", household) is None
+    keys = await asyncpg.connect(pg_dsn + "_keys")
+    assert await keys.fetchval("SELECT count(*) FROM registry.data_keys WHERE subject = $1",
+                               f"household:{household}") == 0
+    await keys.close()
+    await conn.close()
+
+
 async def test_a_registry_of_before_has_its_plaintext_sealed_when_it_starts(nats_url, pg_dsn):
     # given a registry of before: a resident in clear in registry.residents (and their household's events)
     async with running(spec(), nats_url, pg_dsn):
@@ -243,7 +267,7 @@ async def test_a_master_key_rotation_rewraps_every_key_and_then_the_old_key_can_
         # then every key (the residents' and the blind index's) is re-wrapped by the new one
         await eventually(lambda: kconn.fetchval("SELECT bool_and(key_id = $1) FROM registry.data_keys",
                                                 pii.key_id(new)), what="every key re-wrapped")
-    assert await kconn.fetchval("SELECT count(*) FROM registry.data_keys") == 3
+    assert await kconn.fetchval("SELECT count(*) FROM registry.data_keys") == 4  # two residents, their household, the blind index
     await kconn.close()
     # and with the old key gone, the contacts still open and a taken ID number is still taken
     async with running(spec(keys=KeyStore(pii.Keyring.of(new), keys_dsn)), nats_url, pg_dsn):
@@ -264,15 +288,18 @@ async def test_without_its_key_database_the_registry_registers_no_one_and_says_w
         operator = As(nc, None)
         await operator.ok("registry", "register_compound", community=COMMUNITY, compound="nangong-1", name="南宫",
                           buildings=["b1"], gates=["g1"])
-        reply = await operator.ok("registry", "register_household", community=COMMUNITY, compound="nangong-1",
-                                  building="b1", address="b1 room 301")
-        # when a resident is registered: refused as unavailable, naming the key store; nothing written
-        reply = await operator.command("registry", "register_resident", household=reply["events"][0]["data"]["household"],
+        # when a household (its address is sealed too) and a resident are registered: each refused as
+        # unavailable, naming the key store; nothing written
+        reply = await operator.command("registry", "register_household", community=COMMUNITY, compound="nangong-1",
+                                       building="b1", address="b1 room 301")
+        assert reply["error"]["code"] == "unavailable" and "key store" in reply["error"]["message"], reply
+        reply = await operator.command("registry", "register_resident", household=str(uuid.uuid4()),
                                        name="王小伟", id_number=prc_id(903), birth_year=1940)
         assert reply["error"]["code"] == "unavailable" and "key store" in reply["error"]["message"], reply
         await nc.close()
     conn = await asyncpg.connect(pg_dsn)
     assert await conn.fetchval("SELECT count(*) FROM registry.residents") == 0
+    assert await conn.fetchval("SELECT count(*) FROM registry.households") == 0
     await conn.close()
 
 
