@@ -83,7 +83,7 @@ async def test_personal_data_stays_in_the_registry_tables(client, nats_url, pg_d
     ring = pii.from_env(os.environ)
     data_key = ring.unwrap(data["resident"], pii.Wrapped(wrapped["key_id"], wrapped["wrapped"]))
     assert json.loads(pii.unseal(data_key, data["resident"], row["personal"])) == {
-        "name": "王小伟", "id_number": prc_id(77), "phone": "+8613800000000"}
+        "name": "王小伟", "id_number": prc_id(77), "phone": "+8613800000000", "birth_year": 1940}
 
 
 async def test_an_arrival_story_class_a_verified_into_home_quarantine(client, nats_url):
