@@ -124,7 +124,16 @@ async def test_a_visitors_name_phone_and_purpose_are_sealed_at_rest(gate, tmp_pa
     raw = dump.read_bytes()
     assert passage.encode() in raw and gate.households[NANGONG].encode() in raw  # the visit's row is in it
     for clear in ("张三丰", "13800001111", "送药给外婆"):
-        assert clear.encode() not in raw, clear
+        # neither as text nor as a bytea's hex (how a dump writes the sealed column), nor in the row
+        assert clear.encode() not in raw and clear.encode().hex().encode() not in raw, clear
+        assert clear.encode() not in row["personal"], clear
+    # and the sealed value opens with the visit's key from the key database, and only so
+    conn = await asyncpg.connect(gate.pg_dsn + "_keys")
+    wrapped = await conn.fetchrow("SELECT wrapped, key_id FROM checkpoint.data_keys WHERE subject = $1", passage)
+    await conn.close()
+    data_key = pii.from_env(os.environ).unwrap(passage, pii.Wrapped(wrapped["key_id"], wrapped["wrapped"]))
+    assert json.loads(pii.unseal(data_key, passage, row["personal"])) == {
+        "name": "张三丰", "phone": "13800001111", "purpose": "送药给外婆"}
 
 
 async def test_staff_of_the_visited_community_read_a_visitor_and_each_read_is_one_recorded_event(gate):
