@@ -42,7 +42,8 @@ DDL_LOCK = 0x6B6579_646462  # "keydb": one service instance at a time creates ta
 #: The subject whose "data key" is the blind index's key (not a resident id: ids are slugs).
 INDEX_SUBJECT = "cordon:blind-index"
 
-Settings = Callable[[], "tuple[pii.Keyring, str | None]"]
+#: What a key store reads when it opens: the master keyring and the key database's DSN, if set.
+Settings = Callable[[], tuple[pii.Keyring, str | None]]
 
 
 def key_settings(env: Mapping[str, str] | None = None) -> tuple[pii.Keyring, str | None]:
