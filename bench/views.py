@@ -128,7 +128,7 @@ class Generator:
                 return self._wrap(cp.PassIssued, c, pass_=p, compound="x1", household=household)
             case "checkin":
                 return self._wrap(qa.CheckinRecorded, c, case=uuid.uuid4().hex, resident=resident,
-                                  on=self._day(), temperature_c=36.6)
+                                  on=self._day())
             case "arrival" | "verify":
                 if kind == "verify" and self.recent["arrival"]:
                     a, ac, ar = self.recent["arrival"].pop(0)
@@ -136,8 +136,7 @@ class Generator:
                                       compound="x1", building="b1", outcome="cleared", documents_checked=True)
                 a = self._remember("arrival", (uuid.uuid4().hex, c, resident))[0]
                 return self._wrap(rg.ArrivalRegistered, c, arrival=a, resident=resident, household=household,
-                                  compound="x1", building="b1", origin="Wuhan", arrived_on=self._day(),
-                                  transport=rg.Transport(kind="train"), city_class="A", risk_area_visited=True,
+                                  compound="x1", building="b1", arrived_on=self._day(), city_class="A", risk_area_visited=True,
                                   requires_verification=True)
             case "case" | "transfer" | "release" | "close":
                 cases = self.recent["case"]

@@ -17,6 +17,8 @@ Every command that connects to NATS takes --creds (default CORDON_NATS_CREDS, el
     cordon auth init --dir D [--nats-conf-out F]              a deployment's NATS keys, include and creds
     cordon web [--host H] [--port P]                          the HTTP gateway: API, live board, feeds
     cordon feed --community C [--since D] [--durable N] [--json]   a community's events, one line each, resumed
+    cordon contact --resident R | --household H --purpose P   one record's names and phones (staff; recorded)
+    cordon erase-resident --resident R --legal-basis B [--yes]   shred a resident's personal data (operators)
     cordon republish --service S --since T [--until T]        publish recorded events to JetStream again
     cordon backup --out DIR                                   pg_dump + the stream's state + the keys
     cordon restore --from DIR [--data-dir D]                  a backup into an empty data dir
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     from services.ops import db_roles as db_cli
     from services.ops import identity as identity_cli
     from services.views import cli as views_cli
-    from services.web import feed_cli
+    from services.ops import erase as erase_cli
+    from services.web import contact_cli, feed_cli
     from services.web import server as web_cli
 
     views_cli.add_commands(sub)
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     db_cli.add_commands(sub)
     web_cli.add_commands(sub)
     feed_cli.add_commands(sub)
+    contact_cli.add_commands(sub)
+    erase_cli.add_commands(sub)
     args = parser.parse_args(argv)
     config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
                              metrics_port=getattr(args, "metrics_port", None))

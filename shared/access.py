@@ -43,6 +43,7 @@ CORDON_ONLY = frozenset({("registry", "grant_identity"), ("registry", "revoke_id
                          # an erasure is an operator's act on a legal basis; a read's record is the
                          # registry's own (its contact query issues it), never a caller's
                          ("registry", "erase_resident"), ("registry", "record_personal_data_view"),
+                         ("registry", "apply_retention"),  # the registry's retention scheduler
                          # the same for visitors: a read's record, and the retention scheduler's shredding
                          ("checkpoint", "record_visitor_contact_view"), ("checkpoint", "shred_visitor_data")})
 #: Queries answered only inside the ``CORDON`` account (the register of identities).

@@ -186,8 +186,12 @@ async def _provision_keys(admin_dsn: str, keys_db: str, services: list[str]) -> 
 
 
 async def act_as(conn: asyncpg.Connection, service: str) -> None:
-    """``SET ROLE`` to ``service``'s role if it exists (an administrator's connection doing the
-    service's work: what it creates is the service's). Nothing when roles are not provisioned."""
+    """``SET ROLE`` to ``service``'s role if it owns the service's schema in this database (an
+    administrator's connection doing the service's work: what it creates is the service's).
+    Nothing when roles are not provisioned for this database."""
     name = role(service)
-    if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
+    # roles are the server's, not the database's: the role must own the service's schema *here*
+    # (provisioned for this database), not merely exist because another database has roles
+    if await conn.fetchval("SELECT 1 FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
+                           "WHERE n.nspname = $1 AND r.rolname = $2", service, name):
         await conn.execute(f"SET ROLE {name}")

@@ -14,9 +14,12 @@ keeps those already there) and writes, every file mode 0600:
   as ``CORDON_NATS_CREDS``; the operators' ``D/admin.creds``;
 - every service's PostgreSQL password, ``D/pg/<service>.password``, for its own role (handed to
   it as ``CORDON_PG_PASSWORD_FILE``; ``cordon db roles`` sets them in PostgreSQL);
+- the registry's master key, ``D/registry/master.key`` (random, made once and kept: it wraps every
+  resident's data key), handed to the registry alone as ``CORDON_MASTER_KEY_FILE`` (a folder of its
+  own: compose mounts folders, not single files);
 - with ``--k8s-secrets FILE``: the Kubernetes Secrets the manifests in ``deploy/k8s`` reference
-  (``cordon-nats-auth``, ``cordon-nats-creds-<name>``, ``cordon-pg-<service>``), for
-  ``kubectl apply -f FILE``.
+  (``cordon-nats-auth``, ``cordon-nats-creds-<name>``, ``cordon-pg-<service>``,
+  ``cordon-master-key``), for ``kubectl apply -f FILE``.
 
 Run it again at will: keys and credentials already there are kept (a service's creds are not
 reissued), and the include is written anew from them (the same operator; the accounts' latest
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from services.cli import SERVICES
 from services.ops.cli import _fail
-from shared import pgroles
+from shared import pgroles, pii
 from shared.config import Config
 
 #: Who gets credentials of the role ``service``: every service, and the web gateway.
@@ -82,20 +85,30 @@ def init(folder: Path, nats_conf: Path | None = None, jwt_dir: str = JWT_DIR,
     written.update(creds)
     passwords = pgroles.ensure_passwords(authority.path)
     written.update({f"pg {name}": pgroles.password_file(authority.path, name) for name in passwords})
+    written["master key"] = master = pii.ensure_key_file(master_key_file(authority.path))
     if k8s_secrets is not None:
-        write_private(k8s_secrets, kubernetes_secrets(include, creds, passwords))
+        write_private(k8s_secrets, kubernetes_secrets(include, creds, passwords, master.read_text()))
         written["k8s secrets"] = k8s_secrets
     return written
 
 
-def kubernetes_secrets(include: str, creds: dict[str, Path], passwords: dict[str, str] | None = None) -> str:
+def master_key_file(folder: Path) -> Path:
+    """Where ``auth init`` keeps the registry's master key: ``<folder>/registry/master.key``."""
+    return folder / "registry" / "master.key"
+
+
+def kubernetes_secrets(include: str, creds: dict[str, Path], passwords: dict[str, str] | None = None,
+                       master_key: str | None = None) -> str:
     """The Secrets deploy/k8s mounts, as a YAML stream (each document JSON, which YAML reads):
-    ``cordon-nats-auth`` {auth.conf}, ``cordon-nats-creds-<name>`` {nats.creds} and
-    ``cordon-pg-<service>`` {password} (its PostgreSQL role's)."""
+    ``cordon-nats-auth`` {auth.conf}, ``cordon-nats-creds-<name>`` {nats.creds},
+    ``cordon-pg-<service>`` {password} (its PostgreSQL role's) and ``cordon-master-key``
+    {master.key} (the registry's)."""
     docs = [_secret("cordon-nats-auth", {"auth.conf": include})]
     docs += [_secret(f"cordon-nats-creds-{name}", {"nats.creds": path.read_text()})
              for name, path in creds.items()]
     docs += [_secret(f"cordon-pg-{name}", {"password": password}) for name, password in (passwords or {}).items()]
+    if master_key is not None:
+        docs.append(_secret("cordon-master-key", {"master.key": master_key}))
     return "".join(f"---\n{json.dumps(doc, indent=2)}\n" for doc in docs)
 
 

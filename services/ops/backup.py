@@ -186,15 +186,26 @@ def write_manifest(out: Path, database: dict, stream: dict, auth_files: int) -> 
     return manifest
 
 
-async def take(dsn: str, nc: Client, out: Path, data_dir: Path, say: Say) -> dict:
-    """The whole backup into ``out`` (new or empty); its manifest."""
+async def take(dsn: str, nc: Client, out: Path, data_dir: Path, say: Say, keys_out: Path | None = None,
+               keys_dsn: str | None = None) -> dict:
+    """The whole backup into ``out`` (new or empty); its manifest. With ``keys_out``, the key
+    database (``keys_dsn``, else beside ``dsn``) is dumped there too, after the data, apart from it
+    (:mod:`services.ops.keydump`); the manifest's ``keys`` says so."""
+    from services.ops import keydump
+
+    if keys_out is not None:
+        keydump.check_apart(out, keys_out)
     prepare_folder(out)
     database = await dump(dsn, out, say)
     stream = await stream_state(nc, out, say)
     auth = data_dir / "auth"
     auth_files = copy_secret_tree(auth, out / AUTH) if auth.is_dir() else 0
+    keys = None
+    if keys_out is not None:
+        keys = await keydump.dump(keydump.key_database(dsn, keys_dsn), keys_out, say)
+        keys = {**keys, "folder": str(keys_out)}
     say("writing the manifest (sha256 of every file)")
-    return write_manifest(out, database, stream, auth_files)
+    return {**write_manifest(out, database, stream, auth_files), "keys": keys}
 
 
 def read_manifest(folder: Path, say: Say | None = None) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                        "the database, the stream's state and order, the authority's keys")
     bk.add_argument("--out", required=True, help="a new (or empty) folder; it will hold personal data and keys")
     bk.add_argument("--data-dir", default=None, help="the Cordon's data dir, whose auth/ is copied (default .cordon)")
+    bk.add_argument("--keys-out", default=None, help="also dump the key database (residents' data keys) into this "
+                    "new folder, which must be apart from --out: keep it short-lived")
     bk.add_argument("--creds", default=None, help=CREDS_HELP)
     bk.set_defaults(run=run_backup)
     logging.user_facing(bk)
@@ -33,6 +36,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                         "the stream rebuilt from the record, the durable consumers")
     rs.add_argument("--from", dest="source", required=True, help="the folder cordon backup wrote")
     rs.add_argument("--data-dir", default=None, help="a new (or empty) data dir (default .cordon)")
+    rs.add_argument("--keys-from", default=None, help="the keys.pgdump of cordon backup --keys-out: restored into the "
+                    "new Cordon's key database (without it, or CORDON_KEYS_DSN naming the live one, every resident "
+                    "reads as erased)")
     rs.add_argument("--creds", default=None, help=CREDS_HELP + "; only with CORDON_NATS_URL")
     rs.set_defaults(run=run_restore)
     logging.user_facing(rs)
@@ -53,11 +59,17 @@ def run_backup(args: argparse.Namespace, config: Config) -> int:
     if not config.pg_dsn or not config.nats_url:
         return _fail("backup needs CORDON_PG_DSN and CORDON_NATS_URL: the servers of the Cordon to back up "
                      "(cordon up prints both)", 2)
-    return asyncio.run(backup_cordon(config, Path(args.out)))
+    return asyncio.run(backup_cordon(config, Path(args.out), keys_out=Path(args.keys_out) if args.keys_out else None))
 
 
-async def backup_cordon(config: Config, out: Path, stdout=None) -> int:
-    from services.ops import backup, pgtools
+async def backup_cordon(config: Config, out: Path, stdout=None, keys_out: Path | None = None) -> int:
+    from services.ops import backup, keydump, pgtools
+
+    if keys_out is not None:
+        try:
+            keydump.check_apart(out, keys_out)
+        except keydump.KeyDumpError as exc:
+            return _fail(str(exc), 2)
 
     stdout = stdout or sys.stdout
     try:
@@ -65,8 +77,9 @@ async def backup_cordon(config: Config, out: Path, stdout=None) -> int:
     except Exception as exc:
         return _fail(f"cannot reach NATS at {config.nats_url}: {type(exc).__name__}: {exc}", 1)
     try:
-        manifest = await backup.take(config.pg_dsn, nc, out, config.data_dir, _say("backup"))
-    except (backup.BackupError, pgtools.ToolError) as exc:
+        manifest = await backup.take(config.pg_dsn, nc, out, config.data_dir, _say("backup"), keys_out=keys_out,
+                                     keys_dsn=os.environ.get("CORDON_KEYS_DSN") or None)
+    except (backup.BackupError, keydump.KeyDumpError, pgtools.ToolError) as exc:
         return _fail(str(exc), 1)
     finally:
         await nc.close()
@@ -92,7 +105,16 @@ def summary(out: Path, manifest: dict) -> list[str]:
     if manifest["authority"]:
         lines.append(f"  {backup.AUTH + '/':<20} the authority: {manifest['authority']['files']} files, its keys "
                      "sign every identity: SECRET")
-    lines += [f"  {backup.MANIFEST:<20} versions, counts, the sha256 of every file",
+    lines += [f"  {backup.MANIFEST:<20} versions, counts, the sha256 of every file"]
+    keys = manifest.get("keys")
+    if keys:
+        lines.append(f"  keys: {keys['folder']}/{keys['file']}: the key database {keys['database']} "
+                     f"({keys['counts'].get('data_keys', 0):,} data keys): kept APART from this backup; "
+                     "delete it when no longer needed, an erasure reaches it only then")
+    else:
+        lines.append("  keys: the key database (residents' data keys) is not in this backup: keep it alive and "
+                     "replicated, or take --keys-out; restored without it, every resident reads as erased")
+    lines += [
               "keep it as secret as the data dir: it holds residents' personal data"
               + (" and the authority's keys" if manifest["authority"] else ""),
               f"restore it with: cordon restore --from {out} --data-dir NEW_FOLDER"]
@@ -106,19 +128,23 @@ def run_restore(args: argparse.Namespace, config: Config) -> int:
         restore.check_empty(config.data_dir)
     except restore.RestoreError as exc:
         return _fail(str(exc), 2)
-    return asyncio.run(restore_cordon(config, Path(args.source), config.data_dir))
+    return asyncio.run(restore_cordon(config, Path(args.source), config.data_dir,
+                                      keys_from=Path(args.keys_from) if args.keys_from else None,
+                                      keys_dsn=os.environ.get("CORDON_KEYS_DSN") or None))
 
 
-async def restore_cordon(config: Config, source: Path, data_dir: Path, stdout=None) -> int:
-    from services.ops import backup, pgtools, restore
+async def restore_cordon(config: Config, source: Path, data_dir: Path, stdout=None, keys_from: Path | None = None,
+                         keys_dsn: str | None = None) -> int:
+    from services.ops import backup, keydump, pgtools, restore
 
     stdout = stdout or sys.stdout
     try:
         lines = await restore.restore(source, data_dir, pg_dsn=config.pg_dsn, nats_url=config.nats_url,
                                       creds=config.nats_creds if config.nats_url else None,
-                                      replicas=config.stream_replicas, say=_say("restore"))
+                                      replicas=config.stream_replicas, say=_say("restore"),
+                                      keys_from=keys_from, keys_dsn=keys_dsn)
     except Exception as exc:
-        known = isinstance(exc, (backup.BackupError, restore.RestoreError, pgtools.ToolError))
+        known = isinstance(exc, (backup.BackupError, restore.RestoreError, pgtools.ToolError, keydump.KeyDumpError))
         message = str(exc) if known else f"{type(exc).__name__}: {exc}"
         if data_dir.exists() and any(data_dir.iterdir()):
             message += f"\nthe data dir {data_dir} is partly restored: remove it before trying again"

@@ -194,11 +194,17 @@ async def servers(data_dir: Path, pg_dsn: str | None, nats_url: str | None, cred
 
 
 async def restore(source: Path, data_dir: Path, *, pg_dsn: str | None, nats_url: str | None, creds: str | None,
-                  replicas: int, say: Say) -> list[str]:
-    """Restore the backup in ``source`` into the empty ``data_dir`` (see the module); the lines that
-    say what was restored."""
+                  replicas: int, say: Say, keys_from: Path | None = None, keys_dsn: str | None = None) -> list[str]:
+    """Restore the backup in ``source`` into the empty ``data_dir`` (see the module); with
+    ``keys_from``, the key dump of ``cordon backup --keys-out`` into the new key database
+    (``keys_dsn``, else beside the database: :mod:`services.ops.keydump`); the lines that say what
+    was restored."""
+    from services.ops import keydump
+
     check_empty(data_dir)
     manifest = backup.read_manifest(source, say)
+    if keys_from is not None:
+        keydump.check_dump(keys_from)  # before anything is written
     state = json.loads((source / backup.STREAM_STATE).read_text())
     order = backup.read_order(source)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -212,7 +218,14 @@ async def restore(source: Path, data_dir: Path, *, pg_dsn: str | None, nats_url:
         lines.append("authority: none in the backup (taken without a data dir's auth/): identities issued "
                      "before need issuing again by whoever holds the old keys")
     async with servers(data_dir, pg_dsn, nats_url, creds, say) as (dsn, url, client_creds):
+        if keys_from is not None:
+            await keydump.check_empty(keydump.key_database(dsn, keys_dsn))
         await restore_database(dsn, source, say)
+        if keys_from is not None:
+            lines.append(await keydump.restore(keys_from, keydump.key_database(dsn, keys_dsn), say))
+        else:
+            lines.append(keydump.not_restored(keys_dsn))
+        lines.append(await give_to_roles(dsn))
         nc = await bus.connect(url, "cordon.restore", client_creds)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         try:
@@ -221,6 +234,25 @@ async def restore(source: Path, data_dir: Path, *, pg_dsn: str | None, nats_url:
             await pool.close()
             await nc.close()
     return lines
+
+
+async def give_to_roles(dsn: str) -> str:
+    """After ``pg_restore --no-owner`` everything belongs to the administrator: where the server has
+    the services' roles already (a deployment's, or given servers), give each schema and the key
+    database back to its role now (``shared.pgroles.provision``, passwords left as they are)."""
+    from shared import pgroles
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        roles = await conn.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)",
+                                    [pgroles.role(s) for s in pgroles.SERVICES])
+    finally:
+        await conn.close()
+    if roles < len(pgroles.SERVICES):
+        return ("roles: none on this server yet: cordon up gives each schema to its service's role when it starts; "
+                "on a deployment's servers, run cordon db roles before the services start")
+    await pgroles.provision(dsn)
+    return "roles: each schema, and the key database, given back to its service's role (cordon db roles)"
 
 
 async def _rebuild(pool: asyncpg.Pool, nc: Client, state: dict, order: list, replicas: int, say: Say) -> list[str]:

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from services.quarantine.commands import MAX_MISSED_CASES
 from shared.config import DEFAULT_ZONE, city_zone
+from shared.contracts.quarantine import DEFAULT_FEVER_C
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,7 +34,7 @@ class Config:
     #: Local hour by which the day's check-in is due; after it a missing one is CheckinMissed.
     checkin_hour: int = 18
     #: A check-in at or over this temperature (°C) is abnormal: SymptomsReported.
-    fever_c: float = 37.3
+    fever_c: float = DEFAULT_FEVER_C
     #: Where a positive test sends the resident when no case is open.
     positive_kind: str = "centralized"
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_ZONE))

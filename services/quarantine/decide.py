@@ -157,16 +157,17 @@ def record_checkin(facts: Facts, cmd: RecordCheckin) -> list[QuarantineEvent]:
         raise Rejected(f"case {case.case} is in hospital; the hospital follows the patient",
                        reason="in_hospital")
     _a_day_of_the_case(case, cmd.on, facts.config.day(_at(cmd)))
+    # The temperature and the symptoms stay with the quarantine (handlers write them): on the bus,
+    # that the resident checked in and, when abnormal, why.
     events: list[QuarantineEvent] = [CheckinRecorded(
         community=case.community, case=case.case, resident=case.resident, on=cmd.on,
-        temperature_c=float(cmd.temperature_c), symptoms=[s.strip() for s in cmd.symptoms],
         recorded_at=_at(cmd), recorded_by=cmd.actor,
     )]
-    if cmd.temperature_c >= facts.config.fever_c or cmd.symptoms:
+    fever = cmd.temperature_c >= facts.config.fever_c
+    if fever or cmd.symptoms:
         events.append(SymptomsReported(
             community=case.community, case=case.case, resident=case.resident, on=cmd.on,
-            temperature_c=float(cmd.temperature_c), symptoms=[s.strip() for s in cmd.symptoms],
-            reported_at=_at(cmd), reported_by=cmd.actor,
+            fever=fever, symptomatic=bool(cmd.symptoms), reported_at=_at(cmd), reported_by=cmd.actor,
         ))
     return events
 
@@ -317,7 +318,7 @@ def record_sample(facts: Facts, cmd: RecordSample) -> SampleTaken:
         raise Rejected(f"screening {screening.screening} takes place on {screening.on}, not today ({today})",
                        reason="before_screening_day")
     return SampleTaken(community=screening.community, screening=screening.screening, resident=cmd.resident,
-                       code=cmd.code.strip() if cmd.code else None, compound=screening.compound,
+                       compound=screening.compound,
                        slot=cmd.slot.strip() if cmd.slot else None, taken_at=_at(cmd), taken_by=cmd.actor)
 
 

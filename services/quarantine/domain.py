@@ -27,17 +27,22 @@ from shared.contracts.quarantine import (
     CaseTransferred,
     CheckinMissed,
     CheckinRecorded,
+    CheckinRecordedV1,
     ResultRecorded,
     SampleTaken,
+    SampleTakenV1,
     ScreeningScheduled,
     SealLifted,
     SymptomsReported,
+    SymptomsReportedV1,
 )
 
 QuarantineEvent = Union[
     CaseOpened, CaseTransferred, CaseReleased, CaseClosed, CheckinRecorded, SymptomsReported,
     CheckinMissed, AreaSealed, SealLifted, ScreeningScheduled, SampleTaken, ResultRecorded,
 ]
+#: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
+OldQuarantineEvent = Union[CheckinRecordedV1, SymptomsReportedV1, SampleTakenV1]
 
 
 def case_stream(case: str) -> str:
@@ -135,7 +140,7 @@ State = Union[Case, Day, Seals, Screening, Sample]
 # -- evolve --------------------------------------------------------------------------------
 
 
-def evolve(state: State | None, event: QuarantineEvent) -> State:
+def evolve(state: State | None, event: QuarantineEvent | OldQuarantineEvent) -> State:
     """Apply one event of a stream to its aggregate (None before the first event)."""
     match event:
         case CaseOpened():
@@ -180,6 +185,8 @@ def evolve(state: State | None, event: QuarantineEvent) -> State:
             return Sample(screening=event.screening, resident=event.resident)
         case ResultRecorded():
             return replace(_expect(state, Sample, event), result=event.result)
+        case CheckinRecordedV1() | SymptomsReportedV1() | SampleTakenV1():
+            return evolve(state, event.upcast())
         case _:
             assert_never(event)
 
@@ -196,7 +203,7 @@ def _transferred(case: Case, event: CaseTransferred) -> Case:
     return replace(case, **changes)
 
 
-def replay(events: Iterable[QuarantineEvent], state: State | None = None) -> State | None:
+def replay(events: Iterable[QuarantineEvent | OldQuarantineEvent], state: State | None = None) -> State | None:
     """Fold a stream's events into its aggregate."""
     for event in events:
         state = evolve(state, event)

@@ -144,8 +144,13 @@ async def record_checkin(cmd: commands.RecordCheckin, ctx: Context) -> None:
     stream = domain.day_stream(cmd.case, cmd.on)
     case = await ctx.state(domain.case_stream(cmd.case))
     day, version = await ctx.expect(stream)
-    ctx.append(stream, version, decide(Facts(config=ctx.config, case=case, day=day), cmd))
+    events = decide(Facts(config=ctx.config, case=case, day=day), cmd)
+    ctx.append(stream, version, events)
     ctx.write(tables.UPSERT_CASE, *tables.case_row(case, checkin_on=cmd.on))
+    # What was read stays here, beside each event (not in it: health data off the bus).
+    symptoms = [s.strip() for s in cmd.symptoms]
+    for n, event in enumerate(events, version + 1):
+        ctx.write(tables.INSERT_CHECKIN, stream, n, event.case, event.community, float(cmd.temperature_c), symptoms)
 
 
 async def transfer_case(cmd: commands.TransferCase, ctx: Context) -> None:
@@ -212,7 +217,10 @@ async def record_sample(cmd: commands.RecordSample, ctx: Context) -> None:
     sample, version = await ctx.expect(stream)
     facts = Facts(config=ctx.config, screening=screening, sample=sample,
                   resident=await _resident(ctx, cmd.resident))
-    ctx.append(stream, version, decide(facts, cmd))
+    [event] = decide(facts, cmd)
+    ctx.append(stream, version, [event])
+    if cmd.code:  # printed for the resident: kept here, like a pass number, not published
+        ctx.write(tables.INSERT_SAMPLE_CODE, event.screening, event.resident, event.community, cmd.code.strip())
 
 
 async def record_result(cmd: commands.RecordResult, ctx: Context) -> None:

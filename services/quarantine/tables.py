@@ -5,6 +5,15 @@ case's events, so it is exactly as current as the record (and can be rebuilt fro
 the scheduler's set-based sweep, the committee's case list, and — through a partial unique index —
 guarantees one open case per resident even when two service instances race.
 
+``checkins`` keeps what a check-in read (temperature, symptoms), one row per CheckinRecorded and
+SymptomsReported event (by its stream and version), written in the same transaction: since their
+schema 2 (issue 16) the events say that a resident checked in and whether it was abnormal, not the
+health data; the quarantine's history query merges it back for the staff of the case's community.
+
+``samples`` keeps the registration code printed for a sampled resident (for the elderly without a
+phone), which SampleTaken carried before its schema 2: a code on a slip is a credential, like a
+pass number.
+
 ``sweeps`` records each day the scheduler has finished sweeping for missed check-ins, so a
 restarted service knows where to resume.
 """
@@ -46,6 +55,22 @@ CREATE INDEX IF NOT EXISTS cases_monitoring_end ON quarantine.cases (ends_on, ca
     WHERE open AND stage = 'monitoring';
 CREATE INDEX IF NOT EXISTS cases_community ON quarantine.cases (community, open, case_id);
 CREATE INDEX IF NOT EXISTS cases_resident ON quarantine.cases (resident);
+CREATE TABLE IF NOT EXISTS quarantine.checkins (
+    stream_id     text NOT NULL,
+    version       integer NOT NULL,
+    case_id       text NOT NULL,
+    community     text NOT NULL,
+    temperature_c double precision NOT NULL,
+    symptoms      text[] NOT NULL,
+    PRIMARY KEY (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS quarantine.samples (
+    screening text NOT NULL,
+    resident  text NOT NULL,
+    community text NOT NULL,
+    code      text NOT NULL,
+    PRIMARY KEY (screening, resident)
+);
 CREATE TABLE IF NOT EXISTS quarantine.sweeps (
     day       date PRIMARY KEY,
     missed    integer NOT NULL,
@@ -103,6 +128,15 @@ def case_of_row(row) -> Case:
 MARK_MISSED = """
 UPDATE quarantine.cases SET missed = missed + 1, last_missed_on = GREATEST(last_missed_on, $2)
 WHERE case_id = ANY($1::text[])
+"""
+
+INSERT_CHECKIN = """
+INSERT INTO quarantine.checkins (stream_id, version, case_id, community, temperature_c, symptoms)
+VALUES ($1, $2, $3, $4, $5, $6)
+"""
+INSERT_SAMPLE_CODE = "INSERT INTO quarantine.samples (screening, resident, community, code) VALUES ($1, $2, $3, $4)"
+CHECKINS_OF = """
+SELECT stream_id, version, temperature_c, symptoms FROM quarantine.checkins WHERE stream_id = ANY($1::text[])
 """
 
 OPEN_CASE_OF = "SELECT case_id FROM quarantine.cases WHERE resident = $1 AND open"

@@ -27,6 +27,8 @@ from shared.wire import MAX_NOTE, BaseCommand
 MAX_VISITS = 100
 MIN_BIRTH_YEAR = 1890
 MAX_BIRTH_YEAR = 2100
+#: Most residents one apply_retention shreds (one transaction, one key-database round trip each).
+MAX_RETENTION = 500
 
 
 class RegisterCompound(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -86,6 +88,17 @@ class EraseResident(BaseCommand, frozen=True, kw_only=True, forbid_unknown_field
     legal_basis: str
 
 
+class ApplyRetention(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Shred the residents listed who are due (moved out before ``before``, no open quarantine case,
+    not erased yet; the others are skipped): the registry's retention scheduler sends it, one
+    community and at most :data:`MAX_RETENTION` residents at a time; accepted only from inside
+    Cordon."""
+
+    community: str
+    before: datetime
+    residents: list[str]
+
+
 class RecordPersonalDataView(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The registry's own record of a read of personal data (``registry.contact``), issued by the
     query handler through the runtime; accepted only from inside Cordon."""
@@ -117,7 +130,7 @@ class RevokeIdentity(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 Command = Union[RegisterCompound, RegisterHousehold, RegisterResident, RegisterArrival, VerifyArrival, MoveOut,
-                GrantIdentity, RevokeIdentity, EraseResident, RecordPersonalDataView]
+                GrantIdentity, RevokeIdentity, EraseResident, RecordPersonalDataView, ApplyRetention]
 
 COMMANDS: dict[str, type] = {
     "register_compound": RegisterCompound,
@@ -130,6 +143,7 @@ COMMANDS: dict[str, type] = {
     "revoke_identity": RevokeIdentity,
     "erase_resident": EraseResident,
     "record_personal_data_view": RecordPersonalDataView,
+    "apply_retention": ApplyRetention,
 }
 
 #: The id field a creating command may leave out; the runtime fills it (``shared.wire.complete``).
@@ -188,12 +202,10 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             _arrival(cmd, config)
         case VerifyArrival():
             check_slug(cmd.arrival, "arrival")
-            if cmd.note is not None:
-                wire.text(cmd.note, "note", MAX_NOTE)
+            published_text(cmd.note, "note")
         case MoveOut():
             check_slug(cmd.resident, "resident")
-            if cmd.reason is not None:
-                wire.text(cmd.reason, "reason", MAX_NOTE)
+            published_text(cmd.reason, "reason")
         case GrantIdentity():
             granted(cmd)
             check_user_key(cmd.public_key)
@@ -204,6 +216,9 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
         case EraseResident():
             check_slug(cmd.resident, "resident")
             wire.text(cmd.legal_basis, "legal_basis", MAX_NOTE)
+        case ApplyRetention():
+            check_community(cmd.community)
+            wire.ids(cmd.residents, "residents", MAX_RETENTION)
         case RecordPersonalDataView():
             check_purpose(cmd.purpose)
             check_community(cmd.community)
@@ -270,6 +285,23 @@ def granted(cmd: GrantIdentity) -> Identity:
         raise Invalid(f"district {RESERVED_DISTRICT!r} is reserved for Cordon's own records", field="scope")
     wire.no_duplicates(cmd.grants, "grants")
     return identity
+
+
+#: A run of digits a phone or an ID-card number makes (7 or more, spaces and dashes between); a
+#: date (2020-02-17) is not one.
+_NUMBER_LIKE = re.compile(r"\d[\d \-]{5,}\d")
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+
+
+def published_text(value: str | None, field: str) -> None:
+    """Free text that goes into an event (on the bus, to every service, kept for ever): bounded,
+    and refused when it looks like it holds a phone or ID-card number (issue 16)."""
+    if value is None:
+        return
+    wire.text(value, field, MAX_NOTE)
+    if _NUMBER_LIKE.search(_DATE.sub(" ", value)):
+        raise Invalid(f"{field} looks like it holds a phone or ID-card number; it is published in an event: "
+                      "personal data stays in the registry's tables", field=field)
 
 
 _USER_KEY = re.compile(r"^U[A-Z2-7]{55}$")

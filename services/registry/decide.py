@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import assert_never
 
 from services.registry.commands import (
+    ApplyRetention,
     Command,
     EraseResident,
     GrantIdentity,
@@ -38,6 +39,7 @@ from shared.contracts.registry import (
     ResidentErased,
     ResidentMovedOut,
     ResidentRegistered,
+    RetentionApplied,
 )
 from shared.errors import Conflict, NotFound, Rejected
 from shared.privacy import mask_name
@@ -50,7 +52,7 @@ class Facts:
     register_household: compound, household · register_resident: household, resident ·
     register_arrival: resident, arrival · verify_arrival: arrival, resident (of the arrival) ·
     move_out, erase_resident: resident · record_personal_data_view: nothing · register_compound: compound · grant_identity: grant (of the name),
-    key_holder · revoke_identity: grant.
+    key_holder · revoke_identity: grant · apply_retention: residents, open_cases.
     """
 
     compound: Compound | None = None
@@ -60,6 +62,10 @@ class Facts:
     grant: Grant | None = None
     #: The identity that holds (or held) the key a grant names, if any other grant has it.
     key_holder: str | None = None
+    #: apply_retention: each resident listed -> its state (None: never registered).
+    residents: dict[str, Resident | None] | None = None
+    #: apply_retention: those of them with a quarantine case not closed (the registry's copy).
+    open_cases: frozenset[str] = frozenset()
 
 
 def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
@@ -83,6 +89,8 @@ def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
             return _revoke_identity(facts, cmd)
         case EraseResident():
             return _erase_resident(facts, cmd)
+        case ApplyRetention():
+            return _apply_retention(facts, cmd)
         case RecordPersonalDataView():
             return [PersonalDataViewed(
                 community=cmd.community, viewer=cmd.viewer, subject=cmd.subject, subject_kind=cmd.subject_kind,
@@ -152,8 +160,7 @@ def _register_arrival(facts: Facts, cmd: RegisterArrival) -> list[RegistryEvent]
     return [ArrivalRegistered(
         community=resident.community, arrival=arrival, resident=resident.resident,
         household=resident.household, compound=resident.compound, building=resident.building,
-        origin=cmd.origin.strip(), arrived_on=cmd.arrived_on, transport=cmd.transport,
-        visited=list(cmd.visited), city_class=cmd.city_class, risk_area_visited=cmd.risk_area_visited,
+        arrived_on=cmd.arrived_on, city_class=cmd.city_class, risk_area_visited=cmd.risk_area_visited,
         requires_verification=requires_verification, registered_at=_at(cmd), registered_by=cmd.actor,
     )]
 
@@ -220,6 +227,31 @@ def _erase_resident(facts: Facts, cmd: EraseResident) -> list[RegistryEvent]:
         compound=resident.compound, building=resident.building, legal_basis=cmd.legal_basis.strip(),
         erased_at=_at(cmd), erased_by=cmd.actor,
     )]
+
+
+def due_for_retention(resident: Resident | None, before: datetime, open_cases: frozenset[str]) -> bool:
+    """Moved out before ``before``, no quarantine case open, not erased yet."""
+    return (resident is not None and resident.moved_out and not resident.erased
+            and resident.moved_out_at is not None and resident.moved_out_at < before
+            and resident.resident not in open_cases)
+
+
+def _apply_retention(facts: Facts, cmd: ApplyRetention) -> list[RegistryEvent]:
+    """A ResidentErased for each resident listed who is due, then one RetentionApplied counting
+    them; the others are skipped (the list was read before this transaction: a case opened since,
+    an erasure since), so nothing is refused and nothing is shredded twice."""
+    at, residents = _at(cmd), facts.residents or {}
+    due = [r for r in (residents.get(rid) for rid in cmd.residents)
+           if due_for_retention(r, cmd.before, facts.open_cases) and r.community == cmd.community]
+    basis = (f"retention: moved out before {cmd.before.date().isoformat()}, every quarantine case closed "
+             "(CORDON_RESIDENT_RETENTION_DAYS)")
+    events: list[RegistryEvent] = [ResidentErased(
+        community=r.community, resident=r.resident, household=r.household, compound=r.compound,
+        building=r.building, legal_basis=basis, erased_at=at, erased_by=cmd.actor) for r in due]
+    if events:
+        events.append(RetentionApplied(community=cmd.community, before=cmd.before, count=len(due),
+                                       applied_at=at, applied_by=cmd.actor))
+    return events
 
 
 def _grant_identity(facts: Facts, cmd: GrantIdentity) -> list[RegistryEvent]:

@@ -7,15 +7,18 @@ stream holds one aggregate:
     household:<household>            HouseholdRegistered
     resident:<resident>              ResidentRegistered, ResidentMovedOut, ResidentErased
     read:<command id>                PersonalDataViewed (one stream per read: reads never contend)
+    retention:<community>            RetentionApplied (what the retention scheduler shredded there)
     arrival:<arrival>                ArrivalRegistered, ArrivalVerified
     identity:<name>                  IdentityGranted, IdentityRevoked (granted again after a revocation)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Iterable, Union, assert_never
 
 from services.registry.commands import (
+    ApplyRetention,
     Command,
     EraseResident,
     GrantIdentity,
@@ -30,6 +33,7 @@ from services.registry.commands import (
 )
 from shared.contracts.registry import (
     ArrivalRegistered,
+    ArrivalRegisteredV1,
     ArrivalVerified,
     CompoundRegistered,
     HouseholdRegistered,
@@ -41,14 +45,15 @@ from shared.contracts.registry import (
     ResidentMovedOut,
     ResidentRegistered,
     ResidentRegisteredV1,
+    RetentionApplied,
 )
 
 RegistryEvent = Union[
     CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified,
-    IdentityGranted, IdentityRevoked, PersonalDataViewed, ResidentErased,
+    IdentityGranted, IdentityRevoked, PersonalDataViewed, ResidentErased, RetentionApplied,
 ]
 #: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
-OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1]
+OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1, ArrivalRegisteredV1]
 
 
 # -- states --------------------------------------------------------------------------------
@@ -80,6 +85,8 @@ class Resident:
     resident: str
     vulnerabilities: tuple[str, ...] = ()
     moved_out: bool = False
+    #: When they moved out (ResidentMovedOut): the retention period runs from it.
+    moved_out_at: datetime | None = None
     #: Their data key deleted (erase_resident): nothing personal of them can be read any more.
     erased: bool = False
 
@@ -133,7 +140,15 @@ class Read:
     viewer: str
 
 
-State = Union[Compound, Household, Resident, Arrival, Grant, Read]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """A community's record of retention runs: how many residents were shredded in all."""
+
+    community: str
+    shredded: int = 0
+
+
+State = Union[Compound, Household, Resident, Arrival, Grant, Read, Retention]
 
 
 def compound_stream(community: str, compound: str) -> str:
@@ -160,6 +175,10 @@ def read_stream(command_id: str) -> str:
     return f"read:{command_id}"
 
 
+def retention_stream(community: str) -> str:
+    return f"retention:{community}"
+
+
 def target_stream(cmd: Command) -> str:
     """The stream a command appends to (its created id is filled in already: see :func:`created_id`)."""
     match cmd:
@@ -177,6 +196,8 @@ def target_stream(cmd: Command) -> str:
             return resident_stream(cmd.resident)
         case RecordPersonalDataView():
             return read_stream(cmd.command_id)
+        case ApplyRetention():
+            return retention_stream(cmd.community)
         case GrantIdentity() | RevokeIdentity():
             return identity_stream(cmd.identity)
         case _:
@@ -214,7 +235,7 @@ def evolve(state: State | None, event: RegistryEvent | OldRegistryEvent) -> Stat
                 vulnerabilities=tuple(event.vulnerabilities),
             )
         case ResidentMovedOut():
-            return replace(_expect(state, Resident, event), moved_out=True)
+            return replace(_expect(state, Resident, event), moved_out=True, moved_out_at=event.moved_out_at)
         case ArrivalRegistered():
             return Arrival(
                 community=event.community, arrival=event.arrival, resident=event.resident,
@@ -233,12 +254,15 @@ def evolve(state: State | None, event: RegistryEvent | OldRegistryEvent) -> Stat
             )
         case IdentityRevoked():
             return replace(_expect(state, Grant, event), revoked=True)
-        case HouseholdRegisteredV1() | ResidentRegisteredV1():
+        case HouseholdRegisteredV1() | ResidentRegisteredV1() | ArrivalRegisteredV1():
             return evolve(state, event.upcast())
         case ResidentErased():
             return replace(_expect(state, Resident, event), erased=True)
         case PersonalDataViewed():
             return Read(community=event.community, viewer=event.viewer)
+        case RetentionApplied():
+            shredded = state.shredded if isinstance(state, Retention) else 0
+            return Retention(community=event.community, shredded=shredded + event.count)
         case _:
             assert_never(event)
 

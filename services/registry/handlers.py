@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import msgspec
+
 from services.registry import commands, decide, domain, tables
 from services.registry.keys import KeyStore
 from shared import pii
 from shared.context import Context
+from shared.contracts.registry import ResidentErased
 from shared.errors import CommandError, Conflict
 from shared.runtime import Handler
 
@@ -51,6 +54,8 @@ def prefetch(cmd: commands.Command) -> list[str]:
             return [domain.arrival_stream(cmd.arrival)]
         case commands.GrantIdentity() | commands.RevokeIdentity():
             return [domain.identity_stream(cmd.identity)]
+        case commands.ApplyRetention():
+            return [domain.resident_stream(r) for r in cmd.residents] + [domain.retention_stream(cmd.community)]
     return []
 
 
@@ -131,7 +136,11 @@ async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:
         resident=await ctx.state(domain.resident_stream(cmd.resident)),
         arrival=await ctx.state(domain.arrival_stream(cmd.arrival)),
     )
-    await _decide_and_append(ctx, cmd, facts)
+    [event] = await _decide_and_append(ctx, cmd, facts)
+    # Where from, how and where else: for tracing, here (the event carries the class and the day).
+    ctx.write(tables.INSERT_TRAVEL, event.arrival, event.resident, event.community, cmd.origin.strip(),
+              msgspec.json.encode(cmd.transport).decode(), msgspec.json.encode(cmd.visited).decode(),
+              cmd.occurred_at)
 
 
 async def verify_arrival(cmd: commands.VerifyArrival, ctx: Context) -> None:
@@ -142,7 +151,8 @@ async def verify_arrival(cmd: commands.VerifyArrival, ctx: Context) -> None:
 
 async def move_out(cmd: commands.MoveOut, ctx: Context) -> None:
     resident = await ctx.state(domain.resident_stream(cmd.resident))
-    await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
+    [event] = await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
+    ctx.write(tables.MOVED_OUT, event.resident, event.moved_out_at)  # retention counts from it
 
 
 async def grant_identity(cmd: commands.GrantIdentity, ctx: Context) -> None:
@@ -168,8 +178,35 @@ async def erase_resident(cmd: commands.EraseResident, ctx: Context) -> None:
     order could leave the record saying "erased" over a key that still opens."""
     resident = await ctx.state(domain.resident_stream(cmd.resident))
     [event] = await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
+    await _erase(ctx, event)
+
+
+async def _erase(ctx: Context, event: ResidentErased) -> None:
+    """An erasure's effect: the data key deleted (first, see erase_resident), the sealed columns emptied,
+    the travel history deleted."""
     await ctx.scratch.keys.erase(event.resident, event.legal_basis, event.erased_at)
     ctx.write(tables.ERASE_PII, event.resident, event.erased_at)
+    ctx.write(tables.ERASE_TRAVEL, event.resident)  # not sealed: deleted here (a backup keeps it)
+
+
+async def apply_retention(cmd: commands.ApplyRetention, ctx: Context) -> None:
+    """Shred the residents listed who are due, each as erase_resident does (its key deleted, its
+    sealed data emptied, its own ResidentErased), and count them in one RetentionApplied. Whether a
+    case is open is read here, in the command's transaction, from the registry's copy."""
+    target = domain.target_stream(cmd)
+    _, version = await ctx.expect(target)
+    loaded = dict(zip(cmd.residents, await ctx.load_many([domain.resident_stream(r) for r in cmd.residents])))
+    open_cases = frozenset(row["resident"] for row in await ctx.conn.fetch(tables.WITH_OPEN_CASES, cmd.residents))
+    facts = decide.Facts(residents={r: state for r, (state, _) in loaded.items()}, open_cases=open_cases)
+    events = decide.decide(facts, cmd)
+    for event in events:
+        if isinstance(event, ResidentErased):
+            ctx.append(domain.resident_stream(event.resident), loaded[event.resident][1], [event])
+            await _erase(ctx, event)
+        else:
+            ctx.append(target, version, [event])
+    # a count, not up to 500 envelopes (their ResidentErased are on the record and the stream)
+    ctx.reply_with(events=[], shredded=len(events) - 1 if events else 0)
 
 
 async def record_personal_data_view(cmd: commands.RecordPersonalDataView, ctx: Context) -> None:
@@ -187,4 +224,5 @@ HANDLERS: dict[str, Handler] = {
     "revoke_identity": revoke_identity,
     "erase_resident": erase_resident,
     "record_personal_data_view": record_personal_data_view,
+    "apply_retention": apply_retention,
 }

@@ -11,6 +11,10 @@ path of residents' personal data. Shown only to staff of the resident's own comm
 ``PersonalDataViewed`` {viewer, subject, residents, purpose} through the runtime (a command of the
 registry's own: on the record, the stream and the audit log); if it cannot be recorded, nothing is
 shown.
+
+``cordon.qry.registry.names`` {community, residents?, households?}: the masked names the events
+carry already (王*伟), by id, for boards and lists that show a person: nothing personal, so no read
+is recorded; the place check (``community`` within what the identity reads) is the generic one.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from shared.contracts import queries
 from shared.envelope import new_id
 from shared.errors import Invalid, NotFound, Unavailable
 from shared.identity import Identity
-from shared.subjects import check_slug
+from shared.subjects import check_community, check_slug
 
 
 async def identities(host, payload: bytes, identity: Identity | None) -> dict:
@@ -34,6 +38,26 @@ async def identities(host, payload: bytes, identity: Identity | None) -> dict:
     async with host.pool.acquire() as conn:
         rows = await conn.fetch(tables.IDENTITIES)
     return {"ok": True, "identities": [dict(r) for r in rows]}
+
+
+async def names(host, payload: bytes, identity: Identity | None) -> dict:
+    """``registry.names``: the masked name of each resident asked, and of each resident of each
+    household asked, in ``community`` (:class:`shared.contracts.queries.NamesReply`)."""
+    q = queries.decode("registry.names", payload)
+    check_community(q.community)
+    residents, households = _ids(q.residents, "residents"), _ids(q.households, "households")
+    if not residents and not households:
+        return {"ok": True, "community": q.community, "residents": []}
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(tables.NAMES, q.community, residents, households)
+    return {"ok": True, "community": q.community, "residents": [dict(r) for r in rows]}
+
+
+def _ids(value: str | None, field: str) -> list[str]:
+    ids = [check_slug(i.strip(), field) for i in (value or "").split(",") if i.strip()]
+    if len(ids) > queries.MAX_NAMES:
+        raise Invalid(f"at most {queries.MAX_NAMES} {field} a query", field=field)
+    return ids
 
 
 def contact(keys: KeyStore):
@@ -88,4 +112,4 @@ def _contact(row, data_key: bytes | None) -> dict:
             "erased": False}
 
 
-QUERIES = {"registry.identities": identities}
+QUERIES = {"registry.identities": identities, "registry.names": names}

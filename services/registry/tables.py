@@ -17,6 +17,15 @@ singles a person out); a registry of before finds it in its schema-1 events.
 ``registry.households``: a household's address (building and room: the door), written with its
 HouseholdRegistered, which (since schema 2) carries the building but not the address.
 
+``registry.arrivals``: an arrival's travel history (origin, transport with a train's number, the
+places visited and when), written with its ArrivalRegistered, which (since schema 2) carries the
+day, the city's class and whether a risk area was visited, not where: kept for tracing.
+
+``registry.residents.moved_out_at`` (ResidentMovedOut) is what the retention scheduler
+(:mod:`services.registry.retention`) counts from; ``registry.retention_runs`` the city days it has
+run, with how many it shredded (counts, never who). Whether a resident's quarantine cases are all
+closed comes from the registry's own copy of the quarantine's events (:mod:`services.registry.copies`).
+
 ``registry.identities``: one row per key ever granted (IdentityGranted, IdentityRevoked), so the
 revoked keys stay listed after their name is granted again: what NATS's revocation list is built
 from (``cordon.qry.registry.identities``).
@@ -53,6 +62,25 @@ DO $$ BEGIN
           AND r.env->'data'->>'resident' = p.resident;
     END IF;
 END $$;
+-- moved_out_at: added with the retention of residents; a registry of before finds it in its record
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'registry'
+                   AND table_name = 'residents' AND column_name = 'moved_out_at') THEN
+        ALTER TABLE registry.residents ADD COLUMN moved_out_at timestamptz;
+        UPDATE registry.residents p SET moved_out_at = (r.env->'data'->>'moved_out_at')::timestamptz
+        FROM (SELECT convert_from(envelope, 'UTF8')::jsonb AS env FROM registry.events
+              WHERE type = 'ResidentMovedOut') r
+        WHERE r.env->'data'->>'resident' = p.resident;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS residents_moved_out ON registry.residents (moved_out_at)
+    WHERE moved_out_at IS NOT NULL AND erased_at IS NULL;
+CREATE TABLE IF NOT EXISTS registry.retention_runs (
+    day        date PRIMARY KEY,
+    before     timestamptz NOT NULL,
+    shredded   integer NOT NULL,
+    applied_at timestamptz NOT NULL
+);
 CREATE TABLE IF NOT EXISTS registry.households (
     household     text PRIMARY KEY,
     community     text NOT NULL,
@@ -70,6 +98,29 @@ DO $$ BEGIN
               FROM registry.events WHERE type = 'HouseholdRegistered') r
         WHERE (r.env->>'schema')::int = 1
         ON CONFLICT (household) DO NOTHING;
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS registry.arrivals (
+    arrival       text PRIMARY KEY,
+    resident      text NOT NULL,
+    community     text NOT NULL,
+    origin        text NOT NULL,
+    transport     jsonb NOT NULL,
+    visited       jsonb NOT NULL,
+    registered_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS arrivals_resident ON registry.arrivals (resident);
+-- Once, on the first start after ArrivalRegistered schema 2: the travel history of the schema-1
+-- events is copied from the registry's record, so tracing finds the arrivals of before too.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM registry.arrivals) THEN
+        INSERT INTO registry.arrivals (arrival, resident, community, origin, transport, visited, registered_at)
+        SELECT r.env->'data'->>'arrival', r.env->'data'->>'resident', r.community, r.env->'data'->>'origin',
+               r.env->'data'->'transport', coalesce(r.env->'data'->'visited', '[]'::jsonb), r.recorded_at
+        FROM (SELECT community, recorded_at, convert_from(envelope, 'UTF8')::jsonb AS env
+              FROM registry.events WHERE type = 'ArrivalRegistered') r
+        WHERE (r.env->>'schema')::int = 1
+        ON CONFLICT (arrival) DO NOTHING;
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS registry.identities (
@@ -98,12 +149,37 @@ INSERT_ADDRESS = (
     "INSERT INTO registry.households (household, community, address, registered_at) VALUES ($1, $2, $3, $4) "
     "ON CONFLICT (household) DO NOTHING"
 )
+INSERT_TRAVEL = (
+    "INSERT INTO registry.arrivals (arrival, resident, community, origin, transport, visited, registered_at) "
+    "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)"
+)
+#: Masked names, from each resident's ResidentRegistered (version 1 of ``resident:<id>``, found by
+#: the events table's unique index): the registry keeps no display name of its own.
+NAMES = (
+    "SELECT r.resident, r.household, convert_from(e.envelope, 'UTF8')::jsonb->'data'->>'display_name' "
+    "AS display_name FROM registry.residents r JOIN registry.events e "
+    "ON e.stream_id = 'resident:' || r.resident AND e.version = 1 AND e.type = 'ResidentRegistered' "
+    "WHERE r.community = $1 AND (r.resident = ANY($2::text[]) OR r.household = ANY($3::text[])) "
+    "ORDER BY r.registered_at, r.resident"
+)
 #: The sealed personal data of one resident ($1) or of every resident of a household ($2).
 CONTACTS = (
     "SELECT r.resident, r.household, r.community, r.personal, r.erased_at, h.address "
     "FROM registry.residents r LEFT JOIN registry.households h ON h.household = r.household "
     "WHERE r.resident = $1 OR r.household = $2 ORDER BY r.registered_at, r.resident"
 )
+ERASE_TRAVEL = "DELETE FROM registry.arrivals WHERE resident = $1"
+MOVED_OUT = "UPDATE registry.residents SET moved_out_at = $2 WHERE resident = $1"
+#: Residents due for retention ($1: the cut-off), after the keyset cursor ($2, $3: community, resident),
+#: $4 at most: moved out before the cut-off, not erased, no quarantine case open in the copy.
+DUE_FOR_RETENTION = (
+    "SELECT r.community, r.resident FROM registry.residents r "
+    "WHERE r.moved_out_at < $1 AND r.erased_at IS NULL AND (r.community, r.resident) > ($2, $3) "
+    "AND NOT EXISTS (SELECT 1 FROM registry.q_cases c WHERE c.resident = r.resident AND c.closed_at IS NULL) "
+    "ORDER BY r.community, r.resident LIMIT $4"
+)
+#: Which of the residents ($1) have a quarantine case not closed.
+WITH_OPEN_CASES = "SELECT DISTINCT resident FROM registry.q_cases WHERE resident = ANY($1) AND closed_at IS NULL"
 ERASE_PII = "UPDATE registry.residents SET personal = NULL, id_hash = NULL, erased_at = $2 WHERE resident = $1"
 
 INSERT_GRANT = (

@@ -1,6 +1,7 @@
 """The committee's live board: ``GET /`` after logging in with the identity's .creds file
 (``GET``/``POST /login``, a plain form that works without JavaScript), ``POST /logout``, and
-``GET /board/events``, the server-sent events that keep the page current.
+``GET /board/events``, the server-sent events that keep the page current, and ``POST
+/board/reveal``, one person's names and phones for the page that asked (recorded by the registry).
 
 Staff see their community's board (the views' figures, today's passages and denials and missed
 check-ins from the audit log, open welfare checks and supply requests); an officer sees the report
@@ -11,6 +12,7 @@ when to ask again.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -20,11 +22,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.web import board_html, sse
+from services.web import board_html, gateway, sse
 from services.web.app import COOKIE, refused, session_of, state
 from services.web.board_queries import Told, community_board, street_report
 from services.web.sessions import Session
-from shared.errors import CommandError
+from services.web.statuses import status_of
+from shared.errors import CommandError, TooLarge
+from shared.subjects import query_subject
 from shared.identity import Forbidden, Identity
 from shared import log as logging
 
@@ -125,6 +129,49 @@ async def logout(request: Request) -> Response:
     return response
 
 
+async def reveal(request: Request) -> Response:
+    """``POST /board/reveal`` {resident | household, purpose}: one record's names and phones, asked
+    as the page's identity (``registry.contact``: staff of the resident's own community only, the
+    read recorded as PersonalDataViewed before anything is shown). The answer goes to this request
+    alone: never through the hub or the live stream, never stored. A page of its own for the plain
+    form; with ``x-cordon-fragment`` (board.js) the fragment only, shown inline."""
+    try:
+        session = session_of(request)
+    except CommandError as exc:
+        if request.headers.get("x-cordon-fragment"):
+            return refused(exc)
+        return RedirectResponse("/login", status_code=303)
+    status, fragment = await _reveal(request, session)
+    if request.headers.get("x-cordon-fragment"):
+        return html(fragment, status)
+    identity = session.identity
+    return html(board_html.page(title(identity), f"{identity.name} ({identity.role})",
+                                board_html.reveal_page(fragment), live=False), status)
+
+
+async def _reveal(request: Request, session: Session) -> tuple[int, str]:
+    """The contact query as the session's identity, from the posted form: status and fragment."""
+    config = state(request).config
+    try:
+        if int(request.headers.get("content-length") or 0) > config.max_body:
+            raise TooLarge(f"the form is over {config.max_body} bytes")
+        async with request.form(max_files=0, max_fields=4, max_part_size=config.max_body) as form:
+            fields = {k: v for k, v in form.items() if k in ("resident", "household", "purpose") and isinstance(v, str)}
+        subject = query_subject("registry.contact")
+        if not session.may_publish(subject):
+            raise Forbidden(f"{session.identity.name!r} may not query registry.contact")
+    except CommandError as exc:
+        reply = exc.to_reply()
+        return status_of(reply), board_html.revealed(reply)
+    status, raw = await gateway.send(session, subject, json.dumps(fields).encode(), config.reply_timeout_s)
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        reply = {"ok": False, "error": {"code": "internal", "message": "registry.contact answered something unreadable"}}
+    log.info("board.reveal", identity=session.identity.name, status=status)  # who, not whom: that is on the record
+    return status, board_html.revealed(reply if isinstance(reply, dict) else {})
+
+
 async def events(request: Request) -> Response:
     """The board's live stream: the board at once, then again after each change of what the
     identity reads (at most every ``refresh_s``), comments while idle."""
@@ -180,5 +227,6 @@ ROUTES = [
     Route("/login", login, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
     Route("/board/events", events, methods=["GET"]),
+    Route("/board/reveal", reveal, methods=["POST"]),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]

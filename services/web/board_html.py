@@ -11,7 +11,9 @@ from datetime import datetime, tzinfo
 
 from services.demo.street import PLAN, STREET
 from services.demo.tables import label as english_label
+from services.registry.commands import MIN_PURPOSE
 from services.views.board import COLUMNS
+from shared.wire import MAX_NOTE
 
 #: The committees' own names, where Cordon knows them (the demo's street).
 COMMITTEES = {f"{STREET}.{c.slug}": c.name for c in PLAN}
@@ -84,15 +86,58 @@ def committee(community: str) -> str:
 
 
 def community_fragment(community: str, data: dict[str, dict], zone: tzinfo) -> str:
-    """The part of the page that the live stream replaces: figures, then the lists."""
+    """The part of the page that the live stream replaces: figures, then the lists. People show
+    by their masked names (王*伟), each with a reveal form: nothing personal is in the fragment."""
     board = data["board"]
     if not board.get("ok"):
         return f'<section class="figures">{refused(board)}</section>'
-    addresses = {r["household"]: r["address"] for r in data["requests"].get("requests", []) if r.get("address")}
-    lists = "".join(_list(name, data[name], zone, addresses) for name in LISTS)
+    people = People.of(data.get("names") or {})
+    lists = "".join(_list(name, data[name], zone, people) for name in LISTS)
     return (f'<p class="day">{both("日期", "day")} <time>{esc(board["on"])}</time></p>'
             f'<section class="figures">{"".join(_figure(k, board) for k in FIGURES)}</section>'
             f'<div class="lists">{lists}</div>')
+
+
+class People:
+    """The masked names ``registry.names`` answered: by resident, and by household (its residents)."""
+
+    def __init__(self, residents: dict[str, str], households: dict[str, list[str]]) -> None:
+        self.residents, self.households = residents, households
+
+    @classmethod
+    def of(cls, reply: dict) -> "People":
+        residents: dict[str, str] = {}
+        households: dict[str, list[str]] = {}
+        for row in reply.get("residents") or [] if reply.get("ok") else []:
+            residents[row["resident"]] = row["display_name"]
+            households.setdefault(row["household"], []).append(row["display_name"])
+        return cls(residents, households)
+
+    def resident(self, resident: str) -> str:
+        """The resident's masked name and a reveal form (the short id when no name is known)."""
+        name = self.residents.get(resident)
+        shown = f'<span class="who" title="{esc(resident)}">{esc(name)}</span>' if name else short(resident)
+        return shown + reveal("resident", resident)
+
+    def household(self, household: str) -> str:
+        """The household's residents' masked names and a reveal form for the household."""
+        names = self.households.get(household)
+        shown = (f'<span class="who" title="{esc(household)}">{esc(" · ".join(names))}</span>' if names
+                 else short(household))
+        return shown + reveal("household", household)
+
+
+def reveal(kind: str, subject: str) -> str:
+    """The reveal control: a purpose and a button, posted to ``/board/reveal`` (a plain form: it
+    works without JavaScript; board.js shows the answer inline). ``<details>`` keeps it one word
+    until opened."""
+    return (f'<details class="reveal"><summary>{both("查看", "reveal")}</summary>'
+            f'<form method="post" action="/board/reveal" class="reveal">'
+            f'<input type="hidden" name="{kind}" value="{esc(subject)}">'
+            f'<label>{both("事由", "purpose")} <input name="purpose" required minlength="{MIN_PURPOSE}" '
+            f'maxlength="{MAX_NOTE}" autocomplete="off"></label> '
+            f'<button type="submit">{both("查看", "reveal")}</button></form>'
+            '<div class="revealed" aria-live="polite"></div></details>')
 
 
 def _figure(key: str, b: dict) -> str:
@@ -128,13 +173,13 @@ def _parts(*parts: tuple[str, str, int]) -> str:
     return " · ".join(f'{both(zh, en)} <b>{num(n)}</b>' for zh, en, n in parts)
 
 
-def _list(name: str, reply: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
+def _list(name: str, reply: dict, zone: tzinfo, people: People) -> str:
     zh, en, empty = LISTS[name]
     if not reply.get("ok"):
         body = refused(reply)
     else:
         items = reply.get("rows", reply.get("checks", reply.get("requests", [])))
-        rows = [ROW[name](item, zone, addresses) for item in items]
+        rows = [ROW[name](item, zone, people) for item in items]
         body = f'<ul>{"".join(rows)}</ul>' if rows else f'<p class="empty">{esc(empty)}</p>'
     return f'<section class="list" id="{name}"><h2>{both(zh, en)}</h2>{body}</section>'
 
@@ -152,36 +197,47 @@ def short(id_: object) -> str:
     return f'<abbr title="{esc(text)}">{esc(text[:8])}</abbr>' if len(text) > 10 else esc(text)
 
 
-def _passage(row: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
+def _passage(row: dict, zone: tzinfo, people: People) -> str:
     d = row["envelope"]["data"]
     reason = d.get("reason")
     why = f' <span class="reason" data-reason="{esc(reason)}">{both(REASONS.get(reason, reason), reason)}</span>' \
         if reason else ""
     return (f'<li data-seq="{esc(row["stream_seq"])}"><time>{_clock(row["occurred_at"], zone)}</time> '
             f'{esc(d["compound"])} · {esc(d["gate"])} {esc(DIRECTIONS.get(d["direction"], d["direction"]))}'
-            f'{why} <span class="temp">{esc(d["temperature_c"])} °C</span></li>')
+            f'{why} <span class="temp">{esc(d["temperature_c"])} °C</span>{_passer(d, people)}</li>')
 
 
-def _missed(row: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
+def _passer(d: dict, people: People) -> str:
+    """Who passed: a resident, a household (by its pass), or a visitor (masked by the checkpoint:
+    their contact is not the registry's to reveal)."""
+    if d.get("resident"):
+        return " " + people.resident(d["resident"])
+    if d.get("household"):
+        return " " + people.household(d["household"])
+    if d.get("visitor"):
+        return f' {both("访客", "visitor")} <span class="who">{esc(d["visitor"])}</span>'
+    return ""
+
+
+def _missed(row: dict, zone: tzinfo, people: People) -> str:
     d = row["envelope"]["data"]
     return (f'<li data-seq="{esc(row["stream_seq"])}"><time>{_clock(row["occurred_at"], zone)}</time> '
-            f'{both("居民", "resident")} {short(d["resident"])} · {both("应报", "due")} {esc(d["on"])}</li>')
+            f'{both("居民", "resident")} {people.resident(d["resident"])} · {both("应报", "due")} {esc(d["on"])}</li>')
 
 
-def _welfare(check: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
+def _welfare(check: dict, zone: tzinfo, people: People) -> str:
     needs = " ".join(f'{both(NEEDS.get(v, v), v)}' for v in check.get("vulnerabilities") or [])
-    where = esc(addresses[check["household"]]) if check["household"] in addresses else short(check["household"])
-    return (f'<li><time>{_clock(check["raised_at"], zone)}</time> {esc(check["compound"])} · {where} '
-            f'<span class="needs">{needs}</span></li>')
+    return (f'<li><time>{_clock(check["raised_at"], zone)}</time> {esc(check["compound"])} · '
+            f'<span class="needs">{needs}</span> {people.household(check["household"])}</li>')
 
 
-def _request(r: dict, zone: tzinfo, addresses: dict[str, str]) -> str:
+def _request(r: dict, zone: tzinfo, people: People) -> str:
     items = ", ".join(f'{i["item"]} ×{i["qty"]}' for i in r["items"])
     missing = ", ".join(f'{m["item"]} {m["missing"]}' for m in r.get("missing") or [])
     short_of = f' · <span class="missing">{both("缺", "missing")} {esc(missing)}</span>' if missing else ""
     return (f'<li><span class="kind">{both(KINDS.get(r["kind"], r["kind"]), r["kind"])}</span> '
-            f'{esc(r.get("address")) if r.get("address") else short(r["household"])}: {esc(items)} '
-            f'<span class="status">{both(STATUSES.get(r["status"], r["status"]), r["status"])}</span>{short_of}</li>')
+            f'{esc(items)} <span class="status">{both(STATUSES.get(r["status"], r["status"]), r["status"])}</span>'
+            f'{short_of} {people.household(r["household"])}</li>')
 
 
 ROW = {"denied": _passage, "passed": _passage, "missed": _missed, "welfare": _welfare, "requests": _request}
@@ -191,6 +247,36 @@ def refused(reply: dict) -> str:
     error = reply.get("error") or {}
     return (f'<p class="refused">{both("暂无数据", "not available")}: {esc(error.get("code", "?"))} '
             f'— {esc(error.get("message", ""))}</p>')
+
+
+# -- a reveal: one record's names and phones, recorded ------------------------------------------------
+
+
+def revealed(reply: dict) -> str:
+    """What ``registry.contact`` answered, for the one page that asked: the record's names, phones
+    and address, and that the read is recorded (its PersonalDataViewed); or the refusal."""
+    if not reply.get("ok"):
+        return f'<div class="contact">{refused(reply)}</div>'
+    contacts = "".join(_contact(c) for c in reply.get("contacts") or [])
+    return (f'<div class="contact" data-viewed="{esc(reply["viewed"])}"><ul>{contacts}</ul>'
+            f'<p class="recorded">{both("已记录查看", "this read is recorded")}: PersonalDataViewed '
+            f'{short(reply["viewed"])} · {both("事由", "purpose")} {esc(reply["purpose"])}</p></div>')
+
+
+def _contact(c: dict) -> str:
+    if c.get("erased"):
+        return f'<li>{short(c["resident"])} {both("已删除", "erased")}</li>'
+    phone = f' · <a href="tel:{esc(c["phone"])}">{esc(c["phone"])}</a>' if c.get("phone") else ""
+    address = f' · {esc(c["address"])}' if c.get("address") else ""
+    born = f' · {both("出生", "born")} {esc(c["birth_year"])}' if c.get("birth_year") else ""
+    return f'<li><b class="name">{esc(c["name"])}</b>{phone}{address}{born}</li>'
+
+
+def reveal_page(fragment: str) -> str:
+    """The reveal's answer as the main part of a page of its own (the form posted without
+    JavaScript), with the way back to the board."""
+    return (f'<section class="list">{fragment}<p><a href="/">{both("返回看板", "back to the board")}</a></p>'
+            '</section>')
 
 
 # -- the street's report ----------------------------------------------------------------------------

@@ -88,7 +88,34 @@ async def community_board(session: Session, community: str, told: Told, zone: tz
         "welfare": ask(session, "logistics.welfare", {"community": community}, timeout),
         "requests": ask(session, "logistics.requests", {"community": community, "limit": ROWS}, timeout),
     }
-    return dict(zip(asks, await asyncio.gather(*asks.values())))
+    data = dict(zip(asks, await asyncio.gather(*asks.values())))
+    data["names"] = await names(session, community, data, timeout)
+    return data
+
+
+def people(data: dict[str, dict]) -> tuple[set[str], set[str]]:
+    """The residents and households the board's lists show."""
+    residents, households = set(), set()
+    for name in AUDIT_LISTS:
+        for row in data[name].get("rows") or []:
+            d = row["envelope"]["data"]
+            if d.get("resident"):
+                residents.add(d["resident"])
+            elif d.get("household"):
+                households.add(d["household"])
+    for item in (data["welfare"].get("checks") or []) + (data["requests"].get("requests") or []):
+        households.add(item["household"])
+    return residents, households
+
+
+async def names(session: Session, community: str, data: dict[str, dict], timeout: float) -> dict:
+    """The masked names of the people the lists show (``registry.names``): what the page shows in
+    place of ids. Nothing personal: the names and phones are revealed one record at a time."""
+    residents, households = people(data)
+    if not residents and not households:
+        return {"ok": True, "community": community, "residents": []}
+    return await ask(session, "registry.names", {"community": community, "residents": ",".join(sorted(residents)),
+                                                 "households": ",".join(sorted(households))}, timeout)
 
 
 async def street_report(session: Session, scope: str, told: Told, timeout: float) -> dict[str, dict]:

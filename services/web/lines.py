@@ -10,7 +10,8 @@ name), else a short id of the resident, household or pass, else what the event i
 identity, a compound). Summaries name every service's events; a type not named here (a new
 event) still prints, with its plain fields. Nothing secret is printed even when an event carries
 it: pass and voucher numbers (``number``) never appear, nor the address and birth year that
-schema-1 HouseholdRegistered and ResidentRegistered events (recorded before issue 16) carry.
+schema-1 HouseholdRegistered and ResidentRegistered events (recorded before issue 16) carry, nor
+the temperature and symptoms of a schema-1 check-in, nor where a schema-1 arrival came from.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ TYPE_WIDTH = 21
 SUBJECT_WIDTH = 14
 #: Fields a line never shows, whatever the event: credentials, personal data old schemas carried,
 #: and what the other columns say.
-HIDDEN = {"number", "community", "public_key", "code", "address", "birth_year"}
+HIDDEN = {"number", "community", "public_key", "code", "address", "birth_year", "temperature_c", "symptoms",
+          "origin"}
 
 
 def line(envelope: dict, zone: ZoneInfo) -> str:
@@ -119,8 +121,7 @@ REGISTRY: dict[str, Describe] = {
     "HouseholdRegistered": lambda d: f"household registered at {_where(d)}",
     "ResidentRegistered": lambda d: f"registered in {short(d['household'])} at {_where(d)}"
                                     + _also(", ".join(d.get("vulnerabilities") or ()), "; "),
-    "ArrivalRegistered": lambda d: f"arrived {d['arrived_on']} from {d['origin']} by {d['transport']['kind']}"
-                                   + _also(d["transport"].get("number"), " ") + f", class {d['city_class']}"
+    "ArrivalRegistered": lambda d: f"arrived {d['arrived_on']}, class {d['city_class']}"
                                    + (", visited a risk area" if d.get("risk_area_visited") else "")
                                    + ("; to verify at the door" if d.get("requires_verification") else "; cleared"),
     "ArrivalVerified": lambda d: f"verified: {d['outcome']}"
@@ -150,10 +151,10 @@ CHECKPOINT: dict[str, Describe] = {
 
 QUARANTINE: dict[str, Describe] = {
     "CaseOpened": lambda d: f"{d['kind']} case opened ({d['reason']}), {d['starts_on']} to {d['ends_on']}",
-    "CheckinRecorded": lambda d: f"check-in {d['on']}: {_temp(d['temperature_c'])}"
-                                 + _also(", ".join(d.get("symptoms") or ()), ", "),
-    "SymptomsReported": lambda d: f"symptoms {d['on']}: {_temp(d['temperature_c'])}"
-                                  + _also(", ".join(d.get("symptoms") or ()), ", "),
+    "CheckinRecorded": lambda d: f"check-in {d['on']}",
+    "SymptomsReported": lambda d: f"abnormal check-in {d['on']}"
+                                  + _also(", ".join(w for w, k in (("fever", "fever"), ("symptoms", "symptomatic"))
+                                                    if d.get(k)), ": "),
     "CheckinMissed": lambda d: f"check-in of {d['on']} missed",
     "CaseTransferred": lambda d: f"transferred to {d['to']}" + _also(d.get("ends_on"), " until "),
     "CaseReleased": lambda d: f"released {d['on']}, monitoring until {d['monitoring_until']}",

@@ -29,6 +29,7 @@ MAX_TIMELINE = 5000
 MAX_AUDIT = 10000
 MAX_CASES = 5000
 MAX_REQUESTS = 1000
+MAX_NAMES = 100
 #: The longest a board or report waits for the views to reach ``at_least`` before answering anyway.
 AT_LEAST_WAIT_S = 2.0
 
@@ -291,6 +292,27 @@ class ContactReply(Reply):
     contacts: Annotated[list[Contact], _meta("oldest registration first")]
 
 
+class NamesQuery(Request):
+    """Masked names only (the ones ResidentRegistered carries): no read is recorded for them."""
+
+    community: Community
+    residents: Annotated[str | None, _meta(f"resident ids, comma-separated (at most {MAX_NAMES})")] = None
+    households: Annotated[str | None, _meta(f"household ids, comma-separated (at most {MAX_NAMES}): "
+                                            "each of their residents")] = None
+
+
+class MaskedName(Row):
+    resident: str
+    household: str
+    display_name: Annotated[str, _meta("masked (王*伟), as ResidentRegistered carries it")]
+
+
+class NamesReply(Reply):
+    community: Community
+    residents: Annotated[list[MaskedName], _meta("those of the community asked, oldest registration first; "
+                                                 "an id of another community or none is left out")]
+
+
 # -- checkpoint -----------------------------------------------------------------------------------
 
 
@@ -510,6 +532,9 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     Query("registry.contact", "registry", ContactQuery, ContactReply,
           "names and phones of a resident or a household, to staff of its own community only; every "
           "read recorded first (PersonalDataViewed), or nothing is shown"),
+    Query("registry.names", "registry", NamesQuery, NamesReply,
+          "the masked names (王*伟) of residents and households' residents of a community, for boards "
+          "and lists: nothing personal, no read recorded"),
     Query("checkpoint.shifts", "checkpoint", ShiftsQuery, ShiftsReply,
           "volunteer person-times, people, hours and open shifts at the gates, per day"),
     Query("checkpoint.visitor_contact", "checkpoint", VisitorContactQuery, VisitorContactReply,

@@ -4,7 +4,9 @@ Personal data stays home: names, ID-card numbers and phones never appear here; a
 its opaque id and, at most, a masked display name (王*伟). Since schema 2 (issue 16) neither does a
 household's address (its building and room name the door) nor a resident's birth year (with the
 masked name and the building it singles a person out): both stay in the registry's own tables
-(``registry.households``, ``registry.residents``), behind its read path.
+(``registry.households``, ``registry.residents``), behind its read path. Nor, since
+ArrivalRegistered schema 2, an arrival's origin, transport and places visited
+(``registry.arrivals``).
 """
 from __future__ import annotations
 
@@ -71,17 +73,18 @@ class ResidentRegistered(Event, frozen=True, kw_only=True):
     registered_by: str
 
 
-@event_type(SERVICE)
+@event_type(SERVICE, schema=2)
 class ArrivalRegistered(Event, frozen=True, kw_only=True):
+    """A resident came back from elsewhere (schema 2: where from, by which train, and the places
+    visited stay in ``registry.arrivals``, for tracing; the event keeps what the views count and
+    what verification decides on)."""
+
     arrival: str
     resident: str
     household: str
     compound: str
     building: str
-    origin: str
     arrived_on: date
-    transport: Transport
-    visited: list[Visit] = []
     city_class: CityClass
     risk_area_visited: bool
     #: False for a class-B arrival that visited no risk area: cleared on registration.
@@ -157,7 +160,8 @@ class IdentityRevoked(Event, frozen=True, kw_only=True):
     revoked_by: str
 
 
-# -- schema 1: recorded before the address and birth year left the bus; decoded, never recorded now --
+# -- schema 1: recorded before the address, the birth year and the travel history left the bus;
+#    decoded, never recorded now --
 
 
 def _current(event: Event, current: type[Event]) -> Event:
@@ -196,6 +200,30 @@ class ResidentRegisteredV1(Event, frozen=True, kw_only=True):
 
     def upcast(self) -> ResidentRegistered:
         return _current(self, ResidentRegistered)
+
+
+@event_type(SERVICE, schema=1, name="ArrivalRegistered")
+class ArrivalRegisteredV1(Event, frozen=True, kw_only=True):
+    """ArrivalRegistered schema 1: it carried the origin, the transport (a train's number) and the
+    places visited."""
+
+    arrival: str
+    resident: str
+    household: str
+    compound: str
+    building: str
+    origin: str
+    arrived_on: date
+    transport: Transport
+    visited: list[Visit] = []
+    city_class: CityClass
+    risk_area_visited: bool
+    requires_verification: bool
+    registered_at: datetime
+    registered_by: str
+
+    def upcast(self) -> ArrivalRegistered:
+        return _current(self, ArrivalRegistered)
 # -- personal data: who read it, and erasure (crypto-shredding: services/registry/keys.py) -------
 
 
@@ -231,3 +259,20 @@ class ResidentErased(Event, frozen=True, kw_only=True):
     legal_basis: str
     erased_at: datetime
     erased_by: str
+
+
+@event_type(SERVICE)
+class RetentionApplied(Event, frozen=True, kw_only=True):
+    """The registry's retention shredded residents of this community (their data keys deleted, each
+    with its own ResidentErased): who moved out before ``before`` and has no open quarantine case
+    (``CORDON_RESIDENT_RETENTION_DAYS``). A count, never who: the ResidentErased events name the
+    opaque ids, and nothing here re-identifies anyone."""
+
+    #: What was shredded: ``residents`` (the registry's; visitors are the checkpoint's).
+    kind: Literal["residents"] = "residents"
+    #: The cut-off: residents who moved out before this instant were due.
+    before: datetime
+    #: How many were shredded by this command.
+    count: int
+    applied_at: datetime
+    applied_by: str

@@ -1,7 +1,8 @@
 """Less personal data on the bus (issue 16): the demo's day, played on a real Cordon (every service
 a process, as ``cordon up`` runs them), puts on the CORDON stream no name, ID number, phone or full
 address of anyone in the demo's book (its residents, their households' addresses, the visitors at
-the gates), and no birth year next to a resident. The README lists what the events still carry
+the gates), no birth year next to a resident, no travel history of an arrival (where from, the
+train) and no reading of a quarantine check-in (temperature, symptoms). The README lists what the events still carry
 and why (Contract changes, "Registry schema 2").
 
 The check is a grep over every message's bytes (subject, headers, data): nothing decoded, so a
@@ -49,6 +50,9 @@ def personal_data(seed: int, scale: float) -> dict[str, set[str]]:
         "id_number": {r.id_number for r in street.residents},
         "phone": {r.phone for r in street.residents if r.phone} | {v["phone"] for v in visitors},
         "address": {h.address for h in street.households},
+        # as JSON strings: a train number is short, and only a value of its own gives it away
+        "travel": {f'"{v}"' for a in planning.plan_day(street).arrivals
+                   for v in (a.origin, a.transport.get("number"), *(x["place"] for x in a.visited)) if v},
     }
     return {kind: {v for v in values if v} for kind, values in out.items()}
 
@@ -94,3 +98,10 @@ async def test_the_demos_day_puts_no_name_id_number_phone_or_address_on_the_bus(
     assert registered and not any(b'"address"' in m for m in registered)
     residents = [m for m in messages if b".registry.ResidentRegistered\n" in m]
     assert residents and not any(b'"birth_year"' in m for m in residents)
+    # and an arrival says when and which class, not where from nor by which train
+    arrivals = [m for m in messages if b".registry.ArrivalRegistered\n" in m]
+    assert arrivals and not any(f in m for m in arrivals for f in (b'"origin"', b'"transport"', b'"visited"'))
+    # and a check-in that it happened (abnormal: fever, symptoms yes or no), not what was read
+    checkins = [m for m in messages if b".quarantine.CheckinRecorded\n" in m or b".quarantine.SymptomsReported\n" in m]
+    assert checkins and any(b".SymptomsReported\n" in m for m in checkins)
+    assert not any(f in m for m in checkins for f in (b'"temperature_c"', b'"symptoms"'))

@@ -24,7 +24,7 @@ from services.supervisor import service_roles
 from services.views import cli as views_cli
 from shared import pgroles
 from shared.config import Config
-from shared.embedded import EmbeddedPostgres
+from shared.embedded import EmbeddedPostgres, ensure_database
 from tests.support.bus import connect, operator_config
 from tests.support.views import Stream, scripted_day, wait_position
 from tests.support.cordon import COMMUNITY, Client, as_role, community, eventually, household, resident, running
@@ -153,6 +153,32 @@ async def test_every_service_migrates_and_answers_under_its_own_role(nats_url, p
         assert await owners(pg_dsn, spec.name) == {f"cordon_{spec.name}"}, spec.name
     generation = await fetchval(pg_dsn, "SELECT generation FROM views.current")
     assert await owners(pg_dsn, f"views_g{generation}") == {"cordon_views"}
+
+
+@pytest.mark.timeout(120)
+async def test_a_rebuild_on_a_database_without_roles_works_while_another_database_has_them(nats_url, pg_dsn):
+    # Given the roles provisioned for another database of the same server (roles are the server's)
+    other = await ensure_database(pg_dsn, pg_dsn.rsplit("/", 1)[1] + "_other")
+    await pgroles.provision(other)
+    s = await Stream.connect(nats_url)
+    try:
+        day = await scripted_day(s)
+        # and the views of this database run with the administrator's DSN, as before roles
+        async with running(views(), nats_url, pg_dsn):
+            await wait_position(s.nc, day.last_seq)
+            # When the operators rebuild them
+            parser = argparse.ArgumentParser(prog="cordon")
+            views_cli.add_commands(parser.add_subparsers(dest="cmd"))
+            args = parser.parse_args(["views", "rebuild", "--batch", "10"])
+            # Then it works as the administrator here (cordon_views has nothing in this database)
+            assert await asyncio.to_thread(args.run, args, operator_config(nats_url, pg_dsn=pg_dsn)) == 0
+            assert "cordon_views" not in await owners(pg_dsn, "views_g2")
+    finally:
+        await s.close()
+        admin = await asyncpg.connect(pg_dsn)
+        for name in (other.rsplit("/", 1)[1], other.rsplit("/", 1)[1] + "_keys"):
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.mark.timeout(90)

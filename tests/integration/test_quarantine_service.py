@@ -175,6 +175,16 @@ async def test_the_case_list_of_a_committee_and_the_history_of_a_resident(nats_u
         assert [x["case"] for x in history["cases"]] == ["case-1", "case-3"]
         assert [e["type"] for e in history["events"]] == [
             "CaseOpened", "CheckinRecorded", "SymptomsReported", "CaseClosed", "CaseOpened"]
+        # the check-in's readings, off the bus, merged back for the committee's staff
+        checkin, abnormal = history["events"][1:3]
+        assert {k: checkin["data"][k] for k in ("temperature_c", "symptoms")} == {"temperature_c": 37.8,
+                                                                                   "symptoms": ["cough"]}
+        assert (abnormal["data"]["fever"], abnormal["data"]["symptomatic"], abnormal["data"]["symptoms"]) == (
+            True, True, ["cough"])
+        # which the events, as recorded and published, do not carry
+        recorded = await host.pool.fetch("SELECT envelope FROM quarantine.events WHERE type = ANY($1::text[])",
+                                         ["CheckinRecorded", "SymptomsReported"])
+        assert len(recorded) == 2 and not any(b"37.8" in r[0] or b"cough" in r[0] for r in recorded)
         assert (await query(c, "quarantine.history", resident="r-nobody"))["cases"] == []
 
         for name, fields, field in [

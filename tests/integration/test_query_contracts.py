@@ -154,6 +154,9 @@ CASES = {
                              lambda c: q.ContactQuery(resident=c.resident, household=None, purpose="a welfare call"),
                              lambda r: r.contacts and r.contacts[0].name == "王小伟" and r.viewed,
                              Identity(name="li-wei", role="staff", scope=NANGONG)),
+    "registry.names": Case("registry.names",
+                           lambda c: q.NamesQuery(community=NANGONG, residents=c.resident),
+                           lambda r: [n.display_name for n in r.residents] == ["王*伟"]),
     "checkpoint.shifts": Case("checkpoint.shifts", lambda c: q.ShiftsQuery(community=NANGONG, on=day(1)),
                               lambda r: r.days and r.person_times == 2 and r.open_shifts == 1),
     "checkpoint.visitor_contact": Case(

@@ -1,6 +1,7 @@
 """The live board in a real browser (headless Chromium driven by Playwright) against the real
 gateway, services, NATS and PostgreSQL: staff log in with their creds file through the form, see
-their board, and see a fever at their gate appear without reloading; the next committee's staff,
+their board, and see a fever at their gate appear without reloading, and reveal a household's
+names with a purpose, inline; the next committee's staff,
 logged in beside them, see none of it; the board fits a phone's screen.
 
 One screenshot of Nangong's board after the update is taken (a temporary file; with
@@ -105,6 +106,19 @@ async def test_staff_see_a_fever_at_their_gate_live_and_the_next_committee_sees_
                   f"-> denial row {seen['denial'] - 1000 * replied:.0f} ms (the page's clock: when the DOM changed)")
             shot = Path(os.environ.get("CORDON_BOARD_SCREENSHOT") or tmp_path / "board.png")
             await nangong.screenshot(path=str(shot), full_page=True)
+
+            # and the welfare check's household shows masked; revealed with a purpose, inline, no reload
+            welfare = nangong.locator("#welfare li").first
+            await expect(welfare).to_contain_text("王*伟")
+            await welfare.locator("summary").click()
+            await welfare.locator('input[name="purpose"]').fill("welfare check: nobody answered")
+            await welfare.locator("form.reveal button").click()
+            await expect(welfare.locator(".revealed")).to_contain_text("王小伟")
+            await expect(welfare.locator(".revealed")).to_contain_text("PersonalDataViewed")
+            assert (await nangong.evaluate("window.seen"))["notReloaded"]
+            # closing it takes the record off the page
+            await welfare.locator("summary").click()
+            await expect(nangong.locator("#board")).not_to_contain_text("王小伟")
 
             # and Beixin's board shows none of it: after a passage at their own gate (seen live),
             # still no fever and no denial

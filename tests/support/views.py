@@ -115,7 +115,7 @@ async def scripted_day(s: Stream) -> Day:
                    resident=f"r{i}", display_name="王*伟"))
     await p(ev(rg.ResidentMovedOut, at(D, 10), resident="r5", household="h3", compound="nangong-1", building="b1"),
             actor="staff:zhao")
-    arrival = dict(compound="nangong-1", building="b1", origin="Wuhan", transport=rg.Transport(kind="train", number="G1"))
+    arrival = dict(compound="nangong-1", building="b1")
     await p(ev(rg.ArrivalRegistered, at(y, 9), arrival="a1", resident="r1", household="h1", arrived_on=D - timedelta(days=3),
                city_class="A", risk_area_visited=True, requires_verification=True, **arrival))
     await p(ev(rg.ArrivalRegistered, at(y, 9), arrival="a2", resident="r2", household="h1", arrived_on=D - timedelta(days=20),

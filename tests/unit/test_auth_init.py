@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from shared import pii
+
 from services.cli import SERVICES, main
 from services.ops.auth_init import IDENTITIES
 from shared.auth import CORDON, Authority, decode_jwt
@@ -94,9 +96,23 @@ def test_the_kubernetes_secrets_hold_the_include_and_each_identitys_creds(tmp_pa
     for name in SERVICES:
         assert docs[f"cordon-pg-{name}"]["stringData"] == {
             "password": (folder / "pg" / f"{name}.password").read_text().strip()}
+    # And the registry's master key is the one in <dir>/registry
+    assert docs["cordon-master-key"]["stringData"] == {"master.key": (folder / "registry" / "master.key").read_text()}
     assert set(docs) == {"cordon-nats-auth", *(f"cordon-nats-creds-{name}" for name in IDENTITIES),
-                         *(f"cordon-pg-{name}" for name in SERVICES)}
+                         *(f"cordon-pg-{name}" for name in SERVICES), "cordon-master-key"}
     assert {doc["kind"] for doc in docs.values()} == {"Secret"}
+
+
+def test_the_registry_s_master_key_is_made_once_secret_and_kept(tmp_path):
+    # Given auth init run twice on the same folder
+    folder = tmp_path / "auth"
+    assert main(["auth", "init", "--dir", str(folder)]) == 0
+    key = folder / "registry" / "master.key"
+    first = key.read_text()
+    assert main(["auth", "init", "--dir", str(folder)]) == 0
+    # Then the key is one the registry reads (32 bytes, base64), 0600 in a 0700 folder, the same after
+    assert len(pii.from_env({"CORDON_MASTER_KEY_FILE": str(key)}).current) > 0 and key.read_text() == first
+    assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_each_service_gets_a_postgresql_password_of_its_own_kept_across_runs(tmp_path):

@@ -36,6 +36,8 @@ MANIFESTS = sorted([*(DEPLOY / "k8s").glob("*.yaml"), *(DEPLOY / "k8s" / "exampl
 #: Every Cordon process a deployment runs: each service, and the web gateway.
 DEPLOYED = (*SERVICES, "web")
 TWO_REPLICAS = ("registry", "checkpoint", "quarantine", "logistics")
+#: The services that seal personal data, each given the master key (the others never see it).
+KEEPS_PERSONAL_DATA = ("registry", "checkpoint")
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
 
 
@@ -209,6 +211,11 @@ def test_every_service_and_the_gateway_is_deployed_with_probes_resources_and_a_b
     secrets = mounted_secrets(deployment["spec"]["template"]["spec"])
     expected = {f"cordon-nats-creds-{name}": str(Path(config["CORDON_NATS_CREDS"]).parent),
                 f"cordon-pg-{name}": str(Path(config["CORDON_PG_PASSWORD_FILE"]).parent)}
+    if name in KEEPS_PERSONAL_DATA:  # the master key that wraps residents' and visitors' data keys
+        expected["cordon-master-key"] = "/etc/cordon/master"
+        assert {"name": "CORDON_MASTER_KEY_FILE", "value": "/etc/cordon/master/master.key"} in c["env"]
+    else:
+        assert not [e for e in c.get("env", []) if e["name"].startswith("CORDON_MASTER_KEY")]
     if name == "web":
         del expected[f"cordon-pg-{name}"]
         assert {"name": "CORDON_PG_DSN", "value": ""} in c["env"]
@@ -387,6 +394,15 @@ def test_each_cordon_container_starts_after_auth_init_with_its_own_creds_on_the_
         assert pg["read_only"] and Path(pg["volume"]["subpath"]) == password.parent
         assert env["CORDON_PG_PASSWORD_FILE"] == f"{pg['target']}/{password.name}"
         assert service["depends_on"]["db-roles"] == {"condition": "service_completed_successfully"}
+    # the master key, the file auth init made, in a folder mounted into the registry and the checkpoint alone
+    master = written["master key"].relative_to(tmp_path / "authority")
+    if name in KEEPS_PERSONAL_DATA:
+        mount = mounts["/var/lib/cordon/master"]
+        assert mount["read_only"] and Path(mount["volume"]["subpath"]) == master.parent
+        assert env["CORDON_MASTER_KEY_FILE"] == f"{mount['target']}/{master.name}"
+    else:
+        assert "/var/lib/cordon/master" not in mounts and "CORDON_MASTER_KEY_FILE" not in env
+        assert not [m for m in mounts.values() if m.get("volume", {}).get("subpath") == str(master.parent)]
     # healthy while its HTTP endpoint answers: /livez on the metrics port, the gateway's /healthz
     check = " ".join(service["healthcheck"]["test"])
     if name == "web":

@@ -43,11 +43,14 @@ from shared.contracts.quarantine import (
     CaseTransferred,
     CheckinMissed,
     CheckinRecorded,
+    CheckinRecordedV1,
     ResultRecorded,
     SampleTaken,
+    SampleTakenV1,
     ScreeningScheduled,
     SealLifted,
     SymptomsReported,
+    SymptomsReportedV1,
 )
 from shared.errors import CommandError, Rejected
 
@@ -356,17 +359,40 @@ def test_a_case_cannot_start_in_the_future_or_be_over_already():
 # -- check-ins ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("temperature, symptoms, abnormal", [
-    (36.6, (), False), (37.2, (), False), (37.3, (), True), (39.0, (), True), (36.5, ("cough",), True),
+@pytest.mark.parametrize("temperature, symptoms, why", [
+    (36.6, (), None), (37.2, (), None), (37.3, (), (True, False)), (39.0, (), (True, False)),
+    (36.5, ("cough",), (False, True)), (38.0, ("cough",), (True, True)),
 ])
-def test_an_abnormal_check_in_also_reports_symptoms(temperature, symptoms, abnormal):
+def test_an_abnormal_check_in_also_reports_symptoms(temperature, symptoms, why):
     world = World()
     world.open(at(1))
     events = world.checkin(at(1), temperature=temperature, symptoms=symptoms)
+    # the check-in says that the resident checked in, not what was read (health data stays home)
     assert events[0] == CheckinRecorded(community=COMMUNITY, case="case-1", resident="r-wang", on=day(1),
-                                        temperature_c=temperature, symptoms=list(symptoms),
                                         recorded_at=at(1), recorded_by=STAFF)
-    assert [type(e) for e in events[1:]] == ([SymptomsReported] if abnormal else [])
+    # and an abnormal one is reported with why: fever, symptoms
+    assert [(e.fever, e.symptomatic) for e in events[1:]] == ([why] if why else [])
+    assert all(isinstance(e, SymptomsReported) for e in events[1:])
+
+
+@pytest.mark.parametrize("temperature, symptoms, why", [
+    (38.2, ["cough"], (True, True)), (37.5, [], (True, False)), (36.5, ["cough"], (False, True)),
+    # reported under a lower threshold than the default: without a symptom, it was the fever
+    (37.0, [], (True, False)),
+])
+def test_a_check_in_of_schema_1_replays_and_reads_as_schema_2(temperature, symptoms, why):
+    # Given the check-in of a day recorded before the readings left the bus
+    fields = dict(community=COMMUNITY, case="case-1", resident="r-wang", on=day(1), temperature_c=temperature,
+                  symptoms=symptoms)
+    old = [CheckinRecordedV1(**fields, recorded_at=at(1), recorded_by=STAFF),
+           SymptomsReportedV1(**fields, reported_at=at(1), reported_by=STAFF)]
+    # then the day counts it as a check-in, as schema 2 would
+    assert replay(old) == replay([e.upcast() for e in old]) == Day(checkins=1)
+    # and it reads as schema 2: checked in; abnormal, and why
+    checkin, symptoms_reported = (e.upcast() for e in old)
+    assert checkin == CheckinRecorded(community=COMMUNITY, case="case-1", resident="r-wang", on=day(1),
+                                      recorded_at=at(1), recorded_by=STAFF)
+    assert (symptoms_reported.fever, symptoms_reported.symptomatic) == why
 
 
 def test_a_check_in_before_the_start_in_the_future_or_for_an_unknown_case_is_refused():
@@ -480,10 +506,21 @@ def sample(resident="r-wang", slot="students", when=None):
     return RecordSample(**common(when or at(2)), screening="round-1", resident=resident, code="A-0017", slot=slot)
 
 
+def test_a_sample_of_schema_1_replays_and_reads_as_schema_2():
+    # Given a sample recorded before the printed codes left the bus, and its result
+    old = SampleTakenV1(community=COMMUNITY, screening="round-1", resident="r-wang", code="A-0017",
+                        compound="sunny-garden", slot="students", taken_at=at(2), taken_by=STAFF)
+    # then it reads as schema 2, without the code, and builds the same sample
+    assert old.upcast() == SampleTaken(community=COMMUNITY, screening="round-1", resident="r-wang",
+                                       compound="sunny-garden", slot="students", taken_at=at(2), taken_by=STAFF)
+    assert replay([old]) == replay([old.upcast()])
+
+
 def test_samples_are_taken_per_resident_of_the_compound_on_the_day():
     screening = replay([a_round()])
     [taken] = decide(given(screening=screening, resident=WANG), sample())
-    assert taken == SampleTaken(community=COMMUNITY, screening="round-1", resident="r-wang", code="A-0017",
+    # (the printed code stays with the quarantine: not in the event)
+    assert taken == SampleTaken(community=COMMUNITY, screening="round-1", resident="r-wang",
                                 compound="sunny-garden", slot="students", taken_at=at(2), taken_by=STAFF)
     assert refused(decide, given(screening=screening, resident=WANG, sample=replay([taken])), sample()).reason \
         == "already_sampled"

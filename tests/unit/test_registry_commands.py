@@ -92,7 +92,8 @@ def invalid_field(name: str, field: str, /, **fields) -> Invalid:
 def test_the_wire_names():
     assert set(COMMANDS) == {"register_compound", "register_household", "register_resident",
                              "register_arrival", "verify_arrival", "move_out", "grant_identity",
-                             "revoke_identity", "erase_resident", "record_personal_data_view"}
+                             "revoke_identity", "erase_resident", "record_personal_data_view",
+                             "apply_retention"}
 
 
 def test_register_compound_parses():
@@ -287,6 +288,17 @@ def test_expected_version_is_not_negative():
 
 def test_occurred_at_needs_a_timezone():
     assert "zone" in invalid_field("move_out", "occurred_at", occurred_at="2026-11-23T09:30:00").message
+
+
+@pytest.mark.parametrize("name, field", [("verify_arrival", "note"), ("move_out", "reason")])
+@pytest.mark.parametrize("text", ["call her at 138 0013 8000", "ID 110101194107150011 checked"])
+def test_free_text_that_goes_on_the_bus_must_not_carry_a_phone_or_id_number(name, field, text):
+    # Given a note or reason staff type, which the event carries to every service
+    error = invalid_field(name, field, **{field: text})
+    # then a phone or ID number in it is refused, saying why
+    assert "published" in error.message
+    # and text without one is taken
+    validate(parse(name, payload(name, **{field: "ticket and ID card checked on 2020-02-17"})))
 
 
 def test_occurred_at_must_be_an_instant():

@@ -30,6 +30,7 @@ from services.registry.domain import (
 )
 from shared.contracts.registry import (
     ArrivalRegistered,
+    ArrivalRegisteredV1,
     ArrivalVerified,
     CompoundRegistered,
     HouseholdRegistered,
@@ -90,8 +91,7 @@ VISITS = [Visit(place="Wuhan", from_=date(2026, 11, 10), to=date(2026, 11, 20))]
 def arrival_registered(city_class="A", risk_area_visited=True, **kw) -> ArrivalRegistered:
     return ArrivalRegistered(**{
         "community": COMMUNITY, "arrival": "a-1", "resident": "r-wang", "household": "h-201",
-        "compound": "sunny-garden", "building": "b2", "origin": "Wuhan", "arrived_on": date(2026, 11, 22),
-        "transport": TRAIN, "visited": VISITS, "city_class": city_class,
+        "compound": "sunny-garden", "building": "b2", "arrived_on": date(2026, 11, 22), "city_class": city_class,
         "risk_area_visited": risk_area_visited,
         "requires_verification": city_class == "A" or risk_area_visited,
         "registered_at": AT, "registered_by": STAFF, **kw,
@@ -433,6 +433,15 @@ def test_a_household_or_resident_of_schema_1_builds_the_same_state_as_schema_2()
     assert old_household.upcast() == household_registered() and old_resident.upcast() == resident_registered()
     assert given(old_household) == given(household_registered())
     assert given(old_resident, moved_out()) == given(resident_registered(), moved_out())
+
+
+def test_an_arrival_of_schema_1_builds_the_same_state_as_schema_2():
+    # Given an arrival recorded before its travel history left the bus (issue 16)
+    old = ArrivalRegisteredV1(**msgspec.structs.asdict(arrival_registered(city_class="A", risk_area_visited=False)),
+                              origin="Wuhan", transport=TRAIN, visited=VISITS)
+    # then it upcasts to its schema-2 self and builds the same arrival: a false A, decided on as such
+    assert old.upcast() == arrival_registered(city_class="A", risk_area_visited=False)
+    assert given(old) == given(old.upcast()) and given(old).false_a
 
 
 def test_resident_moved_out_marks_the_resident():

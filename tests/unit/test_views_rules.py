@@ -41,8 +41,7 @@ def figures(*events, community=C, day=DAY, members=None):
 
 
 def arrival(**fields):
-    values = dict(arrival="a1", origin="Wuhan", arrived_on=date(2020, 2, 10),
-                  transport=rg.Transport(kind="train", number="G1"), city_class="A", risk_area_visited=True,
+    values = dict(arrival="a1", arrived_on=date(2020, 2, 10), city_class="A", risk_area_visited=True,
                   requires_verification=True)
     return ev(rg.ArrivalRegistered, **{**values, **fields})
 
@@ -111,6 +110,16 @@ def test_a_household_and_resident_of_schema_1_count_as_schema_2():
     new = (ev(rg.HouseholdRegistered), ev(rg.ResidentRegistered, display_name="王*伟"))
     # then the board counts them exactly as their schema-2 selves
     assert figures(*old) == figures(*new) == {(C, "households", DAY): 1, (C, "residents", DAY): 1}
+
+
+def test_an_arrival_of_schema_1_counts_as_schema_2():
+    # Given an arrival recorded before its travel history left the bus
+    old = ev(rg.ArrivalRegisteredV1, arrival="a1", origin="Wuhan", arrived_on=date(2020, 2, 10),
+             transport=rg.Transport(kind="train", number="G1"), city_class="A", risk_area_visited=True,
+             requires_verification=True)
+    # then the board counts it exactly as its schema-2 self
+    assert figures(old) == figures(arrival()) == {(C, "arrivals", date(2020, 2, 10)): 1,
+                                                  (C, "arrivals_pending", DAY): 1}
 
 
 def test_an_arrival_counts_on_its_arrival_day_and_waits_for_verification():

@@ -78,10 +78,9 @@ REGISTRY = [
     (rg.HouseholdRegistered, dict(compound="nangong-1", building="b1", household="h-101"),
      "h-101", "household registered at nangong-1/b1"),
     (rg.ArrivalRegistered, dict(arrival="a-1", resident="r-1", household="h-101", compound="nangong-1", building="b1",
-                                origin="Wuhan", arrived_on=date(2026, 11, 29),
-                                transport=rg.Transport(kind="train", number="G1722"), city_class="A",
+                                arrived_on=date(2026, 11, 29), city_class="A",
                                 risk_area_visited=True, requires_verification=True),
-     "r-1", "arrived 2026-11-29 from Wuhan by train G1722, class A, visited a risk area; to verify at the door"),
+     "r-1", "arrived 2026-11-29, class A, visited a risk area; to verify at the door"),
     (rg.ArrivalVerified, dict(arrival="a-1", resident="r-1", household="h-101", compound="nangong-1", building="b1",
                               outcome="home_quarantine", documents_checked=True),
      "r-1", "verified: home_quarantine"),
@@ -113,8 +112,9 @@ QUARANTINE = [
     (qa.CaseOpened, dict(case="k-1", resident="r-1", household="h-101", kind="home", reason="arrival",
                          starts_on=date(2026, 11, 30), ends_on=date(2026, 12, 13)), "r-1",
      "home case opened (arrival), 2026-11-30 to 2026-12-13"),
-    (qa.CheckinRecorded, dict(case="k-1", resident="r-1", on=date(2026, 11, 30), temperature_c=36.6,
-                              symptoms=["cough"]), "r-1", "check-in 2026-11-30: 36.6°C, cough"),
+    (qa.CheckinRecorded, dict(case="k-1", resident="r-1", on=date(2026, 11, 30)), "r-1", "check-in 2026-11-30"),
+    (qa.SymptomsReported, dict(case="k-1", resident="r-1", on=date(2026, 11, 30), fever=True, symptomatic=True),
+     "r-1", "abnormal check-in 2026-11-30: fever, symptoms"),
     (qa.CheckinMissed, dict(case="k-1", resident="r-1", household="h-101", on=date(2026, 11, 30)), "r-1",
      "check-in of 2026-11-30 missed"),
     (qa.CaseTransferred, dict(case="k-1", resident="r-1", to="hospital"), "r-1", "transferred to hospital"),
@@ -126,7 +126,7 @@ QUARANTINE = [
     (qa.ScreeningScheduled, dict(screening="sc-1", compound="nangong-1", on=date(2026, 12, 1),
                                  slots=[qa.Slot(label="students", from_=time(7), to=time(8))]), "nangong-1",
      "screening 2026-12-01 at nangong-1, students 07:00-08:00"),
-    (qa.SampleTaken, dict(screening="sc-1", resident="r-1", code="SECRET-CODE", slot="students"), "r-1",
+    (qa.SampleTaken, dict(screening="sc-1", resident="r-1", slot="students"), "r-1",
      "sample taken (students)"),
     (qa.ResultRecorded, dict(screening="sc-1", resident="r-1", result="positive", case="k-2"), "r-1",
      "result positive, case opened"),
@@ -178,7 +178,7 @@ def test_no_secret_is_printed_even_from_an_event_that_carries_it():
     assert "7KQ2M9XW4C" not in old and old.endswith("no_valid_pass")
     voucher = line(lg.VoucherRedeemed, household="h-101", voucher="vo-1", number="123456789", qty=5)
     assert "123456789" not in voucher
-    sample = line(qa.SampleTaken, screening="sc-1", resident="r-1", code="SECRET-CODE")
+    sample = line(qa.SampleTakenV1, screening="sc-1", resident="r-1", code="SECRET-CODE")
     assert "SECRET-CODE" not in sample
 
 
@@ -219,3 +219,28 @@ def test_an_envelope_without_data_or_time_still_prints():
     assert text.split()[:3] == ["not", "a", "time"] and "Something" in text
     assert lines.line({"type": "X", "occurred_at": (AT - timedelta(hours=1)).isoformat(), "data": None},
                       SHANGHAI).startswith("2026-11-30 08:14:02  X")
+
+
+def test_an_old_check_in_prints_without_the_temperature_or_symptoms_it_carries():
+    # Given schema-1 check-ins recorded before the readings left the bus (issue 16)
+    fields = dict(case="k-1", resident="r-1", on=date(2026, 11, 30), temperature_c=38.6, symptoms=["cough"])
+    checkin, abnormal = line(qa.CheckinRecordedV1, **fields), line(qa.SymptomsReportedV1, **fields)
+    # then the feed says what happened, and neither reading is printed
+    assert checkin.endswith("check-in 2026-11-30") and abnormal.endswith("abnormal check-in 2026-11-30")
+    assert not any(x in text for x in ("38.6", "cough") for text in (checkin, abnormal))
+    # nor when the summary falls back to the plain fields
+    envelope = recorded(qa.CheckinRecordedV1, **fields)
+    del envelope["data"]["on"]
+    assert "38.6" not in lines.line(envelope, SHANGHAI)
+
+
+def test_an_old_arrival_prints_without_its_travel_history():
+    # Given a schema-1 arrival, recorded before the origin, train and places visited left the bus
+    old = line(rg.ArrivalRegisteredV1, arrival="a-1", resident="r-1", household="h-101", compound="nangong-1",
+               building="b1", origin="Wuhan", arrived_on=date(2026, 11, 29),
+               transport=rg.Transport(kind="train", number="G1722"),
+               visited=[rg.Visit(place="Hankou", from_=date(2026, 11, 20), to=date(2026, 11, 28))],
+               city_class="A", risk_area_visited=True, requires_verification=True)
+    # then the feed says what happened, as for schema 2, and none of it is printed
+    assert old.endswith("arrived 2026-11-29, class A, visited a risk area; to verify at the door")
+    assert not any(x in old for x in ("Wuhan", "G1722", "Hankou"))
