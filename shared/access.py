@@ -43,23 +43,27 @@ CORDON_ONLY = frozenset({("registry", "grant_identity"), ("registry", "revoke_id
                          # an erasure is an operator's act on a legal basis; a read's record is the
                          # registry's own (its contact query issues it), never a caller's
                          ("registry", "erase_resident"), ("registry", "record_personal_data_view"),
-                         ("registry", "apply_retention")})  # the registry's retention scheduler
+                         ("registry", "apply_retention"),  # the registry's retention scheduler
+                         # the same for visitors: a read's record, and the retention scheduler's shredding
+                         ("checkpoint", "record_visitor_contact_view"), ("checkpoint", "shred_visitor_data")})
 #: Queries answered only inside the ``CORDON`` account (the register of identities).
 CORDON_ONLY_QUERIES = frozenset({"registry.identities"})
 #: Roles whose permissions allow only scoped command subjects.
 SCOPED_ROLES = ("staff", "officer", "gate")
 
 
-def check_personal(identity: Identity | None, community: str, what: str) -> Identity:
-    """Who may be shown residents' names and phones (``registry.contact``): staff of the
-    resident's own community, and no one else. Not an operator, not Cordon's own services (no
+def check_personal(identity: Identity | None, community: str, what: str,
+                   whose: str = "the resident's own community") -> Identity:
+    """Who may be shown people's names and phones (``registry.contact``, a visitor's
+    ``checkpoint.visitor_contact``): staff of the person's own community (``whose``: the
+    resident's, the visited one), and no one else. Not an operator, not Cordon's own services (no
     person to name in the record), not an officer of the street (they read figures, not people),
     not a city system whatever it is granted: a machine copying phone numbers is what the
     record of every read is there to stop. Returns the identity, to be named as the viewer."""
     if identity is None or identity.role != "staff":
         who = "a caller from inside Cordon" if identity is None else f"{identity.actor} ({identity.role})"
-        raise Forbidden(f"{who} may not read {what}: names and phones are shown only to staff of the "
-                        "resident's own community, one read at a time, each recorded")
+        raise Forbidden(f"{who} may not read {what}: names and phones are shown only to staff of "
+                        f"{whose}, one read at a time, each recorded")
     if identity.community != community:
         raise Forbidden(f"{identity.actor} may not read {what}: it belongs to {community}; "
                         f"{_jurisdiction(identity)}")

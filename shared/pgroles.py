@@ -18,8 +18,9 @@ deployment. A superuser is what has been tried; a role with CREATEROLE owning th
 do if it may ``SET ROLE`` to the roles it creates (``createrole_self_grant = 'set'`` on PostgreSQL
 16 and later: giving a schema to a role needs it) — untested. It is idempotent and
 safe to run concurrently, and adopts a record from before roles (or restored by an administrator):
-schemas and their objects owned by someone else are given to the service's role. The registry's
-key database (``<database>_keys``) is made here too, the registry role's alone.
+schemas and their objects owned by someone else are given to the service's role. The key
+database (``<database>_keys``) is made here too: the registry role's, with a schema of the
+registry's and one of the checkpoint's, each readable by its own role alone.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ SERVICES = ("registry", "checkpoint", "quarantine", "logistics", "views", "audit
 EXTRA_SCHEMAS = {"views": r"^views_g[0-9]+$"}
 #: Roles allowed to create schemas in the database (the views' generations).
 CREATES_SCHEMAS = frozenset({"views"})
+#: The services with a schema of their own in the key database (their personal data's keys).
+KEY_SCHEMAS = ("registry", "checkpoint")
 
 
 def role(service: str) -> str:
@@ -139,6 +142,7 @@ async def provision(admin_dsn: str, passwords: Mapping[str, str | None] | None =
     """Create (or bring up to date) every service's role and schema on the database of
     ``admin_dsn``; ``passwords`` {service: password} sets them (a missing one: left as it is).
     asyncpg.InsufficientPrivilegeError if the DSN's user may not create roles."""
+    services = tuple(services)
     conn = await asyncpg.connect(admin_dsn)
     try:
         database = await conn.fetchval("SELECT current_database()")
@@ -149,26 +153,34 @@ async def provision(admin_dsn: str, passwords: Mapping[str, str | None] | None =
                 await conn.execute(sql)
     finally:
         await conn.close()
-    if "registry" in services:
-        await _provision_keys(admin_dsn, f"{database}_keys")
+    keeping = [s for s in KEY_SCHEMAS if s in services]
+    if keeping:
+        await _provision_keys(admin_dsn, f"{database}_keys", keeping)
 
 
-async def _provision_keys(admin_dsn: str, keys_db: str) -> None:
-    """The registry's key database (``<database>_keys``, services/registry/keys.py): made here,
-    owned by the registry's role and connectable by it alone, since the role may not create
-    databases; a key database made before roles is given to it (its ``registry`` schema too)."""
+async def _provision_keys(admin_dsn: str, keys_db: str, services: list[str]) -> None:
+    """The key database (``<database>_keys``, shared/keystore.py): made here, since no service's
+    role may create databases; owned by the registry's role (a key database made before roles is
+    given to it). Each service of :data:`KEY_SCHEMAS` may connect and owns its schema there, and
+    nothing else: the checkpoint's role reads the visitors' keys, not the residents'; the
+    registry's, though it owns the database, is granted nothing on the checkpoint's schema."""
     from shared.embedded import ensure_database
 
-    name, db = role("registry"), _ident(keys_db)
+    db = _ident(keys_db)
     keys_dsn = await ensure_database(admin_dsn, keys_db)
     conn = await asyncpg.connect(keys_dsn)
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cordon:roles'))")
-            for sql in (f"ALTER DATABASE {db} OWNER TO {name}", f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
-                        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-                        f"CREATE SCHEMA IF NOT EXISTS registry AUTHORIZATION {name}", _adopt("registry", name)):
-                await conn.execute(sql)
+            sql = [f"REVOKE ALL ON DATABASE {db} FROM PUBLIC", "REVOKE CREATE ON SCHEMA public FROM PUBLIC"]
+            if "registry" in services:
+                sql.append(f"ALTER DATABASE {db} OWNER TO {role('registry')}")
+            for service in services:
+                name = role(service)
+                sql += [f"GRANT CONNECT ON DATABASE {db} TO {name}",
+                        f"CREATE SCHEMA IF NOT EXISTS {service} AUTHORIZATION {name}", _adopt(service, name)]
+            for statement in sql:
+                await conn.execute(statement)
     finally:
         await conn.close()
 

@@ -10,6 +10,7 @@ only ever sees canonical keys. The runtime fills the ids a command creates (:dat
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Union, assert_never, get_args
 
 import msgspec
@@ -23,6 +24,8 @@ from shared.subjects import check_community, check_slug
 #: Most passes one issue_passes may create: its compact reply must stay under NATS's 1 MiB.
 MAX_PASSES = 6000
 MAX_PER_HOUSEHOLD = 10
+#: The shortest purpose a read of a visitor's contact may give.
+MIN_PURPOSE = 5
 
 
 class SetGate(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -109,8 +112,25 @@ class EndShift(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_field
     shift: str | None = None
 
 
+class RecordVisitorContactView(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The checkpoint's own record of a read of a visitor's contact (``checkpoint.visitor_contact``),
+    issued by the query handler through the runtime; accepted only from inside Cordon."""
+
+    viewer: str
+    community: str
+    passage: str
+    purpose: str
+
+
+class ShredVisitorData(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Retention: shred the personal data of every visitor who came before ``before`` (the start
+    of the tracing window); the scheduler's, accepted only from inside Cordon."""
+
+    before: datetime
+
+
 Command = Union[SetGate, SetControlLevel, IssuePasses, RevokePass, ReplacePass, CheckPassage,
-                StartShift, EndShift]
+                StartShift, EndShift, RecordVisitorContactView, ShredVisitorData]
 
 COMMANDS: dict[str, type] = {
     "set_gate": SetGate,
@@ -121,6 +141,8 @@ COMMANDS: dict[str, type] = {
     "check_passage": CheckPassage,
     "start_shift": StartShift,
     "end_shift": EndShift,
+    "record_visitor_contact_view": RecordVisitorContactView,
+    "shred_visitor_data": ShredVisitorData,
 }
 
 _CHOICES = {"level": get_args(ControlLevel), "direction": get_args(Direction)}
@@ -167,6 +189,13 @@ def validate(cmd: Command) -> Command:
             wire.optional_slug(cmd.compound, "compound")
             wire.optional_slug(cmd.shift, "shift")
             staff(cmd.staff)
+        case RecordVisitorContactView():
+            check_community(cmd.community)
+            check_slug(cmd.passage, "passage")
+            check_purpose(cmd.purpose)
+        case ShredVisitorData():
+            if cmd.before.tzinfo is None:
+                raise Invalid("before needs a time zone", field="before")
         case _:
             assert_never(cmd)
     return cmd
@@ -190,6 +219,16 @@ def pass_key(value: str, field: str = "pass") -> str:
             field=field,
         )
     return number
+
+
+def check_purpose(purpose: str, field: str = "purpose") -> str:
+    """Why a visitor's contact is read: required, a sentence rather than a placeholder (as the
+    registry asks of a resident's)."""
+    wire.text(purpose, field, wire.MAX_NOTE)
+    if len(purpose.strip()) < MIN_PURPOSE:
+        raise Invalid(f"{field} must say why (at least {MIN_PURPOSE} characters): it is recorded with the read",
+                      field=field)
+    return purpose.strip()
 
 
 def staff(value: str, field: str = "staff") -> None:

@@ -17,6 +17,9 @@ Rules:
   open shift at that gate (``not_on_shift``), and ends no earlier than it started
   (``ends_before_start``). ShiftEnded carries the hours, for the volunteer reports.
 - check_passage: see :mod:`services.checkpoint.passage` for its reasons and the order they win in.
+- record_visitor_contact_view records a read of a visitor's contact (the query handler's, after
+  its checks); shred_visitor_data records, per community, how many visits' personal data the
+  handler shredded (none shredded: no event).
 """
 from __future__ import annotations
 
@@ -32,9 +35,11 @@ from services.checkpoint.commands import (
     EndShift,
     IssuePasses,
     ReplacePass,
+    RecordVisitorContactView,
     RevokePass,
     SetControlLevel,
     SetGate,
+    ShredVisitorData,
     StartShift,
 )
 from services.checkpoint.domain import (
@@ -57,6 +62,8 @@ from shared.contracts.checkpoint import (
     PassRevoked,
     ShiftEnded,
     ShiftStarted,
+    VisitorContactViewed,
+    VisitorDataShredded,
 )
 from shared.errors import Conflict, NotFound, Rejected
 
@@ -69,7 +76,8 @@ class Facts:
     to issue to, in order), passes (household -> its state), new_passes · revoke_pass: passes (of
     the pass's household) · replace_pass: the same and new_passes · start_shift: compound (the one
     with the gate), open_shift (the staff's), shift (the stream at the new id) · end_shift: shift
-    (the staff's open shift, or the one named).
+    (the staff's open shift, or the one named) · record_visitor_contact_view: nothing ·
+    shred_visitor_data: shredded (community -> visits shredded now).
     """
 
     compound: Compound | None = None
@@ -82,6 +90,7 @@ class Facts:
     new_passes: tuple[str, ...] = ()
     open_shift: Shift | None = None
     shift: Shift | None = None
+    shredded: Mapping[str, int] = field(default_factory=dict)
 
 
 def decide(facts: Facts | PassageFacts, cmd: Command) -> list[CheckpointEvent]:
@@ -107,6 +116,13 @@ def decide(facts: Facts | PassageFacts, cmd: Command) -> list[CheckpointEvent]:
             return _start_shift(facts, cmd)
         case EndShift():
             return _end_shift(facts, cmd)
+        case RecordVisitorContactView():
+            return [VisitorContactViewed(community=cmd.community, viewer=cmd.viewer, passage=cmd.passage,
+                                         purpose=cmd.purpose.strip(), viewed_at=_at(cmd))]
+        case ShredVisitorData():
+            return [VisitorDataShredded(community=community, before=cmd.before, visitors=n, shredded_at=_at(cmd),
+                                        shredded_by=cmd.actor)
+                    for community, n in sorted(facts.shredded.items()) if n]
         case _:
             assert_never(cmd)
 

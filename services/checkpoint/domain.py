@@ -7,6 +7,8 @@ Streams, each small, so nothing contends:
     passes:<household>              PassIssued, PassRevoked (a household's passes)
     passage:<passage>               PassageAllowed | PassageDenied, then FeverDetected on a fever
     shift:<shift>                   ShiftStarted, ShiftEnded
+    read:<command id>               VisitorContactViewed (one stream per read: reads never contend)
+    shredding:<community>:<day>     VisitorDataShredded (the retention of a day, per community)
 
 A compound starts ``open`` with every gate open. Gates and buildings are the registry's (the
 directory); the checkpoint only opens and closes them.
@@ -19,7 +21,7 @@ them as their schema-2 selves (``upcast``), so either gives the same state.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Iterable, Union, assert_never
 
 from shared.contracts.checkpoint import (
@@ -37,11 +39,14 @@ from shared.contracts.checkpoint import (
     PassRevokedV1,
     ShiftEnded,
     ShiftStarted,
+    VisitorContactViewed,
+    VisitorDataShredded,
 )
 from shared.errors import NotFound
 
 CheckpointEvent = Union[GateOpened, GateClosed, ControlLevelSet, PassIssued, PassRevoked, PassageAllowed,
-                        PassageDenied, FeverDetected, ShiftStarted, ShiftEnded]
+                        PassageDenied, FeverDetected, ShiftStarted, ShiftEnded, VisitorContactViewed,
+                        VisitorDataShredded]
 #: Events of an earlier schema, found in streams recorded before a change (decoded, never decided).
 OldCheckpointEvent = Union[PassIssuedV1, PassRevokedV1, PassageAllowedV1, PassageDeniedV1]
 
@@ -123,7 +128,23 @@ class Shift:
     hours: float | None = None
 
 
-State = Union[Control, Passes, Passage, Shift]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Read:
+    """A read of a visitor's contact (its stream holds that one event)."""
+
+    community: str
+    viewer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shredding:
+    """A day's retention in a community: how many visits' personal data it shredded."""
+
+    community: str
+    visitors: int = 0
+
+
+State = Union[Control, Passes, Passage, Shift, Read, Shredding]
 
 
 def control_stream(community: str, compound: str) -> str:
@@ -140,6 +161,14 @@ def passage_stream(passage: str) -> str:
 
 def shift_stream(shift: str) -> str:
     return f"shift:{shift}"
+
+
+def read_stream(command_id: str) -> str:
+    return f"read:{command_id}"
+
+
+def shredding_stream(community: str, day: date) -> str:
+    return f"shredding:{community}:{day.isoformat()}"
 
 
 def opened(community: str, compound: str) -> Control:
@@ -180,6 +209,11 @@ def evolve(state: State | None, event: CheckpointEvent | OldCheckpointEvent) -> 
                          gate=event.gate, staff=event.staff, started_at=event.started_at)
         case ShiftEnded():
             return replace(_expect(state, Shift, event), ended=True, hours=event.hours)
+        case VisitorContactViewed():
+            return Read(community=event.community, viewer=event.viewer)
+        case VisitorDataShredded():
+            before = state.visitors if isinstance(state, Shredding) else 0
+            return Shredding(community=event.community, visitors=before + event.visitors)
         case PassIssuedV1() | PassRevokedV1() | PassageAllowedV1() | PassageDeniedV1():
             return evolve(state, event.upcast())
         case _:

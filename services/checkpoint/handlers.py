@@ -9,9 +9,15 @@ A handler sees a completed command: the runtime filled ``occurred_at`` and the p
 ids (``commands.CREATES``). Pass ids and printed numbers are made here (impure); the decision gets
 the ids on its facts. The numbers are credentials: they go to the passes table and to the caller's
 reply (issue_passes, replace_pass), never into an event.
+
+A visitor's name, phone and purpose are sealed with a data key of the visit's own (subject: the
+passage id) from the checkpoint's key store (:mod:`shared.keystore`, schema ``checkpoint`` of the
+key database), made for the batch's visitors in one round trip; shred_visitor_data deletes those
+keys once the tracing window is over.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -19,22 +25,32 @@ import msgspec
 
 from services.checkpoint import commands, domain, lookups, numbers, passage
 from services.checkpoint.decide import Facts, decide
-from services.checkpoint.domain import control_stream, passage_stream, passes_stream, shift_stream
+from services.checkpoint.domain import (
+    control_stream,
+    passage_stream,
+    passes_stream,
+    read_stream,
+    shift_stream,
+    shredding_stream,
+)
 from services.checkpoint.lookups import Loaded
 from services.checkpoint.tables import (
     END_SHIFT,
     FIND_PASS,
     INSERT_PASS,
     INSERT_SHIFT,
+    DUE_VISITORS,
     INSERT_VISITOR,
     OPEN_SHIFT,
     REVOKE_PASS,
     SCHEMA,
+    SHRED_VISITORS,
 )
-from shared import directory
+from shared import directory, pii
 from shared.context import Context
 from shared.envelope import new_id
-from shared.errors import Conflict, Invalid, NotFound
+from shared.errors import CommandError, Conflict, Invalid, NotFound, Unavailable
+from shared.keystore import KeyStore
 from shared.runtime import Handler
 
 #: Bulk replies list passes compactly; full envelopes only up to this many events (NATS: 1 MiB).
@@ -56,6 +72,13 @@ class Scratch:
     numbers: set[str] = field(default_factory=set)
     #: staff -> the shift they started in this batch, or None when they ended one.
     open_shifts: dict[str, str | None] = field(default_factory=dict)
+    #: The visitors' key store (the checkpoint's spec binds it: ``partial(Scratch, keys=...)``).
+    keys: KeyStore | None = None
+    #: passage -> its data key, made for every visitor of the batch in one round trip
+    data_keys: dict[str, bytes] = field(default_factory=dict)
+    #: Why no key could be made (the key store is down): the batch's visitors are refused with
+    #: it, and the residents at the gate go through as ever.
+    keys_error: CommandError | None = None
 
 
 def prefetch(cmd) -> list[str]:
@@ -75,10 +98,21 @@ def prefetch(cmd) -> list[str]:
 
 
 async def prepare_batch(conn, cmds: list, scratch: Scratch) -> None:
-    """The facts of every check_passage of the batch, in one query (:data:`lookups.FACTS`)."""
+    """The facts of every check_passage of the batch, in one query (:data:`lookups.FACTS`), and a
+    data key for each visitor (made before the batch commits: a key whose command is then refused
+    seals nothing and is harmless)."""
     passages = [c for c in cmds if isinstance(c, commands.CheckPassage)]
     if passages:
         await lookups.load(conn, scratch.lookups, passages)
+    visits = [c.passage for c in passages if c.visitor is not None]
+    if visits:
+        try:
+            scratch.data_keys = await scratch.keys.create(visits)
+        except CommandError as err:
+            scratch.keys_error = err
+        except Exception as err:  # the key database away: not the residents' problem
+            scratch.keys_error = Unavailable(f"the key store does not answer ({type(err).__name__}); "
+                                             "a visitor's name and phone cannot be kept now")
 
 
 # -- gates and levels ----------------------------------------------------------------------------
@@ -186,15 +220,32 @@ async def check_passage(cmd: commands.CheckPassage, ctx: Context) -> None:
     if version:
         raise Conflict(f"passage id {cmd.passage} is taken", field="passage")
     events = decide(facts, cmd)
+    personal = _sealed_visitor(ctx, cmd) if cmd.visitor is not None else None
     ctx.append(target, version, events)
     decision = events[0]
     why = getattr(decision, "reason", None)
     if cmd.visitor is not None:
-        v = cmd.visitor
         ctx.write(INSERT_VISITOR, cmd.passage, cmd.community, cmd.compound, cmd.gate, cmd.direction,
-                  v.name.strip(), v.phone, v.host_household, v.purpose.strip(), why is None, why,
-                  cmd.occurred_at)
+                  cmd.visitor.host_household, why is None, why, cmd.occurred_at, personal)
     ctx.reply_with(passage=cmd.passage, decision={"allowed": why is None, "reason": why})
+
+
+def _sealed_visitor(ctx: Context, cmd: commands.CheckPassage) -> bytes:
+    """The visitor's name, phone and purpose sealed with the visit's data key; refused (nothing
+    recorded, the guard asks again) when the key store could make none."""
+    scratch: Scratch = ctx.scratch
+    data_key = scratch.data_keys.get(cmd.passage)
+    if data_key is None:
+        raise scratch.keys_error or CommandError(f"no data key could be made for passage {cmd.passage}; "
+                                                 "the command was not applied")
+    return sealed_visitor(data_key, cmd.passage, cmd.visitor.name.strip(), cmd.visitor.phone,
+                          cmd.visitor.purpose.strip())
+
+
+def sealed_visitor(data_key: bytes, passage: str, name: str, phone: str, purpose: str) -> bytes:
+    """A visitor's personal fields as ``checkpoint.visitors.personal`` holds them."""
+    plain = json.dumps({"name": name, "phone": phone, "purpose": purpose}, ensure_ascii=False)
+    return pii.seal(data_key, passage, plain.encode())
 
 
 # -- shifts --------------------------------------------------------------------------------------
@@ -228,6 +279,36 @@ async def end_shift(cmd: commands.EndShift, ctx: Context) -> None:
     ctx.reply_with(hours=e.hours)
 
 
+# -- visitors' personal data -----------------------------------------------------------------
+
+
+async def record_visitor_contact_view(cmd: commands.RecordVisitorContactView, ctx: Context) -> None:
+    target = read_stream(cmd.command_id)
+    _, version = await ctx.expect(target)
+    ctx.append(target, version, decide(Facts(), cmd))
+
+
+async def shred_visitor_data(cmd: commands.ShredVisitorData, ctx: Context) -> None:
+    """Delete the data keys of every visit before ``cmd.before`` not shredded yet, then null their
+    sealed fields and record the counts per community. The keys go first, in the key database
+    (not in this transaction), as an erasure does: if this commit fails, the data is unreadable
+    but not yet on the record, and the next run (it finds the same rows) records it."""
+    rows = await ctx.conn.fetch(DUE_VISITORS, cmd.before)
+    passages = [r["passage"] for r in rows]
+    if passages:
+        await ctx.scratch.keys.shred(passages)
+        ctx.write(SHRED_VISITORS, passages, cmd.occurred_at)
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        counts[r["community"]] += 1
+    day = cmd.before.date()
+    for event in decide(Facts(shredded=counts), cmd):
+        target = shredding_stream(event.community, day)
+        _, version = await ctx.load(target)  # a second run of the day adds to it: only what came due since
+        ctx.append(target, version, [event])
+    ctx.reply_with(visitors=len(passages))
+
+
 HANDLERS: dict[str, Handler] = {
     "set_gate": set_gate,
     "set_control_level": set_control_level,
@@ -237,6 +318,8 @@ HANDLERS: dict[str, Handler] = {
     "check_passage": check_passage,
     "start_shift": start_shift,
     "end_shift": end_shift,
+    "record_visitor_contact_view": record_visitor_contact_view,
+    "shred_visitor_data": shred_visitor_data,
 }
 
 

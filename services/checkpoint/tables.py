@@ -1,8 +1,9 @@
 """The checkpoint's own tables and the SQL that writes and reads them.
 
 They are written in the command's transaction, so they never disagree with the record: ``passes``
-(validity at the gate, lookup by printed number), ``visitors`` (a visitor's name and phone:
-personal data stays here, events carry a masked name), ``shifts`` (the open shift of a staff
+(validity at the gate, lookup by printed number), ``visitors`` (a visit: its name, phone and
+purpose sealed in ``personal`` with the visit's own data key, :mod:`shared.keystore`; events carry
+a masked name; shredded, ``personal`` null, once the tracing window is over), ``shifts`` (the open shift of a staff
 member, the volunteer-hours query). The local copies of other services' facts have tables of their
 own: ``dir_*`` (:mod:`shared.directory`) and ``q_cases``/``sealed_areas``
 (:mod:`services.checkpoint.copies`).
@@ -28,13 +29,26 @@ CREATE TABLE IF NOT EXISTS checkpoint.visitors (
     compound       text NOT NULL,
     gate           text NOT NULL,
     direction      text NOT NULL,
-    name           text NOT NULL,
-    phone          text NOT NULL,
     host_household text NOT NULL,
-    purpose        text NOT NULL,
     allowed        boolean NOT NULL,
     reason         text,
-    checked_at     timestamptz NOT NULL);
+    checked_at     timestamptz NOT NULL,
+    -- sealed JSON {name, phone, purpose} (keyed by the passage); null once shredded
+    personal       bytea,
+    shredded_at    timestamptz);
+-- A checkpoint of before kept name, phone and purpose in clear (NOT NULL): made nullable here, so
+-- that visits are recorded sealed at once; services/checkpoint/migrate.py seals those rows at
+-- start and drops the columns.
+ALTER TABLE checkpoint.visitors ADD COLUMN IF NOT EXISTS personal bytea,
+    ADD COLUMN IF NOT EXISTS shredded_at timestamptz;
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'checkpoint'
+               AND table_name = 'visitors' AND column_name = 'name') THEN
+        ALTER TABLE checkpoint.visitors ALTER COLUMN name DROP NOT NULL, ALTER COLUMN phone DROP NOT NULL,
+            ALTER COLUMN purpose DROP NOT NULL;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS visitors_unshredded ON checkpoint.visitors (checked_at) WHERE personal IS NOT NULL;
 CREATE TABLE IF NOT EXISTS checkpoint.shifts (
     shift      text PRIMARY KEY,
     community  text NOT NULL,
@@ -58,7 +72,16 @@ FIND_PASS = "SELECT pass, household FROM checkpoint.passes WHERE pass = $1 OR nu
 
 # -- visitors ----------------------------------------------------------------------------------
 
-INSERT_VISITOR = ("INSERT INTO checkpoint.visitors VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+INSERT_VISITOR = ("INSERT INTO checkpoint.visitors (passage, community, compound, gate, direction, host_household, "
+                  "allowed, reason, checked_at, personal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+#: A visit, for the read path.
+VISITOR = ("SELECT passage, community, compound, gate, host_household, checked_at, personal "
+           "FROM checkpoint.visitors WHERE passage = $1")
+#: The visits whose personal data is due for shredding (they came before $1) and not yet shredded.
+DUE_VISITORS = ("SELECT passage, community FROM checkpoint.visitors "
+                "WHERE personal IS NOT NULL AND checked_at < $1 ORDER BY passage")
+SHRED_VISITORS = ("UPDATE checkpoint.visitors SET personal = NULL, shredded_at = $2 "
+                  "WHERE passage = ANY($1::text[]) AND personal IS NOT NULL")
 
 # -- shifts ------------------------------------------------------------------------------------
 

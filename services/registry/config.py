@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from zoneinfo import ZoneInfo
 
-from shared import pii
 from shared.config import DEFAULT_ZONE, city_zone
 
 
@@ -48,11 +47,3 @@ def _days(env: Mapping[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r}: at least 1 day")
     return days
 
-
-def key_settings(env: Mapping[str, str] | None = None) -> tuple[pii.Keyring, str | None]:
-    """The master keyring (``CORDON_MASTER_KEY`` or ``CORDON_MASTER_KEY_FILE``, see
-    :func:`shared.pii.from_env`) and the key database's DSN (``CORDON_KEYS_DSN``; None: beside the
-    Cordon database). Read when the service starts, not when its spec is built: tools that only
-    list the commands have no master key."""
-    env = os.environ if env is None else env
-    return pii.from_env(env), env.get("CORDON_KEYS_DSN") or None

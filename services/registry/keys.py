@@ -1,170 +1,20 @@
-"""The registry's key store: each resident's data key, wrapped by the master key, in a database of
-its own.
+"""The registry's key store: each resident's data key, wrapped by the master key, in the schema
+``registry`` of the key database (:mod:`shared.keystore`, which says why the keys live in a
+database of their own).
 
-Why not in the registry's database: crypto-shredding erases a person by deleting their key, and
-that must hold for every copy of the personal data, backups taken *before* the erasure included.
-``cordon backup`` dumps the Cordon database (``database.pgdump``), and anyone can ``pg_dump`` it:
-if the keys were in it, a copy taken yesterday would still open the person erased today. So the
-keys live in the key database (``CORDON_KEYS_DSN``; by default the database ``<name>_keys`` on the
-same server, created on first start), which no dump of the Cordon database holds; the sealed
-fields in ``registry.residents`` are useless without it. Erasing deletes the key row and records
-the subject in ``registry.erasures`` *in the key database*, so a key for that subject is never
-made again. The key database is kept like the master key (replicated, not in the data backups; a
-backup of it of its own erases its copies only as those age out: keep them short).
-
-One row per subject: ``registry.data_keys`` (subject, wrapped key, key id of the master key); the
-blind index's key is kept there too, as subject :data:`INDEX_SUBJECT`. A master key rotation
-(:meth:`KeyStore.rotate`, run when the registry starts) re-wraps every row not wrapped by the
-current master key; nothing else changes (no data re-sealed, no hash recomputed).
+One row per resident in ``registry.data_keys``; the blind index's key is kept there too, as subject
+:data:`shared.keystore.INDEX_SUBJECT`. Erasing a resident deletes their key and records the subject in
+``registry.erasures`` *in the key database*, so a key for that subject is never made again.
 """
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime
-from urllib.parse import unquote, urlsplit
+from shared import keystore, pii
 
-import asyncpg
-import structlog
-
-from services.registry.config import key_settings
-from shared import pii
-from shared.embedded import ensure_database
-from shared.errors import Unavailable
-
-log = structlog.get_logger()
-
-DDL = """
-CREATE SCHEMA IF NOT EXISTS registry;
-CREATE TABLE IF NOT EXISTS registry.data_keys (
-    subject    text PRIMARY KEY,
-    wrapped    bytea NOT NULL,
-    key_id     text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS registry.erasures (
-    subject      text PRIMARY KEY,
-    legal_basis  text NOT NULL,
-    erased_at    timestamptz NOT NULL
-);
-"""
-
-DDL_LOCK = 0x6B6579_646462  # "keydb"
-#: The subject whose "data key" is the blind index's key (not a resident id: ids are slugs).
-INDEX_SUBJECT = "cordon:blind-index"
-_INSERT = ("INSERT INTO registry.data_keys (subject, wrapped, key_id) "
-           "SELECT s, w, k FROM unnest($1::text[], $2::bytea[], $3::text[]) AS t(s, w, k) "
-           "WHERE NOT EXISTS (SELECT 1 FROM registry.erasures e WHERE e.subject = t.s) "
-           "ON CONFLICT (subject) DO NOTHING")
-_SELECT = "SELECT subject, wrapped, key_id FROM registry.data_keys WHERE subject = ANY($1)"
+SCHEMA = "registry"
 
 
-def keys_dsn(pg_dsn: str) -> tuple[str, str]:
-    """The server DSN and the key database's name beside the Cordon database of ``pg_dsn``."""
-    parts = urlsplit(pg_dsn)
-    name = unquote(parts.path.lstrip("/")) or "postgres"
-    return pg_dsn, f"{name}_keys"
-
-
-class KeyStore:
-    """Data keys by subject: made, read (unwrapped), deleted; opened once the service knows its
-    database (:meth:`open`)."""
+class KeyStore(keystore.KeyStore):
+    """The residents' data keys, and the blind index's key (:attr:`index_key`)."""
 
     def __init__(self, keyring: pii.Keyring | None = None, dsn: str | None = None):
-        #: None until :meth:`open` reads it from the environment (a spec is also built by tools
-        #: that only list commands, with no master key at hand).
-        self.keyring = keyring
-        self._dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._opened = asyncio.Event()
-        self._failed: Exception | None = None
-        #: The blind index's key (``shared.pii.blind_index``), kept as the data key of
-        #: :data:`INDEX_SUBJECT`: random, wrapped by the master key, re-wrapped by a rotation.
-        self.index_key: bytes | None = None
-
-    async def open(self, pg_dsn: str) -> None:
-        """Read the master key (if not given), connect to the key database (``CORDON_KEYS_DSN``,
-        else ``<db>_keys`` beside ``pg_dsn``, created if missing) and create its tables. A failure
-        is kept: every command and read that needs a key is then ``unavailable``, saying why."""
-        try:
-            if self.keyring is None:
-                self.keyring, configured = key_settings()
-                self._dsn = self._dsn or configured
-            dsn = self._dsn
-            if not dsn:
-                server, name = keys_dsn(pg_dsn)
-                dsn = await ensure_database(server, name)
-            self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-            async with self._pool.acquire() as conn, conn.transaction():
-                # replicas start together: CREATE ... IF NOT EXISTS is not safe against a concurrent twin
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK)
-                await conn.execute(DDL)
-            self.index_key = (await self._create(self._pool, [INDEX_SUBJECT]))[INDEX_SUBJECT]
-        except Exception as err:
-            self._failed = err
-            log.error("registry.keys_unavailable", error=str(err))
-            raise
-        finally:
-            self._opened.set()
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-
-    async def _ready(self) -> asyncpg.Pool:
-        await self._opened.wait()
-        if self._failed is not None:
-            raise Unavailable(f"the key store is not open ({self._failed}); personal data can be neither "
-                              "written nor read")
-        return self._pool
-
-    async def create(self, subjects: list[str]) -> dict[str, bytes]:
-        """A data key for each subject (made and stored if it has none; an erased subject gets
-        none): subject -> data key. One round trip to write, one to read."""
-        return await self._create(await self._ready(), subjects)
-
-    async def _create(self, pool, subjects: list[str]) -> dict[str, bytes]:
-        fresh = {s: pii.new_data_key() for s in subjects}
-        wrapped = [self.keyring.wrap(s, k) for s, k in fresh.items()]
-        async with pool.acquire() as conn:
-            await conn.execute(_INSERT, list(fresh), [w.blob for w in wrapped], [w.key_id for w in wrapped])
-        return await self._get(pool, subjects)
-
-    async def get(self, subjects: list[str]) -> dict[str, bytes]:
-        """The data keys the store holds for these subjects (an erased one is absent)."""
-        return await self._get(await self._ready(), subjects)
-
-    async def _get(self, pool, subjects: list[str]) -> dict[str, bytes]:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(_SELECT, subjects)
-        return {r["subject"]: self.keyring.unwrap(r["subject"], pii.Wrapped(r["key_id"], r["wrapped"]))
-                for r in rows}
-
-    async def erase(self, subject: str, legal_basis: str, at: datetime) -> bool:
-        """Delete the subject's key for good and record the erasure; True if there was a key."""
-        pool = await self._ready()
-        async with pool.acquire() as conn, conn.transaction():
-            deleted = await conn.fetchval(
-                "DELETE FROM registry.data_keys WHERE subject = $1 RETURNING subject", subject)
-            await conn.execute("INSERT INTO registry.erasures (subject, legal_basis, erased_at) VALUES ($1, $2, $3) "
-                               "ON CONFLICT (subject) DO NOTHING", subject, legal_basis, at)
-        return deleted is not None
-
-    async def rotate(self, batch: int = 500) -> int:
-        """Re-wrap every data key not wrapped by the current master key; how many were. In short
-        transactions of ``batch`` keys: the key database usually shares its server with Cordon's,
-        and a long transaction there would hold back every service's relay (one xid horizon)."""
-        pool, done = await self._ready(), 0
-        while True:
-            async with pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch("SELECT subject, wrapped, key_id FROM registry.data_keys WHERE key_id <> $1 "
-                                        "LIMIT $2 FOR UPDATE SKIP LOCKED", self.keyring.current, batch)
-                for r in rows:
-                    new = self.keyring.rewrap(r["subject"], pii.Wrapped(r["key_id"], r["wrapped"]))
-                    await conn.execute("UPDATE registry.data_keys SET wrapped = $2, key_id = $3 WHERE subject = $1",
-                                       r["subject"], new.blob, new.key_id)
-            done += len(rows)
-            if len(rows) < batch:
-                break
-        if done:
-            log.info("registry.keys_rewrapped", keys=done, key_id=self.keyring.current)
-        return done
+        super().__init__(SCHEMA, keyring, dsn, index_key=True)

@@ -170,6 +170,36 @@ class ShiftEnded(Event, frozen=True, kw_only=True):
     ended_by: str
 
 
+# -- visitors' personal data: who read it, and its retention (services/checkpoint/queries.py) ------
+
+
+@event_type(SERVICE)
+class VisitorContactViewed(Event, frozen=True, kw_only=True):
+    """Someone was shown a visitor's name and phone (``cordon.qry.checkpoint.visitor_contact``):
+    recorded before the answer leaves the checkpoint; no record, no answer. Carries who, which
+    visit and why, never what was shown."""
+
+    #: The actor who read (``staff:li-wei``).
+    viewer: str
+    #: The passage of the visit.
+    passage: str
+    purpose: str
+    viewed_at: datetime
+
+
+@event_type(SERVICE)
+class VisitorDataShredded(Event, frozen=True, kw_only=True):
+    """Retention: the data keys of a community's visitors who came before ``before`` (the start of
+    the tracing window on the day it ran) were deleted, their names and phones unreadable wherever a
+    copy went. Counts only, never who."""
+
+    before: datetime
+    #: How many visits' personal data were shredded.
+    visitors: int
+    shredded_at: datetime
+    shredded_by: str
+
+
 # -- schema 1: recorded before pass numbers left the bus; decoded, never recorded now ----------------
 
 

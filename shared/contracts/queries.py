@@ -346,6 +346,26 @@ class ShiftsReply(Reply, rename={"from_": "from"}):
     days: Annotated[list[ShiftDay], _meta("the days with shifts, in order")]
 
 
+class VisitorContactQuery(Request):
+    passage: Annotated[str, _meta("the passage id of the visit (check_passage's reply, the passage events)")]
+    purpose: Annotated[str, _meta("why (at least 5 characters): recorded with the read, in "
+                                  "VisitorContactViewed", min_length=1, max_length=wire.MAX_NOTE)]
+
+
+class VisitorContactReply(Reply):
+    community: Community
+    compound: str
+    gate: str
+    passage: str
+    host_household: Annotated[str, _meta("the household the visitor came to")]
+    checked_at: Annotated[datetime, _meta("when the visitor was at the gate")]
+    name: str
+    phone: str
+    visit_purpose: Annotated[str, _meta("what the visitor said they came for")]
+    purpose: Annotated[str, _meta("why this read was made, as recorded")]
+    viewed: Annotated[str, _meta("the event_id of the VisitorContactViewed that records this read")]
+
+
 # -- quarantine -----------------------------------------------------------------------------------
 
 
@@ -517,6 +537,9 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
           "and lists: nothing personal, no read recorded"),
     Query("checkpoint.shifts", "checkpoint", ShiftsQuery, ShiftsReply,
           "volunteer person-times, people, hours and open shifts at the gates, per day"),
+    Query("checkpoint.visitor_contact", "checkpoint", VisitorContactQuery, VisitorContactReply,
+          "a visitor's name and phone, to staff of the visited community only and only within the "
+          "tracing window (CORDON_VISITOR_TRACING_DAYS); every read recorded first (VisitorContactViewed)"),
     Query("quarantine.cases", "quarantine", CasesQuery, CasesReply,
           "a committee's quarantine cases, a page at a time"),
     Query("quarantine.history", "quarantine", CaseHistoryQuery, CaseHistoryReply,

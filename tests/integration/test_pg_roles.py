@@ -27,7 +27,7 @@ from shared.config import Config
 from shared.embedded import EmbeddedPostgres, ensure_database
 from tests.support.bus import connect, operator_config
 from tests.support.views import Stream, scripted_day, wait_position
-from tests.support.cordon import Client, as_role, community, household, resident, running
+from tests.support.cordon import COMMUNITY, Client, as_role, community, eventually, household, resident, running
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +85,46 @@ async def test_only_the_registrys_role_reads_the_residents(nats_url, pg_dsn):
     assert await owners(keys, "registry") == {"cordon_registry"}
     assert await fetchval(keys, "SELECT count(*) FROM registry.data_keys") >= 2  # the resident's, the index key
     for other in OTHERS:
+        if other in pgroles.KEY_SCHEMAS:  # the checkpoint keeps its visitors' keys there, in its own schema
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for schema registry"):
+                await fetchval(pgroles.role_dsn(keys, other), "SELECT count(*) FROM registry.data_keys")
+            continue
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for database"):
+            await fetchval(pgroles.role_dsn(keys, other), "SELECT 1")
+
+
+@pytest.mark.timeout(90)
+async def test_only_the_checkpoints_role_reads_the_visitors_keys(nats_url, pg_dsn):
+    # Given the registry and the checkpoint running as their own roles, and a visitor let in
+    nc = await connect(nats_url)
+    try:
+        async with running(registry(), nats_url, await as_role(pg_dsn, "registry")), \
+                running(checkpoint(), nats_url, await as_role(pg_dsn, "checkpoint")):
+            client = Client(nc)
+            await community(client)
+            host = await household(client)
+            await eventually(lambda: fetchval(pg_dsn, "SELECT count(*) FROM checkpoint.dir_households"))
+            reply = await Client(nc, "checkpoint").ok(
+                "check_passage", community=COMMUNITY, compound="nangong-1", gate="g1", direction="in",
+                temperature_c=36.5, visitor={"name": "张三丰", "phone": "13800001111", "host_household": host,
+                                             "purpose": "送药"})
+    finally:
+        await nc.close()
+    # Then the visit's data key is in the checkpoint's schema of the key database, the checkpoint role's
+    keys = keys_database(pg_dsn)
+    mine = pgroles.role_dsn(keys, "checkpoint")
+    assert await fetchval(mine, f"SELECT count(*) FROM checkpoint.data_keys WHERE subject = '{reply['passage']}'") == 1
+    assert await owners(keys, "checkpoint") == {"cordon_checkpoint"}
+    # And the registry's role, though it owns the key database, is refused them, and the
+    # checkpoint's is refused the residents' keys
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for schema checkpoint"):
+        await fetchval(pgroles.role_dsn(keys, "registry"), "SELECT count(*) FROM checkpoint.data_keys")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for schema registry"):
+        await fetchval(mine, "SELECT count(*) FROM registry.data_keys")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await fetchval(mine, "CREATE TABLE registry.copy (x int)")
+    # And no other service's role connects there at all
+    for other in ("quarantine", "logistics", "views", "audit"):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for database"):
             await fetchval(pgroles.role_dsn(keys, other), "SELECT 1")
 

@@ -46,6 +46,8 @@ SERVICES = (registry_spec, checkpoint_spec, quarantine_spec, logistics_spec, vie
 class Committee:
     nc: Any
     resident: str
+    #: a visitor's passage
+    passage: str
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +69,12 @@ async def committee(pg_server, tmp_path_factory):
         stack.push_async_callback(nc.close)
         db = await asyncpg.connect(dsn)
         stack.push_async_callback(db.close)
-        resident = await _record(As(nc, None), db)
+        resident, passage = await _record(As(nc, None), db)
         await _caught_up(nc, db)
-        yield Committee(nc, resident)
+        yield Committee(nc, resident, passage)
 
 
-async def _record(operator: As, db) -> str:
+async def _record(operator: As, db) -> tuple[str, str]:
     place = dict(community=NANGONG, compound="nangong-1")
     await operator.ok("registry", "register_compound", **place, name="南宫小区", buildings=["b1"], gates=["g1"])
     reply = await operator.ok("registry", "register_household", **place, building="b1", address="b1 room 1")
@@ -105,7 +107,11 @@ async def _record(operator: As, db) -> str:
     await operator.ok("logistics", "assign_delivery", request=food, volunteer=VOLUNTEER)
     await operator.ok("logistics", "record_delivery", request=food, outcome="no_answer")
     await operator.ok("logistics", "assign_delivery", request=food, volunteer=VOLUNTEER)
-    return resident
+    visit = await operator.ok("checkpoint", "check_passage", **place, gate="g1", direction="in", temperature_c=36.5,
+                              occurred_at=at(1, "10:00").isoformat(), visitor={
+                                  "name": "张三丰", "phone": "13800001111", "host_household": household,
+                                  "purpose": "送药"})
+    return resident, visit["passage"]
 
 
 async def _caught_up(nc, db) -> None:
@@ -153,6 +159,9 @@ CASES = {
                            lambda r: [n.display_name for n in r.residents] == ["王*伟"]),
     "checkpoint.shifts": Case("checkpoint.shifts", lambda c: q.ShiftsQuery(community=NANGONG, on=day(1)),
                               lambda r: r.days and r.person_times == 2 and r.open_shifts == 1),
+    "checkpoint.visitor_contact": Case(
+        "checkpoint.visitor_contact", lambda c: q.VisitorContactQuery(passage=c.passage, purpose="contact tracing"),
+        lambda r: r.name == "张三丰" and r.viewed, Identity(name="li-wei", role="staff", scope=NANGONG)),
     "quarantine.cases": Case("quarantine.cases", lambda c: q.CasesQuery(community=NANGONG, status="all"),
                              lambda r: r.cases and r.cases[0].checkins == 1),
     "quarantine.history": Case("quarantine.history", lambda c: q.CaseHistoryQuery(resident=c.resident),

@@ -270,7 +270,7 @@ async def test_a_day_of_real_commands_of_every_service_over_http(city):
 
 
 #: A request of each query the module's city can answer; a query added to QUERIES needs one here.
-def query_samples(city: City) -> dict[str, dict]:
+def query_samples(city: City, visit: str) -> dict[str, dict]:
     return {
         "community": {"community": NANGONG, "on": str(day(1))},
         "rollup": {"scope": "changning", "on": str(day(1)), "detail": "true"},
@@ -281,6 +281,7 @@ def query_samples(city: City) -> dict[str, dict]:
         "registry.contact": {"resident": city.r_a, "purpose": "a welfare call"},
         "registry.names": {"community": NANGONG, "residents": city.r_a},
         "checkpoint.shifts": {"community": NANGONG, "on": str(day(1))},
+        "checkpoint.visitor_contact": {"passage": visit, "purpose": "contact tracing"},
         "quarantine.cases": {"community": NANGONG, "status": "all", "limit": "2"},
         "quarantine.history": {"resident": city.r_a},
         "logistics.requests": {"community": NANGONG, "limit": "3"},
@@ -293,12 +294,16 @@ def query_samples(city: City) -> dict[str, dict]:
 async def test_every_query_answers_over_http_with_its_reply(city):
     from shared.contracts.queries import QUERIES  # the typed queries (branch typed-queries)
 
-    samples = query_samples(city)
+    visit = await city.ok(OPERATOR, "checkpoint", "check_passage", {
+        "community": NANGONG, "compound": "nangong-1", "gate": "g2", "direction": "in", "temperature_c": 36.4,
+        "visitor": {"name": "张三丰", "phone": "13800001111", "host_household": city.h_a, "purpose": "送药"}})
+    samples = query_samples(city, visit["passage"])
     assert set(QUERIES) <= set(samples), f"no sample request for {set(QUERIES) - set(samples)}"
     for view, query in QUERIES.items():
         # The query string's fields are typed to the view's request ("10" is 10, "true" is true)
-        # (names and phones go to the resident's own committee's staff only)
-        reply = await city.query(LI_WEI if view == "registry.contact" else OPERATOR, view, **samples[view])
+        # (names and phones go to the resident's (the visited) committee's staff only)
+        personal = view in ("registry.contact", "checkpoint.visitor_contact")
+        reply = await city.query(LI_WEI if personal else OPERATOR, view, **samples[view])
         assert reply.status_code == 200, (view, reply.text)
         # and the reply is the view's, field for field
         try:

@@ -36,6 +36,8 @@ MANIFESTS = sorted([*(DEPLOY / "k8s").glob("*.yaml"), *(DEPLOY / "k8s" / "exampl
 #: Every Cordon process a deployment runs: each service, and the web gateway.
 DEPLOYED = (*SERVICES, "web")
 TWO_REPLICAS = ("registry", "checkpoint", "quarantine", "logistics")
+#: The services that seal personal data, each given the master key (the others never see it).
+KEEPS_PERSONAL_DATA = ("registry", "checkpoint")
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
 
 
@@ -209,7 +211,7 @@ def test_every_service_and_the_gateway_is_deployed_with_probes_resources_and_a_b
     secrets = mounted_secrets(deployment["spec"]["template"]["spec"])
     expected = {f"cordon-nats-creds-{name}": str(Path(config["CORDON_NATS_CREDS"]).parent),
                 f"cordon-pg-{name}": str(Path(config["CORDON_PG_PASSWORD_FILE"]).parent)}
-    if name == "registry":  # the master key that wraps residents' data keys: the registry's alone
+    if name in KEEPS_PERSONAL_DATA:  # the master key that wraps residents' and visitors' data keys
         expected["cordon-master-key"] = "/etc/cordon/master"
         assert {"name": "CORDON_MASTER_KEY_FILE", "value": "/etc/cordon/master/master.key"} in c["env"]
     else:
@@ -392,9 +394,9 @@ def test_each_cordon_container_starts_after_auth_init_with_its_own_creds_on_the_
         assert pg["read_only"] and Path(pg["volume"]["subpath"]) == password.parent
         assert env["CORDON_PG_PASSWORD_FILE"] == f"{pg['target']}/{password.name}"
         assert service["depends_on"]["db-roles"] == {"condition": "service_completed_successfully"}
-    # the registry's master key, the file auth init made, in a folder mounted into the registry alone
+    # the master key, the file auth init made, in a folder mounted into the registry and the checkpoint alone
     master = written["master key"].relative_to(tmp_path / "authority")
-    if name == "registry":
+    if name in KEEPS_PERSONAL_DATA:
         mount = mounts["/var/lib/cordon/master"]
         assert mount["read_only"] and Path(mount["volume"]["subpath"]) == master.parent
         assert env["CORDON_MASTER_KEY_FILE"] == f"{mount['target']}/{master.name}"
