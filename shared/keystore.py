@@ -109,7 +109,7 @@ class KeyStore:
         self._insert = (f"INSERT INTO {s}.data_keys (subject, wrapped, key_id) "
                         "SELECT s, w, k FROM unnest($1::text[], $2::bytea[], $3::text[]) AS t(s, w, k) "
                         f"WHERE NOT EXISTS (SELECT 1 FROM {s}.erasures e WHERE e.subject = t.s) "
-                        "ON CONFLICT (subject) DO NOTHING")
+                        "ON CONFLICT (subject) DO NOTHING RETURNING subject")
         self._select = f"SELECT subject, wrapped, key_id FROM {s}.data_keys WHERE subject = ANY($1)"
 
     async def open(self, pg_dsn: str) -> None:
@@ -151,15 +151,19 @@ class KeyStore:
 
     async def create(self, subjects: list[str]) -> dict[str, bytes]:
         """A data key for each subject (made and stored if it has none; an erased subject gets
-        none): subject -> data key. One round trip to write, one to read."""
+        none): subject -> data key. One round trip when every subject is new (the usual case: a
+        registration), a second to read the keys of those that had one."""
         return await self._create(await self._ready(), subjects)
 
     async def _create(self, pool, subjects: list[str]) -> dict[str, bytes]:
         fresh = {s: pii.new_data_key() for s in subjects}
         wrapped = [self.keyring.wrap(s, k) for s, k in fresh.items()]
         async with pool.acquire() as conn:
-            await conn.execute(self._insert, list(fresh), [w.blob for w in wrapped], [w.key_id for w in wrapped])
-        return await self._get(pool, subjects)
+            rows = await conn.fetch(self._insert, list(fresh), [w.blob for w in wrapped], [w.key_id for w in wrapped])
+        made = {r["subject"]: fresh[r["subject"]] for r in rows}
+        if len(made) < len(fresh):  # a subject that had a key keeps it; an erased one gets none
+            made.update(await self._get(pool, [s for s in fresh if s not in made]))
+        return made
 
     async def get(self, subjects: list[str]) -> dict[str, bytes]:
         """The data keys the store holds for these subjects (an erased or shredded one is absent)."""

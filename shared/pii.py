@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -95,7 +96,7 @@ class Keyring:
     def wrap(self, subject: str, data_key: bytes) -> Wrapped:
         """``data_key`` wrapped by the current master key, bound to ``subject``."""
         nonce = os.urandom(NONCE_BYTES)
-        blob = AESGCM(self.keys[self.current]).encrypt(nonce, data_key, _WRAP + subject.encode())
+        blob = _master(self.keys[self.current]).encrypt(nonce, data_key, _WRAP + subject.encode())
         return Wrapped(self.current, nonce + blob)
 
     def unwrap(self, subject: str, wrapped: Wrapped) -> bytes:
@@ -107,7 +108,7 @@ class Keyring:
                             "which is not configured (CORDON_MASTER_KEY_FILE: keep old keys until a "
                             "rotation has re-wrapped everything)")
         try:
-            return _open(master, wrapped.blob, _WRAP + subject.encode())
+            return _open(_master(master), wrapped.blob, _WRAP + subject.encode())
         except InvalidTag:
             raise KeyProblem(f"the wrapped data key of {subject} does not open (altered, or not its own)") from None
 
@@ -123,8 +124,19 @@ def blind_index(index_key: bytes, kind: str, value: str) -> str:
     """A keyed hash of ``value`` for equality look-ups (hex): equal values, equal hashes; without
     the index key, nothing to learn or to guess against. The index key is a random key kept
     wrapped by the master key like a data key (so a rotation re-wraps it and the hashes stay)."""
-    derived = hmac.new(index_key, _INDEX, hashlib.sha256).digest()
-    return hmac.new(derived, kind.encode() + b"\0" + value.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(_index(index_key), kind.encode() + b"\0" + value.encode(), "sha256").hex()
+
+
+@functools.lru_cache(maxsize=4)
+def _index(index_key: bytes) -> bytes:
+    # derived once per index key, not per look-up (a register_resident batch hashes every number)
+    return hmac.digest(index_key, _INDEX, "sha256")
+
+
+@functools.lru_cache(maxsize=8)
+def _master(master_key: bytes) -> AESGCM:
+    # a master key's cipher made once: every data key made or read is wrapped or unwrapped by one
+    return AESGCM(master_key)
 
 
 def new_data_key() -> bytes:
@@ -147,10 +159,11 @@ def unseal(data_key: bytes, subject: str, sealed: bytes) -> bytes:
         raise KeyProblem(f"the personal data of {subject} does not open with this key") from None
 
 
-def _open(key: bytes, blob: bytes, aad: bytes) -> bytes:
+def _open(key: bytes | AESGCM, blob: bytes, aad: bytes) -> bytes:
     if len(blob) < NONCE_BYTES + 16:
         raise InvalidTag()
-    return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+    aead = key if isinstance(key, AESGCM) else AESGCM(key)
+    return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
 
 
 def from_env(env: Mapping[str, str]) -> Keyring:

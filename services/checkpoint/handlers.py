@@ -17,7 +17,6 @@ keys once the tracing window is over.
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -244,8 +243,7 @@ def _sealed_visitor(ctx: Context, cmd: commands.CheckPassage) -> bytes:
 
 def sealed_visitor(data_key: bytes, passage: str, name: str, phone: str, purpose: str) -> bytes:
     """A visitor's personal fields as ``checkpoint.visitors.personal`` holds them."""
-    plain = json.dumps({"name": name, "phone": phone, "purpose": purpose}, ensure_ascii=False)
-    return pii.seal(data_key, passage, plain.encode())
+    return pii.seal(data_key, passage, msgspec.json.encode({"name": name, "phone": phone, "purpose": purpose}))
 
 
 # -- shifts --------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ masked name only.
 """
 from __future__ import annotations
 
-import json
+import asyncio
+
 from dataclasses import dataclass, field
 
 import msgspec
@@ -71,14 +72,25 @@ async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) ->
     new_subjects = [c.resident for c in registering] + [
         household_subject(c.household) for c in cmds if isinstance(c, commands.RegisterHousehold)]
     travellers = [c.resident for c in cmds if isinstance(c, commands.RegisterArrival)]
-    if new_subjects:
-        scratch.data_keys = await scratch.keys.create(new_subjects)  # first: opens the store
-    if travellers:
-        scratch.data_keys.update(await scratch.keys.get(travellers))
-    if registering:
-        hashes = [id_hash(scratch.keys.index_key, c.id_number) for c in registering]
-        rows = await conn.fetch(tables.TAKEN_ID_HASHES, hashes)
-        scratch.id_numbers_taken = {r["id_hash"] for r in rows}
+    keys = scratch.keys
+    # The three round trips at once (two to the key database, one here): the writer waits for
+    # this batch's slowest, not their sum. All are awaited before any error is raised, so the
+    # connection is idle again when the runtime goes on with it.
+    made, read, taken = await asyncio.gather(
+        keys.create(new_subjects) if new_subjects else _nothing(),
+        keys.get(travellers) if travellers else _nothing(),
+        conn.fetch(tables.TAKEN_ID_HASHES, [id_hash(keys.index_key, c.id_number) for c in registering])
+        if registering and keys.index_key is not None else _nothing(),
+        return_exceptions=True)
+    for result in (made, read, taken):
+        if isinstance(result, BaseException):
+            raise result
+    scratch.data_keys = {**(made or {}), **(read or {})}
+    scratch.id_numbers_taken = {r["id_hash"] for r in taken or ()}
+
+
+async def _nothing() -> None:
+    return None
 
 
 def household_subject(household: str) -> str:
@@ -88,7 +100,7 @@ def household_subject(household: str) -> str:
 
 def seal_json(data_key: bytes, subject: str, value) -> bytes:
     """``value`` as JSON sealed with ``data_key`` for ``subject`` (AES-GCM, ``shared.pii``)."""
-    return pii.seal(data_key, subject, json.dumps(value, ensure_ascii=False).encode())
+    return pii.seal(data_key, subject, msgspec.json.encode(value))
 
 
 def _key(ctx: Context, subject: str) -> bytes:
@@ -107,9 +119,8 @@ def sealed_personal(data_key: bytes, resident: str, name: str, id_number: str, p
                     birth_year: int | None) -> bytes:
     """The personal fields of a resident as ``registry.residents.personal`` holds them (the birth
     year is null for a resident registered before it left ResidentRegistered and not in its event)."""
-    plain = json.dumps({"name": name, "id_number": id_number, "phone": phone, "birth_year": birth_year},
-                       ensure_ascii=False)
-    return pii.seal(data_key, resident, plain.encode())
+    plain = msgspec.json.encode({"name": name, "id_number": id_number, "phone": phone, "birth_year": birth_year})
+    return pii.seal(data_key, resident, plain)
 
 
 
@@ -167,8 +178,7 @@ async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:
     )
     [event] = await _decide_and_append(ctx, cmd, facts)
     # Where from, how and where else: for tracing, here (the event carries the class and the day).
-    travel = {"origin": cmd.origin.strip(), "transport": msgspec.to_builtins(cmd.transport),
-              "visited": msgspec.to_builtins(cmd.visited)}
+    travel = {"origin": cmd.origin.strip(), "transport": cmd.transport, "visited": cmd.visited}
     ctx.write(tables.INSERT_TRAVEL, event.arrival, event.resident, event.community,
               seal_json(_key(ctx, event.resident), f"arrival:{event.arrival}", travel), cmd.occurred_at)
 
