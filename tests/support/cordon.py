@@ -98,20 +98,20 @@ async def resident(client: Client, household_id: str, **extra) -> str:
 
 
 async def read_stream(nats_url: str, expect: int, timeout: float = 10.0, subjects: str = "cordon.evt.>") -> list:
-    """Every message in CORDON (waits until ``expect`` are there), in stream order."""
+    """The messages of CORDON on ``subjects`` (waits until ``expect`` of them are there), in stream order."""
     nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            info = await js.stream_info(STREAM)
-            if info.state.messages >= expect or asyncio.get_running_loop().time() > deadline:
+            count = await _matching(js, subjects)
+            if count >= expect or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.05)
         sub = await js.subscribe(subjects, ordered_consumer=True,
                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
         out = []
-        for _ in range(info.state.messages):
+        for _ in range(count):
             try:
                 out.append(await sub.next_msg(timeout=2))
             except Exception:
@@ -120,6 +120,13 @@ async def read_stream(nats_url: str, expect: int, timeout: float = 10.0, subject
         return out
     finally:
         await nc.close()
+
+
+async def _matching(js, subjects: str) -> int:
+    state = (await js.stream_info(STREAM)).state
+    if subjects == "cordon.evt.>" or not state.messages:
+        return state.messages
+    return sum((await js.stream_info(STREAM, subjects_filter=subjects)).state.subjects.values())
 
 
 async def publish_events(nats_url: str, events, *, occurred_at, actor: str = "staff:zhao-lei",
