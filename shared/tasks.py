@@ -1,7 +1,8 @@
-"""Stopping asyncio tasks for sure."""
+"""Stopping asyncio tasks for sure, and running one every so often."""
 from __future__ import annotations
 
 import asyncio
+from typing import Awaitable, Callable
 
 
 async def cancel(task: asyncio.Task | None, grace: float = 1.0) -> None:
@@ -17,3 +18,17 @@ async def cancel(task: asyncio.Task | None, grace: float = 1.0) -> None:
         await asyncio.wait({task}, timeout=grace)
     if not task.cancelled() and task.exception() is not None:
         pass  # already logged by the task's own handler; reading it here silences asyncio's warning
+
+
+async def every(interval: float, tick: Callable[[], Awaitable[object]], log, event: str) -> None:
+    """Await ``tick()`` every ``interval`` seconds, for ever: a service's time-driven work. A tick
+    that fails (PostgreSQL or the key store away, a refusal) is logged as ``event`` and the next
+    one tries again; only a cancellation ends the loop."""
+    while True:
+        try:
+            await tick()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(event, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(interval)

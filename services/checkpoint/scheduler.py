@@ -12,12 +12,12 @@ Time is ``host.clock`` (tests inject one).
 """
 from __future__ import annotations
 
-import asyncio
 from datetime import date, datetime
 
 from services.checkpoint.commands import ShredVisitorData
 from services.checkpoint.config import Config
 from shared import log as logging
+from shared import tasks
 
 log = logging.get("checkpoint.retention")
 ACTOR = "system:visitor-retention"
@@ -36,14 +36,7 @@ class Retention:
         self.done: date | None = None
 
     async def run(self, interval: float) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # PostgreSQL or the key store away: the next tick tries again
-                log.warning("retention.tick_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(interval)
+        await tasks.every(interval, self.tick, log, "retention.tick_failed")
 
     async def tick(self) -> int | None:
         """Shred what is due at ``host.clock()`` unless today's run is done; how many visits' data

@@ -17,6 +17,7 @@ from services.logistics.commands import RaiseDailyRequest
 from services.logistics.config import Config
 from services.logistics.reactions import ACTOR, feed_late_households
 from shared import log as logging
+from shared import tasks
 
 log = logging.get("logistics.scheduler")
 
@@ -48,13 +49,6 @@ def daily_requests(config: Config):
     """The background task for ``ServiceSpec.background``: every ``config.daily_interval_s``."""
 
     async def daily_requests(host) -> None:
-        while True:
-            try:
-                await raise_due(host, config)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # PostgreSQL away: try again next tick
-                log.warning("daily.failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(config.daily_interval_s)
+        await tasks.every(config.daily_interval_s, lambda: raise_due(host, config), log, "daily.failed")
 
     return daily_requests

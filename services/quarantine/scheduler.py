@@ -25,6 +25,7 @@ from services.quarantine import tables
 from services.quarantine.commands import RecordMissedCheckins, ReleaseCase
 from services.quarantine.config import Config
 from shared import log as logging
+from shared import tasks
 
 log = logging.get("quarantine.scheduler")
 ACTOR = "system:checkin-scheduler"
@@ -63,14 +64,7 @@ class Scheduler:
         self.catchup_days = catchup_days
 
     async def run(self, interval: float) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # PostgreSQL away, a refusal: the next tick tries again
-                log.warning("scheduler.tick_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(interval)
+        await tasks.every(interval, self.tick, log, "scheduler.tick_failed")
 
     async def tick(self) -> dict:
         """Do what is due at ``host.clock()``; returns what was done."""

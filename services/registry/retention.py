@@ -17,7 +17,6 @@ run again on the next tick; nobody is shredded twice.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from datetime import date, datetime, timedelta
 
@@ -25,6 +24,7 @@ from services.registry import tables
 from services.registry.commands import MAX_RETENTION, ApplyRetention
 from services.registry.config import Config
 from shared import log as logging
+from shared import tasks
 
 log = logging.get("registry.retention")
 ACTOR = "system:retention"
@@ -43,14 +43,7 @@ class Retention:
         self.chunk = chunk
 
     async def run(self, interval: float) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the key store or PostgreSQL away: the next tick tries again
-                log.warning("retention.tick_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(interval)
+        await tasks.every(interval, self.tick, log, "retention.tick_failed")
 
     async def tick(self) -> int | None:
         """Run today's retention unless done already; how many were shredded (None: done before)."""
