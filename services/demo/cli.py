@@ -55,13 +55,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     load = sub.add_parser("load", help="open-loop load of the demo's traffic: achieved rate and latency "
                                        "percentiles per command kind, one JSON line last")
-    load.add_argument("--rate", type=_positive(float), required=True, help="commands a second")
+    load.add_argument("--rate", type=_positive(float), default=None, help="commands a second (or --committees)")
     load.add_argument("--duration", type=_positive(float), required=True, help="seconds")
     load.add_argument("--seed", type=int, default=7)
     load.add_argument("--mix", default=None, help="kind=weight,... of passage, resident, visitor, arrival, "
                                                   "request, masks, household; case, checkin, sample (quarantine) "
                                                   "(default passage=80,...)")
-    load.add_argument("--households", type=_positive(int), default=1000, help="households of the set-up compound")
+    load.add_argument("--households", type=_positive(int), default=None,
+                      help="households of the set-up compound (default 1000; with --committees, 100 each)")
+    load.add_argument("--committees", type=_positive(int), default=None,
+                      help="offer N residential committees' traffic at their real daily rate "
+                           "(15,000 commands a committee a day), each in its own community")
+    load.add_argument("--speed", type=_positive(float), default=None,
+                      help="with --committees: time compression, simulated seconds per second (default 1)")
+    load.add_argument("--days", type=_positive(float), default=None,
+                      help="with --committees: simulated days the run covers (sets --speed)")
     load.add_argument("--run-id", default=None, help="reuse a run's command ids (replays its replies)")
     load.add_argument("--data-dir", default=None, help="where embedded servers keep data (default: temporary)")
     load.add_argument("--nats-url", default=None, help="a running Cordon (default CORDON_NATS_URL)")
@@ -88,11 +96,29 @@ def run_demo(args: argparse.Namespace, config) -> int:
         return _failed("demo", exc)
 
 
+def _load_form(args: argparse.Namespace) -> None:
+    """One of the two forms: --rate, or --committees [--speed | --days]; refused before anything starts."""
+    from services.demo import city, load
+
+    if args.committees is None:
+        if args.rate is None:
+            raise ValueError("give --rate R, or --committees N")
+        if args.speed is not None or args.days is not None:
+            raise ValueError("--speed and --days go with --committees")
+        return
+    if args.rate is not None:
+        raise ValueError("--committees sets the rate: give --rate or --committees, not both")
+    if any(k in load.QUARANTINE_KINDS for k in load.parse_mix(args.mix)):
+        raise ValueError("the quarantine kinds are not offered with --committees (their set-up is dated today)")
+    city.Plan.of(args.committees, args.duration, args.speed, args.days)
+
+
 def run_load(args: argparse.Namespace, config) -> int:
     from services.demo import load, system
 
     try:
         mix = load.parse_mix(args.mix)
+        _load_form(args)
     except ValueError as exc:
         print(f"cordon load: {exc}", file=sys.stderr)
         return 2
@@ -105,7 +131,8 @@ def run_load(args: argparse.Namespace, config) -> int:
                                  Path(args.data_dir) if args.data_dir else None, say,
                                  config.nats_creds, log_name="load") as (url, creds):
             return await load.run_load(url, creds, rate=args.rate, duration=args.duration, seed=args.seed, mix=mix,
-                                       households=args.households, run=args.run_id, say=say)
+                                       households=args.households, run=args.run_id, committees=args.committees,
+                                       speed=args.speed, days=args.days, say=say)
 
     from services.demo.client import NoReply
 

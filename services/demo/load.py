@@ -89,59 +89,75 @@ class Site:
     households: list[str]
     residents: dict[str, str]  # resident -> household
     passes: dict[str, str] = field(default_factory=dict)  # household -> printed number
+    community: str = COMMUNITY
     screening: str | None = None  # the day's screening round (quarantine kinds only)
     cases: list[str] = field(default_factory=list)  # cases open for check-ins (quarantine kinds only)
 
 
-def site_for(seed: int, households: int) -> Site:
-    compound = f"load-{seed_tag(seed)}-{households}"  # a compound per size: set-ups never mix
+def site_for(seed: int, households: int, community: str = COMMUNITY, name: str | None = None) -> Site:
+    """The set-up of ``households`` households (two residents each) in one compound of ``community``;
+    ``name`` tells apart the compounds of several committees (``cordon load --committees``)."""
+    compound = f"load-{seed_tag(seed)}-{name + '-' if name else ''}{households}"  # a compound per size: set-ups never mix
     hs = [f"{compound}-h{i + 1:05d}" for i in range(households)]
-    return Site(compound, ["g1", "g2"], hs, {f"{h}-r{j}": h for h in hs for j in (1, 2)})
+    return Site(compound, ["g1", "g2"], hs, {f"{h}-r{j}": h for h in hs for j in (1, 2)}, community=community)
 
 
-async def setup(api: Api, site: Site, seed: int, say=lambda line: None, quarantine: bool = False) -> None:
-    """Create (or replay) the set-up data; fills ``site.passes`` (and, with ``quarantine``, the
-    day's screening round and a few open cases: ``site.screening``, ``site.cases``)."""
-    people = People(random.Random(seed * 7919 + len(site.households)))  # ID numbers of its own per set-up
+async def setup(api: Api, site: Site | list[Site], seed: int, say=lambda line: None, quarantine: bool = False) -> None:
+    """Create (or replay) the set-up data of one site or several; fills each ``site.passes`` (and,
+    with ``quarantine``, the day's screening round and a few open cases: ``site.screening``,
+    ``site.cases``). Each step is sent for every site at once, so many committees set up at the
+    rate of one."""
+    sites = site if isinstance(site, list) else [site]
     eve = datetime(2020, 2, 16, 20, 0, tzinfo=CST).isoformat()
     office = "staff:load-office"
 
     def c(service: str, command: str, key: str, /, **body) -> Call:
         return cmd(service, command, command_id=f"load-setup:{command}:{key}", actor=office, occurred_at=eve, **body)
 
-    buildings = [f"b{i + 1:02d}" for i in range(max(1, math.ceil(len(site.households) / 68)))]
-    steps = [
-        [c("registry", "register_compound", site.compound, community=COMMUNITY, compound=site.compound,
-           name="压测小区", buildings=buildings, gates=site.gates)],
-        [c("registry", "register_household", h, community=COMMUNITY, compound=site.compound,
-           building=buildings[i % len(buildings)], address=f"{i + 1}室", household=h)
-         for i, h in enumerate(site.households)],
-        [c("registry", "register_resident", r, household=h, name=people.name(),
-           id_number=people.id_number(1960 + i % 50), birth_year=1960 + i % 50, resident=r)
-         for i, (r, h) in enumerate(site.residents.items())],
-    ]
+    steps: list[list[Call]] = [[], [], []]
+    for s in sites:
+        people = People(random.Random(seed * 7919 + len(s.households)))  # ID numbers of its own per set-up
+        if s.community != COMMUNITY:  # committees of a city: no two share an ID number
+            people = People(random.Random(f"{seed}:{s.compound}"))
+        buildings = [f"b{i + 1:02d}" for i in range(max(1, math.ceil(len(s.households) / 68)))]
+        steps[0].append(c("registry", "register_compound", s.compound, community=s.community, compound=s.compound,
+                          name="压测小区", buildings=buildings, gates=s.gates))
+        steps[1] += [c("registry", "register_household", h, community=s.community, compound=s.compound,
+                       building=buildings[i % len(buildings)], address=f"{i + 1}室", household=h)
+                     for i, h in enumerate(s.households)]
+        steps[2] += [c("registry", "register_resident", r, household=h, name=people.name(),
+                       id_number=people.id_number(1960 + i % 50), birth_year=1960 + i % 50, resident=r)
+                     for i, (r, h) in enumerate(s.residents.items())]
     for step in steps:
-        replies = await api.many(step)
-        bad = [r for r in replies if not r.get("ok")]
-        if bad:
-            raise RuntimeError(f"set-up {step[0].name}: {len(bad)} refused, e.g. {bad[0]}")
+        await _must(api, step, say)
     await api.settle()
-    final = await api.many([
-        c("checkpoint", "set_control_level", site.compound, community=COMMUNITY, compound=site.compound,
+    final = await _must(api, [call for s in sites for call in (
+        c("checkpoint", "set_control_level", s.compound, community=s.community, compound=s.compound,
           level="closed"),
-        c("checkpoint", "issue_passes", site.compound, community=COMMUNITY, compound=site.compound,
+        c("checkpoint", "issue_passes", s.compound, community=s.community, compound=s.compound,
           all_households=True),
-        c("logistics", "receive_stock", site.compound, community=COMMUNITY, source="allocation",
-          items=[{"item": "vegetable-pack", "qty": 100_000}, {"item": "masks", "qty": 100_000}]),
-    ])
-    issued = final[1]
-    if not issued.get("ok"):
-        raise RuntimeError(f"set-up issue_passes: {issued.get('error')}")
-    site.passes = {p["household"]: p["number"] for p in issued["passes"]}
-    if quarantine:
-        await _setup_quarantine(api, site, office)
-    say(f"set-up: {len(site.households):,} households, {len(site.residents):,} residents, "
-        f"{len(site.passes):,} passes in {COMMUNITY}")
+        c("logistics", "receive_stock", s.compound, community=s.community, source="allocation",
+          items=[{"item": "vegetable-pack", "qty": 100_000}, {"item": "masks", "qty": 100_000}]))], say)
+    for s, issued in zip(sites, final[1::3]):
+        s.passes = {p["household"]: p["number"] for p in issued["passes"]}
+    for s in sites if quarantine else ():
+        await _setup_quarantine(api, s, office)
+    where = sites[0].community if len(sites) == 1 else f"{len(sites):,} committees"
+    say(f"set-up: {sum(len(s.households) for s in sites):,} households, "
+        f"{sum(len(s.residents) for s in sites):,} residents, {sum(len(s.passes) for s in sites):,} passes in {where}")
+
+
+async def _must(api: Api, calls: list[Call], say) -> list[dict]:
+    """Send a set-up step (with a line of progress when it is long); any refusal stops the set-up."""
+    t0 = time.perf_counter()
+    replies = await api.many(calls)
+    bad = [r for r in replies if not r.get("ok")]
+    if bad:
+        raise RuntimeError(f"set-up {calls[0].name}: {len(bad)} refused, e.g. {bad[0]}")
+    if len(calls) >= 1000:
+        seconds = time.perf_counter() - t0
+        say(f"set-up {calls[0].name}: {len(calls):,} in {seconds:.1f} s ({len(calls) / seconds:,.0f}/s)")
+    return replies
 
 
 async def _setup_quarantine(api: Api, site: Site, office: str) -> None:
@@ -160,9 +176,9 @@ async def _setup_quarantine(api: Api, site: Site, office: str) -> None:
                    occurred_at=now.isoformat(), **body)
 
     replies = await api.many([
-        c("schedule_screening", site.screening, community=COMMUNITY, compound=site.compound, on=day,
+        c("schedule_screening", site.screening, community=site.community, compound=site.compound, on=day,
           screening=site.screening, slots=[{"label": "all day", "from": "00:00", "to": "23:59"}]),
-        *(c("open_case", case, community=COMMUNITY, resident=r, kind="home", reason="close_contact",
+        *(c("open_case", case, community=site.community, resident=r, kind="home", reason="close_contact",
             starts_on=day, case=case) for case, r in zip(site.cases, residents)),
     ])
     bad = [r for r in replies if not r.get("ok")]
@@ -171,20 +187,27 @@ async def _setup_quarantine(api: Api, site: Site, office: str) -> None:
 
 
 class Generator:
-    """The seeded sequence of commands of the mix."""
+    """The seeded sequence of commands of the mix, over one site or several (each command goes to a
+    site drawn at random: committees of one size get equal shares)."""
 
-    def __init__(self, site: Site, mix: dict[str, int], seed: int, run: str):
-        self.site = site
+    def __init__(self, site: Site | list[Site], mix: dict[str, int], seed: int, run: str):
+        self.sites = site if isinstance(site, list) else [site]
         self.rng = random.Random(seed)
         self.people = People(random.Random(seed + 1))
         self.kinds, self.weights = zip(*[(k, w) for k, w in mix.items() if w > 0])
         self.run = run
         self.n = 0
-        self.residents = list(site.residents)
-        self.with_pass = [h for h in site.households if h in site.passes]
+        self._targets = [(list(s.residents), [h for h in s.households if h in s.passes]) for s in self.sites]
+        self._choose(0)
+
+    def _choose(self, i: int) -> None:
+        self.site = self.sites[i]
+        self.residents, self.with_pass = self._targets[i]
 
     def next(self, now: datetime) -> tuple[str, Call]:
         self.n += 1
+        if len(self.sites) > 1:
+            self._choose(self.rng.randrange(len(self.sites)))
         kind = self.rng.choices(self.kinds, self.weights)[0]
         common = dict(command_id=f"load:{self.run}:{self.n}", actor="volunteer:load", occurred_at=now.isoformat())
         return kind, getattr(self, f"_{kind}")(common)
@@ -192,7 +215,7 @@ class Generator:
     def _gate(self, common: dict, **who) -> Call:
         fever = self.rng.random() < 0.002
         temp = round(self.rng.uniform(37.4, 38.5) if fever else self.rng.uniform(36.0, 37.0), 1)
-        return cmd("checkpoint", "check_passage", **common, community=COMMUNITY, compound=self.site.compound,
+        return cmd("checkpoint", "check_passage", **common, community=self.site.community, compound=self.site.compound,
                    gate=self.rng.choice(self.site.gates), direction=self.rng.choice(("in", "out")),
                    temperature_c=temp, **who)
 
@@ -216,21 +239,21 @@ class Generator:
                    city_class="B", risk_area_visited=False)
 
     def _request(self, common: dict) -> Call:
-        return cmd("logistics", "request_supplies", **common, community=COMMUNITY,
+        return cmd("logistics", "request_supplies", **common, community=self.site.community,
                    household=self.rng.choice(self.site.households), kind="food",
                    items=[{"item": "vegetable-pack", "qty": 1}])
 
     def _masks(self, common: dict) -> Call:
-        return cmd("logistics", "reserve_masks", **common, community=COMMUNITY,
+        return cmd("logistics", "reserve_masks", **common, community=self.site.community,
                    household=self.rng.choice(self.site.households), qty=1)
 
     def _household(self, common: dict) -> Call:
-        return cmd("registry", "register_household", **common, community=COMMUNITY, compound=self.site.compound,
+        return cmd("registry", "register_household", **common, community=self.site.community, compound=self.site.compound,
                    building="b01", address=f"加建 {self.n}")
 
     def _case(self, common: dict) -> Call:
         day = datetime.fromisoformat(common["occurred_at"]).date()
-        return cmd("quarantine", "open_case", **common, community=COMMUNITY, resident=self.rng.choice(self.residents),
+        return cmd("quarantine", "open_case", **common, community=self.site.community, resident=self.rng.choice(self.residents),
                    kind="home", reason="close_contact", starts_on=day.isoformat(), case=f"lc-{self.run}-{self.n}")
 
     def _checkin(self, common: dict) -> Call:
@@ -240,7 +263,7 @@ class Generator:
 
     def _seal(self, common: dict) -> Call:
         where = self.rng.choice(({}, {"building": "b01"}))  # one stream: the compound's seals
-        return cmd("quarantine", self.rng.choice(("seal", "lift_seal")), **common, community=COMMUNITY,
+        return cmd("quarantine", self.rng.choice(("seal", "lift_seal")), **common, community=self.site.community,
                    compound=self.site.compound, **where)
 
     def _sample(self, common: dict) -> Call:
@@ -295,9 +318,11 @@ OnReply = Callable[[str, Call, "dict | None"], None]
 
 
 async def drive(api: Api, gen: Generator, rate: float, duration: float, timeout: float = 10.0,
-                tick: float = 0.005, on_reply: OnReply | None = None) -> Stats:
+                tick: float = 0.005, on_reply: OnReply | None = None,
+                clock: Callable[[], datetime] = lambda: datetime.now(CST)) -> Stats:
     """Send ``rate`` commands a second for ``duration`` seconds, open loop; wait for the replies.
-    Each is sent once: a lost reply is only counted (and handed to ``on_reply``)."""
+    Each is sent once: a lost reply is only counted (and handed to ``on_reply``). Commands are
+    stamped with ``clock()`` (simulated time, for ``--committees``)."""
     stats = Stats()
     pending: set[asyncio.Task] = set()
     loop = asyncio.get_running_loop()
@@ -322,7 +347,7 @@ async def drive(api: Api, gen: Generator, rate: float, duration: float, timeout:
         delay = due - loop.time()
         if delay > tick:
             await asyncio.sleep(delay)
-        kind, call = gen.next(datetime.now(CST))
+        kind, call = gen.next(clock())
         if len(pending) >= MAX_IN_FLIGHT:
             stats.dropped += 1
             continue
@@ -346,24 +371,51 @@ def render(summary: dict) -> str:
     lines = [f"cordon load: target {summary['rate_target']:g}/s for {summary['duration_s']:g} s -> achieved "
              f"{summary['rate_achieved']:,}/s ({summary['completed']:,} replies, {summary['dropped']} dropped)",
              table(("kind", "n", "ok", "p50 ms", "p90 ms", "p99 ms", "max ms"), rows)]
+    if "committees" in summary:
+        lines.insert(1, f"  {summary['committees']:,} committees ({summary['real_rate']:,}/s in real time), time "
+                        f"compressed {summary['speed']:,.4g}×: {summary['simulated_days']:,} simulated days")
     for title, counts in (("rejected (domain answers)", summary["rejected"]), ("errors", summary["errors"])):
         if counts:
             lines.append(f"{title}: " + ", ".join(f"{k} ×{n}" for k, n in sorted(counts.items())))
     return "\n".join(lines)
 
 
-async def run_load(url: str, creds: str | None = None, *, rate: float, duration: float, seed: int = 7,
-                   mix: dict[str, int] | None = None, households: int = 1000, run: str | None = None,
+async def run_load(url: str, creds: str | None = None, *, rate: float | None = None, duration: float, seed: int = 7,
+                   mix: dict[str, int] | None = None, households: int | None = None, run: str | None = None,
+                   committees: int | None = None, speed: float | None = None, days: float | None = None,
                    say=lambda line: None) -> dict:
-    """Set up (or reuse) the data, then measure; the summary dict (also the last JSON line)."""
+    """Set up (or reuse) the data, then measure; the summary dict (also the last JSON line).
+    With ``committees``, the rate is theirs (:mod:`services.demo.city`), compressed by ``speed``
+    (or to fit ``days`` simulated days), and commands carry simulated times."""
+    from services.demo import city
+
+    mix = mix or dict(DEFAULT_MIX)
+    plan = None
+    if committees is not None:
+        if rate is not None:
+            raise ValueError("--committees sets the rate: give one or the other")
+        if any(mix.get(k) for k in QUARANTINE_KINDS):
+            raise ValueError("the quarantine kinds are not offered with --committees (their set-up is dated today)")
+        plan = city.Plan.of(committees, duration, speed, days)
+        rate = plan.rate
+        say(plan.describe())
+    elif rate is None:
+        raise ValueError("give --rate, or --committees")
     api = await Api.connect(url, creds, in_flight=256)
     try:
-        mix = mix or dict(DEFAULT_MIX)
-        site = site_for(seed, households)
+        if plan is not None:
+            site: Site | list[Site] = city.sites(seed, committees, households or city.HOUSEHOLDS)
+        else:
+            site = site_for(seed, households or 1000)
         await setup(api, site, seed, say, quarantine=any(mix.get(k) for k in QUARANTINE_KINDS))
         run = run or format(int(time.time() * 1000) % 0xFFFFFFFF, "x")
         gen = Generator(site, mix, seed, run)
-        stats = await drive(api, gen, rate, duration)
-        return stats.summary(rate, duration, seed, run)
+        clock = plan.clock(lambda: datetime.now(CST), time.monotonic) if plan else (lambda: datetime.now(CST))
+        stats = await drive(api, gen, rate, duration, clock=clock)
+        summary = stats.summary(rate, duration, seed, run)
+        if plan is not None:
+            summary.update(committees=plan.committees, speed=plan.speed, real_rate=round(plan.real_rate, 2),
+                           simulated_days=round(plan.simulated.total_seconds() / city.DAY_SECONDS, 3))
+        return summary
     finally:
         await api.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 import json
-from datetime import datetime
+from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,86 @@ def test_the_demo_imports_no_service_internals_and_no_contracts():
             # Only the module that starts a Cordon touches the start-up helpers.
             if name.startswith(("shared.embedded", "shared.auth", "services.supervisor", "services.cli")):
                 assert path.name == "system.py", f"{path.name} imports {name}"
+
+
+# -- cordon load --committees -----------------------------------------------------------------------
+
+
+def test_a_city_of_committees_is_laid_out_as_a_tree_of_streets_and_districts():
+    from services.demo import city
+    from shared.subjects import check_community
+
+    names = [city.community(i) for i in range(6000)]
+    for name in names[:60] + names[-5:]:
+        check_community(name)
+    assert len(set(names)) == 6000
+    assert names[0] == "load-d01.s0001.c01" and names[27] == "load-d01.s0001.c28" and names[28] == "load-d02.s0002.c01"
+    assert len({n.split(".")[0] for n in names}) == city.DISTRICTS
+    sites = city.sites(5, 3, households=4)
+    assert [s.community for s in sites] == names[:3]
+    assert len({s.compound for s in sites}) == 3 and not set(sites[0].households) & set(sites[1].households)
+
+
+def test_committees_set_the_rate_and_time_is_compressed_as_told():
+    from services.demo import city
+
+    plan = city.Plan.of(6000, duration=60)
+    assert plan.speed == 1 and round(plan.rate, 1) == round(6000 * 15000 / 86400, 1) == 1041.7
+    assert city.committees_for(plan.rate) == 6000
+    sixty = city.Plan.of(10, duration=600, days=60)
+    assert sixty.speed == 60 * 86400 / 600 and sixty.simulated == timedelta(days=60)
+    assert round(sixty.rate, 1) == round(10 * 15000 / 86400 * 8640, 1)
+    assert "time compressed 8,640×" in sixty.describe()
+    for bad in (dict(committees=0, duration=1), dict(committees=1, duration=1, speed=2, days=1),
+                dict(committees=1, duration=1, days=0), dict(committees=1, duration=1, speed=-1)):
+        with pytest.raises(ValueError):
+            city.Plan.of(**bad)
+
+
+def test_simulated_time_ends_now_and_never_runs_ahead_of_it():
+    from services.demo import city
+
+    wall, mono = [datetime(2020, 3, 1, 12, 0, tzinfo=load.CST)], [100.0]
+    plan = city.Plan.of(10, duration=600, days=60)
+    clock = plan.clock(lambda: wall[0], lambda: mono[0])
+    assert clock() == wall[0] - timedelta(days=60)
+    mono[0] += 300  # half way through the run: half the days
+    assert clock() == wall[0] - timedelta(days=30)
+    mono[0] += 400  # the run overran: simulated time stops at now
+    assert clock() == wall[0]
+
+
+def test_the_generator_spreads_a_citys_commands_over_its_committees():
+    from services.demo import city
+
+    sites = city.sites(5, 4, households=10)
+    for s in sites:
+        s.passes = {h: f"N{i:09d}" for i, h in enumerate(s.households)}
+    gen = load.Generator(sites, load.DEFAULT_MIX, 5, "r")
+    drawn = [gen.next(NOW)[1] for _ in range(2000)]
+    by_community = Counter(c.body["community"] for c in drawn if "community" in c.body)
+    assert set(by_community) == {s.community for s in sites}
+    assert min(by_community.values()) > 0.2 * sum(by_community.values()) / 4
+    for c in drawn:  # each command names targets of the committee it is sent to
+        if c.body.get("compound"):
+            site = next(s for s in sites if s.community == c.body["community"])
+            assert c.body["compound"] == site.compound
+        if "resident" in c.body and c.name == "check_passage":
+            assert c.body["resident"].startswith(next(s.compound for s in sites if s.community == c.body["community"]))
+
+
+def test_the_load_command_refuses_a_mixed_form_before_starting_anything(capsys):
+    import argparse as ap
+
+    from services.demo import cli
+
+    parser = ap.ArgumentParser()
+    cli.add_commands(parser.add_subparsers(dest="cmd"))
+    for argv, says in ((["--duration", "1"], "give --rate R, or --committees N"),
+                       (["--rate", "5", "--committees", "3", "--duration", "1"], "not both"),
+                       (["--rate", "5", "--speed", "3", "--duration", "1"], "go with --committees"),
+                       (["--committees", "3", "--speed", "2", "--days", "1", "--duration", "1"], "not both"),
+                       (["--committees", "3", "--mix", "checkin", "--duration", "1"], "quarantine kinds")):
+        args = parser.parse_args(["load", *argv])
+        assert args.run(args, None) == 2
+        assert says in capsys.readouterr().err
