@@ -379,6 +379,10 @@ class ServiceHost:
                 return env.encode(await handler(self, raw.data, identity))
             except CommandError as err:
                 return encode_error(err)
+            except Exception:  # a caller waits for an answer: a bug answers `internal`, never silence
+                log.exception("query.failed", service=self.spec.name, query=query)
+                return encode_error(CommandError(f"the query {query} failed: a bug; report it with the "
+                                                 "time it happened (the service logged it as query.failed)"))
 
         return on_query
 

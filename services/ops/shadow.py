@@ -9,7 +9,7 @@ rows with its mark, so the snapshot's tables are then exactly what the stream up
 makes. If the projector moved on meanwhile, the shadow follows it to the new mark, a few rounds at
 most; if it keeps moving, or a rebuild swapped generations, that is a note, not a difference.
 
-Compared: ``figures``, ``members``, ``communities``, ``ignored`` and the ``timeline`` (one row per
+Compared: ``figures``, ``rollups``, ``members``, ``communities``, ``ignored`` and the ``timeline`` (one row per
 event about a resident: the largest table, but the shadow writes it anyway, and comparing it costs
 a sort of each side, about what building it cost). Not compared: ``meta`` (the mark, counters and
 time of each build's own work) and ``seen`` (the inbox: its effect is what the other tables hold).
@@ -39,6 +39,7 @@ TABLES = (
     # so whether a figure that went up and down again is stored as 0 or not at all depends on
     # where the batches of each build fell. Every reader counts a missing figure as 0.
     rows.Table("figures", key=("community", "metric", "day"), where="n <> 0"),
+    rows.Table("rollups", key=("scope", "metric", "day"), where="n <> 0"),
     rows.Table("members", key=("set", "key")),
     rows.Table("communities", key=("community",)),
     rows.Table("ignored", key=("type",)),

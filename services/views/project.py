@@ -219,6 +219,12 @@ async def _write(conn, s: str, items: list[Item]) -> None:
                 SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[])
                 ON CONFLICT (community, metric, day) DO UPDATE SET n = figures.n + excluded.n""",
             cs, ms, ds, ns)
+        (ss, ms, ds), ns = zip(*(rolled := rollup_deltas(folded.deltas))), list(rolled.values())
+        await conn.execute(
+            f"""INSERT INTO {s}.rollups (scope, metric, day, n)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[])
+                ON CONFLICT (scope, metric, day) DO UPDATE SET n = rollups.n + excluded.n""",
+            ss, ms, ds, ns)
     if folded.upserts:
         (sets, ks), vals = zip(*folded.upserts), list(folded.upserts.values())
         await conn.execute(
@@ -249,6 +255,19 @@ async def _write(conn, s: str, items: list[Item]) -> None:
             f"""INSERT INTO {s}.ignored SELECT * FROM unnest($1::text[], $2::bigint[])
                 ON CONFLICT (type) DO UPDATE SET n = ignored.n + excluded.n""",
             list(unknown), list(unknown.values()))
+
+
+def rollup_deltas(deltas: dict[fold.FigureKey, int]) -> dict[fold.FigureKey, int]:
+    """A batch's figure deltas summed per scope above each community: the city (``''``), its
+    district and its street. A sum of zero is kept: a scope shows a figure (as 0) exactly when one
+    of its communities has a row of it."""
+    out: dict[fold.FigureKey, int] = {}
+    for (community, metric, day), n in deltas.items():
+        district, _, rest = community.partition(".")
+        street = f"{district}.{rest.partition('.')[0]}"
+        for scope in ("", district, street):
+            out[(scope, metric, day)] = out.get((scope, metric, day), 0) + n
+    return out
 
 
 async def _members(conn, s: str, keys: set) -> dict:

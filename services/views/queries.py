@@ -55,6 +55,8 @@ async def read(pool: asyncpg.Pool, fn: Callable[[asyncpg.Connection, str], Await
             except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
                 if attempt == 2:
                     raise
+                if attempt == 1:  # a generation made before a table was added (the views' start adds it)
+                    await schema.migrate(conn)
     async with pool.acquire() as conn:  # first query before the projector created generation 1
         await schema.migrate(conn)
     return await read(pool, fn)
@@ -101,17 +103,24 @@ async def rollup(host, payload: bytes, identity: Identity | None, *, zone: tzinf
     await caught_up(host.pool, q.at_least)
 
     async def fn(conn, s: str) -> dict:
-        names = [r[0] for r in await conn.fetch(
-            f"SELECT community FROM {s}.communities WHERE {_where(q.scope)} ORDER BY community", q.scope)]
-        if not names and q.scope != "city":
+        if q.detail or q.scope.count(".") == 2:  # per community (a community is its own scope)
+            names = [r[0] for r in await conn.fetch(
+                f"SELECT community FROM {s}.communities WHERE {_where(q.scope)} ORDER BY community", q.scope)]
+            count = len(names)
+        else:  # the scope's own sums: a few rows a day, however many communities it holds
+            count = await conn.fetchval(f"SELECT count(*) FROM {s}.communities WHERE {_where(q.scope)}", q.scope)
+        if not count and q.scope != "city":
             raise NotFound(f"no community under scope {q.scope!r}: use 'city', a district, "
                            "district.street or a community path", field="scope")
-        sums = await _sums(conn, s, q.scope, on)
-        per = {c: board.flat(sums.get(c, {})) for c in names}
-        total: dict[str, int] = board.flat({})
-        for figures in per.values():
-            board.add(total, figures)
-        reply = {"ok": True, "scope": q.scope, "on": on.isoformat(), "communities": len(names),
+        if q.detail or q.scope.count(".") == 2:
+            sums = await _sums(conn, s, q.scope, on)
+            per = {c: board.flat(sums.get(c, {})) for c in names}
+            total: dict[str, int] = board.flat({})
+            for figures in per.values():
+                board.add(total, figures)
+        else:
+            total = board.flat(await _scope_sums(conn, s, q.scope, on))
+        reply = {"ok": True, "scope": q.scope, "on": on.isoformat(), "communities": count,
                  **_where_now(q, await _position(conn, s)), **board.nest(total), "figures": total}
         if q.detail:
             cols = board.columns(per.values())
@@ -147,6 +156,18 @@ async def timeline(host, payload: bytes, identity: Identity | None) -> dict:
 
 async def _position(conn, s: str) -> int:
     return await conn.fetchval(f"SELECT hwm FROM {s}.meta")
+
+
+async def _scope_sums(conn, s: str, scope: str, on: date) -> dict[str, board.Sums]:
+    """Per metric, a scope's sums (as :func:`_sums`) from its own rows in ``rollups``."""
+    rows = await conn.fetch(
+        f"""SELECT metric,
+                   coalesce(sum(n) FILTER (WHERE day = $2), 0)::bigint,
+                   sum(n)::bigint,
+                   coalesce(sum(n) FILTER (WHERE day > $2::date - {WINDOW_DAYS}), 0)::bigint
+            FROM {s}.rollups WHERE scope = $1 AND day <= $2 GROUP BY metric""",
+        "" if scope == "city" else scope, on)
+    return {metric: (on_day, to_date, window) for metric, on_day, to_date, window in rows}
 
 
 async def _sums(conn, s: str, scope: str, on: date) -> dict[str, dict[str, board.Sums]]:

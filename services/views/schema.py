@@ -49,6 +49,7 @@ def ddl(generation: int) -> str:
     CREATE TABLE {s}.figures (
         community text COLLATE "C" NOT NULL, metric text COLLATE "C" NOT NULL, day date NOT NULL,
         n bigint NOT NULL, PRIMARY KEY (community, metric, day));
+    {rollups_ddl(generation)}
     CREATE TABLE {s}.members (
         set text NOT NULL, key text NOT NULL, community text NOT NULL, metric text NOT NULL,
         value bigint NOT NULL, PRIMARY KEY (set, key));
@@ -61,6 +62,30 @@ def ddl(generation: int) -> str:
     -- event types no rule knows (or not registered here), counted rather than failed on
     CREATE TABLE {s}.ignored (type text PRIMARY KEY, n bigint NOT NULL);
     """
+
+
+def rollups_ddl(generation: int) -> str:
+    """Each figure's deltas summed per scope above the community (``''`` the city, a district,
+    ``district.street``): a city's rollup reads a few rows a day, however many committees it has."""
+    return f"""CREATE TABLE {name(generation)}.rollups (
+        scope text COLLATE "C" NOT NULL, metric text COLLATE "C" NOT NULL, day date NOT NULL,
+        n bigint NOT NULL, PRIMARY KEY (scope, metric, day));"""
+
+
+async def add_rollups(conn: asyncpg.Connection, generation: int) -> bool:
+    """Inside a transaction holding the generation's lock: give a generation made before the
+    ``rollups`` table its table, filled from its figures. True if it had none."""
+    s = name(generation)
+    if await conn.fetchval("SELECT to_regclass($1)", f"{s}.rollups") is not None:
+        return False
+    await conn.execute(rollups_ddl(generation))
+    await conn.execute(f"""
+        INSERT INTO {s}.rollups (scope, metric, day, n)
+        SELECT a.scope, f.metric, f.day, sum(f.n) FROM {s}.figures f,
+               LATERAL (VALUES (''), (split_part(f.community, '.', 1)),
+                               (split_part(f.community, '.', 1) || '.' || split_part(f.community, '.', 2))) AS a(scope)
+        GROUP BY a.scope, f.metric, f.day""")
+    return True
 
 
 def index_ddl(generation: int) -> str:
@@ -86,6 +111,9 @@ async def migrate(conn: asyncpg.Connection) -> int:
         if current is None:
             current = await _create(conn, "current")
             await conn.execute("INSERT INTO views.current (generation) VALUES ($1)", current)
+        else:
+            await lock(conn, current)
+            await add_rollups(conn, current)
         return current
 
 

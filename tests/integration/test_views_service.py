@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import uuid
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -51,7 +52,32 @@ async def test_a_rollup_equals_the_sum_of_its_committees_boards(nats_url, pg_dsn
             assert [row[0] for row in reply["detail"]["rows"]] == sorted(members)
         city = await query(s.nc, "rollup", scope="city", on=D.isoformat())
         assert city["residents"] == 4 + 1 + 1 and city["stock"] == {"heater": 2, "masks": 110}
+        # Without detail a scope's total comes from its own sums (rollups), not its committees':
+        # the same figures on the day, before it and after it (levels carry, flows start again).
+        totals = await _totals_both_ways(s.nc)
+        assert totals[("city", D)]["passages_in"] > 0 and totals[("city", D + timedelta(days=1))]["passages_in"] == 0
+    # A generation made before the rollups table gets one, filled from its figures, at the next start.
+    async with _conn(pg_dsn) as conn:
+        generation = await conn.fetchval("SELECT generation FROM views.current")
+        await conn.execute(f"DROP TABLE views_g{generation}.rollups")
+    async with running(spec(), nats_url, pg_dsn):
+        await wait_position(s.nc, day.last_seq)
+        assert await _totals_both_ways(s.nc) == totals
     await s.close()
+
+
+async def _totals_both_ways(nc) -> dict:
+    """Each scope's figures on three days, asked without detail; each equal to the sum of its
+    committees' (asked with detail)."""
+    out = {}
+    for scope in ("city", "changning", "changning.chengjiaqiao", C2):
+        for on in (D - timedelta(days=1), D, D + timedelta(days=1)):
+            total = await query(nc, "rollup", scope=scope, on=on.isoformat())
+            summed = await query(nc, "rollup", scope=scope, on=on.isoformat(), detail=True)
+            assert total["ok"] and total["figures"] == summed["figures"], (scope, on)
+            assert total["communities"] == summed["communities"] and "detail" not in total
+            out[(scope, on)] = total["figures"]
+    return out
 
 
 async def test_a_redelivered_or_replayed_event_changes_no_figure(nats_url, pg_dsn):
