@@ -17,7 +17,7 @@ from services.registry.app import spec
 from shared.config import Config
 from shared.service import ServiceHost
 from shared.subjects import HEALTH_FANOUT
-from tests.support.bus import connect, creds_for
+from tests.support.bus import connect, creds_for, service_creds
 from tests.support.cordon import COMMUNITY
 from tests.support.proxy import delayed
 
@@ -89,5 +89,29 @@ async def test_a_command_sent_the_moment_health_answers_is_answered(nats_url, pg
             finally:
                 await starting
                 await host.stop()
+    finally:
+        await nc.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_query_sent_the_moment_start_returns_is_answered(nats_url, pg_dsn):
+    from services.views.app import spec as views
+
+    nc = await connect(nats_url)
+    try:
+        config = Config(nats_url=nats_url, nats_creds=service_creds(nats_url, "views"), pg_dsn=pg_dsn)
+        first = ServiceHost(views(), config)  # a first run, stopped: its subscriptions gone
+        await first.start()
+        await first.stop()
+        host = ServiceHost(views(), config)
+        # Given the views have just said they started (again)
+        await host.start()
+        try:
+            # When a caller asks at once for a board of a community with no events yet
+            reply = await nc.request("cordon.qry.community", json.dumps({"community": COMMUNITY}).encode(), timeout=5)
+            # Then it is answered (not "no responders"): not_found, since nothing happened there
+            assert json.loads(reply.data)["error"]["code"] == "not_found"
+        finally:
+            await host.stop()
     finally:
         await nc.close()
