@@ -346,3 +346,26 @@ async def test_a_recreated_stream_is_reported_on_health_and_not_skipped_over(nat
         board = await query(s.nc, "community", community=C, on=D.isoformat())
         assert board["passages_today"]["in"] == 4
     await s.close()
+
+
+async def test_a_query_that_fails_unexpectedly_answers_internal_and_the_next_one_is_served(nats_url, pg_dsn, monkeypatch):
+    from services.views import queries as views_queries
+
+    s = await Stream.connect(nats_url)
+    day = await scripted_day(s)
+    async with running(spec(), nats_url, pg_dsn):
+        await wait_position(s.nc, day.last_seq)
+        real = views_queries._scope_sums
+
+        async def broken(*args, **kwargs):
+            raise RuntimeError("a bug")
+
+        # Given a bug in the scope's sums, when a rollup is asked: an answer, not a timeout
+        monkeypatch.setattr(views_queries, "_scope_sums", broken)
+        reply = await query(s.nc, "rollup", scope="city", on=D.isoformat())
+        assert reply["ok"] is False and reply["error"]["code"] == "internal"
+        assert "rollup" in reply["error"]["message"]
+        # and the service goes on serving
+        monkeypatch.setattr(views_queries, "_scope_sums", real)
+        assert (await query(s.nc, "rollup", scope="city", on=D.isoformat()))["ok"]
+    await s.close()
