@@ -26,12 +26,16 @@ LABELS = {
     "deliveries": "deliveries made",
     "welfare_checks_open": "welfare checks open",
     "daily_supply_households": "households on daily food supply",
+    "group_orders_open": "group orders open",
+    "group_orders_delivered": "group orders delivered",
 }
 
 
 def label(key: str) -> str:
     if key.startswith("stock."):
         return f"stock: {key[len('stock.'):]}"
+    if key.startswith("volunteer_minutes."):
+        return f"volunteer minutes: {key[len('volunteer_minutes.'):]}"
     return LABELS.get(key, key.replace("_", " "))
 
 
