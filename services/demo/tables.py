@@ -89,6 +89,10 @@ def board(reply: dict, title: str) -> str:
         ("welfare checks open", reply["welfare_checks_open"], ""),
         ("households on daily food supply", reply["households_on_daily_supply"], ""),
         ("stock on hand", "", " · ".join(f"{k} {n:,}" for k, n in reply["stock"].items())),
+        ("group orders open", reply["group_orders_open"],
+         f"delivered to a gate today {reply['group_orders_delivered_today']}"),
+        ("volunteer hours today", round(sum(reply["volunteer_hours_today"].values())),
+         " · ".join(f"{k} {h:,g}" for k, h in reply["volunteer_hours_today"].items())),
     ]
     head = f"{title}: the committee's board for {reply['on']}"
     return head + "\n" + table(("figure", "now", "detail"), rows)
