@@ -21,9 +21,10 @@ FIGURES = (
     "sealed_compounds", "sealed_buildings", "passes_active",
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
+    "group_orders_open", "group_orders_delivered",
 )
 FLOWS = ("passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
-         "positive_results", "deliveries")
+         "positive_results", "deliveries", "group_orders_delivered")
 WINDOW_DAYS = 14
 #: What the committee keeps in its store (medicine is fetched from the pharmacy per request).
 STOCKED = frozenset({"vegetable-pack", "food-set", "rice", "cooking-oil", "eggs", "milk", "masks",
@@ -54,6 +55,9 @@ class Book:
     daily_requested: set[str] = field(default_factory=set)  # households whose first daily request exists
     welfare: dict[str, str] = field(default_factory=dict)  # household -> community (open checks)
     stock: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    group_orders: dict[str, str] = field(default_factory=dict)  # open group order -> community
+    #: community -> team -> volunteers' minutes of the day (services/demo/logistics.py)
+    volunteer_minutes: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -138,6 +142,16 @@ class Book:
     def redeemed(self, community: str, qty: int) -> None:
         self.stock[community]["masks"] -= qty
 
+    def group_order(self, community: str, order: str) -> None:
+        self.group_orders[order] = community
+
+    def group_order_delivered(self, order: str) -> None:
+        self.flows[self.group_orders[order]]["group_orders_delivered"] += 1
+
+    def group_order_handed_out(self, order: str, complete: bool) -> None:
+        if complete:
+            del self.group_orders[order]
+
     def _confine(self, community: str, household: str, cause: str) -> None:
         _, causes = self.daily.setdefault(household, (community, set()))
         causes.add(cause)
@@ -177,6 +191,8 @@ class Book:
         out["welfare_checks_open"] = _count(self.welfare.values(), community)
         out["daily_supply_households"] = sum(1 for c, causes in self.daily.values() if c == community and causes)
         out.update({f"stock.{item}": n for item, n in sorted(self.stock[community].items())})
+        out["group_orders_open"] = _count(self.group_orders.values(), community)
+        out.update({f"volunteer_minutes.{team}": n for team, n in self.volunteer_minutes[community].items()})
         return out
 
     def communities(self) -> list[str]:

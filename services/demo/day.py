@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from services.demo import afternoon, morning
+from services.demo import afternoon, logistics, morning
 from services.demo.book import Book
 from services.demo.client import Api, Call, Tally, cmd
 from services.demo.plan import DAY, EVE, DayPlan, Passage, at, gate_staff, spread
@@ -166,6 +166,7 @@ class Demo:
         await morning.seal(self)
 
     async def play_afternoon(self) -> None:
+        await logistics.play(self)
         await afternoon.requests(self)
         await afternoon.gate_traffic(self)
         await self.settle()  # fevers open monitoring cases; daily food requests are raised

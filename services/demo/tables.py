@@ -26,12 +26,16 @@ LABELS = {
     "deliveries": "deliveries made",
     "welfare_checks_open": "welfare checks open",
     "daily_supply_households": "households on daily food supply",
+    "group_orders_open": "group orders open",
+    "group_orders_delivered": "group orders delivered",
 }
 
 
 def label(key: str) -> str:
     if key.startswith("stock."):
         return f"stock: {key[len('stock.'):]}"
+    if key.startswith("volunteer_minutes."):
+        return f"volunteer minutes: {key[len('volunteer_minutes.'):]}"
     return LABELS.get(key, key.replace("_", " "))
 
 
@@ -85,6 +89,10 @@ def board(reply: dict, title: str) -> str:
         ("welfare checks open", reply["welfare_checks_open"], ""),
         ("households on daily food supply", reply["households_on_daily_supply"], ""),
         ("stock on hand", "", " · ".join(f"{k} {n:,}" for k, n in reply["stock"].items())),
+        ("group orders open", reply["group_orders_open"],
+         f"delivered to a gate today {reply['group_orders_delivered_today']}"),
+        ("volunteer hours today", round(sum(reply["volunteer_hours_today"].values())),
+         " · ".join(f"{k} {h:,g}" for k, h in reply["volunteer_hours_today"].items())),
     ]
     head = f"{title}: the committee's board for {reply['on']}"
     return head + "\n" + table(("figure", "now", "detail"), rows)

@@ -23,12 +23,15 @@ def spec(config: Config | None = None) -> ServiceSpec:
         ),
         extra_ddl=tables.DDL,
         consumers=[directory.consumer(tables.SCHEMA), reactions.seal_consumer()],
-        reactions=[reactions.case_reaction()],
+        reactions=[reactions.case_reaction(), reactions.shift_reaction(config.zone)],
         queries={
             "logistics.requests": partial(queries.open_requests, config=config),
             "logistics.assignments": queries.assignments,
             "logistics.stock": queries.stock,
             "logistics.welfare": queries.welfare,
+            "logistics.group_orders": queries.group_orders,
+            "logistics.volunteer_hours": partial(queries.volunteer_hours, zone=config.zone),
+            "logistics.vulnerable": partial(queries.vulnerable, zone=config.zone),
         },
         background=[daily_requests(config)],
     )

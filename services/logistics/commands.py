@@ -12,9 +12,13 @@ from services.logistics.config import Config
 from shared import wire
 from shared.contracts.logistics import (
     DeliveryOutcome,
+    HoursKind,
     ItemLine,
+    OrderLine,
     RequestKind,
     StockSource,
+    UnitKind,
+    VisitOutcome,
     WelfareOutcome,
 )
 from shared.errors import Invalid
@@ -109,9 +113,58 @@ class RaiseDailyRequest(BaseCommand, frozen=True, kw_only=True, forbid_unknown_f
     on: date
 
 
+class PlaceGroupOrder(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A compound's group order (团购) from a supplier, for a number of households."""
+
+    community: str
+    compound: str
+    supplier: str
+    items: list[OrderLine]
+    households: int
+    order: str | None = None
+
+
+class RecordGroupOrderDelivered(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    order: str
+    gate: str
+
+
+class HandOutGroupOrder(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    order: str
+    building: str
+    households: int
+
+
+class RegisterVolunteer(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    volunteer: str
+    community: str
+    team: str
+    unit_kind: UnitKind
+
+
+class RecordVolunteerHours(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Hours on a day; ``gate_shift`` hours name the checkpoint's ``shift`` (logistics records
+    them itself from ShiftEnded)."""
+
+    volunteer: str
+    community: str
+    on: date
+    kind: HoursKind
+    hours: float
+    shift: str | None = None
+
+
+class RecordVisit(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    household: str
+    outcome: VisitOutcome
+    volunteer: str | None = None
+
+
 Command = Union[
     RequestSupplies, AssignDelivery, RecordDelivery, CancelRequest, ReceiveStock, ReserveMasks,
     RedeemVoucher, ResolveWelfareCheck, StartDailySupply, StopDailySupply, RaiseDailyRequest,
+    PlaceGroupOrder, RecordGroupOrderDelivered, HandOutGroupOrder, RegisterVolunteer,
+    RecordVolunteerHours, RecordVisit,
 ]
 
 COMMANDS: dict[str, type] = {
@@ -126,17 +179,27 @@ COMMANDS: dict[str, type] = {
     "start_daily_supply": StartDailySupply,
     "stop_daily_supply": StopDailySupply,
     "raise_daily_request": RaiseDailyRequest,
+    "place_group_order": PlaceGroupOrder,
+    "record_group_order_delivered": RecordGroupOrderDelivered,
+    "hand_out_group_order": HandOutGroupOrder,
+    "register_volunteer": RegisterVolunteer,
+    "record_volunteer_hours": RecordVolunteerHours,
+    "record_visit": RecordVisit,
 }
+
+#: The most households one group order serves (the largest compound of the reports has 2,716).
+MAX_ORDER_HOUSEHOLDS = 10_000
 
 _CHOICES = {
     "kind": get_args(RequestKind),
-    "outcome": get_args(DeliveryOutcome) + get_args(WelfareOutcome),
+    "outcome": get_args(DeliveryOutcome) + get_args(WelfareOutcome) + get_args(VisitOutcome),
     "source": get_args(StockSource),
+    "unit_kind": get_args(UnitKind),
 }
 
 
 #: The id field a creating command may leave out; the runtime fills it.
-CREATES: dict[type, str] = {RequestSupplies: "request", ReceiveStock: "receipt"}
+CREATES: dict[type, str] = {RequestSupplies: "request", ReceiveStock: "receipt", PlaceGroupOrder: "order"}
 
 
 def decode(name: str, payload: bytes) -> Command:
@@ -202,6 +265,33 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             _household_or_resident(cmd)
         case RaiseDailyRequest():
             check_slug(cmd.household, "household")
+        case PlaceGroupOrder():
+            check_community(cmd.community)
+            check_slug(cmd.compound, "compound")
+            wire.optional_slug(cmd.order, "order")
+            supplier(cmd.supplier)
+            order_lines(cmd.items)
+            quantity(cmd.households, "households", MAX_ORDER_HOUSEHOLDS)
+        case RecordGroupOrderDelivered():
+            check_slug(cmd.order, "order")
+            check_slug(cmd.gate, "gate")
+        case HandOutGroupOrder():
+            check_slug(cmd.order, "order")
+            check_slug(cmd.building, "building")
+            quantity(cmd.households, "households", MAX_ORDER_HOUSEHOLDS)
+        case RegisterVolunteer():
+            person(cmd.volunteer, "volunteer")
+            check_community(cmd.community)
+            check_slug(cmd.team, "team")
+        case RecordVolunteerHours():
+            person(cmd.volunteer, "volunteer")
+            check_community(cmd.community)
+            hours(cmd.hours)
+            _shift_only_for_gate(cmd)
+        case RecordVisit():
+            check_slug(cmd.household, "household")
+            if cmd.volunteer is not None:
+                person(cmd.volunteer, "volunteer")
         case _:
             assert_never(cmd)
     return cmd
@@ -255,6 +345,44 @@ def person(value: str, field: str) -> None:
     if not isinstance(value, str) or not _PERSON.match(value):
         raise Invalid(f"{field} {value!r} must be an id like vol-17 or volunteer:zhang-3 (lowercase a-z, "
                       "0-9, '-', at most one ':'); never a name", field=field)
+
+
+def supplier(value: str) -> None:
+    """A shop's or company's name: free text, so it refuses what looks like a phone number."""
+    text(value, "supplier")
+    if not value.strip():
+        raise Invalid("supplier must name the shop or company that supplies the order", field="supplier")
+    note(value, "supplier")
+
+
+def order_lines(items: list[OrderLine]) -> None:
+    """The supplier's items (slugs, not the community's catalogue), each once, 1 to MAX_QTY."""
+    if not items:
+        raise Invalid("items must list at least one {item, qty}", field="items")
+    if len(items) > MAX_LINES:
+        raise Invalid(f"items lists {len(items)} lines; at most {MAX_LINES}", field="items")
+    for i, line in enumerate(items):
+        check_slug(line.item, f"items[{i}].item")
+        quantity(line.qty, f"items[{i}].qty")
+    wire.no_duplicates([line.item for line in items], "items")
+
+
+#: The most hours one record may hold: a day.
+MAX_HOURS = 24
+
+
+def hours(value: float) -> None:
+    """More than 0 and at most a day, in whole minutes (2.5 is 2 h 30 min; the views sum minutes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_HOURS:
+        raise Invalid(f"hours must be more than 0 and at most {MAX_HOURS}, got {value!r}", field="hours")
+    if abs(value * 60 - round(value * 60)) > 1e-6:
+        raise Invalid(f"hours {value!r} is not a whole number of minutes (e.g. 2.5 or 0.25)", field="hours")
+
+
+def _shift_only_for_gate(cmd: RecordVolunteerHours) -> None:
+    if (cmd.kind == "gate_shift") != (cmd.shift is not None):
+        raise Invalid("gate_shift hours name the checkpoint's shift, and only they do", field="shift")
+    wire.optional_slug(cmd.shift, "shift")
 
 
 def cause(value: str) -> None:

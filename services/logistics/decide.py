@@ -22,15 +22,25 @@ from services.logistics.commands import (
     ResolveWelfareCheck,
     StartDailySupply,
     StopDailySupply,
+    PlaceGroupOrder,
+    RecordGroupOrderDelivered,
+    HandOutGroupOrder,
+    RegisterVolunteer,
+    RecordVolunteerHours,
+    RecordVisit,
 )
+from services.logistics import orders, volunteers
 from services.logistics.config import MASKS, Config
 from services.logistics.domain import (
     VULNERABILITIES,
+    GroupOrder,
+    HoursLog,
     LogisticsEvent,
     Masks,
     Plan,
     Receipt,
     Request,
+    Volunteer,
     Welfare,
     daily_request_id,
     give,
@@ -80,7 +90,9 @@ class Facts:
     voucher_taken (the voucher id filled with the number if not given) ·
     redeem_voucher: masks (of the voucher's household), on_hand · resolve_welfare_check: welfare ·
     start_daily_supply / raise_daily_request: household, plan, request (the day's, if raised) ·
-    stop_daily_supply: plan.
+    stop_daily_supply: plan · place_group_order: compound, order (if the id is taken) ·
+    record_group_order_delivered / hand_out_group_order: order, compound · register_volunteer:
+    volunteer · record_volunteer_hours: volunteer, hours · record_visit: household.
     """
 
     #: The service's settings (catalogue, mask limit and period, daily food, the city's day).
@@ -96,6 +108,12 @@ class Facts:
     number: str | None = None
     #: reserve_masks: another household's voucher already has this id.
     voucher_taken: bool = False
+    #: group orders: the order's compound (place: the one named), as the directory knows it.
+    compound: orders.Compound | None = None
+    order: GroupOrder | None = None
+    #: register_volunteer / record_volunteer_hours: the registration, and the hours of this community.
+    volunteer: Volunteer | None = None
+    hours: HoursLog | None = None
 
 
 def decide(facts: Facts, cmd: Command) -> list[LogisticsEvent]:
@@ -123,6 +141,20 @@ def decide(facts: Facts, cmd: Command) -> list[LogisticsEvent]:
             return _stop(facts, cmd)
         case RaiseDailyRequest():
             return _raise(facts, cmd)
+        case PlaceGroupOrder():
+            return orders.place(cmd, _at(cmd), facts.compound, facts.order)
+        case RecordGroupOrderDelivered():
+            return orders.delivered(cmd, _at(cmd), facts.order, facts.compound)
+        case HandOutGroupOrder():
+            return orders.hand_out(cmd, _at(cmd), facts.order, facts.compound)
+        case RegisterVolunteer():
+            return volunteers.register(cmd, _at(cmd), facts.volunteer)
+        case RecordVolunteerHours():
+            return volunteers.record_hours(cmd, _at(cmd), facts.config.day(_at(cmd)), facts.volunteer,
+                                           facts.hours)
+        case RecordVisit():
+            h = facts.household
+            return volunteers.visit(cmd, _at(cmd), (h.community, h.compound, h.building) if h else None)
         case _:
             assert_never(cmd)
 

@@ -10,6 +10,10 @@ raises a welfare check) is one list of events the handler routes:
     masks:<household>    MasksReserved, VoucherRedeemed, StockConsumed (of a voucher)
     welfare:<household>  WelfareCheckRaised, WelfareCheckResolved
     plan:<household>     DailySupplyStarted, DailySupplyStopped
+    order:<order>        GroupOrderPlaced, GroupOrderDelivered, GroupOrderHandedOut
+    volunteer:<volunteer> VolunteerRegistered
+    hours:<community>/<volunteer>  VolunteerHoursRecorded (the hours worked in that community)
+    visit:<household>    VisitRecorded
 
 Stock itself is not a stream: a hot counter replayed from its whole history on every batch would
 slow down with every redemption. The handler keeps ``on_hand`` per community and item in a row,
@@ -30,6 +34,9 @@ from shared.contracts.logistics import (
     DeliveryAssigned,
     DeliveryCompleted,
     DeliveryFailed,
+    GroupOrderDelivered,
+    GroupOrderHandedOut,
+    GroupOrderPlaced,
     ItemLine,
     MasksReserved,
     StockConsumed,
@@ -38,6 +45,10 @@ from shared.contracts.logistics import (
     StockReturned,
     SupplyRequestClosed,
     SupplyRequested,
+    OrderLine,
+    VisitRecorded,
+    VolunteerHoursRecorded,
+    VolunteerRegistered,
     VoucherRedeemed,
     WelfareCheckRaised,
     WelfareCheckResolved,
@@ -47,8 +58,12 @@ LogisticsEvent = Union[
     SupplyRequested, DeliveryAssigned, DeliveryCompleted, DeliveryFailed, SupplyRequestClosed,
     StockReceived, StockConsumed, StockReturned, MasksReserved, VoucherRedeemed,
     WelfareCheckRaised, WelfareCheckResolved, DailySupplyStarted, DailySupplyStopped,
+    GroupOrderPlaced, GroupOrderDelivered, GroupOrderHandedOut, VolunteerRegistered,
+    VolunteerHoursRecorded, VisitRecorded,
 ]
 OPEN_STATUSES = ("open", "assigned")
+#: Visits that found the household (someone opened the door): a contact on the vulnerable list.
+CONTACT_OUTCOMES = ("well", "needs_help", "hospitalized")
 
 
 # -- states --------------------------------------------------------------------------------
@@ -143,7 +158,67 @@ class Plan:
         return bool(self.causes)
 
 
-State = Union[Request, Receipt, Masks, Welfare, Plan]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupOrder:
+    """A compound's group order: placed, then delivered to a gate, then handed out per building."""
+
+    community: str
+    order: str
+    compound: str
+    supplier: str
+    items: tuple[OrderLine, ...]
+    households: int
+    placed_at: datetime
+    gate: str | None = None
+    delivered_at: datetime | None = None
+    #: building -> households handed out there
+    buildings: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def handed_out(self) -> int:
+        return sum(self.buildings.values())
+
+    @property
+    def status(self) -> str:
+        if self.delivered_at is None:
+            return "placed"
+        return "handed_out" if self.handed_out >= self.households else "delivered"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Volunteer:
+    """A registered volunteer: the community and team they work for."""
+
+    community: str
+    volunteer: str
+    team: str
+    unit_kind: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoursLog:
+    """The hours a volunteer recorded in one community: the gate shifts already counted."""
+
+    community: str
+    volunteer: str
+    shifts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Visits:
+    """A household's door-to-door visits: the last one, and the last that found someone."""
+
+    community: str
+    household: str
+    compound: str
+    building: str
+    visits: int = 0
+    last_visit_at: datetime | None = None
+    last_outcome: str | None = None
+    last_contact_at: datetime | None = None
+
+
+State = Union[Request, Receipt, Masks, Welfare, Plan, GroupOrder, Volunteer, HoursLog, Visits]
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -167,6 +242,22 @@ def welfare_stream(household: str) -> str:
 
 def plan_stream(household: str) -> str:
     return f"plan:{household}"
+
+
+def order_stream(order: str) -> str:
+    return f"order:{order}"
+
+
+def volunteer_stream(volunteer: str) -> str:
+    return f"volunteer:{volunteer}"
+
+
+def hours_stream(community: str, volunteer: str) -> str:
+    return f"hours:{community}/{volunteer}"
+
+
+def visit_stream(household: str) -> str:
+    return f"visit:{household}"
 
 
 def daily_request_id(household: str, on: date) -> str:
@@ -200,6 +291,14 @@ def stream_of(event: LogisticsEvent) -> str:
             return welfare_stream(event.household)
         case DailySupplyStarted() | DailySupplyStopped():
             return plan_stream(event.household)
+        case GroupOrderPlaced() | GroupOrderDelivered() | GroupOrderHandedOut():
+            return order_stream(event.order)
+        case VolunteerRegistered():
+            return volunteer_stream(event.volunteer)
+        case VolunteerHoursRecorded():
+            return hours_stream(event.community, event.volunteer)
+        case VisitRecorded():
+            return visit_stream(event.household)
         case _:
             assert_never(event)
 
@@ -266,6 +365,29 @@ def evolve(state: State | None, event: LogisticsEvent) -> State:
                         building=event.building, causes=tuple(event.causes), starts_on=starts_on)
         case DailySupplyStopped():
             return replace(_expect(state, Plan, event), causes=tuple(event.causes))
+        case GroupOrderPlaced():
+            return GroupOrder(community=event.community, order=event.order, compound=event.compound,
+                              supplier=event.supplier, items=tuple(event.items), households=event.households,
+                              placed_at=event.placed_at)
+        case GroupOrderDelivered():
+            return replace(_expect(state, GroupOrder, event), gate=event.gate, delivered_at=event.delivered_at)
+        case GroupOrderHandedOut():
+            order = _expect(state, GroupOrder, event)
+            return replace(order, buildings={**order.buildings, event.building: event.households})
+        case VolunteerRegistered():
+            return Volunteer(community=event.community, volunteer=event.volunteer, team=event.team,
+                             unit_kind=event.unit_kind)
+        case VolunteerHoursRecorded():
+            log = state if isinstance(state, HoursLog) else HoursLog(community=event.community,
+                                                                     volunteer=event.volunteer)
+            return log if event.shift is None else replace(log, shifts=log.shifts | {event.shift})
+        case VisitRecorded():
+            visits = state if isinstance(state, Visits) else Visits(
+                community=event.community, household=event.household, compound=event.compound,
+                building=event.building)
+            contact = event.visited_at if event.outcome in CONTACT_OUTCOMES else visits.last_contact_at
+            return replace(visits, visits=visits.visits + 1, last_visit_at=event.visited_at,
+                           last_outcome=event.outcome, last_contact_at=contact)
         case _:
             assert_never(event)
 

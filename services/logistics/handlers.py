@@ -17,23 +17,36 @@ from services.logistics import commands, tables
 from services.logistics.config import MASKS, Config
 from services.logistics.decide import Facts, Household, decide
 from services.logistics.domain import (
+    GroupOrder,
     LogisticsEvent,
     Plan,
     Request,
+    Visits,
+    Volunteer,
     Welfare,
     by_stream,
     daily_request_id,
     deltas,
+    hours_stream,
     masks_stream,
+    order_stream,
     plan_stream,
     receipt_stream,
     request_stream,
     shortage,
+    visit_stream,
+    volunteer_stream,
     welfare_stream,
 )
+from services.logistics.orders import Compound
 from shared import directory
 from shared.context import Context
-from shared.contracts.logistics import DailySupplyStarted, MasksReserved, SupplyRequested
+from shared.contracts.logistics import (
+    DailySupplyStarted,
+    MasksReserved,
+    SupplyRequested,
+    VolunteerHoursRecorded,
+)
 from shared.runtime import Handler
 
 
@@ -115,6 +128,9 @@ async def record(ctx: Context, events: list[LogisticsEvent]) -> None:
         if isinstance(event, MasksReserved):
             ctx.write(tables.INSERT_VOUCHER, event.voucher, event.number, event.household, event.community)
             ctx.scratch.vouchers[event.voucher] = (event.household, event.community)
+        if isinstance(event, VolunteerHoursRecorded):
+            ctx.write(tables.INSERT_HOURS, event.community, event.volunteer, event.team, event.unit_kind,
+                      event.kind, event.on, round(event.hours * 60), event.shift, event.recorded_at)
     # The day a plan is covered up to: a daily request raised, or a start (which raises the day's
     # request unless it exists already). The scheduler skips a plan covered today.
     covered = {e.household: (e.priority, e.daily_on) for e in events
@@ -131,6 +147,12 @@ async def record(ctx: Context, events: list[LogisticsEvent]) -> None:
                 ctx.write(tables.UPSERT_WELFARE, *tables.welfare_row(welfare))
             case Plan() as plan:
                 plans.add(plan.household)
+            case GroupOrder() as order:
+                ctx.write(tables.UPSERT_ORDER, *tables.order_row(order))
+            case Volunteer() as volunteer:
+                ctx.write(tables.UPSERT_VOLUNTEER, *tables.volunteer_row(volunteer, _when(group[-1])))
+            case Visits() as visits:
+                ctx.write(tables.UPSERT_VISITS, *tables.visits_row(visits))
     for household_id in sorted(plans):
         plan = await ctx.state(plan_stream(household_id))
         if isinstance(plan, Plan):
@@ -169,6 +191,14 @@ def prefetch(cmd: commands.Command, config: Config) -> list[str]:
             return [plan_stream(cmd.household)]
         case commands.RaiseDailyRequest():
             return [plan_stream(cmd.household), request_stream(daily_request_id(cmd.household, cmd.on))]
+        case commands.PlaceGroupOrder() | commands.RecordGroupOrderDelivered() | commands.HandOutGroupOrder():
+            return [order_stream(cmd.order)]
+        case commands.RegisterVolunteer():
+            return [volunteer_stream(cmd.volunteer)]
+        case commands.RecordVolunteerHours():
+            return [volunteer_stream(cmd.volunteer), hours_stream(cmd.community, cmd.volunteer)]
+        case commands.RecordVisit():
+            return [visit_stream(cmd.household)]
     return []
 
 
@@ -293,6 +323,54 @@ async def raise_daily_request(cmd: commands.RaiseDailyRequest, ctx: Context) -> 
     await _decide_and_record(ctx, cmd, target, facts)
 
 
+async def compound(ctx: Context, community: str, compound_id: str) -> Compound | None:
+    """The directory's view of a compound: its buildings and gates."""
+    row = await directory.compound(ctx.conn, tables.SCHEMA, community, compound_id)
+    if row is None:
+        return None
+    return Compound(community=row["community"], compound=row["compound"], buildings=frozenset(row["buildings"]),
+                    gates=frozenset(row["gates"]))
+
+
+async def place_group_order(cmd: commands.PlaceGroupOrder, ctx: Context) -> None:
+    target = order_stream(cmd.order)
+    facts = Facts(config=ctx.config, compound=await compound(ctx, cmd.community, cmd.compound),
+                  order=await ctx.state(target))
+    await _decide_and_record(ctx, cmd, target, facts)
+
+
+async def _order_facts(ctx: Context, order_id: str) -> tuple[str, Facts]:
+    target = order_stream(order_id)
+    order = await ctx.state(target)
+    where = await compound(ctx, order.community, order.compound) if isinstance(order, GroupOrder) else None
+    return target, Facts(config=ctx.config, order=order, compound=where)
+
+
+async def record_group_order_delivered(cmd: commands.RecordGroupOrderDelivered, ctx: Context) -> None:
+    await _decide_and_record(ctx, cmd, *await _order_facts(ctx, cmd.order))
+
+
+async def hand_out_group_order(cmd: commands.HandOutGroupOrder, ctx: Context) -> None:
+    await _decide_and_record(ctx, cmd, *await _order_facts(ctx, cmd.order))
+
+
+async def register_volunteer(cmd: commands.RegisterVolunteer, ctx: Context) -> None:
+    target = volunteer_stream(cmd.volunteer)
+    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, volunteer=await ctx.state(target)))
+
+
+async def record_volunteer_hours(cmd: commands.RecordVolunteerHours, ctx: Context) -> None:
+    target = hours_stream(cmd.community, cmd.volunteer)
+    facts = Facts(config=ctx.config, volunteer=await ctx.state(volunteer_stream(cmd.volunteer)),
+                  hours=await ctx.state(target))
+    await _decide_and_record(ctx, cmd, target, facts)
+
+
+async def record_visit(cmd: commands.RecordVisit, ctx: Context) -> None:
+    target = visit_stream(cmd.household)
+    await _decide_and_record(ctx, cmd, target, Facts(config=ctx.config, household=await household(ctx, cmd.household)))
+
+
 HANDLERS: dict[str, Handler] = {
     "request_supplies": request_supplies,
     "assign_delivery": assign_delivery,
@@ -305,4 +383,10 @@ HANDLERS: dict[str, Handler] = {
     "start_daily_supply": start_daily_supply,
     "stop_daily_supply": stop_daily_supply,
     "raise_daily_request": raise_daily_request,
+    "place_group_order": place_group_order,
+    "record_group_order_delivered": record_group_order_delivered,
+    "hand_out_group_order": hand_out_group_order,
+    "register_volunteer": register_volunteer,
+    "record_volunteer_hours": record_volunteer_hours,
+    "record_visit": record_visit,
 }

@@ -1,10 +1,14 @@
-"""Reactions to the quarantine service: a confined household gets food every day until it is free.
+"""Reactions to the quarantine service: a confined household gets food every day until it is free;
+and to the checkpoint's duty shifts: a gate shift's hours count among the volunteer's hours.
 
 - CaseOpened (kind home) starts the daily supply of the resident's household (cause ``case:<id>``);
   CaseReleased, CaseTransferred and CaseClosed stop it: after release the resident is under health
   monitoring and may go out; after a transfer they are no longer at home.
 - AreaSealed starts the daily supply of every household of the building or compound, the most
   vulnerable first (cause ``seal:<compound>[:<building>]``); SealLifted stops it.
+
+- ShiftEnded records the shift's hours as the volunteer's ``gate_shift`` hours
+  (``record_volunteer_hours``), on the day the shift started (as ``checkpoint.shifts`` counts it).
 
 Commands carry deterministic ids derived from the event id, so a redelivered or replayed event gets
 the stored reply and writes nothing; they carry the event's own time, so a replay decides the same.
@@ -14,17 +18,20 @@ I/O is that one lookup; what it sends is decided by the pure :func:`seal_command
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta, tzinfo
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 
 from services.logistics import tables
-from services.logistics.commands import StartDailySupply, StopDailySupply
+from services.logistics.commands import RecordVolunteerHours, StartDailySupply, StopDailySupply
 from services.logistics.domain import priority
 from shared import directory
 from shared import envelope as env
 from shared import log as logging
+from shared.contracts.checkpoint import ShiftEnded
 from shared.contracts.quarantine import (
     AreaSealed,
     CaseClosed,
@@ -64,6 +71,23 @@ def react_to_case(raw: env.RawEnvelope, event: env.Event) -> list[tuple[str, Any
             return [("stop_daily_supply", StopDailySupply(**_common(raw, command_id), **who,
                                                           cause=f"case:{event.case}"))]
     return []
+
+
+#: The gate-shift reaction's name in its command ids and actor (never change them).
+HOURS_REACTION = "gate-hours"
+
+
+def react_to_shift(raw: env.RawEnvelope, event: env.Event, *, zone: tzinfo) -> list[tuple[str, Any]]:
+    """ShiftEnded -> record_volunteer_hours (gate_shift), in minutes, on the shift's first day in
+    the city's ``zone``. A shift of no whole minute records nothing."""
+    if not isinstance(event, ShiftEnded) or round(event.hours * 60) < 1:
+        return []
+    started = event.ended_at - timedelta(hours=event.hours)
+    return [("record_volunteer_hours", RecordVolunteerHours(
+        command_id=f"{HOURS_REACTION}:{raw.event_id}", actor=f"system:{HOURS_REACTION}",
+        occurred_at=raw.occurred_at, correlation_id=raw.correlation_id, causation_id=raw.event_id,
+        volunteer=event.staff, community=event.community, on=started.astimezone(zone).date(),
+        kind="gate_shift", hours=min(round(event.hours * 60) / 60, 24), shift=event.shift))]
 
 
 def seal_cause(event: AreaSealed | SealLifted) -> str:
@@ -107,6 +131,12 @@ async def feed_late_households(host) -> int:
 def case_reaction() -> ReactionSpec:
     return ReactionSpec(name="logistics-cases", subjects=event_filters("quarantine", *CASE_EVENTS),
                         react=react_to_case)
+
+
+def shift_reaction(zone: tzinfo) -> ReactionSpec:
+    """The checkpoint's ShiftEnded as the volunteer's gate-shift hours."""
+    return ReactionSpec(name="logistics-gate-hours", subjects=event_filters("checkpoint", "ShiftEnded"),
+                        react=partial(react_to_shift, zone=zone))
 
 
 def seal_consumer() -> ConsumerSpec:

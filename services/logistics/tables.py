@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from services.logistics.domain import Plan, Request, Welfare
+from services.logistics.domain import GroupOrder, Plan, Request, Visits, Volunteer, Welfare
 from shared import directory
 
 SCHEMA = "logistics"
@@ -86,6 +86,51 @@ CREATE TABLE IF NOT EXISTS logistics.welfare_checks (
     raised_at        timestamptz,
     outcome          text,
     resolved_at      timestamptz);
+-- issue 17: group orders, volunteers' teams and hours, door-to-door visits, the vulnerable list.
+CREATE TABLE IF NOT EXISTS logistics.group_orders (
+    "order"       text PRIMARY KEY,
+    community     text NOT NULL,
+    compound      text NOT NULL,
+    supplier      text NOT NULL,
+    items         jsonb NOT NULL,
+    households    integer NOT NULL,
+    status        text NOT NULL,
+    gate          text,
+    handed_out    integer NOT NULL,
+    buildings     jsonb NOT NULL,
+    placed_at     timestamptz NOT NULL,
+    delivered_at  timestamptz);
+CREATE INDEX IF NOT EXISTS group_orders_community ON logistics.group_orders (community, placed_at);
+CREATE TABLE IF NOT EXISTS logistics.volunteers (
+    volunteer      text PRIMARY KEY,
+    community      text NOT NULL,
+    team           text NOT NULL,
+    unit_kind      text NOT NULL,
+    registered_at  timestamptz NOT NULL);
+CREATE TABLE IF NOT EXISTS logistics.volunteer_hours (
+    id           bigserial PRIMARY KEY,
+    community    text NOT NULL,
+    volunteer    text NOT NULL,
+    team         text,
+    unit_kind    text,
+    kind         text NOT NULL,
+    day          date NOT NULL,
+    minutes      integer NOT NULL,
+    shift        text,
+    recorded_at  timestamptz NOT NULL);
+CREATE INDEX IF NOT EXISTS volunteer_hours_day ON logistics.volunteer_hours (community, day);
+CREATE TABLE IF NOT EXISTS logistics.visits (
+    household        text PRIMARY KEY,
+    community        text NOT NULL,
+    visits           integer NOT NULL,
+    last_visit_at    timestamptz NOT NULL,
+    last_outcome     text NOT NULL,
+    last_contact_at  timestamptz);
+-- the vulnerable list: a community's flagged residents, and each household's last delivery
+CREATE INDEX IF NOT EXISTS dir_residents_vulnerable ON logistics.dir_residents (community, resident)
+    WHERE cardinality(vulnerabilities) > 0;
+CREATE INDEX IF NOT EXISTS requests_delivered ON logistics.requests (household, updated_at)
+    WHERE status = 'delivered';
 """
 
 # PostgreSQL checks the CHECK on the row proposed for insertion even when it then conflicts, so
@@ -117,6 +162,25 @@ INSERT INTO logistics.welfare_checks VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
 ON CONFLICT (household) DO UPDATE SET check_id = EXCLUDED.check_id, request = EXCLUDED.request,
     vulnerabilities = EXCLUDED.vulnerabilities, open = EXCLUDED.open, raised_at = EXCLUDED.raised_at,
     outcome = EXCLUDED.outcome, resolved_at = EXCLUDED.resolved_at"""
+
+UPSERT_ORDER = """
+INSERT INTO logistics.group_orders VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT ("order") DO UPDATE SET status = EXCLUDED.status, gate = EXCLUDED.gate,
+    handed_out = EXCLUDED.handed_out, buildings = EXCLUDED.buildings, delivered_at = EXCLUDED.delivered_at"""
+
+UPSERT_VOLUNTEER = """
+INSERT INTO logistics.volunteers VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (volunteer) DO UPDATE SET community = EXCLUDED.community, team = EXCLUDED.team,
+    unit_kind = EXCLUDED.unit_kind, registered_at = EXCLUDED.registered_at"""
+
+INSERT_HOURS = """
+INSERT INTO logistics.volunteer_hours (community, volunteer, team, unit_kind, kind, day, minutes, shift, recorded_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+
+UPSERT_VISITS = """
+INSERT INTO logistics.visits VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (household) DO UPDATE SET visits = EXCLUDED.visits, last_visit_at = EXCLUDED.last_visit_at,
+    last_outcome = EXCLUDED.last_outcome, last_contact_at = EXCLUDED.last_contact_at"""
 
 #: Active plans whose food for the day ($1) is not yet requested, the most vulnerable first.
 DUE_PLANS = """
@@ -163,3 +227,17 @@ def welfare_row(w: Welfare) -> tuple:
     return (w.household, w.community, w.compound, w.building, check.check if check else None,
             check.request if check else None, list(check.vulnerabilities) if check else [],
             check is not None, check.raised_at if check else None, w.last_outcome, w.resolved_at)
+
+
+def order_row(o: GroupOrder) -> tuple:
+    items = json.dumps([{"item": line.item, "qty": line.qty} for line in o.items])
+    return (o.order, o.community, o.compound, o.supplier, items, o.households, o.status, o.gate, o.handed_out,
+            json.dumps(dict(o.buildings)), o.placed_at, o.delivered_at)
+
+
+def volunteer_row(v: Volunteer, at) -> tuple:
+    return (v.volunteer, v.community, v.team, v.unit_kind, at)
+
+
+def visits_row(v: Visits) -> tuple:
+    return (v.household, v.community, v.visits, v.last_visit_at, v.last_outcome, v.last_contact_at)

@@ -11,19 +11,21 @@ import io
 from datetime import date, timedelta
 from typing import Iterable
 
-from services.views.rules import FLOWS, LEVELS, STOCK, WINDOW_DAYS
+from services.views.rules import FLOWS, LEVELS, STOCK, VOLUNTEER, WINDOW_DAYS
 from shared.contracts import queries
 from shared.contracts.queries import CommunityQuery, RollupQuery, TimelineQuery
 from shared.errors import Invalid
 from shared.subjects import check_community, check_scope, check_slug
 
-#: The report's columns, in order; ``stock.<item>`` columns follow, sorted by item.
+#: The report's columns, in order; ``stock.<item>`` columns follow, sorted by item, then the
+#: volunteers' minutes of the day per team (``volunteer_minutes.<team>``).
 COLUMNS = (
     "residents", "households", "arrivals_14d", "arrivals_pending",
     "quarantine_home", "quarantine_centralized", "quarantine_monitoring", "quarantine_hospital",
     "sealed_compounds", "sealed_buildings", "passes_active",
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
+    "group_orders_open", "group_orders_delivered",
 )
 _EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
 
@@ -58,7 +60,7 @@ def flat(sums: dict[str, Sums]) -> dict[str, int]:
     for metric, (on_day, to_date, window) in sums.items():
         if metric in LEVELS or metric.startswith(STOCK):
             out[metric] = to_date
-        elif metric in FLOWS:
+        elif metric in FLOWS or metric.startswith(VOLUNTEER):
             out[metric] = on_day
         elif metric == "arrivals":
             out["arrivals_14d"] = window
@@ -73,6 +75,12 @@ def add(total: dict[str, int], figures: dict[str, int]) -> dict[str, int]:
 
 def stock(figures: dict[str, int]) -> dict[str, int]:
     return {k[len(STOCK):]: n for k, n in sorted(figures.items()) if k.startswith(STOCK)}
+
+
+def volunteer_hours(figures: dict[str, int]) -> dict[str, float]:
+    """Team -> hours on the day, from the minutes the figures count (teams with none left out)."""
+    return {k[len(VOLUNTEER):]: round(n / 60, 2) for k, n in sorted(figures.items())
+            if k.startswith(VOLUNTEER) and n}
 
 
 def nest(f: dict[str, int]) -> dict:
@@ -96,12 +104,17 @@ def nest(f: dict[str, int]) -> dict:
         "welfare_checks_open": f["welfare_checks_open"],
         "households_on_daily_supply": f["daily_supply_households"],
         "stock": stock(f),
+        "group_orders_open": f["group_orders_open"],
+        "group_orders_delivered_today": f["group_orders_delivered"],
+        "volunteer_hours_today": volunteer_hours(f),
     }
 
 
 def columns(rows: Iterable[dict[str, int]]) -> list[str]:
+    rows = list(rows)
     items = sorted({k for row in rows for k in row if k.startswith(STOCK)})
-    return [*COLUMNS, *items]
+    teams = sorted({k for row in rows for k in row if k.startswith(VOLUNTEER)})
+    return [*COLUMNS, *items, *teams]
 
 
 def to_csv(report: dict) -> str:

@@ -30,11 +30,15 @@ from shared.contracts.logistics import (
     DailySupplyStopped,
     DeliveryCompleted,
     DeliveryFailed,
+    GroupOrderDelivered,
+    GroupOrderHandedOut,
+    GroupOrderPlaced,
     StockConsumed,
     StockReceived,
     StockReturned,
     SupplyRequestClosed,
     SupplyRequested,
+    VolunteerHoursRecorded,
     WelfareCheckRaised,
     WelfareCheckResolved,
 )
@@ -86,17 +90,22 @@ LEVELS = (
     "quarantine_home", "quarantine_centralized", "quarantine_monitoring", "quarantine_hospital",
     "sealed_compounds", "sealed_buildings", "passes_active",
     "requests_open", "welfare_checks_open", "daily_supply_households",
+    "group_orders_open",
 )
 #: Metrics counted on the board's day only.
 FLOWS = (
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
-    "positive_results", "deliveries",
+    "positive_results", "deliveries", "group_orders_delivered",
 )
 #: Counted over the 14 days ending on the board's day (by the day of arrival).
 WINDOWS = ("arrivals",)
 WINDOW_DAYS = 14
 #: Stock metrics are levels named ``stock.<item>``.
 STOCK = "stock."
+#: Volunteers' minutes per team are flows named ``volunteer_minutes.<team>``, on the day worked;
+#: hours of no registered team under :data:`NO_TEAM` (not a slug: no team can be named so).
+VOLUNTEER = "volunteer_minutes."
+NO_TEAM = "(none)"
 
 
 def local_day(instant: datetime, zone: tzinfo) -> date:
@@ -125,6 +134,10 @@ def _stock(e: StockReceived | StockConsumed | StockReturned, community: str, day
 def _delivery_failed(e: DeliveryFailed, community: str, day: date) -> tuple[Op, ...]:
     # No answer reopens the request for another attempt; a refusal ends it.
     return (Drop("request", e.request),) if e.outcome == "refused" else ()
+
+
+def _hours(e: VolunteerHoursRecorded, community: str, day: date) -> tuple[Op, ...]:
+    return (Delta(VOLUNTEER + (e.team or NO_TEAM), e.on, round(e.hours * 60)),)
 
 
 #: One rule per event type (a dict lookup: the projector applies a million events a minute).
@@ -158,6 +171,11 @@ RULES = {
     StockReturned: _stock,
     DailySupplyStarted: lambda e, c, d: (Put("daily_supply", e.household, "daily_supply_households"),),
     DailySupplyStopped: lambda e, c, d: () if e.active else (Drop("daily_supply", e.household),),
+    # A group order is open until every household it is for has been handed its share.
+    GroupOrderPlaced: lambda e, c, d: (Put("group_order", e.order, "group_orders_open"),),
+    GroupOrderDelivered: lambda e, c, d: (Delta("group_orders_delivered", d),),
+    GroupOrderHandedOut: lambda e, c, d: (Drop("group_order", e.order),) if e.complete else (),
+    VolunteerHoursRecorded: _hours,
 }
 
 

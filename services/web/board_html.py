@@ -34,6 +34,9 @@ FIGURES = {
     "welfare_checks_open": ("待上门探视", "welfare checks open"),
     "households_on_daily_supply": ("每日供应户", "households on daily food supply"),
     "stock": ("库存", "stock on hand"),
+    "group_orders_open": ("团购未发完", "group orders open"),
+    "group_orders_delivered_today": ("今日团购到门岗", "group orders delivered today"),
+    "volunteer_hours_today": ("今日志愿者时长", "volunteer hours today"),
 }
 #: The street report's rows (``rollup`` columns) in Chinese; the English is the demo's.
 REPORT = {
@@ -44,6 +47,7 @@ REPORT = {
     "fevers": "门岗发热", "checkins_missed": "未打卡", "positive_results": "阳性结果",
     "requests_open": "待办物资需求", "deliveries": "配送完成", "welfare_checks_open": "待上门探视",
     "daily_supply_households": "每日供应户",
+    "group_orders_open": "团购未发完", "group_orders_delivered": "今日团购到门岗",
 }
 REASONS = {
     "gate_closed": "大门关闭", "compound_sealed": "小区封控", "building_sealed": "楼栋封控",
@@ -166,6 +170,9 @@ def _value(key: str, b: dict) -> tuple[str, str]:
     if key == "stock":  # items do not add up: each is its own figure
         items = " · ".join(f"{esc(item)} <b>{num(n)}</b>" for item, n in b["stock"].items())
         return "", items or esc("none")
+    if key == "volunteer_hours_today":  # per team
+        teams = b.get(key, {})
+        return num(round(sum(teams.values()), 2)), " · ".join(f"{esc(t)} <b>{num(h)}</b>" for t, h in teams.items())
     return num(b[key]), ""
 
 
@@ -304,6 +311,8 @@ def street_fragment(data: dict[str, dict]) -> str:
 def _report_zh(key: str) -> str:
     if key.startswith("stock."):
         return f"库存：{key[len('stock.'):]}"
+    if key.startswith("volunteer_minutes."):
+        return f"志愿者分钟：{key[len('volunteer_minutes.'):]}"
     return REPORT.get(key, key)
 
 

@@ -188,6 +188,18 @@ LOGISTICS: dict[str, Describe] = {
     "DailySupplyStarted": lambda d: f"daily food from {d['starts_on']} ({d['cause']})",
     "DailySupplyStopped": lambda d: f"daily food: {d['cause']} over"
                                     + (f", still {', '.join(d['causes'])}" if d.get("active") else ", stopped"),
+    "GroupOrderPlaced": lambda d: f"group order {short(d['order'])} from {d['supplier']}: {_items(d['items'])} "
+                                  f"for {d['households']} households",
+    "GroupOrderDelivered": lambda d: f"group order {short(d['order'])} left at {_where(d)}",
+    "GroupOrderHandedOut": lambda d: f"group order {short(d['order'])} handed out in {d['building']}: "
+                                     f"{d['households']} households, {d['handed_out']} in all"
+                                     + (", done" if d.get("complete") else ""),
+    "VolunteerRegistered": lambda d: f"{d['volunteer']} in team {d['team']} ({d['unit_kind'].replace('_', ' ')})"
+                                     + _also(d.get("previous_team"), ", was "),
+    "VolunteerHoursRecorded": lambda d: f"{d['volunteer']}: {d['hours']:g} h {d['kind'].replace('_', ' ')} on "
+                                        f"{d['on']}" + _also(d.get("team"), ", team "),
+    "VisitRecorded": lambda d: f"door-to-door visit: {d['outcome'].replace('_', ' ')}"
+                               + _also(d.get("volunteer"), ", by "),
 }
 
 SUMMARIES: dict[str, Describe] = {**REGISTRY, **CHECKPOINT, **QUARANTINE, **LOGISTICS}

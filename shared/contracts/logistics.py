@@ -223,3 +223,113 @@ class DailySupplyStopped(Event, frozen=True, kw_only=True):
     active: bool
     stopped_at: datetime
     stopped_by: str
+
+
+# -- group orders from a supplier (issue 17) --------------------------------------------------------
+
+#: Where a volunteer comes from: a party branch (党支部), cadres sent down from district agencies
+#: (下沉干部), the compound's own residents, or anyone else.
+UnitKind = Literal["party_branch", "sent_down_cadre", "resident", "other"]
+#: What the hours were for. ``gate_shift`` is recorded by logistics itself from the checkpoint's
+#: ShiftEnded (a duty shift at a gate); the others by staff.
+HoursKind = Literal["delivery", "door_to_door", "gate_shift", "other"]
+#: What a door-to-door visit found; ``no_answer`` is not a contact.
+VisitOutcome = Literal["well", "needs_help", "hospitalized", "no_answer"]
+
+
+class OrderLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A line of a supplier's order, e.g. {"item": "vegetable-box", "qty": 300}: the supplier's
+    goods, not the community's catalogue."""
+
+    item: str
+    qty: int
+
+
+@event_type(SERVICE)
+class GroupOrderPlaced(Event, frozen=True, kw_only=True):
+    """A compound's group order (团购) of food sets from a supplier, for ``households`` households."""
+
+    order: str
+    compound: str
+    #: The shop or company that supplies it (a business, never a person's name).
+    supplier: str
+    items: list[OrderLine]
+    households: int
+    placed_at: datetime
+    placed_by: str
+
+
+@event_type(SERVICE)
+class GroupOrderDelivered(Event, frozen=True, kw_only=True):
+    """The supplier left the order at a gate of the compound; volunteers hand it out from there."""
+
+    order: str
+    compound: str
+    gate: str
+    delivered_at: datetime
+    delivered_by: str
+
+
+@event_type(SERVICE)
+class GroupOrderHandedOut(Event, frozen=True, kw_only=True):
+    """One building's share of the order handed out (to ``households`` households)."""
+
+    order: str
+    compound: str
+    building: str
+    households: int
+    #: Households served so far over every building, and whether that is all of the order.
+    handed_out: int
+    complete: bool
+    handed_out_at: datetime
+    handed_out_by: str
+
+
+# -- volunteers, their teams and hours (issue 17) ---------------------------------------------------
+
+
+@event_type(SERVICE)
+class VolunteerRegistered(Event, frozen=True, kw_only=True):
+    """A volunteer (an opaque id, the one checkpoint shifts and deliveries name) joins a team of
+    the community, or moves to another."""
+
+    volunteer: str
+    team: str
+    unit_kind: UnitKind
+    #: The team before, when the volunteer moved.
+    previous_team: str | None = None
+    registered_at: datetime
+    registered_by: str
+
+
+@event_type(SERVICE)
+class VolunteerHoursRecorded(Event, frozen=True, kw_only=True):
+    """Hours a volunteer worked on a day, counted for the team they were in then (null: not
+    registered in a team: a gate shift of someone logistics does not know)."""
+
+    volunteer: str
+    on: date
+    kind: HoursKind
+    hours: float
+    team: str | None = None
+    unit_kind: UnitKind | None = None
+    #: The checkpoint's shift, for ``gate_shift`` hours.
+    shift: str | None = None
+    recorded_at: datetime
+    recorded_by: str
+
+
+# -- door-to-door visits (issue 17) -----------------------------------------------------------------
+
+
+@event_type(SERVICE)
+class VisitRecorded(Event, frozen=True, kw_only=True):
+    """A door-to-door visit (上门) to a household, e.g. to an elderly resident living alone."""
+
+    household: str
+    compound: str
+    building: str
+    outcome: VisitOutcome
+    volunteer: str | None = None
+    visited_at: datetime
+    visited_by: str

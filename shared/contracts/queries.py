@@ -21,7 +21,7 @@ import msgspec
 
 from shared import wire
 from shared.envelope import Envelope
-from shared.contracts.logistics import ItemLine, PriorityReason, RequestKind
+from shared.contracts.logistics import HoursKind, ItemLine, OrderLine, PriorityReason, RequestKind, UnitKind
 from shared.contracts.quarantine import CaseKind, CaseReason
 from shared.contracts.registry import Vulnerability
 
@@ -130,6 +130,10 @@ class Board(Reply):
     welfare_checks_open: Count
     households_on_daily_supply: Count
     stock: Stock
+    group_orders_open: Annotated[int, _meta("group orders not yet handed out to every household", ge=0)]
+    group_orders_delivered_today: Annotated[int, _meta("group orders delivered to a gate on the day", ge=0)]
+    volunteer_hours_today: Annotated[dict[str, float], _meta(
+        "volunteers' hours on the day per team ((none): no registered team), gate shifts included")]
     figures: Annotated[dict[str, int], _meta(
         "the same figures flat, as the report's columns (residents, households, arrivals_14d, ..., "
         "stock.<item>)")]
@@ -501,6 +505,87 @@ class WelfareReply(Reply):
     checks: Annotated[list[WelfareCheck], _meta("open checks, oldest first")]
 
 
+class GroupOrdersQuery(Request):
+    community: Community
+    open: Annotated[bool | None, _meta("true: orders not yet all handed out; false: those done; "
+                                       "absent: every order")] = None
+    limit: Annotated[int, _meta("at most this many orders, newest first", ge=1, le=MAX_REQUESTS)] = 200
+
+
+class GroupOrderRow(Row):
+    order: str
+    compound: str
+    supplier: Annotated[str, _meta("the shop or company (a business, not a person)")]
+    items: list[OrderLine]
+    households: Annotated[int, _meta("households the order is for", ge=1)]
+    status: Annotated[Literal["placed", "delivered", "handed_out"],
+                      _meta("placed; delivered to the gate; handed out to every household ordered for")]
+    gate: Annotated[str | None, _meta("where the supplier left it")]
+    handed_out: Annotated[int, _meta("households served so far", ge=0)]
+    buildings: Annotated[dict[str, int], _meta("building -> households served there")]
+    placed_at: datetime
+    delivered_at: datetime | None
+
+
+class GroupOrdersReply(Reply):
+    community: Community
+    count: Count
+    orders: Annotated[list[GroupOrderRow], _meta("newest first")]
+
+
+class VolunteerHoursQuery(Request, rename={"from_": "from"}):
+    community: Community
+    on: Annotated[date | None, _meta("one day (default today); not with from/to")] = None
+    from_: Annotated[date | None, _meta("first day of a range (inclusive, at most 93 days)")] = None
+    to: Annotated[date | None, _meta("last day of a range (inclusive; default today)")] = None
+
+
+class TeamHours(Row):
+    team: Annotated[str | None, _meta("null: volunteers in no registered team (gate shifts of people "
+                                      "logistics does not know)")]
+    unit_kind: UnitKind | None
+    hours: Annotated[float, _meta("every kind together", ge=0)]
+    kinds: Annotated[dict[HoursKind, float], _meta("hours by kind (delivery, door_to_door, gate_shift, other)")]
+    volunteers: Annotated[int, _meta("distinct volunteers with hours", ge=0)]
+
+
+class VolunteerHoursReply(Reply, rename={"from_": "from"}):
+    community: Community
+    from_: Day
+    to: Day
+    time_zone: Annotated[str, _meta("the city's time zone the days are counted in")]
+    hours: Annotated[float, _meta("every team together", ge=0)]
+    teams: Annotated[list[TeamHours], _meta("by team, most hours first")]
+
+
+class VulnerableQuery(Request):
+    community: Community
+    limit: Annotated[int, _meta("residents per page", ge=1, le=MAX_REQUESTS)] = 200
+    after: Annotated[str, _meta("the next of the previous page")] = ""
+
+
+class VulnerableResident(Row):
+    resident: str
+    display_name: Annotated[str, _meta("masked (王*伟)")]
+    household: str
+    compound: str
+    building: str
+    vulnerabilities: list[Vulnerability]
+    last_contact: Annotated[Literal["delivery", "welfare_check", "visit"] | None,
+                            _meta("how the household was last reached: a delivery left, a welfare check "
+                                  "resolved, a door-to-door visit that found someone; null: never")]
+    last_contact_at: datetime | None
+    days_without_contact: Annotated[Count | None, _meta("whole days since (the city's calendar); null: never")]
+
+
+class VulnerableReply(Reply):
+    community: Community
+    count: Count
+    residents: Annotated[list[VulnerableResident], _meta("the longest without contact first (never "
+                                                         "contacted first of all), then by resident id")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
 # -- the registry ---------------------------------------------------------------------------------
 
 
@@ -551,6 +636,12 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     Query("logistics.stock", "logistics", StockQuery, StockReply, "a committee's stock on hand by item"),
     Query("logistics.welfare", "logistics", WelfareQuery, WelfareReply,
           "a committee's open welfare checks, oldest first"),
+    Query("logistics.group_orders", "logistics", GroupOrdersQuery, GroupOrdersReply,
+          "a committee's group orders from suppliers: placed, at the gate, handed out per building"),
+    Query("logistics.volunteer_hours", "logistics", VolunteerHoursQuery, VolunteerHoursReply,
+          "volunteers' hours per team and kind (deliveries, door-to-door visits, gate shifts) over days"),
+    Query("logistics.vulnerable", "logistics", VulnerableQuery, VulnerableReply,
+          "a committee's vulnerable residents with their last contact, the longest without contact first"),
 )}
 
 

@@ -107,6 +107,12 @@ async def _record(operator: As, db) -> tuple[str, str]:
     await operator.ok("logistics", "assign_delivery", request=food, volunteer=VOLUNTEER)
     await operator.ok("logistics", "record_delivery", request=food, outcome="no_answer")
     await operator.ok("logistics", "assign_delivery", request=food, volunteer=VOLUNTEER)
+    await operator.ok("logistics", "place_group_order", community=NANGONG, compound="nangong-1", supplier="盒马鲜生",
+                      items=[{"item": "vegetable-box", "qty": 1}], households=1)
+    await operator.ok("logistics", "register_volunteer", volunteer=VOLUNTEER, community=NANGONG,
+                      team="party-branch-3", unit_kind="party_branch")
+    await operator.ok("logistics", "record_volunteer_hours", volunteer=VOLUNTEER, community=NANGONG,
+                      on=str(day(1)), kind="delivery", hours=2)
     visit = await operator.ok("checkpoint", "check_passage", **place, gate="g1", direction="in", temperature_c=36.5,
                               occurred_at=at(1, "10:00").isoformat(), visitor={
                                   "name": "张三丰", "phone": "13800001111", "host_household": household,
@@ -173,6 +179,13 @@ CASES = {
     "logistics.stock": Case("logistics.stock", lambda c: q.StockQuery(community=NANGONG), lambda r: r.on_hand),
     "logistics.welfare": Case("logistics.welfare", lambda c: q.WelfareQuery(community=NANGONG),
                               lambda r: r.checks),
+    "logistics.group_orders": Case("logistics.group_orders", lambda c: q.GroupOrdersQuery(community=NANGONG),
+                                   lambda r: r.orders),
+    "logistics.volunteer_hours": Case("logistics.volunteer_hours",
+                                      lambda c: q.VolunteerHoursQuery(community=NANGONG, on=day(1)),
+                                      lambda r: r.teams),
+    "logistics.vulnerable": Case("logistics.vulnerable", lambda c: q.VulnerableQuery(community=NANGONG),
+                                 lambda r: r.residents),
 }
 
 

@@ -288,6 +288,9 @@ def query_samples(city: City, visit: str) -> dict[str, dict]:
         "logistics.assignments": {"volunteer": "staff:li-wei"},
         "logistics.stock": {"community": NANGONG},
         "logistics.welfare": {"community": NANGONG},
+        "logistics.group_orders": {"community": NANGONG, "open": "true"},
+        "logistics.volunteer_hours": {"community": NANGONG, "on": str(day(1))},
+        "logistics.vulnerable": {"community": NANGONG, "limit": "5"},
     }
 
 

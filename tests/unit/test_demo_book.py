@@ -131,3 +131,16 @@ def test_expected_adds_the_book_to_the_baseline_unless_replayed():
     assert expected(book, NG, DAY, base, replayed=False)["residents"] == 14
     assert expected(book, NG, DAY, base, replayed=False)["stock.masks"] == 7
     assert expected(book, NG, DAY, base, replayed=True) == base
+
+
+def test_a_group_order_is_open_until_handed_out_to_all_and_counts_its_delivery_and_teams_minutes():
+    book = registered()
+    book.group_order(NG, "go1")
+    book.group_order(NG, "go2")
+    book.group_order_delivered("go1")
+    book.group_order_handed_out("go1", complete=False)  # one building of two
+    book.group_order_handed_out("go1", complete=True)
+    book.volunteer_minutes[NG]["nangong-cadres"] += 480
+    figures = book.figures(NG, DAY)
+    assert (figures["group_orders_open"], figures["group_orders_delivered"]) == (1, 1)
+    assert figures["volunteer_minutes.nangong-cadres"] == 480 and "volunteer_minutes.nangong-cadres" not in book.figures(XJ, DAY)

@@ -160,6 +160,8 @@ BOARD = {
     "passages_today": {"in": 4304, "out": 4304, "denied": 50}, "fevers_today": 5, "checkins_missed_today": 5,
     "positive_results_today": 0, "open_requests": 1, "deliveries_today": 316, "welfare_checks_open": 1,
     "households_on_daily_supply": 175, "stock": {"masks": 870, "vegetable-pack": 20},
+    "group_orders_open": 1, "group_orders_delivered_today": 2,
+    "volunteer_hours_today": {"nangong-cadres": 152.0, "nangong-party-branch": 160.25},
 }
 
 
@@ -168,6 +170,7 @@ def test_the_board_reads_as_staff_read_it():
     assert "the committee's board for 2020-02-17" in text
     assert "home 168 · centralized 2 · monitoring 4 · hospital 1" in text
     assert "in 4,304 · out 4,304 · denied 50" in text and "masks 870 · vegetable-pack 20" in text
+    assert "delivered to a gate today 2" in text and "nangong-cadres 152 · nangong-party-branch 160.25" in text
 
 
 def test_the_report_has_a_column_per_committee_and_the_street():

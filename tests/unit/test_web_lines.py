@@ -244,3 +244,17 @@ def test_an_old_arrival_prints_without_its_travel_history():
     # then the feed says what happened, as for schema 2, and none of it is printed
     assert old.endswith("arrived 2026-11-29, class A, visited a risk area; to verify at the door")
     assert not any(x in old for x in ("Wuhan", "G1722", "Hankou"))
+
+
+def test_group_orders_volunteers_and_visits_say_what_happened():
+    placed = line(lg.GroupOrderPlaced, order="o-1", compound="nangong-1", supplier="盒马鲜生",
+                  items=[lg.OrderLine(item="vegetable-box", qty=3)], households=3)
+    assert placed.endswith("group order o-1 from 盒马鲜生: vegetable-box×3 for 3 households")
+    done = line(lg.GroupOrderHandedOut, order="o-1", compound="nangong-1", building="b2", households=1,
+                handed_out=3, complete=True)
+    assert done.endswith("group order o-1 handed out in b2: 1 households, 3 in all, done")
+    hours = line(lg.VolunteerHoursRecorded, volunteer="volunteer:zhang-3", on=date(2026, 11, 30),
+                 kind="door_to_door", hours=1.5, team="party-branch-3")
+    assert hours.endswith("volunteer:zhang-3: 1.5 h door to door on 2026-11-30, team party-branch-3")
+    visit = line(lg.VisitRecorded, household="h-101", compound="nangong-1", building="b1", outcome="no_answer")
+    assert " h-101 " in visit and visit.endswith("door-to-door visit: no answer")
