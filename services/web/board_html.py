@@ -48,7 +48,7 @@ REPORT = {
 REASONS = {
     "gate_closed": "大门关闭", "compound_sealed": "小区封控", "building_sealed": "楼栋封控",
     "under_quarantine": "隔离中", "fever": "发热", "unknown_resident": "非本小区居民",
-    "no_valid_pass": "无有效出入证", "visitors_not_admitted": "暂停访客",
+    "no_valid_pass": "无有效出入证", "visitors_not_admitted": "暂停访客", "awaiting_result": "待核酸结果",
 }
 DIRECTIONS = {"in": "进", "out": "出"}
 KINDS = {"food": "食品", "medicine": "药品", "device_help": "设备帮助", "masks": "口罩", "other": "其他"}
