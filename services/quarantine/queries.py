@@ -82,7 +82,8 @@ def _streams(row) -> list[str]:
                                                 for i in range(days)]
 
 
-#: A round's residents by where they are in it, each a page in resident order after $4, at most $5.
+#: A round's residents by where they are in it, each a page in resident order after $2, at most $3
+#: (the residents not sampled: of community $4, compound $5).
 _LIVING = "r.community = $2 AND r.compound = $3 AND NOT r.moved_out"
 _ROW = """SELECT r.resident, r.display_name, r.household, r.building, c.code IS NOT NULL AS code_issued,
     s.taken_at, coalesce(s.stay_in, false) AS stay_in"""
@@ -90,10 +91,11 @@ _JOINS = """LEFT JOIN quarantine.sample_codes c ON c.screening = $1 AND c.reside
 STATUS_LISTS = {
     "not_sampled": f"""{_ROW} FROM quarantine.dir_residents r
         LEFT JOIN quarantine.round_samples s ON s.screening = $1 AND s.resident = r.resident {_JOINS}
-        WHERE {_LIVING} AND s.resident IS NULL AND r.resident > $4 ORDER BY r.resident LIMIT $5""",
+        WHERE {_LIVING.replace("$2", "$4").replace("$3", "$5")} AND s.resident IS NULL AND r.resident > $2
+        ORDER BY r.resident LIMIT $3""",
     "pending": f"""{_ROW.replace('r.resident,', 's.resident,')} FROM quarantine.round_samples s
         LEFT JOIN quarantine.dir_residents r ON r.resident = s.resident {_JOINS.replace('r.resident', 's.resident')}
-        WHERE s.screening = $1 AND s.result IS NULL AND s.resident > $4 ORDER BY s.resident LIMIT $5""",
+        WHERE s.screening = $1 AND s.result IS NULL AND s.resident > $2 ORDER BY s.resident LIMIT $3""",
 }
 STATUS_LISTS["staying_in"] = STATUS_LISTS["pending"].replace("s.result IS NULL", "s.result IS NULL AND s.stay_in")
 STATUS_COUNTS = f"""
@@ -126,9 +128,9 @@ async def screening_status(host, payload: bytes, identity: Identity | None) -> d
         round_ = await _round(conn, q.screening)
         if round_ is None or round_.community != q.community:
             raise NotFound(f"screening {q.screening} is not a round of {q.community}", field="screening")
-        args = (q.screening, q.community, round_.compound)
-        counts = await conn.fetchrow(STATUS_COUNTS, *args)
-        rows = await conn.fetch(STATUS_LISTS[q.status], *args, q.after, q.limit + 1)
+        counts = await conn.fetchrow(STATUS_COUNTS, q.screening, q.community, round_.compound)
+        area = (q.community, round_.compound) if q.status == "not_sampled" else ()
+        rows = await conn.fetch(STATUS_LISTS[q.status], q.screening, q.after, q.limit + 1, *area)
     page = [dict(r) for r in rows[:q.limit]]
     return {"ok": True, "community": q.community, "screening": q.screening, "compound": round_.compound,
             "on": round_.on, "stay_in_until_result": round_.stay_in_until_result, "counts": dict(counts),
