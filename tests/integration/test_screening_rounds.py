@@ -120,3 +120,23 @@ async def test_a_stay_in_round_codes_ahead_samples_by_code_the_gate_until_the_re
         await eventually(lambda: host.pool.fetchval("SELECT count(*) = 0 FROM quarantine.outbox"))
     on_the_bus = b"".join(m.data for m in await published(nats_url, "cordon.evt.>"))
     assert not [code for code in code_of.values() if code.encode() in on_the_bus]
+
+
+async def test_a_round_under_way_at_the_upgrade_keeps_its_samples_in_the_status_list(nats_url, pg_dsn):
+    clock = Clock(at(2, "08:00"))
+    await registry_facts(nats_url, {"r-wang": "b1", "r-li": "b2", "r-zhao": "b2"})
+    async with quarantine(nats_url, pg_dsn, clock, interval=3600) as host, client(nats_url) as c:
+        await directory_knows(host, "r-wang", "r-li", "r-zhao")
+        await c.ok("schedule_screening", community=COMMUNITY, compound="sunny-garden", on=str(day(2)),
+                   screening="round-3", slots=[{"label": "everyone", "from": "07:00", "to": "11:00"}])
+        await c.ok("record_sample", screening="round-3", resident="r-wang", stay_in_until_result=True)
+        await c.ok("record_sample", screening="round-3", resident="r-li")
+        await c.ok("record_result", screening="round-3", resident="r-li", result="positive")
+        told = [await status(c, which) for which in ("not_sampled", "pending", "staying_in")]
+        # Given a quarantine of before issue 17: its record has the samples, no table of them
+        await host.pool.execute("DROP TABLE quarantine.round_samples")
+    # when it starts as this version, then the round's lists are what they were
+    async with quarantine(nats_url, pg_dsn, clock, interval=3600), client(nats_url) as c:
+        assert [await status(c, which) for which in ("not_sampled", "pending", "staying_in")] == told
+    assert [residents(r) for r in told] == [["r-zhao"], ["r-wang"], ["r-wang"]]
+    assert (told[0]["counts"]["positive"], told[0]["counts"]["sampled"]) == (1, 2)
