@@ -21,6 +21,7 @@ FIGURES = (
     "sealed_compounds", "sealed_buildings", "passes_active",
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
+    "results_pending",
 )
 FLOWS = ("passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
          "positive_results", "deliveries")
@@ -54,6 +55,7 @@ class Book:
     daily_requested: set[str] = field(default_factory=set)  # households whose first daily request exists
     welfare: dict[str, str] = field(default_factory=dict)  # household -> community (open checks)
     stock: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    samples: dict[str, str] = field(default_factory=dict)  # sample (screening/resident) -> community, result pending
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -95,6 +97,12 @@ class Book:
         self.seals.add((community, compound, building))
         for household in households:
             self._confine(community, household, f"seal:{compound}:{building}")
+
+    def sampled(self, community: str, sample: str) -> None:
+        self.samples[sample] = community
+
+    def result(self, sample: str) -> None:
+        self.samples.pop(sample, None)
 
     def missed(self, community: str, n: int) -> None:
         self.flows[community]["checkins_missed"] += n
@@ -176,6 +184,7 @@ class Book:
         out["requests_open"] = _count(self.requests.values(), community)
         out["welfare_checks_open"] = _count(self.welfare.values(), community)
         out["daily_supply_households"] = sum(1 for c, causes in self.daily.values() if c == community and causes)
+        out["results_pending"] = _count(self.samples.values(), community)
         out.update({f"stock.{item}": n for item, n in sorted(self.stock[community].items())})
         return out
 

@@ -22,6 +22,7 @@ LABELS = {
     "fevers": "fevers at the gates",
     "checkins_missed": "check-ins missed",
     "positive_results": "positive test results",
+    "results_pending": "screening results pending",
     "requests_open": "open supply requests",
     "deliveries": "deliveries made",
     "welfare_checks_open": "welfare checks open",
@@ -84,6 +85,7 @@ def board(reply: dict, title: str) -> str:
         ("deliveries today", reply["deliveries_today"], ""),
         ("welfare checks open", reply["welfare_checks_open"], ""),
         ("households on daily food supply", reply["households_on_daily_supply"], ""),
+        ("screening results pending", reply["screening_results_pending"], ""),
         ("stock on hand", "", " · ".join(f"{k} {n:,}" for k, n in reply["stock"].items())),
     ]
     head = f"{title}: the committee's board for {reply['on']}"

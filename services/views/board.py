@@ -24,6 +24,7 @@ COLUMNS = (
     "sealed_compounds", "sealed_buildings", "passes_active",
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
+    "results_pending",
 )
 _EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
 
@@ -95,6 +96,7 @@ def nest(f: dict[str, int]) -> dict:
         "deliveries_today": f["deliveries"],
         "welfare_checks_open": f["welfare_checks_open"],
         "households_on_daily_supply": f["daily_supply_households"],
+        "screening_results_pending": f["results_pending"],
         "stock": stock(f),
     }
 

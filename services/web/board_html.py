@@ -33,6 +33,7 @@ FIGURES = {
     "deliveries_today": ("今日配送", "deliveries today"),
     "welfare_checks_open": ("待上门探视", "welfare checks open"),
     "households_on_daily_supply": ("每日供应户", "households on daily food supply"),
+    "screening_results_pending": ("待出核酸结果", "screening results pending"),
     "stock": ("库存", "stock on hand"),
 }
 #: The street report's rows (``rollup`` columns) in Chinese; the English is the demo's.
@@ -43,7 +44,7 @@ REPORT = {
     "passes_active": "有效出入证", "passages_in": "进入", "passages_out": "外出", "passages_denied": "拒绝通行",
     "fevers": "门岗发热", "checkins_missed": "未打卡", "positive_results": "阳性结果",
     "requests_open": "待办物资需求", "deliveries": "配送完成", "welfare_checks_open": "待上门探视",
-    "daily_supply_households": "每日供应户",
+    "daily_supply_households": "每日供应户", "results_pending": "待出核酸结果",
 }
 REASONS = {
     "gate_closed": "大门关闭", "compound_sealed": "小区封控", "building_sealed": "楼栋封控",

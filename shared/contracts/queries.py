@@ -129,6 +129,8 @@ class Board(Reply):
     deliveries_today: Count
     welfare_checks_open: Count
     households_on_daily_supply: Count
+    screening_results_pending: Annotated[int, _meta("residents sampled in a screening round whose result "
+                                                    "is not recorded yet", ge=0)]
     stock: Stock
     figures: Annotated[dict[str, int], _meta(
         "the same figures flat, as the report's columns (residents, households, arrivals_14d, ..., "
