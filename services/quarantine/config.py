@@ -6,8 +6,9 @@ Days are the city's calendar days: "today" is the command's ``occurred_at`` in `
 
 Environment: ``CORDON_QUARANTINE_DAYS`` (14), ``CORDON_MONITORING_DAYS`` (7),
 ``CORDON_CHECKIN_HOUR`` (18), ``CORDON_FEVER_C`` (37.3), ``CORDON_POSITIVE_KIND`` (centralized),
-``CORDON_SEAL_DAYS_AFTER_SCREENING`` (2), ``CORDON_TIMEZONE`` (Asia/Shanghai), ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the scheduler
-looks at the clock, and ``CORDON_SWEEP_CHUNK`` (1000), the cases per transaction of the
+``CORDON_SEAL_DAYS_AFTER_SCREENING`` (2), the days a round keeps a sealed compound's seals after
+its day, ``CORDON_TIMEZONE`` (Asia/Shanghai), ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the
+scheduler looks at the clock, and ``CORDON_SWEEP_CHUNK`` (1000), the cases per transaction of the
 missed-check-in sweep. Smaller chunks hold staff's late check-ins behind the sweep for less time
 and make the sweep longer (100,000 cases, same machine and hour, late check-ins at 200/s: chunks
 of 1,000 — sweep 4.7 s, late check-ins p50 117 ms, p99 400 ms; of 250 — 5.4 s, 46 ms, 118 ms).

@@ -1,6 +1,6 @@
 """Queries answered on ``cordon.qry.<name>``: the case list of a committee, the case history
-of a resident and a screening round's status list. Read from ``quarantine.cases`` and the event record; nothing is written. Requests
-and replies are the structs of :mod:`shared.contracts.queries`."""
+of a resident and a screening round's status list. Read from the service's tables and the event
+record; nothing is written. Requests and replies are the structs of :mod:`shared.contracts.queries`."""
 from __future__ import annotations
 
 from datetime import timedelta
