@@ -12,6 +12,8 @@ From the quarantine contract:
 - CaseClosed → not blocked.
 - AreaSealed / SealLifted → a building, or (building None) the whole compound, sealed / unsealed.
   Lifting a compound seal leaves building seals in place, and the other way round.
+- SampleTaken told to stay in until the result (``stay_in_until_result``) → the resident awaits a
+  result (``checkpoint.awaiting_results``) until ResultRecorded of that sample.
 A home case "at home" puts the household in home quarantine: its door is sealed.
 """
 from __future__ import annotations
@@ -24,13 +26,16 @@ from shared.contracts.quarantine import (
     CaseOpened,
     CaseReleased,
     CaseTransferred,
+    ResultRecorded,
+    SampleTaken,
     SealLifted,
 )
 from shared.envelope import Event, RawEnvelope
 from shared.service import ConsumerSpec, LocalCopy
 from shared.subjects import event_filters
 
-EVENTS = ("CaseOpened", "CaseTransferred", "CaseReleased", "CaseClosed", "AreaSealed", "SealLifted")
+EVENTS = ("CaseOpened", "CaseTransferred", "CaseReleased", "CaseClosed", "AreaSealed", "SealLifted",
+          "SampleTaken", "ResultRecorded")
 COMPOUND = ""  # the building key of a whole-compound seal
 SCHEMA = "checkpoint"
 
@@ -57,6 +62,12 @@ CREATE TABLE IF NOT EXISTS {schema}.sealed_areas (
     building  text NOT NULL,
     sealed_at timestamptz NOT NULL,
     PRIMARY KEY (community, compound, building));
+CREATE TABLE IF NOT EXISTS {schema}.awaiting_results (
+    screening text NOT NULL,
+    resident  text NOT NULL,
+    community text NOT NULL,
+    taken_at  timestamptz NOT NULL,
+    PRIMARY KEY (resident, screening));
 """
 
 
@@ -109,6 +120,12 @@ async def apply(conn: asyncpg.Connection, event: Event, schema: str = SCHEMA) ->
             await conn.execute(
                 f"DELETE FROM {schema}.sealed_areas WHERE community = $1 AND compound = $2 AND building = $3",
                 event.community, event.compound, event.building or COMPOUND)
+        case SampleTaken() if event.stay_in_until_result:
+            await conn.execute(f"INSERT INTO {schema}.awaiting_results VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                               event.screening, event.resident, event.community, event.taken_at)
+        case ResultRecorded():
+            await conn.execute(f"DELETE FROM {schema}.awaiting_results WHERE resident = $1 AND screening = $2",
+                               event.resident, event.screening)
 
 
 async def _end(conn, schema: str, event: CaseReleased | CaseClosed, status: str, at) -> None:
@@ -124,4 +141,4 @@ async def _apply_envelope(conn: asyncpg.Connection, schema: str, raw: RawEnvelop
 
 
 #: The copy as ``cordon reconcile`` checks it (see :class:`shared.service.LocalCopy`).
-COPY = LocalCopy(tables=("q_cases", "sealed_areas"), ddl=ddl, apply=_apply_envelope)
+COPY = LocalCopy(tables=("q_cases", "sealed_areas", "awaiting_results"), ddl=ddl, apply=_apply_envelope)

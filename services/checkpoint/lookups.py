@@ -45,7 +45,8 @@ residents AS (
     SELECT r.resident, r.household, r.community, r.compound, r.building, r.moved_out,
            EXISTS (SELECT 1 FROM checkpoint.q_cases q
                    WHERE q.resident = r.resident AND q.status = 'quarantine') AS quarantined,
-           {_HOME_Q.format(h="r.household")} AS home_quarantine
+           {_HOME_Q.format(h="r.household")} AS home_quarantine,
+           EXISTS (SELECT 1 FROM checkpoint.awaiting_results a WHERE a.resident = r.resident) AS awaiting_result
     FROM checkpoint.dir_residents r WHERE r.resident = ANY($4::text[])),
 households AS (
     SELECT h.household, h.community, h.compound, h.building, {_HOME_Q.format(h="h.household")} AS home_quarantine
@@ -114,10 +115,12 @@ async def load(conn, loaded: Loaded, cmds: list[CheckPassage], households: set[s
                               home_quarantine=home_q))
         loaded.passes[pass_] = loaded.passes[number] = found
     loaded.residents.update(dict.fromkeys(residents))
-    for resident, household, community, compound, building, moved_out, quarantined, home_q in row["residents"] or ():
+    for resident, household, community, compound, building, moved_out, quarantined, home_q, awaiting \
+            in row["residents"] or ():
         loaded.residents[resident] = (
             passage.Resident(resident=resident, household=household, community=community, compound=compound,
-                             building=building, moved_out=moved_out, quarantined=quarantined),
+                             building=building, moved_out=moved_out, quarantined=quarantined,
+                             awaiting_result=awaiting),
             passage.Home(household=household, community=community, compound=compound, building=building,
                          home_quarantine=home_q))
     loaded.households.update(dict.fromkeys(hosts))

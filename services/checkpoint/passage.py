@@ -18,17 +18,22 @@ the reply's ``reason``):
                           released), or their household is in home quarantine (its door is sealed,
                           so nobody of it goes out; a pass names a household, so a pass alone is
                           judged by this); in: a visitor's host household is in home quarantine.
-5. ``fever``              temperature_c at or over the configured threshold (``config.fever_c``,
+5. ``awaiting_result``    out: the resident named was sampled in a screening round (or a sample)
+                          that told them to stay in until their result is back, and it is not
+                          recorded yet. It is a person's order: a pass alone names a household,
+                          not who holds it, so the resident must be named (the gate scans their
+                          code) for it to apply.
+6. ``fever``              temperature_c at or over the configured threshold (``config.fever_c``,
                           37.3 °C by default), either way, anyone.
-6. ``unknown_resident``   the resident id is not a resident of this compound (never registered,
+7. ``unknown_resident``   the resident id is not a resident of this compound (never registered,
                           moved out, or living elsewhere: register them as a visitor).
-7. ``no_valid_pass``      a pass was shown that is unknown, revoked, of another compound, or of
+8. ``no_valid_pass``      a pass was shown that is unknown, revoked, of another compound, or of
                           another household than the resident named with it; or, at level
                           ``closed`` or ``sealed``, a resident showed no pass.
-8. ``visitors_not_admitted`` in: a visitor, and the level does not admit visitors (configured:
+9. ``visitors_not_admitted`` in: a visitor, and the level does not admit visitors (configured:
                           only ``open`` by default; ``sealed`` never does).
 
-Why this order: first what no person at the gate can change (the gate, seals, quarantine orders
+Why this order: first what no person at the gate can change (the gate, seals, quarantine and stay-in orders
 given by the quarantine service), then the body (fever), then the papers (identity, pass), then the
 visitors' policy. A quarantined person or a sealed building's resident is refused *out*; coming
 *in* they are let home (entry follows the control level). A released case is in health
@@ -69,6 +74,8 @@ class Resident:
     moved_out: bool = False
     #: Has a case in quarantine (home, centralized, transferred), not released or closed.
     quarantined: bool = False
+    #: Sampled with the order to stay in until the result is back, and it is not back yet.
+    awaiting_result: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +155,8 @@ def reason(facts: Facts, cmd: CheckPassage) -> str | None:
         return "building_sealed"
     if blocked_way and _quarantined(facts, visitor):
         return "under_quarantine"
+    if out and not visitor and facts.resident is not None and facts.resident.awaiting_result:
+        return "awaiting_result"
     if fever(facts, cmd):
         return "fever"
     if visitor:

@@ -22,6 +22,7 @@ FIGURES = (
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
     "group_orders_open", "group_orders_delivered",
+    "results_pending",
 )
 FLOWS = ("passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
          "positive_results", "deliveries", "group_orders_delivered")
@@ -58,6 +59,7 @@ class Book:
     group_orders: dict[str, str] = field(default_factory=dict)  # open group order -> community
     #: community -> team -> volunteers' minutes of the day (services/demo/logistics.py)
     volunteer_minutes: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    samples: dict[str, str] = field(default_factory=dict)  # sample (screening/resident) -> community, result pending
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -99,6 +101,12 @@ class Book:
         self.seals.add((community, compound, building))
         for household in households:
             self._confine(community, household, f"seal:{compound}:{building}")
+
+    def sampled(self, community: str, sample: str) -> None:
+        self.samples[sample] = community
+
+    def result(self, sample: str) -> None:
+        self.samples.pop(sample, None)
 
     def missed(self, community: str, n: int) -> None:
         self.flows[community]["checkins_missed"] += n
@@ -190,6 +198,7 @@ class Book:
         out["requests_open"] = _count(self.requests.values(), community)
         out["welfare_checks_open"] = _count(self.welfare.values(), community)
         out["daily_supply_households"] = sum(1 for c, causes in self.daily.values() if c == community and causes)
+        out["results_pending"] = _count(self.samples.values(), community)
         out.update({f"stock.{item}": n for item, n in sorted(self.stock[community].items())})
         out["group_orders_open"] = _count(self.group_orders.values(), community)
         out.update({f"volunteer_minutes.{team}": n for team, n in self.volunteer_minutes[community].items()})

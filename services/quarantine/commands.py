@@ -23,6 +23,8 @@ MAX_SYMPTOM = 100
 MAX_SLOTS = 24
 #: The scheduler's bulk command handles at most this many cases at once.
 MAX_MISSED_CASES = 1000
+#: Codes printed per ``issue_sample_codes`` (as passes per ``issue_passes``): the reply lists them.
+MAX_CODES = 6000
 
 
 class SlotIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
@@ -77,6 +79,8 @@ class Seal(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     community: str
     compound: str
     building: str | None = None
+    #: The planned last day of the seal; it is not lifted before (a new round moves it later).
+    until: date | None = None
 
 
 class LiftSeal(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -85,20 +89,44 @@ class LiftSeal(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_field
     building: str | None = None
 
 
+class ExtendSeal(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Move a seal's planned last day later (the seal of ``building``, or of the whole compound)."""
+
+    community: str
+    compound: str
+    building: str | None = None
+    until: date
+
+
 class ScheduleScreening(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
     community: str
     compound: str
     on: date
     slots: list[SlotIn]
     screening: str | None = None
+    #: The sampled stay in until their result is back: the gate denies them going out.
+    stay_in_until_result: bool = False
+
+
+class IssueSampleCodes(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Registration codes printed ahead of a round for ``residents``, or for every resident of the
+    round's compound (``all_residents``, of ``building`` only when given) who has none yet."""
+
+    screening: str
+    residents: list[str] = []
+    all_residents: bool = False
+    building: str | None = None
 
 
 class RecordSample(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
     screening: str
-    resident: str
+    #: Who was sampled; may be left out when ``code`` is one issued ahead (it names the resident).
+    resident: str | None = None
     #: The registration code printed for the resident (the elderly without a phone).
     code: str | None = None
     slot: str | None = None
+    #: This resident stays in until the result is back, whatever the round's rule.
+    stay_in_until_result: bool = False
 
 
 class RecordResult(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -110,7 +138,7 @@ class RecordResult(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_f
 
 
 Command = Union[OpenCase, RecordCheckin, TransferCase, ReleaseCase, RecordMissedCheckins, Seal, LiftSeal,
-                ScheduleScreening, RecordSample, RecordResult]
+                ScheduleScreening, RecordSample, RecordResult, ExtendSeal, IssueSampleCodes]
 
 COMMANDS: dict[str, type] = {
     "open_case": OpenCase,
@@ -123,6 +151,8 @@ COMMANDS: dict[str, type] = {
     "schedule_screening": ScheduleScreening,
     "record_sample": RecordSample,
     "record_result": RecordResult,
+    "extend_seal": ExtendSeal,
+    "issue_sample_codes": IssueSampleCodes,
 }
 
 #: The id each creating command makes when the caller leaves it out; the runtime fills it in
@@ -169,7 +199,7 @@ def validate(cmd: Command) -> Command:
             check_slug(cmd.case, "case")
         case RecordMissedCheckins():
             wire.ids(cmd.cases, "cases", MAX_MISSED_CASES)
-        case Seal() | LiftSeal():
+        case Seal() | LiftSeal() | ExtendSeal():
             check_community(cmd.community)
             check_slug(cmd.compound, "compound")
             wire.optional_slug(cmd.building, "building")
@@ -178,9 +208,16 @@ def validate(cmd: Command) -> Command:
             check_slug(cmd.compound, "compound")
             wire.optional_slug(cmd.screening, "screening")
             slots(cmd.slots)
+        case IssueSampleCodes():
+            check_slug(cmd.screening, "screening")
+            wire.optional_slug(cmd.building, "building")
+            code_holders(cmd)
         case RecordSample():
             check_slug(cmd.screening, "screening")
-            check_slug(cmd.resident, "resident")
+            if cmd.resident is None and cmd.code is None:
+                raise Invalid("give the resident sampled, or the code issued to them ahead of the round",
+                              field="resident")
+            wire.optional_slug(cmd.resident, "resident")
             if cmd.code is not None:
                 wire.text(cmd.code, "code", 32)
             if cmd.slot is not None:
@@ -192,6 +229,19 @@ def validate(cmd: Command) -> Command:
         case _:
             assert_never(cmd)
     return cmd
+
+
+def code_holders(cmd: IssueSampleCodes) -> None:
+    """Residents listed, or all of the compound: one of the two."""
+    if cmd.all_residents:
+        if cmd.residents:
+            raise Invalid("give residents, or all_residents, not both", field="residents")
+        return
+    if cmd.building is not None:
+        raise Invalid("building narrows all_residents; with a residents list leave it out", field="building")
+    if not cmd.residents:
+        raise Invalid("residents must list at least one id, or set all_residents", field="residents")
+    wire.ids(cmd.residents, "residents", MAX_CODES)
 
 
 def symptoms(values: list[str]) -> None:

@@ -6,8 +6,9 @@ Days are the city's calendar days: "today" is the command's ``occurred_at`` in `
 
 Environment: ``CORDON_QUARANTINE_DAYS`` (14), ``CORDON_MONITORING_DAYS`` (7),
 ``CORDON_CHECKIN_HOUR`` (18), ``CORDON_FEVER_C`` (37.3), ``CORDON_POSITIVE_KIND`` (centralized),
-``CORDON_TIMEZONE`` (Asia/Shanghai), ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the scheduler
-looks at the clock, and ``CORDON_SWEEP_CHUNK`` (1000), the cases per transaction of the
+``CORDON_SEAL_DAYS_AFTER_SCREENING`` (2), the days a round keeps a sealed compound's seals after
+its day, ``CORDON_TIMEZONE`` (Asia/Shanghai), ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the
+scheduler looks at the clock, and ``CORDON_SWEEP_CHUNK`` (1000), the cases per transaction of the
 missed-check-in sweep. Smaller chunks hold staff's late check-ins behind the sweep for less time
 and make the sweep longer (100,000 cases, same machine and hour, late check-ins at 200/s: chunks
 of 1,000 — sweep 4.7 s, late check-ins p50 117 ms, p99 400 ms; of 250 — 5.4 s, 46 ms, 118 ms).
@@ -42,6 +43,9 @@ class Config:
     scheduler_interval_s: float = 30.0
     #: Cases per ``record_missed_checkins`` of the sweep (at most what the command accepts).
     sweep_chunk: int = 1000
+    #: A screening round on a sealed compound keeps its seals until this many days after the
+    #: round's day (its results are back by then): the seals' planned last day moves there.
+    seal_days_after_screening: int = 2
 
     def __post_init__(self) -> None:
         if not 1 <= self.quarantine_days <= 90:
@@ -58,6 +62,8 @@ class Config:
             raise ValueError(f"scheduler_interval_s must be more than 0, got {self.scheduler_interval_s}")
         if not 1 <= self.sweep_chunk <= MAX_MISSED_CASES:
             raise ValueError(f"sweep_chunk must be 1 to {MAX_MISSED_CASES}, got {self.sweep_chunk}")
+        if not 0 <= self.seal_days_after_screening <= 30:
+            raise ValueError(f"seal_days_after_screening must be 0 to 30, got {self.seal_days_after_screening}")
 
     def day(self, at: datetime) -> date:
         """The city's calendar day of an instant."""
@@ -92,6 +98,7 @@ POLICY_ENV = {
     "checkin_hour": ("CORDON_CHECKIN_HOUR", int),
     "fever_c": ("CORDON_FEVER_C", float),
     "positive_kind": ("CORDON_POSITIVE_KIND", str),
+    "seal_days_after_screening": ("CORDON_SEAL_DAYS_AFTER_SCREENING", int),
 }
 
 

@@ -12,7 +12,10 @@ from datetime import date, datetime, timedelta
 from typing import assert_never
 
 from services.quarantine.commands import (
+    MAX_CODES,
     Command,
+    ExtendSeal,
+    IssueSampleCodes,
     LiftSeal,
     OpenCase,
     RecordCheckin,
@@ -36,8 +39,10 @@ from shared.contracts.quarantine import (
     CheckinMissed,
     CheckinRecorded,
     ResultRecorded,
+    SampleCodesIssued,
     SampleTaken,
     ScreeningScheduled,
+    SealExtended,
     SealLifted,
     Slot,
     SymptomsReported,
@@ -70,9 +75,10 @@ class Facts:
     absent, or not needed.
 
     open_case: case (at the id), open_case, resident · record_checkin: case, day ·
-    transfer/release: case · seal/lift_seal: compound, seals · schedule_screening: compound,
-    screening · record_sample: screening, sample, resident · record_result: screening, sample,
-    resident, open_case, case (at the id for a positive).
+    transfer/release: case · seal/lift_seal/extend_seal: compound, seals · schedule_screening:
+    compound, screening, seals · record_sample: screening, sample, resident, code_holder ·
+    record_result: screening, sample, resident, open_case, case (at the id for a positive) ·
+    issue_sample_codes: screening, compound, residents, coded.
     """
 
     config: Config
@@ -84,6 +90,12 @@ class Facts:
     seals: Seals | None = None
     screening: Screening | None = None
     sample: Sample | None = None
+    #: record_sample with a code: the resident that code was issued to in the round (None: no such code).
+    code_holder: str | None = None
+    #: issue_sample_codes: the residents to print codes for, as the directory knows them (listed
+    #: ones it does not know are absent), and those already holding a code of the round.
+    residents: tuple[Resident, ...] = ()
+    coded: frozenset[str] = frozenset()
 
 
 def decide(facts: Facts, cmd: Command) -> list[QuarantineEvent]:
@@ -104,11 +116,15 @@ def decide(facts: Facts, cmd: Command) -> list[QuarantineEvent]:
         case LiftSeal():
             return [lift_seal(facts, cmd)]
         case ScheduleScreening():
-            return [schedule_screening(facts, cmd)]
+            return schedule_screening(facts, cmd)
         case RecordSample():
             return [record_sample(facts, cmd)]
         case RecordResult():
             return record_result(facts, cmd)
+        case ExtendSeal():
+            return [extend_seal(facts, cmd)]
+        case IssueSampleCodes():
+            return [issue_sample_codes(facts, cmd)[0]]
         case _:
             assert_never(cmd)
 
@@ -257,19 +273,44 @@ def seal(facts: Facts, cmd: Seal) -> AreaSealed:
     _area(facts.compound, cmd)
     if seals.covers(cmd.building) or (cmd.building is not None and seals.whole):
         raise Rejected(f"{_name(cmd)} is already sealed", reason="already_sealed")
+    _not_past(cmd.until, facts.config.day(_at(cmd)))
     return AreaSealed(community=cmd.community, compound=cmd.compound, building=cmd.building,
-                      sealed_at=_at(cmd), sealed_by=cmd.actor)
+                      sealed_at=_at(cmd), sealed_by=cmd.actor, until=cmd.until)
 
 
 def lift_seal(facts: Facts, cmd: LiftSeal) -> SealLifted:
     _area(facts.compound, cmd)
-    if not (facts.seals or Seals()).covers(cmd.building):
+    seals = facts.seals or Seals()
+    if not seals.covers(cmd.building):
         raise Rejected(f"{_name(cmd)} is not sealed", reason="not_sealed")
+    until, today = seals.until.get(cmd.building), facts.config.day(_at(cmd))
+    if until is not None and today < until:
+        raise Rejected(f"the seal of {_name(cmd)} runs until {until} (a screening round's results are "
+                       "awaited, or staff set it); lift it from that day on", reason="seal_not_over")
     return SealLifted(community=cmd.community, compound=cmd.compound, building=cmd.building,
                       lifted_at=_at(cmd), lifted_by=cmd.actor)
 
 
-def _area(compound: Compound | None, cmd: Seal | LiftSeal) -> None:
+def extend_seal(facts: Facts, cmd: ExtendSeal) -> SealExtended:
+    _area(facts.compound, cmd)
+    seals = facts.seals or Seals()
+    if not seals.covers(cmd.building):
+        raise Rejected(f"{_name(cmd)} is not sealed: seal it (with until) instead", reason="not_sealed")
+    _not_past(cmd.until, facts.config.day(_at(cmd)))
+    before = seals.until.get(cmd.building)
+    if before is not None and cmd.until <= before:
+        raise Rejected(f"the seal of {_name(cmd)} already runs until {before}; an extension moves it later",
+                       reason="not_later")
+    return SealExtended(community=cmd.community, compound=cmd.compound, building=cmd.building, until=cmd.until,
+                        previous_until=before, extended_at=_at(cmd), extended_by=cmd.actor)
+
+
+def _not_past(until: date | None, today: date) -> None:
+    if until is not None and until < today:
+        raise Rejected(f"until {until} is before today ({today})", reason="past_day")
+
+
+def _area(compound: Compound | None, cmd: Seal | LiftSeal | ExtendSeal) -> None:
     if compound is None:
         raise NotFound(f"compound {cmd.compound} is not registered in {cmd.community}", field="compound")
     if cmd.building is not None and cmd.building not in compound.buildings:
@@ -277,7 +318,7 @@ def _area(compound: Compound | None, cmd: Seal | LiftSeal) -> None:
                        f"(its buildings: {', '.join(compound.buildings)})", field="building")
 
 
-def _name(cmd: Seal | LiftSeal) -> str:
+def _name(cmd: Seal | LiftSeal | ExtendSeal) -> str:
     whole = f"compound {cmd.compound}"
     return whole if cmd.building is None else f"building {cmd.building} of {whole}"
 
@@ -285,7 +326,25 @@ def _name(cmd: Seal | LiftSeal) -> str:
 # -- screening -----------------------------------------------------------------------------
 
 
-def schedule_screening(facts: Facts, cmd: ScheduleScreening) -> ScreeningScheduled:
+def schedule_screening(facts: Facts, cmd: ScheduleScreening) -> list[QuarantineEvent]:
+    """ScreeningScheduled; on a sealed compound, each seal in force extended to the round's
+    results (SealExtended), so none is lifted before they are back."""
+    round_ = _screening_scheduled(facts, cmd)
+    return [round_, *extended_by_round(facts.seals or Seals(), round_, facts.config.seal_days_after_screening)]
+
+
+def extended_by_round(seals: Seals, round_: ScreeningScheduled, days: int) -> list[SealExtended]:
+    """A SealExtended for each seal in force on the round's compound planned to end before the
+    round's results are due (``days`` after the round's day)."""
+    until = round_.on + timedelta(days=days)
+    return [SealExtended(community=round_.community, compound=round_.compound, building=building, until=until,
+                         previous_until=seals.until.get(building), screening=round_.screening,
+                         extended_at=round_.scheduled_at, extended_by=round_.scheduled_by)
+            for building in seals.in_force()
+            if seals.until.get(building) is None or seals.until[building] < until]
+
+
+def _screening_scheduled(facts: Facts, cmd: ScheduleScreening) -> ScreeningScheduled:
     screening = _filled(cmd.screening, "screening")
     if facts.compound is None:
         raise NotFound(f"compound {cmd.compound} is not registered in {cmd.community}", field="compound")
@@ -297,29 +356,81 @@ def schedule_screening(facts: Facts, cmd: ScheduleScreening) -> ScreeningSchedul
     slots = [Slot(label=s.label.strip(), from_=slot_time(s.from_, "from"), to=slot_time(s.to, "to"))
              for s in cmd.slots]
     return ScreeningScheduled(community=cmd.community, screening=screening, compound=cmd.compound,
-                              on=cmd.on, slots=slots, scheduled_at=_at(cmd), scheduled_by=cmd.actor)
+                              on=cmd.on, slots=slots, scheduled_at=_at(cmd), scheduled_by=cmd.actor,
+                              stay_in_until_result=cmd.stay_in_until_result)
+
+
+def issue_sample_codes(facts: Facts, cmd: IssueSampleCodes) -> tuple[SampleCodesIssued, list[Resident]]:
+    """SampleCodesIssued and the residents who get a new code: those asked for (listed, or every
+    resident of the compound [building] living there) who hold none for the round yet."""
+    screening = _screening(facts.screening, cmd.screening)
+    today = facts.config.day(_at(cmd))
+    if today > screening.on:
+        raise Rejected(f"screening {screening.screening} took place on {screening.on}; codes are printed "
+                       "ahead of a round", reason="past_day")
+    if cmd.building is not None and (facts.compound is None or cmd.building not in facts.compound.buildings):
+        raise NotFound(f"building {cmd.building} is not in compound {screening.compound}", field="building")
+    found = {r.resident: r for r in facts.residents}
+    for i, resident in enumerate(cmd.residents):
+        _lives_in_round(found.get(resident), resident, screening, f"residents[{i}]")
+    wanted = facts.residents if cmd.all_residents else tuple(found[r] for r in cmd.residents)
+    new = [r for r in wanted if r.resident not in facts.coded]
+    if not new:
+        raise Rejected(f"every resident asked for already holds a code of screening {screening.screening}",
+                       reason="already_issued")
+    if len(new) > MAX_CODES:
+        raise Rejected(f"{len(new)} residents; at most {MAX_CODES} codes a call: issue them per building",
+                       reason="too_many_codes")
+    return SampleCodesIssued(community=screening.community, screening=screening.screening,
+                             compound=screening.compound, building=cmd.building, count=len(new),
+                             issued_at=_at(cmd), issued_by=cmd.actor), new
+
+
+def sampled_resident(facts: Facts, cmd: RecordSample) -> str:
+    """Who was sampled: the holder of the code issued ahead when one was given, else ``resident``.
+    A round that printed codes takes only its own; a code of another resident is refused."""
+    screening = _screening(facts.screening, cmd.screening)
+    holder = facts.code_holder
+    if cmd.code is not None and holder is None and (screening.codes_issued or cmd.resident is None):
+        raise NotFound(f"code {cmd.code.strip()!r} was not issued for screening {screening.screening}; "
+                       "check the slip, or record the sample by resident", field="code")
+    if holder is not None and cmd.resident is not None and cmd.resident != holder:
+        raise Rejected(f"code {cmd.code.strip()!r} was issued to another resident of this round, not to "
+                       f"{cmd.resident}; check whose slip it is", reason="code_of_another_resident")
+    return holder or _filled(cmd.resident, "resident")
+
+
+def _lives_in_round(where: Resident | None, resident: str, screening: Screening, field: str) -> Resident:
+    if where is None:
+        raise NotFound(f"resident {resident} is not registered", field=field)
+    if (where.community, where.compound) != (screening.community, screening.compound) or where.moved_out:
+        raise Rejected(f"resident {resident} does not live in compound {screening.compound}, "
+                       "the compound of this round", reason="other_compound")
+    return where
 
 
 def record_sample(facts: Facts, cmd: RecordSample) -> SampleTaken:
     screening = _screening(facts.screening, cmd.screening)
+    resident = sampled_resident(facts, cmd)
     where = facts.resident
     if where is None:
-        raise NotFound(f"resident {cmd.resident} is not registered", field="resident")
+        raise NotFound(f"resident {resident} is not registered", field="resident")
     if (where.community, where.compound) != (screening.community, screening.compound):
-        raise Rejected(f"resident {cmd.resident} does not live in compound {screening.compound}, "
+        raise Rejected(f"resident {resident} does not live in compound {screening.compound}, "
                        "the compound of this round", reason="other_compound")
     if cmd.slot is not None and cmd.slot.strip() not in screening.slots:
         raise NotFound(f"slot {cmd.slot!r} is not a slot of screening {screening.screening} "
                        f"(its slots: {', '.join(screening.slots)})", field="slot")
     if facts.sample is not None:
-        raise Rejected(f"resident {cmd.resident} was already sampled in this round", reason="already_sampled")
+        raise Rejected(f"resident {resident} was already sampled in this round", reason="already_sampled")
     today = facts.config.day(_at(cmd))
     if today < screening.on:
         raise Rejected(f"screening {screening.screening} takes place on {screening.on}, not today ({today})",
                        reason="before_screening_day")
-    return SampleTaken(community=screening.community, screening=screening.screening, resident=cmd.resident,
+    return SampleTaken(community=screening.community, screening=screening.screening, resident=resident,
                        compound=screening.compound,
-                       slot=cmd.slot.strip() if cmd.slot else None, taken_at=_at(cmd), taken_by=cmd.actor)
+                       slot=cmd.slot.strip() if cmd.slot else None, taken_at=_at(cmd), taken_by=cmd.actor,
+                       stay_in_until_result=screening.stay_in_until_result or cmd.stay_in_until_result)
 
 
 def record_result(facts: Facts, cmd: RecordResult) -> list[QuarantineEvent]:

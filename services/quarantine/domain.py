@@ -4,8 +4,8 @@ One stream holds one aggregate, kept small so that the hot paths never queue beh
 
     case:<case>                        CaseOpened, CaseTransferred, CaseReleased, CaseClosed
     checkin:<case>:<YYYY-MM-DD>        CheckinRecorded, SymptomsReported, CheckinMissed (one day)
-    seal:<community>:<compound>        AreaSealed, SealLifted
-    screening:<screening>              ScreeningScheduled
+    seal:<community>:<compound>        AreaSealed, SealLifted, SealExtended
+    screening:<screening>              ScreeningScheduled, SampleCodesIssued
     sample:<screening>:<resident>      SampleTaken, ResultRecorded
 
 A case's life is a handful of events; its daily check-ins live in one stream per day, so a
@@ -15,7 +15,7 @@ is one stream per sample, not one hot stream.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Iterable, Union, assert_never
 
@@ -29,9 +29,11 @@ from shared.contracts.quarantine import (
     CheckinRecorded,
     CheckinRecordedV1,
     ResultRecorded,
+    SampleCodesIssued,
     SampleTaken,
     SampleTakenV1,
     ScreeningScheduled,
+    SealExtended,
     SealLifted,
     SymptomsReported,
     SymptomsReportedV1,
@@ -40,6 +42,7 @@ from shared.contracts.quarantine import (
 QuarantineEvent = Union[
     CaseOpened, CaseTransferred, CaseReleased, CaseClosed, CheckinRecorded, SymptomsReported,
     CheckinMissed, AreaSealed, SealLifted, ScreeningScheduled, SampleTaken, ResultRecorded,
+    SealExtended, SampleCodesIssued,
 ]
 #: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
 OldQuarantineEvent = Union[CheckinRecordedV1, SymptomsReportedV1, SampleTakenV1]
@@ -113,9 +116,15 @@ class Seals:
 
     whole: bool = False
     buildings: frozenset[str] = frozenset()
+    #: The planned last day of each seal in force that has one, by building (None: the compound's).
+    until: dict[str | None, date] = field(default_factory=dict)
 
     def covers(self, building: str | None) -> bool:
         return self.whole if building is None else building in self.buildings
+
+    def in_force(self) -> list[str | None]:
+        """Every seal in force: None for the whole compound's, then the buildings in order."""
+        return ([None] if self.whole else []) + sorted(self.buildings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +134,9 @@ class Screening:
     compound: str
     on: date
     slots: tuple[str, ...]
+    stay_in_until_result: bool = False
+    #: Codes were printed ahead of this round: a code given at sampling must be one of them.
+    codes_issued: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +144,7 @@ class Sample:
     screening: str
     resident: str
     result: str | None = None
+    stay_in_until_result: bool = False
 
 
 State = Union[Case, Day, Seals, Screening, Sample]
@@ -170,19 +183,28 @@ def evolve(state: State | None, event: QuarantineEvent | OldQuarantineEvent) -> 
             return replace(state if isinstance(state, Day) else Day(), missed=True)
         case AreaSealed():
             seals = state if isinstance(state, Seals) else Seals()
+            until = _until(seals, event.building, event.until)
             if event.building is None:
-                return replace(seals, whole=True)
-            return replace(seals, buildings=seals.buildings | {event.building})
+                return replace(seals, whole=True, until=until)
+            return replace(seals, buildings=seals.buildings | {event.building}, until=until)
         case SealLifted():
             seals = _expect(state, Seals, event)
+            until = _until(seals, event.building, None)
             if event.building is None:
-                return replace(seals, whole=False)
-            return replace(seals, buildings=seals.buildings - {event.building})
+                return replace(seals, whole=False, until=until)
+            return replace(seals, buildings=seals.buildings - {event.building}, until=until)
+        case SealExtended():
+            seals = _expect(state, Seals, event)
+            return replace(seals, until=_until(seals, event.building, event.until))
         case ScreeningScheduled():
             return Screening(screening=event.screening, community=event.community, compound=event.compound,
-                             on=event.on, slots=tuple(s.label for s in event.slots))
+                             on=event.on, slots=tuple(s.label for s in event.slots),
+                             stay_in_until_result=event.stay_in_until_result)
+        case SampleCodesIssued():
+            return replace(_expect(state, Screening, event), codes_issued=True)
         case SampleTaken():
-            return Sample(screening=event.screening, resident=event.resident)
+            return Sample(screening=event.screening, resident=event.resident,
+                          stay_in_until_result=event.stay_in_until_result)
         case ResultRecorded():
             return replace(_expect(state, Sample, event), result=event.result)
         case CheckinRecordedV1() | SymptomsReportedV1() | SampleTakenV1():
@@ -201,6 +223,12 @@ def _transferred(case: Case, event: CaseTransferred) -> Case:
     if case.stage == "hospital" and event.on is not None:
         changes["due_from"] = max(case.due_from, event.on + timedelta(days=1))
     return replace(case, **changes)
+
+
+def _until(seals: Seals, building: str | None, until: date | None) -> dict[str | None, date]:
+    """The seals' planned last days with ``building``'s set to ``until`` (None: it has none)."""
+    out = {k: v for k, v in seals.until.items() if k != building}
+    return out if until is None else out | {building: until}
 
 
 def replay(events: Iterable[QuarantineEvent | OldQuarantineEvent], state: State | None = None) -> State | None:

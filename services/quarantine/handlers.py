@@ -9,8 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from services.quarantine import commands, domain, tables
-from services.quarantine.decide import Compound, Facts, Resident, check_deadline_passed, decide, missed_checkin
+from services.quarantine import codes, commands, domain, tables
+from services.quarantine.decide import (
+    Compound,
+    Facts,
+    Resident,
+    check_deadline_passed,
+    decide,
+    issue_sample_codes as codes_to_issue,
+    missed_checkin,
+    sampled_resident,
+)
 from shared import directory
 from shared.context import Context
 from shared.errors import CommandError, Invalid
@@ -41,12 +50,16 @@ def prefetch(cmd: commands.Command) -> list[str]:
             return [domain.case_stream(cmd.case)]
         case commands.RecordMissedCheckins():  # the cases themselves come from their rows (prepare_batch)
             return [domain.day_stream(c, cmd.on) for c in cmd.cases]
-        case commands.Seal() | commands.LiftSeal():
+        case commands.Seal() | commands.LiftSeal() | commands.ExtendSeal():
             return [domain.seal_stream(cmd.community, cmd.compound)]
         case commands.ScheduleScreening():
+            return [domain.screening_stream(cmd.screening), domain.seal_stream(cmd.community, cmd.compound)]
+        case commands.IssueSampleCodes():
             return [domain.screening_stream(cmd.screening)]
         case commands.RecordSample():
-            return [domain.screening_stream(cmd.screening), domain.sample_stream(cmd.screening, cmd.resident)]
+            # Sampled by a code alone, the resident is known once the code is looked up.
+            sample = [] if cmd.resident is None else [domain.sample_stream(cmd.screening, cmd.resident)]
+            return [domain.screening_stream(cmd.screening), *sample]
         case commands.RecordResult():
             streams = [domain.screening_stream(cmd.screening), domain.sample_stream(cmd.screening, cmd.resident)]
             # Only a positive result opens the case its (always filled) id names.
@@ -196,7 +209,11 @@ async def lift_seal(cmd: commands.LiftSeal, ctx: Context) -> None:
     await _change_seals(cmd, ctx)
 
 
-async def _change_seals(cmd: commands.Seal | commands.LiftSeal, ctx: Context) -> None:
+async def extend_seal(cmd: commands.ExtendSeal, ctx: Context) -> None:
+    await _change_seals(cmd, ctx)
+
+
+async def _change_seals(cmd: commands.Seal | commands.LiftSeal | commands.ExtendSeal, ctx: Context) -> None:
     stream = domain.seal_stream(cmd.community, cmd.compound)
     seals, version = await ctx.expect(stream)
     facts = Facts(config=ctx.config, seals=seals, compound=await _compound(ctx, cmd.community, cmd.compound))
@@ -204,21 +221,60 @@ async def _change_seals(cmd: commands.Seal | commands.LiftSeal, ctx: Context) ->
 
 
 async def schedule_screening(cmd: commands.ScheduleScreening, ctx: Context) -> None:
+    stream, seal_stream = domain.screening_stream(cmd.screening), domain.seal_stream(cmd.community, cmd.compound)
+    screening, version = await ctx.expect(stream)
+    seals, seals_version = await ctx.load(seal_stream)
+    facts = Facts(config=ctx.config, screening=screening, seals=seals,
+                  compound=await _compound(ctx, cmd.community, cmd.compound))
+    scheduled, *extended = decide(facts, cmd)
+    ctx.append(stream, version, [scheduled])
+    if extended:  # the compound's seals last until the round's results are back
+        ctx.append(seal_stream, seals_version, extended)
+
+
+async def issue_sample_codes(cmd: commands.IssueSampleCodes, ctx: Context) -> None:
     stream = domain.screening_stream(cmd.screening)
     screening, version = await ctx.expect(stream)
-    facts = Facts(config=ctx.config, screening=screening,
-                  compound=await _compound(ctx, cmd.community, cmd.compound))
-    ctx.append(stream, version, decide(facts, cmd))
+    facts = Facts(config=ctx.config, screening=screening)
+    if screening is not None:
+        asked = await _code_holders(ctx, screening, cmd)
+        coded = await ctx.conn.fetch(tables.CODED, cmd.screening, [r.resident for r in asked])
+        facts = Facts(config=ctx.config, screening=screening, residents=asked,
+                      compound=await _compound(ctx, screening.community, screening.compound),
+                      coded=frozenset(r[0] for r in coded))
+    event, new = codes_to_issue(facts, cmd)
+    ctx.append(stream, version, [event])
+    printed = [{"resident": r.resident, "household": r.household, "building": r.building, "code": codes.new_code()}
+               for r in new]
+    for p in printed:  # a code on a slip is a credential: in the reply and this table, never an event
+        ctx.write(tables.INSERT_CODE, cmd.screening, p["resident"], event.community, p["code"], event.issued_at)
+    ctx.reply_with(codes=printed)
+
+
+async def _code_holders(ctx: Context, screening: domain.Screening, cmd: commands.IssueSampleCodes
+                        ) -> tuple[Resident, ...]:
+    """The residents asked for, as the directory knows them: listed, or all living in the compound."""
+    if cmd.all_residents:
+        rows = await ctx.conn.fetch(tables.LIVING_IN, screening.community, screening.compound, cmd.building)
+        return tuple(Resident(resident=r["resident"], community=r["community"], household=r["household"],
+                              compound=r["compound"], building=r["building"]) for r in rows)
+    found = [await _resident(ctx, r) for r in cmd.residents]
+    return tuple(r for r in found if r is not None)
 
 
 async def record_sample(cmd: commands.RecordSample, ctx: Context) -> None:
-    stream = domain.sample_stream(cmd.screening, cmd.resident)
     screening = await ctx.state(domain.screening_stream(cmd.screening))
+    code = codes.normalize(cmd.code) if cmd.code else None
+    holder = await ctx.conn.fetchval(tables.CODE_HOLDER, cmd.screening, code) if code else None
+    resident = sampled_resident(Facts(config=ctx.config, screening=screening, code_holder=holder), cmd)
+    stream = domain.sample_stream(cmd.screening, resident)
     sample, version = await ctx.expect(stream)
-    facts = Facts(config=ctx.config, screening=screening, sample=sample,
-                  resident=await _resident(ctx, cmd.resident))
+    facts = Facts(config=ctx.config, screening=screening, sample=sample, code_holder=holder,
+                  resident=await _resident(ctx, resident))
     [event] = decide(facts, cmd)
     ctx.append(stream, version, [event])
+    ctx.write(tables.UPSERT_ROUND_SAMPLE, event.screening, event.resident, event.community, event.taken_at,
+              event.stay_in_until_result, None)
     if cmd.code:  # printed for the resident: kept here, like a pass number, not published
         ctx.write(tables.INSERT_SAMPLE_CODE, event.screening, event.resident, event.community, cmd.code.strip())
 
@@ -235,6 +291,8 @@ async def record_result(cmd: commands.RecordResult, ctx: Context) -> None:
                       resident=await _resident(ctx, cmd.resident))
     result, *opened = decide(facts, cmd)
     ctx.append(stream, version, [result])
+    ctx.write(tables.UPSERT_ROUND_SAMPLE, result.screening, result.resident, result.community, None,
+              sample.stay_in_until_result, result.result)
     if opened:
         # A positive result opens the case in the same transaction: atomic, and answered now.
         await _append_case(ctx, cmd.case, case_version, opened)
@@ -253,4 +311,6 @@ HANDLERS: dict[str, Handler] = {
     "schedule_screening": schedule_screening,
     "record_sample": record_sample,
     "record_result": record_result,
+    "extend_seal": extend_seal,
+    "issue_sample_codes": issue_sample_codes,
 }

@@ -1,6 +1,6 @@
-"""Queries answered on ``cordon.qry.<name>``: the case list of a committee and the case history
-of a resident. Read from ``quarantine.cases`` and the event record; nothing is written. Requests
-and replies are the structs of :mod:`shared.contracts.queries`."""
+"""Queries answered on ``cordon.qry.<name>``: the case list of a committee, the case history
+of a resident and a screening round's status list. Read from the service's tables and the event
+record; nothing is written. Requests and replies are the structs of :mod:`shared.contracts.queries`."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -8,8 +8,9 @@ from datetime import timedelta
 import msgspec
 
 from services.quarantine import domain, tables
-from shared import access
+from shared import access, envelope, store
 from shared.contracts import queries
+from shared.errors import NotFound
 from shared.identity import Identity
 from shared.subjects import check_community, check_slug
 
@@ -81,4 +82,65 @@ def _streams(row) -> list[str]:
                                                 for i in range(days)]
 
 
-QUERIES = {"quarantine.cases": cases, "quarantine.history": history}
+#: A round's residents by where they are in it, each a page in resident order after $2, at most $3
+#: (the residents not sampled: of community $4, compound $5).
+_LIVING = "r.community = $2 AND r.compound = $3 AND NOT r.moved_out"
+_ROW = """SELECT r.resident, r.display_name, r.household, r.building, c.code IS NOT NULL AS code_issued,
+    s.taken_at, coalesce(s.stay_in, false) AS stay_in"""
+_JOINS = """LEFT JOIN quarantine.sample_codes c ON c.screening = $1 AND c.resident = r.resident"""
+STATUS_LISTS = {
+    "not_sampled": f"""{_ROW} FROM quarantine.dir_residents r
+        LEFT JOIN quarantine.round_samples s ON s.screening = $1 AND s.resident = r.resident {_JOINS}
+        WHERE {_LIVING.replace("$2", "$4").replace("$3", "$5")} AND s.resident IS NULL AND r.resident > $2
+        ORDER BY r.resident LIMIT $3""",
+    "pending": f"""{_ROW.replace('r.resident,', 's.resident,')} FROM quarantine.round_samples s
+        LEFT JOIN quarantine.dir_residents r ON r.resident = s.resident {_JOINS.replace('r.resident', 's.resident')}
+        WHERE s.screening = $1 AND s.result IS NULL AND s.resident > $2 ORDER BY s.resident LIMIT $3""",
+}
+STATUS_LISTS["staying_in"] = STATUS_LISTS["pending"].replace("s.result IS NULL", "s.result IS NULL AND s.stay_in")
+STATUS_COUNTS = f"""
+SELECT (SELECT count(*) FROM quarantine.dir_residents r WHERE {_LIVING}) AS residents,
+       (SELECT count(*) FROM quarantine.dir_residents r WHERE {_LIVING} AND NOT EXISTS
+           (SELECT 1 FROM quarantine.round_samples s WHERE s.screening = $1 AND s.resident = r.resident))
+           AS not_sampled,
+       count(s.resident) AS sampled,
+       count(*) FILTER (WHERE s.result IS NULL AND s.resident IS NOT NULL) AS pending,
+       count(*) FILTER (WHERE s.result IS NULL AND s.stay_in) AS staying_in,
+       count(*) FILTER (WHERE s.result = 'negative') AS negative,
+       count(*) FILTER (WHERE s.result = 'positive') AS positive,
+       (SELECT count(*) FROM quarantine.sample_codes c WHERE c.screening = $1) AS codes_issued
+FROM quarantine.round_samples s WHERE s.screening = $1
+"""
+
+
+async def screening_status(host, payload: bytes, identity: Identity | None) -> dict:
+    """``quarantine.screening_status`` {community, screening, status? not_sampled|pending|staying_in,
+    limit?, after? resident}: the round's counts, and one of its work lists a page at a time —
+    residents of the round's compound not sampled yet, samples whose result is pending, and the
+    sampled told to stay in until their result is back (the host has checked that ``identity``
+    reads the community)."""
+    q = queries.decode("quarantine.screening_status", payload)
+    check_community(q.community)
+    check_slug(q.screening, "screening")
+    if q.after != "":
+        check_slug(q.after, "after")
+    async with host.pool.acquire() as conn:
+        round_ = await _round(conn, q.screening)
+        if round_ is None or round_.community != q.community:
+            raise NotFound(f"screening {q.screening} is not a round of {q.community}", field="screening")
+        counts = await conn.fetchrow(STATUS_COUNTS, q.screening, q.community, round_.compound)
+        area = (q.community, round_.compound) if q.status == "not_sampled" else ()
+        rows = await conn.fetch(STATUS_LISTS[q.status], q.screening, q.after, q.limit + 1, *area)
+    page = [dict(r) for r in rows[:q.limit]]
+    return {"ok": True, "community": q.community, "screening": q.screening, "compound": round_.compound,
+            "on": round_.on, "stay_in_until_result": round_.stay_in_until_result, "counts": dict(counts),
+            "status": q.status, "residents": page, "next": page[-1]["resident"] if len(rows) > q.limit else None}
+
+
+async def _round(conn, screening: str) -> domain.Screening | None:
+    rows = await store.load_streams(conn, "quarantine", [domain.screening_stream(screening)])
+    return domain.replay(envelope.decode(r["envelope"])[1] for r in rows)
+
+
+QUERIES = {"quarantine.cases": cases, "quarantine.history": history,
+           "quarantine.screening_status": screening_status}

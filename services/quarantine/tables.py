@@ -14,6 +14,14 @@ health data; the quarantine's history query merges it back for the staff of the 
 phone), which SampleTaken carried before its schema 2: a code on a slip is a credential, like a
 pass number.
 
+``sample_codes`` keeps the codes printed ahead of a round (``issue_sample_codes``), one per
+resident and round, unique in the round: ``record_sample`` finds the resident from one.
+
+``round_samples`` is one row per sample of a round (taken, whether the resident stays in until the
+result, the result), written with the sample's events: the round's status list (who is not
+sampled yet, whose result is pending, who stays in) reads it beside the directory's residents.
+Created with the samples recorded before it (from the record), so a round under way keeps them.
+
 ``sweeps`` records each day the scheduler has finished sweeping for missed check-ins, so a
 restarted service knows where to resume.
 """
@@ -71,6 +79,39 @@ CREATE TABLE IF NOT EXISTS quarantine.samples (
     code      text NOT NULL,
     PRIMARY KEY (screening, resident)
 );
+CREATE TABLE IF NOT EXISTS quarantine.sample_codes (
+    screening text NOT NULL,
+    resident  text NOT NULL,
+    community text NOT NULL,
+    code      text NOT NULL,
+    issued_at timestamptz NOT NULL,
+    PRIMARY KEY (screening, resident),
+    UNIQUE (screening, code)
+);
+DO $$ BEGIN
+IF to_regclass('quarantine.round_samples') IS NULL THEN
+    CREATE TABLE quarantine.round_samples (
+        screening text NOT NULL,
+        resident  text NOT NULL,
+        community text NOT NULL,
+        taken_at  timestamptz,
+        stay_in   boolean NOT NULL,
+        result    text,
+        PRIMARY KEY (screening, resident)
+    );
+    INSERT INTO quarantine.round_samples
+    SELECT e.d->>'screening', e.d->>'resident', e.community, (e.d->>'taken_at')::timestamptz,
+           coalesce((e.d->>'stay_in_until_result')::boolean, false), r.d->>'result'
+    FROM (SELECT community, convert_from(envelope, 'UTF8')::jsonb->'data' AS d
+          FROM quarantine.events WHERE type = 'SampleTaken') e
+    LEFT JOIN (SELECT convert_from(envelope, 'UTF8')::jsonb->'data' AS d
+               FROM quarantine.events WHERE type = 'ResultRecorded') r
+      ON r.d->>'screening' = e.d->>'screening' AND r.d->>'resident' = e.d->>'resident'
+    ON CONFLICT DO NOTHING;
+END IF;
+END $$;
+-- the residents of a compound, for a round's codes and status list
+CREATE INDEX IF NOT EXISTS dir_residents_area ON quarantine.dir_residents (community, compound, building);
 CREATE TABLE IF NOT EXISTS quarantine.sweeps (
     day       date PRIMARY KEY,
     missed    integer NOT NULL,
@@ -135,6 +176,25 @@ INSERT INTO quarantine.checkins (stream_id, version, case_id, community, tempera
 VALUES ($1, $2, $3, $4, $5, $6)
 """
 INSERT_SAMPLE_CODE = "INSERT INTO quarantine.samples (screening, resident, community, code) VALUES ($1, $2, $3, $4)"
+INSERT_CODE = ("INSERT INTO quarantine.sample_codes (screening, resident, community, code, issued_at) "
+               "VALUES ($1, $2, $3, $4, $5)")
+CODE_HOLDER = "SELECT resident FROM quarantine.sample_codes WHERE screening = $1 AND code = $2"
+CODED = "SELECT resident FROM quarantine.sample_codes WHERE screening = $1 AND resident = ANY($2::text[])"
+# The residents living in a compound (of one building when $3 is not null), from the directory.
+LIVING_IN = """
+SELECT resident, household, community, compound, building FROM quarantine.dir_residents
+WHERE community = $1 AND compound = $2 AND ($3::text IS NULL OR building = $3) AND NOT moved_out
+ORDER BY building, household, resident
+"""
+# One statement for a sample's row, taken or its result recorded: a batch keeps one command's
+# sample and another's result of the same resident in order whichever comes first.
+UPSERT_ROUND_SAMPLE = """
+INSERT INTO quarantine.round_samples (screening, resident, community, taken_at, stay_in, result)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (screening, resident) DO UPDATE SET
+    taken_at = coalesce(quarantine.round_samples.taken_at, EXCLUDED.taken_at),
+    result = coalesce(EXCLUDED.result, quarantine.round_samples.result)
+"""
 CHECKINS_OF = """
 SELECT stream_id, version, temperature_c, symptoms FROM quarantine.checkins WHERE stream_id = ANY($1::text[])
 """

@@ -26,6 +26,7 @@ COLUMNS = (
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
     "group_orders_open", "group_orders_delivered",
+    "results_pending",
 )
 _EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
 
@@ -103,6 +104,7 @@ def nest(f: dict[str, int]) -> dict:
         "deliveries_today": f["deliveries"],
         "welfare_checks_open": f["welfare_checks_open"],
         "households_on_daily_supply": f["daily_supply_households"],
+        "screening_results_pending": f["results_pending"],
         "stock": stock(f),
         "group_orders_open": f["group_orders_open"],
         "group_orders_delivered_today": f["group_orders_delivered"],

@@ -50,6 +50,7 @@ from shared.contracts.quarantine import (
     CaseTransferred,
     CheckinMissed,
     ResultRecorded,
+    SampleTaken,
     SealLifted,
 )
 from shared.contracts.registry import (
@@ -91,6 +92,7 @@ LEVELS = (
     "sealed_compounds", "sealed_buildings", "passes_active",
     "requests_open", "welfare_checks_open", "daily_supply_households",
     "group_orders_open",
+    "results_pending",
 )
 #: Metrics counted on the board's day only.
 FLOWS = (
@@ -159,7 +161,9 @@ RULES = {
     AreaSealed: lambda e, c, d: (_seal(e, c),),
     SealLifted: lambda e, c, d: (_seal(e, c),),
     CheckinMissed: lambda e, c, d: (Delta("checkins_missed", d),),
-    ResultRecorded: lambda e, c, d: (Delta("positive_results", d),) if e.result == "positive" else (),
+    ResultRecorded: lambda e, c, d: (Drop("sample", _sample(e)),
+                                     *((Delta("positive_results", d),) if e.result == "positive" else ())),
+    SampleTaken: lambda e, c, d: (Put("sample", _sample(e), "results_pending"),),
     SupplyRequested: lambda e, c, d: (Put("request", e.request, "requests_open"),),
     DeliveryCompleted: lambda e, c, d: (Drop("request", e.request), Delta("deliveries", d)),
     DeliveryFailed: _delivery_failed,
@@ -182,6 +186,10 @@ RULES = {
 #: Events about who may use Cordon, not about a community's work: no figure, no timeline, and
 #: their community (``cordon.access.city`` for the city-wide identities) is not listed as one.
 NOT_VIEWED = frozenset({IdentityGranted, IdentityRevoked})
+
+
+def _sample(event: SampleTaken | ResultRecorded) -> str:
+    return f"{event.screening}/{event.resident}"
 
 
 def _seal(event: AreaSealed | SealLifted, community: str) -> Op:

@@ -33,6 +33,7 @@ FIGURES = {
     "deliveries_today": ("今日配送", "deliveries today"),
     "welfare_checks_open": ("待上门探视", "welfare checks open"),
     "households_on_daily_supply": ("每日供应户", "households on daily food supply"),
+    "screening_results_pending": ("待出核酸结果", "screening results pending"),
     "stock": ("库存", "stock on hand"),
     "group_orders_open": ("团购未发完", "group orders open"),
     "group_orders_delivered_today": ("今日团购到门岗", "group orders delivered today"),
@@ -48,11 +49,12 @@ REPORT = {
     "requests_open": "待办物资需求", "deliveries": "配送完成", "welfare_checks_open": "待上门探视",
     "daily_supply_households": "每日供应户",
     "group_orders_open": "团购未发完", "group_orders_delivered": "今日团购到门岗",
+    "daily_supply_households": "每日供应户", "results_pending": "待出核酸结果",
 }
 REASONS = {
     "gate_closed": "大门关闭", "compound_sealed": "小区封控", "building_sealed": "楼栋封控",
     "under_quarantine": "隔离中", "fever": "发热", "unknown_resident": "非本小区居民",
-    "no_valid_pass": "无有效出入证", "visitors_not_admitted": "暂停访客",
+    "no_valid_pass": "无有效出入证", "visitors_not_admitted": "暂停访客", "awaiting_result": "待核酸结果",
 }
 DIRECTIONS = {"in": "进", "out": "出"}
 KINDS = {"food": "食品", "medicine": "药品", "device_help": "设备帮助", "masks": "口罩", "other": "其他"}

@@ -159,11 +159,17 @@ QUARANTINE: dict[str, Describe] = {
     "CaseTransferred": lambda d: f"transferred to {d['to']}" + _also(d.get("ends_on"), " until "),
     "CaseReleased": lambda d: f"released {d['on']}, monitoring until {d['monitoring_until']}",
     "CaseClosed": lambda d: f"case closed {d['on']}",
-    "AreaSealed": lambda d: f"{_where(d)}{'' if d.get('building') else ' (whole compound)'} sealed",
+    "AreaSealed": lambda d: f"{_where(d)}{'' if d.get('building') else ' (whole compound)'} sealed"
+                            + _also(d.get("until"), " until "),
+    "SealExtended": lambda d: f"seal of {_where(d)}{'' if d.get('building') else ' (whole compound)'} extended "
+                              f"to {d['until']}" + _also(d.get("screening"), " for screening "),
     "SealLifted": lambda d: f"seal of {_where(d)}{'' if d.get('building') else ' (whole compound)'} lifted",
     "ScreeningScheduled": lambda d: f"screening {d['on']} at {d['compound']}, "
-                                    + ", ".join(f"{s['label']} {s['from'][:5]}-{s['to'][:5]}" for s in d["slots"]),
-    "SampleTaken": lambda d: "sample taken" + (f" ({d['slot']})" if d.get("slot") else ""),
+                                    + ", ".join(f"{s['label']} {s['from'][:5]}-{s['to'][:5]}" for s in d["slots"])
+                                    + ("; stay in until the result" if d.get("stay_in_until_result") else ""),
+    "SampleCodesIssued": lambda d: f"{d['count']} sample codes printed for screening {d['screening']}",
+    "SampleTaken": lambda d: "sample taken" + (f" ({d['slot']})" if d.get("slot") else "")
+                             + ("; stays in until the result" if d.get("stay_in_until_result") else ""),
     "ResultRecorded": lambda d: f"result {d['result']}" + (", case opened" if d.get("case") else ""),
 }
 

@@ -16,7 +16,7 @@ Direction = Literal["in", "out"]
 ControlLevel = Literal["open", "closed", "sealed"]
 DenyReason = Literal[
     "no_valid_pass", "fever", "under_quarantine", "building_sealed", "compound_sealed",
-    "gate_closed", "visitors_not_admitted", "unknown_resident",
+    "gate_closed", "visitors_not_admitted", "unknown_resident", "awaiting_result",
 ]
 
 

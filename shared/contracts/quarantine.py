@@ -135,6 +135,9 @@ class AreaSealed(Event, frozen=True, kw_only=True):
     building: str | None = None
     sealed_at: datetime
     sealed_by: str
+    #: The planned last day of the seal (the day it may be lifted after), when one is set: a new
+    #: screening round of the compound moves it later (SealExtended).
+    until: date | None = None
 
 
 @event_type(SERVICE)
@@ -146,6 +149,21 @@ class SealLifted(Event, frozen=True, kw_only=True):
 
 
 @event_type(SERVICE)
+class SealExtended(Event, frozen=True, kw_only=True):
+    """A seal's planned last day moved later: by staff (``extend_seal``) or by a new screening round
+    of the compound (``screening`` names it)."""
+
+    compound: str
+    building: str | None = None
+    until: date
+    #: The planned last day before (None: the seal had none).
+    previous_until: date | None = None
+    screening: str | None = None
+    extended_at: datetime
+    extended_by: str
+
+
+@event_type(SERVICE)
 class ScreeningScheduled(Event, frozen=True, kw_only=True):
     screening: str
     compound: str
@@ -153,6 +171,22 @@ class ScreeningScheduled(Event, frozen=True, kw_only=True):
     slots: list[Slot]
     scheduled_at: datetime
     scheduled_by: str
+    #: The residents sampled in this round stay in until their result is back (the gate denies
+    #: them going out: ``awaiting_result``).
+    stay_in_until_result: bool = False
+
+
+@event_type(SERVICE)
+class SampleCodesIssued(Event, frozen=True, kw_only=True):
+    """Registration codes printed ahead of a round: how many, never which (a code on a slip is a
+    credential; the codes stay in ``quarantine.sample_codes``)."""
+
+    screening: str
+    compound: str
+    building: str | None = None
+    count: int
+    issued_at: datetime
+    issued_by: str
 
 
 @event_type(SERVICE, schema=2)
@@ -167,6 +201,8 @@ class SampleTaken(Event, frozen=True, kw_only=True):
     compound: str | None = None
     #: The label of the round's time slot the sample was taken in (e.g. "students").
     slot: str | None = None
+    #: The resident stays in until the result is back (the round's rule, or this sample's).
+    stay_in_until_result: bool = False
 
 
 @event_type(SERVICE)

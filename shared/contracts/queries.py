@@ -129,6 +129,8 @@ class Board(Reply):
     deliveries_today: Count
     welfare_checks_open: Count
     households_on_daily_supply: Count
+    screening_results_pending: Annotated[int, _meta("residents sampled in a screening round whose result "
+                                                    "is not recorded yet", ge=0)]
     stock: Stock
     group_orders_open: Annotated[int, _meta("group orders not yet handed out to every household", ge=0)]
     group_orders_delivered_today: Annotated[int, _meta("group orders delivered to a gate on the day", ge=0)]
@@ -422,6 +424,52 @@ class CaseHistoryReply(Reply):
     events: Annotated[list[Envelope], _meta("every event of those cases, in order")]
 
 
+ScreeningList = Literal["not_sampled", "pending", "staying_in"]
+
+
+class ScreeningStatusQuery(Request):
+    community: Community
+    screening: Annotated[str, _meta("the round's id")]
+    status: Annotated[ScreeningList, _meta(
+        "which work list: residents of the round's compound not sampled yet, samples whose result is "
+        "pending, or the sampled told to stay in until their result is back")] = "not_sampled"
+    limit: Annotated[int, _meta("residents per page", ge=1, le=MAX_CASES)] = 1000
+    after: Annotated[str, _meta("the next of the previous page: residents after this resident id")] = ""
+
+
+class ScreeningCounts(Row):
+    residents: Annotated[int, _meta("living in the round's compound now", ge=0)]
+    not_sampled: Count
+    sampled: Count
+    pending: Annotated[int, _meta("sampled, result not recorded yet", ge=0)]
+    staying_in: Annotated[int, _meta("sampled, told to stay in, result not recorded yet", ge=0)]
+    negative: Count
+    positive: Count
+    codes_issued: Annotated[int, _meta("registration codes printed ahead of the round", ge=0)]
+
+
+class ScreeningResident(Row):
+    resident: str
+    display_name: Annotated[str | None, _meta("masked (王*伟)")]
+    household: str | None
+    building: str | None
+    code_issued: Annotated[bool, _meta("a registration code was printed for the resident ahead of the round")]
+    taken_at: Annotated[datetime | None, _meta("when the sample was taken; null when not sampled")]
+    stay_in: Annotated[bool, _meta("told to stay in until the result is back")]
+
+
+class ScreeningStatusReply(Reply):
+    community: Community
+    screening: str
+    compound: str
+    on: date
+    stay_in_until_result: bool
+    counts: ScreeningCounts
+    status: ScreeningList
+    residents: Annotated[list[ScreeningResident], _meta("in resident id order")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
 # -- logistics ------------------------------------------------------------------------------------
 
 
@@ -629,6 +677,9 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
           "a committee's quarantine cases, a page at a time"),
     Query("quarantine.history", "quarantine", CaseHistoryQuery, CaseHistoryReply,
           "every case of a resident and every event of those cases"),
+    Query("quarantine.screening_status", "quarantine", ScreeningStatusQuery, ScreeningStatusReply,
+          "a screening round's counts and work lists: not sampled yet, results pending, staying in "
+          "until the result, a page at a time"),
     Query("logistics.requests", "logistics", OpenRequestsQuery, OpenRequestsReply,
           "a committee's open supply requests, highest priority first, with what the store misses"),
     Query("logistics.assignments", "logistics", AssignmentsQuery, AssignmentsReply,

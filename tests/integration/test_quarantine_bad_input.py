@@ -25,6 +25,7 @@ from tests.support.quarantine import (
     client,
     day,
     directory_knows,
+    query,
     quarantine,
     record_size,
     registry_facts,
@@ -50,6 +51,10 @@ async def world(pg_server, tmp_path_factory):
             await c.ok("release_case", case="case-closed", on=str(day(7)))
             await c.ok("open_case", community=COMMUNITY, resident="r-open", kind="home", reason="arrival",
                        starts_on=str(day(3)), case="case-open")
+            # a round today, r-free's code printed ahead
+            await c.ok("schedule_screening", community=COMMUNITY, compound="sunny-garden", on=str(day(10)),
+                       slots=[{"label": "all", "from": "08:00", "to": "11:00"}], screening="round-1")
+            await c.ok("issue_sample_codes", screening="round-1", residents=["r-free"])
             yield host, c
     finally:
         await server.stop()
@@ -95,6 +100,25 @@ REFUSED = [
                                 slots=[{"label": "all", "from": "8am", "to": "11:00"}]), "invalid", "slots[0].from"),
     ("record_sample", dict(screening="round-x", resident="r-free"), "not_found", "screening"),
     ("record_result", dict(screening="round-x", resident="r-free", result="positive"), "not_found", "screening"),
+    # screening rounds (issue 17): codes ahead, samples by code, seals' planned end, stay in
+    ("issue_sample_codes", dict(screening="round-x", residents=["r-free"]), "not_found", "screening"),
+    ("issue_sample_codes", dict(screening="round-1", residents=["r-free"], all_residents=True), "invalid", "residents"),
+    ("issue_sample_codes", dict(screening="round-1"), "invalid", "residents"),
+    ("issue_sample_codes", dict(screening="round-1", residents=["r-nobody"]), "not_found", "residents[0]"),
+    ("issue_sample_codes", dict(screening="round-1", residents=["r-free"]), "rejected", "already_issued"),
+    ("issue_sample_codes", dict(screening="round-1", all_residents=True, building="b9"), "not_found", "building"),
+    ("record_sample", dict(screening="round-1"), "invalid", "resident"),
+    ("record_sample", dict(screening="round-1", code="ZZZZ-ZZZZ"), "not_found", "code"),
+    ("record_sample", dict(screening="round-1", resident="r-free", code="ZZZZ-ZZZZ"), "not_found", "code"),
+    ("record_sample", dict(screening="round-1", resident="r-free", stay_in_until_result="yes"), "invalid",
+     "stay_in_until_result"),
+    ("seal", dict(community=COMMUNITY, compound="sunny-garden", until=str(day(9))), "rejected", "past_day"),
+    ("extend_seal", dict(community=COMMUNITY, compound="sunny-garden", until=str(day(12))), "rejected", "not_sealed"),
+    ("extend_seal", dict(community=COMMUNITY, compound="sunny-garden", until="soon"), "invalid", "until"),
+    ("extend_seal", dict(community=COMMUNITY, compound="sunny-garden"), "invalid", "until"),
+    ("schedule_screening", dict(community=COMMUNITY, compound="sunny-garden", on=str(day(11)), stay_in_until_result=1,
+                                slots=[{"label": "all", "from": "08:00", "to": "11:00"}]), "invalid",
+     "stay_in_until_result"),
 ]
 
 
@@ -122,6 +146,23 @@ async def test_malformed_messages_are_refused(world, subject, payload, code):
     before = await record_size(host)
     reply = await c.raw(subject, payload)
     assert reply["error"]["code"] == code
+    assert await record_size(host) == before
+
+
+@pytest.mark.parametrize("fields, code, field", [
+    (dict(community=COMMUNITY, screening="round-x"), "not_found", "screening"),
+    (dict(community="changning.chengjiaqiao.beixin", screening="round-1"), "not_found", "screening"),
+    (dict(community=COMMUNITY, screening="round-1", status="done"), "invalid", "status"),
+    (dict(community=COMMUNITY, screening="round-1", limit=0), "invalid", "limit"),
+    (dict(community=COMMUNITY, screening="round-1", after="not a slug!"), "invalid", "after"),
+    (dict(community=COMMUNITY), "invalid", "screening"),
+])
+async def test_a_bad_screening_status_query_names_what_is_wrong(world, fields, code, field):
+    host, c = world
+    before = await record_size(host)
+    reply = await query(c, "quarantine.screening_status", **fields)
+    assert (reply["ok"], reply["error"]["code"], reply["error"]["field"]) == (False, code, field), reply
+    assert reply["error"]["message"]
     assert await record_size(host) == before
 
 

@@ -98,6 +98,10 @@ async def _record(operator: As, db) -> tuple[str, str]:
     await operator.ok("quarantine", "open_case", community=NANGONG, resident=resident, kind="home",
                       reason="close_contact", starts_on=str(day(1)), case="case-1")
     await operator.ok("quarantine", "record_checkin", case="case-1", on=str(day(1)), temperature_c=36.6)
+    await operator.ok("quarantine", "schedule_screening", **place, on=str(day(1)), screening="round-1",
+                      slots=[{"label": "everyone", "from": "19:00", "to": "21:00"}], stay_in_until_result=True)
+    await operator.ok("quarantine", "issue_sample_codes", screening="round-1", residents=[resident])
+    await operator.ok("quarantine", "record_sample", screening="round-1", resident=resident)
     await operator.ok("logistics", "receive_stock", community=NANGONG, items=[{"item": "rice", "qty": 5}],
                       source="allocation")
     food = (await operator.ok("logistics", "request_supplies", community=NANGONG, household=household,
@@ -172,6 +176,10 @@ CASES = {
                              lambda r: r.cases and r.cases[0].checkins == 1),
     "quarantine.history": Case("quarantine.history", lambda c: q.CaseHistoryQuery(resident=c.resident),
                                lambda r: r.cases and r.events),
+    "quarantine.screening_status": Case(
+        "quarantine.screening_status",
+        lambda c: q.ScreeningStatusQuery(community=NANGONG, screening="round-1", status="staying_in"),
+        lambda r: r.residents and r.residents[0].code_issued and r.residents[0].taken_at and r.counts.staying_in),
     "logistics.requests": Case("logistics.requests", lambda c: q.OpenRequestsQuery(community=NANGONG),
                                lambda r: r.on_hand and any(x.missing for x in r.requests)),
     "logistics.assignments": Case("logistics.assignments", lambda c: q.AssignmentsQuery(volunteer=VOLUNTEER),

@@ -156,7 +156,7 @@ async def test_a_quiet_cordon_agrees_with_a_replay_of_every_effect(world):
     code, out = await reconciled(world.config)
     assert code == 0, out
     summaries = {line.split(": ")[0]: line for line in out.splitlines()}
-    for consumer, tables in (("checkpoint-directory", 3), ("checkpoint-quarantine", 2),
+    for consumer, tables in (("checkpoint-directory", 3), ("checkpoint-quarantine", 3),
                              ("quarantine-directory", 3), ("logistics-directory", 3), ("logistics-seals", 1)):
         assert summaries[f"copy {consumer}"].endswith(f" replayed, {tables} table{'s' * (tables > 1)} agree"), out
     assert "copy checkpoint-quarantine: 4 events replayed" in out  # 2 opened, 1 released, 1 seal

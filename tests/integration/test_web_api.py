@@ -284,6 +284,7 @@ def query_samples(city: City, visit: str) -> dict[str, dict]:
         "checkpoint.visitor_contact": {"passage": visit, "purpose": "contact tracing"},
         "quarantine.cases": {"community": NANGONG, "status": "all", "limit": "2"},
         "quarantine.history": {"resident": city.r_a},
+        "quarantine.screening_status": {"community": NANGONG, "screening": "round-web", "status": "pending"},
         "logistics.requests": {"community": NANGONG, "limit": "3"},
         "logistics.assignments": {"volunteer": "staff:li-wei"},
         "logistics.stock": {"community": NANGONG},
@@ -300,6 +301,9 @@ async def test_every_query_answers_over_http_with_its_reply(city):
     visit = await city.ok(OPERATOR, "checkpoint", "check_passage", {
         "community": NANGONG, "compound": "nangong-1", "gate": "g2", "direction": "in", "temperature_c": 36.4,
         "visitor": {"name": "张三丰", "phone": "13800001111", "host_household": city.h_a, "purpose": "送药"}})
+    await city.ok(LI_WEI, "quarantine", "schedule_screening", {
+        "community": NANGONG, "compound": "nangong-1", "on": str(day(1)), "screening": "round-web",
+        "slots": [{"label": "everyone", "from": "08:00", "to": "11:00"}]})
     samples = query_samples(city, visit["passage"])
     assert set(QUERIES) <= set(samples), f"no sample request for {set(QUERIES) - set(samples)}"
     for view, query in QUERIES.items():

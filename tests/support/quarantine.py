@@ -115,7 +115,7 @@ async def events_of(host: ServiceHost, type_name: str) -> list[dict]:
 async def record_size(host: ServiceHost) -> tuple:
     """Everything a refused command must not touch."""
     return tuple([await host.pool.fetchval(f"SELECT count(*) FROM quarantine.{table}")
-                  for table in ("events", "commands", "cases")]
+                  for table in ("events", "commands", "cases", "sample_codes", "round_samples")]
                  + [await host.pool.fetchval("SELECT coalesce(sum(checkins + missed), 0) FROM quarantine.cases")])
 
 

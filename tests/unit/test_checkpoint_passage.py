@@ -185,6 +185,19 @@ def test_a_pass_alone_is_judged_by_its_household():
     assert reason(f, by_pass(direction="in")) is None
 
 
+def test_a_resident_awaiting_a_stay_in_result_may_not_go_out_but_may_come_home():
+    # Given a resident sampled in a round that told them to stay in, whose result is not back
+    waiting = resident_facts(resident=replace(WANG, awaiting_result=True))
+    # then they are turned back going out, with or without their pass, and let home coming in
+    assert reason(waiting, by_resident()) == "awaiting_result"
+    assert reason(replace(waiting, pass_=PASS), by_pass(resident="r-wang")) == "awaiting_result"
+    assert reason(waiting, by_resident(direction="in")) is None
+    [denied] = decide(waiting, by_resident())
+    assert isinstance(denied, PassageDenied) and denied.reason == "awaiting_result"
+    # and once the result is recorded they go out again
+    assert reason(resident_facts(), by_resident()) is None
+
+
 def test_a_visitor_to_a_household_in_home_quarantine_is_turned_away_but_may_leave():
     f = visitor_facts(home=replace(HOST, home_quarantine=True))
     assert reason(f, by_visitor()) == "under_quarantine"
@@ -312,14 +325,16 @@ def test_a_policy_may_refuse_visitors_even_when_open():
 
 # -- the order in which reasons win ------------------------------------------------------------------------
 
-RESIDENT_OUT_ORDER = ["gate_closed", "compound_sealed", "building_sealed", "under_quarantine", "fever",
-                      "unknown_resident", "no_valid_pass"]
+RESIDENT_OUT_ORDER = ["gate_closed", "compound_sealed", "building_sealed", "under_quarantine", "awaiting_result",
+                      "fever", "unknown_resident", "no_valid_pass"]
 
 
 def everything_wrong_for_a_resident_going_out() -> tuple[Facts, CheckPassage]:
-    """An unregistered resident id with a revoked pass of a household in home quarantine, in a sealed
-    building of a sealed compound, with a fever, at a closed gate: every resident reason applies."""
-    f = facts("sealed", closed=["north"], pass_=replace(PASS, revoked=True),
+    """A resident of another compound, awaiting a stay-in round's result, with a revoked pass of a
+    household in home quarantine, in a sealed building of a sealed compound, with a fever, at a
+    closed gate: every resident reason applies."""
+    stranger = replace(WANG, resident="r-stranger", compound="elsewhere", awaiting_result=True)
+    f = facts("sealed", closed=["north"], pass_=replace(PASS, revoked=True), resident=stranger,
               home=replace(HOME, home_quarantine=True), sealed_buildings=frozenset({"b1"}))
     return f, by_pass(resident="r-stranger", temperature_c=38.5)
 
@@ -335,6 +350,8 @@ def lift(f: Facts, cmd: CheckPassage, why: str) -> tuple[Facts, CheckPassage]:
             return replace(f, sealed_buildings=frozenset()), cmd
         case "under_quarantine":
             return replace(f, home=replace(f.home, home_quarantine=False)), cmd
+        case "awaiting_result":
+            return replace(f, resident=replace(f.resident, awaiting_result=False)), cmd
         case "fever":
             return f, change(cmd, temperature_c=36.6)
         case "unknown_resident":

@@ -159,7 +159,7 @@ BOARD = {
     "sealed_areas": {"compounds": 0, "buildings": 1}, "active_passes": 5400,
     "passages_today": {"in": 4304, "out": 4304, "denied": 50}, "fevers_today": 5, "checkins_missed_today": 5,
     "positive_results_today": 0, "open_requests": 1, "deliveries_today": 316, "welfare_checks_open": 1,
-    "households_on_daily_supply": 175, "stock": {"masks": 870, "vegetable-pack": 20},
+    "households_on_daily_supply": 175, "screening_results_pending": 0, "stock": {"masks": 870, "vegetable-pack": 20},
     "group_orders_open": 1, "group_orders_delivered_today": 2,
     "volunteer_hours_today": {"nangong-cadres": 152.0, "nangong-party-branch": 160.25},
 }

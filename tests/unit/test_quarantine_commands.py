@@ -39,6 +39,8 @@ def test_every_contract_command_parses():
                                    slots=[{"label": "students", "from": "07:00", "to": "08:00"}]),
         "record_sample": dict(screening="round-1", resident="r-wang", code="A-17"),
         "record_result": dict(screening="round-1", resident="r-wang", result="positive"),
+        "extend_seal": dict(community=COMMUNITY, compound="sunny-garden", until="2026-11-09"),
+        "issue_sample_codes": dict(screening="round-1", all_residents=True, building="b2"),
     }
     assert set(samples) == set(COMMANDS)
     for name, fields in samples.items():

@@ -295,7 +295,7 @@ def test_every_metric_a_rule_can_emit_is_a_level_a_flow_or_a_window():
                "passages_out", "passages_denied", "fevers", "quarantine_home", "quarantine_centralized",
                "quarantine_monitoring", "quarantine_hospital", "sealed_compounds", "sealed_buildings",
                "checkins_missed", "positive_results", "requests_open", "deliveries",
-               "welfare_checks_open", "daily_supply_households"}
+               "welfare_checks_open", "daily_supply_households", "results_pending"}
     assert emitted <= kinds
     assert not set(rules.LEVELS) & set(rules.FLOWS)
 
