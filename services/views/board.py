@@ -11,7 +11,7 @@ import io
 from datetime import date, timedelta
 from typing import Iterable
 
-from services.views.rules import FLOWS, LEVELS, STOCK, WINDOW_DAYS
+from services.views.rules import FLOWS, LEVELS, OUTINGS, STOCK, WINDOW_DAYS
 from shared.contracts import queries
 from shared.contracts.queries import CommunityQuery, RollupQuery, TimelineQuery
 from shared.errors import Invalid
@@ -24,6 +24,7 @@ COLUMNS = (
     "sealed_compounds", "sealed_buildings", "passes_active",
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
+    "vehicles_checked", "vehicles_denied", "parcels_dropped", "parcels_collected", "parcels_waiting", *OUTINGS,
 )
 _EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
 
@@ -96,6 +97,10 @@ def nest(f: dict[str, int]) -> dict:
         "welfare_checks_open": f["welfare_checks_open"],
         "households_on_daily_supply": f["daily_supply_households"],
         "stock": stock(f),
+        "vehicles_today": {"checked": f["vehicles_checked"], "denied": f["vehicles_denied"]},
+        "parcels": {"dropped_today": f["parcels_dropped"], "collected_today": f["parcels_collected"],
+                    "waiting": f["parcels_waiting"]},
+        "outings_today": {k[len("outings_"):]: f[k] for k in OUTINGS},
     }
 
 

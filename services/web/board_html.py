@@ -34,6 +34,9 @@ FIGURES = {
     "welfare_checks_open": ("待上门探视", "welfare checks open"),
     "households_on_daily_supply": ("每日供应户", "households on daily food supply"),
     "stock": ("库存", "stock on hand"),
+    "vehicles_today": ("今日车辆", "vehicles today"),
+    "parcels": ("快递外卖待取", "parcels waiting at the gates"),
+    "outings_today": ("今日外出去向", "outings by destination today"),
 }
 #: The street report's rows (``rollup`` columns) in Chinese; the English is the demo's.
 REPORT = {
@@ -44,6 +47,10 @@ REPORT = {
     "fevers": "门岗发热", "checkins_missed": "未打卡", "positive_results": "阳性结果",
     "requests_open": "待办物资需求", "deliveries": "配送完成", "welfare_checks_open": "待上门探视",
     "daily_supply_households": "每日供应户",
+    "vehicles_checked": "车辆检查", "vehicles_denied": "车辆拒绝", "parcels_dropped": "快递外卖放置",
+    "parcels_collected": "快递外卖领取", "parcels_waiting": "快递外卖待取", "outings_work": "外出上班",
+    "outings_shopping": "外出购物", "outings_medical": "外出就医", "outings_family": "外出探亲",
+    "outings_other": "外出其他",
 }
 REASONS = {
     "gate_closed": "大门关闭", "compound_sealed": "小区封控", "building_sealed": "楼栋封控",
@@ -163,6 +170,16 @@ def _value(key: str, b: dict) -> tuple[str, str]:
         p = b["passages_today"]
         return num(p["in"] + p["out"] + p["denied"]), _parts(("进", "in", p["in"]), ("出", "out", p["out"]),
                                                              ("拒", "denied", p["denied"]))
+    if key == "vehicles_today":
+        v = b["vehicles_today"]
+        return num(v["checked"]), _parts(("拒", "denied", v["denied"]))
+    if key == "parcels":
+        p = b["parcels"]
+        return num(p["waiting"]), _parts(("今日放置", "dropped today", p["dropped_today"]),
+                                         ("今日领取", "collected today", p["collected_today"]))
+    if key == "outings_today":
+        o = b["outings_today"]
+        return num(sum(o.values())), " · ".join(f"{esc(k)} <b>{num(n)}</b>" for k, n in o.items())
     if key == "stock":  # items do not add up: each is its own figure
         items = " · ".join(f"{esc(item)} <b>{num(n)}</b>" for item, n in b["stock"].items())
         return "", items or esc("none")
