@@ -346,3 +346,14 @@ def test_a_parcel_waits_from_its_drop_until_its_collection():
     [collected] = decide(parcels.CollectFacts(parcel=PARCEL), collect_cmd(volunteer="volunteer:zhang-min"))
     assert ops(dropped) == (Delta("parcels_dropped", DAY), Put("parcel", "pk-1", "parcels_waiting"))
     assert ops(collected) == (Delta("parcels_collected", DAY), Drop("parcel", "pk-1"))
+
+
+def test_the_retention_counts_the_plates_it_shredded_per_community_also_where_no_visitor_came():
+    from services.checkpoint.commands import ShredVisitorData
+    from services.checkpoint.decide import Facts as CommandFacts
+
+    cmd = ShredVisitorData(command_id="shred", actor="system:visitor-retention", occurred_at=AT, before=AT)
+    facts = CommandFacts(shredded={COMMUNITY: 2}, vehicles_shredded={COMMUNITY: 1, "putuo.wanli.wanli-4": 3})
+    counts = [(e.community, e.visitors, e.vehicles) for e in decide(facts, cmd)]
+    assert counts == [(COMMUNITY, 2, 1), ("putuo.wanli.wanli-4", 0, 3)]
+    assert decide(CommandFacts(vehicles_shredded={COMMUNITY: 0}), cmd) == []
