@@ -14,6 +14,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from services.demo.gates import FIGURES as GATE_WORK
+
 #: The figures of a board, as the views' ``figures`` name them (stock items follow as ``stock.<item>``).
 FIGURES = (
     "residents", "households", "arrivals_14d", "arrivals_pending",
@@ -21,9 +23,10 @@ FIGURES = (
     "sealed_compounds", "sealed_buildings", "passes_active",
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
+    *GATE_WORK,
 )
 FLOWS = ("passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
-         "positive_results", "deliveries")
+         "positive_results", "deliveries", *GATE_WORK)
 WINDOW_DAYS = 14
 #: What the committee keeps in its store (medicine is fetched from the pharmacy per request).
 STOCKED = frozenset({"vegetable-pack", "food-set", "rice", "cooking-oil", "eggs", "milk", "masks",
