@@ -102,6 +102,12 @@ def prefetch(cmd) -> list[str]:
             return streams + ([passage_stream(cmd.passage)] if cmd.passage else [])
         case commands.StartShift() | commands.EndShift() if cmd.shift is not None:
             return [shift_stream(cmd.shift)]
+        case commands.CheckVehicle():
+            return [control_stream(cmd.community, cmd.compound), vehicle_stream(cmd.vehicle)]
+        case commands.DropParcel():
+            return [parcel_stream(cmd.parcel)]
+        case commands.CollectParcel():
+            return [parcel_stream(cmd.parcel)]
     return []
 
 
