@@ -69,7 +69,10 @@ class Gate:
         return await self.staff.query("checkpoint.parcels", community=NANGONG, **fields)
 
     async def written(self) -> dict:
-        """What the checkpoint holds: its record, stored replies, its tables, and the stream."""
+        """What the checkpoint holds: its record, stored replies, its tables, and the stream (once
+        the relay has published what was recorded: the count is not caught mid-way)."""
+        await eventually(lambda: _equals(self.db.fetchval("SELECT count(*) FROM checkpoint.outbox"), 0),
+                         what="the checkpoint's outbox empty")
         counts = {t: await self.db.fetchval(f"SELECT count(*) FROM checkpoint.{t}")
                   for t in ("events", "commands", "vehicles", "parcels")}
         counts["stream"] = (await self.nc.jetstream().stream_info(STREAM)).state.messages
