@@ -133,7 +133,6 @@ class ShredVisitorData(wire.BaseCommand, frozen=True, kw_only=True, forbid_unkno
     before: datetime
 
 
-
 # -- the gate's other work (issue 17) -------------------------------------------------------------
 
 
@@ -180,6 +179,7 @@ class CollectParcel(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_
     parcel: str
     resident: str | None = None
     volunteer: str | None = None
+
 
 Command = Union[SetGate, SetControlLevel, IssuePasses, RevokePass, ReplacePass, CheckPassage,
                 StartShift, EndShift, RecordVisitorContactView, ShredVisitorData, CheckVehicle, DropParcel,

@@ -136,12 +136,10 @@ def decide(facts: Facts | PassageFacts | vehicles.Facts | parcels.DropFacts | pa
             return [VisitorContactViewed(community=cmd.community, viewer=cmd.viewer, passage=cmd.passage,
                                          purpose=cmd.purpose.strip(), viewed_at=_at(cmd))]
         case ShredVisitorData():
-            vehicles_shredded = facts.vehicles_shredded
-            return [VisitorDataShredded(community=community, before=cmd.before, visitors=facts.shredded.get(community, 0),
-                                        vehicles=vehicles_shredded.get(community, 0), shredded_at=_at(cmd),
-                                        shredded_by=cmd.actor)
-                    for community in sorted(set(facts.shredded) | set(vehicles_shredded))
-                    if facts.shredded.get(community, 0) or vehicles_shredded.get(community, 0)]
+            visits, plates = facts.shredded, facts.vehicles_shredded
+            return [VisitorDataShredded(community=c, before=cmd.before, visitors=visits.get(c, 0),
+                                        vehicles=plates.get(c, 0), shredded_at=_at(cmd), shredded_by=cmd.actor)
+                    for c in sorted(set(visits) | set(plates)) if visits.get(c, 0) or plates.get(c, 0)]
         case _:
             assert_never(cmd)
 

@@ -87,7 +87,8 @@ def _plate(rng: random.Random) -> str:
 
 
 def _outside_driver(rng: random.Random) -> dict:
-    return {"name": rng.choice(("刘师傅", "陈师傅", "赵师傅", "孙师傅")), "phone": f"139{rng.randrange(10**8):08d}"}
+    name = rng.choice(("刘师傅", "陈师傅", "赵师傅", "孙师傅"))
+    return {"name": name, "phone": f"139{rng.randrange(10**8):08d}"}
 
 
 def _quarantined_aboard(demo: Demo, compound: Compound) -> str | None:
@@ -127,9 +128,9 @@ async def vehicles(demo: Demo, rng: random.Random) -> None:
         for n, ((fields, why), t) in enumerate(zip(plans, spread(len(plans), at("21:00"), at("21:30")))):
             vehicle = f"{c.id}-v{n:02d}"
             expected[vehicle] = why
-            calls.append(demo.call("checkpoint", "check_vehicle", t, gate_staff(c, demo.street.tag, fields["gate"], "pm"),
-                                   vehicle, community=c.community, compound=c.id, plate=_plate(rng), vehicle=vehicle,
-                                   **fields))
+            staff = gate_staff(c, demo.street.tag, fields["gate"], "pm")
+            calls.append(demo.call("checkpoint", "check_vehicle", t, staff, vehicle, community=c.community,
+                                   compound=c.id, plate=_plate(rng), vehicle=vehicle, **fields))
 
     def checked(call, reply) -> None:
         decision, flows = reply["decision"], demo.book.flows[call.body["community"]]

@@ -150,7 +150,7 @@ CHECKPOINT: dict[str, Describe] = {
     "VehicleAllowed": lambda d: f"{d['purpose']} vehicle {d['direction']} at {_where(d)}, "
                                 f"{len(d.get('passengers') or ()) + bool(d.get('driver'))} resident(s) aboard",
     "VehicleDenied": lambda d: f"{d['purpose']} vehicle turned back {d['direction']} at {_where(d)}: {d['reason']}"
-                               + _also(d.get("resident") and short(d["resident"]), " (") + (")" if d.get("resident") else ""),
+                               + (f" ({short(d['resident'])})" if d.get("resident") else ""),
     "ParcelDropped": lambda d: f"{d['kind']} left at {d['compound']}/{d['gate']} for {short(d['household'])}",
     "ParcelCollected": lambda d: f"{d['kind']} collected at {d['compound']}/{d['gate']}"
                                  + (f", carried to the door by {d['volunteer']}" if d.get("volunteer") else ""),
