@@ -25,7 +25,8 @@ def spec(config: Config | None = None, keys: KeyStore | None = None) -> ServiceS
         extra_ddl=directory.ddl(SCHEMA) + copies.DDL + DDL,
         consumers=[directory.consumer(SCHEMA), copies.consumer()],
         queries={"checkpoint.shifts": partial(queries.shifts, zone=config.zone),
-                 "checkpoint.visitor_contact": queries.visitor_contact(keys, config)},
+                 "checkpoint.visitor_contact": queries.visitor_contact(keys, config),
+                 "checkpoint.parcels": queries.parcels},
         # the visitors' keys, and the plaintext of a checkpoint of before sealed, before any command
         on_start=[keystore.opener(keys, migrate.seal_plaintext)],
         background=[keystore.closer(keys), scheduler.background(config)],

@@ -17,13 +17,15 @@ import msgspec
 
 from services.checkpoint import numbers
 from shared import wire
-from shared.contracts.checkpoint import ControlLevel, Direction
+from shared.contracts.checkpoint import ControlLevel, Destination, Direction, ParcelKind, VehiclePurpose
 from shared.errors import Invalid
 from shared.subjects import check_community, check_slug
 
 #: Most passes one issue_passes may create: its compact reply must stay under NATS's 1 MiB.
 MAX_PASSES = 6000
 MAX_PER_HOUSEHOLD = 10
+#: Residents aboard a vehicle besides its driver.
+MAX_PASSENGERS = 8
 #: The shortest purpose a read of a visitor's contact may give.
 MIN_PURPOSE = 5
 
@@ -92,6 +94,8 @@ class CheckPassage(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_f
     visitor: Visitor | None = None
     #: Created by the command; may be given by the caller.
     passage: str | None = None
+    #: On the way out, where the resident is going (a category: no free text on the bus).
+    destination: Destination | None = None
 
 
 class StartShift(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -129,8 +133,57 @@ class ShredVisitorData(wire.BaseCommand, frozen=True, kw_only=True, forbid_unkno
     before: datetime
 
 
+# -- the gate's other work (issue 17) -------------------------------------------------------------
+
+
+class Driver(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A resident of the compound (``resident``), or an outside driver (``name`` and ``phone``,
+    sealed with the plate in ``checkpoint.vehicles``)."""
+
+    resident: str | None = None
+    name: str | None = None
+    phone: str | None = None
+
+
+class CheckVehicle(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A vehicle at a gate: its plate (sealed, off the bus), its driver, the residents aboard."""
+
+    community: str
+    compound: str
+    gate: str
+    direction: Direction
+    plate: str
+    driver: Driver
+    purpose: VehiclePurpose
+    passengers: list[str] = []
+    #: Created by the command; may be given by the caller.
+    vehicle: str | None = None
+
+
+class DropParcel(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A parcel, takeaway or groceries left at the gate's drop point for a household."""
+
+    community: str
+    compound: str
+    gate: str
+    household: str
+    kind: ParcelKind
+    #: Created by the command; may be given by the caller.
+    parcel: str | None = None
+
+
+class CollectParcel(wire.BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A parcel taken from the drop point: by a resident of its household (``resident``), or by a
+    volunteer carrying it to the door (``volunteer``, a staff id)."""
+
+    parcel: str
+    resident: str | None = None
+    volunteer: str | None = None
+
+
 Command = Union[SetGate, SetControlLevel, IssuePasses, RevokePass, ReplacePass, CheckPassage,
-                StartShift, EndShift, RecordVisitorContactView, ShredVisitorData]
+                StartShift, EndShift, RecordVisitorContactView, ShredVisitorData, CheckVehicle, DropParcel,
+                CollectParcel]
 
 COMMANDS: dict[str, type] = {
     "set_gate": SetGate,
@@ -143,13 +196,18 @@ COMMANDS: dict[str, type] = {
     "end_shift": EndShift,
     "record_visitor_contact_view": RecordVisitorContactView,
     "shred_visitor_data": ShredVisitorData,
+    "check_vehicle": CheckVehicle,
+    "drop_parcel": DropParcel,
+    "collect_parcel": CollectParcel,
 }
 
-_CHOICES = {"level": get_args(ControlLevel), "direction": get_args(Direction)}
+_CHOICES = {"level": get_args(ControlLevel), "direction": get_args(Direction),
+            "destination": get_args(Destination), "purpose": get_args(VehiclePurpose), "kind": get_args(ParcelKind)}
 
 
 #: The id field a creating command may leave out; the runtime fills it.
-CREATES: dict[type, str] = {CheckPassage: "passage", StartShift: "shift"}
+CREATES: dict[type, str] = {CheckPassage: "passage", StartShift: "shift", CheckVehicle: "vehicle",
+                            DropParcel: "parcel"}
 
 
 def decode(name: str, payload: bytes) -> Command:
@@ -196,6 +254,15 @@ def validate(cmd: Command) -> Command:
         case ShredVisitorData():
             if cmd.before.tzinfo is None:
                 raise Invalid("before needs a time zone", field="before")
+        case CheckVehicle():
+            return _vehicle(cmd)
+        case DropParcel():
+            _place(cmd.community, cmd.compound)
+            check_slug(cmd.gate, "gate")
+            check_slug(cmd.household, "household")
+            wire.optional_slug(cmd.parcel, "parcel")
+        case CollectParcel():
+            _collect(cmd)
         case _:
             assert_never(cmd)
     return cmd
@@ -263,6 +330,7 @@ def _passage(cmd: CheckPassage) -> CheckPassage:
     wire.temperature(cmd.temperature_c)
     wire.optional_slug(cmd.passage, "passage")
     wire.optional_slug(cmd.resident, "resident")
+    _destination(cmd)
     if cmd.visitor is not None:
         if cmd.pass_ is not None or cmd.resident is not None:
             raise Invalid("a visitor has no pass or resident id: give visitor alone", field="visitor")
@@ -273,6 +341,60 @@ def _passage(cmd: CheckPassage) -> CheckPassage:
     if cmd.pass_ is not None:
         return msgspec.structs.replace(cmd, pass_=pass_key(cmd.pass_))
     return cmd
+
+
+def _destination(cmd: CheckPassage) -> None:
+    if cmd.destination is None:
+        return
+    if cmd.direction != "out":
+        raise Invalid("destination is recorded on the way out only", field="destination")
+    if cmd.visitor is not None:
+        raise Invalid("destination is a resident's: a visitor's whereabouts are not the committee's to record",
+                      field="destination")
+
+
+def _vehicle(cmd: CheckVehicle) -> CheckVehicle:
+    _place(cmd.community, cmd.compound)
+    check_slug(cmd.gate, "gate")
+    wire.optional_slug(cmd.vehicle, "vehicle")
+    plate = plate_key(cmd.plate)
+    driver = cmd.driver
+    if driver.resident is not None:
+        if driver.name is not None or driver.phone is not None:
+            raise Invalid("a resident driver is named by id alone: leave out name and phone", field="driver")
+        check_slug(driver.resident, "driver.resident")
+    else:
+        wire.text(driver.name, "driver.name", 100)
+        wire.text(driver.phone, "driver.phone", 20)
+        wire.phone(driver.phone, "driver.phone")
+    if cmd.passengers:
+        wire.ids(cmd.passengers, "passengers", MAX_PASSENGERS)
+        if driver.resident in cmd.passengers:
+            raise Invalid(f"{driver.resident} is the driver: list the other residents aboard", field="passengers")
+    if cmd.purpose == "resident" and driver.resident is None and not cmd.passengers:
+        raise Invalid("purpose resident needs a resident aboard (driver.resident or passengers)", field="purpose")
+    return msgspec.structs.replace(cmd, plate=plate)
+
+
+def plate_key(value: str, field: str = "plate") -> str:
+    """A plate as the gate reads it, normalized (``沪a·12345`` → ``沪A12345``): letters and digits,
+    the province's character first, spaces, dots and dashes dropped."""
+    wire.text(value, field, 20)
+    plate = "".join(c for c in value.upper() if c.isalnum())
+    if not 5 <= len(plate) <= 10:
+        raise Invalid(f"{field} must be a plate of 5 to 10 letters and digits (沪A12345)", field=field)
+    return plate
+
+
+def _collect(cmd: CollectParcel) -> None:
+    check_slug(cmd.parcel, "parcel")
+    if (cmd.resident is None) == (cmd.volunteer is None):
+        raise Invalid("give resident (of the household, at the gate) or volunteer (who carries it to the door), "
+                      "not both", field="resident")
+    if cmd.resident is not None:
+        check_slug(cmd.resident, "resident")
+    else:
+        staff(cmd.volunteer, "volunteer")
 
 
 def _visitor(v: Visitor) -> None:

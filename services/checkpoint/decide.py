@@ -17,6 +17,8 @@ Rules:
   open shift at that gate (``not_on_shift``), and ends no earlier than it started
   (``ends_before_start``). ShiftEnded carries the hours, for the volunteer reports.
 - check_passage: see :mod:`services.checkpoint.passage` for its reasons and the order they win in.
+- check_vehicle: see :mod:`services.checkpoint.vehicles` (each resident aboard judged as on foot);
+  drop_parcel, collect_parcel: see :mod:`services.checkpoint.parcels` (the drop point).
 - record_visitor_contact_view records a read of a visitor's contact (the query handler's, after
   its checks); shred_visitor_data records, per community, how many visits' personal data the
   handler shredded (none shredded: no event).
@@ -27,11 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterator, Mapping, assert_never
 
-from services.checkpoint import passage
+from services.checkpoint import parcels, passage, vehicles
 from services.checkpoint.commands import (
     MAX_PASSES,
     CheckPassage,
+    CheckVehicle,
+    CollectParcel,
     Command,
+    DropParcel,
     EndShift,
     IssuePasses,
     ReplacePass,
@@ -91,17 +96,28 @@ class Facts:
     open_shift: Shift | None = None
     shift: Shift | None = None
     shredded: Mapping[str, int] = field(default_factory=dict)
+    #: shred_visitor_data: community -> vehicle checks whose plates were shredded now.
+    vehicles_shredded: Mapping[str, int] = field(default_factory=dict)
 
 
-def decide(facts: Facts | PassageFacts, cmd: Command) -> list[CheckpointEvent]:
+def decide(facts: Facts | PassageFacts | vehicles.Facts | parcels.DropFacts | parcels.CollectFacts,
+           cmd: Command) -> list[CheckpointEvent]:
     """The events a command produces, or a NotFound / Conflict / Rejected error.
 
     check_passage takes the passage's facts (:class:`PassageFacts`, see
-    :mod:`services.checkpoint.passage`), every other command :class:`Facts`.
+    :mod:`services.checkpoint.passage`), check_vehicle :class:`vehicles.Facts`, drop_parcel and
+    collect_parcel :class:`parcels.DropFacts` and :class:`parcels.CollectFacts`, every other
+    command :class:`Facts`.
     """
     match cmd:
         case CheckPassage():
             return passage.decide(facts, cmd)
+        case CheckVehicle():
+            return vehicles.decide(facts, cmd)
+        case DropParcel():
+            return parcels.drop(facts, cmd)
+        case CollectParcel():
+            return parcels.collect(facts, cmd)
         case SetGate():
             return _set_gate(facts, cmd)
         case SetControlLevel():
@@ -120,9 +136,10 @@ def decide(facts: Facts | PassageFacts, cmd: Command) -> list[CheckpointEvent]:
             return [VisitorContactViewed(community=cmd.community, viewer=cmd.viewer, passage=cmd.passage,
                                          purpose=cmd.purpose.strip(), viewed_at=_at(cmd))]
         case ShredVisitorData():
-            return [VisitorDataShredded(community=community, before=cmd.before, visitors=n, shredded_at=_at(cmd),
-                                        shredded_by=cmd.actor)
-                    for community, n in sorted(facts.shredded.items()) if n]
+            visits, plates = facts.shredded, facts.vehicles_shredded
+            return [VisitorDataShredded(community=c, before=cmd.before, visitors=visits.get(c, 0),
+                                        vehicles=plates.get(c, 0), shredded_at=_at(cmd), shredded_by=cmd.actor)
+                    for c in sorted(set(visits) | set(plates)) if visits.get(c, 0) or plates.get(c, 0)]
         case _:
             assert_never(cmd)
 

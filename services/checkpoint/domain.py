@@ -9,6 +9,8 @@ Streams, each small, so nothing contends:
     shift:<shift>                   ShiftStarted, ShiftEnded
     read:<command id>               VisitorContactViewed (one stream per read: reads never contend)
     shredding:<community>:<day>     VisitorDataShredded (the retention of a day, per community)
+    vehicle:<vehicle>               VehicleAllowed | VehicleDenied (one check of a vehicle)
+    parcel:<parcel>                 ParcelDropped, then ParcelCollected
 
 A compound starts ``open`` with every gate open. Gates and buildings are the registry's (the
 directory); the checkpoint only opens and closes them.
@@ -37,8 +39,12 @@ from shared.contracts.checkpoint import (
     PassIssuedV1,
     PassRevoked,
     PassRevokedV1,
+    ParcelCollected,
+    ParcelDropped,
     ShiftEnded,
     ShiftStarted,
+    VehicleAllowed,
+    VehicleDenied,
     VisitorContactViewed,
     VisitorDataShredded,
 )
@@ -46,7 +52,7 @@ from shared.errors import NotFound
 
 CheckpointEvent = Union[GateOpened, GateClosed, ControlLevelSet, PassIssued, PassRevoked, PassageAllowed,
                         PassageDenied, FeverDetected, ShiftStarted, ShiftEnded, VisitorContactViewed,
-                        VisitorDataShredded]
+                        VisitorDataShredded, VehicleAllowed, VehicleDenied, ParcelDropped, ParcelCollected]
 #: Events of an earlier schema, found in streams recorded before a change (decoded, never decided).
 OldCheckpointEvent = Union[PassIssuedV1, PassRevokedV1, PassageAllowedV1, PassageDeniedV1]
 
@@ -142,9 +148,33 @@ class Shredding:
 
     community: str
     visitors: int = 0
+    vehicles: int = 0
 
 
-State = Union[Control, Passes, Passage, Shift, Read, Shredding]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vehicle:
+    """One check of a vehicle at a gate."""
+
+    vehicle: str
+    community: str
+    allowed: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parcel:
+    """A parcel at a gate's drop point, until collected."""
+
+    parcel: str
+    community: str
+    compound: str
+    gate: str
+    household: str
+    kind: str
+    collected: bool = False
+
+
+State = Union[Control, Passes, Passage, Shift, Read, Shredding, Vehicle, Parcel]
 
 
 def control_stream(community: str, compound: str) -> str:
@@ -169,6 +199,14 @@ def read_stream(command_id: str) -> str:
 
 def shredding_stream(community: str, day: date) -> str:
     return f"shredding:{community}:{day.isoformat()}"
+
+
+def vehicle_stream(vehicle: str) -> str:
+    return f"vehicle:{vehicle}"
+
+
+def parcel_stream(parcel: str) -> str:
+    return f"parcel:{parcel}"
 
 
 def opened(community: str, compound: str) -> Control:
@@ -212,8 +250,17 @@ def evolve(state: State | None, event: CheckpointEvent | OldCheckpointEvent) -> 
         case VisitorContactViewed():
             return Read(community=event.community, viewer=event.viewer)
         case VisitorDataShredded():
-            before = state.visitors if isinstance(state, Shredding) else 0
-            return Shredding(community=event.community, visitors=before + event.visitors)
+            was = state if isinstance(state, Shredding) else Shredding(community=event.community)
+            return Shredding(community=event.community, visitors=was.visitors + event.visitors,
+                             vehicles=was.vehicles + event.vehicles)
+        case VehicleAllowed() | VehicleDenied():
+            return Vehicle(vehicle=event.vehicle, community=event.community, allowed=isinstance(event, VehicleAllowed),
+                           reason=getattr(event, "reason", None))
+        case ParcelDropped():
+            return Parcel(parcel=event.parcel, community=event.community, compound=event.compound, gate=event.gate,
+                          household=event.household, kind=event.kind)
+        case ParcelCollected():
+            return replace(_expect(state, Parcel, event), collected=True)
         case PassIssuedV1() | PassRevokedV1() | PassageAllowedV1() | PassageDeniedV1():
             return evolve(state, event.upcast())
         case _:

@@ -13,7 +13,9 @@ reply (issue_passes, replace_pass), never into an event.
 A visitor's name, phone and purpose are sealed with a data key of the visit's own (subject: the
 passage id) from the checkpoint's key store (:mod:`shared.keystore`, schema ``checkpoint`` of the
 key database), made for the batch's visitors in one round trip; shred_visitor_data deletes those
-keys once the tracing window is over.
+keys once the tracing window is over. A vehicle check's plate (and an outside driver's name and
+phone) is sealed the same way, with a key of the check's own (subject ``vehicle:<id>``), and
+shredded with the visitors'.
 """
 from __future__ import annotations
 
@@ -22,18 +24,25 @@ from dataclasses import dataclass, field, replace
 
 import msgspec
 
-from services.checkpoint import commands, domain, lookups, numbers, passage
+from services.checkpoint import commands, domain, lookups, numbers, parcels, passage, vehicles
 from services.checkpoint.decide import Facts, decide
 from services.checkpoint.domain import (
     control_stream,
+    parcel_stream,
     passage_stream,
     passes_stream,
     read_stream,
     shift_stream,
     shredding_stream,
+    vehicle_stream,
 )
 from services.checkpoint.lookups import Loaded
 from services.checkpoint.tables import (
+    COLLECT_PARCEL,
+    DUE_VEHICLES,
+    INSERT_PARCEL,
+    INSERT_VEHICLE,
+    SHRED_VEHICLES,
     END_SHIFT,
     FIND_PASS,
     INSERT_PASS,
@@ -93,17 +102,25 @@ def prefetch(cmd) -> list[str]:
             return streams + ([passage_stream(cmd.passage)] if cmd.passage else [])
         case commands.StartShift() | commands.EndShift() if cmd.shift is not None:
             return [shift_stream(cmd.shift)]
+        case commands.CheckVehicle():
+            return [control_stream(cmd.community, cmd.compound), vehicle_stream(cmd.vehicle)]
+        case commands.DropParcel():
+            return [parcel_stream(cmd.parcel)]
+        case commands.CollectParcel():
+            return [parcel_stream(cmd.parcel)]
     return []
 
 
 async def prepare_batch(conn, cmds: list, scratch: Scratch) -> None:
-    """The facts of every check_passage of the batch, in one query (:data:`lookups.FACTS`), and a
-    data key for each visitor (made before the batch commits: a key whose command is then refused
-    seals nothing and is harmless)."""
+    """The facts of every check_passage of the batch, and of every resident aboard its vehicles,
+    in one query (:data:`lookups.FACTS`), and a data key for each visitor and vehicle check (made
+    before the batch commits: a key whose command is then refused seals nothing and is harmless)."""
     passages = [c for c in cmds if isinstance(c, commands.CheckPassage)]
-    if passages:
-        await lookups.load(conn, scratch.lookups, passages)
-    visits = [c.passage for c in passages if c.visitor is not None]
+    checks = [c for c in cmds if isinstance(c, commands.CheckVehicle)]
+    aboard = [vehicles.on_foot(c, r) for c in checks for r in [None, *vehicles.residents(c)]]
+    if passages or aboard:
+        await lookups.load(conn, scratch.lookups, passages + aboard)
+    visits = [c.passage for c in passages if c.visitor is not None] + [vehicle_subject(c.vehicle) for c in checks]
     if visits:
         try:
             scratch.data_keys = await scratch.keys.create(visits)
@@ -246,6 +263,79 @@ def sealed_visitor(data_key: bytes, passage: str, name: str, phone: str, purpose
     return pii.seal(data_key, passage, msgspec.json.encode({"name": name, "phone": phone, "purpose": purpose}))
 
 
+# -- vehicles and the drop point (issue 17) ------------------------------------------------------
+
+
+def vehicle_subject(vehicle: str) -> str:
+    """The key store's subject of a vehicle check (apart from visits', which are passage ids)."""
+    return f"vehicle:{vehicle}"
+
+
+async def check_vehicle(cmd: commands.CheckVehicle, ctx: Context) -> None:
+    place = await lookups.facts(ctx, vehicles.on_foot(cmd, None))
+    control, _ = await ctx.load(control_stream(cmd.community, cmd.compound))
+    aboard = tuple([(r, await lookups.facts(ctx, vehicles.on_foot(cmd, r))) for r in vehicles.residents(cmd)])
+    facts = vehicles.Facts(place=replace(place, control=control), aboard=aboard, config=ctx.config)
+    target = vehicle_stream(cmd.vehicle)
+    _, version = await ctx.expect(target)
+    if version:
+        raise Conflict(f"vehicle check id {cmd.vehicle} is taken", field="vehicle")
+    events = decide(facts, cmd)
+    personal = _sealed_vehicle(ctx, cmd)
+    ctx.append(target, version, events)
+    e = events[0]
+    why = getattr(e, "reason", None)
+    ctx.write(INSERT_VEHICLE, cmd.vehicle, cmd.community, cmd.compound, cmd.gate, cmd.direction, cmd.purpose,
+              cmd.driver.resident, why is None, why, cmd.occurred_at, personal)
+    ctx.reply_with(vehicle=cmd.vehicle, decision={"allowed": why is None, "reason": why,
+                                                  "resident": getattr(e, "resident", None)})
+
+
+def _sealed_vehicle(ctx: Context, cmd: commands.CheckVehicle) -> bytes:
+    """The plate (and an outside driver's name and phone) sealed with the check's data key; refused
+    (nothing recorded) when the key store could make none: a plate is not kept in clear."""
+    scratch: Scratch = ctx.scratch
+    subject = vehicle_subject(cmd.vehicle)
+    data_key = scratch.data_keys.get(subject)
+    if data_key is None:
+        raise scratch.keys_error or CommandError(f"no data key could be made for vehicle check {cmd.vehicle}; "
+                                                 "the command was not applied")
+    driver = cmd.driver
+    fields = {"plate": cmd.plate, "driver_name": driver.name and driver.name.strip(), "driver_phone": driver.phone}
+    return pii.seal(data_key, subject, msgspec.json.encode(fields))
+
+
+async def drop_parcel(cmd: commands.DropParcel, ctx: Context) -> None:
+    compound = await _compound(ctx, cmd.community, cmd.compound)
+    rows = await directory.households(ctx.conn, SCHEMA, [cmd.household])
+    home = next((passage.Home(household=r["household"], community=r["community"], compound=r["compound"],
+                              building=r["building"]) for r in rows), None)
+    target = parcel_stream(cmd.parcel)
+    _, version = await ctx.expect(target)
+    if version:
+        raise Conflict(f"parcel id {cmd.parcel} is taken", field="parcel")
+    events = decide(parcels.DropFacts(compound=compound, home=home), cmd)
+    ctx.append(target, version, events)
+    e = events[0]
+    ctx.write(INSERT_PARCEL, e.parcel, e.community, e.compound, e.gate, e.household, e.building, e.kind, e.dropped_at)
+    ctx.reply_with(parcel=e.parcel)
+
+
+async def collect_parcel(cmd: commands.CollectParcel, ctx: Context) -> None:
+    target = parcel_stream(cmd.parcel)
+    state, version = await ctx.expect(target)  # another community's parcel is refused here
+    person = None
+    if cmd.resident is not None and isinstance(state, domain.Parcel):
+        person = await lookups.facts(ctx, parcels.on_foot(state, cmd))
+        control, _ = await ctx.load(control_stream(state.community, state.compound))
+        person = replace(person, control=control, config=ctx.config)
+    events = decide(parcels.CollectFacts(parcel=state, person=person), cmd)
+    ctx.append(target, version, events)
+    e = events[0]
+    ctx.write(COLLECT_PARCEL, e.parcel, e.collected_at, e.resident, e.volunteer)
+    ctx.reply_with(parcel=e.parcel, to_the_door=e.volunteer is not None)
+
+
 # -- shifts --------------------------------------------------------------------------------------
 
 
@@ -293,18 +383,26 @@ async def shred_visitor_data(cmd: commands.ShredVisitorData, ctx: Context) -> No
     but not yet on the record, and the next run (it finds the same rows) records it."""
     rows = await ctx.conn.fetch(DUE_VISITORS, cmd.before)
     passages = [r["passage"] for r in rows]
+    checks = await ctx.conn.fetch(DUE_VEHICLES, cmd.before)
+    vehicle_ids = [r["vehicle"] for r in checks]
+    if passages or vehicle_ids:
+        await ctx.scratch.keys.shred(passages + [vehicle_subject(v) for v in vehicle_ids])
     if passages:
-        await ctx.scratch.keys.shred(passages)
         ctx.write(SHRED_VISITORS, passages, cmd.occurred_at)
+    if vehicle_ids:
+        ctx.write(SHRED_VEHICLES, vehicle_ids, cmd.occurred_at)
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
         counts[r["community"]] += 1
+    vehicle_counts: dict[str, int] = defaultdict(int)
+    for r in checks:
+        vehicle_counts[r["community"]] += 1
     day = cmd.before.date()
-    for event in decide(Facts(shredded=counts), cmd):
+    for event in decide(Facts(shredded=counts, vehicles_shredded=vehicle_counts), cmd):
         target = shredding_stream(event.community, day)
         _, version = await ctx.load(target)  # a second run of the day adds to it: only what came due since
         ctx.append(target, version, [event])
-    ctx.reply_with(visitors=len(passages))
+    ctx.reply_with(visitors=len(passages), vehicles=len(vehicle_ids))
 
 
 HANDLERS: dict[str, Handler] = {
@@ -318,6 +416,9 @@ HANDLERS: dict[str, Handler] = {
     "end_shift": end_shift,
     "record_visitor_contact_view": record_visitor_contact_view,
     "shred_visitor_data": shred_visitor_data,
+    "check_vehicle": check_vehicle,
+    "drop_parcel": drop_parcel,
+    "collect_parcel": collect_parcel,
 }
 
 

@@ -127,7 +127,7 @@ def decide(facts: Facts, cmd: CheckPassage) -> list[PassageAllowed | PassageDeni
         pass_=facts.pass_.pass_ if facts.pass_ else None,
         visitor=mask_name(cmd.visitor.name) if cmd.visitor else None,
         pass_shown=cmd.pass_ is not None, building=home.building if home else None,
-        checked_at=at, checked_by=cmd.actor,
+        destination=cmd.destination, checked_at=at, checked_by=cmd.actor,
     )
     events: list = [PassageAllowed(**who) if why is None else PassageDenied(reason=why, **who)]
     if fever(facts, cmd):

@@ -16,6 +16,12 @@ visitors' personal data. Shown only to staff of the visited community
 the read is recorded as ``VisitorContactViewed`` {viewer, passage, purpose} through the runtime (a
 command of the checkpoint's own: on the record, the stream and the audit log); if it cannot be
 recorded, nothing is shown (``unavailable``).
+
+``checkpoint.parcels`` {community, compound?, gate?, uncollected?, limit?, after?}: the drop
+point's work list (issue 17), oldest first, each parcel saying whether it goes to the door (its
+household in home quarantine, its building or compound sealed: from the local copies of the
+quarantine's facts). Request and reply: :class:`shared.contracts.queries.ParcelsQuery`,
+``ParcelsReply``.
 """
 from __future__ import annotations
 
@@ -25,13 +31,14 @@ from zoneinfo import ZoneInfo
 
 from services.checkpoint import commands
 from services.checkpoint.config import Config
-from services.checkpoint.tables import SHIFT_FIGURES, VISITOR
+from services.checkpoint.tables import PARCELS, SHIFT_FIGURES, VISITOR
 from shared import access, pii
 from shared.contracts import queries
 from shared.envelope import new_id
 from shared.errors import Invalid, NotFound, Unavailable
 from shared.identity import Identity
 from shared.keystore import KeyStore
+from shared import wire
 from shared.subjects import check_community, check_slug
 
 MAX_DAYS = 93
@@ -119,3 +126,19 @@ async def _record(host, viewer: Identity, community: str, passage: str, purpose:
     if not reply.get("ok"):
         raise Unavailable(f"the read could not be recorded ({reply['error']['message']}); nothing is shown")
     return reply["events"][0]["event_id"]
+
+
+async def parcels(host, payload: bytes, identity: Identity | None) -> dict:
+    """The query ``checkpoint.parcels`` (the host has checked that ``identity`` reads the community)."""
+    q = queries.decode("checkpoint.parcels", payload)
+    check_community(q.community)
+    wire.optional_slug(q.compound, "compound")
+    wire.optional_slug(q.gate, "gate")
+    if q.after:
+        check_slug(q.after, "after")
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(PARCELS, q.community, q.compound, q.gate, q.uncollected, q.after, q.limit + 1)
+    page = [dict(r) for r in rows[:q.limit]]
+    more = len(rows) > q.limit
+    return {"ok": True, "community": q.community, "count": len(page), "parcels": page,
+            "next": page[-1]["parcel"] if more else None}

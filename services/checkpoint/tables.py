@@ -60,6 +60,38 @@ CREATE TABLE IF NOT EXISTS checkpoint.shifts (
     hours      double precision);
 CREATE UNIQUE INDEX IF NOT EXISTS shifts_one_open ON checkpoint.shifts (staff) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS shifts_day ON checkpoint.shifts (community, started_at);
+-- A vehicle check (issue 17): the plate and an outside driver's name and phone sealed in personal
+-- ({plate, driver_name, driver_phone}) with a data key of the check's own (subject vehicle:<id>),
+-- shredded with the visitors' after the tracing window.
+CREATE TABLE IF NOT EXISTS checkpoint.vehicles (
+    vehicle     text PRIMARY KEY,
+    community   text NOT NULL,
+    compound    text NOT NULL,
+    gate        text NOT NULL,
+    direction   text NOT NULL,
+    purpose     text NOT NULL,
+    driver      text,
+    allowed     boolean NOT NULL,
+    reason      text,
+    checked_at  timestamptz NOT NULL,
+    personal    bytea,
+    shredded_at timestamptz);
+CREATE INDEX IF NOT EXISTS vehicles_unshredded ON checkpoint.vehicles (checked_at) WHERE personal IS NOT NULL;
+-- The drop point's parcels (issue 17): the work list checkpoint.parcels reads.
+CREATE TABLE IF NOT EXISTS checkpoint.parcels (
+    parcel       text PRIMARY KEY,
+    community    text NOT NULL,
+    compound     text NOT NULL,
+    gate         text NOT NULL,
+    household    text NOT NULL,
+    building     text,
+    kind         text NOT NULL,
+    dropped_at   timestamptz NOT NULL,
+    collected_at timestamptz,
+    resident     text,
+    volunteer    text);
+CREATE INDEX IF NOT EXISTS parcels_waiting ON checkpoint.parcels (community, dropped_at) WHERE collected_at IS NULL;
+CREATE INDEX IF NOT EXISTS parcels_day ON checkpoint.parcels (community, dropped_at);
 """
 
 # -- passes ------------------------------------------------------------------------------------
@@ -97,4 +129,40 @@ SELECT (started_at AT TIME ZONE $4)::date AS day, count(*) AS person_times,
 FROM checkpoint.shifts
 WHERE community = $1 AND started_at >= $2 AND started_at < $3
 GROUP BY GROUPING SETS ((1), ()) ORDER BY 1 NULLS LAST
+"""
+
+# -- vehicles ----------------------------------------------------------------------------------
+
+INSERT_VEHICLE = ("INSERT INTO checkpoint.vehicles (vehicle, community, compound, gate, direction, purpose, driver, "
+                  "allowed, reason, checked_at, personal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+#: The vehicle checks whose sealed data is due for shredding (checked before $1), not yet shredded.
+DUE_VEHICLES = ("SELECT vehicle, community FROM checkpoint.vehicles "
+                "WHERE personal IS NOT NULL AND checked_at < $1 ORDER BY vehicle")
+SHRED_VEHICLES = ("UPDATE checkpoint.vehicles SET personal = NULL, shredded_at = $2 "
+                  "WHERE vehicle = ANY($1::text[]) AND personal IS NOT NULL")
+
+# -- the drop point ----------------------------------------------------------------------------
+
+INSERT_PARCEL = ("INSERT INTO checkpoint.parcels (parcel, community, compound, gate, household, building, kind, "
+                 "dropped_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+COLLECT_PARCEL = ("UPDATE checkpoint.parcels SET collected_at = $2, resident = $3, volunteer = $4 "
+                  "WHERE parcel = $1")
+#: The drop point's work list, oldest first: $1 community, $2 compound, $3 gate (null: any), $4
+#: waiting only, $5 the page's last parcel ('' for the first page), $6 the page's size. A parcel
+#: goes to the door when its household is in home quarantine or its building or compound sealed.
+PARCELS = """
+SELECT p.parcel, p.compound, p.gate, p.household, p.building, p.kind, p.dropped_at, p.collected_at,
+       p.resident, p.volunteer,
+       EXISTS (SELECT 1 FROM checkpoint.q_cases q
+               WHERE q.household = p.household AND q.status = 'quarantine' AND q.at_home)
+       OR EXISTS (SELECT 1 FROM checkpoint.sealed_areas s
+                  WHERE s.community = p.community AND s.compound = p.compound
+                    AND (s.building = '' OR s.building = p.building)) AS to_the_door
+FROM checkpoint.parcels p
+WHERE p.community = $1 AND ($2::text IS NULL OR p.compound = $2) AND ($3::text IS NULL OR p.gate = $3)
+  AND (NOT $4 OR p.collected_at IS NULL)
+  AND ($5 = '' OR (p.dropped_at, p.parcel) > (SELECT a.dropped_at, a.parcel FROM checkpoint.parcels a
+                                               WHERE a.parcel = $5))
+ORDER BY p.dropped_at, p.parcel
+LIMIT $6
 """

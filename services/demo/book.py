@@ -14,6 +14,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from services.demo.gates import FIGURES as GATE_WORK
+
 #: The figures of a board, as the views' ``figures`` name them (stock items follow as ``stock.<item>``).
 FIGURES = (
     "residents", "households", "arrivals_14d", "arrivals_pending",
@@ -23,9 +25,10 @@ FIGURES = (
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
     "group_orders_open", "group_orders_delivered",
     "results_pending",
+    *GATE_WORK,
 )
 FLOWS = ("passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
-         "positive_results", "deliveries", "group_orders_delivered")
+         "positive_results", "deliveries", "group_orders_delivered", *GATE_WORK)
 WINDOW_DAYS = 14
 #: What the committee keeps in its store (medicine is fetched from the pharmacy per request).
 STOCKED = frozenset({"vegetable-pack", "food-set", "rice", "cooking-oil", "eggs", "milk", "masks",

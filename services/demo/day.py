@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from services.demo import afternoon, logistics, morning, screening
+from services.demo import afternoon, gates, logistics, morning, screening
 from services.demo.book import Book
 from services.demo.client import Api, Call, Tally, cmd
 from services.demo.plan import DAY, EVE, DayPlan, Passage, at, gate_staff, spread
@@ -177,6 +177,7 @@ class Demo:
     async def play_evening(self) -> None:
         await screening.round_(self)
         await afternoon.missed_checkins(self)
+        await gates.play(self)  # the gate's other work (issue 17)
         await afternoon.late_arrivals(self)
         await afternoon.shifts_end(self)
 

@@ -11,7 +11,7 @@ import io
 from datetime import date, timedelta
 from typing import Iterable
 
-from services.views.rules import FLOWS, LEVELS, STOCK, VOLUNTEER, WINDOW_DAYS
+from services.views.rules import FLOWS, LEVELS, OUTINGS, STOCK, VOLUNTEER, WINDOW_DAYS
 from shared.contracts import queries
 from shared.contracts.queries import CommunityQuery, RollupQuery, TimelineQuery
 from shared.errors import Invalid
@@ -27,6 +27,7 @@ COLUMNS = (
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
     "group_orders_open", "group_orders_delivered",
     "results_pending",
+    "vehicles_checked", "vehicles_denied", "parcels_dropped", "parcels_collected", "parcels_waiting", *OUTINGS,
 )
 _EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
 
@@ -109,6 +110,10 @@ def nest(f: dict[str, int]) -> dict:
         "group_orders_open": f["group_orders_open"],
         "group_orders_delivered_today": f["group_orders_delivered"],
         "volunteer_hours_today": volunteer_hours(f),
+        "vehicles_today": {"checked": f["vehicles_checked"], "denied": f["vehicles_denied"]},
+        "parcels": {"dropped_today": f["parcels_dropped"], "collected_today": f["parcels_collected"],
+                    "waiting": f["parcels_waiting"]},
+        "outings_today": {k[len("outings_"):]: f[k] for k in OUTINGS},
     }
 
 

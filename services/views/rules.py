@@ -18,12 +18,19 @@ from __future__ import annotations
 from datetime import date, datetime, tzinfo
 from typing import NamedTuple, Union
 
+from typing import get_args
+
 from shared.contracts.checkpoint import (
+    Destination,
     FeverDetected,
+    ParcelCollected,
+    ParcelDropped,
     PassageAllowed,
     PassageDenied,
     PassIssued,
     PassRevoked,
+    VehicleAllowed,
+    VehicleDenied,
 )
 from shared.contracts.logistics import (
     DailySupplyStarted,
@@ -93,11 +100,15 @@ LEVELS = (
     "requests_open", "welfare_checks_open", "daily_supply_households",
     "group_orders_open",
     "results_pending",
+    "parcels_waiting",
 )
+#: Residents let out, by where they said they were going (issue 17).
+OUTINGS = tuple(f"outings_{d}" for d in get_args(Destination))
 #: Metrics counted on the board's day only.
 FLOWS = (
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
     "positive_results", "deliveries", "group_orders_delivered",
+    "vehicles_checked", "vehicles_denied", "parcels_dropped", "parcels_collected", *OUTINGS,
 )
 #: Counted over the 14 days ending on the board's day (by the day of arrival).
 WINDOWS = ("arrivals",)
@@ -140,6 +151,9 @@ def _delivery_failed(e: DeliveryFailed, community: str, day: date) -> tuple[Op, 
 
 def _hours(e: VolunteerHoursRecorded, community: str, day: date) -> tuple[Op, ...]:
     return (Delta(VOLUNTEER + (e.team or NO_TEAM), e.on, round(e.hours * 60)),)
+def _passage_allowed(e: PassageAllowed, community: str, day: date) -> tuple[Op, ...]:
+    way = Delta("passages_in" if e.direction == "in" else "passages_out", day)
+    return (way, Delta(f"outings_{e.destination}", day)) if e.destination is not None else (way,)
 
 
 #: One rule per event type (a dict lookup: the projector applies a million events a minute).
@@ -151,7 +165,7 @@ RULES = {
     ArrivalVerified: lambda e, c, d: (Drop("arrival", e.arrival),),
     PassIssued: lambda e, c, d: (Put("pass", e.pass_, "passes_active"),),
     PassRevoked: lambda e, c, d: (Drop("pass", e.pass_),),
-    PassageAllowed: lambda e, c, d: (Delta("passages_in" if e.direction == "in" else "passages_out", d),),
+    PassageAllowed: _passage_allowed,
     PassageDenied: lambda e, c, d: (Delta("passages_denied", d),),
     FeverDetected: lambda e, c, d: (Delta("fevers", d),),
     CaseOpened: lambda e, c, d: (Put("case", e.case, f"quarantine_{e.kind}"),),
@@ -180,6 +194,10 @@ RULES = {
     GroupOrderDelivered: lambda e, c, d: (Delta("group_orders_delivered", d),),
     GroupOrderHandedOut: lambda e, c, d: (Drop("group_order", e.order),) if e.complete else (),
     VolunteerHoursRecorded: _hours,
+    VehicleAllowed: lambda e, c, d: (Delta("vehicles_checked", d),),
+    VehicleDenied: lambda e, c, d: (Delta("vehicles_checked", d), Delta("vehicles_denied", d)),
+    ParcelDropped: lambda e, c, d: (Delta("parcels_dropped", d), Put("parcel", e.parcel, "parcels_waiting")),
+    ParcelCollected: lambda e, c, d: (Delta("parcels_collected", d), Drop("parcel", e.parcel)),
 }
 
 

@@ -38,6 +38,9 @@ FIGURES = {
     "group_orders_open": ("团购未发完", "group orders open"),
     "group_orders_delivered_today": ("今日团购到门岗", "group orders delivered today"),
     "volunteer_hours_today": ("今日志愿者时长", "volunteer hours today"),
+    "vehicles_today": ("今日车辆", "vehicles today"),
+    "parcels": ("快递外卖待取", "parcels waiting at the gates"),
+    "outings_today": ("今日外出去向", "outings by destination today"),
 }
 #: The street report's rows (``rollup`` columns) in Chinese; the English is the demo's.
 REPORT = {
@@ -47,9 +50,12 @@ REPORT = {
     "passes_active": "有效出入证", "passages_in": "进入", "passages_out": "外出", "passages_denied": "拒绝通行",
     "fevers": "门岗发热", "checkins_missed": "未打卡", "positive_results": "阳性结果",
     "requests_open": "待办物资需求", "deliveries": "配送完成", "welfare_checks_open": "待上门探视",
-    "daily_supply_households": "每日供应户",
-    "group_orders_open": "团购未发完", "group_orders_delivered": "今日团购到门岗",
     "daily_supply_households": "每日供应户", "results_pending": "待出核酸结果",
+    "group_orders_open": "团购未发完", "group_orders_delivered": "今日团购到门岗",
+    "vehicles_checked": "车辆检查", "vehicles_denied": "车辆拒绝", "parcels_dropped": "快递外卖放置",
+    "parcels_collected": "快递外卖领取", "parcels_waiting": "快递外卖待取", "outings_work": "外出上班",
+    "outings_shopping": "外出购物", "outings_medical": "外出就医", "outings_family": "外出探亲",
+    "outings_other": "外出其他",
 }
 REASONS = {
     "gate_closed": "大门关闭", "compound_sealed": "小区封控", "building_sealed": "楼栋封控",
@@ -169,6 +175,16 @@ def _value(key: str, b: dict) -> tuple[str, str]:
         p = b["passages_today"]
         return num(p["in"] + p["out"] + p["denied"]), _parts(("进", "in", p["in"]), ("出", "out", p["out"]),
                                                              ("拒", "denied", p["denied"]))
+    if key == "vehicles_today":
+        v = b["vehicles_today"]
+        return num(v["checked"]), _parts(("拒", "denied", v["denied"]))
+    if key == "parcels":
+        p = b["parcels"]
+        return num(p["waiting"]), _parts(("今日放置", "dropped today", p["dropped_today"]),
+                                         ("今日领取", "collected today", p["collected_today"]))
+    if key == "outings_today":
+        o = b["outings_today"]
+        return num(sum(o.values())), " · ".join(f"{esc(k)} <b>{num(n)}</b>" for k, n in o.items())
     if key == "stock":  # items do not add up: each is its own figure
         items = " · ".join(f"{esc(item)} <b>{num(n)}</b>" for item, n in b["stock"].items())
         return "", items or esc("none")

@@ -141,12 +141,19 @@ CHECKPOINT: dict[str, Describe] = {
                                                                               ", replacing "),
     "PassRevoked": lambda d: f"pass revoked: {d['reason']}" + _also(d.get("replaced_by") and short(d["replaced_by"]),
                                                                     ", replaced by "),
-    "PassageAllowed": lambda d: f"allowed {_passage(d)}",
+    "PassageAllowed": lambda d: f"allowed {_passage(d)}" + _also(d.get("destination"), ", going to "),
     "PassageDenied": lambda d: f"denied {_passage(d)}: {d['reason']}",
     "FeverDetected": lambda d: f"fever {_temp(d['temperature_c'])} at {_where(d)}"
                                + (f" (threshold {_temp(d['threshold_c'])})" if d.get("threshold_c") else ""),
     "ShiftStarted": lambda d: f"{d['staff']} on shift at {_where(d)}",
     "ShiftEnded": lambda d: f"{d['staff']} off shift at {_where(d)} after {float(d['hours']):.1f} h",
+    "VehicleAllowed": lambda d: f"{d['purpose']} vehicle {d['direction']} at {_where(d)}, "
+                                f"{len(d.get('passengers') or ()) + bool(d.get('driver'))} resident(s) aboard",
+    "VehicleDenied": lambda d: f"{d['purpose']} vehicle turned back {d['direction']} at {_where(d)}: {d['reason']}"
+                               + (f" ({short(d['resident'])})" if d.get("resident") else ""),
+    "ParcelDropped": lambda d: f"{d['kind']} left at {d['compound']}/{d['gate']} for {short(d['household'])}",
+    "ParcelCollected": lambda d: f"{d['kind']} collected at {d['compound']}/{d['gate']}"
+                                 + (f", carried to the door by {d['volunteer']}" if d.get("volunteer") else ""),
 }
 
 QUARANTINE: dict[str, Describe] = {

@@ -18,6 +18,17 @@ DenyReason = Literal[
     "no_valid_pass", "fever", "under_quarantine", "building_sealed", "compound_sealed",
     "gate_closed", "visitors_not_admitted", "unknown_resident", "awaiting_result",
 ]
+#: Where a resident said they were going, on the way out: a category, never free text (the bus
+#: carries no place a person goes to).
+Destination = Literal["work", "shopping", "medical", "family", "other"]
+#: Why a vehicle comes to the gate.
+VehiclePurpose = Literal["delivery", "resident", "emergency", "official", "other"]
+#: A vehicle is turned back for a reason a person on foot would be (the first of its residents
+#: aboard who is: the driver, then the passengers in order), or because the level admits no
+#: vehicles from outside.
+VehicleDenyReason = Literal[DenyReason, "vehicles_not_admitted"]
+#: What is left at the gate's drop point.
+ParcelKind = Literal["parcel", "takeaway", "groceries"]
 
 
 @event_type(SERVICE)
@@ -101,6 +112,8 @@ class PassageAllowed(Event, frozen=True, kw_only=True, rename={"pass_": "pass"})
     visitor: str | None = None
     #: The building of the resident or of the visitor's host household, when known.
     building: str | None = None
+    #: On the way out: where the resident said they were going (issue 17).
+    destination: Destination | None = None
     checked_at: datetime
     checked_by: str
 
@@ -126,6 +139,8 @@ class PassageDenied(Event, frozen=True, kw_only=True, rename={"pass_": "pass"}):
     visitor: str | None = None
     #: The building of the resident or of the visitor's host household, when known.
     building: str | None = None
+    #: On the way out: where the resident said they were going (issue 17).
+    destination: Destination | None = None
     checked_at: datetime
     checked_by: str
 
@@ -196,8 +211,79 @@ class VisitorDataShredded(Event, frozen=True, kw_only=True):
     before: datetime
     #: How many visits' personal data were shredded.
     visitors: int
+    #: How many vehicle checks' plates (and outside drivers' names and phones) were shredded (issue 17).
+    vehicles: int = 0
     shredded_at: datetime
     shredded_by: str
+
+
+# -- the gate's other work (issue 17): vehicles, and the drop point for parcels and takeaway -------
+
+
+@event_type(SERVICE)
+class VehicleAllowed(Event, frozen=True, kw_only=True):
+    """A vehicle let through a gate. Its plate, and an outside driver's name and phone, stay in
+    ``checkpoint.vehicles``, sealed per check: a plate names its keeper as surely as a phone does."""
+
+    vehicle: str
+    compound: str
+    gate: str
+    direction: Direction
+    purpose: VehiclePurpose
+    #: The driver, when a resident of the compound (else an outside driver: nothing of them here).
+    driver: str | None = None
+    #: The residents aboard besides the driver.
+    passengers: list[str] = []
+    checked_at: datetime
+    checked_by: str
+
+
+@event_type(SERVICE)
+class VehicleDenied(Event, frozen=True, kw_only=True):
+    """A vehicle turned back, and why; ``resident`` names the one aboard whose state denied it
+    (quarantined, of a sealed building, not of this compound), when it was one of them."""
+
+    vehicle: str
+    compound: str
+    gate: str
+    direction: Direction
+    purpose: VehiclePurpose
+    reason: VehicleDenyReason
+    resident: str | None = None
+    driver: str | None = None
+    passengers: list[str] = []
+    checked_at: datetime
+    checked_by: str
+
+
+@event_type(SERVICE)
+class ParcelDropped(Event, frozen=True, kw_only=True):
+    """A parcel, takeaway or groceries left at a gate's drop point for a household."""
+
+    parcel: str
+    compound: str
+    gate: str
+    household: str
+    building: str | None = None
+    kind: ParcelKind
+    dropped_at: datetime
+    dropped_by: str
+
+
+@event_type(SERVICE)
+class ParcelCollected(Event, frozen=True, kw_only=True):
+    """A parcel taken from the drop point: by a resident of its household, or by a volunteer who
+    carries it to the door (a household under quarantine or sealed in cannot come to the gate)."""
+
+    parcel: str
+    compound: str
+    gate: str
+    household: str
+    kind: ParcelKind
+    resident: str | None = None
+    volunteer: str | None = None
+    collected_at: datetime
+    collected_by: str
 
 
 # -- schema 1: recorded before pass numbers left the bus; decoded, never recorded now ----------------

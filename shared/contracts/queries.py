@@ -21,6 +21,7 @@ import msgspec
 
 from shared import wire
 from shared.envelope import Envelope
+from shared.contracts.checkpoint import ParcelKind
 from shared.contracts.logistics import HoursKind, ItemLine, OrderLine, PriorityReason, RequestKind, UnitKind
 from shared.contracts.quarantine import CaseKind, CaseReason
 from shared.contracts.registry import Vulnerability
@@ -30,6 +31,7 @@ MAX_AUDIT = 10000
 MAX_CASES = 5000
 MAX_REQUESTS = 1000
 MAX_NAMES = 100
+MAX_PARCELS = 1000
 #: The longest a board or report waits for the views to reach ``at_least`` before answering anyway.
 AT_LEAST_WAIT_S = 2.0
 
@@ -111,6 +113,27 @@ class PassagesToday(Row, rename={"in_": "in"}):
     denied: Count
 
 
+class VehiclesToday(Row):
+    checked: Count
+    denied: Count
+
+
+class ParcelsAtTheGates(Row):
+    dropped_today: Count
+    collected_today: Count
+    waiting: Annotated[int, _meta("at the drop points at the end of the day, not yet collected", ge=0)]
+
+
+class OutingsToday(Row):
+    """Residents let out, by where they said they were going (check_passage's destination)."""
+
+    work: Count
+    shopping: Count
+    medical: Count
+    family: Count
+    other: Count
+
+
 class Board(Reply):
     """The board's figures as staff read them (CONTRACT.md), shared by the community's board and
     the rollup of a scope (summed over its communities)."""
@@ -136,6 +159,9 @@ class Board(Reply):
     group_orders_delivered_today: Annotated[int, _meta("group orders delivered to a gate on the day", ge=0)]
     volunteer_hours_today: Annotated[dict[str, float], _meta(
         "volunteers' hours on the day per team ((none): no registered team), gate shifts included")]
+    vehicles_today: VehiclesToday
+    parcels: ParcelsAtTheGates
+    outings_today: OutingsToday
     figures: Annotated[dict[str, int], _meta(
         "the same figures flat, as the report's columns (residents, households, arrivals_14d, ..., "
         "stock.<item>)")]
@@ -370,6 +396,38 @@ class VisitorContactReply(Reply):
     visit_purpose: Annotated[str, _meta("what the visitor said they came for")]
     purpose: Annotated[str, _meta("why this read was made, as recorded")]
     viewed: Annotated[str, _meta("the event_id of the VisitorContactViewed that records this read")]
+
+
+class ParcelsQuery(Request):
+    community: Community
+    compound: Annotated[str | None, _meta("one compound's drop points only")] = None
+    gate: Annotated[str | None, _meta("one gate's drop point only (with or without compound)")] = None
+    uncollected: Annotated[bool, _meta("only the parcels still waiting (the drop point's work list); "
+                                       "false: every parcel, collected ones too")] = True
+    limit: Annotated[int, _meta("parcels per page", ge=1, le=MAX_PARCELS)] = 200
+    after: Annotated[str, _meta("the next of the previous page: parcels after this parcel id")] = ""
+
+
+class ParcelRow(Row):
+    parcel: str
+    compound: str
+    gate: str
+    household: str
+    building: str | None
+    kind: ParcelKind
+    dropped_at: datetime
+    collected_at: datetime | None
+    resident: Annotated[str | None, _meta("the resident of the household who collected it")]
+    volunteer: Annotated[str | None, _meta("the volunteer who carried it to the door")]
+    to_the_door: Annotated[bool, _meta("the household is in home quarantine or its building or compound "
+                                       "sealed: a volunteer carries it")]
+
+
+class ParcelsReply(Reply):
+    community: Community
+    count: Annotated[int, _meta("parcels on this page", ge=0)]
+    parcels: Annotated[list[ParcelRow], _meta("oldest first")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
 
 
 # -- quarantine -----------------------------------------------------------------------------------
@@ -673,6 +731,9 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     Query("checkpoint.visitor_contact", "checkpoint", VisitorContactQuery, VisitorContactReply,
           "a visitor's name and phone, to staff of the visited community only and only within the "
           "tracing window (CORDON_VISITOR_TRACING_DAYS); every read recorded first (VisitorContactViewed)"),
+    Query("checkpoint.parcels", "checkpoint", ParcelsQuery, ParcelsReply,
+          "the parcels, takeaway and groceries at a community's gates' drop points, oldest first: the drop "
+          "point's work list (which go to the door)"),
     Query("quarantine.cases", "quarantine", CasesQuery, CasesReply,
           "a committee's quarantine cases, a page at a time"),
     Query("quarantine.history", "quarantine", CaseHistoryQuery, CaseHistoryReply,

@@ -9,6 +9,7 @@ The check is a grep over every message's bytes (subject, headers, data): nothing
 field a schema does not name, a new event, or a value tucked in a note is caught just the same."""
 from __future__ import annotations
 
+import re
 import uuid
 
 import nats
@@ -105,3 +106,9 @@ async def test_the_demos_day_puts_no_name_id_number_phone_or_address_on_the_bus(
     checkins = [m for m in messages if b".quarantine.CheckinRecorded\n" in m or b".quarantine.SymptomsReported\n" in m]
     assert checkins and any(b".SymptomsReported\n" in m for m in checkins)
     assert not any(f in m for m in checkins for f in (b'"temperature_c"', b'"symptoms"'))
+    # and a vehicle checked at a gate (issue 17) is on the bus without its plate or an outside
+    # driver's name and phone (sealed in checkpoint.vehicles): no plate of any province's form at all
+    vehicles = [m for m in messages if b".checkpoint.Vehicle" in m]
+    assert vehicles and not any(f in m for m in vehicles for f in (b'"plate"', b'"name"', b'"phone"'))
+    assert not any(re.search(r"沪[A-Z]\d{5}".encode(), m) for m in messages)
+    assert not any(re.search(rb"139\d{8}", m) for m in vehicles)

@@ -121,6 +121,9 @@ async def _record(operator: As, db) -> tuple[str, str]:
                               occurred_at=at(1, "10:00").isoformat(), visitor={
                                   "name": "张三丰", "phone": "13800001111", "host_household": household,
                                   "purpose": "送药"})
+    # issue 17: groceries at the drop point for the household in home quarantine (carried to the door)
+    await operator.ok("checkpoint", "drop_parcel", **place, gate="g1", household=household, kind="groceries",
+                      occurred_at=at(1, "11:00").isoformat())
     return resident, visit["passage"]
 
 
@@ -172,6 +175,8 @@ CASES = {
     "checkpoint.visitor_contact": Case(
         "checkpoint.visitor_contact", lambda c: q.VisitorContactQuery(passage=c.passage, purpose="contact tracing"),
         lambda r: r.name == "张三丰" and r.viewed, Identity(name="li-wei", role="staff", scope=NANGONG)),
+    "checkpoint.parcels": Case("checkpoint.parcels", lambda c: q.ParcelsQuery(community=NANGONG, gate="g1"),
+                               lambda r: r.count == 1 and r.parcels[0].to_the_door and r.next is None),
     "quarantine.cases": Case("quarantine.cases", lambda c: q.CasesQuery(community=NANGONG, status="all"),
                              lambda r: r.cases and r.cases[0].checkins == 1),
     "quarantine.history": Case("quarantine.history", lambda c: q.CaseHistoryQuery(resident=c.resident),

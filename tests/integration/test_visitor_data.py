@@ -211,6 +211,11 @@ async def test_the_daily_retention_shreds_exactly_what_is_due_and_nothing_twice(
     due = [await gate.visit(at(1, "10:00")), await gate.visit(at(1, "23:59")),
            await gate.visit(at(1, "12:00"), community=BEIXIN)]
     younger = [await gate.visit(at(2, "00:00")), await gate.visit(at(2, "10:00"))]
+    # and a delivery van on day 1 (issue 17: its plate and driver sealed like a visitor's data)
+    van = (await As(gate.nc, None).ok(
+        "checkpoint", "check_vehicle", community=NANGONG, compound="nangong-1", gate="g1", direction="in",
+        plate="沪B12345", driver={"name": "刘建国", "phone": "13912345678"}, purpose="delivery",
+        occurred_at=at(1, "11:00").isoformat()))["vehicle"]
     await asyncio.sleep(0.2)  # the retention ticks every 0.05 s
     assert await _shredded(gate.db) == []
     # when the clock reaches day 30
@@ -225,6 +230,10 @@ async def test_the_daily_retention_shreds_exactly_what_is_due_and_nothing_twice(
     assert [(e["community"], e["data"]["visitors"], e["actor"]) for e in events] == [
         (BEIXIN, 1, "system:visitor-retention"), (NANGONG, 2, "system:visitor-retention")]
     assert datetime.fromisoformat(events[0]["data"]["before"]) == at(2, "00:00")
+    # and the van's plate went with them: its key gone, its sealed fields null, counted in Nangong
+    assert [e["data"]["vehicles"] for e in events] == [0, 1]
+    assert await _keys(gate.pg_dsn, [f"vehicle:{van}"]) == set()
+    assert await gate.db.fetchval("SELECT personal IS NULL FROM checkpoint.vehicles WHERE vehicle = $1", van)
     assert all("张三丰" not in json.dumps(e, ensure_ascii=False) for e in events)
     # when the day's run is sent again (a restart, another replica): nothing twice
     assert await Retention(gate.host, SETTINGS).tick() == 3  # the day's stored answer

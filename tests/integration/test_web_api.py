@@ -282,6 +282,7 @@ def query_samples(city: City, visit: str) -> dict[str, dict]:
         "registry.names": {"community": NANGONG, "residents": city.r_a},
         "checkpoint.shifts": {"community": NANGONG, "on": str(day(1))},
         "checkpoint.visitor_contact": {"passage": visit, "purpose": "contact tracing"},
+        "checkpoint.parcels": {"community": NANGONG, "uncollected": "false", "limit": "5"},
         "quarantine.cases": {"community": NANGONG, "status": "all", "limit": "2"},
         "quarantine.history": {"resident": city.r_a},
         "quarantine.screening_status": {"community": NANGONG, "screening": "round-web", "status": "pending"},

@@ -533,7 +533,8 @@ class Checkpoint(RuleBasedStateMachine):
                PassageDenied: PassageDeniedV1}.get(type(event))
         if old is None:
             return event
-        fields = {f: getattr(event, f) for f in type(event).__struct_fields__ if f != "pass_shown"}
+        # schema 1 knew neither pass_shown nor the fields added since (destination)
+        fields = {f: getattr(event, f) for f in type(event).__struct_fields__ if f in old.__struct_fields__}
         return old(**fields, number=self.numbers.get(event.pass_))
 
     def teardown(self):

@@ -107,6 +107,21 @@ CHECKPOINT = [
                             threshold_c=37.3), "r-1", "fever 38.5°C at nangong-1/g1 (threshold 37.3°C)"),
     (cp.ShiftEnded, dict(shift="s-1", compound="nangong-1", gate="g1", staff="li-wei", hours=8.0), "nangong-1",
      "li-wei off shift at nangong-1/g1 after 8.0 h"),
+    # issue 17: where to, vehicles, the drop point
+    (cp.PassageAllowed, dict(passage="p-2", compound="nangong-1", gate="g1", direction="out", temperature_c=36.5,
+                             resident="r-1", destination="medical"), "r-1",
+     "allowed out at nangong-1/g1, 36.5°C, going to medical"),
+    (cp.VehicleAllowed, dict(vehicle="v-1", compound="nangong-1", gate="g1", direction="out", purpose="resident",
+                             driver="r-1", passengers=["r-2"]), "nangong-1",
+     "resident vehicle out at nangong-1/g1, 2 resident(s) aboard"),
+    (cp.VehicleDenied, dict(vehicle="v-2", compound="nangong-1", gate="g1", direction="out", purpose="resident",
+                            reason="under_quarantine", resident="r-2", driver="r-1", passengers=["r-2"]), "r-2",
+     "resident vehicle turned back out at nangong-1/g1: under_quarantine (r-2)"),
+    (cp.ParcelDropped, dict(parcel="pk-1", compound="nangong-1", gate="g1", household="h-101", kind="takeaway"),
+     "h-101", "takeaway left at nangong-1/g1 for h-101"),
+    (cp.ParcelCollected, dict(parcel="pk-1", compound="nangong-1", gate="g1", household="h-101", kind="groceries",
+                              volunteer="volunteer:zhang-min"), "h-101",
+     "groceries collected at nangong-1/g1, carried to the door by volunteer:zhang-min"),
 ]
 QUARANTINE = [
     (qa.CaseOpened, dict(case="k-1", resident="r-1", household="h-101", kind="home", reason="arrival",
