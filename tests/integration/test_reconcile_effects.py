@@ -101,6 +101,11 @@ async def world(pg_server, tmp_path_factory):
                                starts_on=str(today - timedelta(days=days)), case=case)
             await cases.ok("release_case", case="case-1", on=str(today))
             await cases.ok("seal", community=COMMUNITY, compound="nangong-1", building="b2")
+            # a round whose sampled stay in until the result: one awaits it (the gate's copy has a row)
+            await cases.ok("schedule_screening", community=COMMUNITY, compound="nangong-1", on=str(today),
+                           screening="round-1", stay_in_until_result=True,
+                           slots=[{"label": "everyone", "from": "00:00", "to": "23:59"}])
+            await cases.ok("record_sample", screening="round-1", resident=people[1])
             # In another committee, a resident comes and goes the same day, the views applying
             # each on its own: its residents figure is stored as 0 (a shadow folds the two away)
             await registry.ok("register_compound", community=ELSEWHERE, compound="tianshan-1", name="天山小区",
@@ -149,6 +154,7 @@ async def test_a_quiet_cordon_agrees_with_a_replay_of_every_effect(world):
     conn = await asyncpg.connect(world.dsn)
     try:  # (a figure stored as 0 is no difference: see services/ops/shadow.py)
         g = views_schema.name(await views_schema.current(conn))
+        assert await conn.fetchval("SELECT count(*) FROM checkpoint.awaiting_results") == 1
         assert await conn.fetchval(f"SELECT n FROM {g}.figures WHERE community = $1 AND metric = 'residents'",
                                    ELSEWHERE) == 0
     finally:
@@ -159,7 +165,8 @@ async def test_a_quiet_cordon_agrees_with_a_replay_of_every_effect(world):
     for consumer, tables in (("checkpoint-directory", 3), ("checkpoint-quarantine", 3),
                              ("quarantine-directory", 3), ("logistics-directory", 3), ("logistics-seals", 1)):
         assert summaries[f"copy {consumer}"].endswith(f" replayed, {tables} table{'s' * (tables > 1)} agree"), out
-    assert "copy checkpoint-quarantine: 4 events replayed" in out  # 2 opened, 1 released, 1 seal
+    # 2 opened, 1 released, 1 seal, 1 sample awaiting its result
+    assert "copy checkpoint-quarantine: 5 events replayed" in out
     # two compounds, 4 households, 7 residents, 2 moves
     assert "copy checkpoint-directory: 15 events replayed" in out
     assert "views: " in out and "6 tables agree" in out and out.endswith("0 differences\n"), out
