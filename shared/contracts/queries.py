@@ -418,6 +418,47 @@ class CaseHistoryReply(Reply):
     events: Annotated[list[Envelope], _meta("every event of those cases, in order")]
 
 
+# -- quarantine work lists (what staff do next) ---------------------------------------------------
+
+
+class DueForReleaseQuery(Request):
+    community: Community
+    on: Annotated[date | None, _meta("the day (YYYY-MM-DD, the city's calendar); default today")] = None
+    limit: Annotated[int, _meta("cases per page", ge=1, le=MAX_CASES)] = 1000
+    after: Annotated[str, _meta("the next of the previous page")] = ""
+
+
+class CheckinsDueQuery(Request):
+    community: Community
+    on: Annotated[date | None, _meta("the day (YYYY-MM-DD, the city's calendar); default today")] = None
+    limit: Annotated[int, _meta("cases per page", ge=1, le=MAX_CASES)] = 1000
+    after: Annotated[str, _meta("the next of the previous page: cases after this case id")] = ""
+
+
+class DueCase(CaseRow):
+    days_overdue: Annotated[int, _meta("days from the planned last day (ends_on) to the day asked: 0 "
+                                       "when it ends that day", ge=0)]
+
+
+class DueForReleaseReply(Reply):
+    community: Community
+    on: Day
+    cases: Annotated[list[DueCase], _meta(
+        "open cases, hospital aside, whose stage (home or centralized quarantine, monitoring) ends on or "
+        "before the day: most overdue first, then by case id; release stays a staff decision (release_case)")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
+class CheckinsDueReply(Reply):
+    community: Community
+    on: Day
+    due_by: Annotated[datetime, _meta("the day's check-in hour (CORDON_CHECKIN_HOUR): after it the "
+                                      "scheduler records the silent ones as CheckinMissed")]
+    cases: Annotated[list[CaseRow], _meta("open cases that owe a check-in on the day and have neither "
+                                          "checked in nor been marked missed, in case id order")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
 # -- logistics ------------------------------------------------------------------------------------
 
 
@@ -544,6 +585,10 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
           "a committee's quarantine cases, a page at a time"),
     Query("quarantine.history", "quarantine", CaseHistoryQuery, CaseHistoryReply,
           "every case of a resident and every event of those cases"),
+    Query("quarantine.due_for_release", "quarantine", DueForReleaseQuery, DueForReleaseReply,
+          "a committee's cases whose quarantine or monitoring ends on or before a day, most overdue first"),
+    Query("quarantine.checkins_due", "quarantine", CheckinsDueQuery, CheckinsDueReply,
+          "a committee's cases with no check-in recorded yet on a day, before the evening sweep"),
     Query("logistics.requests", "logistics", OpenRequestsQuery, OpenRequestsReply,
           "a committee's open supply requests, highest priority first, with what the store misses"),
     Query("logistics.assignments", "logistics", AssignmentsQuery, AssignmentsReply,
