@@ -166,6 +166,12 @@ CASES = {
                              lambda r: r.cases and r.cases[0].checkins == 1),
     "quarantine.history": Case("quarantine.history", lambda c: q.CaseHistoryQuery(resident=c.resident),
                                lambda r: r.cases and r.events),
+    "quarantine.due_for_release": Case(
+        "quarantine.due_for_release", lambda c: q.DueForReleaseQuery(community=NANGONG, on=day(15)),
+        lambda r: [(x.case, x.days_overdue) for x in r.cases] == [("case-1", 1)]),
+    "quarantine.checkins_due": Case(
+        "quarantine.checkins_due", lambda c: q.CheckinsDueQuery(community=NANGONG, on=day(2)),
+        lambda r: [x.case for x in r.cases] == ["case-1"] and r.due_by.hour == 18),
     "logistics.requests": Case("logistics.requests", lambda c: q.OpenRequestsQuery(community=NANGONG),
                                lambda r: r.on_hand and any(x.missing for x in r.requests)),
     "logistics.assignments": Case("logistics.assignments", lambda c: q.AssignmentsQuery(volunteer=VOLUNTEER),
