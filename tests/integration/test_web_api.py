@@ -284,6 +284,8 @@ def query_samples(city: City, visit: str) -> dict[str, dict]:
         "checkpoint.visitor_contact": {"passage": visit, "purpose": "contact tracing"},
         "quarantine.cases": {"community": NANGONG, "status": "all", "limit": "2"},
         "quarantine.history": {"resident": city.r_a},
+        "quarantine.due_for_release": {"community": NANGONG, "on": str(day(20)), "limit": "2"},
+        "quarantine.checkins_due": {"community": NANGONG, "on": str(day(2)), "limit": "2"},
         "logistics.requests": {"community": NANGONG, "limit": "3"},
         "logistics.assignments": {"volunteer": "staff:li-wei"},
         "logistics.stock": {"community": NANGONG},
