@@ -425,7 +425,8 @@ class DueForReleaseQuery(Request):
     community: Community
     on: Annotated[date | None, _meta("the day (YYYY-MM-DD, the city's calendar); default today")] = None
     limit: Annotated[int, _meta("cases per page", ge=1, le=MAX_CASES)] = 1000
-    after: Annotated[str, _meta("the next of the previous page")] = ""
+    after: Annotated[str, _meta("the next of the previous page (YYYY-MM-DD:case, the planned last day "
+                                "and the id of the case the page ended on)")] = ""
 
 
 class CheckinsDueQuery(Request):
