@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from services.demo import afternoon, gates, logistics, morning, screening
+from services.demo import afternoon, gates, logistics, morning, qlists, screening
 from services.demo.book import Book
 from services.demo.client import Api, Call, Tally, cmd
 from services.demo.plan import DAY, EVE, DayPlan, Passage, at, gate_staff, spread
@@ -172,6 +172,7 @@ class Demo:
         await self.settle()  # fevers open monitoring cases; daily food requests are raised
         await afternoon.deliveries(self)
         await afternoon.checkins(self)
+        await qlists.work_lists(self)
         await afternoon.redeem(self)
 
     async def play_evening(self) -> None:

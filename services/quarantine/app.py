@@ -2,7 +2,7 @@
 (the city's policy, time zone and the scheduler's pace) are :mod:`services.quarantine.config`."""
 from __future__ import annotations
 
-from services.quarantine import commands, domain, handlers, queries, reactions, scheduler, tables
+from services.quarantine import commands, domain, handlers, queries, reactions, scheduler, tables, worklists
 from services.quarantine.config import Config, from_env
 from shared import directory
 from shared.runtime import CommandSpec
@@ -26,6 +26,6 @@ def spec(config: Config | None = None) -> ServiceSpec:
         extra_ddl=directory.ddl(NAME) + tables.DDL,
         consumers=[directory.consumer(NAME)],
         reactions=[reactions.arrivals(config), reactions.fevers(config)],
-        queries=queries.QUERIES,
+        queries={**queries.QUERIES, **worklists.queries_of(config)},
         background=[scheduler.background(config)],
     )

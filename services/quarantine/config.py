@@ -7,7 +7,9 @@ Days are the city's calendar days: "today" is the command's ``occurred_at`` in `
 Environment: ``CORDON_QUARANTINE_DAYS`` (14), ``CORDON_MONITORING_DAYS`` (7),
 ``CORDON_CHECKIN_HOUR`` (18), ``CORDON_FEVER_C`` (37.3), ``CORDON_POSITIVE_KIND`` (centralized),
 ``CORDON_SEAL_DAYS_AFTER_SCREENING`` (2), the days a round keeps a sealed compound's seals after
-its day, ``CORDON_TIMEZONE`` (Asia/Shanghai), ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the
+its day, ``CORDON_AUTO_RELEASE`` (off; 1 turns it on) and ``CORDON_AUTO_RELEASE_CHECKINS`` (3), the
+policy that releases a home case on its planned last day when that many last check-ins were normal,
+``CORDON_TIMEZONE`` (Asia/Shanghai), ``CORDON_SCHEDULER_INTERVAL_S`` (30), how often the
 scheduler looks at the clock, and ``CORDON_SWEEP_CHUNK`` (1000), the cases per transaction of the
 missed-check-in sweep. Smaller chunks hold staff's late check-ins behind the sweep for less time
 and make the sweep longer (100,000 cases, same machine and hour, late check-ins at 200/s: chunks
@@ -46,6 +48,11 @@ class Config:
     #: A screening round on a sealed compound keeps its seals until this many days after the
     #: round's day (its results are back by then): the seals' planned last day moves there.
     seal_days_after_screening: int = 2
+    #: The scheduler releases a home case on its planned last day when its last check-ins were
+    #: normal (:mod:`services.quarantine.autorelease`); off, every release is a staff decision.
+    auto_release: bool = False
+    #: How many last daily check-ins (the planned last day's included) must have been normal.
+    auto_release_checkins: int = 3
 
     def __post_init__(self) -> None:
         if not 1 <= self.quarantine_days <= 90:
@@ -64,6 +71,8 @@ class Config:
             raise ValueError(f"sweep_chunk must be 1 to {MAX_MISSED_CASES}, got {self.sweep_chunk}")
         if not 0 <= self.seal_days_after_screening <= 30:
             raise ValueError(f"seal_days_after_screening must be 0 to 30, got {self.seal_days_after_screening}")
+        if not 1 <= self.auto_release_checkins <= 14:
+            raise ValueError(f"auto_release_checkins must be 1 to 14, got {self.auto_release_checkins}")
 
     def day(self, at: datetime) -> date:
         """The city's calendar day of an instant."""
@@ -116,6 +125,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
     values["zone"] = city_zone(env)
     values["scheduler_interval_s"] = _number(env, "CORDON_SCHEDULER_INTERVAL_S", 30.0, float)
     values["sweep_chunk"] = _number(env, "CORDON_SWEEP_CHUNK", 1000, int, most=MAX_MISSED_CASES)
+    values["auto_release"] = _switch(env, "CORDON_AUTO_RELEASE")
+    values["auto_release_checkins"] = _number(env, "CORDON_AUTO_RELEASE_CHECKINS", 3, int, most=14)
     try:
         return Config(**values)
     except ValueError as exc:
@@ -130,3 +141,11 @@ def _number(env: Mapping[str, str], name: str, default, kind, most=None):
     if value <= 0 or (most is not None and value > most):
         raise SystemExit(f"{name} must be more than 0" + (f" and at most {most}" if most else ""))
     return value
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    """An on/off setting: 1, true, yes or on; 0, false, no, off or unset."""
+    value = (env.get(name) or "0").strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise SystemExit(f"{name} must be 1 (on) or 0 (off), not {env.get(name)!r}")
+    return value in ("1", "true", "yes", "on")

@@ -5,6 +5,9 @@
   flight; the service gives that command four writers of its own, so chunks are decided while
   others commit — 100,000 marks in ~4.2 s on the 2-core machine, ``bench/quarantine.py``);
 - a monitoring case whose last day has passed is closed (``release_case`` on its last day).
+- with ``CORDON_AUTO_RELEASE`` on, a home case whose planned last day is today and whose last
+  check-ins were normal is released (``release_case``, by ``system:auto-release``; the rule is
+  :mod:`services.quarantine.autorelease`).
 
 Time is ``host.clock`` (tests inject one and run 21 days in milliseconds). Everything goes through
 the service's own commands with ids derived from the day and the cases, and the cases to act on
@@ -17,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import defaultdict
 from datetime import date, datetime, timedelta
 
 import msgspec
 
-from services.quarantine import tables
+from services.quarantine import autorelease, domain, tables
 from services.quarantine.commands import RecordMissedCheckins, ReleaseCase
 from services.quarantine.config import Config
 from shared import log as logging
@@ -70,8 +74,9 @@ class Scheduler:
         """Do what is due at ``host.clock()``; returns what was done."""
         now = self.host.clock()
         closed = await self.close_ended_monitoring(now)
+        released = await self.auto_release(now)
         missed = {day.isoformat(): await self.sweep(day, now) for day in await self.days_to_sweep(now)}
-        return {"closed": closed, "missed": missed}
+        return {"closed": closed, "released": released, "missed": missed}
 
     async def days_to_sweep(self, now: datetime) -> list[date]:
         async with self.host.pool.acquire() as conn:
@@ -131,6 +136,44 @@ class Scheduler:
                     closed += 1
                 else:
                     log.warning("scheduler.close_refused", case=row["case_id"], error=reply["error"])
+
+    async def auto_release(self, now: datetime) -> int:
+        """With the policy on, release every home case whose planned last day is today and whose last
+        check-ins were normal; returns how many. One command id per case and day: a tick that runs
+        again, or a second instance, releases nothing twice."""
+        if not self.config.auto_release:
+            return 0
+        today, cursor, released = self.config.day(now), "", 0
+        while True:
+            async with self.host.pool.acquire() as conn:
+                rows = await conn.fetch(tables.HOME_ENDING, today, cursor, self.chunk)
+                if not rows:
+                    return released
+                cases = [tables.case_of_row(r) for r in rows]
+                days = await self._checkin_days(conn, cases)
+            cursor = rows[-1][0]
+            due = [c for c in cases if autorelease.leave_to_staff(c, days[c.case], today, self.config) is None]
+            replies = await asyncio.gather(*(self.host.execute("release_case", ReleaseCase(
+                command_id=f"auto-release:{c.case}:{today}", actor=autorelease.ACTOR, occurred_at=now,
+                case=c.case, on=today)) for c in due))
+            for case, reply in zip(due, replies):
+                if reply["ok"]:
+                    released += 1
+                    log.info("scheduler.auto_released", case=case.case, on=today.isoformat())
+                else:
+                    log.warning("scheduler.auto_release_refused", case=case.case, error=reply["error"])
+
+    async def _checkin_days(self, conn, cases: list[domain.Case]) -> dict[str, dict]:
+        """case id -> {day: CheckinDay} over the policy's window, from the days' streams."""
+        streams = {domain.day_stream(c.case, d): (c.case, d) for c in cases
+                   for d in autorelease.window(c, self.config)}
+        types: dict[tuple, set[str]] = defaultdict(set)
+        for stream_id, type_ in await conn.fetch(tables.TYPES_IN_STREAMS, list(streams)):
+            types[streams[stream_id]].add(type_)
+        days: dict[str, dict] = {c.case: {} for c in cases}
+        for (case_id, day), held in types.items():
+            days[case_id][day] = autorelease.CheckinDay.of(held)
+        return days
 
 
 def background(config: Config):

@@ -62,6 +62,8 @@ CREATE INDEX IF NOT EXISTS cases_due ON quarantine.cases (case_id) WHERE open AN
 CREATE INDEX IF NOT EXISTS cases_monitoring_end ON quarantine.cases (ends_on, case_id)
     WHERE open AND stage = 'monitoring';
 CREATE INDEX IF NOT EXISTS cases_community ON quarantine.cases (community, open, case_id);
+-- The auto-release policy's look, every tick, at the home cases whose planned last day is today.
+CREATE INDEX IF NOT EXISTS cases_home_end ON quarantine.cases (ends_on, case_id) WHERE open AND stage = 'home';
 CREATE INDEX IF NOT EXISTS cases_resident ON quarantine.cases (resident);
 CREATE TABLE IF NOT EXISTS quarantine.checkins (
     stream_id     text NOT NULL,
@@ -220,3 +222,16 @@ WHERE open AND stage = 'monitoring' AND ends_on < $1 AND case_id > $2
 ORDER BY case_id
 LIMIT $3
 """
+
+# The home cases whose planned last day is $1, after case id $2, as CASES_BY_ID gives them: the
+# auto-release policy's candidates (keyset pagination).
+HOME_ENDING = """
+SELECT case_id, resident, community, household, compound, building, kind, reason, stage,
+       starts_on, ends_on, due_from, opened_at, closed_on, admitted_on
+FROM quarantine.cases WHERE open AND stage = 'home' AND ends_on = $1 AND case_id > $2
+ORDER BY case_id
+LIMIT $3
+"""
+
+# What the check-in days' streams hold, by event type (the auto-release policy's reading of them).
+TYPES_IN_STREAMS = "SELECT stream_id, type FROM quarantine.events WHERE stream_id = ANY($1::text[])"

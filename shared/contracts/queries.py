@@ -525,6 +525,45 @@ class ScreeningStatusReply(Reply):
     counts: ScreeningCounts
     status: ScreeningList
     residents: Annotated[list[ScreeningResident], _meta("in resident id order")]
+# -- quarantine work lists (what staff do next) ---------------------------------------------------
+
+
+class DueForReleaseQuery(Request):
+    community: Community
+    on: Annotated[date | None, _meta("the day (YYYY-MM-DD, the city's calendar); default today")] = None
+    limit: Annotated[int, _meta("cases per page", ge=1, le=MAX_CASES)] = 1000
+    after: Annotated[str, _meta("the next of the previous page (YYYY-MM-DD:case, the planned last day "
+                                "and the id of the case the page ended on)")] = ""
+
+
+class CheckinsDueQuery(Request):
+    community: Community
+    on: Annotated[date | None, _meta("the day (YYYY-MM-DD, the city's calendar); default today")] = None
+    limit: Annotated[int, _meta("cases per page", ge=1, le=MAX_CASES)] = 1000
+    after: Annotated[str, _meta("the next of the previous page: cases after this case id")] = ""
+
+
+class DueCase(CaseRow):
+    days_overdue: Annotated[int, _meta("days from the planned last day (ends_on) to the day asked: 0 "
+                                       "when it ends that day", ge=0)]
+
+
+class DueForReleaseReply(Reply):
+    community: Community
+    on: Day
+    cases: Annotated[list[DueCase], _meta(
+        "open cases, hospital aside, whose stage (home or centralized quarantine, monitoring) ends on or "
+        "before the day: most overdue first, then by case id; release stays a staff decision (release_case)")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
+class CheckinsDueReply(Reply):
+    community: Community
+    on: Day
+    due_by: Annotated[datetime, _meta("the day's check-in hour (CORDON_CHECKIN_HOUR): after it the "
+                                      "scheduler records the silent ones as CheckinMissed")]
+    cases: Annotated[list[CaseRow], _meta("open cases that owe a check-in on the day and have neither "
+                                          "checked in nor been marked missed, in case id order")]
     next: Annotated[str | None, _meta("the after of the following page; null on the last")]
 
 
@@ -741,6 +780,10 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     Query("quarantine.screening_status", "quarantine", ScreeningStatusQuery, ScreeningStatusReply,
           "a screening round's counts and work lists: not sampled yet, results pending, staying in "
           "until the result, a page at a time"),
+    Query("quarantine.due_for_release", "quarantine", DueForReleaseQuery, DueForReleaseReply,
+          "a committee's cases whose quarantine or monitoring ends on or before a day, most overdue first"),
+    Query("quarantine.checkins_due", "quarantine", CheckinsDueQuery, CheckinsDueReply,
+          "a committee's cases with no check-in recorded yet on a day, before the evening sweep"),
     Query("logistics.requests", "logistics", OpenRequestsQuery, OpenRequestsReply,
           "a committee's open supply requests, highest priority first, with what the store misses"),
     Query("logistics.assignments", "logistics", AssignmentsQuery, AssignmentsReply,

@@ -185,6 +185,12 @@ CASES = {
         "quarantine.screening_status",
         lambda c: q.ScreeningStatusQuery(community=NANGONG, screening="round-1", status="staying_in"),
         lambda r: r.residents and r.residents[0].code_issued and r.residents[0].taken_at and r.counts.staying_in),
+    "quarantine.due_for_release": Case(
+        "quarantine.due_for_release", lambda c: q.DueForReleaseQuery(community=NANGONG, on=day(15)),
+        lambda r: [(x.case, x.days_overdue) for x in r.cases] == [("case-1", 1)]),
+    "quarantine.checkins_due": Case(
+        "quarantine.checkins_due", lambda c: q.CheckinsDueQuery(community=NANGONG, on=day(2)),
+        lambda r: [x.case for x in r.cases] == ["case-1"] and r.due_by.hour == 18),
     "logistics.requests": Case("logistics.requests", lambda c: q.OpenRequestsQuery(community=NANGONG),
                                lambda r: r.on_hand and any(x.missing for x in r.requests)),
     "logistics.assignments": Case("logistics.assignments", lambda c: q.AssignmentsQuery(volunteer=VOLUNTEER),

@@ -286,6 +286,8 @@ def query_samples(city: City, visit: str) -> dict[str, dict]:
         "quarantine.cases": {"community": NANGONG, "status": "all", "limit": "2"},
         "quarantine.history": {"resident": city.r_a},
         "quarantine.screening_status": {"community": NANGONG, "screening": "round-web", "status": "pending"},
+        "quarantine.due_for_release": {"community": NANGONG, "on": str(day(20)), "limit": "2"},
+        "quarantine.checkins_due": {"community": NANGONG, "on": str(day(2)), "limit": "2"},
         "logistics.requests": {"community": NANGONG, "limit": "3"},
         "logistics.assignments": {"volunteer": "staff:li-wei"},
         "logistics.stock": {"community": NANGONG},
