@@ -26,6 +26,10 @@ LABELS = {
     "deliveries": "deliveries made",
     "welfare_checks_open": "welfare checks open",
     "daily_supply_households": "households on daily food supply",
+    "calls": "screening calls made",
+    "calls_reached": "screening calls reached",
+    "tip_offs_open": "tip-offs open",
+    "tip_offs_followed_up": "tip-offs followed up",
 }
 
 
@@ -85,6 +89,8 @@ def board(reply: dict, title: str) -> str:
         ("welfare checks open", reply["welfare_checks_open"], ""),
         ("households on daily food supply", reply["households_on_daily_supply"], ""),
         ("stock on hand", "", " · ".join(f"{k} {n:,}" for k, n in reply["stock"].items())),
+        ("screening calls today", reply["calls_today"]["made"], f"reached {reply['calls_today']['reached']}"),
+        ("tip-offs open", reply["tip_offs"]["open"], f"followed up today {reply['tip_offs']['followed_up_today']}"),
     ]
     head = f"{title}: the committee's board for {reply['on']}"
     return head + "\n" + table(("figure", "now", "detail"), rows)

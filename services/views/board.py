@@ -24,6 +24,7 @@ COLUMNS = (
     "sealed_compounds", "sealed_buildings", "passes_active",
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed", "positive_results",
     "requests_open", "deliveries", "welfare_checks_open", "daily_supply_households",
+    "calls", "calls_reached", "tip_offs_open", "tip_offs_followed_up",
 )
 _EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
 
@@ -96,6 +97,8 @@ def nest(f: dict[str, int]) -> dict:
         "welfare_checks_open": f["welfare_checks_open"],
         "households_on_daily_supply": f["daily_supply_households"],
         "stock": stock(f),
+        "calls_today": {"made": f["calls"], "reached": f["calls_reached"]},
+        "tip_offs": {"open": f["tip_offs_open"], "followed_up_today": f["tip_offs_followed_up"]},
     }
 
 

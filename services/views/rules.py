@@ -51,11 +51,14 @@ from shared.contracts.quarantine import (
 from shared.contracts.registry import (
     ArrivalRegistered,
     ArrivalVerified,
+    CallRecorded,
     HouseholdRegistered,
     IdentityGranted,
     IdentityRevoked,
     ResidentMovedOut,
     ResidentRegistered,
+    TipOffFollowedUp,
+    TipOffRecorded,
 )
 from shared.envelope import Event
 
@@ -86,11 +89,13 @@ LEVELS = (
     "quarantine_home", "quarantine_centralized", "quarantine_monitoring", "quarantine_hospital",
     "sealed_compounds", "sealed_buildings", "passes_active",
     "requests_open", "welfare_checks_open", "daily_supply_households",
+    "tip_offs_open",
 )
 #: Metrics counted on the board's day only.
 FLOWS = (
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
     "positive_results", "deliveries",
+    "calls", "calls_reached", "tip_offs_followed_up",
 )
 #: Counted over the 14 days ending on the board's day (by the day of arrival).
 WINDOWS = ("arrivals",)
@@ -127,6 +132,11 @@ def _delivery_failed(e: DeliveryFailed, community: str, day: date) -> tuple[Op, 
     return (Drop("request", e.request),) if e.outcome == "refused" else ()
 
 
+def _call(e: CallRecorded, community: str, day: date) -> tuple[Op, ...]:
+    made = Delta("calls", day)
+    return (made, Delta("calls_reached", day)) if e.outcome.startswith("reached_") else (made,)
+
+
 #: One rule per event type (a dict lookup: the projector applies a million events a minute).
 RULES = {
     ResidentRegistered: lambda e, c, d: (Put("resident", e.resident, "residents"),),
@@ -158,6 +168,9 @@ RULES = {
     StockReturned: _stock,
     DailySupplyStarted: lambda e, c, d: (Put("daily_supply", e.household, "daily_supply_households"),),
     DailySupplyStopped: lambda e, c, d: () if e.active else (Drop("daily_supply", e.household),),
+    CallRecorded: _call,
+    TipOffRecorded: lambda e, c, d: (Put("tip_off", e.tip_off, "tip_offs_open"),),
+    TipOffFollowedUp: lambda e, c, d: (Drop("tip_off", e.tip_off), Delta("tip_offs_followed_up", d)),
 }
 
 

@@ -34,6 +34,8 @@ FIGURES = {
     "welfare_checks_open": ("待上门探视", "welfare checks open"),
     "households_on_daily_supply": ("每日供应户", "households on daily food supply"),
     "stock": ("库存", "stock on hand"),
+    "calls_today": ("今日电话排查", "screening calls today"),
+    "tip_offs": ("待核查举报", "tip-offs open"),
 }
 #: The street report's rows (``rollup`` columns) in Chinese; the English is the demo's.
 REPORT = {
@@ -44,6 +46,7 @@ REPORT = {
     "fevers": "门岗发热", "checkins_missed": "未打卡", "positive_results": "阳性结果",
     "requests_open": "待办物资需求", "deliveries": "配送完成", "welfare_checks_open": "待上门探视",
     "daily_supply_households": "每日供应户",
+    "calls": "电话排查", "calls_reached": "电话接通", "tip_offs_open": "待核查举报", "tip_offs_followed_up": "举报已核查",
 }
 REASONS = {
     "gate_closed": "大门关闭", "compound_sealed": "小区封控", "building_sealed": "楼栋封控",
@@ -163,6 +166,12 @@ def _value(key: str, b: dict) -> tuple[str, str]:
         p = b["passages_today"]
         return num(p["in"] + p["out"] + p["denied"]), _parts(("进", "in", p["in"]), ("出", "out", p["out"]),
                                                              ("拒", "denied", p["denied"]))
+    if key == "calls_today":
+        c = b["calls_today"]
+        return num(c["made"]), _parts(("接通", "reached", c["reached"]))
+    if key == "tip_offs":
+        t = b["tip_offs"]
+        return num(t["open"]), _parts(("今日已核查", "followed up today", t["followed_up_today"]))
     if key == "stock":  # items do not add up: each is its own figure
         items = " · ".join(f"{esc(item)} <b>{num(n)}</b>" for item, n in b["stock"].items())
         return "", items or esc("none")

@@ -159,6 +159,7 @@ BOARD = {
     "passages_today": {"in": 4304, "out": 4304, "denied": 50}, "fevers_today": 5, "checkins_missed_today": 5,
     "positive_results_today": 0, "open_requests": 1, "deliveries_today": 316, "welfare_checks_open": 1,
     "households_on_daily_supply": 175, "stock": {"masks": 870, "vegetable-pack": 20},
+    "calls_today": {"made": 12, "reached": 9}, "tip_offs": {"open": 2, "followed_up_today": 1},
 }
 
 
@@ -166,6 +167,7 @@ def test_the_board_reads_as_staff_read_it():
     text = tables.board(BOARD, "南宫居民区")
     assert "the committee's board for 2020-02-17" in text
     assert "home 168 · centralized 2 · monitoring 4 · hospital 1" in text
+    assert "reached 9" in text and "followed up today 1" in text
     assert "in 4,304 · out 4,304 · denied 50" in text and "masks 870 · vegetable-pack 20" in text
 
 
