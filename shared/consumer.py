@@ -20,7 +20,6 @@ the previous holder left unacknowledged comes again first, in stream order, rath
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Awaitable, Callable
 
 import asyncpg
@@ -176,20 +175,7 @@ class Consumer:
         try:
             await self.js.add_consumer(STREAM, self._config())
         except APIError:
-            info = await self.js.consumer_info(STREAM, self.name)  # exists already: keep its position
-            await self._refilter(info.config)
-
-    async def _refilter(self, deployed: ConsumerConfig) -> None:
-        """A deployed durable made before its service listened to more event types (the directories
-        took ResidentUpdated in issue 17) gets the new filter, at its position: events of the new
-        types are delivered from there on."""
-        had = set(deployed.filter_subjects or ()) | ({deployed.filter_subject} if deployed.filter_subject else set())
-        if had == set(self.subjects):
-            return
-        wanted = self._config()
-        await self.js.update_consumer(STREAM, dataclasses.replace(
-            deployed, filter_subjects=wanted.filter_subjects, filter_subject=wanted.filter_subject))
-        log.info("consumer.refiltered", consumer=self.name, subjects=self.subjects)
+            await self.js.consumer_info(STREAM, self.name)  # exists already: keep its position
 
     async def _rewind(self) -> int | None:
         """Make what is unacknowledged come first: reset the consumer to its ack floor (JetStream's

@@ -288,7 +288,8 @@ async def test_a_directory_deployed_before_takes_resident_updates_from_where_it_
     upgraded = Consumer(name="probe-directory", schema="probe", subjects=event_filters("registry", *directory.EVENTS),
                         handle=None, pool=None, nc=today.nc)
     await upgraded._ensure_consumer()
-    # Then the durable has the new filter and kept its place: a ResidentUpdated is one more to deliver
+    # Then the durable has the new filter (JetStream's create updates a durable that exists) and kept
+    # its place: a ResidentUpdated is one more to deliver
     info = await js.consumer_info(STREAM, "probe-directory")
     assert set(info.config.filter_subjects) == set(upgraded.subjects)
     pending = info.num_pending
