@@ -197,7 +197,7 @@ async def verify_arrival(cmd: commands.VerifyArrival, ctx: Context) -> None:
     arrival = await ctx.state(domain.arrival_stream(cmd.arrival))
     resident = await ctx.state(domain.resident_stream(arrival.resident)) if arrival else None
     [event] = await _decide_and_append(ctx, cmd, decide.Facts(arrival=arrival, resident=resident))
-    ctx.write(tables.VERIFIED, event.arrival, event.verified_at)
+    ctx.write(tables.VERIFIED, event.arrival, event.community, event.verified_at)
 
 
 async def move_out(cmd: commands.MoveOut, ctx: Context) -> None:
@@ -297,8 +297,8 @@ async def record_tip_off(cmd: commands.RecordTipOff, ctx: Context) -> None:
 async def follow_up_tip_off(cmd: commands.FollowUpTipOff, ctx: Context) -> None:
     tip_off = await ctx.state(domain.tip_off_stream(cmd.tip_off))
     [event] = await _decide_and_append(ctx, cmd, decide.Facts(tip_off=tip_off))
-    ctx.write(tables.FOLLOWED_UP, event.tip_off, event.outcome, cmd.note.strip() if cmd.note else None,
-              event.followed_up_at, event.followed_up_by)
+    ctx.write(tables.FOLLOWED_UP, event.tip_off, event.community, event.compound, event.outcome,
+              cmd.note.strip() if cmd.note else None, event.followed_up_at, event.followed_up_by)
 
 
 async def record_personal_data_view(cmd: commands.RecordPersonalDataView, ctx: Context) -> None:

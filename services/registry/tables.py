@@ -155,16 +155,17 @@ CREATE INDEX IF NOT EXISTS households_compound ON registry.households (community
 -- The arrivals waiting for verification (issue 17); a registry of before fills it from its record.
 DO $$ BEGIN
     IF to_regclass('registry.verifications') IS NULL THEN
+        -- (the registration's columns may be null for a moment: see INSERT_WAITING)
         CREATE TABLE registry.verifications (
             arrival       text PRIMARY KEY,
             community     text NOT NULL,
-            resident      text NOT NULL,
-            household     text NOT NULL,
-            compound      text NOT NULL,
-            building      text NOT NULL,
-            arrived_on    date NOT NULL,
-            city_class    text NOT NULL,
-            registered_at timestamptz NOT NULL,
+            resident      text,
+            household     text,
+            compound      text,
+            building      text,
+            arrived_on    date,
+            city_class    text,
+            registered_at timestamptz,
             verified_at   timestamptz);
         INSERT INTO registry.verifications
         SELECT d->>'arrival', r.community, d->>'resident', d->>'household', d->>'compound', d->>'building',
@@ -180,16 +181,17 @@ DO $$ BEGIN
 END $$;
 CREATE INDEX IF NOT EXISTS verifications_waiting ON registry.verifications (community, registered_at, arrival)
     WHERE verified_at IS NULL;
+-- (what the recording writes may be null for a moment: see INSERT_TIP_OFF)
 CREATE TABLE IF NOT EXISTS registry.tip_offs (
     tip_off        text PRIMARY KEY,
     community      text NOT NULL,
     compound       text NOT NULL,
     building       text,
     household      text,
-    kind           text NOT NULL,
+    kind           text,
     note           text,
-    recorded_at    timestamptz NOT NULL,
-    recorded_by    text NOT NULL,
+    recorded_at    timestamptz,
+    recorded_by    text,
     outcome        text,
     follow_up_note text,
     followed_up_at timestamptz,
@@ -277,11 +279,19 @@ TAKEN_ID_HASHES = "SELECT id_hash FROM registry.residents WHERE id_hash = ANY($1
 
 # -- the committee's work lists (issue 17) ---------------------------------------------------
 
+# A batch runs each statement once for all its commands, in the order statements first appeared
+# (``Context.write``): an arrival registered and verified in one batch may see VERIFIED run before
+# INSERT_WAITING. So each is an upsert of its own columns, and the row is right in either order.
 INSERT_WAITING = (
     "INSERT INTO registry.verifications (arrival, community, resident, household, compound, building, arrived_on, "
-    "city_class, registered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    "city_class, registered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (arrival) DO UPDATE SET "
+    "resident = $3, household = $4, compound = $5, building = $6, arrived_on = $7, city_class = $8, "
+    "registered_at = $9"
 )
-VERIFIED = "UPDATE registry.verifications SET verified_at = $2 WHERE arrival = $1"
+VERIFIED = (
+    "INSERT INTO registry.verifications (arrival, community, verified_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT (arrival) DO UPDATE SET verified_at = $3"
+)
 #: The masked name of resident ``r``: its ResidentRegistered (version 1 of its stream).
 _DISPLAY_NAME = (
     "(SELECT convert_from(e.envelope, 'UTF8')::jsonb->'data'->>'display_name' FROM registry.events e "
@@ -319,13 +329,16 @@ COMPOUND_HOUSEHOLDS = (
     "ON r.household = h.household WHERE h.community = $1 AND h.compound = $2 AND h.household > $3 "
     "GROUP BY h.household, h.building ORDER BY h.household LIMIT $4"
 )
+# Upserts of their own columns, for the reason of INSERT_WAITING (recorded and followed up in one batch).
 INSERT_TIP_OFF = (
     "INSERT INTO registry.tip_offs (tip_off, community, compound, building, household, kind, note, recorded_at, "
-    "recorded_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    "recorded_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tip_off) DO UPDATE SET "
+    "building = $4, household = $5, kind = $6, note = $7, recorded_at = $8, recorded_by = $9"
 )
 FOLLOWED_UP = (
-    "UPDATE registry.tip_offs SET outcome = $2, follow_up_note = $3, followed_up_at = $4, followed_up_by = $5 "
-    "WHERE tip_off = $1"
+    "INSERT INTO registry.tip_offs (tip_off, community, compound, outcome, follow_up_note, followed_up_at, "
+    "followed_up_by) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tip_off) DO UPDATE SET outcome = $4, "
+    "follow_up_note = $5, followed_up_at = $6, followed_up_by = $7"
 )
 #: A community's ($1) tip-offs, open ($2 true), followed up ($2 false) or all (null): open first,
 #: then oldest first; $3 at most.

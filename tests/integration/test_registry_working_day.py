@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from services.logistics.app import spec as logistics_spec
+from services.registry import tables
 from services.registry.app import spec as registry_spec
 from services.views.app import spec as views_spec
 from shared import directory
@@ -299,3 +300,26 @@ async def test_a_directory_deployed_before_takes_resident_updates_from_where_it_
 
 async def _pending_grew(js, before: int) -> bool:
     return (await js.consumer_info(STREAM, "probe-directory")).num_pending == before + 1
+
+
+async def test_the_work_lists_writes_hold_whichever_runs_first_in_a_batch(today: Day):
+    # A batch runs each statement once for all its commands, in the order statements first appeared
+    # (Context.write): an arrival registered and verified in one batch, after another verification,
+    # has its verification written before its registration; so does a tip-off followed up at once
+    at_ = at(1, "10:00")
+    written = today.db.transaction()
+    await written.start()
+    try:
+        await today.db.execute(tables.VERIFIED, "a-batch", NANGONG, at_)
+        await today.db.execute(tables.INSERT_WAITING, "a-batch", NANGONG, "r-1", "h-1", COMPOUND, "b1", day(1), "A",
+                               at_)
+        await today.db.execute(tables.FOLLOWED_UP, "t-batch", NANGONG, COMPOUND, "unfounded", None, at_,
+                               "staff:li-wei")
+        await today.db.execute(tables.INSERT_TIP_OFF, "t-batch", NANGONG, COMPOUND, None, None, "other", None, at_,
+                               "staff:li-wei")
+        # Then the arrival is verified (off the list) and the tip-off followed up (not open)
+        assert await today.db.fetchval("SELECT verified_at FROM registry.verifications WHERE arrival = 'a-batch'")
+        assert tuple(await today.db.fetchrow(
+            "SELECT kind, outcome FROM registry.tip_offs WHERE tip_off = 't-batch'")) == ("other", "unfounded")
+    finally:
+        await written.rollback()  # nothing of this test stays
