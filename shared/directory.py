@@ -1,5 +1,6 @@
 """A service's local copy of the registry's public facts: compounds (buildings, gates), households
-and residents (masked names, vulnerabilities, moved out), fed by a durable consumer.
+and residents (masked names, vulnerabilities as ResidentUpdated last set them, moved out), fed by a
+durable consumer.
 
 A household's address and a resident's birth year left the events in their schema 2 (issue 16):
 no service needs them to decide. Copies made from schema-1 events dropped them too (``upcast``);
@@ -20,12 +21,13 @@ from shared.contracts.registry import (
     HouseholdRegistered,
     ResidentMovedOut,
     ResidentRegistered,
+    ResidentUpdated,
 )
 from shared.envelope import Event, RawEnvelope
 from shared.service import ConsumerSpec, LocalCopy
 from shared.subjects import event_filters
 
-EVENTS = ("CompoundRegistered", "HouseholdRegistered", "ResidentRegistered", "ResidentMovedOut")
+EVENTS = ("CompoundRegistered", "HouseholdRegistered", "ResidentRegistered", "ResidentMovedOut", "ResidentUpdated")
 
 
 def ddl(schema: str) -> str:
@@ -93,6 +95,11 @@ async def apply(conn: asyncpg.Connection, schema: str, event: Event) -> None:
         case ResidentMovedOut():
             await conn.execute(
                 f"UPDATE {schema}.dir_residents SET moved_out = true WHERE resident = $1", event.resident)
+        case ResidentUpdated():
+            # the full new list: logistics ranks and raises welfare checks by it from now on
+            await conn.execute(
+                f"UPDATE {schema}.dir_residents SET vulnerabilities = $2 WHERE resident = $1",
+                event.resident, list(event.vulnerabilities))
 
 
 async def _apply_envelope(conn: asyncpg.Connection, schema: str, raw: RawEnvelope, event: Event) -> None:

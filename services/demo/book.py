@@ -26,9 +26,11 @@ FIGURES = (
     "group_orders_open", "group_orders_delivered",
     "results_pending",
     *GATE_WORK,
+    "calls", "calls_reached", "tip_offs_open", "tip_offs_followed_up",
 )
 FLOWS = ("passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
-         "positive_results", "deliveries", "group_orders_delivered", *GATE_WORK)
+         "positive_results", "deliveries", "group_orders_delivered", *GATE_WORK,
+         "calls", "calls_reached", "tip_offs_followed_up")
 WINDOW_DAYS = 14
 #: What the committee keeps in its store (medicine is fetched from the pharmacy per request).
 STOCKED = frozenset({"vegetable-pack", "food-set", "rice", "cooking-oil", "eggs", "milk", "masks",
@@ -63,6 +65,7 @@ class Book:
     #: community -> team -> volunteers' minutes of the day (services/demo/logistics.py)
     volunteer_minutes: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     samples: dict[str, str] = field(default_factory=dict)  # sample (screening/resident) -> community, result pending
+    tip_offs: dict[str, str] = field(default_factory=dict)  # open tip-off -> community
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -81,6 +84,17 @@ class Book:
         kind = {"home_quarantine": "home", "centralized_quarantine": "centralized"}.get(outcome)
         if kind is not None:
             self.case_opened(community, resident, household, kind)
+
+    def called(self, community: str, outcome: str) -> None:
+        self.flows[community]["calls"] += 1
+        self.flows[community]["calls_reached"] += outcome.startswith("reached_")
+
+    def tipped(self, community: str, tip_off: str) -> None:
+        self.tip_offs[tip_off] = community
+
+    def followed_up(self, community: str, tip_off: str) -> None:
+        del self.tip_offs[tip_off]
+        self.flows[community]["tip_offs_followed_up"] += 1
 
     # -- quarantine -----------------------------------------------------------------------------
 
@@ -200,6 +214,7 @@ class Book:
         out.update({k: self.flows[community][k] for k in FLOWS})
         out["requests_open"] = _count(self.requests.values(), community)
         out["welfare_checks_open"] = _count(self.welfare.values(), community)
+        out["tip_offs_open"] = _count(self.tip_offs.values(), community)
         out["daily_supply_households"] = sum(1 for c, causes in self.daily.values() if c == community and causes)
         out["results_pending"] = _count(self.samples.values(), community)
         out.update({f"stock.{item}": n for item, n in sorted(self.stock[community].items())})

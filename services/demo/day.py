@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Callable
 
 from services.demo import afternoon, gates, logistics, morning, qlists, screening
+from services.demo import registry as registry_day
 from services.demo.book import Book
 from services.demo.client import Api, Call, Tally, cmd
 from services.demo.plan import DAY, EVE, DayPlan, Passage, at, gate_staff, spread
@@ -181,6 +182,7 @@ class Demo:
         await gates.play(self)  # the gate's other work (issue 17)
         await afternoon.late_arrivals(self)
         await afternoon.shifts_end(self)
+        await registry_day.evening(self)
 
     # -- gate decisions -------------------------------------------------------------------------
 

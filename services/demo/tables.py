@@ -29,6 +29,10 @@ LABELS = {
     "daily_supply_households": "households on daily food supply",
     "group_orders_open": "group orders open",
     "group_orders_delivered": "group orders delivered",
+    "calls": "screening calls made",
+    "calls_reached": "screening calls reached",
+    "tip_offs_open": "tip-offs open",
+    "tip_offs_followed_up": "tip-offs followed up",
 }
 
 
@@ -95,6 +99,8 @@ def board(reply: dict, title: str) -> str:
          f"delivered to a gate today {reply['group_orders_delivered_today']}"),
         ("volunteer hours today", round(sum(reply["volunteer_hours_today"].values())),
          " · ".join(f"{k} {h:,g}" for k, h in reply["volunteer_hours_today"].items())),
+        ("screening calls today", reply["calls_today"]["made"], f"reached {reply['calls_today']['reached']}"),
+        ("tip-offs open", reply["tip_offs"]["open"], f"followed up today {reply['tip_offs']['followed_up_today']}"),
     ]
     head = f"{title}: the committee's board for {reply['on']}"
     return head + "\n" + table(("figure", "now", "detail"), rows)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.registry import commands, copies, domain, handlers, migrate, queries, retention, tables
+from services.registry import commands, copies, domain, handlers, migrate, queries, retention, tables, worklists
 from services.registry.config import Config, from_env
 from services.registry.keys import KeyStore
 from shared import keystore
@@ -25,7 +25,7 @@ def spec(config: Config | None = None, keys: KeyStore | None = None) -> ServiceS
         ),
         extra_ddl=tables.DDL + copies.DDL,
         consumers=[copies.consumer()],  # the quarantine's cases, for the retention of residents
-        queries={**queries.QUERIES, "registry.contact": queries.contact(keys)},
+        queries={**queries.QUERIES, "registry.contact": queries.contact(keys), **worklists.QUERIES},
         # before the registry takes commands: its keys, the plaintext of a registry of before sealed
         on_start=[keystore.opener(keys, migrate.seal_plaintext)],
         background=[keystore.closer(keys), retention.background(config)],

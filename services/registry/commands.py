@@ -15,7 +15,17 @@ import re
 from datetime import date, datetime
 from typing import Literal, Union, assert_never, get_args
 
-from shared.contracts.registry import RESERVED_DISTRICT, CityClass, Outcome, Transport, Visit, Vulnerability
+from shared.contracts.registry import (
+    RESERVED_DISTRICT,
+    CallOutcome,
+    CityClass,
+    Outcome,
+    TipOffKind,
+    TipOffOutcome,
+    Transport,
+    Visit,
+    Vulnerability,
+)
 from shared.identity import Identity
 from shared import wire
 from shared.errors import Invalid
@@ -129,8 +139,44 @@ class RevokeIdentity(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fiel
     reason: str | None = None
 
 
+class UpdateResident(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A resident's vulnerability flags, the full new list (an empty list clears them)."""
+
+    resident: str
+    vulnerabilities: list[Vulnerability]
+
+
+class RecordCall(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A screening call to a returnee; ``arrival`` defaults to the resident's latest."""
+
+    resident: str
+    outcome: CallOutcome
+    arrival: str | None = None
+    call: str | None = None
+
+
+class RecordTipOff(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A neighbour's tip-off about a compound, a building or a household; ``note`` (what was
+    said) stays in the registry's table, never in the event."""
+
+    community: str
+    compound: str
+    kind: TipOffKind
+    building: str | None = None
+    household: str | None = None
+    note: str | None = None
+    tip_off: str | None = None
+
+
+class FollowUpTipOff(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tip_off: str
+    outcome: TipOffOutcome
+    note: str | None = None
+
+
 Command = Union[RegisterCompound, RegisterHousehold, RegisterResident, RegisterArrival, VerifyArrival, MoveOut,
-                GrantIdentity, RevokeIdentity, EraseResident, RecordPersonalDataView, ApplyRetention]
+                GrantIdentity, RevokeIdentity, EraseResident, RecordPersonalDataView, ApplyRetention,
+                UpdateResident, RecordCall, RecordTipOff, FollowUpTipOff]
 
 COMMANDS: dict[str, type] = {
     "register_compound": RegisterCompound,
@@ -144,10 +190,15 @@ COMMANDS: dict[str, type] = {
     "erase_resident": EraseResident,
     "record_personal_data_view": RecordPersonalDataView,
     "apply_retention": ApplyRetention,
+    "update_resident": UpdateResident,
+    "record_call": RecordCall,
+    "record_tip_off": RecordTipOff,
+    "follow_up_tip_off": FollowUpTipOff,
 }
 
 #: The id field a creating command may leave out; the runtime fills it (``shared.wire.complete``).
-CREATES: dict[type, str] = {RegisterHousehold: "household", RegisterResident: "resident", RegisterArrival: "arrival"}
+CREATES: dict[type, str] = {RegisterHousehold: "household", RegisterResident: "resident", RegisterArrival: "arrival",
+                            RecordCall: "call", RecordTipOff: "tip_off"}
 
 _CHOICES = {
     "city_class": get_args(CityClass),
@@ -156,13 +207,19 @@ _CHOICES = {
     "vulnerabilities": get_args(Vulnerability),
     "subject_kind": ("resident", "household"),
 }
+#: A command whose field shares a name with another's (outcome): its own choices.
+_CHOICES_OF = {
+    "record_call": {"outcome": get_args(CallOutcome)},
+    "record_tip_off": {"kind": get_args(TipOffKind)},
+    "follow_up_tip_off": {"outcome": get_args(TipOffOutcome)},
+}
 #: The shortest purpose a read of personal data must give: a reason, not a placeholder.
 MIN_PURPOSE = 5
 
 
 def decode(name: str, payload: bytes) -> Command:
     """Decode ``payload`` strictly as the command ``name`` (no rule checks: :func:`validate`)."""
-    return wire.decode("registry", COMMANDS, name, payload, _CHOICES)
+    return wire.decode("registry", COMMANDS, name, payload, {**_CHOICES, **_CHOICES_OF.get(name, {})})
 
 
 def parse(name: str, payload: bytes) -> Command:
@@ -224,6 +281,23 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             check_community(cmd.community)
             for resident in cmd.residents:
                 check_slug(resident, "residents")
+        case UpdateResident():
+            check_slug(cmd.resident, "resident")
+            wire.no_duplicates(cmd.vulnerabilities, "vulnerabilities")
+        case RecordCall():
+            check_slug(cmd.resident, "resident")
+            wire.optional_slug(cmd.arrival, "arrival")
+            wire.optional_slug(cmd.call, "call")
+        case RecordTipOff():
+            _real_community(cmd.community)
+            check_slug(cmd.compound, "compound")
+            wire.optional_slug(cmd.building, "building")
+            wire.optional_slug(cmd.household, "household")
+            wire.optional_slug(cmd.tip_off, "tip_off")
+            published_text(cmd.note, "note")
+        case FollowUpTipOff():
+            check_slug(cmd.tip_off, "tip_off")
+            published_text(cmd.note, "note")
         case _:
             assert_never(cmd)
     return cmd

@@ -15,22 +15,37 @@ from services.registry.commands import (
     ApplyRetention,
     Command,
     EraseResident,
+    FollowUpTipOff,
     GrantIdentity,
     MoveOut,
+    RecordCall,
+    RecordTipOff,
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
     RecordPersonalDataView,
     RegisterResident,
     RevokeIdentity,
+    UpdateResident,
     VerifyArrival,
     granted,
 )
-from services.registry.domain import Arrival, Compound, Grant, Household, RegistryEvent, Resident, created_id
+from services.registry.domain import (
+    Arrival,
+    Call,
+    Compound,
+    Grant,
+    Household,
+    RegistryEvent,
+    Resident,
+    TipOff,
+    created_id,
+)
 from shared.contracts.registry import (
     ACCESS_COMMUNITY,
     ArrivalRegistered,
     ArrivalVerified,
+    CallRecorded,
     CompoundRegistered,
     HouseholdRegistered,
     IdentityGranted,
@@ -40,6 +55,9 @@ from shared.contracts.registry import (
     ResidentMovedOut,
     ResidentRegistered,
     RetentionApplied,
+    ResidentUpdated,
+    TipOffFollowedUp,
+    TipOffRecorded,
 )
 from shared.errors import Conflict, NotFound, Rejected
 from shared.privacy import mask_name
@@ -51,7 +69,9 @@ class Facts:
 
     register_household: compound, household · register_resident: household, resident ·
     register_arrival: resident, arrival · verify_arrival: arrival, resident (of the arrival) ·
-    move_out, erase_resident: resident · record_personal_data_view: nothing · register_compound: compound · grant_identity: grant (of the name),
+    move_out, erase_resident, update_resident: resident · record_call: resident, arrival (the one
+    named, else the resident's latest), call · record_tip_off: compound, household (when named),
+    tip_off · follow_up_tip_off: tip_off · record_personal_data_view: nothing · register_compound: compound · grant_identity: grant (of the name),
     key_holder · revoke_identity: grant · apply_retention: residents, open_cases.
     """
 
@@ -66,6 +86,8 @@ class Facts:
     residents: dict[str, Resident | None] | None = None
     #: apply_retention: those of them with a quarantine case not closed (the registry's copy).
     open_cases: frozenset[str] = frozenset()
+    call: Call | None = None
+    tip_off: TipOff | None = None
 
 
 def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
@@ -91,6 +113,14 @@ def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
             return _erase_resident(facts, cmd)
         case ApplyRetention():
             return _apply_retention(facts, cmd)
+        case UpdateResident():
+            return _update_resident(facts, cmd)
+        case RecordCall():
+            return _record_call(facts, cmd)
+        case RecordTipOff():
+            return _record_tip_off(facts, cmd)
+        case FollowUpTipOff():
+            return _follow_up_tip_off(facts, cmd)
         case RecordPersonalDataView():
             return [PersonalDataViewed(
                 community=cmd.community, viewer=cmd.viewer, subject=cmd.subject, subject_kind=cmd.subject_kind,
@@ -286,6 +316,91 @@ def _revoke_identity(facts: Facts, cmd: RevokeIdentity) -> list[RegistryEvent]:
         reason=cmd.reason.strip() if cmd.reason is not None else None,
         revoked_at=_at(cmd), revoked_by=cmd.actor,
     )]
+
+
+def _update_resident(facts: Facts, cmd: UpdateResident) -> list[RegistryEvent]:
+    resident = _present(facts, cmd.resident, "update their flags")
+    if set(cmd.vulnerabilities) == set(resident.vulnerabilities):
+        now = ", ".join(resident.vulnerabilities) or "none"
+        raise Rejected(f"resident {cmd.resident}'s vulnerabilities are already exactly these ({now}); "
+                       "nothing to update", reason="no_change")
+    return [ResidentUpdated(
+        community=resident.community, resident=resident.resident, household=resident.household,
+        compound=resident.compound, building=resident.building, vulnerabilities=list(cmd.vulnerabilities),
+        updated_at=_at(cmd), updated_by=cmd.actor,
+    )]
+
+
+def _record_call(facts: Facts, cmd: RecordCall) -> list[RegistryEvent]:
+    resident = _present(facts, cmd.resident, "call them as a returnee here")
+    arrival = facts.arrival
+    if arrival is None and cmd.arrival is not None:
+        raise NotFound(f"arrival {cmd.arrival} is not registered", field="arrival")
+    if arrival is None:
+        raise Rejected(f"resident {cmd.resident} has no arrival registered: screening calls are made to "
+                       "returnees; register the arrival first (register_arrival)", reason="not_a_returnee")
+    if arrival.resident != resident.resident:
+        raise Rejected(f"arrival {arrival.arrival} is not resident {cmd.resident}'s; name their own arrival "
+                       "or leave arrival out (their latest)", reason="arrival_of_another_resident")
+    call = created_id(cmd.call, "call")
+    if facts.call is not None:
+        raise Conflict(f"call id {call} is taken", field="call")
+    return [CallRecorded(
+        community=resident.community, call=call, resident=resident.resident, household=resident.household,
+        compound=resident.compound, building=resident.building, arrival=arrival.arrival, outcome=cmd.outcome,
+        called_at=_at(cmd), called_by=cmd.actor,
+    )]
+
+
+def _record_tip_off(facts: Facts, cmd: RecordTipOff) -> list[RegistryEvent]:
+    compound = facts.compound
+    if compound is None or (compound.community, compound.compound) != (cmd.community, cmd.compound):
+        raise NotFound(f"compound {cmd.compound} is not registered in {cmd.community}", field="compound")
+    if cmd.building is not None and cmd.building not in compound.buildings:
+        raise NotFound(f"building {cmd.building} is not in compound {cmd.compound} "
+                       f"(its buildings: {', '.join(compound.buildings)})", field="building")
+    building = cmd.building
+    if cmd.household is not None:
+        household = facts.household
+        if household is None or (household.community, household.compound) != (cmd.community, cmd.compound):
+            raise NotFound(f"household {cmd.household} is not registered in compound {cmd.compound}",
+                           field="household")
+        if building is not None and household.building != building:
+            raise Rejected(f"household {cmd.household} is in building {household.building}, not {building}; "
+                           "name its own building or leave building out", reason="household_elsewhere")
+        building = household.building
+    tip_off = created_id(cmd.tip_off, "tip_off")
+    if facts.tip_off is not None:
+        raise Conflict(f"tip_off id {tip_off} is taken", field="tip_off")
+    return [TipOffRecorded(
+        community=cmd.community, tip_off=tip_off, compound=cmd.compound, building=building,
+        household=cmd.household, kind=cmd.kind, recorded_at=_at(cmd), recorded_by=cmd.actor,
+    )]
+
+
+def _follow_up_tip_off(facts: Facts, cmd: FollowUpTipOff) -> list[RegistryEvent]:
+    tip_off = facts.tip_off
+    if tip_off is None:
+        raise NotFound(f"tip-off {cmd.tip_off} is not recorded", field="tip_off")
+    if tip_off.outcome is not None:
+        raise Rejected(f"tip-off {cmd.tip_off} was followed up already: {tip_off.outcome}; a tip-off is "
+                       "followed up once (record a new one if there is news)", reason="already_followed_up")
+    return [TipOffFollowedUp(
+        community=tip_off.community, tip_off=tip_off.tip_off, compound=tip_off.compound,
+        building=tip_off.building, household=tip_off.household, outcome=cmd.outcome,
+        followed_up_at=_at(cmd), followed_up_by=cmd.actor,
+    )]
+
+
+def _present(facts: Facts, resident: str, what: str) -> Resident:
+    """The resident, registered, not erased and not moved out."""
+    found = _resident(facts, resident)
+    if found.erased:
+        raise Rejected(f"resident {resident} is erased; nothing of them is kept to {what}", reason="erased")
+    if found.moved_out:
+        raise Rejected(f"resident {resident} has moved out; they no longer live here to {what}",
+                       reason="moved_out")
+    return found
 
 
 def _resident(facts: Facts, resident: str) -> Resident:

@@ -5,7 +5,9 @@ stream holds one aggregate:
 
     compound:<community>:<compound>  CompoundRegistered
     household:<household>            HouseholdRegistered
-    resident:<resident>              ResidentRegistered, ResidentMovedOut, ResidentErased
+    resident:<resident>              ResidentRegistered, ResidentUpdated, ResidentMovedOut, ResidentErased
+    call:<call>                      CallRecorded (one stream per call: calls never contend)
+    tip_off:<tip_off>                TipOffRecorded, TipOffFollowedUp
     read:<command id>                PersonalDataViewed (one stream per read: reads never contend)
     retention:<community>            RetentionApplied (what the retention scheduler shredded there)
     arrival:<arrival>                ArrivalRegistered, ArrivalVerified
@@ -21,20 +23,25 @@ from services.registry.commands import (
     ApplyRetention,
     Command,
     EraseResident,
+    FollowUpTipOff,
     GrantIdentity,
     MoveOut,
+    RecordCall,
+    RecordTipOff,
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
     RecordPersonalDataView,
     RegisterResident,
     RevokeIdentity,
+    UpdateResident,
     VerifyArrival,
 )
 from shared.contracts.registry import (
     ArrivalRegistered,
     ArrivalRegisteredV1,
     ArrivalVerified,
+    CallRecorded,
     CompoundRegistered,
     HouseholdRegistered,
     HouseholdRegisteredV1,
@@ -46,11 +53,15 @@ from shared.contracts.registry import (
     ResidentRegistered,
     ResidentRegisteredV1,
     RetentionApplied,
+    ResidentUpdated,
+    TipOffFollowedUp,
+    TipOffRecorded,
 )
 
 RegistryEvent = Union[
     CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified,
     IdentityGranted, IdentityRevoked, PersonalDataViewed, ResidentErased, RetentionApplied,
+    ResidentUpdated, CallRecorded, TipOffRecorded, TipOffFollowedUp,
 ]
 #: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
 OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1, ArrivalRegisteredV1]
@@ -148,7 +159,27 @@ class Retention:
     shredded: int = 0
 
 
-State = Union[Compound, Household, Resident, Arrival, Grant, Read, Retention]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """One screening call (a stream of its own)."""
+
+    community: str
+    call: str
+    resident: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TipOff:
+    community: str
+    tip_off: str
+    compound: str
+    building: str | None
+    household: str | None
+    #: What the follow-up found; None while the tip-off is open.
+    outcome: str | None = None
+
+
+State = Union[Compound, Household, Resident, Arrival, Grant, Read, Retention, Call, TipOff]
 
 
 def compound_stream(community: str, compound: str) -> str:
@@ -179,6 +210,14 @@ def retention_stream(community: str) -> str:
     return f"retention:{community}"
 
 
+def call_stream(call: str) -> str:
+    return f"call:{call}"
+
+
+def tip_off_stream(tip_off: str) -> str:
+    return f"tip_off:{tip_off}"
+
+
 def target_stream(cmd: Command) -> str:
     """The stream a command appends to (its created id is filled in already: see :func:`created_id`)."""
     match cmd:
@@ -192,8 +231,14 @@ def target_stream(cmd: Command) -> str:
             return arrival_stream(created_id(cmd.arrival, "arrival"))
         case VerifyArrival():
             return arrival_stream(cmd.arrival)
-        case MoveOut() | EraseResident():
+        case MoveOut() | EraseResident() | UpdateResident():
             return resident_stream(cmd.resident)
+        case RecordCall():
+            return call_stream(created_id(cmd.call, "call"))
+        case RecordTipOff():
+            return tip_off_stream(created_id(cmd.tip_off, "tip_off"))
+        case FollowUpTipOff():
+            return tip_off_stream(cmd.tip_off)
         case RecordPersonalDataView():
             return read_stream(cmd.command_id)
         case ApplyRetention():
@@ -260,6 +305,15 @@ def evolve(state: State | None, event: RegistryEvent | OldRegistryEvent) -> Stat
             return replace(_expect(state, Resident, event), erased=True)
         case PersonalDataViewed():
             return Read(community=event.community, viewer=event.viewer)
+        case ResidentUpdated():
+            return replace(_expect(state, Resident, event), vulnerabilities=tuple(event.vulnerabilities))
+        case CallRecorded():
+            return Call(community=event.community, call=event.call, resident=event.resident)
+        case TipOffRecorded():
+            return TipOff(community=event.community, tip_off=event.tip_off, compound=event.compound,
+                          building=event.building, household=event.household)
+        case TipOffFollowedUp():
+            return replace(_expect(state, TipOff, event), outcome=event.outcome)
         case RetentionApplied():
             shredded = state.shredded if isinstance(state, Retention) else 0
             return Retention(community=event.community, shredded=shredded + event.count)

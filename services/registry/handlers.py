@@ -52,8 +52,14 @@ def prefetch(cmd: commands.Command) -> list[str]:
             return [domain.household_stream(cmd.household), domain.resident_stream(cmd.resident)]
         case commands.RegisterArrival():
             return [domain.resident_stream(cmd.resident), domain.arrival_stream(cmd.arrival)]
-        case commands.MoveOut() | commands.EraseResident():
+        case commands.MoveOut() | commands.EraseResident() | commands.UpdateResident():
             return [domain.resident_stream(cmd.resident)]
+        case commands.RecordCall():
+            return [domain.resident_stream(cmd.resident), domain.call_stream(cmd.call)]
+        case commands.RecordTipOff():
+            return [domain.compound_stream(cmd.community, cmd.compound), domain.tip_off_stream(cmd.tip_off)]
+        case commands.FollowUpTipOff():
+            return [domain.tip_off_stream(cmd.tip_off)]
         case commands.VerifyArrival():
             return [domain.arrival_stream(cmd.arrival)]
         case commands.GrantIdentity() | commands.RevokeIdentity():
@@ -145,7 +151,8 @@ async def register_household(cmd: commands.RegisterHousehold, ctx: Context) -> N
     events = await _decide_and_append(ctx, cmd, facts)
     subject = household_subject(events[0].household)
     ctx.write(tables.INSERT_ADDRESS, events[0].household, cmd.community,
-              seal_json(_key(ctx, subject), subject, {"address": cmd.address.strip()}), cmd.occurred_at)
+              seal_json(_key(ctx, subject), subject, {"address": cmd.address.strip()}), cmd.occurred_at,
+              cmd.compound, cmd.building)
 
 
 async def register_resident(cmd: commands.RegisterResident, ctx: Context) -> None:
@@ -181,12 +188,16 @@ async def register_arrival(cmd: commands.RegisterArrival, ctx: Context) -> None:
     travel = {"origin": cmd.origin.strip(), "transport": cmd.transport, "visited": cmd.visited}
     ctx.write(tables.INSERT_TRAVEL, event.arrival, event.resident, event.community,
               seal_json(_key(ctx, event.resident), f"arrival:{event.arrival}", travel), cmd.occurred_at)
+    if event.requires_verification:  # on the committee's work list until verified
+        ctx.write(tables.INSERT_WAITING, event.arrival, event.community, event.resident, event.household,
+                  event.compound, event.building, event.arrived_on, event.city_class, event.registered_at)
 
 
 async def verify_arrival(cmd: commands.VerifyArrival, ctx: Context) -> None:
     arrival = await ctx.state(domain.arrival_stream(cmd.arrival))
     resident = await ctx.state(domain.resident_stream(arrival.resident)) if arrival else None
-    await _decide_and_append(ctx, cmd, decide.Facts(arrival=arrival, resident=resident))
+    [event] = await _decide_and_append(ctx, cmd, decide.Facts(arrival=arrival, resident=resident))
+    ctx.write(tables.VERIFIED, event.arrival, event.community, event.verified_at)
 
 
 async def move_out(cmd: commands.MoveOut, ctx: Context) -> None:
@@ -255,6 +266,41 @@ async def apply_retention(cmd: commands.ApplyRetention, ctx: Context) -> None:
     ctx.reply_with(events=[], shredded=len(events) - 1 if events else 0)
 
 
+async def update_resident(cmd: commands.UpdateResident, ctx: Context) -> None:
+    resident = await ctx.state(domain.resident_stream(cmd.resident))
+    await _decide_and_append(ctx, cmd, decide.Facts(resident=resident))
+
+
+async def record_call(cmd: commands.RecordCall, ctx: Context) -> None:
+    resident = await ctx.state(domain.resident_stream(cmd.resident))
+    arrival_id = cmd.arrival
+    if arrival_id is None and resident is not None:
+        arrival_id = await ctx.conn.fetchval(tables.LATEST_ARRIVAL, cmd.resident)
+    arrival = await ctx.state(domain.arrival_stream(arrival_id)) if arrival_id is not None else None
+    call = await ctx.state(domain.call_stream(cmd.call))
+    await _decide_and_append(ctx, cmd, decide.Facts(resident=resident, arrival=arrival, call=call))
+
+
+async def record_tip_off(cmd: commands.RecordTipOff, ctx: Context) -> None:
+    facts = decide.Facts(
+        compound=await ctx.state(domain.compound_stream(cmd.community, cmd.compound)),
+        household=await ctx.state(domain.household_stream(cmd.household)) if cmd.household else None,
+        tip_off=await ctx.state(domain.tip_off_stream(cmd.tip_off)),
+    )
+    [event] = await _decide_and_append(ctx, cmd, facts)
+    # what the neighbour said stays here, never in the event
+    ctx.write(tables.INSERT_TIP_OFF, event.tip_off, event.community, event.compound, event.building,
+              event.household, event.kind, cmd.note.strip() if cmd.note else None, event.recorded_at,
+              event.recorded_by)
+
+
+async def follow_up_tip_off(cmd: commands.FollowUpTipOff, ctx: Context) -> None:
+    tip_off = await ctx.state(domain.tip_off_stream(cmd.tip_off))
+    [event] = await _decide_and_append(ctx, cmd, decide.Facts(tip_off=tip_off))
+    ctx.write(tables.FOLLOWED_UP, event.tip_off, event.community, event.compound, event.outcome,
+              cmd.note.strip() if cmd.note else None, event.followed_up_at, event.followed_up_by)
+
+
 async def record_personal_data_view(cmd: commands.RecordPersonalDataView, ctx: Context) -> None:
     await _decide_and_append(ctx, cmd, decide.Facts())
 
@@ -271,4 +317,8 @@ HANDLERS: dict[str, Handler] = {
     "erase_resident": erase_resident,
     "record_personal_data_view": record_personal_data_view,
     "apply_retention": apply_retention,
+    "update_resident": update_resident,
+    "record_call": record_call,
+    "record_tip_off": record_tip_off,
+    "follow_up_tip_off": follow_up_tip_off,
 }

@@ -26,6 +26,14 @@ day, the city's class and whether a risk area was visited, not where: kept for t
 run, with how many it shredded (counts, never who). Whether a resident's quarantine cases are all
 closed comes from the registry's own copy of the quarantine's events (:mod:`services.registry.copies`).
 
+``registry.households.compound``/``building`` (issue 17): where a household is, for
+``registry.compound_households``; copied from its HouseholdRegistered on the first start after.
+``registry.verifications``: the arrivals that wait for door-to-door verification (one row per
+arrival that requires it, ``verified_at`` set by ArrivalVerified): the work list
+``registry.awaiting_verification``, built from the record on the first start after it came.
+``registry.tip_offs``: neighbours' tip-offs and their follow-up, with the words of each (``note``,
+``follow_up_note``), which never go on the bus.
+
 ``registry.identities``: one row per key ever granted (IdentityGranted, IdentityRevoked), so the
 revoked keys stay listed after their name is granted again: what NATS's revocation list is built
 from (``cordon.qry.registry.identities``).
@@ -131,6 +139,65 @@ DO $$ BEGIN
         ON CONFLICT (arrival) DO NOTHING;
     END IF;
 END $$;
+-- Where a household is (issue 17): added, and copied from the record's HouseholdRegistered (both
+-- schemas carry compound and building), once.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'registry'
+                   AND table_name = 'households' AND column_name = 'compound') THEN
+        ALTER TABLE registry.households ADD COLUMN compound text, ADD COLUMN building text;
+        UPDATE registry.households h SET compound = r.env->'data'->>'compound', building = r.env->'data'->>'building'
+        FROM (SELECT convert_from(envelope, 'UTF8')::jsonb AS env FROM registry.events
+              WHERE type = 'HouseholdRegistered') r
+        WHERE r.env->'data'->>'household' = h.household;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS households_compound ON registry.households (community, compound, household);
+-- The arrivals waiting for verification (issue 17); a registry of before fills it from its record.
+DO $$ BEGIN
+    IF to_regclass('registry.verifications') IS NULL THEN
+        -- (the registration's columns may be null for a moment: see INSERT_WAITING)
+        CREATE TABLE registry.verifications (
+            arrival       text PRIMARY KEY,
+            community     text NOT NULL,
+            resident      text,
+            household     text,
+            compound      text,
+            building      text,
+            arrived_on    date,
+            city_class    text,
+            registered_at timestamptz,
+            verified_at   timestamptz);
+        INSERT INTO registry.verifications
+        SELECT d->>'arrival', r.community, d->>'resident', d->>'household', d->>'compound', d->>'building',
+               (d->>'arrived_on')::date, d->>'city_class', (d->>'registered_at')::timestamptz, NULL
+        FROM (SELECT community, convert_from(envelope, 'UTF8')::jsonb->'data' AS d FROM registry.events
+              WHERE type = 'ArrivalRegistered') r
+        WHERE (d->>'requires_verification')::boolean;
+        UPDATE registry.verifications v SET verified_at = (r.d->>'verified_at')::timestamptz
+        FROM (SELECT convert_from(envelope, 'UTF8')::jsonb->'data' AS d FROM registry.events
+              WHERE type = 'ArrivalVerified') r
+        WHERE r.d->>'arrival' = v.arrival;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS verifications_waiting ON registry.verifications (community, registered_at, arrival)
+    WHERE verified_at IS NULL;
+-- (what the recording writes may be null for a moment: see INSERT_TIP_OFF)
+CREATE TABLE IF NOT EXISTS registry.tip_offs (
+    tip_off        text PRIMARY KEY,
+    community      text NOT NULL,
+    compound       text NOT NULL,
+    building       text,
+    household      text,
+    kind           text,
+    note           text,
+    recorded_at    timestamptz,
+    recorded_by    text,
+    outcome        text,
+    follow_up_note text,
+    followed_up_at timestamptz,
+    followed_up_by text
+);
+CREATE INDEX IF NOT EXISTS tip_offs_community ON registry.tip_offs (community, recorded_at);
 CREATE TABLE IF NOT EXISTS registry.identities (
     public_key     text PRIMARY KEY,
     identity       text NOT NULL,
@@ -153,10 +220,10 @@ INSERT_PII = (
     "INSERT INTO registry.residents (resident, household, community, personal, id_hash, registered_at) "
     "VALUES ($1, $2, $3, $4, $5, $6)"
 )
-#: A household's address, sealed with the household's key (``household_subject``).
+#: A household's address, sealed with the household's key (``household_subject``), and where it is.
 INSERT_ADDRESS = (
-    "INSERT INTO registry.households (household, community, sealed, registered_at) VALUES ($1, $2, $3, $4) "
-    "ON CONFLICT (household) DO NOTHING"
+    "INSERT INTO registry.households (household, community, sealed, registered_at, compound, building) "
+    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (household) DO NOTHING"
 )
 #: An arrival's travel history (origin, transport, visited), sealed with its resident's key.
 INSERT_TRAVEL = (
@@ -209,3 +276,76 @@ IDENTITIES = (
 
 #: Which of the given ID numbers' keyed hashes are registered already ($1: text[]).
 TAKEN_ID_HASHES = "SELECT id_hash FROM registry.residents WHERE id_hash = ANY($1)"
+
+# -- the committee's work lists (issue 17) ---------------------------------------------------
+
+# A batch runs each statement once for all its commands, in the order statements first appeared
+# (``Context.write``): an arrival registered and verified in one batch may see VERIFIED run before
+# INSERT_WAITING. So each is an upsert of its own columns, and the row is right in either order.
+INSERT_WAITING = (
+    "INSERT INTO registry.verifications (arrival, community, resident, household, compound, building, arrived_on, "
+    "city_class, registered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (arrival) DO UPDATE SET "
+    "resident = $3, household = $4, compound = $5, building = $6, arrived_on = $7, city_class = $8, "
+    "registered_at = $9"
+)
+VERIFIED = (
+    "INSERT INTO registry.verifications (arrival, community, verified_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT (arrival) DO UPDATE SET verified_at = $3"
+)
+#: The masked name of resident ``r``: its ResidentRegistered (version 1 of its stream).
+_DISPLAY_NAME = (
+    "(SELECT convert_from(e.envelope, 'UTF8')::jsonb->'data'->>'display_name' FROM registry.events e "
+    "WHERE e.stream_id = 'resident:' || {r}.resident AND e.version = 1) AS display_name"
+)
+#: A community's ($1) arrivals waiting, oldest first, after the arrival $2 ('' from the start), $3 at most.
+WAITING = (
+    "SELECT v.arrival, v.resident, " + _DISPLAY_NAME.format(r="v") + ", v.household, v.compound, v.building, "
+    "v.arrived_on, v.city_class, v.registered_at FROM registry.verifications v "
+    "WHERE v.community = $1 AND v.verified_at IS NULL AND ($2 = '' OR (v.registered_at, v.arrival) > "
+    "(SELECT w.registered_at, w.arrival FROM registry.verifications w WHERE w.arrival = $2)) "
+    "ORDER BY v.registered_at, v.arrival LIMIT $3"
+)
+WAITING_COUNT = "SELECT count(*) FROM registry.verifications WHERE community = $1 AND verified_at IS NULL"
+#: The resident's ($1) latest arrival: who a screening call is about when the command names none.
+LATEST_ARRIVAL = (
+    "SELECT arrival FROM registry.arrivals WHERE resident = $1 ORDER BY registered_at DESC, arrival DESC LIMIT 1"
+)
+HOUSEHOLD = "SELECT household, community, compound, building FROM registry.households WHERE household = $1"
+#: A household's ($1) residents: masked name, current vulnerabilities (the last event that set them).
+HOUSEHOLD_RESIDENTS = (
+    "SELECT r.resident, " + _DISPLAY_NAME.format(r="r") + ", ARRAY(SELECT jsonb_array_elements_text("
+    "(SELECT convert_from(e.envelope, 'UTF8')::jsonb->'data'->'vulnerabilities' FROM registry.events e "
+    "WHERE e.stream_id = 'resident:' || r.resident AND e.type IN ('ResidentRegistered', 'ResidentUpdated') "
+    "ORDER BY e.version DESC LIMIT 1))) AS vulnerabilities, r.moved_out_at IS NOT NULL AS moved_out, "
+    "r.erased_at IS NOT NULL AS erased, r.registered_at FROM registry.residents r WHERE r.household = $1 "
+    "ORDER BY r.registered_at, r.resident"
+)
+#: Whether a stream has an event (a compound registered: ``compound:<community>:<compound>``).
+STREAM_EXISTS = "SELECT EXISTS (SELECT 1 FROM registry.events WHERE stream_id = $1)"
+#: A compound's ($1, $2) households after $3, $4 at most, with how many live there now.
+COMPOUND_HOUSEHOLDS = (
+    "SELECT h.household, h.building, count(r.resident) FILTER (WHERE r.moved_out_at IS NULL AND "
+    "r.erased_at IS NULL) AS residents FROM registry.households h LEFT JOIN registry.residents r "
+    "ON r.household = h.household WHERE h.community = $1 AND h.compound = $2 AND h.household > $3 "
+    "GROUP BY h.household, h.building ORDER BY h.household LIMIT $4"
+)
+# Upserts of their own columns, for the reason of INSERT_WAITING (recorded and followed up in one batch).
+INSERT_TIP_OFF = (
+    "INSERT INTO registry.tip_offs (tip_off, community, compound, building, household, kind, note, recorded_at, "
+    "recorded_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tip_off) DO UPDATE SET "
+    "building = $4, household = $5, kind = $6, note = $7, recorded_at = $8, recorded_by = $9"
+)
+FOLLOWED_UP = (
+    "INSERT INTO registry.tip_offs (tip_off, community, compound, outcome, follow_up_note, followed_up_at, "
+    "followed_up_by) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tip_off) DO UPDATE SET outcome = $4, "
+    "follow_up_note = $5, followed_up_at = $6, followed_up_by = $7"
+)
+#: A community's ($1) tip-offs, open ($2 true), followed up ($2 false) or all (null): open first,
+#: then oldest first; $3 at most.
+TIP_OFFS = (
+    "SELECT tip_off, compound, building, household, kind, note, recorded_at, recorded_by, outcome, follow_up_note, "
+    "followed_up_at, followed_up_by FROM registry.tip_offs WHERE community = $1 "
+    "AND ($2::boolean IS NULL OR (outcome IS NULL) = $2) "
+    "ORDER BY outcome IS NOT NULL, recorded_at, tip_off LIMIT $3"
+)
+OPEN_TIP_OFFS = "SELECT count(*) FROM registry.tip_offs WHERE community = $1 AND outcome IS NULL"

@@ -28,6 +28,7 @@ COLUMNS = (
     "group_orders_open", "group_orders_delivered",
     "results_pending",
     "vehicles_checked", "vehicles_denied", "parcels_dropped", "parcels_collected", "parcels_waiting", *OUTINGS,
+    "calls", "calls_reached", "tip_offs_open", "tip_offs_followed_up",
 )
 _EARLIEST = date.min + timedelta(days=WINDOW_DAYS)
 
@@ -114,6 +115,8 @@ def nest(f: dict[str, int]) -> dict:
         "parcels": {"dropped_today": f["parcels_dropped"], "collected_today": f["parcels_collected"],
                     "waiting": f["parcels_waiting"]},
         "outings_today": {k[len("outings_"):]: f[k] for k in OUTINGS},
+        "calls_today": {"made": f["calls"], "reached": f["calls_reached"]},
+        "tip_offs": {"open": f["tip_offs_open"], "followed_up_today": f["tip_offs_followed_up"]},
     }
 
 

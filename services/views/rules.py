@@ -63,11 +63,14 @@ from shared.contracts.quarantine import (
 from shared.contracts.registry import (
     ArrivalRegistered,
     ArrivalVerified,
+    CallRecorded,
     HouseholdRegistered,
     IdentityGranted,
     IdentityRevoked,
     ResidentMovedOut,
     ResidentRegistered,
+    TipOffFollowedUp,
+    TipOffRecorded,
 )
 from shared.envelope import Event
 
@@ -101,6 +104,7 @@ LEVELS = (
     "group_orders_open",
     "results_pending",
     "parcels_waiting",
+    "tip_offs_open",
 )
 #: Residents let out, by where they said they were going (issue 17).
 OUTINGS = tuple(f"outings_{d}" for d in get_args(Destination))
@@ -109,6 +113,7 @@ FLOWS = (
     "passages_in", "passages_out", "passages_denied", "fevers", "checkins_missed",
     "positive_results", "deliveries", "group_orders_delivered",
     "vehicles_checked", "vehicles_denied", "parcels_dropped", "parcels_collected", *OUTINGS,
+    "calls", "calls_reached", "tip_offs_followed_up",
 )
 #: Counted over the 14 days ending on the board's day (by the day of arrival).
 WINDOWS = ("arrivals",)
@@ -151,9 +156,16 @@ def _delivery_failed(e: DeliveryFailed, community: str, day: date) -> tuple[Op, 
 
 def _hours(e: VolunteerHoursRecorded, community: str, day: date) -> tuple[Op, ...]:
     return (Delta(VOLUNTEER + (e.team or NO_TEAM), e.on, round(e.hours * 60)),)
+
+
 def _passage_allowed(e: PassageAllowed, community: str, day: date) -> tuple[Op, ...]:
     way = Delta("passages_in" if e.direction == "in" else "passages_out", day)
     return (way, Delta(f"outings_{e.destination}", day)) if e.destination is not None else (way,)
+
+
+def _call(e: CallRecorded, community: str, day: date) -> tuple[Op, ...]:
+    made = Delta("calls", day)
+    return (made, Delta("calls_reached", day)) if e.outcome.startswith("reached_") else (made,)
 
 
 #: One rule per event type (a dict lookup: the projector applies a million events a minute).
@@ -198,6 +210,9 @@ RULES = {
     VehicleDenied: lambda e, c, d: (Delta("vehicles_checked", d), Delta("vehicles_denied", d)),
     ParcelDropped: lambda e, c, d: (Delta("parcels_dropped", d), Put("parcel", e.parcel, "parcels_waiting")),
     ParcelCollected: lambda e, c, d: (Delta("parcels_collected", d), Drop("parcel", e.parcel)),
+    CallRecorded: _call,
+    TipOffRecorded: lambda e, c, d: (Put("tip_off", e.tip_off, "tip_offs_open"),),
+    TipOffFollowedUp: lambda e, c, d: (Drop("tip_off", e.tip_off), Delta("tip_offs_followed_up", d)),
 }
 
 

@@ -41,6 +41,8 @@ FIGURES = {
     "vehicles_today": ("今日车辆", "vehicles today"),
     "parcels": ("快递外卖待取", "parcels waiting at the gates"),
     "outings_today": ("今日外出去向", "outings by destination today"),
+    "calls_today": ("今日电话排查", "screening calls today"),
+    "tip_offs": ("待核查举报", "tip-offs open"),
 }
 #: The street report's rows (``rollup`` columns) in Chinese; the English is the demo's.
 REPORT = {
@@ -56,6 +58,8 @@ REPORT = {
     "parcels_collected": "快递外卖领取", "parcels_waiting": "快递外卖待取", "outings_work": "外出上班",
     "outings_shopping": "外出购物", "outings_medical": "外出就医", "outings_family": "外出探亲",
     "outings_other": "外出其他",
+    "daily_supply_households": "每日供应户",
+    "calls": "电话排查", "calls_reached": "电话接通", "tip_offs_open": "待核查举报", "tip_offs_followed_up": "举报已核查",
 }
 REASONS = {
     "gate_closed": "大门关闭", "compound_sealed": "小区封控", "building_sealed": "楼栋封控",
@@ -185,6 +189,12 @@ def _value(key: str, b: dict) -> tuple[str, str]:
     if key == "outings_today":
         o = b["outings_today"]
         return num(sum(o.values())), " · ".join(f"{esc(k)} <b>{num(n)}</b>" for k, n in o.items())
+    if key == "calls_today":
+        c = b["calls_today"]
+        return num(c["made"]), _parts(("接通", "reached", c["reached"]))
+    if key == "tip_offs":
+        t = b["tip_offs"]
+        return num(t["open"]), _parts(("今日已核查", "followed up today", t["followed_up_today"]))
     if key == "stock":  # items do not add up: each is its own figure
         items = " · ".join(f"{esc(item)} <b>{num(n)}</b>" for item, n in b["stock"].items())
         return "", items or esc("none")

@@ -131,6 +131,10 @@ REGISTRY: dict[str, Describe] = {
     "IdentityGranted": lambda d: f"identity granted: {d['role']} of {d['scope']}"
                                  + _also(d.get("compound"), " at ") + _also(" ".join(d.get("grants") or ()), "; "),
     "IdentityRevoked": lambda d: "identity revoked" + _also(d.get("reason"), ": "),
+    "ResidentUpdated": lambda d: "vulnerabilities now " + (", ".join(d.get("vulnerabilities") or ()) or "none"),
+    "CallRecorded": lambda d: f"screening call about arrival {short(d['arrival'])}: {d['outcome']}",
+    "TipOffRecorded": lambda d: f"tip-off: {d['kind']} at {_where(d)}",
+    "TipOffFollowedUp": lambda d: f"tip-off followed up at {_where(d)}: {d['outcome']}",
 }
 
 CHECKPOINT: dict[str, Describe] = {

@@ -24,7 +24,7 @@ from shared.envelope import Envelope
 from shared.contracts.checkpoint import ParcelKind
 from shared.contracts.logistics import HoursKind, ItemLine, OrderLine, PriorityReason, RequestKind, UnitKind
 from shared.contracts.quarantine import CaseKind, CaseReason
-from shared.contracts.registry import Vulnerability
+from shared.contracts.registry import CityClass, TipOffKind, TipOffOutcome, Vulnerability
 
 MAX_TIMELINE = 5000
 MAX_AUDIT = 10000
@@ -32,6 +32,8 @@ MAX_CASES = 5000
 MAX_REQUESTS = 1000
 MAX_NAMES = 100
 MAX_PARCELS = 1000
+#: The longest page of a registry work list (arrivals waiting, a compound's households, tip-offs).
+MAX_WORK = 1000
 #: The longest a board or report waits for the views to reach ``at_least`` before answering anyway.
 AT_LEAST_WAIT_S = 2.0
 
@@ -132,6 +134,14 @@ class OutingsToday(Row):
     medical: Count
     family: Count
     other: Count
+class CallsToday(Row):
+    made: Annotated[int, _meta("screening calls to returnees made today", ge=0)]
+    reached: Annotated[int, _meta("of them, the returnee answered (at home or elsewhere)", ge=0)]
+
+
+class TipOffs(Row):
+    open: Annotated[int, _meta("tip-offs from neighbours not yet followed up", ge=0)]
+    followed_up_today: Annotated[int, _meta("tip-offs followed up today", ge=0)]
 
 
 class Board(Reply):
@@ -162,6 +172,8 @@ class Board(Reply):
     vehicles_today: VehiclesToday
     parcels: ParcelsAtTheGates
     outings_today: OutingsToday
+    calls_today: CallsToday
+    tip_offs: TipOffs
     figures: Annotated[dict[str, int], _meta(
         "the same figures flat, as the report's columns (residents, households, arrivals_14d, ..., "
         "stock.<item>)")]
@@ -343,6 +355,103 @@ class NamesReply(Reply):
     community: Community
     residents: Annotated[list[MaskedName], _meta("those of the community asked, oldest registration first; "
                                                  "an id of another community or none is left out")]
+
+
+# -- registry: the committee's work lists (issue 17) -------------------------------------------------
+
+
+class AwaitingVerificationQuery(Request):
+    community: Community
+    limit: Annotated[int, _meta("arrivals per page", ge=1, le=MAX_WORK)] = 200
+    after: Annotated[str, _meta("the next of the previous page: arrivals waiting longer come before it")] = ""
+
+
+class WaitingArrival(Row):
+    arrival: str
+    resident: str
+    display_name: Annotated[str | None, _meta("masked (王*伟)")]
+    household: str
+    compound: str
+    building: str
+    arrived_on: date
+    city_class: CityClass
+    registered_at: datetime
+    waited_hours: Annotated[float, _meta("hours since registered_at by the registry's clock, one decimal", ge=0)]
+
+
+class AwaitingVerificationReply(Reply):
+    community: Community
+    as_of: Annotated[datetime, _meta("the registry's time the waits are counted to")]
+    count: Annotated[int, _meta("every arrival of the community waiting, not only this page", ge=0)]
+    arrivals: Annotated[list[WaitingArrival], _meta("oldest registration first")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
+class HouseholdQuery(Request):
+    household: Annotated[str, _meta("the household's id")]
+
+
+class HouseholdResident(Row):
+    resident: str
+    display_name: Annotated[str | None, _meta("masked (王*伟)")]
+    vulnerabilities: Annotated[list[Vulnerability], _meta("as registered or last updated (update_resident)")]
+    moved_out: bool
+    erased: Annotated[bool, _meta("the resident's data key is deleted")]
+
+
+class HouseholdReply(Reply):
+    household: str
+    community: Community
+    compound: str
+    building: str
+    residents: Annotated[list[HouseholdResident], _meta("oldest registration first, moved out included")]
+
+
+class CompoundHouseholdsQuery(Request):
+    community: Community
+    compound: Annotated[str, _meta("the compound's id in the community")]
+    limit: Annotated[int, _meta("households per page", ge=1, le=MAX_WORK)] = 200
+    after: Annotated[str, _meta("the next of the previous page: households after this id")] = ""
+
+
+class CompoundHousehold(Row):
+    household: str
+    building: str
+    residents: Annotated[int, _meta("living there now (not moved out, not erased)", ge=0)]
+
+
+class CompoundHouseholdsReply(Reply):
+    community: Community
+    compound: str
+    households: Annotated[list[CompoundHousehold], _meta("in household id order")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
+class TipOffsQuery(Request):
+    community: Community
+    open: Annotated[bool | None, _meta("true: open only; false: followed up only; default both, open first")] = None
+    limit: Annotated[int, _meta("at most this many", ge=1, le=MAX_WORK)] = 200
+
+
+class TipOffRow(Row):
+    tip_off: str
+    compound: str
+    building: str | None
+    household: str | None
+    kind: TipOffKind
+    note: Annotated[str | None, _meta("what was reported, as staff wrote it: to the community's own staff only")]
+    recorded_at: datetime
+    recorded_by: str
+    outcome: Annotated[TipOffOutcome | None, _meta("null while open")]
+    follow_up_note: Annotated[str | None, _meta("to the community's own staff only")]
+    followed_up_at: datetime | None
+    followed_up_by: str | None
+
+
+class TipOffsReply(Reply):
+    community: Community
+    open: Annotated[int, _meta("open tip-offs of the community, all of them", ge=0)]
+    tip_offs: Annotated[list[TipOffRow], _meta("open first, then oldest first")]
 
 
 # -- checkpoint -----------------------------------------------------------------------------------
@@ -765,6 +874,15 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     Query("registry.names", "registry", NamesQuery, NamesReply,
           "the masked names (王*伟) of residents and households' residents of a community, for boards "
           "and lists: nothing personal, no read recorded"),
+    Query("registry.awaiting_verification", "registry", AwaitingVerificationQuery, AwaitingVerificationReply,
+          "a committee's arrivals waiting for door-to-door verification, oldest first, with how long each "
+          "has waited"),
+    Query("registry.household", "registry", HouseholdQuery, HouseholdReply,
+          "a household and its residents: masked names, vulnerabilities, moved out or not"),
+    Query("registry.compound_households", "registry", CompoundHouseholdsQuery, CompoundHouseholdsReply,
+          "a compound's households, a page at a time, with how many live in each"),
+    Query("registry.tip_offs", "registry", TipOffsQuery, TipOffsReply,
+          "a committee's tip-offs from neighbours, open first, with their follow-up"),
     Query("checkpoint.shifts", "checkpoint", ShiftsQuery, ShiftsReply,
           "volunteer person-times, people, hours and open shifts at the gates, per day"),
     Query("checkpoint.visitor_contact", "checkpoint", VisitorContactQuery, VisitorContactReply,

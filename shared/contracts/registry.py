@@ -21,6 +21,14 @@ SERVICE = "registry"
 Vulnerability = Literal["elderly_alone", "limited_mobility", "chronic_illness", "medical_device"]
 CityClass = Literal["A", "B"]
 Outcome = Literal["cleared", "home_quarantine", "centralized_quarantine", "returned_home"]
+#: What a screening call to a returnee found (电话排查): at home as they should be, reached but
+#: not at home, no answer, a number that is not theirs, or they would not answer the questions.
+CallOutcome = Literal["reached_at_home", "reached_elsewhere", "no_answer", "wrong_number", "refused"]
+#: What a neighbour reported: someone back who did not register, someone not staying at home,
+#: people gathering, anything else.
+TipOffKind = Literal["unregistered_arrival", "not_staying_home", "gathering", "other"]
+#: What following a tip-off up found: it was so, it was not, or it was handed on (police, street).
+TipOffOutcome = Literal["confirmed", "unfounded", "referred"]
 
 
 class Transport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -276,3 +284,64 @@ class RetentionApplied(Event, frozen=True, kw_only=True):
     count: int
     applied_at: datetime
     applied_by: str
+
+
+# -- the committee's working day (issue 17): vulnerabilities updated, screening calls, tip-offs ---
+
+
+@event_type(SERVICE)
+class ResidentUpdated(Event, frozen=True, kw_only=True):
+    """A resident's vulnerability flags changed (``update_resident``): ``vulnerabilities`` is the
+    full new list, which every service's directory takes in place of the old one."""
+
+    resident: str
+    household: str
+    compound: str
+    building: str
+    vulnerabilities: list[Vulnerability] = []
+    updated_at: datetime
+    updated_by: str
+
+
+@event_type(SERVICE)
+class CallRecorded(Event, frozen=True, kw_only=True):
+    """A screening call to a returnee was made (电话排查), with what it found. No free text: what
+    was said stays with the caller."""
+
+    call: str
+    resident: str
+    household: str
+    compound: str
+    building: str
+    #: The arrival the call screens (the resident's latest, when the command named none).
+    arrival: str
+    outcome: CallOutcome
+    called_at: datetime
+    called_by: str
+
+
+@event_type(SERVICE)
+class TipOffRecorded(Event, frozen=True, kw_only=True):
+    """A neighbour's tip-off, recorded for follow-up. Where (compound, building, household) and
+    what kind; the words of the tip-off, and who gave it, stay in ``registry.tip_offs``."""
+
+    tip_off: str
+    compound: str
+    building: str | None = None
+    household: str | None = None
+    kind: TipOffKind
+    recorded_at: datetime
+    recorded_by: str
+
+
+@event_type(SERVICE)
+class TipOffFollowedUp(Event, frozen=True, kw_only=True):
+    """Staff followed a tip-off up, once: what they found (a note stays in ``registry.tip_offs``)."""
+
+    tip_off: str
+    compound: str
+    building: str | None = None
+    household: str | None = None
+    outcome: TipOffOutcome
+    followed_up_at: datetime
+    followed_up_by: str

@@ -88,7 +88,7 @@ async def test_a_record_of_a_schema_1_arrival_decodes_projects_and_stays_audited
         who = await resident(reg, home)
         await nc.close()
     where = dict(household=home, compound="nangong-1", building="b1")
-    await db.execute("DROP TABLE registry.arrivals")
+    await db.execute("DROP TABLE registry.arrivals; DROP TABLE registry.verifications")  # (issue 17's: none then)
     await _record_schema_1(db, who, where, today - timedelta(days=2))
 
     async with running(registry_spec(), nats_url, pg_dsn), running(views_spec(), nats_url, pg_dsn), \
@@ -102,6 +102,9 @@ async def test_a_record_of_a_schema_1_arrival_decodes_projects_and_stays_audited
         old = await _travel(pg_dsn, OLD)
         assert (old["resident"], old["origin"], old["transport"]["number"]) == (who, "武汉", "G1722")
         assert [v["place"] for v in old["visited"]] == ["汉口"]
+        # and the committee's list of arrivals waiting for verification is built from the record
+        waiting = await query(nc, "registry.awaiting_verification", community=COMMUNITY)
+        assert [(a["arrival"], a["resident"], a["city_class"]) for a in waiting["arrivals"]] == [(OLD, who, "A")]
         # and it decides on the old arrival: verified at the door
         verified = await reg.ok("verify_arrival", arrival=OLD, outcome="home_quarantine", documents_checked=True)
         assert [(e["type"], e["stream_version"]) for e in verified["events"]] == [("ArrivalVerified", 2)]
@@ -112,6 +115,8 @@ async def test_a_record_of_a_schema_1_arrival_decodes_projects_and_stays_audited
         assert (new["schema"], new["data"]["city_class"], new["data"]["requires_verification"]) == (2, "B", True)
         assert not {"origin", "transport", "visited"} & set(new["data"])
         assert (await _travel(pg_dsn, new["data"]["arrival"]))["origin"] == "上海虹桥"
+        waiting = await query(nc, "registry.awaiting_verification", community=COMMUNITY)
+        assert [a["arrival"] for a in waiting["arrivals"]] == [new["data"]["arrival"]]  # the old one verified
 
         # then the board counts the old arrival and the new one alike: both arrived within 14 days,
         # the old one verified, the new one waiting

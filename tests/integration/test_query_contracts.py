@@ -46,6 +46,7 @@ SERVICES = (registry_spec, checkpoint_spec, quarantine_spec, logistics_spec, vie
 class Committee:
     nc: Any
     resident: str
+    household: str
     #: a visitor's passage
     passage: str
 
@@ -69,12 +70,12 @@ async def committee(pg_server, tmp_path_factory):
         stack.push_async_callback(nc.close)
         db = await asyncpg.connect(dsn)
         stack.push_async_callback(db.close)
-        resident, passage = await _record(As(nc, None), db)
+        resident, passage, household = await _record(As(nc, None), db)
         await _caught_up(nc, db)
-        yield Committee(nc, resident, passage)
+        yield Committee(nc, resident, household, passage)
 
 
-async def _record(operator: As, db) -> tuple[str, str]:
+async def _record(operator: As, db) -> tuple[str, str, str]:
     place = dict(community=NANGONG, compound="nangong-1")
     await operator.ok("registry", "register_compound", **place, name="南宫小区", buildings=["b1"], gates=["g1"])
     reply = await operator.ok("registry", "register_household", **place, building="b1", address="b1 room 1")
@@ -124,7 +125,12 @@ async def _record(operator: As, db) -> tuple[str, str]:
     # issue 17: groceries at the drop point for the household in home quarantine (carried to the door)
     await operator.ok("checkpoint", "drop_parcel", **place, gate="g1", household=household, kind="groceries",
                       occurred_at=at(1, "11:00").isoformat())
-    return resident, visit["passage"]
+    # an arrival waiting for verification, a neighbour's tip-off (issue 17's work lists)
+    await operator.ok("registry", "register_arrival", resident=resident, origin="Wuhan", arrived_on=str(day(1)),
+                      transport={"kind": "train"}, visited=[], city_class="A", risk_area_visited=True)
+    await operator.ok("registry", "record_tip_off", community=NANGONG, compound="nangong-1", household=household,
+                      kind="not_staying_home", note="seen going out every afternoon")
+    return resident, visit["passage"], household
 
 
 async def _caught_up(nc, db) -> None:
@@ -170,6 +176,17 @@ CASES = {
     "registry.names": Case("registry.names",
                            lambda c: q.NamesQuery(community=NANGONG, residents=c.resident),
                            lambda r: [n.display_name for n in r.residents] == ["王*伟"]),
+    "registry.awaiting_verification": Case(
+        "registry.awaiting_verification", lambda c: q.AwaitingVerificationQuery(community=NANGONG),
+        lambda r: r.count == 1 and r.arrivals[0].display_name == "王*伟" and r.next is None),
+    "registry.household": Case("registry.household", lambda c: q.HouseholdQuery(household=c.household),
+                               lambda r: [x.vulnerabilities for x in r.residents] == [["elderly_alone"]]),
+    "registry.compound_households": Case(
+        "registry.compound_households", lambda c: q.CompoundHouseholdsQuery(community=NANGONG, compound="nangong-1"),
+        lambda r: [(h.household, h.residents) for h in r.households] == [(r.households[0].household, 1)]),
+    "registry.tip_offs": Case("registry.tip_offs", lambda c: q.TipOffsQuery(community=NANGONG),
+                              lambda r: r.open == 1 and r.tip_offs[0].note,
+                              Identity(name="li-wei", role="staff", scope=NANGONG)),
     "checkpoint.shifts": Case("checkpoint.shifts", lambda c: q.ShiftsQuery(community=NANGONG, on=day(1)),
                               lambda r: r.days and r.person_times == 2 and r.open_shifts == 1),
     "checkpoint.visitor_contact": Case(

@@ -95,6 +95,8 @@ async def world(pg_server, tmp_path_factory):
             homes = [await household(registry, building=b) for b in ("b1", "b1", "b2")]
             people = [await resident(registry, h) for h in homes for _ in range(2)]
             await registry.ok("move_out", resident=people[-1])
+            # a visit finds the first resident living alone: every directory takes the new flags
+            await registry.ok("update_resident", resident=people[0], vulnerabilities=["elderly_alone"])
             await eventually(lambda: _known(dsn, people), what="quarantine's directory knows everyone")
             for person, case, days in ((people[0], "case-1", 13), (people[2], "case-2", 2)):
                 await cases.ok("open_case", community=COMMUNITY, resident=person, kind="home", reason="arrival",
@@ -167,8 +169,8 @@ async def test_a_quiet_cordon_agrees_with_a_replay_of_every_effect(world):
         assert summaries[f"copy {consumer}"].endswith(f" replayed, {tables} table{'s' * (tables > 1)} agree"), out
     # 2 opened, 1 released, 1 seal, 1 sample awaiting its result
     assert "copy checkpoint-quarantine: 5 events replayed" in out
-    # two compounds, 4 households, 7 residents, 2 moves
-    assert "copy checkpoint-directory: 15 events replayed" in out
+    # two compounds, 4 households, 7 residents, 2 moves, 1 update of a resident's flags
+    assert "copy checkpoint-directory: 16 events replayed" in out
     assert "views: " in out and "6 tables agree" in out and out.endswith("0 differences\n"), out
     assert await leftovers(world.dsn) == []
 
@@ -189,6 +191,11 @@ def corruptions(w: World, generation: int) -> dict[str, Corruption]:
             f"UPDATE checkpoint.dir_residents SET moved_out = NOT moved_out WHERE resident = '{w.moved_out}'",
             f"copy checkpoint-directory: checkpoint.dir_residents resident={w.moved_out}: moved_out false here, "
             "true in the replay"),
+        "a directory resident's update lost": Corruption(
+            f"UPDATE logistics.dir_residents SET vulnerabilities = '{{}}' WHERE resident = '{w.residents[0]}'",
+            f"UPDATE logistics.dir_residents SET vulnerabilities = '{{elderly_alone}}' "
+            f"WHERE resident = '{w.residents[0]}'",
+            f"copy logistics-directory: logistics.dir_residents resident={w.residents[0]}: vulnerabilities"),
         "a quarantine case lost from checkpoint's copy": Corruption(
             "CREATE TABLE public.kept AS SELECT * FROM checkpoint.q_cases WHERE case_id = 'case-2'; "
             "DELETE FROM checkpoint.q_cases WHERE case_id = 'case-2'",
@@ -211,6 +218,7 @@ def corruptions(w: World, generation: int) -> dict[str, Corruption]:
 
 
 @pytest.mark.parametrize("kind", ["a directory resident's moved_out flipped",
+                                  "a directory resident's update lost",
                                   "a quarantine case lost from checkpoint's copy",
                                   "a sealed area that was never sealed",
                                   "a view figure off by one",
@@ -257,7 +265,7 @@ async def test_an_event_the_consumer_parked_is_not_expected_in_its_copy(world):
         # Then the replay leaves it out too: no difference
         code, out = await reconciled(world.config, services=("checkpoint",))
         assert code == 0, out
-        assert "copy checkpoint-directory: 14 events replayed, 3 tables agree" in out
+        assert "copy checkpoint-directory: 15 events replayed, 3 tables agree" in out
     finally:
         await parked(False)
         await conn.close()

@@ -105,6 +105,13 @@ async def test_a_record_of_schema_1_registry_events_decodes_projects_and_stays_a
         assert (old["name"], old["birth_year"], old["address"]) == ("王小伟", 1941, ADDRESS)
         assert await db.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'registry' "
                                  "AND table_name = 'residents' AND column_name IN ('name', 'birth_year')") == 0
+        # and where each old household is, from its event: the compound's households and the
+        # household's residents answer for them (issue 17)
+        listed = await As(nc, LI_WEI).query("registry.compound_households", community=COMMUNITY, compound="nangong-1")
+        assert listed["households"] == [{"household": OLD_HOUSEHOLD, "building": "b1", "residents": 1}]
+        old_home = await As(nc, LI_WEI).query("registry.household", household=OLD_HOUSEHOLD)
+        assert [(r["resident"], r["vulnerabilities"]) for r in old_home["residents"]] == [
+            (OLD_RESIDENT, ["elderly_alone"])]
 
         # when the registry decides on them: a resident joins the old household, the old one moves out
         joined = await reg.ok("register_resident", household=OLD_HOUSEHOLD, name="王小丽", id_number=prc_id(4242),

@@ -44,6 +44,19 @@ def test_arrivals_count_by_arrival_day_and_wait_for_verification():
     assert (f["arrivals_14d"], f["arrivals_pending"], f["quarantine_home"]) == (2, 1, 0)
 
 
+def test_calls_count_those_reached_and_tip_offs_stay_open_until_followed_up():
+    book = registered()
+    for outcome in ("reached_at_home", "reached_elsewhere", "no_answer"):
+        book.called(NG, outcome)
+    book.tipped(NG, "t1")
+    book.tipped(NG, "t2")
+    book.tipped(XJ, "t3")
+    book.followed_up(NG, "t1")
+    f = book.figures(NG, DAY)
+    assert (f["calls"], f["calls_reached"], f["tip_offs_open"], f["tip_offs_followed_up"]) == (3, 2, 1, 1)
+    assert book.figures(XJ, DAY)["tip_offs_open"] == 1
+
+
 def test_home_quarantine_confines_the_household_with_one_food_request_a_day():
     book = registered()
     book.arrival(NG, "a1", DAY, True)

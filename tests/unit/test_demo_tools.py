@@ -162,6 +162,7 @@ BOARD = {
     "households_on_daily_supply": 175, "screening_results_pending": 0, "stock": {"masks": 870, "vegetable-pack": 20},
     "group_orders_open": 1, "group_orders_delivered_today": 2,
     "volunteer_hours_today": {"nangong-cadres": 152.0, "nangong-party-branch": 160.25},
+    "calls_today": {"made": 12, "reached": 9}, "tip_offs": {"open": 2, "followed_up_today": 1},
 }
 
 
@@ -169,6 +170,7 @@ def test_the_board_reads_as_staff_read_it():
     text = tables.board(BOARD, "南宫居民区")
     assert "the committee's board for 2020-02-17" in text
     assert "home 168 · centralized 2 · monitoring 4 · hospital 1" in text
+    assert "reached 9" in text and "followed up today 1" in text
     assert "in 4,304 · out 4,304 · denied 50" in text and "masks 870 · vegetable-pack 20" in text
     assert "delivered to a gate today 2" in text and "nangong-cadres 152 · nangong-party-branch 160.25" in text
 

@@ -116,6 +116,13 @@ def test_the_board_groups_the_figures_as_committees_read_them():
     assert shown["stock"] == {"masks": 5}
 
 
+def test_calls_and_tip_offs_show_today_and_what_is_still_open():
+    shown = board.nest(board.flat({"calls": (5, 40, 20), "calls_reached": (3, 30, 15),
+                                   "tip_offs_open": (1, 2, 2), "tip_offs_followed_up": (1, 6, 6)}))
+    assert shown["calls_today"] == {"made": 5, "reached": 3}
+    assert shown["tip_offs"] == {"open": 2, "followed_up_today": 1}
+
+
 def test_adding_boards_adds_every_figure_and_every_stock_item():
     a = board.flat({"residents": (0, 2, 0), "stock.masks": (0, 5, 0)})
     b = board.flat({"residents": (0, 3, 0), "stock.heater": (0, 1, 0)})

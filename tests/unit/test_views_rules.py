@@ -330,3 +330,22 @@ def test_a_change_across_days_is_recorded_on_each_day():
 def test_member_keys_are_the_things_put_and_dropped_not_the_deltas():
     batch = [(C, DAY, (Delta("fevers", DAY), Put("pass", "p1", "passes_active"))), (C, DAY, (Drop("case", "k1"),))]
     assert fold.member_keys(batch) == {("pass", "p1"), ("case", "k1")}
+
+
+def test_screening_calls_count_today_and_those_that_reached_the_returnee():
+    calls = [ev(rg.CallRecorded, call=f"c{i}", arrival="a1", outcome=outcome)
+             for i, outcome in enumerate(("reached_at_home", "reached_elsewhere", "no_answer", "wrong_number"))]
+    assert figures(*calls) == {(C, "calls", DAY): 4, (C, "calls_reached", DAY): 2}
+
+
+def test_a_tip_off_is_open_until_followed_up_and_counts_as_followed_up_that_day():
+    recorded = ev(rg.TipOffRecorded, tip_off="t1", kind="gathering")
+    followed = ev(rg.TipOffFollowedUp, tip_off="t1", outcome="confirmed")
+    assert figures(recorded) == {(C, "tip_offs_open", DAY): 1}
+    assert figures(recorded, followed) == {(C, "tip_offs_followed_up", DAY): 1}
+    # a second follow-up (the registry refuses it) would take nothing back twice
+    assert figures(recorded, followed, followed) == {(C, "tip_offs_followed_up", DAY): 2}
+
+
+def test_an_update_of_a_residents_flags_changes_no_figure():
+    assert figures(ev(rg.ResidentUpdated, vulnerabilities=["elderly_alone"])) == {}

@@ -91,6 +91,14 @@ REGISTRY = [
      f"identity granted: gate of {C} at nangong-1"),
     (rg.IdentityRevoked, dict(identity="li-wei", public_key="UABCDEF", reason="left the committee"), "li-wei",
      "identity revoked: left the committee"),
+    (rg.ResidentUpdated, dict(resident="r-1", household="h-101", compound="nangong-1", building="b1",
+                              vulnerabilities=[]), "r-1", "vulnerabilities now none"),
+    (rg.CallRecorded, dict(call="c-1", resident="r-1", household="h-101", compound="nangong-1", building="b1",
+                           arrival="a-1", outcome="no_answer"), "r-1", "screening call about arrival a-1: no_answer"),
+    (rg.TipOffRecorded, dict(tip_off="t-1", compound="nangong-1", building="b2", kind="gathering"), "nangong-1",
+     "tip-off: gathering at nangong-1/b2"),
+    (rg.TipOffFollowedUp, dict(tip_off="t-1", compound="nangong-1", household="h-101", outcome="unfounded"),
+     "h-101", "tip-off followed up at nangong-1: unfounded"),
 ]
 CHECKPOINT = [
     (cp.GateClosed, dict(compound="nangong-1", gate="g1"), "nangong-1", "gate g1 of nangong-1 closed"),
