@@ -68,6 +68,43 @@ class RegisterArrival(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fie
     arrival: str | None = None
 
 
+class RegisterPendingArrival(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An arrival from the city's list, known by ID number (``cordon import arrivals``): registered
+    for the resident who holds that ID number here, else recorded as a pending registration that
+    the committee completes at the door (``complete_registration``): people with no household here
+    (双无) are recordable, not refused."""
+
+    community: str
+    compound: str | None = None
+    building: str | None = None
+    #: Where the list says the person stays (free text: sealed, never on the bus).
+    address: str | None = None
+    name: str
+    id_number: str
+    phone: str | None = None
+    origin: str
+    arrived_on: date
+    transport: Transport
+    visited: list[Visit] = []
+    city_class: CityClass
+    risk_area_visited: bool
+    arrival: str | None = None
+
+
+class CompleteRegistration(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Complete a pending registration at the door: the person becomes a resident of ``household``
+    (registered already: ``register_household`` first for a new one) and their arrival is
+    registered. The name, ID number and phone come from the list; ``phone`` here replaces it."""
+
+    arrival: str
+    household: str
+    #: Default: from the ID card number (characters 7-10); required for another document.
+    birth_year: int | None = None
+    phone: str | None = None
+    vulnerabilities: list[Vulnerability] = []
+    resident: str | None = None
+
+
 class VerifyArrival(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
     arrival: str
     outcome: Outcome
@@ -130,7 +167,8 @@ class RevokeIdentity(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 Command = Union[RegisterCompound, RegisterHousehold, RegisterResident, RegisterArrival, VerifyArrival, MoveOut,
-                GrantIdentity, RevokeIdentity, EraseResident, RecordPersonalDataView, ApplyRetention]
+                GrantIdentity, RevokeIdentity, EraseResident, RecordPersonalDataView, ApplyRetention,
+                RegisterPendingArrival, CompleteRegistration]
 
 COMMANDS: dict[str, type] = {
     "register_compound": RegisterCompound,
@@ -144,10 +182,13 @@ COMMANDS: dict[str, type] = {
     "erase_resident": EraseResident,
     "record_personal_data_view": RecordPersonalDataView,
     "apply_retention": ApplyRetention,
+    "register_pending_arrival": RegisterPendingArrival,
+    "complete_registration": CompleteRegistration,
 }
 
 #: The id field a creating command may leave out; the runtime fills it (``shared.wire.complete``).
-CREATES: dict[type, str] = {RegisterHousehold: "household", RegisterResident: "resident", RegisterArrival: "arrival"}
+CREATES: dict[type, str] = {RegisterHousehold: "household", RegisterResident: "resident", RegisterArrival: "arrival",
+                             RegisterPendingArrival: "arrival", CompleteRegistration: "resident"}
 
 _CHOICES = {
     "city_class": get_args(CityClass),
@@ -224,6 +265,16 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             check_community(cmd.community)
             for resident in cmd.residents:
                 check_slug(resident, "residents")
+        case RegisterPendingArrival():
+            _pending_arrival(cmd, config)
+        case CompleteRegistration():
+            check_slug(cmd.arrival, "arrival")
+            check_slug(cmd.household, "household")
+            wire.optional_slug(cmd.resident, "resident")
+            wire.phone(cmd.phone)
+            if cmd.birth_year is not None:
+                _birth_year(cmd.birth_year, cmd.occurred_at)
+            wire.no_duplicates(cmd.vulnerabilities, "vulnerabilities")
         case _:
             assert_never(cmd)
     return cmd
@@ -240,6 +291,10 @@ def check_purpose(purpose: str, field: str = "purpose") -> str:
 
 def _arrival(cmd: RegisterArrival, config: Config) -> None:
     check_slug(cmd.resident, "resident")
+    _travel(cmd, config)
+
+
+def _travel(cmd: RegisterArrival | RegisterPendingArrival, config: Config) -> None:
     wire.optional_slug(cmd.arrival, "arrival")
     wire.text(cmd.origin, "origin")
     if cmd.transport.number is not None:
@@ -259,6 +314,27 @@ def _arrival(cmd: RegisterArrival, config: Config) -> None:
             raise Invalid(
                 f"visited[{i}]: from {visit.from_} is after to {visit.to}", field=f"visited[{i}].from"
             )
+
+
+def _pending_arrival(cmd: RegisterPendingArrival, config: Config) -> None:
+    _real_community(cmd.community)
+    if cmd.compound is not None:
+        check_slug(cmd.compound, "compound")
+    if cmd.building is not None:
+        check_slug(cmd.building, "building")
+        if cmd.compound is None:
+            raise Invalid("building needs its compound", field="compound")
+    if cmd.address is not None:
+        wire.text(cmd.address, "address")
+    wire.text(cmd.name, "name")
+    check_id_number(cmd.id_number)
+    wire.phone(cmd.phone)
+    _travel(cmd, config)
+
+
+def birth_year_of(id_number: str) -> int | None:
+    """The birth year an 18-character ID card number holds (characters 7-10); None for another document."""
+    return int(id_number[6:10]) if len(id_number) == 18 and id_number[:17].isdigit() else None
 
 
 def _real_community(community: str) -> None:

@@ -23,7 +23,7 @@ from shared import wire
 from shared.envelope import Envelope
 from shared.contracts.logistics import ItemLine, PriorityReason, RequestKind
 from shared.contracts.quarantine import CaseKind, CaseReason
-from shared.contracts.registry import Vulnerability
+from shared.contracts.registry import CityClass, Vulnerability
 
 MAX_TIMELINE = 5000
 MAX_AUDIT = 10000
@@ -313,6 +313,32 @@ class NamesReply(Reply):
                                                  "an id of another community or none is left out")]
 
 
+#: Most pending registrations a page of ``registry.pending_registrations`` lists.
+MAX_PENDING = 1000
+
+
+class PendingRegistrationsQuery(Request):
+    community: Community
+    limit: Annotated[int, _meta("registrations per page", ge=1, le=MAX_PENDING)] = 100
+    after: Annotated[str, _meta("the next of the previous page: registrations after this arrival id")] = ""
+
+
+class PendingRegistrationRow(Row):
+    arrival: Annotated[str, _meta("the arrival's id, reserved: complete_registration {arrival, household}")]
+    compound: str | None
+    building: str | None
+    display_name: Annotated[str, _meta("masked (王*伟)")]
+    arrived_on: Day
+    city_class: CityClass
+    registered_at: datetime
+
+
+class PendingRegistrationsReply(Reply):
+    community: Community
+    pending: Annotated[list[PendingRegistrationRow], _meta("waiting for completion at the door, oldest first")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
 # -- checkpoint -----------------------------------------------------------------------------------
 
 
@@ -535,6 +561,9 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
     Query("registry.names", "registry", NamesQuery, NamesReply,
           "the masked names (王*伟) of residents and households' residents of a community, for boards "
           "and lists: nothing personal, no read recorded"),
+    Query("registry.pending_registrations", "registry", PendingRegistrationsQuery, PendingRegistrationsReply,
+          "arrivals from the city's list with no resident here yet, waiting for the committee to complete "
+          "their registration at the door (masked names only)"),
     Query("checkpoint.shifts", "checkpoint", ShiftsQuery, ShiftsReply,
           "volunteer person-times, people, hours and open shifts at the gates, per day"),
     Query("checkpoint.visitor_contact", "checkpoint", VisitorContactQuery, VisitorContactReply,

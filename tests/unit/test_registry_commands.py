@@ -93,7 +93,7 @@ def test_the_wire_names():
     assert set(COMMANDS) == {"register_compound", "register_household", "register_resident",
                              "register_arrival", "verify_arrival", "move_out", "grant_identity",
                              "revoke_identity", "erase_resident", "record_personal_data_view",
-                             "apply_retention"}
+                             "apply_retention", "register_pending_arrival", "complete_registration"}
 
 
 def test_register_compound_parses():
