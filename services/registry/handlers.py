@@ -102,6 +102,11 @@ async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) ->
         await _prepare_listed(conn, cmds, scratch)
 
 
+async def _listed_lookups(conn, hashes: list[str], days: list) -> tuple[list, list]:
+    """Who holds each ID number, and which (number, day) wait already: one connection, in turn."""
+    return await conn.fetch(tables.ID_HOLDERS, hashes), await conn.fetch(tables.PENDING_WAITING, hashes, days)
+
+
 def pending_subject(arrival: str) -> str:
     """The key store's subject of a pending registration's sealed data."""
     return f"pending:{arrival}"
@@ -116,17 +121,16 @@ async def _prepare_listed(conn, cmds: list[commands.Command], scratch: Scratch) 
     keys = scratch.keys
     hashes = [id_hash(keys.index_key, c.id_number) for c in listed]
     results = await asyncio.gather(
-        conn.fetch(tables.ID_HOLDERS, hashes),
-        conn.fetch(tables.PENDING_WAITING, hashes, [c.arrived_on for c in listed]) if listed else _nothing(),
+        _listed_lookups(conn, hashes, [c.arrived_on for c in listed]) if listed else _nothing(),
         keys.create([pending_subject(c.arrival) for c in listed]) if listed else _nothing(),
         keys.get(completing) if completing else _nothing(),
         return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    holders, waiting, made, read = results
+    (holders, waiting), made, read = results[0] or ((), ()), results[1], results[2]
     scratch.id_holders = {r["id_hash"]: (r["resident"], r["community"]) for r in holders}
-    scratch.pending_waiting = {(r["id_hash"], r["arrived_on"]) for r in waiting or ()}
+    scratch.pending_waiting = {(r["id_hash"], r["arrived_on"]) for r in waiting}
     found = [resident for resident, _ in scratch.id_holders.values()]
     scratch.data_keys.update({**(made or {}), **(read or {}), **(await keys.get(found) if found else {})})
 
