@@ -122,3 +122,101 @@ async def test_a_list_of_ten_thousand_with_bad_rows_imports_in_one_run_and_twice
     assert (again["registered"], again["pending"], again["refused"]) == (0, 0, bad_here)
     with open(str(source) + ".errors.csv", encoding="utf-8") as f:
         assert list(csv.DictReader(f)) == report
+
+
+def listed(**change) -> dict:
+    """A row of the city's list as register_pending_arrival takes it."""
+    return {"community": COMMUNITY, "name": "赵六一", "id_number": prc_id(700_001), "phone": "13900000001",
+            "address": "南宫路 7 号", "origin": "温州", "transport": {"kind": "train", "number": "D3101"},
+            "visited": [{"place": "温州", "from": "2020-02-01", "to": "2020-02-14"}], "arrived_on": "2020-02-16",
+            "city_class": "A", "risk_area_visited": True, **change}
+
+
+async def test_a_pending_registration_is_listed_then_completed_at_the_door_and_bad_input_writes_nothing(
+        registry, pg_dsn):
+    # given a person on the city's list with no household here (双无)
+    reply = await registry.ok("register_pending_arrival", **listed(compound="nangong-1"))
+    [pending] = reply["events"]
+    assert pending["type"] == "ArrivalPendingRegistration"
+    arrival = pending["data"]["arrival"]
+    assert pending["data"]["display_name"] == "赵*一"
+    assert "温州" not in json.dumps(reply, ensure_ascii=False) and "13900000001" not in json.dumps(reply)
+    # the same person on another list for the same day waits already
+    again = await registry.send("register_pending_arrival", **listed())
+    assert again["error"]["reason"] == "already_pending", again
+
+    # when staff list the work, they see the masked name and what verification needs
+    page = (await registry.nc.request("cordon.qry.registry.pending_registrations",
+                                      json.dumps({"community": COMMUNITY}).encode(), timeout=5))
+    rows = json.loads(page.data)["pending"]
+    assert [(r["arrival"], r["display_name"], r["city_class"]) for r in rows] == [(arrival, "赵*一", "A")]
+
+    # bad input for the new commands: a clear error, nothing written
+    events, *_ = await counts(pg_dsn)
+    home = await household(registry)
+    events += 1
+    for command, fields, code, field in [
+        ("register_pending_arrival", listed(id_number="310105195000000000"), "invalid", "id_number"),
+        ("register_pending_arrival", listed(building="b1"), "invalid", "compound"),
+        ("register_pending_arrival", listed(compound="nangong-9"), "not_found", "compound"),
+        ("register_pending_arrival", listed(arrived_on="2099-01-01"), "invalid", "arrived_on"),
+        ("register_pending_arrival", {**listed(), "extra": 1}, "invalid", "extra"),
+        ("complete_registration", {"arrival": "no-such-arrival", "household": home}, "not_found", "arrival"),
+        ("complete_registration", {"arrival": arrival, "household": "no-such-household"}, "not_found", "household"),
+        ("complete_registration", {"arrival": arrival, "household": home, "phone": "call me"}, "invalid", "phone"),
+    ]:
+        bad = await registry.send(command, **fields)
+        assert bad["error"]["code"] == code and bad["error"].get("field") == field, (command, fields, bad)
+    assert (await counts(pg_dsn))[0] == events
+
+    # when the committee completes the registration at the door, in a household of Nangong
+    done = await registry.ok("complete_registration", arrival=arrival, household=home, vulnerabilities=["elderly_alone"])
+    types = [e["type"] for e in done["events"]]
+    assert types == ["ResidentRegistered", "ArrivalRegistered", "RegistrationCompleted"]
+    person = done["events"][0]["data"]["resident"]
+    assert done["events"][1]["data"]["arrival"] == arrival and done["events"][1]["data"]["requires_verification"]
+
+    # then the work list is empty, the person is a resident with the listed data sealed, and the
+    # completion cannot be done twice
+    page = await registry.nc.request("cordon.qry.registry.pending_registrations",
+                                     json.dumps({"community": COMMUNITY}).encode(), timeout=5)
+    assert json.loads(page.data)["pending"] == []
+    twice = await registry.send("complete_registration", arrival=arrival, household=home)
+    assert twice["error"]["reason"] == "already_completed"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        row = await conn.fetchrow("SELECT personal, id_hash FROM registry.residents WHERE resident = $1", person)
+        assert row["id_hash"] and b"13900000001" not in row["personal"]
+        assert await conn.fetchval("SELECT sealed FROM registry.pending WHERE arrival = $1", arrival) is None
+        assert await conn.fetchval("SELECT sealed IS NOT NULL FROM registry.arrivals WHERE arrival = $1", arrival)
+    finally:
+        await conn.close()
+    # and the next list that names them registers the arrival for the resident
+    later = await registry.ok("register_pending_arrival", **listed(arrived_on="2020-02-17"))
+    assert later["events"][0]["type"] == "ArrivalRegistered" and later["events"][0]["data"]["resident"] == person
+
+
+async def test_a_household_book_imports_households_and_residents_once(registry, nats_url, pg_dsn, tmp_path):
+    # given a committee's household book: three households, one row with a bad ID number
+    book = tmp_path / "book.csv"
+    book.write_text(
+        "compound,building,address,name,id_number,phone,birth_year,vulnerabilities\n"
+        f"nangong-1,b1,b1 101,张三,{prc_id(800_001)},13800000001,,\n"
+        f"nangong-1,b1,b1 101,张四,{prc_id(800_002)},,1980,\n"
+        f"nangong-1,b2,b2 202,王五,{prc_id(800_003)},,,elderly_alone;chronic_illness\n"
+        f"nangong-1,b9,b9 909,刘六,{prc_id(800_004)},,,\n"
+        "nangong-1,b2,b2 203,陈七,310105195000000000,,,\n", encoding="utf-8")
+    creds = staff_creds(nats_url, tmp_path)
+
+    code, summary = await import_("residents", book, creds, nats_url)
+
+    assert code == cli.EXIT_REFUSED
+    assert (summary["registered"], summary["refused"], summary["invalid"]) == (3, 1, 1)
+    with open(str(book) + ".errors.csv", encoding="utf-8") as f:
+        assert [(r["row"], r["field"]) for r in csv.DictReader(f)] == [("5", "building"), ("6", "id_number")]
+    before = await counts(pg_dsn)
+
+    # when it is imported again: nothing new
+    code, again = await import_("residents", book, creds, nats_url)
+    assert (again["already_there"], again["registered"]) == (3, 0)
+    assert await counts(pg_dsn) == before
