@@ -62,20 +62,21 @@ def records(data: bytes, required: tuple[str, ...], optional: tuple[str, ...]) -
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise FileError(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    rows = _json_lines(text) if text.lstrip().startswith("{") else _csv(text)
-    known = set(required) | set(optional)
-    columns = {c for _, r in rows for c in r}
-    if unknown := sorted(columns - known):
+    json_lines = text.lstrip().startswith("{")
+    header, rows = ((), _json_lines(text)) if json_lines else _csv(text)
+    # a CSV's columns are its header's; a JSON line's, its keys (a missing one is an empty cell)
+    columns = set(header) | {c for _, r in rows for c in r}
+    if unknown := sorted(columns - set(required) - set(optional)):
         raise FileError(f"unknown column(s) {', '.join(unknown)}; the columns are {', '.join(required + optional)}")
-    if rows and not text.lstrip().startswith("{") and (missing := [c for c in required if c not in columns]):
+    if not json_lines and (missing := [c for c in required if c not in columns]):
         raise FileError(f"missing column(s) {', '.join(missing)}")
     return rows
 
 
-def _csv(text: str) -> list[tuple[int, dict]]:
+def _csv(text: str) -> tuple[list[str], list[tuple[int, dict]]]:
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None:
-        return []
+        raise FileError("the file is empty: a header line of columns, then a row a line")
     header = [(name or "").strip() for name in reader.fieldnames]
     out = []
     for raw in reader:
@@ -84,7 +85,7 @@ def _csv(text: str) -> list[tuple[int, dict]]:
         values = {h: (v or "").strip() for h, v in zip(header, raw.values())}
         if any(values.values()):  # a blank line of a spreadsheet is no row
             out.append((reader.line_num, values))
-    return out
+    return header, out
 
 
 def _json_lines(text: str) -> list[tuple[int, dict]]:

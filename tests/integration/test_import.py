@@ -14,7 +14,7 @@ from services.imports import cli
 from services.registry.app import spec
 from shared.identity import Identity
 from tests.support.bus import authority_for, connect
-from tests.support.cordon import COMMUNITY, Client, community, household, prc_id, resident, running
+from tests.support.cordon import COMMUNITY, Client, community, household, prc_id, running
 
 pytestmark = pytest.mark.integration
 
