@@ -141,6 +141,12 @@ async def test_a_pending_registration_is_listed_then_completed_at_the_door_and_b
     arrival = pending["data"]["arrival"]
     assert pending["data"]["display_name"] == "赵*一"
     assert "温州" not in json.dumps(reply, ensure_ascii=False) and "13900000001" not in json.dumps(reply)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        sealed = bytes(await conn.fetchval("SELECT sealed FROM registry.pending WHERE arrival = $1", arrival))
+    finally:
+        await conn.close()
+    assert "赵六一".encode() not in sealed and b"13900000001" not in sealed and "温州".encode() not in sealed
     # the same person on another list for the same day waits already
     again = await registry.send("register_pending_arrival", **listed())
     assert again["error"]["reason"] == "already_pending", again
