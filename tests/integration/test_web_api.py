@@ -280,6 +280,7 @@ def query_samples(city: City, visit: str) -> dict[str, dict]:
         "registry.identities": {},
         "registry.contact": {"resident": city.r_a, "purpose": "a welfare call"},
         "registry.names": {"community": NANGONG, "residents": city.r_a},
+        "registry.pending_registrations": {"community": NANGONG, "limit": "5"},
         "checkpoint.shifts": {"community": NANGONG, "on": str(day(1))},
         "checkpoint.visitor_contact": {"passage": visit, "purpose": "contact tracing"},
         "quarantine.cases": {"community": NANGONG, "status": "all", "limit": "2"},
