@@ -104,7 +104,7 @@ class Progress:
         if self.tty and not final and now - self.shown < 0.1:
             return
         step = done * 10 // max(self.total, 1)
-        if not self.tty and not final and step == self.step:
+        if not self.tty and not final and (step == self.step or step >= 10):  # the last line is the final one
             return
         self.shown, self.step = now, step
         rate = done / (now - self.started) if now > self.started else 0.0
