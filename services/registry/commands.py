@@ -237,7 +237,7 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             wire.text(cmd.name, "name")
             check_id_number(cmd.id_number)
             wire.phone(cmd.phone)
-            _birth_year(cmd.birth_year, cmd.occurred_at)
+            check_birth_year(cmd.birth_year, cmd.occurred_at)
             wire.no_duplicates(cmd.vulnerabilities, "vulnerabilities")
         case RegisterArrival():
             _arrival(cmd, config)
@@ -273,7 +273,7 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             wire.optional_slug(cmd.resident, "resident")
             wire.phone(cmd.phone)
             if cmd.birth_year is not None:
-                _birth_year(cmd.birth_year, cmd.occurred_at)
+                check_birth_year(cmd.birth_year, cmd.occurred_at)
             wire.no_duplicates(cmd.vulnerabilities, "vulnerabilities")
         case _:
             assert_never(cmd)
@@ -395,7 +395,8 @@ def check_user_key(key: str, field: str = "public_key") -> str:
     return key
 
 
-def _birth_year(value: int, occurred_at: datetime | None) -> None:
+def check_birth_year(value: int, occurred_at: datetime | None) -> None:
+    """Between MIN_BIRTH_YEAR and the command's year (complete_registration checks one read from the ID card too)."""
     latest = occurred_at.year if occurred_at is not None else MAX_BIRTH_YEAR
     if not MIN_BIRTH_YEAR <= value <= latest:
         raise Invalid(f"birth_year {value} must be between {MIN_BIRTH_YEAR} and {latest}", field="birth_year")

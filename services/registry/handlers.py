@@ -352,6 +352,7 @@ async def complete_registration(cmd: commands.CompleteRegistration, ctx: Context
     birth_year = cmd.birth_year or commands.birth_year_of(listed["id_number"])
     if birth_year is None:
         raise Invalid("the list's document is no ID card: give birth_year", field="birth_year")
+    commands.check_birth_year(birth_year, cmd.occurred_at)
     scratch: Scratch = ctx.scratch
     hashed = id_hash(scratch.keys.index_key, listed["id_number"])
     if hashed in scratch.id_numbers_taken or await ctx.conn.fetchval(tables.TAKEN_ID_HASHES, [hashed]):
