@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from services.views import cli as views_cli
     from services.ops import erase as erase_cli
     from services.web import contact_cli, feed_cli
+    from services.imports import cli as import_cli
     from services.web import server as web_cli
 
     views_cli.add_commands(sub)
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     feed_cli.add_commands(sub)
     contact_cli.add_commands(sub)
     erase_cli.add_commands(sub)
+    import_cli.add_commands(sub)
     args = parser.parse_args(argv)
     config = Config.from_env(data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
                              metrics_port=getattr(args, "metrics_port", None))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from services.demo import afternoon, gates, logistics, morning, qlists, screening
+from services.demo import afternoon, city_list, gates, logistics, morning, qlists, screening
 from services.demo import registry as registry_day
 from services.demo.book import Book
 from services.demo.client import Api, Call, Tally, cmd
@@ -161,6 +161,7 @@ class Demo:
         await morning.passes(self)
         await morning.stock(self)
         await morning.arrivals(self)
+        await city_list.arrivals_list(self)
         await morning.reserve_masks(self)
         await morning.verify(self)
         await morning.close_contacts(self)

@@ -78,6 +78,43 @@ class RegisterArrival(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fie
     arrival: str | None = None
 
 
+class RegisterPendingArrival(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An arrival from the city's list, known by ID number (``cordon import arrivals``): registered
+    for the resident who holds that ID number here, else recorded as a pending registration that
+    the committee completes at the door (``complete_registration``): people with no household here
+    (双无) are recordable, not refused."""
+
+    community: str
+    compound: str | None = None
+    building: str | None = None
+    #: Where the list says the person stays (free text: sealed, never on the bus).
+    address: str | None = None
+    name: str
+    id_number: str
+    phone: str | None = None
+    origin: str
+    arrived_on: date
+    transport: Transport
+    visited: list[Visit] = []
+    city_class: CityClass
+    risk_area_visited: bool
+    arrival: str | None = None
+
+
+class CompleteRegistration(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Complete a pending registration at the door: the person becomes a resident of ``household``
+    (registered already: ``register_household`` first for a new one) and their arrival is
+    registered. The name, ID number and phone come from the list; ``phone`` here replaces it."""
+
+    arrival: str
+    household: str
+    #: Default: from the ID card number (characters 7-10); required for another document.
+    birth_year: int | None = None
+    phone: str | None = None
+    vulnerabilities: list[Vulnerability] = []
+    resident: str | None = None
+
+
 class VerifyArrival(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fields=True):
     arrival: str
     outcome: Outcome
@@ -176,7 +213,8 @@ class FollowUpTipOff(BaseCommand, frozen=True, kw_only=True, forbid_unknown_fiel
 
 Command = Union[RegisterCompound, RegisterHousehold, RegisterResident, RegisterArrival, VerifyArrival, MoveOut,
                 GrantIdentity, RevokeIdentity, EraseResident, RecordPersonalDataView, ApplyRetention,
-                UpdateResident, RecordCall, RecordTipOff, FollowUpTipOff]
+                UpdateResident, RecordCall, RecordTipOff, FollowUpTipOff, RegisterPendingArrival,
+                CompleteRegistration]
 
 COMMANDS: dict[str, type] = {
     "register_compound": RegisterCompound,
@@ -194,11 +232,14 @@ COMMANDS: dict[str, type] = {
     "record_call": RecordCall,
     "record_tip_off": RecordTipOff,
     "follow_up_tip_off": FollowUpTipOff,
+    "register_pending_arrival": RegisterPendingArrival,
+    "complete_registration": CompleteRegistration,
 }
 
 #: The id field a creating command may leave out; the runtime fills it (``shared.wire.complete``).
 CREATES: dict[type, str] = {RegisterHousehold: "household", RegisterResident: "resident", RegisterArrival: "arrival",
-                            RecordCall: "call", RecordTipOff: "tip_off"}
+                            RecordCall: "call", RecordTipOff: "tip_off",
+                            RegisterPendingArrival: "arrival", CompleteRegistration: "resident"}
 
 _CHOICES = {
     "city_class": get_args(CityClass),
@@ -253,7 +294,7 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
             wire.text(cmd.name, "name")
             check_id_number(cmd.id_number)
             wire.phone(cmd.phone)
-            _birth_year(cmd.birth_year, cmd.occurred_at)
+            check_birth_year(cmd.birth_year, cmd.occurred_at)
             wire.no_duplicates(cmd.vulnerabilities, "vulnerabilities")
         case RegisterArrival():
             _arrival(cmd, config)
@@ -298,6 +339,16 @@ def validate(cmd: Command, config: Config = Config()) -> Command:
         case FollowUpTipOff():
             check_slug(cmd.tip_off, "tip_off")
             published_text(cmd.note, "note")
+        case RegisterPendingArrival():
+            _pending_arrival(cmd, config)
+        case CompleteRegistration():
+            check_slug(cmd.arrival, "arrival")
+            check_slug(cmd.household, "household")
+            wire.optional_slug(cmd.resident, "resident")
+            wire.phone(cmd.phone)
+            if cmd.birth_year is not None:
+                check_birth_year(cmd.birth_year, cmd.occurred_at)
+            wire.no_duplicates(cmd.vulnerabilities, "vulnerabilities")
         case _:
             assert_never(cmd)
     return cmd
@@ -314,6 +365,10 @@ def check_purpose(purpose: str, field: str = "purpose") -> str:
 
 def _arrival(cmd: RegisterArrival, config: Config) -> None:
     check_slug(cmd.resident, "resident")
+    _travel(cmd, config)
+
+
+def _travel(cmd: RegisterArrival | RegisterPendingArrival, config: Config) -> None:
     wire.optional_slug(cmd.arrival, "arrival")
     wire.text(cmd.origin, "origin")
     if cmd.transport.number is not None:
@@ -333,6 +388,27 @@ def _arrival(cmd: RegisterArrival, config: Config) -> None:
             raise Invalid(
                 f"visited[{i}]: from {visit.from_} is after to {visit.to}", field=f"visited[{i}].from"
             )
+
+
+def _pending_arrival(cmd: RegisterPendingArrival, config: Config) -> None:
+    _real_community(cmd.community)
+    if cmd.compound is not None:
+        check_slug(cmd.compound, "compound")
+    if cmd.building is not None:
+        check_slug(cmd.building, "building")
+        if cmd.compound is None:
+            raise Invalid("building needs its compound", field="compound")
+    if cmd.address is not None:
+        wire.text(cmd.address, "address")
+    wire.text(cmd.name, "name")
+    check_id_number(cmd.id_number)
+    wire.phone(cmd.phone)
+    _travel(cmd, config)
+
+
+def birth_year_of(id_number: str) -> int | None:
+    """The birth year an 18-character ID card number holds (characters 7-10); None for another document."""
+    return int(id_number[6:10]) if len(id_number) == 18 and id_number[:17].isdigit() else None
 
 
 def _real_community(community: str) -> None:
@@ -393,7 +469,8 @@ def check_user_key(key: str, field: str = "public_key") -> str:
     return key
 
 
-def _birth_year(value: int, occurred_at: datetime | None) -> None:
+def check_birth_year(value: int, occurred_at: datetime | None) -> None:
+    """Between MIN_BIRTH_YEAR and the command's year (complete_registration checks one read from the ID card too)."""
     latest = occurred_at.year if occurred_at is not None else MAX_BIRTH_YEAR
     if not MIN_BIRTH_YEAR <= value <= latest:
         raise Invalid(f"birth_year {value} must be between {MIN_BIRTH_YEAR} and {latest}", field="birth_year")

@@ -14,6 +14,7 @@ from typing import assert_never
 from services.registry.commands import (
     ApplyRetention,
     Command,
+    CompleteRegistration,
     EraseResident,
     FollowUpTipOff,
     GrantIdentity,
@@ -23,6 +24,7 @@ from services.registry.commands import (
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
+    RegisterPendingArrival,
     RecordPersonalDataView,
     RegisterResident,
     RevokeIdentity,
@@ -38,11 +40,13 @@ from services.registry.domain import (
     Household,
     RegistryEvent,
     Resident,
+    Pending,
     TipOff,
     created_id,
 )
 from shared.contracts.registry import (
     ACCESS_COMMUNITY,
+    ArrivalPendingRegistration,
     ArrivalRegistered,
     ArrivalVerified,
     CallRecorded,
@@ -51,6 +55,7 @@ from shared.contracts.registry import (
     IdentityGranted,
     IdentityRevoked,
     PersonalDataViewed,
+    RegistrationCompleted,
     ResidentErased,
     ResidentMovedOut,
     ResidentRegistered,
@@ -72,7 +77,10 @@ class Facts:
     move_out, erase_resident, update_resident: resident · record_call: resident, arrival (the one
     named, else the resident's latest), call · record_tip_off: compound, household (when named),
     tip_off · follow_up_tip_off: tip_off · record_personal_data_view: nothing · register_compound: compound · grant_identity: grant (of the name),
-    key_holder · revoke_identity: grant · apply_retention: residents, open_cases.
+    key_holder · revoke_identity: grant · apply_retention: residents, open_cases ·
+    register_pending_arrival: compound (when named), resident (who holds the ID number here), pending
+    and arrival (of the id), already_pending · complete_registration: pending, household, resident
+    (of the id it creates).
     """
 
     compound: Compound | None = None
@@ -88,6 +96,12 @@ class Facts:
     open_cases: frozenset[str] = frozenset()
     call: Call | None = None
     tip_off: TipOff | None = None
+    pending: Pending | None = None
+    #: register_pending_arrival: a registration of this ID number for the same day waits already.
+    already_pending: bool = False
+    #: register_pending_arrival: the ID number is a resident's of another community (not loaded:
+    #: the caller may not read it).
+    registered_elsewhere: bool = False
 
 
 def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
@@ -121,6 +135,10 @@ def decide(facts: Facts, cmd: Command) -> list[RegistryEvent]:
             return _record_tip_off(facts, cmd)
         case FollowUpTipOff():
             return _follow_up_tip_off(facts, cmd)
+        case RegisterPendingArrival():
+            return _register_pending_arrival(facts, cmd)
+        case CompleteRegistration():
+            return _complete_registration(facts, cmd)
         case RecordPersonalDataView():
             return [PersonalDataViewed(
                 community=cmd.community, viewer=cmd.viewer, subject=cmd.subject, subject_kind=cmd.subject_kind,
@@ -193,6 +211,86 @@ def _register_arrival(facts: Facts, cmd: RegisterArrival) -> list[RegistryEvent]
         arrived_on=cmd.arrived_on, city_class=cmd.city_class, risk_area_visited=cmd.risk_area_visited,
         requires_verification=requires_verification, registered_at=_at(cmd), registered_by=cmd.actor,
     )]
+
+
+def _register_pending_arrival(facts: Facts, cmd: RegisterPendingArrival) -> list[RegistryEvent]:
+    """The resident who holds the ID number gets the arrival; anyone else waits for the door."""
+    arrival = created_id(cmd.arrival, "arrival")
+    if facts.pending is not None or facts.arrival is not None:
+        raise Conflict(f"arrival id {arrival} is taken", field="arrival")
+    if cmd.compound is not None:
+        _listed_place(facts.compound, cmd)
+    resident = facts.resident
+    if facts.registered_elsewhere or (resident is not None and resident.community != cmd.community):
+        raise Rejected("this ID number is a resident's of another community; their committee registers the "
+                       "arrival", reason="registered_elsewhere")
+    if resident is not None:
+        return [_arrival_for(resident, arrival, cmd)]
+    if facts.already_pending:
+        raise Rejected(
+            f"a registration of this ID number arriving on {cmd.arrived_on} waits already; complete it at the "
+            "door (registry.pending_registrations lists it)", reason="already_pending")
+    return [ArrivalPendingRegistration(
+        community=cmd.community, arrival=arrival, compound=cmd.compound, building=cmd.building,
+        display_name=mask_name(cmd.name), arrived_on=cmd.arrived_on, city_class=cmd.city_class,
+        risk_area_visited=cmd.risk_area_visited, registered_at=_at(cmd), registered_by=cmd.actor,
+    )]
+
+
+def _listed_place(compound: Compound | None, cmd: RegisterPendingArrival) -> None:
+    if compound is None or compound.community != cmd.community:
+        raise NotFound(f"compound {cmd.compound} is not registered in {cmd.community}; leave it out or register "
+                       "it first", field="compound")
+    if cmd.building is not None and cmd.building not in compound.buildings:
+        raise NotFound(f"building {cmd.building} is not in compound {cmd.compound} (its buildings: "
+                       f"{', '.join(compound.buildings)})", field="building")
+
+
+def _arrival_for(resident: Resident, arrival: str, cmd: RegisterPendingArrival) -> ArrivalRegistered:
+    """The arrival of a listed person who is a resident here, as register_arrival records it."""
+    if resident.moved_out:
+        raise Rejected(f"resident {resident.resident} (this ID number) has moved out; register them again in "
+                       "their new household first", reason="moved_out")
+    return ArrivalRegistered(
+        community=resident.community, arrival=arrival, resident=resident.resident,
+        household=resident.household, compound=resident.compound, building=resident.building,
+        arrived_on=cmd.arrived_on, city_class=cmd.city_class, risk_area_visited=cmd.risk_area_visited,
+        requires_verification=cmd.city_class == "A" or cmd.risk_area_visited,
+        registered_at=_at(cmd), registered_by=cmd.actor,
+    )
+
+
+def _complete_registration(facts: Facts, cmd: CompleteRegistration) -> list[RegistryEvent]:
+    """ResidentRegistered, ArrivalRegistered and RegistrationCompleted, in that order (the handler
+    appends each to its own stream)."""
+    pending, household = facts.pending, facts.household
+    if pending is None:
+        raise NotFound(f"no pending registration of arrival {cmd.arrival}", field="arrival")
+    if pending.completed:
+        raise Rejected(f"the registration of arrival {cmd.arrival} was completed already (resident "
+                       f"{pending.resident})", reason="already_completed")
+    if household is None or household.community != pending.community:
+        raise NotFound(f"household {cmd.household} is not registered in {pending.community}; register_household "
+                       "first for a new one", field="household")
+    resident = created_id(cmd.resident, "resident")
+    if facts.resident is not None:
+        raise Conflict(f"resident id {resident} is taken", field="resident")
+    at = _at(cmd)
+    return [
+        ResidentRegistered(
+            community=household.community, compound=household.compound, building=household.building,
+            household=household.household, resident=resident, display_name=pending.display_name,
+            vulnerabilities=list(cmd.vulnerabilities), registered_at=at, registered_by=cmd.actor),
+        ArrivalRegistered(
+            community=household.community, arrival=pending.arrival, resident=resident,
+            household=household.household, compound=household.compound, building=household.building,
+            arrived_on=pending.arrived_on, city_class=pending.city_class,
+            risk_area_visited=pending.risk_area_visited,
+            requires_verification=pending.city_class == "A" or pending.risk_area_visited,
+            registered_at=at, registered_by=cmd.actor),
+        RegistrationCompleted(community=pending.community, arrival=pending.arrival, resident=resident,
+                              household=household.household, completed_at=at, completed_by=cmd.actor),
+    ]
 
 
 def _verify_arrival(facts: Facts, cmd: VerifyArrival) -> list[RegistryEvent]:

@@ -11,17 +11,20 @@ stream holds one aggregate:
     read:<command id>                PersonalDataViewed (one stream per read: reads never contend)
     retention:<community>            RetentionApplied (what the retention scheduler shredded there)
     arrival:<arrival>                ArrivalRegistered, ArrivalVerified
+    pending:<arrival>                ArrivalPendingRegistration, RegistrationCompleted (the arrival's
+                                     id, reserved until the registration is completed at the door)
     identity:<name>                  IdentityGranted, IdentityRevoked (granted again after a revocation)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Iterable, Union, assert_never
 
 from services.registry.commands import (
     ApplyRetention,
     Command,
+    CompleteRegistration,
     EraseResident,
     FollowUpTipOff,
     GrantIdentity,
@@ -31,6 +34,7 @@ from services.registry.commands import (
     RegisterArrival,
     RegisterCompound,
     RegisterHousehold,
+    RegisterPendingArrival,
     RecordPersonalDataView,
     RegisterResident,
     RevokeIdentity,
@@ -38,6 +42,7 @@ from services.registry.commands import (
     VerifyArrival,
 )
 from shared.contracts.registry import (
+    ArrivalPendingRegistration,
     ArrivalRegistered,
     ArrivalRegisteredV1,
     ArrivalVerified,
@@ -48,6 +53,7 @@ from shared.contracts.registry import (
     IdentityGranted,
     IdentityRevoked,
     PersonalDataViewed,
+    RegistrationCompleted,
     ResidentErased,
     ResidentMovedOut,
     ResidentRegistered,
@@ -62,6 +68,7 @@ RegistryEvent = Union[
     CompoundRegistered, HouseholdRegistered, ResidentRegistered, ResidentMovedOut, ArrivalRegistered, ArrivalVerified,
     IdentityGranted, IdentityRevoked, PersonalDataViewed, ResidentErased, RetentionApplied,
     ResidentUpdated, CallRecorded, TipOffRecorded, TipOffFollowedUp,
+    ArrivalPendingRegistration, RegistrationCompleted,
 ]
 #: Events of an earlier schema still in the streams: read as their current selves (``upcast``).
 OldRegistryEvent = Union[HouseholdRegisteredV1, ResidentRegisteredV1, ArrivalRegisteredV1]
@@ -179,7 +186,27 @@ class TipOff:
     outcome: str | None = None
 
 
-State = Union[Compound, Household, Resident, Arrival, Grant, Read, Retention, Call, TipOff]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pending:
+    """An arrival from the city's list waiting for its registration to be completed at the door."""
+
+    community: str
+    arrival: str
+    compound: str | None
+    building: str | None
+    display_name: str
+    arrived_on: date
+    city_class: str
+    risk_area_visited: bool
+    #: The resident it became (RegistrationCompleted); None while pending.
+    resident: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.resident is not None
+
+
+State = Union[Compound, Household, Resident, Arrival, Grant, Read, Retention, Call, TipOff, Pending]
 
 
 def compound_stream(community: str, compound: str) -> str:
@@ -196,6 +223,10 @@ def resident_stream(resident: str) -> str:
 
 def arrival_stream(arrival: str) -> str:
     return f"arrival:{arrival}"
+
+
+def pending_stream(arrival: str) -> str:
+    return f"pending:{arrival}"
 
 
 def identity_stream(name: str) -> str:
@@ -231,6 +262,10 @@ def target_stream(cmd: Command) -> str:
             return arrival_stream(created_id(cmd.arrival, "arrival"))
         case VerifyArrival():
             return arrival_stream(cmd.arrival)
+        case RegisterPendingArrival():
+            return pending_stream(created_id(cmd.arrival, "arrival"))
+        case CompleteRegistration():
+            return pending_stream(cmd.arrival)
         case MoveOut() | EraseResident() | UpdateResident():
             return resident_stream(cmd.resident)
         case RecordCall():
@@ -317,6 +352,15 @@ def evolve(state: State | None, event: RegistryEvent | OldRegistryEvent) -> Stat
         case RetentionApplied():
             shredded = state.shredded if isinstance(state, Retention) else 0
             return Retention(community=event.community, shredded=shredded + event.count)
+        case ArrivalPendingRegistration():
+            return Pending(
+                community=event.community, arrival=event.arrival, compound=event.compound,
+                building=event.building, display_name=event.display_name, arrived_on=event.arrived_on,
+                city_class=event.city_class,
+                risk_area_visited=event.risk_area_visited,
+            )
+        case RegistrationCompleted():
+            return replace(_expect(state, Pending, event), resident=event.resident)
         case _:
             assert_never(event)
 

@@ -8,6 +8,7 @@ masked name only.
 from __future__ import annotations
 
 import asyncio
+import json
 
 from dataclasses import dataclass, field
 
@@ -17,8 +18,8 @@ from services.registry import commands, decide, domain, tables
 from services.registry.keys import KeyStore
 from shared import pii
 from shared.context import Context
-from shared.contracts.registry import ResidentErased
-from shared.errors import CommandError, Conflict
+from shared.contracts.registry import ArrivalRegistered, ResidentErased
+from shared.errors import CommandError, Conflict, Invalid
 from shared.runtime import Handler
 
 
@@ -38,6 +39,10 @@ class Scratch:
     erased: set[str] = field(default_factory=set)
     #: NATS user keys granted by an earlier grant_identity of the batch -> the identity
     keys_granted: dict[str, str] = field(default_factory=dict)
+    #: register_pending_arrival: keyed hash of an ID number -> (resident, community) holding it
+    id_holders: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: register_pending_arrival: (keyed hash, arrival day) of the pending registrations waiting
+    pending_waiting: set[tuple] = field(default_factory=set)
 
 
 def prefetch(cmd: commands.Command) -> list[str]:
@@ -62,6 +67,11 @@ def prefetch(cmd: commands.Command) -> list[str]:
             return [domain.tip_off_stream(cmd.tip_off)]
         case commands.VerifyArrival():
             return [domain.arrival_stream(cmd.arrival)]
+        case commands.RegisterPendingArrival():
+            return [domain.pending_stream(cmd.arrival), domain.arrival_stream(cmd.arrival)]
+        case commands.CompleteRegistration():
+            return [domain.pending_stream(cmd.arrival), domain.household_stream(cmd.household),
+                    domain.resident_stream(cmd.resident), domain.arrival_stream(cmd.arrival)]
         case commands.GrantIdentity() | commands.RevokeIdentity():
             return [domain.identity_stream(cmd.identity)]
         case commands.ApplyRetention():
@@ -76,7 +86,8 @@ async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) ->
     already (one query)."""
     registering = [c for c in cmds if isinstance(c, commands.RegisterResident)]
     new_subjects = [c.resident for c in registering] + [
-        household_subject(c.household) for c in cmds if isinstance(c, commands.RegisterHousehold)]
+        household_subject(c.household) for c in cmds if isinstance(c, commands.RegisterHousehold)] + [
+        c.resident for c in cmds if isinstance(c, commands.CompleteRegistration)]
     travellers = [c.resident for c in cmds if isinstance(c, commands.RegisterArrival)]
     keys = scratch.keys
     # The three round trips at once (two to the key database, one here): the writer waits for
@@ -93,6 +104,41 @@ async def prepare_batch(conn, cmds: list[commands.Command], scratch: Scratch) ->
             raise result
     scratch.data_keys = {**(made or {}), **(read or {})}
     scratch.id_numbers_taken = {r["id_hash"] for r in taken or ()}
+    if any(isinstance(c, (commands.RegisterPendingArrival, commands.CompleteRegistration)) for c in cmds):
+        await _prepare_listed(conn, cmds, scratch)
+
+
+async def _listed_lookups(conn, hashes: list[str], days: list) -> tuple[list, list]:
+    """Who holds each ID number, and which (number, day) wait already: one connection, in turn."""
+    return await conn.fetch(tables.ID_HOLDERS, hashes), await conn.fetch(tables.PENDING_WAITING, hashes, days)
+
+
+def pending_subject(arrival: str) -> str:
+    """The key store's subject of a pending registration's sealed data."""
+    return f"pending:{arrival}"
+
+
+async def _prepare_listed(conn, cmds: list[commands.Command], scratch: Scratch) -> None:
+    """For the batch's arrivals from the city's list: who holds each ID number, which wait already,
+    a key for each new pending registration, the keys of those being completed; then the keys of
+    the residents the list found (their travel is sealed with them)."""
+    listed = [c for c in cmds if isinstance(c, commands.RegisterPendingArrival)]
+    completing = [pending_subject(c.arrival) for c in cmds if isinstance(c, commands.CompleteRegistration)]
+    keys = scratch.keys
+    hashes = [id_hash(keys.index_key, c.id_number) for c in listed]
+    results = await asyncio.gather(
+        _listed_lookups(conn, hashes, [c.arrived_on for c in listed]) if listed else _nothing(),
+        keys.create([pending_subject(c.arrival) for c in listed]) if listed else _nothing(),
+        keys.get(completing) if completing else _nothing(),
+        return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    (holders, waiting), made, read = results[0] or ((), ()), results[1], results[2]
+    scratch.id_holders = {r["id_hash"]: (r["resident"], r["community"]) for r in holders}
+    scratch.pending_waiting = {(r["id_hash"], r["arrived_on"]) for r in waiting}
+    found = [resident for resident, _ in scratch.id_holders.values()]
+    scratch.data_keys.update({**(made or {}), **(read or {}), **(await keys.get(found) if found else {})})
 
 
 async def _nothing() -> None:
@@ -305,6 +351,85 @@ async def record_personal_data_view(cmd: commands.RecordPersonalDataView, ctx: C
     await _decide_and_append(ctx, cmd, decide.Facts())
 
 
+async def register_pending_arrival(cmd: commands.RegisterPendingArrival, ctx: Context) -> None:
+    """The arrival for the resident who holds the ID number here, else a pending registration with
+    the listed data sealed in ``registry.pending``."""
+    scratch: Scratch = ctx.scratch
+    hashed = id_hash(scratch.keys.index_key, cmd.id_number)
+    holder = scratch.id_holders.get(hashed)
+    here = holder is not None and holder[1] == cmd.community
+    facts = decide.Facts(
+        compound=await ctx.state(domain.compound_stream(cmd.community, cmd.compound)) if cmd.compound else None,
+        resident=await ctx.state(domain.resident_stream(holder[0])) if here else None,
+        pending=await ctx.state(domain.pending_stream(cmd.arrival)),
+        arrival=await ctx.state(domain.arrival_stream(cmd.arrival)),
+        already_pending=(hashed, cmd.arrived_on) in scratch.pending_waiting,
+        registered_elsewhere=holder is not None and not here,
+    )
+    [event] = decide.decide(facts, cmd)
+    travel = {"origin": cmd.origin.strip(), "transport": cmd.transport, "visited": cmd.visited}
+    if isinstance(event, ArrivalRegistered):
+        _, version = await ctx.load(domain.arrival_stream(event.arrival))
+        ctx.append(domain.arrival_stream(event.arrival), version, [event])
+        ctx.write(tables.INSERT_TRAVEL, event.arrival, event.resident, event.community,
+                  seal_json(_key(ctx, event.resident), f"arrival:{event.arrival}", travel), cmd.occurred_at)
+        return
+    _, version = await ctx.expect(domain.pending_stream(event.arrival))
+    ctx.append(domain.pending_stream(event.arrival), version, [event])
+    scratch.pending_waiting.add((hashed, cmd.arrived_on))  # a later row of the batch waits behind it
+    subject = pending_subject(event.arrival)
+    listed = {"name": cmd.name.strip(), "id_number": cmd.id_number, "phone": cmd.phone,
+              "address": cmd.address.strip() if cmd.address else None, **travel}
+    ctx.write(tables.INSERT_PENDING, event.arrival, event.community, event.compound, event.building,
+              event.display_name, event.arrived_on, event.city_class, hashed,
+              seal_json(_key(ctx, subject), subject, listed), cmd.occurred_at)
+
+
+async def complete_registration(cmd: commands.CompleteRegistration, ctx: Context) -> None:
+    """The pending person registered as a resident of the household (their listed name, ID number
+    and phone sealed with a key of their own), their arrival registered, the pending one closed."""
+    facts = decide.Facts(
+        pending=await ctx.state(domain.pending_stream(cmd.arrival)),
+        household=await ctx.state(domain.household_stream(cmd.household)),
+        resident=await ctx.state(domain.resident_stream(cmd.resident)),
+    )
+    registered, arrived, completed = decide.decide(facts, cmd)
+    listed = await _listed(ctx, cmd.arrival)
+    birth_year = cmd.birth_year or commands.birth_year_of(listed["id_number"])
+    if birth_year is None:
+        raise Invalid("the list's document is no ID card: give birth_year", field="birth_year")
+    commands.check_birth_year(birth_year, cmd.occurred_at)
+    scratch: Scratch = ctx.scratch
+    hashed = id_hash(scratch.keys.index_key, listed["id_number"])
+    if hashed in scratch.id_numbers_taken or await ctx.conn.fetchval(tables.TAKEN_ID_HASHES, [hashed]):
+        raise Conflict("a resident with this ID number is registered already (since the list came): register "
+                       "the arrival for them (register_arrival)", field="id_number")
+    for stream, event in ((domain.resident_stream(registered.resident), registered),
+                          (domain.arrival_stream(arrived.arrival), arrived),
+                          (domain.pending_stream(completed.arrival), completed)):
+        _, version = await ctx.load(stream)
+        ctx.append(stream, version, [event])
+    scratch.id_numbers_taken.add(hashed)
+    data_key = _key(ctx, registered.resident)
+    phone = cmd.phone or listed["phone"]
+    ctx.write(tables.INSERT_PII, registered.resident, registered.household, registered.community,
+              sealed_personal(data_key, registered.resident, listed["name"], listed["id_number"], phone, birth_year),
+              hashed, cmd.occurred_at)
+    travel = {k: listed[k] for k in ("origin", "transport", "visited")}
+    ctx.write(tables.INSERT_TRAVEL, arrived.arrival, arrived.resident, arrived.community,
+              seal_json(data_key, f"arrival:{arrived.arrival}", travel), cmd.occurred_at)
+    ctx.write(tables.COMPLETE_PENDING, cmd.arrival, cmd.occurred_at, registered.resident)
+
+
+async def _listed(ctx: Context, arrival: str) -> dict:
+    """What the city's list said of a pending registration (unsealed with its key)."""
+    subject = pending_subject(arrival)
+    sealed = await ctx.conn.fetchval(tables.PENDING_SEALED, arrival)
+    if sealed is None:
+        raise CommandError(f"the listed data of arrival {arrival} is missing; the command was not applied")
+    return json.loads(pii.unseal(_key(ctx, subject), subject, sealed))
+
+
 HANDLERS: dict[str, Handler] = {
     "register_compound": register_compound,
     "register_household": register_household,
@@ -321,4 +446,6 @@ HANDLERS: dict[str, Handler] = {
     "record_call": record_call,
     "record_tip_off": record_tip_off,
     "follow_up_tip_off": follow_up_tip_off,
+    "register_pending_arrival": register_pending_arrival,
+    "complete_registration": complete_registration,
 }

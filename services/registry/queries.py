@@ -122,4 +122,21 @@ def _address(row, data_keys: dict[str, bytes]) -> str | None:
     return json.loads(pii.unseal(data_keys[subject], subject, row["address"]))["address"]
 
 
-QUERIES = {"registry.identities": identities, "registry.names": names}
+async def pending_registrations(host, payload: bytes, identity: Identity | None) -> dict:
+    """``registry.pending_registrations`` {community, limit?, after?}: the arrivals from the city's
+    list waiting for completion at the door, oldest first, masked names only
+    (:class:`shared.contracts.queries.PendingRegistrationsReply`; the host has checked that
+    ``identity`` reads the community)."""
+    q = queries.decode("registry.pending_registrations", payload)
+    check_community(q.community)
+    if q.after != "":
+        check_slug(q.after, "after")
+    async with host.pool.acquire() as conn:
+        rows = await conn.fetch(tables.PENDING_LIST, q.community, q.after, q.limit + 1)
+    page = [dict(r) for r in rows[:q.limit]]
+    return {"ok": True, "community": q.community, "pending": page,
+            "next": page[-1]["arrival"] if len(rows) > q.limit else None}
+
+
+QUERIES = {"registry.identities": identities, "registry.names": names,
+           "registry.pending_registrations": pending_registrations}

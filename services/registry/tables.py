@@ -198,6 +198,25 @@ CREATE TABLE IF NOT EXISTS registry.tip_offs (
     followed_up_by text
 );
 CREATE INDEX IF NOT EXISTS tip_offs_community ON registry.tip_offs (community, recorded_at);
+-- Arrivals from the city's list waiting for their registration at the door (issue 17): the person's
+-- name, ID number, phone, the address the list gave and the travel, sealed with the pending's own
+-- key (subject pending:<arrival>); emptied once completed (the resident's own row holds them then).
+CREATE TABLE IF NOT EXISTS registry.pending (
+    arrival       text PRIMARY KEY,
+    community     text NOT NULL,
+    compound      text,
+    building      text,
+    display_name  text NOT NULL,
+    arrived_on    date NOT NULL,
+    city_class    text NOT NULL,
+    id_hash       text,
+    sealed        bytea,
+    registered_at timestamptz NOT NULL,
+    completed_at  timestamptz,
+    resident      text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pending_waiting ON registry.pending (id_hash, arrived_on) WHERE completed_at IS NULL;
+CREATE INDEX IF NOT EXISTS pending_list ON registry.pending (community, registered_at, arrival) WHERE completed_at IS NULL;
 CREATE TABLE IF NOT EXISTS registry.identities (
     public_key     text PRIMARY KEY,
     identity       text NOT NULL,
@@ -349,3 +368,26 @@ TIP_OFFS = (
     "ORDER BY outcome IS NOT NULL, recorded_at, tip_off LIMIT $3"
 )
 OPEN_TIP_OFFS = "SELECT count(*) FROM registry.tip_offs WHERE community = $1 AND outcome IS NULL"
+#: Who holds each of the ID numbers' keyed hashes ($1: text[]), and where.
+ID_HOLDERS = "SELECT id_hash, resident, community FROM registry.residents WHERE id_hash = ANY($1)"
+#: Which (keyed hash, day) of $1, $2 (text[], date[]) wait already as pending registrations.
+PENDING_WAITING = (
+    "SELECT p.id_hash, p.arrived_on FROM registry.pending p "
+    "JOIN unnest($1::text[], $2::date[]) AS w(id_hash, arrived_on) USING (id_hash, arrived_on) "
+    "WHERE p.completed_at IS NULL"
+)
+INSERT_PENDING = (
+    "INSERT INTO registry.pending (arrival, community, compound, building, display_name, arrived_on, city_class, "
+    "id_hash, sealed, registered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
+#: A pending registration's sealed data ($1: arrival), to complete it.
+PENDING_SEALED = "SELECT sealed FROM registry.pending WHERE arrival = $1"
+COMPLETE_PENDING = (
+    "UPDATE registry.pending SET completed_at = $2, resident = $3, sealed = NULL, id_hash = NULL WHERE arrival = $1"
+)
+#: The work list: a community's pending registrations, oldest first, after the keyset cursor.
+PENDING_LIST = (
+    "SELECT arrival, compound, building, display_name, arrived_on, city_class, registered_at "
+    "FROM registry.pending WHERE community = $1 AND completed_at IS NULL AND ($2 = '' OR (registered_at, arrival) > "
+    "(SELECT registered_at, arrival FROM registry.pending WHERE arrival = $2)) ORDER BY registered_at, arrival LIMIT $3"
+)

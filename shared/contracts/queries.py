@@ -454,6 +454,32 @@ class TipOffsReply(Reply):
     tip_offs: Annotated[list[TipOffRow], _meta("open first, then oldest first")]
 
 
+#: Most pending registrations a page of ``registry.pending_registrations`` lists.
+MAX_PENDING = 1000
+
+
+class PendingRegistrationsQuery(Request):
+    community: Community
+    limit: Annotated[int, _meta("registrations per page", ge=1, le=MAX_PENDING)] = 100
+    after: Annotated[str, _meta("the next of the previous page: registrations after this arrival id")] = ""
+
+
+class PendingRegistrationRow(Row):
+    arrival: Annotated[str, _meta("the arrival's id, reserved: complete_registration {arrival, household}")]
+    compound: str | None
+    building: str | None
+    display_name: Annotated[str, _meta("masked (王*伟)")]
+    arrived_on: Day
+    city_class: CityClass
+    registered_at: datetime
+
+
+class PendingRegistrationsReply(Reply):
+    community: Community
+    pending: Annotated[list[PendingRegistrationRow], _meta("waiting for completion at the door, oldest first")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
 # -- checkpoint -----------------------------------------------------------------------------------
 
 
@@ -883,6 +909,9 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
           "a compound's households, a page at a time, with how many live in each"),
     Query("registry.tip_offs", "registry", TipOffsQuery, TipOffsReply,
           "a committee's tip-offs from neighbours, open first, with their follow-up"),
+    Query("registry.pending_registrations", "registry", PendingRegistrationsQuery, PendingRegistrationsReply,
+          "arrivals from the city's list with no resident here yet, waiting for the committee to complete "
+          "their registration at the door (masked names only)"),
     Query("checkpoint.shifts", "checkpoint", ShiftsQuery, ShiftsReply,
           "volunteer person-times, people, hours and open shifts at the gates, per day"),
     Query("checkpoint.visitor_contact", "checkpoint", VisitorContactQuery, VisitorContactReply,

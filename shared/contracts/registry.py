@@ -345,3 +345,38 @@ class TipOffFollowedUp(Event, frozen=True, kw_only=True):
     outcome: TipOffOutcome
     followed_up_at: datetime
     followed_up_by: str
+# -- arrivals from the city's lists with no resident here yet (issue 17: cordon import arrivals) --
+
+
+@event_type(SERVICE)
+class ArrivalPendingRegistration(Event, frozen=True, kw_only=True):
+    """An arrival on the city's list whose ID number is no resident's here (people with no
+    household here, 双无): recorded, waiting for the committee to complete the registration at the
+    door (``complete_registration``). The name, ID number, phone, address and travel stay in
+    ``registry.pending``, sealed with a key of the pending registration's own; the event carries
+    the masked name and what verification decides on, as ArrivalRegistered does."""
+
+    #: The arrival's id, reserved: the ArrivalRegistered of the completion carries it.
+    arrival: str
+    #: Where the list says the person stays, if it says (the compound and building, never the door).
+    compound: str | None = None
+    building: str | None = None
+    #: Masked (王*伟).
+    display_name: str
+    arrived_on: date
+    city_class: CityClass
+    risk_area_visited: bool
+    registered_at: datetime
+    registered_by: str
+
+
+@event_type(SERVICE)
+class RegistrationCompleted(Event, frozen=True, kw_only=True):
+    """A pending registration completed at the door: the person is now ``resident`` of
+    ``household`` (their ResidentRegistered and ArrivalRegistered are recorded with this event)."""
+
+    arrival: str
+    resident: str
+    household: str
+    completed_at: datetime
+    completed_by: str

@@ -83,6 +83,9 @@ async def _record(operator: As, db) -> tuple[str, str, str]:
     reply = await operator.ok("registry", "register_resident", household=household, name="王小伟",
                               id_number=prc_id(901), birth_year=1940, vulnerabilities=["elderly_alone"])
     resident = reply["events"][0]["data"]["resident"]
+    await operator.ok("registry", "register_pending_arrival", **place, name="赵六一", id_number=prc_id(902),
+                      origin="温州", arrived_on=str(day(1)), transport={"kind": "train"}, city_class="A",
+                      risk_area_visited=False, occurred_at=at(1, "09:00").isoformat())
     await operator.ok("registry", "grant_identity", identity="li-wei", role="staff", scope=NANGONG,
                       public_key=user_key(1))
     await operator.ok("registry", "grant_identity", identity="arrivals-app", role="city-system",
@@ -187,6 +190,9 @@ CASES = {
     "registry.tip_offs": Case("registry.tip_offs", lambda c: q.TipOffsQuery(community=NANGONG),
                               lambda r: r.open == 1 and r.tip_offs[0].note,
                               Identity(name="li-wei", role="staff", scope=NANGONG)),
+    "registry.pending_registrations": Case(
+        "registry.pending_registrations", lambda c: q.PendingRegistrationsQuery(community=NANGONG),
+        lambda r: [(p.display_name, p.compound) for p in r.pending] == [("赵*一", "nangong-1")] and r.next is None),
     "checkpoint.shifts": Case("checkpoint.shifts", lambda c: q.ShiftsQuery(community=NANGONG, on=day(1)),
                               lambda r: r.days and r.person_times == 2 and r.open_shifts == 1),
     "checkpoint.visitor_contact": Case(

@@ -284,6 +284,7 @@ def query_samples(city: City, visit: str) -> dict[str, dict]:
         "registry.household": {"household": city.h_a},
         "registry.compound_households": {"community": NANGONG, "compound": "nangong-1", "limit": "5"},
         "registry.tip_offs": {"community": NANGONG, "open": "true"},
+        "registry.pending_registrations": {"community": NANGONG, "limit": "5"},
         "checkpoint.shifts": {"community": NANGONG, "on": str(day(1))},
         "checkpoint.visitor_contact": {"passage": visit, "purpose": "contact tracing"},
         "checkpoint.parcels": {"community": NANGONG, "uncollected": "false", "limit": "5"},

@@ -94,7 +94,7 @@ def test_the_wire_names():
                              "register_arrival", "verify_arrival", "move_out", "grant_identity",
                              "revoke_identity", "erase_resident", "record_personal_data_view",
                              "apply_retention", "update_resident", "record_call", "record_tip_off",
-                             "follow_up_tip_off"}
+                             "follow_up_tip_off", "register_pending_arrival", "complete_registration"}
 
 
 def test_register_compound_parses():

@@ -1,0 +1,1 @@
+"""``cordon import arrivals|residents FILE``: the city's lists, row by row, through the public API."""
