@@ -154,6 +154,9 @@ async def test_the_committees_working_day(today: Day):
         "medical_device"]
     await eventually(lambda: d.db.fetchval("SELECT vulnerabilities = '{medical_device}' FROM logistics.dir_residents "
                                            "WHERE resident = 'r-3'"), what="logistics' directory updated")
+    vulnerable = await d.query("logistics.vulnerable", community=NANGONG)
+    assert {(r["resident"], tuple(r["vulnerabilities"])) for r in vulnerable["residents"]} == {
+        ("r-2", ("elderly_alone",)), ("r-3", ("medical_device",))}
     request = await d.as_().ok("logistics", "request_supplies", NANGONG, community=NANGONG, household="h-2",
                                kind="food", items=[{"item": "rice", "qty": 1}])
     assert "medical_device" in request["events"][0]["data"]["priority_reasons"]
