@@ -660,6 +660,9 @@ class ScreeningStatusReply(Reply):
     counts: ScreeningCounts
     status: ScreeningList
     residents: Annotated[list[ScreeningResident], _meta("in resident id order")]
+    next: Annotated[str | None, _meta("the after of the following page; null on the last")]
+
+
 # -- quarantine work lists (what staff do next) ---------------------------------------------------
 
 
