@@ -26,7 +26,6 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Iterator, Mapping, assert_never
 
 from services.checkpoint import parcels, passage, vehicles
@@ -134,11 +133,11 @@ def decide(facts: Facts | PassageFacts | vehicles.Facts | parcels.DropFacts | pa
             return _end_shift(facts, cmd)
         case RecordVisitorContactView():
             return [VisitorContactViewed(community=cmd.community, viewer=cmd.viewer, passage=cmd.passage,
-                                         purpose=cmd.purpose.strip(), viewed_at=_at(cmd))]
+                                         purpose=cmd.purpose.strip(), viewed_at=passage.at(cmd))]
         case ShredVisitorData():
             visits, plates = facts.shredded, facts.vehicles_shredded
             return [VisitorDataShredded(community=c, before=cmd.before, visitors=visits.get(c, 0),
-                                        vehicles=plates.get(c, 0), shredded_at=_at(cmd), shredded_by=cmd.actor)
+                                        vehicles=plates.get(c, 0), shredded_at=passage.at(cmd), shredded_by=cmd.actor)
                     for c in sorted(set(visits) | set(plates)) if visits.get(c, 0) or plates.get(c, 0)]
         case _:
             assert_never(cmd)
@@ -155,9 +154,9 @@ def _set_gate(facts: Facts, cmd: SetGate) -> list[CheckpointEvent]:
         raise Rejected(f"gate {cmd.gate} is already closed", reason="gate_already_closed")
     if cmd.open:
         return [GateOpened(community=cmd.community, compound=cmd.compound, gate=cmd.gate,
-                           opened_at=_at(cmd), opened_by=cmd.actor)]
+                           opened_at=passage.at(cmd), opened_by=cmd.actor)]
     return [GateClosed(community=cmd.community, compound=cmd.compound, gate=cmd.gate,
-                       closed_at=_at(cmd), closed_by=cmd.actor)]
+                       closed_at=passage.at(cmd), closed_by=cmd.actor)]
 
 
 def _set_level(facts: Facts, cmd: SetControlLevel) -> list[CheckpointEvent]:
@@ -166,7 +165,7 @@ def _set_level(facts: Facts, cmd: SetControlLevel) -> list[CheckpointEvent]:
     if control.level == cmd.level:
         raise Rejected(f"compound {cmd.compound} is already at level {cmd.level}", reason="level_unchanged")
     return [ControlLevelSet(community=cmd.community, compound=cmd.compound, level=cmd.level,
-                            previous=control.level, set_at=_at(cmd), set_by=cmd.actor)]
+                            previous=control.level, set_at=passage.at(cmd), set_by=cmd.actor)]
 
 
 def _issue(facts: Facts, cmd: IssuePasses) -> list[CheckpointEvent]:
@@ -223,13 +222,13 @@ def _pass_of(facts: Facts, pass_id: str) -> Passes:
 def _issued(cmd, community: str, compound: str, household: str, new: str,
             replaces: str | None = None) -> PassIssued:
     return PassIssued(community=community, pass_=new, compound=compound, household=household,
-                      replaces=replaces, issued_at=_at(cmd), issued_by=cmd.actor)
+                      replaces=replaces, issued_at=passage.at(cmd), issued_by=cmd.actor)
 
 
 def _revoked(cmd, passes: Passes, pass_id: str, replaced_by: str | None = None) -> PassRevoked:
     return PassRevoked(community=passes.community, pass_=pass_id, compound=passes.compound,
                        household=passes.household, reason=cmd.reason.strip(), replaced_by=replaced_by,
-                       revoked_at=_at(cmd), revoked_by=cmd.actor)
+                       revoked_at=passage.at(cmd), revoked_by=cmd.actor)
 
 
 def _next(fresh: Iterator[str]) -> str:
@@ -252,7 +251,7 @@ def _start_shift(facts: Facts, cmd: StartShift) -> list[CheckpointEvent]:
     if facts.shift is not None:
         raise Conflict(f"shift id {cmd.shift} is taken", field="shift")
     return [ShiftStarted(community=cmd.community, shift=_id(cmd.shift), compound=compound.compound,
-                         gate=cmd.gate, staff=cmd.staff, started_at=_at(cmd), started_by=cmd.actor)]
+                         gate=cmd.gate, staff=cmd.staff, started_at=passage.at(cmd), started_by=cmd.actor)]
 
 
 def _end_shift(facts: Facts, cmd: EndShift) -> list[CheckpointEvent]:
@@ -265,7 +264,7 @@ def _end_shift(facts: Facts, cmd: EndShift) -> list[CheckpointEvent]:
             (cmd.compound is not None and cmd.compound != shift.compound):
         raise Rejected(f"{cmd.staff} is on shift at gate {shift.gate} of {shift.compound}, not at {cmd.gate}",
                        reason="not_on_shift")
-    ended_at = _at(cmd)
+    ended_at = passage.at(cmd)
     if ended_at < shift.started_at:
         raise Rejected(f"the shift started at {shift.started_at.isoformat()}, after {ended_at.isoformat()}",
                        reason="ends_before_start")
@@ -273,11 +272,6 @@ def _end_shift(facts: Facts, cmd: EndShift) -> list[CheckpointEvent]:
     return [ShiftEnded(community=shift.community, shift=shift.shift, compound=shift.compound, gate=shift.gate,
                        staff=shift.staff, hours=hours, ended_at=ended_at, ended_by=cmd.actor)]
 
-
-def _at(cmd) -> datetime:
-    if cmd.occurred_at is None:
-        raise ValueError("occurred_at must be filled (the runtime does) before decide")
-    return cmd.occurred_at
 
 
 def _id(value: str | None) -> str:

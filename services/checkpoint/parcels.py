@@ -14,7 +14,6 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from services.checkpoint import passage
 from services.checkpoint.commands import CheckPassage, CollectParcel, DropParcel
@@ -47,7 +46,7 @@ def drop(facts: DropFacts, cmd: DropParcel) -> list[ParcelDropped]:
         raise NotFound(f"household {cmd.household} does not live in compound {cmd.compound}", field="household")
     return [ParcelDropped(community=cmd.community, parcel=_id(cmd.parcel), compound=cmd.compound, gate=cmd.gate,
                           household=home.household, building=home.building, kind=cmd.kind,
-                          dropped_at=_at(cmd), dropped_by=cmd.actor)]
+                          dropped_at=passage.at(cmd), dropped_by=cmd.actor)]
 
 
 def collect(facts: CollectFacts, cmd: CollectParcel) -> list[ParcelCollected]:
@@ -60,7 +59,7 @@ def collect(facts: CollectFacts, cmd: CollectParcel) -> list[ParcelCollected]:
         _resident_may_collect(facts.person, parcel, cmd)
     return [ParcelCollected(community=parcel.community, parcel=parcel.parcel, compound=parcel.compound,
                             gate=parcel.gate, household=parcel.household, kind=parcel.kind, resident=cmd.resident,
-                            volunteer=cmd.volunteer, collected_at=_at(cmd), collected_by=cmd.actor)]
+                            volunteer=cmd.volunteer, collected_at=passage.at(cmd), collected_by=cmd.actor)]
 
 
 def on_foot(parcel: Parcel, cmd: CollectParcel) -> CheckPassage:
@@ -97,8 +96,3 @@ def _id(value: str | None) -> str:
         raise ValueError("the parcel id must be filled (the runtime does: commands.CREATES) before decide")
     return value
 
-
-def _at(cmd) -> datetime:
-    if cmd.occurred_at is None:
-        raise ValueError("occurred_at must be filled (the runtime does) before decide")
-    return cmd.occurred_at

@@ -118,7 +118,7 @@ def decide(facts: Facts, cmd: CheckPassage) -> list[PassageAllowed | PassageDeni
     if cmd.visitor is not None:
         _host_here(facts, cmd)
     why = reason(facts, cmd)
-    at = _at(cmd)
+    when = at(cmd)
     home = facts.home
     who = dict(
         community=cmd.community, passage=_passage(cmd), compound=cmd.compound, gate=cmd.gate,
@@ -127,7 +127,7 @@ def decide(facts: Facts, cmd: CheckPassage) -> list[PassageAllowed | PassageDeni
         pass_=facts.pass_.pass_ if facts.pass_ else None,
         visitor=mask_name(cmd.visitor.name) if cmd.visitor else None,
         pass_shown=cmd.pass_ is not None, building=home.building if home else None,
-        destination=cmd.destination, checked_at=at, checked_by=cmd.actor,
+        destination=cmd.destination, checked_at=when, checked_by=cmd.actor,
     )
     events: list = [PassageAllowed(**who) if why is None else PassageDenied(reason=why, **who)]
     if fever(facts, cmd):
@@ -135,7 +135,7 @@ def decide(facts: Facts, cmd: CheckPassage) -> list[PassageAllowed | PassageDeni
             community=cmd.community, passage=who["passage"], compound=cmd.compound, gate=cmd.gate,
             temperature_c=cmd.temperature_c, resident=cmd.resident, household=who["household"],
             visitor=who["visitor"], direction=cmd.direction, threshold_c=facts.config.fever_c,
-            detected_at=at, detected_by=cmd.actor))
+            detected_at=when, detected_by=cmd.actor))
     return events
 
 
@@ -214,7 +214,8 @@ def _passage(cmd: CheckPassage) -> str:
     return cmd.passage
 
 
-def _at(cmd: CheckPassage) -> datetime:
+def at(cmd) -> datetime:
+    """A completed command's ``occurred_at`` (every checkpoint rule stamps its events with it)."""
     if cmd.occurred_at is None:
         raise ValueError("occurred_at must be filled (the runtime does) before decide")
     return cmd.occurred_at

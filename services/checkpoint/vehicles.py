@@ -21,7 +21,6 @@ the fever rule never applies (a reading would be a passage of its own).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from services.checkpoint import passage
 from services.checkpoint.commands import CheckPassage, CheckVehicle
@@ -67,7 +66,7 @@ def decide(facts: Facts, cmd: CheckVehicle) -> list[VehicleAllowed | VehicleDeni
     why, who = reason(facts, cmd)
     common = dict(community=cmd.community, vehicle=_vehicle(cmd), compound=cmd.compound, gate=cmd.gate,
                   direction=cmd.direction, purpose=cmd.purpose, driver=cmd.driver.resident,
-                  passengers=list(cmd.passengers), checked_at=_at(cmd), checked_by=cmd.actor)
+                  passengers=list(cmd.passengers), checked_at=passage.at(cmd), checked_by=cmd.actor)
     if why is None:
         return [VehicleAllowed(**common)]
     return [VehicleDenied(reason=why, resident=who, **common)]
@@ -99,8 +98,3 @@ def _vehicle(cmd: CheckVehicle) -> str:
         raise ValueError("the vehicle id must be filled (the runtime does: commands.CREATES) before decide")
     return cmd.vehicle
 
-
-def _at(cmd: CheckVehicle) -> datetime:
-    if cmd.occurred_at is None:
-        raise ValueError("occurred_at must be filled (the runtime does) before decide")
-    return cmd.occurred_at
