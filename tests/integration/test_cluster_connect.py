@@ -98,8 +98,12 @@ async def test_a_service_started_while_the_cluster_has_no_quorum_comes_up_once_i
         nc = await connect(nats_cluster.urls)
         try:
             await eventually(lambda: answers_health(nc, "checkpoint"), timeout=30, what="checkpoint on health")
-            names = {info.name for info in await nc.jetstream(timeout=5).consumers_info(STREAM)}
-            assert {"checkpoint-directory", "checkpoint-quarantine"} <= names
+            # and its durable consumers are made (a consumer still retrying when start returned,
+            # while the new leader settles, follows within moments: under a loaded machine, seconds)
+            async def both() -> bool:
+                names = {info.name for info in await nc.jetstream(timeout=5).consumers_info(STREAM)}
+                return {"checkpoint-directory", "checkpoint-quarantine"} <= names
+            await eventually(both, timeout=30, what="checkpoint-directory and checkpoint-quarantine on the stream")
         finally:
             await nc.close()
     finally:
