@@ -170,7 +170,6 @@ class Bench(common.BenchBase):
         super().__init__("cordon-bench-")
         self.args = args
         self.registry: subprocess.Popen | None = None
-        self.spies: list[subprocess.Popen] = []
 
     async def wait_service(self, nc, timeout: float = 60.0) -> None:
         """Register the compound (same command id on every try) until the service answers."""
@@ -192,30 +191,16 @@ class Bench(common.BenchBase):
                     raise RuntimeError("the registry service did not answer") from None
                 await asyncio.sleep(0.1)
 
-    def spy(self, pid: int, seconds: float, out: Path) -> None:
-        exe = Path(sys.executable).parent / "py-spy"
-        if not exe.exists():
-            print("--profile needs py-spy in the venv (pip install py-spy); not profiling", file=sys.stderr)
-            return
-        self.spies.append(subprocess.Popen(
-            [str(exe), "record", "--pid", str(pid), "-d", str(int(seconds)), "--format", "raw",
-             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-
-    def kill_children(self) -> None:
-        super().kill_children()
-        for spy in self.spies:  # py-spy: not a session of its own
-            if spy.poll() is None:
-                spy.kill()
-                spy.wait()
-
     async def run(self) -> dict:
         a = self.args
         dsn = await self.start_servers()
         r = {"bench": "backbone", "duration_s": a.duration, "concurrency": a.concurrency}
         print(f"servers up in {self.tmp}; raw phases {a.raw_duration:g} s each ...", file=sys.stderr)
         r["raw_js_publish_per_s"] = await raw_js(self.nats.url, a.raw_duration)
-        many, single = await raw_pg(dsn, a.raw_duration)
+        commits: list[float] = []
+        many, single = await raw_pg(dsn, a.raw_duration, commits=commits)
         r["raw_pg_executemany_rows_per_s"], r["raw_pg_autocommit_rows_per_s"] = many, single
+        r["raw_pg_commit_p50_ms"], r["raw_pg_commit_p99_ms"] = pct(commits, 50), pct(commits, 99)
 
         self.registry = self.service("registry")
         nc = await common.connect(self.nats.url, name="bench.load", pending_size=8 << 20)
@@ -262,8 +247,7 @@ class Bench(common.BenchBase):
             r["e2e_ratio_to_raw_js"] = r["e2e_commands_per_s"] / r["raw_js_publish_per_s"]
             r["e2e_ratio_to_raw_pg_autocommit"] = r["e2e_commands_per_s"] / r["raw_pg_autocommit_rows_per_s"]
             load.take_errors(r, "e2e")
-            while any(spy.poll() is None for spy in self.spies):  # py-spy writes its output
-                await asyncio.sleep(0.1)
+            await self.spies_done()
 
             await asyncio.sleep(a.settle)  # phase (b) measures the steady state at its rate
             # A plain core subscriber sees each event the moment the relay publishes it: the
@@ -288,6 +272,7 @@ class Bench(common.BenchBase):
                 for p in (50, 99):
                     r[f"{name}_p{p}_ms"] = pct(values, p)
                 r[f"{name}_max_ms"] = pct(values, 100)
+            r["reply_p99_ratio_to_raw_pg_commit_p99"] = r["reply_p99_ms"] / r["raw_pg_commit_p99_ms"]
             load.take_errors(r, "fixed")
             r["errors"] = r["warmup_errors"] + r["e2e_errors"] + r["fixed_errors"]
             return r
@@ -338,6 +323,7 @@ def table(r: dict) -> str:
         ("raw JetStream publish_async, 200 B", f(r["raw_js_publish_per_s"], "msg/s"), ""),
         ("raw PostgreSQL executemany, one txn", f(r["raw_pg_executemany_rows_per_s"], "rows/s"), ""),
         ("raw PostgreSQL single-row autocommit", f(r["raw_pg_autocommit_rows_per_s"], "rows/s"), ""),
+        ("  its commit p50 / p99", f"{f(r['raw_pg_commit_p50_ms'])} / {f(r['raw_pg_commit_p99_ms'])} ms", ""),
         (f"e2e max, {r['concurrency']} outstanding (to consumed)", f(r["e2e_commands_per_s"], "cmd/s"),
          f">= {TARGET_E2E:,} cmd/s"),
         ("  same, replies only", f(r["e2e_replies_per_s"], "cmd/s"), ""),
@@ -347,6 +333,7 @@ def table(r: dict) -> str:
          f"{r['fixed_rate_sent']:,.0f} / {r['fixed_rate_achieved']:,.0f} cmd/s", ""),
         ("  request -> reply p50 / p99 / max",
          " / ".join(f(r[f"reply_{k}_ms"]) for k in ("p50", "p99", "max")) + " ms", ""),
+        ("  reply p99 / raw PostgreSQL commit p99", f"{r['reply_p99_ratio_to_raw_pg_commit_p99']:.1f}", "<= 3"),
         ("  request -> published by the relay p50 / p99",
          " / ".join(f(r[f"published_{k}_ms"]) for k in ("p50", "p99")) + " ms", ""),
         ("  request -> consumed p50 / p99 / max",

@@ -109,6 +109,7 @@ class BenchBase:
         os.environ["CORDON_NATS_CREDS"] = str(self.authority.admin_creds())
         self.pg = EmbeddedPostgres(self.tmp / "pg")
         self.children: list[subprocess.Popen] = []
+        self.spies: list[subprocess.Popen] = []
         self.dsn: str | None = None
 
     async def start_servers(self, database: str = "cordon") -> str:
@@ -176,9 +177,28 @@ class BenchBase:
                     pass
                 proc.wait()
 
+    def spy(self, pid: int, seconds: float | None, out: Path) -> None:
+        """py-spy ``pid`` for ``seconds`` (None: until it ends) into ``out`` (collapsed stacks)."""
+        exe = Path(sys.executable).parent / "py-spy"
+        if not exe.exists():
+            print("--profile needs py-spy in the venv (pip install py-spy); not profiling", file=sys.stderr)
+            return
+        self.spies.append(subprocess.Popen(
+            [str(exe), "record", "--pid", str(pid), "--subprocesses", *(["-d", str(int(seconds))] if seconds else []),
+             "--format", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    async def spies_done(self) -> None:
+        """Until every py-spy has written its output."""
+        while any(spy.poll() is None for spy in self.spies):
+            await asyncio.sleep(0.1)
+
     def kill_children(self) -> None:
-        """SIGKILL every child still running, with its process group."""
+        """SIGKILL every child still running, with its process group, and any py-spy."""
         self._sigkill(self.children)
+        for spy in self.spies:  # py-spy: not a session of its own
+            if spy.poll() is None:
+                spy.kill()
+                spy.wait()
 
     def kill(self) -> None:
         """End everything at once, synchronously: children, servers; remove the temp dir."""
@@ -231,29 +251,35 @@ async def _insert_many(conn, payload: bytes, first: int, seconds: float) -> tupl
     return n, n / (now() - t0)
 
 
-async def _insert_single(conn, payload: bytes, first: int, seconds: float) -> tuple[int, float]:
-    """One ``INSERT`` per autocommit transaction for ``seconds``: (rows, rows/s)."""
+async def _insert_single(conn, payload: bytes, first: int, seconds: float,
+                         latencies: list[float] | None = None) -> tuple[int, float]:
+    """One ``INSERT`` per autocommit transaction for ``seconds``: (rows, rows/s); each commit's
+    seconds appended to ``latencies`` if given."""
     n, t0 = 0, now()
-    while now() - t0 < seconds:
+    while (started := now()) - t0 < seconds:
         await conn.execute(_RAW_INSERT, first + n, payload)
+        if latencies is not None:
+            latencies.append(now() - started)
         n += 1
     return n, n / (now() - t0)
 
 
-async def raw_pg(dsn: str, seconds: float, autocommit_first: bool = False) -> tuple[float, float]:
+async def raw_pg(dsn: str, seconds: float, autocommit_first: bool = False,
+                 commits: list[float] | None = None) -> tuple[float, float]:
     """Rows/s of (``executemany``, single-row autocommit) inserts of (bigint, 200-byte bytea) into a
     scratch table, ``seconds`` each; executemany first unless ``autocommit_first`` (the second
-    phase inserts into the rows the first left)."""
+    phase inserts into the rows the first left). Each single-row commit's seconds go to
+    ``commits`` if given (the raw commit latency a command's reply is compared with)."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE TABLE bench_raw (id bigint PRIMARY KEY, payload bytea NOT NULL)")
         payload = os.urandom(200)
         if autocommit_first:
-            rows, single = await _insert_single(conn, payload, 0, seconds)
+            rows, single = await _insert_single(conn, payload, 0, seconds, commits)
             _, many = await _insert_many(conn, payload, rows, seconds)
         else:
             rows, many = await _insert_many(conn, payload, 0, seconds)
-            _, single = await _insert_single(conn, payload, rows, seconds)
+            _, single = await _insert_single(conn, payload, rows, seconds, commits)
         await conn.execute("DROP TABLE bench_raw")
         return many, single
     finally:

@@ -258,7 +258,7 @@ def rss_mb() -> float:
     return 0.0
 
 
-async def child_rebuild(url: str, dsn: str, batch: int) -> None:
+async def child_rebuild(url: str, dsn: str, batch: int, split: bool) -> None:
     """Runs the rebuild as `cordon views rebuild` does; prints progress as JSON lines."""
     from shared.config import city_zone
     from services.views.rebuild import rebuild
@@ -272,7 +272,8 @@ async def child_rebuild(url: str, dsn: str, batch: int) -> None:
             last[0] = elapsed
             print(json.dumps({"position": done, "head": head, "elapsed": elapsed, "rss_mb": rss_mb()}), flush=True)
 
-    result = await rebuild(pool, nc, city_zone(), batch_max=batch, progress=progress)
+    result = await rebuild(pool, nc, city_zone(), batch_max=batch, progress=progress,
+                           writer_dsn=dsn if split else None)
     print(json.dumps({"done": True, "position": result.position, "applied": result.applied,
                       "seconds": result.seconds, "rss_mb": rss_mb()}), flush=True)
     await nc.drain()
@@ -312,7 +313,10 @@ class Bench(common.BenchBase):
 
     async def rebuild(self, url: str, dsn: str, r: dict) -> None:
         proc = self.spawn("rebuild", [sys.executable, str(Path(__file__).resolve()), "--child-rebuild", url, dsn,
-                                      str(self.args.batch)], stdout=subprocess.PIPE)
+                                      str(self.args.batch), "one" if self.args.one_process else "split"],
+                           stdout=subprocess.PIPE)
+        if self.args.profile:
+            self.spy(proc.pid, None, self.args.profile / "rebuild.txt")
         samples, final = [], None
         loop = asyncio.get_running_loop()
         while True:
@@ -331,6 +335,7 @@ class Bench(common.BenchBase):
         print(file=sys.stderr)
         if proc.wait() != 0 or final is None:
             raise RuntimeError(f"rebuild failed: {self.log_tail('rebuild')}")
+        await self.spies_done()
         r["rebuild_per_s"] = final["position"] / final["seconds"]
         r["rebuild_s"] = final["seconds"]
         r["rebuild_applied"] = final["applied"]
@@ -453,7 +458,7 @@ def table(r: dict) -> str:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-rebuild":
         logging.setup("json", "warning", stream=sys.stderr)
-        asyncio.run(child_rebuild(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+        asyncio.run(child_rebuild(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "split"))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=1_000_000, help="events in the stream to rebuild from")
@@ -464,7 +469,12 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=5000, help="rebuild batch (messages per transaction)")
     p.add_argument("--audit", action="store_true", help="also measure the audit service's catch-up")
     p.add_argument("--quick", action="store_true", help="100,000 events, 10 s of lag phase")
+    p.add_argument("--one-process", action="store_true",
+                   help="rebuild in one process (as before the writer process), not reader + writer")
+    p.add_argument("--profile", type=Path, help="py-spy the rebuild process into DIR/rebuild.txt")
     a = p.parse_args()
+    if a.profile:
+        a.profile.mkdir(parents=True, exist_ok=True)
     if a.quick:
         a.events, a.duration = min(a.events, 100_000), min(a.duration, 10.0)
     logging.setup("console", "warning", stream=sys.stderr)

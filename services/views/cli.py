@@ -98,7 +98,7 @@ async def _rebuild(config: Config, batch: int, keep_old: bool) -> int:
     nc = await bus.connect(config.nats_url, "views.rebuild", config.nats_creds)
     try:
         result = await rebuild(pool, nc, city_zone(), batch_max=batch, progress=ProgressBar(),
-                               keep_old=keep_old)
+                               keep_old=keep_old, writer_dsn=config.pg_dsn)
     finally:
         await nc.drain()
         await pool.close()

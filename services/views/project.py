@@ -12,7 +12,6 @@ import re
 import uuid
 from collections import Counter
 from datetime import date, datetime, tzinfo
-from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -57,7 +56,10 @@ class _Probe(msgspec.Struct):
 _probe = msgspec.json.Decoder(_Probe)
 
 
-class Item(NamedTuple):
+class Item(msgspec.Struct, frozen=True, gc=False):
+    """One stream message as the projection applies it (a Struct: built per event, 3 % of a
+    rebuild's writing process as a NamedTuple)."""
+
     seq: int
     event_id: str | None  # None: undecodable, skipped
     type: str = ""

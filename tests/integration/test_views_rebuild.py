@@ -12,7 +12,7 @@ from services.views import cli as views_cli
 from services.views import schema
 from services.views.app import spec
 from shared.config import city_zone
-from services.views.rebuild import rebuild
+from services.views.rebuild import WriterFailed, rebuild
 from shared import bus
 from shared.contracts.checkpoint import PassageAllowed
 from tests.support.bus import creds_for, operator_config
@@ -67,6 +67,42 @@ async def test_a_rebuild_gives_the_same_figures_as_the_live_models_and_the_live_
         await wait_position(s.nc, s.last_seq)
         board = await query(s.nc, "community", community=C, on=D.isoformat())
         assert board["passages_today"]["out"] == 4
+    await s.close()
+
+
+async def test_a_rebuild_written_by_a_second_process_gives_the_same_figures(nats_url, pg_dsn):
+    s = await Stream.connect(nats_url)
+    day = await scripted_day(s)
+    async with running(spec(), nats_url, pg_dsn) as host:
+        await wait_position(s.nc, day.last_seq)
+        live = await snapshot(s.nc)
+        nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
+        try:
+            result = await rebuild(host.pool, nc, city_zone(), batch_max=5, tick=0.01, writer_dsn=pg_dsn)
+        finally:
+            await nc.close()
+        assert (result.generation, result.retired, result.position) == (2, 1, day.last_seq)
+        assert result.applied == day.last_seq
+        assert await snapshot(s.nc) == live
+    await s.close()
+
+
+async def test_when_the_writing_process_fails_the_rebuild_stops_and_leaves_nothing_behind(nats_url, pg_dsn):
+    s = await Stream.connect(nats_url)
+    day = await scripted_day(s)
+    async with running(spec(), nats_url, pg_dsn) as host:
+        await wait_position(s.nc, day.last_seq)
+        live = await snapshot(s.nc)
+        nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
+        unreachable = pg_dsn.rsplit("/", 1)[0] + "/no_such_database"
+        try:
+            with pytest.raises(WriterFailed, match="exit code 1"):
+                await asyncio.wait_for(rebuild(host.pool, nc, city_zone(), batch_max=5, tick=0.01,
+                                               writer_dsn=unreachable), 60)
+        finally:
+            await nc.close()
+        assert await generations(pg_dsn) == [(1, "current"), (2, "dropped")]
+        assert await snapshot(s.nc) == live
     await s.close()
 
 
