@@ -206,7 +206,7 @@ class Bench(common.BenchBase):
             await asyncio.sleep(0.05)
         return now() - t0
 
-    def spy(self, seconds: float, folder: Path) -> None:
+    def spy_phase(self, seconds: float, folder: Path) -> None:
         """py-spy the service and this process (raw stacks in ``folder``)."""
         exe = Path(sys.executable).parent / "py-spy"
         for name, pid in (("service", self.checkpoint.pid), ("bench", os.getpid())):
@@ -264,7 +264,7 @@ class Bench(common.BenchBase):
         await load.closed(a.warmup, a.concurrency)
         load.errors.clear()
         if a.profile and name == "passage":
-            self.spy(a.duration, a.profile)
+            self.spy_phase(a.duration, a.profile)
         pid = (self.echo if name == "raw" else self.checkpoint).pid
         cpu0 = cpu_s(pid)
         out, t0, t1 = await load.closed(a.duration, a.concurrency)

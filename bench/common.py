@@ -177,14 +177,16 @@ class BenchBase:
                     pass
                 proc.wait()
 
-    def spy(self, pid: int, seconds: float | None, out: Path) -> None:
-        """py-spy ``pid`` for ``seconds`` (None: until it ends) into ``out`` (collapsed stacks)."""
+    def spy(self, pid: int, seconds: float | None, out: Path, children: bool = False) -> None:
+        """py-spy ``pid`` (and its child processes, if ``children``) for ``seconds`` (None: until
+        it ends) into ``out`` (collapsed stacks, each line's first frame naming the process)."""
         exe = Path(sys.executable).parent / "py-spy"
         if not exe.exists():
             print("--profile needs py-spy in the venv (pip install py-spy); not profiling", file=sys.stderr)
             return
         self.spies.append(subprocess.Popen(
-            [str(exe), "record", "--pid", str(pid), "--subprocesses", *(["-d", str(int(seconds))] if seconds else []),
+            [str(exe), "record", "--pid", str(pid), *(["--subprocesses"] if children else []),
+             *(["-d", str(int(seconds))] if seconds else []),
              "--format", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     async def spies_done(self) -> None:

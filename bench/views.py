@@ -3,6 +3,7 @@
 projection lag under a steady load, in one run.
 
     python bench/views.py [--events N] [--rate R] [--duration S] [--quick] [--audit]
+                          [--one-process] [--profile DIR]
 
 Starts embedded NATS and PostgreSQL (durable defaults: fsync on, JetStream file storage) in a temp
 dir, publishes N events (default 1,000,000) in the shape of the contracts — a month of 24
@@ -10,7 +11,10 @@ committees: registrations, passes, passages, fevers, cases, seals, supplies, sto
 types no view knows — then measures:
   1. raw JetStream ordered replay of the whole stream (no processing): the ceiling;
   2. `cordon views rebuild`'s code in a separate process: events/s from sequence 1 to the swap, and
-     the process's resident memory as it goes (flat = does not grow with the stream);
+     the process's resident memory as it goes (flat = does not grow with the stream). As the
+     command runs it: the stream read there, the batches decoded and written by its own writer
+     process (services/views/writer.py); --one-process: everything in the one process (as before
+     issue 18); --profile DIR: py-spy of both into DIR/rebuild.txt;
   3. the views service (separate process, as `cordon up` runs it) under an open-loop load of R
      events/s for S seconds (after a warm-up, reported apart): lag from the scheduled publish to
      the event being in the read models (its sequence at or below the committed high-water mark,
@@ -316,7 +320,7 @@ class Bench(common.BenchBase):
                                       str(self.args.batch), "one" if self.args.one_process else "split"],
                            stdout=subprocess.PIPE)
         if self.args.profile:
-            self.spy(proc.pid, None, self.args.profile / "rebuild.txt")
+            self.spy(proc.pid, None, self.args.profile / "rebuild.txt", children=True)
         samples, final = [], None
         loop = asyncio.get_running_loop()
         while True:

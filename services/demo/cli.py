@@ -1,7 +1,8 @@
 """`cordon demo` and `cordon load`, registered on the `cordon` parser by :func:`add_commands`.
 
     cordon demo [--seed 7] [--scale 1] [--data-dir D]       a day in a street, the board, the report
-    cordon load --rate N --duration S [--seed K] [--mix passage=80,masks=5,...]
+    cordon load --rate N --duration S [--warmup W] [--seed K] [--mix passage=80,masks=5,...]
+    cordon load --committees N --duration S [--speed F | --days D] [--warmup W] [--households H]
 
 Both talk to the Cordon at ``CORDON_NATS_URL`` (or ``--nats-url``) when one answers there; with
 ``CORDON_PG_DSN`` too and no services answering, they start the services on those servers; with
@@ -40,6 +41,15 @@ def _positive(kind):
     return parse
 
 
+def _non_negative(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError("must be 0 or more")
+        return value
+    return parse
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="play a day in a street of committees through the message API; "
                                        "print the committee's board and the street's daily report")
@@ -57,6 +67,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                        "percentiles per command kind, one JSON line last")
     load.add_argument("--rate", type=_positive(float), default=None, help="commands a second (or --committees)")
     load.add_argument("--duration", type=_positive(float), required=True, help="seconds")
+    load.add_argument("--warmup", type=_non_negative(float), default=0.0,
+                      help="seconds of the same load sent first and not counted (the services settle "
+                           "after the set-up; default 0)")
     load.add_argument("--seed", type=int, default=7)
     load.add_argument("--mix", default=None, help="kind=weight,... of passage, resident, visitor, arrival, "
                                                   "request, masks, household; case, checkin, sample (quarantine) "
@@ -110,7 +123,7 @@ def _load_form(args: argparse.Namespace) -> None:
         raise ValueError("--committees sets the rate: give --rate or --committees, not both")
     if any(k in load.QUARANTINE_KINDS for k in load.parse_mix(args.mix)):
         raise ValueError("the quarantine kinds are not offered with --committees (their set-up is dated today)")
-    city.Plan.of(args.committees, args.duration, args.speed, args.days)
+    city.Plan.of(args.committees, args.warmup + args.duration, args.speed, args.days)
 
 
 def run_load(args: argparse.Namespace, config) -> int:
@@ -130,7 +143,8 @@ def run_load(args: argparse.Namespace, config) -> int:
         async with system.cordon(args.nats_url or config.nats_url, config.pg_dsn,
                                  Path(args.data_dir) if args.data_dir else None, say,
                                  config.nats_creds, log_name="load") as (url, creds):
-            return await load.run_load(url, creds, rate=args.rate, duration=args.duration, seed=args.seed, mix=mix,
+            return await load.run_load(url, creds, rate=args.rate, duration=args.duration, warmup=args.warmup,
+                                       seed=args.seed, mix=mix,
                                        households=args.households, run=args.run_id, committees=args.committees,
                                        speed=args.speed, days=args.days, say=say)
 

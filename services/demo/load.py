@@ -380,13 +380,15 @@ def render(summary: dict) -> str:
     return "\n".join(lines)
 
 
-async def run_load(url: str, creds: str | None = None, *, rate: float | None = None, duration: float, seed: int = 7,
+async def run_load(url: str, creds: str | None = None, *, rate: float | None = None, duration: float,
+                   warmup: float = 0.0, seed: int = 7,
                    mix: dict[str, int] | None = None, households: int | None = None, run: str | None = None,
                    committees: int | None = None, speed: float | None = None, days: float | None = None,
                    say=lambda line: None) -> dict:
     """Set up (or reuse) the data, then measure; the summary dict (also the last JSON line).
     With ``committees``, the rate is theirs (:mod:`services.demo.city`), compressed by ``speed``
-    (or to fit ``days`` simulated days), and commands carry simulated times."""
+    (or to fit ``days`` simulated days, the warm-up included), and commands carry simulated times.
+    ``warmup`` seconds of the same load go first and are not counted."""
     from services.demo import city
 
     mix = mix or dict(DEFAULT_MIX)
@@ -396,7 +398,7 @@ async def run_load(url: str, creds: str | None = None, *, rate: float | None = N
             raise ValueError("--committees sets the rate: give one or the other")
         if any(mix.get(k) for k in QUARANTINE_KINDS):
             raise ValueError("the quarantine kinds are not offered with --committees (their set-up is dated today)")
-        plan = city.Plan.of(committees, duration, speed, days)
+        plan = city.Plan.of(committees, warmup + duration, speed, days)
         rate = plan.rate
         say(plan.describe())
     elif rate is None:
@@ -411,8 +413,12 @@ async def run_load(url: str, creds: str | None = None, *, rate: float | None = N
         run = run or format(int(time.time() * 1000) % 0xFFFFFFFF, "x")
         gen = Generator(site, mix, seed, run)
         clock = plan.clock(lambda: datetime.now(CST), time.monotonic) if plan else (lambda: datetime.now(CST))
+        if warmup:
+            say(f"warm-up: {warmup:g} s at {rate:,.4g}/s, not counted")
+            await drive(api, gen, rate, warmup, clock=clock)
         stats = await drive(api, gen, rate, duration, clock=clock)
         summary = stats.summary(rate, duration, seed, run)
+        summary["warmup_s"] = warmup
         if plan is not None:
             summary.update(committees=plan.committees, speed=plan.speed, real_rate=round(plan.real_rate, 2),
                            simulated_days=round(plan.simulated.total_seconds() / city.DAY_SECONDS, 3))

@@ -111,11 +111,14 @@ async def test_cordon_load_reports_rate_latency_and_a_json_line_last(cordon):
         assert 0 <= kind["p50_ms"] <= kind["p90_ms"] <= kind["p99_ms"] <= kind["max_ms"]
     assert 100 <= summary["rate_achieved"] <= 160
     assert any(line.startswith("  passage") for line in lines)
-    # The set-up is reused: a second run replays it and measures again.
-    args = parser.parse_args(["load", "--rate", "50", "--duration", "1", "--households", "40", "--nats-url", cordon])
-    with contextlib.redirect_stdout(out2 := io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    # The set-up is reused: a second run replays it and measures again, after a warm-up not counted.
+    args = parser.parse_args(["load", "--rate", "50", "--duration", "1", "--warmup", "1", "--households", "40",
+                              "--nats-url", cordon])
+    with contextlib.redirect_stdout(out2 := io.StringIO()), contextlib.redirect_stderr(err2 := io.StringIO()):
         assert await asyncio.to_thread(args.run, args, Config(nats_creds=creds_for(cordon))) == 0
-    assert json.loads(out2.getvalue().strip().splitlines()[-1])["completed"] == 50
+    second = json.loads(out2.getvalue().strip().splitlines()[-1])
+    assert (second["completed"], second["warmup_s"]) == (50, 1.0)
+    assert "warm-up: 1 s at 50/s, not counted" in err2.getvalue()
 
 
 # -- the demo's output is for people: no log lines -------------------------------------------------

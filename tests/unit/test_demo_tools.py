@@ -296,3 +296,6 @@ def test_the_load_command_refuses_a_mixed_form_before_starting_anything(capsys):
         args = parser.parse_args(["load", *argv])
         assert args.run(args, None) == 2
         assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["load", "--rate", "5", "--duration", "1", "--warmup", "-1"])
+    assert "--warmup: must be 0 or more" in capsys.readouterr().err
