@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import asyncpg
@@ -70,40 +71,41 @@ async def test_a_rebuild_gives_the_same_figures_as_the_live_models_and_the_live_
     await s.close()
 
 
-async def test_a_rebuild_written_by_a_second_process_gives_the_same_figures(nats_url, pg_dsn):
+@contextlib.asynccontextmanager
+async def a_scripted_day_on_the_views(nats_url, pg_dsn):
+    """The views service over the scripted day, caught up: (day, host, the answers, a connection)."""
     s = await Stream.connect(nats_url)
     day = await scripted_day(s)
-    async with running(spec(), nats_url, pg_dsn) as host:
-        await wait_position(s.nc, day.last_seq)
-        live = await snapshot(s.nc)
-        nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
-        try:
-            result = await rebuild(host.pool, nc, city_zone(), batch_max=5, tick=0.01, writer_dsn=pg_dsn)
-        finally:
-            await nc.close()
+    try:
+        async with running(spec(), nats_url, pg_dsn) as host:
+            await wait_position(s.nc, day.last_seq)
+            live = await snapshot(s.nc)
+            nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
+            try:
+                yield day, host, live, nc
+            finally:
+                await nc.close()
+            assert await snapshot(s.nc) == live
+    finally:
+        await s.close()
+
+
+async def test_a_rebuild_written_by_a_second_process_gives_the_same_figures(nats_url, pg_dsn):
+    async with a_scripted_day_on_the_views(nats_url, pg_dsn) as (day, host, live, nc):
+        result = await rebuild(host.pool, nc, city_zone(), batch_max=5, tick=0.01, writer_dsn=pg_dsn)
         assert (result.generation, result.retired, result.position) == (2, 1, day.last_seq)
         assert result.applied == day.last_seq
-        assert await snapshot(s.nc) == live
-    await s.close()
+    # (the figures after the swap are the live ones: checked on leaving)
 
 
 async def test_when_the_writing_process_fails_the_rebuild_stops_and_leaves_nothing_behind(nats_url, pg_dsn):
-    s = await Stream.connect(nats_url)
-    day = await scripted_day(s)
-    async with running(spec(), nats_url, pg_dsn) as host:
-        await wait_position(s.nc, day.last_seq)
-        live = await snapshot(s.nc)
-        nc = await bus.connect(nats_url, "test.rebuild", creds_for(nats_url))
+    async with a_scripted_day_on_the_views(nats_url, pg_dsn) as (day, host, live, nc):
         unreachable = pg_dsn.rsplit("/", 1)[0] + "/no_such_database"
-        try:
-            with pytest.raises(WriterFailed, match="exit code 1"):
-                await asyncio.wait_for(rebuild(host.pool, nc, city_zone(), batch_max=5, tick=0.01,
-                                               writer_dsn=unreachable), 60)
-        finally:
-            await nc.close()
+        with pytest.raises(WriterFailed, match="exit code 1"):
+            await asyncio.wait_for(rebuild(host.pool, nc, city_zone(), batch_max=5, tick=0.01,
+                                           writer_dsn=unreachable), 60)
         assert await generations(pg_dsn) == [(1, "current"), (2, "dropped")]
-        assert await snapshot(s.nc) == live
-    await s.close()
+    # (the current models still answer as before: checked on leaving)
 
 
 async def test_the_old_models_answer_until_the_new_ones_have_caught_up(nats_url, pg_dsn):
