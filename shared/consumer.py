@@ -40,6 +40,8 @@ from shared.subjects import STREAM
 log = logging.get("consumer")
 
 Handle = Callable[[asyncpg.Connection, env.RawEnvelope, env.Event], Awaitable[None]]
+#: A batch's new events at once, in stream order, inside the batch's transaction.
+HandleMany = Callable[[asyncpg.Connection, list[tuple[env.RawEnvelope, env.Event]]], Awaitable[None]]
 
 
 class Undecodable(Exception):
@@ -65,6 +67,7 @@ class Consumer:
         handle: Handle,
         pool: asyncpg.Pool,
         nc: Client,
+        handle_many: HandleMany | None = None,
         batch: int = 256,
         park_after: int = 5,
         ack_wait: float = 30.0,
@@ -74,6 +77,9 @@ class Consumer:
         self.schema = schema
         self.subjects = subjects
         self.handle = handle
+        #: Given, a batch's new events go to it at once (``handle`` then applies one alone: the
+        #: fallback of a batch that failed, and dead letters' replay).
+        self.handle_many = handle_many
         self.pool = pool
         self.nc = nc
         self.js = nc.jetstream()
@@ -282,8 +288,12 @@ class Consumer:
                 for msg, raw, event in decoded:
                     if raw is not None and raw.event_id in fresh:
                         fresh.discard(raw.event_id)
-                        await self.handle(conn, raw, event)
-                        applied.append((msg, raw))
+                        if self.handle_many is None:
+                            await self.handle(conn, raw, event)
+                        applied.append((msg, raw, event))
+                if self.handle_many is not None and applied:
+                    await self.handle_many(conn, [(raw, event) for _, raw, event in applied])
+                applied = [(msg, raw) for msg, raw, _ in applied]
                 # Written last: until a handler writes, the transaction has no id, and holds
                 # back no relay (they publish only below the oldest open transaction). A
                 # reaction's handler waits on the commands it sends for a while.
