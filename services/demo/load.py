@@ -312,6 +312,37 @@ class Stats:
         }
 
 
+async def settle(nc, say, timeout: float = 300.0, every: float = 2.0) -> None:
+    """Until every service has published its outbox and every consumer and follower has applied
+    the stream (``cordon.qry.health``): a large set-up leaves the others' directories and the views
+    applying its events for a while, and a measurement taken meanwhile measures that."""
+    from shared.subjects import query_subject
+
+    loop = asyncio.get_running_loop()
+    start = last_said = loop.time()
+    while True:
+        try:
+            reply = json.loads((await nc.request(query_subject("health"), b"{}", timeout=5.0)).data)
+            behind = {f"{r.get('service')}.{name}": c.get("lag") for r in reply.get("results", [])
+                      for name, c in (r.get("consumers") or {}).items() if not c.get("standby")}
+            behind.update({f"{r.get('service')}.outbox": r.get("outbox_depth") for r in reply.get("results", [])
+                           if "outbox_depth" in r})
+        except Exception as exc:  # health unreachable for a moment: look again
+            behind = {"health": f"{type(exc).__name__}"}
+        waiting = {k: v for k, v in behind.items() if v != 0}
+        if not waiting:
+            say(f"settled: every outbox published and every consumer caught up ({loop.time() - start:.1f} s)")
+            return
+        if loop.time() - start > timeout:
+            say(f"not settled after {timeout:g} s, measuring anyway: {waiting}")
+            return
+        if loop.time() - last_said >= 10 * every:
+            last_said = loop.time()
+            say(f"settling: {sum(v for v in waiting.values() if isinstance(v, int)):,} still to apply "
+                f"({', '.join(sorted(waiting)[:4])}{', …' if len(waiting) > 4 else ''})")
+        await asyncio.sleep(every)
+
+
 #: on_reply(kind, call, reply): each command as its reply comes; ``reply`` None when none came (a
 #: timeout, no responders, NATS away).
 OnReply = Callable[[str, Call, "dict | None"], None]
@@ -410,6 +441,7 @@ async def run_load(url: str, creds: str | None = None, *, rate: float | None = N
         else:
             site = site_for(seed, households or 1000)
         await setup(api, site, seed, say, quarantine=any(mix.get(k) for k in QUARANTINE_KINDS))
+        await settle(api.nc, say)
         run = run or format(int(time.time() * 1000) % 0xFFFFFFFF, "x")
         gen = Generator(site, mix, seed, run)
         clock = plan.clock(lambda: datetime.now(CST), time.monotonic) if plan else (lambda: datetime.now(CST))

@@ -98,12 +98,14 @@ async def test_cordon_load_reports_rate_latency_and_a_json_line_last(cordon):
     cli.add_commands(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["load", "--rate", "150", "--duration", "2", "--households", "40",
                               "--nats-url", cordon, "--mix", "passage=6,arrival=1,masks=1,request=1,household=1"])
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = await asyncio.to_thread(args.run, args, Config(nats_creds=creds_for(cordon)))
     lines = out.getvalue().strip().splitlines()
     summary = json.loads(lines[-1])
     assert code == 0, out.getvalue()
+    # it measured once the services had applied the set-up
+    assert "settled: every outbox published and every consumer caught up" in err.getvalue()
     assert summary["sent"] == summary["completed"] == 300 and summary["errors"] == {} and summary["dropped"] == 0
     assert summary["ok"] + sum(summary["rejected"].values()) == 300
     assert set(summary["kinds"]) == {"passage", "arrival", "masks", "request", "household"}
