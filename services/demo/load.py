@@ -316,13 +316,11 @@ async def settle(nc, say, timeout: float = 300.0, every: float = 2.0) -> None:
     """Until every service has published its outbox and every consumer and follower has applied
     the stream (``cordon.qry.health``): a large set-up leaves the others' directories and the views
     applying its events for a while, and a measurement taken meanwhile measures that."""
-    from shared.subjects import query_subject
-
     loop = asyncio.get_running_loop()
     start = last_said = loop.time()
     while True:
         try:
-            reply = json.loads((await nc.request(query_subject("health"), b"{}", timeout=5.0)).data)
+            reply = json.loads((await nc.request("cordon.qry.health", b"{}", timeout=5.0)).data)
             behind = {f"{r.get('service')}.{name}": c.get("lag") for r in reply.get("results", [])
                       for name, c in (r.get("consumers") or {}).items() if not c.get("standby")}
             behind.update({f"{r.get('service')}.outbox": r.get("outbox_depth") for r in reply.get("results", [])

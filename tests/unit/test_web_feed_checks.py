@@ -123,3 +123,48 @@ def test_the_position_is_kept_private_and_belongs_to_its_community(tmp_path):
     assert Position(tmp_path / "feed", "li-wei", "laptop", NANGONG).last == 41
     # The same device name following another community starts without it.
     assert Position(tmp_path / "feed", "li-wei", "laptop", "changning.chengjiaqiao.beixin").last is None
+
+
+# -- Ctrl-C always ends `cordon feed` -----------------------------------------------------------
+
+_STUBBORN = """
+import asyncio, sys
+from services.web.feed_cli import until_interrupted
+
+async def work():
+    print("working", flush=True)
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # as a library that loses a cancellation would
+            if sys.argv[1] == "stubborn":
+                continue
+            raise
+
+sys.exit(asyncio.run(until_interrupted(work(), grace=0.5)))
+"""
+
+
+@pytest.mark.parametrize("kind", ["polite", "stubborn"])
+def test_ctrl_c_ends_the_feed_with_130_even_when_its_work_ignores_the_cancellation(kind):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # Given the feed's work running (one that stops when cancelled, or one that does not)
+    process = subprocess.Popen([sys.executable, "-c", _STUBBORN, kind], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == b"working\n"
+        # When Ctrl-C
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        # Then it exits 130, quietly: at once, or after the grace period
+        assert process.wait(timeout=20) == 130
+        assert process.stderr.read() == b""
+        assert time.monotonic() - started < 15
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
