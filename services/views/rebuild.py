@@ -137,7 +137,9 @@ class _Writer:
         out, _ = await self.proc.communicate()
         if self.proc.returncode != 0:
             raise WriterFailed(f"the views writer process failed with exit code {self.proc.returncode}")
-        return json.loads(out.decode().strip().splitlines()[-1])["applied"]
+        figures = json.loads(out.decode().strip().splitlines()[-1])
+        log.info("views.writer.finished", generation=self.generation, **figures)
+        return figures["applied"]
 
     async def kill(self) -> None:
         if self.ended is not None:

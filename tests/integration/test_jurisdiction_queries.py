@@ -13,7 +13,6 @@ import contextlib
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
 
 from services.audit.app import spec as audit_spec
@@ -23,13 +22,12 @@ from services.registry.app import spec as registry_spec
 from services.views.app import spec as views_spec
 from shared.embedded import ensure_database
 from shared.identity import Identity
-from shared.service import ServiceHost
 from shared.subjects import STREAM
 from tests.support.cordon import eventually, prc_id
 from tests.support.bus import operator_config
-from tests.support.bus import connect, start_secure_nats
+from tests.support.bus import start_secure_nats
 from tests.support.identities import As, BEIXIN, JINXIU, NANGONG, forbidden
-from tests.support.logistics import stop
+from tests.support.logistics import start_services
 from tests.support.quarantine import Clock, at, day
 
 pytestmark = pytest.mark.integration
@@ -61,14 +59,7 @@ async def city(pg_server, tmp_path_factory):
     clock = Clock(at(1, "09:00"))
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(server.stop)
-        for spec in (registry_spec, quarantine_spec, logistics_spec, views_spec, audit_spec):
-            host = ServiceHost(spec(), config, clock=clock)
-            await host.start()
-            stack.push_async_callback(stop, host)
-        nc = await connect(server.url)
-        stack.push_async_callback(nc.close)
-        db = await asyncpg.connect(dsn)
-        stack.push_async_callback(db.close)
+        nc, db = await start_services(stack, (registry_spec, quarantine_spec, logistics_spec, views_spec, audit_spec), config, clock, server.url, dsn)
         residents = await _populate(As(nc, None), db)
         await _seen_by_views_and_audit(nc, db)
         yield City(nc, residents)

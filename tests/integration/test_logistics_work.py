@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 from datetime import timedelta
 
-import asyncpg
 import pytest
 
 from services.checkpoint.app import spec as checkpoint_spec
@@ -21,12 +20,11 @@ from services.logistics.app import spec as logistics_spec
 from services.registry.app import spec as registry_spec
 from services.views.app import spec as views_spec
 from shared.identity import Identity
-from shared.service import ServiceHost
 from shared.subjects import STREAM
-from tests.support.bus import connect, operator_config
+from tests.support.bus import operator_config
 from tests.support.cordon import eventually, prc_id
 from tests.support.identities import As, BEIXIN, NANGONG, forbidden
-from tests.support.logistics import stop
+from tests.support.logistics import start_services
 from tests.support.quarantine import Clock, at, day
 
 pytestmark = pytest.mark.integration
@@ -51,14 +49,7 @@ async def cordon(nats_url, pg_dsn):
     clock = Clock(at(1, "10:00"))
     config = operator_config(nats_url, pg_dsn=pg_dsn, backdate_days=0)
     async with contextlib.AsyncExitStack() as stack:
-        for spec in (registry_spec, checkpoint_spec, logistics_spec, views_spec):
-            host = ServiceHost(spec(), config, clock=clock)
-            await host.start()
-            stack.push_async_callback(stop, host)
-        nc = await connect(nats_url)
-        stack.push_async_callback(nc.close)
-        db = await asyncpg.connect(pg_dsn)
-        stack.push_async_callback(db.close)
+        nc, db = await start_services(stack, (registry_spec, checkpoint_spec, logistics_spec, views_spec), config, clock, nats_url, pg_dsn)
         yield nc, db, await _populate(As(nc, None), db)
 
 

@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import asyncpg
 import msgspec
 import pytest
 
@@ -28,12 +27,11 @@ from shared.contracts import queries as q
 from shared.contracts.queries import QUERIES
 from shared.embedded import ensure_database
 from shared.identity import Identity
-from shared.service import ServiceHost
 from shared.subjects import STREAM
-from tests.support.bus import connect, operator_config, start_secure_nats
+from tests.support.bus import operator_config, start_secure_nats
 from tests.support.cordon import eventually, prc_id
 from tests.support.identities import NANGONG, As, user_key
-from tests.support.logistics import stop
+from tests.support.logistics import start_services
 from tests.support.quarantine import Clock, at, day
 
 pytestmark = pytest.mark.integration
@@ -62,14 +60,7 @@ async def committee(pg_server, tmp_path_factory):
     config = operator_config(server.url, pg_dsn=dsn, backdate_days=0)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(server.stop)
-        for spec in SERVICES:
-            host = ServiceHost(spec(), config, clock=Clock(at(1, "20:00")))
-            await host.start()
-            stack.push_async_callback(stop, host)
-        nc = await connect(server.url)
-        stack.push_async_callback(nc.close)
-        db = await asyncpg.connect(dsn)
-        stack.push_async_callback(db.close)
+        nc, db = await start_services(stack, SERVICES, config, Clock(at(1, "20:00")), server.url, dsn)
         resident, passage, household = await _record(As(nc, None), db)
         await _caught_up(nc, db)
         yield Committee(nc, resident, household, passage)

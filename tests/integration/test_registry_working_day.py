@@ -25,12 +25,11 @@ from shared import directory
 from shared.consumer import Consumer
 from shared.embedded import ensure_database
 from shared.identity import Identity
-from shared.service import ServiceHost
 from shared.subjects import STREAM, event_filters
-from tests.support.bus import connect, operator_config, start_secure_nats
+from tests.support.bus import operator_config, start_secure_nats
 from tests.support.cordon import eventually, prc_id
 from tests.support.identities import BEIXIN, NANGONG, As, forbidden
-from tests.support.logistics import stop
+from tests.support.logistics import start_services
 from tests.support.quarantine import Clock, at, day
 
 pytestmark = pytest.mark.integration
@@ -74,14 +73,7 @@ async def today(pg_server, tmp_path_factory):
     clock = Clock(at(1, "09:00"))
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(server.stop)
-        for spec in (registry_spec, logistics_spec, views_spec):
-            host = ServiceHost(spec(), config, clock=clock)
-            await host.start()
-            stack.push_async_callback(stop, host)
-        nc = await connect(server.url)
-        stack.push_async_callback(nc.close)
-        db = await asyncpg.connect(dsn)
-        stack.push_async_callback(db.close)
+        nc, db = await start_services(stack, (registry_spec, logistics_spec, views_spec), config, clock, server.url, dsn)
         world = Day(nc, db, clock)
         await _committees(world)
         yield world

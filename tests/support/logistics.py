@@ -56,6 +56,21 @@ async def logistics(nats_url: str, pg_dsn: str, clock=None, config: LogisticsCon
         await stop(host)
 
 
+async def start_services(stack: contextlib.AsyncExitStack, specs, config: Config, clock, nats_url: str,
+                         dsn: str):
+    """Each of ``specs`` as a host on ``clock``, then an operator's NATS connection and a database
+    connection: (nc, db), all closed by ``stack`` (the hosts with :func:`stop`)."""
+    for spec in specs:
+        host = ServiceHost(spec(), config, clock=clock)
+        await host.start()
+        stack.push_async_callback(stop, host)
+    nc = await connect(nats_url)
+    stack.push_async_callback(nc.close)
+    db = await asyncpg.connect(dsn)
+    stack.push_async_callback(db.close)
+    return nc, db
+
+
 async def stop(host: ServiceHost) -> None:
     """``host.stop()``, without its 30-second hang. Workaround for a backbone issue (reported):
     nats-py's pull ``fetch`` takes a late status message off a subscription's queue with
