@@ -150,7 +150,6 @@ def test_ctrl_c_ends_the_feed_with_130_even_when_its_work_ignores_the_cancellati
     import signal
     import subprocess
     import sys
-    import time
 
     # Given the feed's work running (one that stops when cancelled, or one that does not)
     process = subprocess.Popen([sys.executable, "-c", _STUBBORN, kind], stdout=subprocess.PIPE,
@@ -158,12 +157,11 @@ def test_ctrl_c_ends_the_feed_with_130_even_when_its_work_ignores_the_cancellati
     try:
         assert process.stdout.readline() == b"working\n"
         # When Ctrl-C
-        started = time.monotonic()
         process.send_signal(signal.SIGINT)
-        # Then it exits 130, quietly: at once, or after the grace period
+        # Then it exits 130, quietly: at once, or after the grace period (20 s: a bound on a hang,
+        # not a measured figure)
         assert process.wait(timeout=20) == 130
         assert process.stderr.read() == b""
-        assert time.monotonic() - started < 15
     finally:
         if process.poll() is None:
             process.kill()
