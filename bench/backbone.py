@@ -10,7 +10,8 @@ dir and the registry service in a separate process (`python -m services.cli serv
   2. raw PostgreSQL inserts: `executemany` in one transaction, and single-row autocommit;
   3. end to end: registry commands sent as NATS requests until their event is handled by a durable
      `shared.consumer.Consumer` in its own process: (a) closed loop with N outstanding requests,
-     (b) open loop at a fixed offered rate, latency measured from the scheduled send time.
+     (b) open loop at a fixed offered rate, latency measured from the scheduled send time, with
+     raw single-row commits (50/s, own connection) measured meanwhile on the same disk.
 Prints a table, then (last line of stdout) one JSON object. Figures only: nothing is asserted.
 """
 from __future__ import annotations
@@ -259,7 +260,8 @@ class Bench(common.BenchBase):
 
             probe = await nc.subscribe("cordon.evt.>", cb=on_published)
             print(f"(b) open loop at {a.rate:g}/s, {a.duration:g} s ...", file=sys.stderr)
-            out, t0, t_last = await load.open(a.duration, a.rate)
+            async with common.CommitProbe(dsn) as commits_meanwhile:
+                out, t0, t_last = await load.open(a.duration, a.rate)
             await load.drain(out)
             await probe.unsubscribe()
             r["fixed_rate"] = int(a.rate) if a.rate.is_integer() else a.rate
@@ -273,6 +275,10 @@ class Bench(common.BenchBase):
                     r[f"{name}_p{p}_ms"] = pct(values, p)
                 r[f"{name}_max_ms"] = pct(values, 100)
             r["reply_p99_ratio_to_raw_pg_commit_p99"] = r["reply_p99_ms"] / r["raw_pg_commit_p99_ms"]
+            during = commits_meanwhile.latencies
+            r["fixed_raw_pg_commit_p50_ms"], r["fixed_raw_pg_commit_p99_ms"] = pct(during, 50), pct(during, 99)
+            r["fixed_raw_pg_commit_max_ms"] = pct(during, 100)
+            r["reply_p99_ratio_to_raw_pg_commit_p99_meanwhile"] = r["reply_p99_ms"] / r["fixed_raw_pg_commit_p99_ms"]
             load.take_errors(r, "fixed")
             r["errors"] = r["warmup_errors"] + r["e2e_errors"] + r["fixed_errors"]
             return r
@@ -334,6 +340,10 @@ def table(r: dict) -> str:
         ("  request -> reply p50 / p99 / max",
          " / ".join(f(r[f"reply_{k}_ms"]) for k in ("p50", "p99", "max")) + " ms", ""),
         ("  reply p99 / raw PostgreSQL commit p99", f"{r['reply_p99_ratio_to_raw_pg_commit_p99']:.1f}", "<= 3"),
+        ("  raw commits meanwhile (50/s) p50 / p99 / max",
+         " / ".join(f(r[f"fixed_raw_pg_commit_{k}_ms"]) for k in ("p50", "p99", "max")) + " ms", ""),
+        ("  reply p99 / raw commit p99 meanwhile", f"{r['reply_p99_ratio_to_raw_pg_commit_p99_meanwhile']:.1f}",
+         "<= 3"),
         ("  request -> published by the relay p50 / p99",
          " / ".join(f(r[f"published_{k}_ms"]) for k in ("p50", "p99")) + " ms", ""),
         ("  request -> consumed p50 / p99 / max",

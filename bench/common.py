@@ -286,3 +286,44 @@ async def raw_pg(dsn: str, seconds: float, autocommit_first: bool = False,
         return many, single
     finally:
         await conn.close()
+
+
+class CommitProbe:
+    """Single-row autocommit inserts, one every ``interval`` s on a connection of its own, while a
+    phase runs (``async with``): the raw commit latency under the same load, on the same disk, at
+    the same time as the figure it is compared with. A raw phase run alone misses what the phase
+    meets: on this VM, the WAL's fsync now and then takes hundreds of milliseconds (the
+    walwriter seen in ``IO:WalSync``), and every commit waits for it."""
+
+    def __init__(self, dsn: str, interval: float = 0.02):
+        self.dsn, self.interval = dsn, interval
+        self.latencies: list[float] = []
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "CommitProbe":
+        self._conn = await asyncpg.connect(self.dsn)
+        await self._conn.execute("CREATE TABLE IF NOT EXISTS bench_probe (id bigint PRIMARY KEY, payload bytea NOT NULL)")
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        payload, n, t0 = os.urandom(200), 0, now()
+        while True:
+            started = now()
+            await self._conn.execute("INSERT INTO bench_probe VALUES ($1, $2)", n, payload)
+            self.latencies.append(now() - started)
+            n += 1
+            # on schedule, not after each commit: a stall is one slow commit, not a gap
+            await asyncio.sleep(max(0.0, t0 + n * self.interval - now()))
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        try:
+            await self._conn.execute("DROP TABLE bench_probe")
+        finally:
+            await self._conn.close()
