@@ -13,8 +13,9 @@ building sealed). Then:
   0. bulk issue: ONE issue_passes for all 5,400 households, request -> reply;
   1. raw NATS request/reply to the echo responder, same payloads: (a) max rate with N outstanding,
      (b) open loop at R/s, latency from the scheduled send time;
-  2. check_passage, the same two loads; mix: printed pass number 50 %, resident id 30 %, both 10 %,
-     visitor 10 %; in and out; 1 % fevers. After (a), the time until the outbox is empty: every
+  2. check_passage, the same two loads (in (b), raw single-row PostgreSQL commits meanwhile);
+     mix: printed pass number 50 %, resident id 30 %, both 10 %, visitor 10 %; in and out; 1 %
+     fevers. After (a), the time until the outbox is empty: every
      passage recorded in PostgreSQL and published on JetStream (the sustained rate).
 Prints a table, then (last line of stdout) one JSON object. Figures only: nothing is asserted.
 """
@@ -247,7 +248,7 @@ class Bench(common.BenchBase):
                 db, "SELECT count(*) = 0 FROM checkpoint.outbox", "the bulk outbox")
 
             for name, subject in (("raw", ECHO), ("passage", "cordon.cmd.checkpoint.check_passage")):
-                await self.phase(r, name, Load(nc, subject, people, passes, a.timeout), db)
+                await self.phase(r, name, Load(nc, subject, people, passes, a.timeout), db, dsn)
             r["ratio_rate_to_raw"] = r["passage_max_per_s"] / r["raw_max_per_s"]
             r["ratio_p99_to_raw"] = (r["passage_p99_ms"] / r["raw_p99_ms"]) if r["raw_p99_ms"] else None
             r["passages_recorded"] = await db.fetchval(
@@ -258,7 +259,7 @@ class Bench(common.BenchBase):
             await db.close()
             await nc.close()
 
-    async def phase(self, r: dict, name: str, load: Load, db) -> None:
+    async def phase(self, r: dict, name: str, load: Load, db, dsn: str) -> None:
         a = self.args
         print(f"{name}: warm-up, then (a) {a.concurrency} outstanding {a.duration:g} s ...", file=sys.stderr)
         await load.closed(a.warmup, a.concurrency)
@@ -277,7 +278,10 @@ class Bench(common.BenchBase):
             r["passage_outbox_drain_s"] = drained
         await asyncio.sleep(1)
         print(f"{name}: (b) open loop at {a.rate:g}/s for {a.duration:g} s ...", file=sys.stderr)
-        out, t0, t_last = await load.open(a.duration, a.rate)
+        async with common.CommitProbe(dsn) as commits:  # a passage is committed before its reply
+            out, t0, t_last = await load.open(a.duration, a.rate)
+        for k, p in (("p50", 50), ("p99", 99), ("max", 100)):
+            r[f"{name}_raw_pg_commit_{k}_ms"] = pct(commits.latencies, p)
         r[f"{name}_fixed_sent_per_s"] = int(a.duration * a.rate) / (t_last - t0)
         r[f"{name}_fixed_ok"] = len(out)
         for p in (50, 99):
@@ -307,6 +311,8 @@ def table(r: dict) -> str:
          " / ".join(f(r[f"raw_{k}_ms"]) for k in ("p50", "p99", "max")) + " ms", ""),
         (f"check_passage at {r['args_rate']:g}/s: p50 / p99 / max",
          " / ".join(f(r[f"passage_{k}_ms"]) for k in ("p50", "p99", "max")) + " ms", f"p99 <= {TARGET_P99_MS} ms"),
+        ("  raw PG commits meanwhile (50/s): p50 / p99 / max",
+         " / ".join(f(r[f"passage_raw_pg_commit_{k}_ms"]) for k in ("p50", "p99", "max")) + " ms", ""),
         ("  sent rate (open loop)", f(r["passage_fixed_sent_per_s"], " /s"), ""),
         ("passages recorded (all phases, incl. warm-up)", f"{r['passages_recorded']:,}", ""),
         ("errors (raw / passage)", f"{r['raw_errors']} / {r['passage_errors']}", "0"),
