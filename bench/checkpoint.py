@@ -15,8 +15,8 @@ building sealed). Then:
      (b) open loop at R/s, latency from the scheduled send time;
   2. check_passage, the same two loads (in (b), raw single-row PostgreSQL commits meanwhile);
      mix: printed pass number 50 %, resident id 30 %, both 10 %, visitor 10 %; in and out; 1 %
-     fevers. After (a), the time until the outbox is empty: every
-     passage recorded in PostgreSQL and published on JetStream (the sustained rate).
+     fevers. After (a), the time until the outbox is empty: every passage recorded in PostgreSQL
+     and published on JetStream (the sustained rate).
 Prints a table, then (last line of stdout) one JSON object. Figures only: nothing is asserted.
 """
 from __future__ import annotations
