@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import structlog
 
-from shared import pii
+from shared import pgpool, pii
 from shared.embedded import ensure_database
 from shared.errors import Unavailable
 
@@ -124,7 +124,7 @@ class KeyStore:
             if not dsn:
                 server, name = keys_dsn(pg_dsn)
                 dsn = await ensure_database(server, name)
-            self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+            self._pool = await pgpool.create_pool(dsn, min_size=1, max_size=4)
             async with self._pool.acquire() as conn, conn.transaction():
                 # replicas start together: CREATE ... IF NOT EXISTS is not safe against a concurrent twin
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK)
@@ -158,7 +158,7 @@ class KeyStore:
     async def _create(self, pool, subjects: list[str]) -> dict[str, bytes]:
         fresh = {s: pii.new_data_key() for s in subjects}
         wrapped = [self.keyring.wrap(s, k) for s, k in fresh.items()]
-        async with pool.acquire() as conn:
+        async with pgpool.stateless(pool) as conn:
             rows = await conn.fetch(self._insert, list(fresh), [w.blob for w in wrapped], [w.key_id for w in wrapped])
         made = {r["subject"]: fresh[r["subject"]] for r in rows}
         if len(made) < len(fresh):  # a subject that had a key keeps it; an erased one gets none
@@ -170,7 +170,7 @@ class KeyStore:
         return await self._get(await self._ready(), subjects)
 
     async def _get(self, pool, subjects: list[str]) -> dict[str, bytes]:
-        async with pool.acquire() as conn:
+        async with pgpool.stateless(pool) as conn:
             rows = await conn.fetch(self._select, subjects)
         return {r["subject"]: self.keyring.unwrap(r["subject"], pii.Wrapped(r["key_id"], r["wrapped"]))
                 for r in rows}

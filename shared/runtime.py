@@ -24,7 +24,7 @@ import msgspec
 from shared import envelope as env
 from shared import log as logging
 from shared.tasks import cancel
-from shared import store
+from shared import pgpool, store
 from shared import wire
 from shared.access import Caller
 from shared.context import Batch, Context, Evolve, Pending, Reply, encode_error, encode_ok
@@ -414,7 +414,7 @@ class CommandRuntime:
     async def _attempt(self, items: list[_Item], lock_timeout: str | None = None) -> dict[int, bytes]:
         replies: dict[int, bytes] = {}
         accepted: list[tuple[_Item, Pending, bytes]] = []
-        async with self.pool.acquire() as conn:
+        async with pgpool.stateless(self.pool) as conn:
             async with conn.transaction():
                 if lock_timeout:
                     await conn.execute(f"SET LOCAL lock_timeout = '{lock_timeout}'")

@@ -18,7 +18,7 @@ import msgspec
 import structlog
 from faststream.nats import NatsBroker, NatsCredentials
 
-from shared import access, bus, dead_letters, store
+from shared import access, bus, dead_letters, pgpool, store
 from shared import envelope as env
 from shared import log as logging
 from shared.runtime import CommandRuntime, CommandSpec, encode_error
@@ -184,7 +184,7 @@ class ServiceHost:
         if config.metrics_port:  # first: /livez answers while the rest starts (it may wait for servers)
             self.probes = ProbeServer(self)
             await self.probes.start(config.metrics_host, config.metrics_port)
-        self.pool = await asyncpg.create_pool(config.pg_dsn, min_size=2, max_size=config.pg_pool_max)
+        self.pool = await pgpool.create_pool(config.pg_dsn, min_size=2, max_size=config.pg_pool_max)
         async with self.pool.acquire() as conn:
             await store.migrate(conn, spec.name, spec.extra_ddl, record=spec.commands is not None,
                                 consumers=bool(spec.consumers or spec.reactions))
