@@ -128,6 +128,10 @@ async def _ensure_stream(js: JetStreamContext, dedupe_window_s: float, replicas:
         try:
             await js.add_stream(stream_config(dedupe_window_s, replicas))
             log.info("stream.created", stream=STREAM)
-        except APIError:
+        except APIError as exc:
+            if not_ready(exc):
+                # A cluster still forming ("no suitable peers"): say so, and patiently tries again.
+                # Looking the stream up here would answer "not found" and end the start-up.
+                raise
             # Another service created it between our look and our add: fine if it is there now.
             await js.stream_info(STREAM)
