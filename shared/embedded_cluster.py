@@ -23,7 +23,7 @@ from pathlib import Path
 import nats
 
 from shared.auth import Authority
-from shared.embedded import EmbeddedNats, _Child, _ignore, free_port
+from shared.embedded import EmbeddedNats, _Child, _ignore, free_port, log
 
 CLUSTER_NAME = "cordon"
 
@@ -47,6 +47,7 @@ class ClusterNode(_Child):
         self.authority = authority
         self.route_port: int | None = None
         self.http_port: int | None = None
+        self._log_from = 0
 
     @property
     def url(self) -> str:
@@ -70,6 +71,7 @@ class ClusterNode(_Child):
         conf.write_text(text)
         conf.chmod(0o600)
         log_path = self.data_dir / "nats.log"
+        self._log_from = log_path.stat().st_size if log_path.exists() else 0  # this start's lines
         self._spawn([EmbeddedNats.binary(), "-c", str(conf)], log_path)
 
         async def probe() -> None:
@@ -77,6 +79,15 @@ class ClusterNode(_Child):
             writer.close()
 
         await self._wait_ready(probe, timeout, log_path, 0.01)
+
+    def port_taken(self) -> bool:
+        """Whether this node's last start found one of its ports taken (its log says so)."""
+        try:
+            with open(self.data_dir / "nats.log", "rb") as f:
+                f.seek(self._log_from)
+                return b"address already in use" in f.read()
+        except OSError:
+            return False
 
     async def jsz(self, **query: str) -> dict:
         """This node's own JetStream view (monitoring ``/jsz``): its meta group, its streams' state."""
@@ -112,13 +123,30 @@ class EmbeddedNatsCluster:
         """The node called `server_name` (as stream info's ``cluster.leader`` names it)."""
         return next(i for i, node in enumerate(self.nodes) if node.name == server_name)
 
-    async def start(self, timeout: float = 30.0) -> None:
-        """Start every node; return once JetStream is available cluster-wide (see :meth:`wait_ready`)."""
-        for node in self.nodes:
-            node.assign_ports()
-        routes = [node.route_port for node in self.nodes]
-        await asyncio.gather(*(node.start(routes) for node in self.nodes))
-        await self.wait_ready(timeout)
+    async def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start every node; return once JetStream is available cluster-wide (see :meth:`wait_ready`).
+
+        Free ports are chosen before the servers bind them, and other processes (other tests'
+        servers) start meanwhile: a node can find its port taken and exit, while its start-up probe
+        reached the other process. Then the nodes start again on fresh ports, up to ``attempts``
+        times (seen in CI: ``bind: address already in use``, and a cluster with no meta leader)."""
+        for attempt in range(1, attempts + 1):
+            for node in self.nodes:
+                node.assign_ports()
+            routes = [node.route_port for node in self.nodes]
+            try:
+                started = await asyncio.gather(*(node.start(routes) for node in self.nodes), return_exceptions=True)
+                if failed := [r for r in started if isinstance(r, BaseException)]:
+                    raise failed[0]
+                await self.wait_ready(timeout, every_node=True)
+                return
+            except RuntimeError as exc:
+                if attempt == attempts or not any(node.port_taken() for node in self.nodes):
+                    raise
+                log.warning("nats-cluster.port_taken", attempt=attempt, error=str(exc)[:300])
+                await self.stop()
+                for node in self.nodes:
+                    node.port = node.route_port = node.http_port = None
 
     async def start_node(self, i: int, timeout: float = 30.0) -> None:
         """Bring node `i` back (same ports, same store); return once it is a current meta peer again."""
@@ -133,11 +161,14 @@ class EmbeddedNatsCluster:
         """Stop every node (idempotent)."""
         await asyncio.gather(*(node.stop() for node in self.nodes))
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
+    async def wait_ready(self, timeout: float = 30.0, every_node: bool = False) -> None:
         """Until a meta leader is elected and sees every running node as a current peer, and
-        JetStream answers through each running node; RuntimeError with the reason after `timeout`."""
+        JetStream answers through each running node; RuntimeError with the reason after `timeout`
+        (at once if ``every_node`` and a node has exited)."""
         deadline = time.monotonic() + timeout
         while True:
+            if every_node and (gone := [node.name for node in self.nodes if not node.running]):
+                raise RuntimeError(f"NATS cluster node(s) {gone} exited; logs under {self.data_dir}")
             try:
                 why = await self._not_ready()
             except Exception as exc:  # a node still starting: refused, no JetStream yet, ...

@@ -112,3 +112,34 @@ async def test_an_acknowledged_message_survives_losing_a_node_with_its_disk(
         await eventually(lambda: agreeing(nats_cluster, (21, 21)), timeout=30, what="the blank node to catch up")
     finally:
         await nc.close()
+
+
+async def test_a_node_whose_port_another_process_took_starts_again_on_fresh_ports(tmp_path, monkeypatch):
+    # Given a port that something else listens on, handed to the last node as its client port
+    # (as when another test's server binds a free port between our choice and our bind)
+    import socket
+
+    from shared import embedded_cluster
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken, chosen = squatter.getsockname()[1], []
+
+    original = embedded_cluster.free_port
+
+    def free_port(host="127.0.0.1"):  # the 7th port chosen is the third node's client port
+        chosen.append(taken if len(chosen) == 6 else original(host))
+        return chosen[-1]
+
+    monkeypatch.setattr(embedded_cluster, "free_port", free_port)
+    cluster = EmbeddedNatsCluster(tmp_path / "nodes")
+    try:
+        # When the cluster starts
+        await cluster.start(timeout=30)
+        # Then it came up on fresh ports, every node a member, the taken port not among them
+        assert cluster.nodes[2].port != taken
+        assert all(node.running for node in cluster.nodes)
+        assert b"address already in use" in (tmp_path / "nodes" / "n3" / "nats.log").read_bytes()
+    finally:
+        await cluster.stop()
+        squatter.close()
