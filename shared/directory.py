@@ -25,6 +25,7 @@ from shared.contracts.registry import (
     ResidentRegistered,
     ResidentUpdated,
 )
+from shared.consumer import HandleMany
 from shared.envelope import Event, RawEnvelope
 from shared.service import ConsumerSpec, LocalCopy
 from shared.subjects import event_filters
@@ -64,7 +65,7 @@ def consumer(schema: str) -> ConsumerSpec:
 
         return handle
 
-    def build_many(host) -> object:
+    def build_many(host) -> HandleMany:
         async def handle_many(conn: asyncpg.Connection, items: list[tuple[RawEnvelope, Event]]) -> None:
             await apply_many(conn, schema, [event for _, event in items])
 

@@ -22,7 +22,7 @@ from services.views.app import spec as views_spec
 from shared.identity import Identity
 from shared.subjects import STREAM
 from tests.support.bus import operator_config
-from tests.support.cordon import eventually, prc_id
+from tests.support.cordon import eventually, outboxes_empty, prc_id
 from tests.support.identities import As, BEIXIN, NANGONG, forbidden
 from tests.support.logistics import start_services
 from tests.support.quarantine import Clock, at, day
@@ -38,8 +38,7 @@ TABLES = ("events", "commands", "group_orders", "volunteers", "volunteer_hours",
 async def written(db, nc) -> tuple:
     """What a refused command must not change: logistics' events, stored replies and tables, and
     the stream once every outbox is empty."""
-    await eventually(lambda: db.fetchval("SELECT (SELECT count(*) FROM logistics.outbox) "
-                                         "+ (SELECT count(*) FROM checkpoint.outbox) = 0"), what="outboxes empty")
+    await outboxes_empty(db, "logistics", "checkpoint")
     counts = [await db.fetchval(f"SELECT count(*) FROM logistics.{t}") for t in TABLES]
     return (*counts, (await nc.jetstream().stream_info(STREAM)).state.messages)
 

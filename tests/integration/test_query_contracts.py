@@ -27,7 +27,7 @@ from shared.contracts import queries as q
 from shared.contracts.queries import QUERIES
 from shared.embedded import ensure_database
 from shared.identity import Identity
-from shared.subjects import STREAM
+from tests.support.board import caught_up
 from tests.support.bus import operator_config, start_secure_nats
 from tests.support.cordon import eventually, prc_id
 from tests.support.identities import NANGONG, As, user_key
@@ -62,7 +62,7 @@ async def committee(pg_server, tmp_path_factory):
         stack.push_async_callback(server.stop)
         nc, db = await start_services(stack, SERVICES, config, Clock(at(1, "20:00")), server.url, dsn)
         resident, passage, household = await _record(As(nc, None), db)
-        await _caught_up(nc, db)
+        await caught_up(nc, db)
         yield Committee(nc, resident, household, passage)
 
 
@@ -125,16 +125,6 @@ async def _record(operator: As, db) -> tuple[str, str, str]:
     await operator.ok("registry", "record_tip_off", community=NANGONG, compound="nangong-1", household=household,
                       kind="not_staying_home", note="seen going out every afternoon")
     return resident, visit["passage"], household
-
-
-async def _caught_up(nc, db) -> None:
-    outboxes = " + ".join(f"(SELECT count(*) FROM {s}.outbox)"
-                          for s in ("registry", "checkpoint", "quarantine", "logistics"))
-    await eventually(lambda: db.fetchval(f"SELECT {outboxes} = 0"), what="outboxes empty")
-    last = (await nc.jetstream().stream_info(STREAM)).state.last_seq
-    generation = await eventually(lambda: db.fetchval("SELECT generation FROM views.current"))
-    await eventually(lambda: db.fetchval(f"SELECT hwm >= $1 FROM views_g{generation}.meta", last), what="views")
-    await eventually(lambda: db.fetchval("SELECT hwm >= $1 FROM audit.head", last), what="audit")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from shared.contracts.registry import HouseholdRegisteredV1, ResidentRegisteredV
 from shared.identity import Identity
 from shared.subjects import STREAM, event_subject
 from tests.support.bus import connect
-from tests.support.cordon import COMMUNITY, Client, community, eventually, prc_id, running
+from tests.support.cordon import COMMUNITY, Client, community, eventually, outboxes_empty, prc_id, running
 from tests.support.identities import As
 from tests.support.views import query, wait_position
 
@@ -136,8 +136,7 @@ async def test_a_record_of_schema_1_registry_events_decodes_projects_and_stays_a
         # then the board counts the old household and residents as schema 2 would (once every event is on the
         # stream: a contact read is committed before its reply and published just after, so the head read
         # before the outboxes are empty can miss the last read's PersonalDataViewed)
-        await eventually(lambda: db.fetchval("SELECT (SELECT count(*) FROM registry.outbox) "
-                                             "+ (SELECT count(*) FROM checkpoint.outbox) = 0"), what="outboxes empty")
+        await outboxes_empty(db, "registry", "checkpoint")
         head = await _stream_head(nc)
         await wait_position(nc, head)
         then = (await query(nc, "community", community=COMMUNITY, on="2022-04-02"))["figures"]

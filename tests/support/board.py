@@ -19,7 +19,7 @@ from services.views.app import spec as views_spec
 from shared.config import city_zone
 from shared.identity import Identity
 from tests.support.bus import connect
-from tests.support.cordon import eventually, prc_id, running
+from tests.support.cordon import eventually, outboxes_empty, prc_id, running
 from tests.support.identities import BEIXIN, NANGONG, As
 
 STREET = "changning.chengjiaqiao"
@@ -130,9 +130,7 @@ async def _nangong_day(operator: As, db, c: Committee) -> None:
 async def caught_up(nc, db) -> None:
     from shared.subjects import STREAM
 
-    outboxes = " + ".join(f"(SELECT count(*) FROM {s}.outbox)" for s in
-                          ("registry", "checkpoint", "quarantine", "logistics"))
-    await eventually(lambda: db.fetchval(f"SELECT {outboxes} = 0"), what="outboxes empty")
+    await outboxes_empty(db, "registry", "checkpoint", "quarantine", "logistics")
     last = (await nc.jetstream().stream_info(STREAM)).state.last_seq
     generation = await eventually(lambda: db.fetchval("SELECT generation FROM views.current"))
     await eventually(lambda: db.fetchval(f"SELECT hwm >= $1 FROM views_g{generation}.meta", last), what="views")

@@ -162,3 +162,9 @@ async def eventually(check, timeout: float = 10.0, what: str = "condition"):
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
     return result
+
+
+async def outboxes_empty(db, *services: str) -> None:
+    """Until the outboxes of ``services`` are empty: every event they recorded is on the stream."""
+    total = " + ".join(f"(SELECT count(*) FROM {s}.outbox)" for s in services)
+    await eventually(lambda: db.fetchval(f"SELECT {total} = 0"), what=f"the outboxes of {', '.join(services)} empty")
